@@ -1,0 +1,163 @@
+#include "memory/guest_memory.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace vireo::memory {
+
+Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout,
+                                        const std::string& name) {
+    if (layout.empty()) return fail(ErrorCode::InvalidArgument, "guest memory: no RAM regions");
+    std::vector<RegionSpec> sorted(layout.begin(), layout.end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const RegionSpec& a, const RegionSpec& b) { return a.start < b.start; });
+
+    uint64_t total = 0;
+    for (size_t i = 0; i < sorted.size(); ++i) {
+        const auto& r = sorted[i];
+        if (r.size == 0)
+            return fail(ErrorCode::InvalidArgument, "guest memory: region at {:#x} has size 0",
+                        r.start.value());
+        if (!is_aligned(r.start.value(), kPageSize) || !is_aligned(r.size, kPageSize))
+            return fail(ErrorCode::InvalidArgument,
+                        "guest memory: region [{:#x}, +{:#x}) is not 4 KiB-aligned",
+                        r.start.value(), r.size);
+        if (!r.start.checked_add(r.size))
+            return fail(ErrorCode::OutOfRange,
+                        "guest memory: region at {:#x} of {:#x} bytes ends past 2^64",
+                        r.start.value(), r.size);
+        if (i > 0 && sorted[i - 1].start.value() + sorted[i - 1].size > r.start.value())
+            return fail(ErrorCode::AlreadyExists,
+                        "guest memory: regions at {:#x} and {:#x} overlap",
+                        sorted[i - 1].start.value(), r.start.value());
+        auto t = checked_add(total, r.size);
+        if (!t) return fail(ErrorCode::OutOfRange, "guest memory: total size overflows");
+        total = *t;
+    }
+
+    GuestMemory mem;
+    int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+    if (fd < 0) return fail_errno(errno, "guest memory: memfd_create");
+    mem.fd_.reset(fd);
+    if (::ftruncate(fd, static_cast<off_t>(total)) != 0)
+        return fail_errno(errno, "guest memory: sizing the {} MiB memfd", total >> 20);
+
+    uint64_t offset = 0;
+    for (const auto& spec : sorted) {
+        void* p = ::mmap(nullptr, spec.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
+                         static_cast<off_t>(offset));
+        if (p == MAP_FAILED)
+            return fail_errno(errno, "guest memory: mapping {} MiB at guest {:#x}", spec.size >> 20,
+                              spec.start.value());
+        mem.regions_.push_back(Region{spec.start, spec.size, static_cast<uint8_t*>(p), offset});
+        offset += spec.size;
+    }
+    mem.total_size_ = total;
+    return mem;
+}
+
+Result<GuestMemory> GuestMemory::create_flat(uint64_t size) {
+    RegionSpec spec{Gpa(0), size};
+    return create(std::span<const RegionSpec>(&spec, 1));
+}
+
+GuestMemory::GuestMemory(GuestMemory&& other) noexcept
+    : regions_(std::move(other.regions_)),
+      total_size_(std::exchange(other.total_size_, 0)),
+      fd_(std::move(other.fd_)) {
+    other.regions_.clear();
+}
+
+GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
+    if (this != &other) {
+        release();
+        regions_ = std::move(other.regions_);
+        other.regions_.clear();
+        total_size_ = std::exchange(other.total_size_, 0);
+        fd_ = std::move(other.fd_);
+    }
+    return *this;
+}
+
+GuestMemory::~GuestMemory() {
+    release();
+}
+
+void GuestMemory::release() noexcept {
+    for (auto& r : regions_)
+        ::munmap(r.host, r.size);
+    regions_.clear();
+}
+
+const Region* GuestMemory::find(Gpa gpa) const noexcept {
+    // First region starting after gpa; the candidate is the one before it.
+    auto it = std::upper_bound(regions_.begin(), regions_.end(), gpa,
+                               [](Gpa g, const Region& r) { return g < r.start; });
+    if (it == regions_.begin()) return nullptr;
+    --it;
+    return gpa.value() - it->start.value() < it->size ? &*it : nullptr;
+}
+
+template <typename Fn>
+Result<void> GuestMemory::for_each_chunk(Gpa gpa, uint64_t len, Fn&& fn) const {
+    if (!contains(gpa, len))
+        return fail(ErrorCode::OutOfRange, "guest access [{:#x}, +{:#x}) is outside guest RAM",
+                    gpa.value(), len);
+    uint64_t done = 0;
+    while (done < len) {
+        Gpa cur(gpa.value() + done);  // cannot overflow: contains() checked the whole range
+        const Region* r = find(cur);
+        uint64_t off = cur.offset_from(r->start);
+        uint64_t chunk = std::min(len - done, r->size - off);
+        fn(r->host + off, done, chunk);
+        done += chunk;
+    }
+    return ok();
+}
+
+bool GuestMemory::contains(Gpa gpa, uint64_t len) const noexcept {
+    if (!range_fits(gpa.value(), len)) return false;
+    uint64_t cur = gpa.value();
+    uint64_t remaining = len;
+    do {
+        const Region* r = find(Gpa(cur));
+        if (r == nullptr) return false;
+        uint64_t avail = r->end() - cur;
+        if (remaining <= avail) return true;
+        remaining -= avail;
+        cur = r->end();  // continue only if the next region is adjacent
+    } while (true);
+}
+
+Result<void> GuestMemory::read(Gpa gpa, std::span<std::byte> out) const {
+    return for_each_chunk(gpa, out.size(), [&](const uint8_t* host, uint64_t at, uint64_t n) {
+        // SAFETY: host..host+n lies within one mapped region (checked by for_each_chunk).
+        std::memcpy(out.data() + at, host, n);
+    });
+}
+
+Result<void> GuestMemory::write(Gpa gpa, std::span<const std::byte> in) const {
+    return for_each_chunk(gpa, in.size(), [&](uint8_t* host, uint64_t at, uint64_t n) {
+        // SAFETY: host..host+n lies within one mapped region (checked by for_each_chunk).
+        std::memcpy(host, in.data() + at, n);
+    });
+}
+
+Result<std::span<uint8_t>> GuestMemory::slice(Gpa gpa, uint64_t len) const {
+    const Region* r = find(gpa);
+    if (r == nullptr || !range_fits(gpa.value(), len))
+        return fail(ErrorCode::OutOfRange, "guest range [{:#x}, +{:#x}) is outside guest RAM",
+                    gpa.value(), len);
+    uint64_t off = gpa.offset_from(r->start);
+    if (len > r->size - off)
+        return fail(ErrorCode::OutOfRange,
+                    "guest range [{:#x}, +{:#x}) leaves its RAM region (ends at {:#x})",
+                    gpa.value(), len, r->end());
+    // SAFETY: [off, off+len) is within the region's mapping, checked just above.
+    return std::span<uint8_t>(r->host + off, len);
+}
+
+}  // namespace vireo::memory

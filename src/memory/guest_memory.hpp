@@ -1,0 +1,110 @@
+// Guest RAM: the only way vireo touches guest memory.
+//
+// GuestMemory is built once from a layout and is immutable afterwards, so it can be shared by
+// every thread without locks. It covers RAM only (MMIO is never reachable through it). Every
+// access checks [gpa, gpa + len) with overflow checks and is split across regions where it spans
+// adjacent ones; an access that leaves RAM anywhere fails as a whole before any byte is copied.
+// No raw pointer into guest memory escapes except through slice(), whose span is bounds-checked.
+//
+// Memory is a memfd (so it can later be shared with other processes or saved) mapped
+// MAP_SHARED | MAP_NORESERVE: pages the guest never touches cost the host nothing, and touched
+// pages stay swappable unless the caller locks them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
+#include "memory/address.hpp"
+
+namespace vireo::memory {
+
+/// One RAM range requested of GuestMemory::create(). Page-aligned start and size.
+struct RegionSpec {
+    Gpa start;
+    uint64_t size = 0;
+};
+
+/// One mapped RAM region.
+struct Region {
+    Gpa start;
+    uint64_t size = 0;
+    uint8_t* host = nullptr;  ///< host mapping of the whole region
+    uint64_t fd_offset = 0;   ///< offset of the region in the backing memfd
+
+    /// One past the last guest-physical address of the region (cannot overflow: create()
+    /// refuses regions that end past 2^64).
+    uint64_t end() const noexcept { return start.value() + size; }
+};
+
+class GuestMemory {
+  public:
+    /// Maps the given RAM regions (page-aligned, non-empty, non-overlapping; any order).
+    /// `name` labels the memfd (visible in /proc/PID/maps).
+    static Result<GuestMemory> create(std::span<const RegionSpec> layout,
+                                      const std::string& name = "vireo-guest-ram");
+    /// Convenience: a single region [0, size).
+    static Result<GuestMemory> create_flat(uint64_t size);
+
+    GuestMemory(GuestMemory&&) noexcept;
+    GuestMemory& operator=(GuestMemory&&) noexcept;
+    GuestMemory(const GuestMemory&) = delete;
+    GuestMemory& operator=(const GuestMemory&) = delete;
+    ~GuestMemory();
+
+    /// Regions sorted by start address.
+    std::span<const Region> regions() const noexcept { return regions_; }
+    /// Sum of all region sizes.
+    uint64_t total_size() const noexcept { return total_size_; }
+    /// The backing memfd (for sharing or saving).
+    int fd() const noexcept { return fd_.get(); }
+
+    /// True if every byte of [gpa, gpa + len) is RAM. len 0 is in range iff gpa is in RAM.
+    bool contains(Gpa gpa, uint64_t len) const noexcept;
+
+    /// Copies guest memory out. Fails (copying nothing) if any byte is outside RAM.
+    Result<void> read(Gpa gpa, std::span<std::byte> out) const;
+    /// Copies into guest memory. Fails (writing nothing) if any byte is outside RAM.
+    Result<void> write(Gpa gpa, std::span<const std::byte> in) const;
+
+    template <typename T>
+    Result<T> read_obj(Gpa gpa) const {
+        static_assert(std::is_trivially_copyable_v<T>, "read_obj needs a trivially copyable T");
+        T value;
+        VIREO_TRY(read(gpa, std::as_writable_bytes(std::span<T, 1>(&value, 1))));
+        return value;
+    }
+    template <typename T>
+    Result<void> write_obj(Gpa gpa, const T& value) const {
+        static_assert(std::is_trivially_copyable_v<T>, "write_obj needs a trivially copyable T");
+        return write(gpa, std::as_bytes(std::span<const T, 1>(&value, 1)));
+    }
+
+    /// A host view of [gpa, gpa + len) if it lies within one region (zero-copy I/O).
+    /// Fails if the range leaves RAM or crosses a region boundary.
+    Result<std::span<uint8_t>> slice(Gpa gpa, uint64_t len) const;
+
+    /// The region containing `gpa`, or nullptr.
+    const Region* find(Gpa gpa) const noexcept;
+
+  private:
+    GuestMemory() = default;
+    void release() noexcept;
+
+    // Checks the whole range first, then calls fn(host_ptr, offset_in_access, chunk_len) for
+    // each piece (one per region crossed).
+    template <typename Fn>
+    Result<void> for_each_chunk(Gpa gpa, uint64_t len, Fn&& fn) const;
+
+    std::vector<Region> regions_;
+    uint64_t total_size_ = 0;
+    UniqueFd fd_;
+};
+
+}  // namespace vireo::memory

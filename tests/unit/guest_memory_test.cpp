@@ -1,0 +1,136 @@
+#include "memory/guest_memory.hpp"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <vector>
+
+namespace vireo::memory {
+namespace {
+
+// Two adjacent regions [0x0, 0x4000) and [0x4000, 0x6000), then a hole, then [0x10000, 0x11000).
+GuestMemory make_memory() {
+    std::array<RegionSpec, 3> layout{RegionSpec{Gpa(0x10000), 0x1000},
+                                     RegionSpec{Gpa(0x4000), 0x2000}, RegionSpec{Gpa(0), 0x4000}};
+    auto mem = GuestMemory::create(layout);
+    EXPECT_TRUE(mem) << mem.error().message();
+    return std::move(mem).value();
+}
+
+std::vector<std::byte> bytes(size_t n, uint8_t fill) {
+    return std::vector<std::byte>(n, std::byte{fill});
+}
+
+TEST(GuestMemory, LayoutIsSortedAndSized) {
+    auto mem = make_memory();
+    ASSERT_EQ(mem.regions().size(), 3u);
+    EXPECT_EQ(mem.regions()[0].start, Gpa(0));
+    EXPECT_EQ(mem.regions()[1].start, Gpa(0x4000));
+    EXPECT_EQ(mem.regions()[2].start, Gpa(0x10000));
+    EXPECT_EQ(mem.total_size(), 0x7000u);
+    EXPECT_GE(mem.fd(), 0);
+}
+
+TEST(GuestMemory, RejectsBadLayouts) {
+    std::array<RegionSpec, 2> overlap{RegionSpec{Gpa(0), 0x2000}, RegionSpec{Gpa(0x1000), 0x1000}};
+    EXPECT_EQ(GuestMemory::create(overlap).error().code(), ErrorCode::AlreadyExists);
+    std::array<RegionSpec, 1> empty{RegionSpec{Gpa(0), 0}};
+    EXPECT_EQ(GuestMemory::create(empty).error().code(), ErrorCode::InvalidArgument);
+    std::array<RegionSpec, 1> unaligned{RegionSpec{Gpa(0x10), 0x1000}};
+    EXPECT_EQ(GuestMemory::create(unaligned).error().code(), ErrorCode::InvalidArgument);
+    std::array<RegionSpec, 1> wraps{RegionSpec{Gpa(UINT64_MAX - 0xfff), 0x2000}};
+    EXPECT_EQ(GuestMemory::create(wraps).error().code(), ErrorCode::OutOfRange);
+    EXPECT_FALSE(GuestMemory::create({}));
+}
+
+TEST(GuestMemory, ReadWriteRoundTrip) {
+    auto mem = make_memory();
+    ASSERT_TRUE(mem.write_obj<uint64_t>(Gpa(0x100), 0x1122334455667788));
+    EXPECT_EQ(*mem.read_obj<uint64_t>(Gpa(0x100)), 0x1122334455667788u);
+    ASSERT_TRUE(mem.write_obj<uint32_t>(Gpa(0x10ffc), 0xdeadbeef));  // last 4 bytes of RAM
+    EXPECT_EQ(*mem.read_obj<uint32_t>(Gpa(0x10ffc)), 0xdeadbeefu);
+}
+
+TEST(GuestMemory, AccessSplitsAcrossAdjacentRegions) {
+    auto mem = make_memory();
+    auto in = bytes(0x100, 0x5a);
+    ASSERT_TRUE(mem.write(Gpa(0x3f80), in));  // 0x80 bytes in region 0, 0x80 in region 1
+    std::vector<std::byte> out(0x100);
+    ASSERT_TRUE(mem.read(Gpa(0x3f80), out));
+    EXPECT_EQ(in, out);
+    EXPECT_EQ(mem.regions()[0].host[0x3fff], 0x5a);
+    EXPECT_EQ(mem.regions()[1].host[0x7f], 0x5a);
+    EXPECT_EQ(mem.regions()[1].host[0x80], 0x00);
+}
+
+TEST(GuestMemory, RefusesEveryAccessThatLeavesRam) {
+    auto mem = make_memory();
+    struct Case {
+        uint64_t gpa, len;
+    };
+    const Case cases[] = {
+        {0x6000, 1},           // first byte of the hole
+        {0x5fff, 2},           // straddles region 1's end into the hole
+        {0xfff0, 0x20},        // straddles the hole into region 2
+        {0x10ff0, 0x20},       // straddles the end of RAM
+        {0x11000, 1},          // just past the end
+        {UINT64_MAX, 1},       // the top of the address space
+        {UINT64_MAX - 4, 16},  // wraps around 2^64
+        {0x0, 0x7001},         // all RAM and one more
+        {0x100, UINT64_MAX},   // absurd length
+        {0x20000000, 0x1000},  // far away
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(testing::Message() << "gpa " << std::hex << c.gpa << " len " << c.len);
+        EXPECT_FALSE(mem.contains(Gpa(c.gpa), c.len));
+        if (c.len <= 0x10000) {
+            auto buf = bytes(c.len, 0xcc);
+            auto r = mem.read(Gpa(c.gpa), buf);
+            ASSERT_FALSE(r);
+            EXPECT_EQ(r.error().code(), ErrorCode::OutOfRange);
+            EXPECT_EQ(buf, bytes(c.len, 0xcc)) << "a refused read must not copy anything";
+            EXPECT_FALSE(mem.write(Gpa(c.gpa), buf));
+        }
+        EXPECT_FALSE(mem.slice(Gpa(c.gpa), c.len));
+    }
+    // A refused write touches nothing, even the part that is in RAM.
+    EXPECT_FALSE(mem.write(Gpa(0x5ff0), bytes(0x20, 0xee)));
+    EXPECT_EQ(mem.regions()[1].host[0x1ff0], 0x00);
+}
+
+TEST(GuestMemory, SliceStaysInOneRegion) {
+    auto mem = make_memory();
+    auto s = mem.slice(Gpa(0x4000), 0x2000);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->size(), 0x2000u);
+    EXPECT_EQ(s->data(), mem.regions()[1].host);
+    EXPECT_FALSE(mem.slice(Gpa(0x3000), 0x2000));  // crosses 0x4000: refused, even if adjacent
+    EXPECT_TRUE(mem.slice(Gpa(0x5fff), 1));
+    EXPECT_TRUE(mem.slice(Gpa(0x5fff), 0));
+}
+
+TEST(GuestMemory, FindRegion) {
+    auto mem = make_memory();
+    EXPECT_EQ(mem.find(Gpa(0x4fff)), &mem.regions()[1]);
+    EXPECT_EQ(mem.find(Gpa(0x6000)), nullptr);
+    EXPECT_EQ(mem.find(Gpa(0x10000)), &mem.regions()[2]);
+}
+
+TEST(GuestMemory, UntouchedMemoryIsFree) {
+    // 64 GiB of guest RAM costs nothing until touched (MAP_NORESERVE over a sparse memfd).
+    auto mem = GuestMemory::create_flat(uint64_t{64} << 30);
+    ASSERT_TRUE(mem) << mem.error().message();
+    EXPECT_TRUE(mem->write_obj<uint64_t>(Gpa((uint64_t{64} << 30) - 8), 1));
+}
+
+TEST(GuestMemory, MoveKeepsMappings) {
+    auto a = make_memory();
+    ASSERT_TRUE(a.write_obj<uint32_t>(Gpa(0), 42));
+    GuestMemory b = std::move(a);
+    EXPECT_EQ(*b.read_obj<uint32_t>(Gpa(0)), 42u);
+    EXPECT_TRUE(a.regions().empty());
+    EXPECT_FALSE(a.read_obj<uint32_t>(Gpa(0)));
+}
+
+}  // namespace
+}  // namespace vireo::memory
