@@ -1,0 +1,303 @@
+#include "hv/machine.hpp"
+
+#include <sys/mman.h>
+
+#include <bit>
+#include <cerrno>
+
+#include "base/checked.hpp"
+#include "hv/kvm_ioctl.hpp"
+#include "hv/kvm_uapi.hpp"
+#include "hv/vcpu.hpp"
+
+namespace vireo::hv {
+
+using detail::kvm_ioctl;
+using memory::Gpa;
+using memory::kPageSize;
+
+namespace {
+bool has_feature(uint32_t features, Feature f) {
+    return (features >> static_cast<unsigned>(f)) & 1;
+}
+}  // namespace
+
+uint64_t DirtyBitmap::count() const noexcept {
+    uint64_t n = 0;
+    for (uint64_t w : words)
+        n += static_cast<uint64_t>(std::popcount(w));
+    return n;
+}
+
+Machine::Machine(UniqueFd fd, const Hypervisor& hv, const MachineConfig& config)
+    : fd_(std::move(fd)),
+      config_(config),
+      limits_(hv.limits()),
+      mmap_size_(hv.vcpu_mmap_size()),
+      features_(0) {
+    for (auto f : {Feature::KernelIrqchip, Feature::SplitIrqchip, Feature::Ioeventfd,
+                   Feature::Irqfd, Feature::ReadonlyMemory, Feature::Pit}) {
+        if (hv.has(f)) features_ |= 1u << static_cast<unsigned>(f);
+    }
+}
+
+Machine::~Machine() = default;
+
+Result<void> Machine::setup() {
+    int fd = fd_.get();
+    if (kvm_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_TSS_ADDR) > 0 &&
+        kvm_ioctl(fd, KVM_SET_TSS_ADDR, static_cast<unsigned long>(config_.tss_addr)) < 0)
+        return fail_errno(errno, "KVM_SET_TSS_ADDR {:#x}", config_.tss_addr);
+    switch (config_.irqchip) {
+        case IrqchipMode::None:
+            break;
+        case IrqchipMode::Kernel:
+            if (kvm_ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
+                return fail_errno(errno, "KVM_CREATE_IRQCHIP");
+            break;
+        case IrqchipMode::Split: {
+            kvm_enable_cap cap{};
+            cap.cap = KVM_CAP_SPLIT_IRQCHIP;
+            cap.args[0] = config_.split_irqchip_pins;
+            if (kvm_ioctl(fd, KVM_ENABLE_CAP, &cap) < 0)
+                return fail_errno(errno, "enabling the split irqchip");
+            break;
+        }
+    }
+    if (config_.pit) {
+        kvm_pit_config pit{};
+        if (kvm_ioctl(fd, KVM_CREATE_PIT2, &pit) < 0) return fail_errno(errno, "KVM_CREATE_PIT2");
+    }
+    return ok();
+}
+
+Result<void> Machine::apply(uint32_t slot, const Mapping& m) {
+    kvm_userspace_memory_region region{};
+    region.slot = slot;
+    region.flags = ((m.flags & kMapReadOnly) ? KVM_MEM_READONLY : 0u) |
+                   ((m.flags & kMapDirtyLog) ? KVM_MEM_LOG_DIRTY_PAGES : 0u);
+    region.guest_phys_addr = m.gpa;
+    region.memory_size = m.used ? m.size : 0;
+    region.userspace_addr = m.host;
+    if (kvm_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        return fail_errno(errno, "KVM_SET_USER_MEMORY_REGION slot {} [{:#x}, +{:#x})", slot, m.gpa,
+                          m.size);
+    return ok();
+}
+
+Result<SlotId> Machine::map(Gpa gpa, void* host, uint64_t size, uint32_t flags) {
+    const uint64_t start = gpa.value();
+    const auto hva = reinterpret_cast<uint64_t>(host);
+    if (size == 0) return fail(ErrorCode::InvalidArgument, "map at {:#x}: size is 0", start);
+    if (!is_aligned(start, kPageSize))
+        return fail(ErrorCode::InvalidArgument, "map: guest address {:#x} is not 4 KiB-aligned",
+                    start);
+    if (!is_aligned(size, kPageSize))
+        return fail(ErrorCode::InvalidArgument,
+                    "map at {:#x}: size {:#x} is not a multiple of 4 KiB", start, size);
+    if (host == nullptr || !is_aligned(hva, kPageSize))
+        return fail(ErrorCode::InvalidArgument,
+                    "map at {:#x}: host address {} is null or not 4 KiB-aligned", start, host);
+    const uint64_t width = uint64_t{1} << limits_.phys_addr_bits;
+    if (!range_fits(start, size) || start + size > width)
+        return fail(ErrorCode::OutOfRange,
+                    "map [{:#x}, +{:#x}): beyond the guest's {}-bit physical address space", start,
+                    size, limits_.phys_addr_bits);
+    if (!range_fits(hva, size))
+        return fail(ErrorCode::OutOfRange, "map at {:#x}: host range wraps", start);
+    if ((flags & kMapReadOnly) && !has_feature(features_, Feature::ReadonlyMemory))
+        return fail(ErrorCode::Unsupported, "map at {:#x}: this KVM has no read-only memory",
+                    start);
+    if (flags & ~uint32_t{kMapReadOnly | kMapDirtyLog})
+        return fail(ErrorCode::InvalidArgument, "map at {:#x}: unknown flags {:#x}", start, flags);
+
+    std::lock_guard lock(map_lock_);
+    std::optional<uint32_t> free_slot;
+    for (uint32_t i = 0; i < slots_.size(); ++i) {
+        const auto& m = slots_[i];
+        if (!m.used) {
+            if (!free_slot) free_slot = i;
+            continue;
+        }
+        if (start < m.gpa + m.size && m.gpa < start + size)
+            return fail(ErrorCode::AlreadyExists,
+                        "map [{:#x}, {:#x}) overlaps mapping {} at [{:#x}, {:#x})", start,
+                        start + size, i, m.gpa, m.gpa + m.size);
+    }
+    if (!free_slot) {
+        if (slots_.size() >= limits_.max_memslots)
+            return fail(ErrorCode::ResourceExhausted,
+                        "map at {:#x}: all {} KVM memory slots are in use", start,
+                        limits_.max_memslots);
+        free_slot = static_cast<uint32_t>(slots_.size());
+        slots_.emplace_back();
+    }
+    Mapping m{start, size, hva, flags, true};
+    if (auto r = apply(*free_slot, m); !r) return Unexpected{std::move(r).error()};
+    slots_[*free_slot] = m;
+    return SlotId{*free_slot};
+}
+
+Result<void> Machine::check_slot(SlotId slot) const {
+    if (slot.value >= slots_.size() || !slots_[slot.value].used)
+        return fail(ErrorCode::NotFound, "no mapping with slot id {}", slot.value);
+    return ok();
+}
+
+Result<void> Machine::unmap(SlotId slot) {
+    std::lock_guard lock(map_lock_);
+    VIREO_TRY(check_slot(slot));
+    Mapping m = slots_[slot.value];
+    m.used = false;
+    VIREO_TRY(apply(slot.value, m));
+    slots_[slot.value] = Mapping{};
+    return ok();
+}
+
+size_t Machine::mapping_count() const {
+    std::lock_guard lock(map_lock_);
+    size_t n = 0;
+    for (const auto& m : slots_)
+        n += m.used ? 1 : 0;
+    return n;
+}
+
+Result<void> Machine::set_dirty_logging(SlotId slot, bool enabled) {
+    std::lock_guard lock(map_lock_);
+    VIREO_TRY(check_slot(slot));
+    Mapping m = slots_[slot.value];
+    m.flags = enabled ? (m.flags | kMapDirtyLog) : (m.flags & ~uint32_t{kMapDirtyLog});
+    VIREO_TRY(apply(slot.value, m));
+    slots_[slot.value] = m;
+    return ok();
+}
+
+Result<DirtyBitmap> Machine::fetch_dirty_log(SlotId slot) {
+    uint64_t pages = 0;
+    {
+        std::lock_guard lock(map_lock_);
+        VIREO_TRY(check_slot(slot));
+        if (!(slots_[slot.value].flags & kMapDirtyLog))
+            return fail(ErrorCode::BadState, "mapping {} does not have dirty logging enabled",
+                        slot.value);
+        pages = slots_[slot.value].size / kPageSize;
+    }
+    DirtyBitmap bitmap;
+    bitmap.pages = pages;
+    bitmap.words.assign((pages + 63) / 64, 0);
+    kvm_dirty_log log{};
+    log.slot = slot.value;
+    log.dirty_bitmap = bitmap.words.data();
+    if (kvm_ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) < 0)
+        return fail_errno(errno, "KVM_GET_DIRTY_LOG slot {}", slot.value);
+    return bitmap;
+}
+
+Result<std::unique_ptr<Vcpu>> Machine::create_vcpu(uint32_t id) {
+    if (id >= limits_.max_vcpu_id)
+        return fail(ErrorCode::OutOfRange, "vCPU id {} is too large: KVM allows ids below {}", id,
+                    limits_.max_vcpu_id);
+    std::lock_guard lock(vcpu_lock_);
+    if (vcpu_count_.load(std::memory_order_relaxed) >= limits_.max_vcpus)
+        return fail(ErrorCode::ResourceExhausted,
+                    "cannot create vCPU {}: the machine already has the KVM maximum of {} vCPUs",
+                    id, limits_.max_vcpus);
+    int fd = kvm_ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
+    if (fd < 0) {
+        if (errno == EEXIST) return fail(ErrorCode::AlreadyExists, "vCPU {} already exists", id);
+        return fail_errno(errno, "KVM_CREATE_VCPU {}", id);
+    }
+    UniqueFd vcpu_fd(fd);
+    void* run = ::mmap(nullptr, mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (run == MAP_FAILED) return fail_errno(errno, "mapping the run page of vCPU {}", id);
+    vcpu_count_.fetch_add(1, std::memory_order_relaxed);
+    return std::unique_ptr<Vcpu>(new Vcpu(std::move(vcpu_fd), id, run, mmap_size_));
+}
+
+Result<void> Machine::ioevent(const IoEvent& e, bool remove) {
+    if (!has_feature(features_, Feature::Ioeventfd))
+        return fail(ErrorCode::Unsupported, "this KVM has no ioeventfd");
+    if (e.len != 0 && e.len != 1 && e.len != 2 && e.len != 4 && e.len != 8)
+        return fail(ErrorCode::InvalidArgument,
+                    "ioeventfd at {:#x}: length {} is not 0, 1, 2, 4 or 8", e.addr, e.len);
+    if (e.len == 0 && e.space == IoSpace::Pio)
+        return fail(ErrorCode::InvalidArgument, "ioeventfd at port {:#x}: length 0 is MMIO-only",
+                    e.addr);
+    if (e.space == IoSpace::Pio && e.addr > 0xffff)
+        return fail(ErrorCode::OutOfRange, "ioeventfd: port {:#x} is above 0xffff", e.addr);
+    if (e.fd < 0) return fail(ErrorCode::InvalidArgument, "ioeventfd at {:#x}: no eventfd", e.addr);
+    kvm_ioeventfd io{};
+    io.addr = e.addr;
+    io.len = e.len;
+    io.fd = e.fd;
+    io.flags = (e.space == IoSpace::Pio ? KVM_IOEVENTFD_FLAG_PIO : 0u) |
+               (e.datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0u) |
+               (remove ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0u);
+    io.datamatch = e.datamatch.value_or(0);
+    if (kvm_ioctl(fd_.get(), KVM_IOEVENTFD, &io) < 0)
+        return fail_errno(errno, "{} ioeventfd at {} {:#x}", remove ? "removing" : "adding",
+                          e.space == IoSpace::Pio ? "port" : "address", e.addr);
+    return ok();
+}
+
+Result<void> Machine::add_ioevent(const IoEvent& event) {
+    return ioevent(event, false);
+}
+Result<void> Machine::remove_ioevent(const IoEvent& event) {
+    return ioevent(event, true);
+}
+
+Result<void> Machine::need_irqchip(const char* what) const {
+    if (config_.irqchip == IrqchipMode::None)
+        return fail(ErrorCode::BadState,
+                    "{} needs an in-kernel irqchip (IrqchipMode::Kernel or Split)", what);
+    return ok();
+}
+
+Result<void> Machine::add_irqfd(int fd, uint32_t gsi, int resample_fd) {
+    VIREO_TRY(need_irqchip("irqfd"));
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<uint32_t>(fd);
+    irqfd.gsi = gsi;
+    if (resample_fd >= 0) {
+        irqfd.flags = KVM_IRQFD_FLAG_RESAMPLE;
+        irqfd.resamplefd = static_cast<uint32_t>(resample_fd);
+    }
+    if (kvm_ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0)
+        return fail_errno(errno, "adding irqfd for GSI {}", gsi);
+    return ok();
+}
+
+Result<void> Machine::remove_irqfd(int fd, uint32_t gsi) {
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<uint32_t>(fd);
+    irqfd.gsi = gsi;
+    irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
+    if (kvm_ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0)
+        return fail_errno(errno, "removing irqfd for GSI {}", gsi);
+    return ok();
+}
+
+Result<void> Machine::set_irq_line(uint32_t gsi, bool level) {
+    if (config_.irqchip != IrqchipMode::Kernel)
+        return fail(ErrorCode::BadState, "interrupt lines need IrqchipMode::Kernel");
+    kvm_irq_level irq{};
+    irq.irq = gsi;
+    irq.level = level ? 1 : 0;
+    if (kvm_ioctl(fd_.get(), KVM_IRQ_LINE, &irq) < 0)
+        return fail_errno(errno, "setting interrupt line {} to {}", gsi, level ? 1 : 0);
+    return ok();
+}
+
+Result<void> Machine::signal_msi(uint64_t address, uint32_t data) {
+    VIREO_TRY(need_irqchip("MSI"));
+    kvm_msi msi{};
+    msi.address_lo = static_cast<uint32_t>(address);
+    msi.address_hi = static_cast<uint32_t>(address >> 32);
+    msi.data = data;
+    if (kvm_ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi) < 0)
+        return fail_errno(errno, "KVM_SIGNAL_MSI {:#x}/{:#x}", address, data);
+    return ok();
+}
+
+}  // namespace vireo::hv

@@ -1,0 +1,139 @@
+// A virtual machine: guest-physical memory map, interrupt controller mode, doorbells, vCPUs.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
+#include "hv/hypervisor.hpp"
+#include "memory/address.hpp"
+
+namespace vireo::hv {
+
+class Vcpu;
+
+/// Which interrupt controllers live in the kernel. Nothing is on unless asked for.
+enum class IrqchipMode {
+    None,    ///< no in-kernel LAPIC/IOAPIC/PIC: the VMM injects interrupts itself
+    Kernel,  ///< in-kernel LAPIC, IOAPIC and PIC (fast path for full guests)
+    Split,   ///< in-kernel LAPIC only; IOAPIC/PIC in user space
+};
+
+struct MachineConfig {
+    IrqchipMode irqchip = IrqchipMode::None;
+    bool pit = false;                  ///< in-kernel i8254 PIT (needs IrqchipMode::Kernel)
+    uint32_t split_irqchip_pins = 24;  ///< IOAPIC pins routed for IrqchipMode::Split
+    /// Where KVM puts the real-mode TSS (VT-x only; three pages). Must be outside guest RAM.
+    uint64_t tss_addr = 0xfffbd000;
+};
+
+/// Flags of a memory mapping.
+enum MapFlags : uint32_t {
+    kMapNone = 0,
+    kMapReadOnly = 1u << 0,  ///< guest writes exit as MMIO
+    kMapDirtyLog = 1u << 1,  ///< track written pages (fetch_dirty_log)
+};
+
+/// Handle of one guest-physical mapping.
+struct SlotId {
+    uint32_t value = 0;
+    friend bool operator==(SlotId, SlotId) = default;
+};
+
+/// Address space of an ioeventfd.
+enum class IoSpace { Pio, Mmio };
+
+/// An ioeventfd registration: guest writes of `len` bytes at `addr` signal `fd` instead of
+/// exiting to user space (optionally only when the written value equals `datamatch`).
+struct IoEvent {
+    IoSpace space = IoSpace::Mmio;
+    uint64_t addr = 0;
+    uint32_t len = 4;  ///< 0 (any length, MMIO only), 1, 2, 4 or 8
+    int fd = -1;
+    std::optional<uint64_t> datamatch;
+};
+
+/// Bitmap of dirty pages of one slot (bit i = page i from the slot's start).
+struct DirtyBitmap {
+    std::vector<uint64_t> words;
+    uint64_t pages = 0;
+
+    bool test(uint64_t page) const noexcept {
+        return page < pages && (words[page / 64] >> (page % 64)) & 1;
+    }
+    uint64_t count() const noexcept;
+};
+
+class Machine {
+  public:
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+    ~Machine();
+
+    IrqchipMode irqchip() const noexcept { return config_.irqchip; }
+    const Limits& limits() const noexcept { return limits_; }
+
+    /// Maps `size` bytes of host memory at `host` to guest-physical `gpa`. All of gpa, size and
+    /// host must be 4 KiB-aligned; the range must not overlap another mapping and must lie within
+    /// the guest's physical address width. The memory must stay mapped until unmap().
+    Result<SlotId> map(memory::Gpa gpa, void* host, uint64_t size, uint32_t flags = kMapNone);
+    /// Removes a mapping; guest accesses there become MMIO exits.
+    Result<void> unmap(SlotId slot);
+    /// Turns dirty-page logging of a mapping on or off.
+    Result<void> set_dirty_logging(SlotId slot, bool enabled);
+    /// Returns the pages written since the last call (or since logging was enabled) and
+    /// clears the log.
+    Result<DirtyBitmap> fetch_dirty_log(SlotId slot);
+    /// Number of mappings.
+    size_t mapping_count() const;
+
+    /// Creates vCPU `id` (0 <= id < limits().max_vcpu_id; at most limits().max_vcpus).
+    Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t id);
+    uint32_t vcpu_count() const noexcept { return vcpu_count_.load(std::memory_order_relaxed); }
+
+    /// Registers / removes an ioeventfd.
+    Result<void> add_ioevent(const IoEvent& event);
+    Result<void> remove_ioevent(const IoEvent& event);
+    /// Connects eventfd `fd` to interrupt line `gsi`: signalling it raises the interrupt.
+    /// With `resample_fd` the line is level-triggered and `resample_fd` is signalled on EOI.
+    Result<void> add_irqfd(int fd, uint32_t gsi, int resample_fd = -1);
+    Result<void> remove_irqfd(int fd, uint32_t gsi);
+    /// Sets interrupt line `gsi` (needs an in-kernel irqchip).
+    Result<void> set_irq_line(uint32_t gsi, bool level);
+    /// Delivers a message-signalled interrupt (needs an in-kernel LAPIC).
+    Result<void> signal_msi(uint64_t address, uint32_t data);
+
+  private:
+    friend class Hypervisor;
+    Machine(UniqueFd fd, const Hypervisor& hv, const MachineConfig& config);
+    Result<void> setup();
+
+    struct Mapping {
+        uint64_t gpa = 0;
+        uint64_t size = 0;
+        uint64_t host = 0;
+        uint32_t flags = 0;
+        bool used = false;
+    };
+    Result<void> apply(uint32_t slot, const Mapping& m);
+    Result<void> check_slot(SlotId slot) const;
+    Result<void> ioevent(const IoEvent& event, bool remove);
+    Result<void> need_irqchip(const char* what) const;
+
+    UniqueFd fd_;
+    MachineConfig config_;
+    Limits limits_;
+    uint32_t mmap_size_;
+    uint32_t features_;
+    mutable std::mutex map_lock_;  // guards slots_ (map/unmap are rare; never on the run path)
+    std::vector<Mapping> slots_;
+    std::atomic<uint32_t> vcpu_count_{0};
+    std::mutex vcpu_lock_;  // serializes create_vcpu (count check + ioctl)
+};
+
+}  // namespace vireo::hv

@@ -1,0 +1,70 @@
+// One virtual CPU. A Vcpu is used by one thread at a time; request_stop() is the only call that
+// may come from another thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
+#include "hv/exit.hpp"
+#include "hv/vcpu_state.hpp"
+
+namespace vireo::hv {
+
+class Vcpu {
+  public:
+    Vcpu(const Vcpu&) = delete;
+    Vcpu& operator=(const Vcpu&) = delete;
+    ~Vcpu();
+
+    uint32_t id() const noexcept { return id_; }
+
+    /// Runs the guest until it needs the VMM. Complete an Io/Mmio read by filling the exit's
+    /// data before calling run() again. Returns an error only for host-side failures.
+    Result<Exit> run();
+
+    /// Makes a run() in progress (or the next one) return ExitReason::Interrupted promptly.
+    /// Safe from any thread and from signal handlers.
+    void request_stop() noexcept;
+
+    /// Reads the parts of the state selected by `flags` into `state`.
+    Result<void> get_state(uint32_t flags, VcpuState& state) const;
+    /// Writes the parts of the state selected by `flags`.
+    Result<void> set_state(uint32_t flags, const VcpuState& state);
+
+    /// Reads the MSRs whose indices are given in `msrs`.
+    Result<void> get_msrs(std::span<MsrEntry> msrs) const;
+    /// Writes MSRs; fails naming the first MSR KVM refused.
+    Result<void> set_msrs(std::span<const MsrEntry> msrs);
+
+    /// Sets the CPUID leaves the guest sees.
+    Result<void> set_cpuid(std::span<const CpuidEntry> entries);
+
+    /// Injects external interrupt `vector` (only with IrqchipMode::None; the guest must have
+    /// interrupts enabled).
+    Result<void> inject_interrupt(uint8_t vector);
+    /// Injects an NMI.
+    Result<void> inject_nmi();
+    /// Injects exception `vector` (0..31) with an optional error code.
+    Result<void> inject_exception(uint8_t vector, std::optional<uint32_t> error_code = {});
+
+    /// Asks for an IrqWindowOpen exit as soon as the guest can take an interrupt.
+    void request_interrupt_window(bool enable) noexcept;
+
+  private:
+    friend class Machine;
+    Vcpu(UniqueFd fd, uint32_t id, void* run, size_t run_size);
+
+    UniqueFd fd_;
+    uint32_t id_;
+    void* run_;  // struct kvm_run, shared with the kernel
+    size_t run_size_;
+    std::atomic<pid_t> runner_tid_{0};
+};
+
+}  // namespace vireo::hv
