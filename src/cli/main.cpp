@@ -1,0 +1,65 @@
+// The vireo command. Thin: parses arguments and calls into the library layers.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "base/log.hpp"
+#include "cli/demo.hpp"
+#include "hv/hypervisor.hpp"
+
+namespace {
+
+int run_info(const std::string& device) {
+    using vireo::hv::Feature;
+    auto hv = vireo::hv::Hypervisor::open(device);
+    if (!hv) {
+        vireo::log::error("{}", hv.error().message());
+        return 1;
+    }
+    const auto& l = hv->limits();
+    std::printf("device            %s\n", device.c_str());
+    std::printf("implementation    %s (%s)\n",
+                hv->flavor().empty() ? "unknown" : hv->flavor().c_str(),
+                hv->hardware_assisted() ? "hardware-assisted: full OS kernels run"
+                                        : "software: only tiny guests run");
+    std::printf("vCPUs per VM      %u (recommended %u, ids below %u)\n", l.max_vcpus,
+                l.recommended_vcpus, l.max_vcpu_id);
+    std::printf("memory slots      %u\n", l.max_memslots);
+    std::printf("guest phys bits   %u\n", l.phys_addr_bits);
+    std::printf("CPUID leaves      %zu\n", hv->supported_cpuid().size());
+    struct Named {
+        Feature f;
+        const char* name;
+    };
+    std::printf("features         ");
+    for (auto [f, name] :
+         {Named{Feature::KernelIrqchip, "irqchip"}, Named{Feature::SplitIrqchip, "split-irqchip"},
+          Named{Feature::Ioeventfd, "ioeventfd"}, Named{Feature::Irqfd, "irqfd"},
+          Named{Feature::ReadonlyMemory, "readonly-mem"}, Named{Feature::Xsave, "xsave"},
+          Named{Feature::Pit, "pit"}, Named{Feature::UserSpaceMsr, "user-msr"}}) {
+        if (hv->has(f)) std::printf(" %s", name);
+    }
+    std::printf("\n");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"vireo: a small, explicit KVM hypervisor stack", "vireo"};
+    app.set_version_flag("--version", "vireo 0.1.0");
+    app.require_subcommand(1);
+
+    bool quiet = false;
+    auto* demo = app.add_subcommand("demo", "Run the built-in tiny guest and print its greeting");
+    demo->add_flag("-q,--quiet", quiet, "Do not print the guest's output");
+
+    std::string device = "/dev/kvm";
+    auto* info =
+        app.add_subcommand("info", "Show this host's KVM: implementation, limits, features");
+    info->add_option("--device", device, "KVM device")->capture_default_str();
+
+    CLI11_PARSE(app, argc, argv);
+    if (*demo) return vireo::cli::run_demo(quiet);
+    if (*info) return run_info(device);
+    return 0;
+}
