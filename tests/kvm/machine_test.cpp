@@ -1,0 +1,220 @@
+#include <sys/mman.h>
+
+#include "base/event_fd.hpp"
+#include "kvm_test.hpp"
+
+namespace vireo::test {
+namespace {
+
+using hv::ExitReason;
+using memory::Gpa;
+
+// Anonymous host memory for mapping tests.
+struct HostMem {
+    explicit HostMem(size_t n) : size(n) {
+        ptr = ::mmap(nullptr, n, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    }
+    ~HostMem() { ::munmap(ptr, size); }
+    uint8_t* bytes() const { return static_cast<uint8_t*>(ptr); }
+    void* ptr;
+    size_t size;
+};
+
+std::unique_ptr<hv::Machine> make_machine(hv::IrqchipMode mode = hv::IrqchipMode::None) {
+    hv::MachineConfig config;
+    config.irqchip = mode;
+    auto m = hypervisor().create_machine(config);
+    EXPECT_TRUE(m) << m.error().message();
+    return std::move(m).value();
+}
+
+void expect_error(const Result<hv::SlotId>& r, ErrorCode code, const std::string& needle) {
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), code) << r.error().message();
+    EXPECT_NE(r.error().message().find(needle), std::string::npos) << r.error().message();
+}
+
+TEST(Machine, MapErrorsNameTheProblem) {
+    auto m = make_machine();
+    HostMem mem(1 << 20);
+    expect_error(m->map(Gpa(0), mem.ptr, 0), ErrorCode::InvalidArgument, "size is 0");
+    expect_error(m->map(Gpa(0x800), mem.ptr, 0x1000), ErrorCode::InvalidArgument,
+                 "not 4 KiB-aligned");
+    expect_error(m->map(Gpa(0), mem.ptr, 0x1800), ErrorCode::InvalidArgument,
+                 "not a multiple of 4 KiB");
+    expect_error(m->map(Gpa(0), mem.bytes() + 8, 0x1000), ErrorCode::InvalidArgument,
+                 "host address");
+    expect_error(m->map(Gpa(0), nullptr, 0x1000), ErrorCode::InvalidArgument, "host address");
+    const uint64_t top = uint64_t{1} << hypervisor().limits().phys_addr_bits;
+    expect_error(m->map(Gpa(top), mem.ptr, 0x1000), ErrorCode::OutOfRange, "physical address");
+    expect_error(m->map(Gpa(top - 0x1000), mem.ptr, 0x2000), ErrorCode::OutOfRange,
+                 "physical address");
+    expect_error(m->map(Gpa(UINT64_MAX - 0xfff), mem.ptr, 0x2000), ErrorCode::OutOfRange,
+                 "physical address");
+    expect_error(m->map(Gpa(0), mem.ptr, 0x1000, 0x80), ErrorCode::InvalidArgument,
+                 "unknown flags");
+    EXPECT_EQ(m->mapping_count(), 0u);
+}
+
+TEST(Machine, OverlapsAreRefused) {
+    auto m = make_machine();
+    HostMem mem(4 << 20);
+    auto a = m->map(Gpa(0x100000), mem.ptr, 0x100000);
+    ASSERT_TRUE(a) << a.error().message();
+    expect_error(m->map(Gpa(0x180000), mem.bytes() + 0x200000, 0x1000), ErrorCode::AlreadyExists,
+                 "overlaps mapping");
+    expect_error(m->map(Gpa(0xff000), mem.bytes() + 0x200000, 0x2000), ErrorCode::AlreadyExists,
+                 "overlaps");
+    expect_error(m->map(Gpa(0), mem.bytes() + 0x200000, 0x300000), ErrorCode::AlreadyExists,
+                 "overlaps");
+    // Adjacent is fine.
+    auto b = m->map(Gpa(0x200000), mem.bytes() + 0x200000, 0x1000);
+    ASSERT_TRUE(b) << b.error().message();
+    EXPECT_EQ(m->mapping_count(), 2u);
+    // After unmap the range is free again; slot ids are reused.
+    ASSERT_TRUE(m->unmap(*a));
+    auto c = m->map(Gpa(0x180000), mem.ptr, 0x1000);
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(*c, *a);
+    auto again = m->unmap(hv::SlotId{999});
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code(), ErrorCode::NotFound);
+}
+
+TEST(Machine, SlotsRunOut) {
+    auto m = make_machine();
+    HostMem mem(0x1000);
+    const uint32_t max = hypervisor().limits().max_memslots;
+    for (uint32_t i = 0; i < max; ++i) {
+        auto r = m->map(Gpa(uint64_t{i} * 0x1000), mem.ptr, 0x1000);  // aliases are allowed
+        ASSERT_TRUE(r) << "slot " << i << ": " << r.error().message();
+    }
+    expect_error(m->map(Gpa(uint64_t{max} * 0x1000), mem.ptr, 0x1000), ErrorCode::ResourceExhausted,
+                 "memory slots are in use");
+}
+
+TEST(Machine, UnmappedRamBecomesMmio) {
+    auto vm = make_vm(guest_mmio_roundtrip());
+    // Map a second RAM page at 0xd0000000, then take it away again.
+    HostMem page(0x1000);
+    auto slot = vm.machine().map(Gpa(0xd0000000), page.ptr, 0x1000);
+    ASSERT_TRUE(slot);
+    ASSERT_TRUE(vm.machine().unmap(*slot));
+    hv::Gprs init;
+    init.rsi = 0xd0000000;
+    auto vcpu = make_vcpu(vm, 0, init);
+    auto e = run(*vcpu);
+    ASSERT_EQ(e.reason, ExitReason::Mmio);
+    EXPECT_EQ(e.mmio.gpa, 0xd0000000u);
+}
+
+TEST(Machine, DirtyLogMarksExactlyTheWrittenPages) {
+    vmm::FlatVmConfig config;
+    config.memory_bytes = 8 << 20;
+    config.map_flags = hv::kMapDirtyLog;
+    auto vm = make_vm(guest_dirty_pages(), config);
+    hv::Gprs init;
+    init.rdi = 0x400000;  // first page written
+    init.rsi = 7;         // pages written
+    init.r8 = 0x3000;     // stride: every third page
+    auto vcpu = make_vcpu(vm, 0, init);
+
+    ASSERT_TRUE(vm.machine().fetch_dirty_log(vm.ram_slot()));  // start from a clean log
+    auto e = run(*vcpu);
+    ASSERT_EQ(e.reason, ExitReason::Io);
+    auto log = vm.machine().fetch_dirty_log(vm.ram_slot());
+    ASSERT_TRUE(log) << log.error().message();
+    EXPECT_EQ(log->pages, (8u << 20) / 4096);
+    for (uint64_t page = 0; page < log->pages; ++page) {
+        bool written = page >= 0x400 && page < 0x400 + 7 * 3 && (page - 0x400) % 3 == 0;
+        EXPECT_EQ(log->test(page), written) << "page " << std::hex << page;
+    }
+    EXPECT_EQ(log->count(), 7u);
+    EXPECT_EQ(*vm.memory().read_obj<uint8_t>(Gpa(0x403000)), 0xab);
+
+    auto second = vm.machine().fetch_dirty_log(vm.ram_slot());  // fetching clears
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->count(), 0u);
+
+    ASSERT_TRUE(vm.machine().set_dirty_logging(vm.ram_slot(), false));
+    auto off = vm.machine().fetch_dirty_log(vm.ram_slot());
+    ASSERT_FALSE(off);
+    EXPECT_EQ(off.error().code(), ErrorCode::BadState);
+}
+
+TEST(Machine, PioIoeventfdReplacesTheExit) {
+    auto vm = make_vm(guest_io_roundtrip());
+    auto efd = EventFd::create();
+    ASSERT_TRUE(efd);
+    hv::IoEvent ev{hv::IoSpace::Pio, 0x10, 4, efd->fd(), std::nullopt};
+    ASSERT_TRUE(vm.machine().add_ioevent(ev)) << vm.machine().add_ioevent(ev).error().message();
+    auto vcpu = make_vcpu(vm);
+    auto e = run(*vcpu);  // the OUT to 0x10 signals the eventfd; the next exit is the IN
+    ASSERT_EQ(e.reason, ExitReason::Io);
+    EXPECT_EQ(e.io.port, 0x11);
+    EXPECT_EQ(*efd->consume(), 1u);
+    ASSERT_TRUE(vm.machine().remove_ioevent(ev));
+}
+
+TEST(Machine, MmioIoeventfdWithDatamatch) {
+    auto vm = make_vm(guest_mmio_roundtrip());
+    auto efd = EventFd::create();
+    ASSERT_TRUE(efd);
+    hv::IoEvent ev{hv::IoSpace::Mmio, 0xd0000000, 4, efd->fd(), 0x77};
+    ASSERT_TRUE(vm.machine().add_ioevent(ev));
+    hv::Gprs init;
+    init.rsi = 0xd0000000;
+    init.rdi = 0x77;
+    auto vcpu = make_vcpu(vm, 0, init);
+    auto e = run(*vcpu);
+    ASSERT_EQ(e.reason, ExitReason::Mmio);
+    EXPECT_EQ(e.mmio.gpa, 0xd0000008u);  // the matching write did not exit
+    EXPECT_EQ(*efd->consume(), 1u);
+}
+
+TEST(Machine, IoeventfdArgumentsAreChecked) {
+    auto m = make_machine();
+    auto efd = EventFd::create();
+    ASSERT_TRUE(efd);
+    auto bad_len = m->add_ioevent({hv::IoSpace::Mmio, 0xd0000000, 3, efd->fd(), {}});
+    ASSERT_FALSE(bad_len);
+    EXPECT_EQ(bad_len.error().code(), ErrorCode::InvalidArgument);
+    EXPECT_FALSE(m->add_ioevent({hv::IoSpace::Pio, 0x10, 0, efd->fd(), {}}));
+    EXPECT_FALSE(m->add_ioevent({hv::IoSpace::Pio, 0x10000, 1, efd->fd(), {}}));
+    EXPECT_FALSE(m->add_ioevent({hv::IoSpace::Pio, 0x10, 1, -1, {}}));
+    EXPECT_FALSE(m->remove_ioevent({hv::IoSpace::Pio, 0x10, 1, efd->fd(), {}}));  // not added
+}
+
+TEST(Machine, InterruptsNeedAnIrqchip) {
+    auto none = make_machine();
+    auto efd = EventFd::create();
+    ASSERT_TRUE(efd);
+    auto r = none->add_irqfd(efd->fd(), 5);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), ErrorCode::BadState);
+    EXPECT_FALSE(none->set_irq_line(5, true));
+    EXPECT_FALSE(none->signal_msi(0xfee00000, 0x30));
+
+    auto kernel = make_machine(hv::IrqchipMode::Kernel);
+    ASSERT_TRUE(kernel->add_irqfd(efd->fd(), 5));
+    ASSERT_TRUE(efd->signal());
+    ASSERT_TRUE(kernel->remove_irqfd(efd->fd(), 5));
+    EXPECT_TRUE(kernel->set_irq_line(4, true));
+    EXPECT_TRUE(kernel->set_irq_line(4, false));
+}
+
+TEST(Machine, VcpuIdsAreChecked) {
+    auto m = make_machine();
+    auto too_big = m->create_vcpu(hypervisor().limits().max_vcpu_id);
+    ASSERT_FALSE(too_big);
+    EXPECT_EQ(too_big.error().code(), ErrorCode::OutOfRange);
+    ASSERT_TRUE(m->create_vcpu(3));
+    auto dup = m->create_vcpu(3);
+    ASSERT_FALSE(dup);
+    EXPECT_EQ(dup.error().code(), ErrorCode::AlreadyExists);
+    EXPECT_EQ(m->vcpu_count(), 1u);
+}
+
+}  // namespace
+}  // namespace vireo::test
