@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything vireo needs to build and test, from Debian packages. Idempotent: only
+# missing packages are installed, and apt's lists are refreshed only when something is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config      # toolchain
+  clang clang-format libclang-rt-14-dev             # clang 14: sanitizer/fuzzing builds, format
+  libfmt-dev libcli11-dev                           # libraries
+  libgtest-dev                                      # tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+echo "vireo setup: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what is needed, then
+#   1. checks formatting (clang-format, the project's .clang-format),
+#   2. builds with GCC (warnings are errors) and runs every test on real /dev/kvm,
+#   3. builds with clang 14 + AddressSanitizer/UndefinedBehaviorSanitizer and runs them again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format check"
+git ls-files -- '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
+
+jobs=$(nproc)
+
+step "GCC build and tests"
+VIREO_BUILD_DIR=build ./scripts/build.sh -DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+step "clang 14 + ASan/UBSan build and tests"
+VIREO_BUILD_DIR=build-asan ./scripts/build.sh -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_BUILD_TYPE=Debug -DVIREO_SANITIZE=ON
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs"
