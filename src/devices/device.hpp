@@ -1,0 +1,29 @@
+// Devices on a bus (port I/O or MMIO): register-level interface called from vCPU threads.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace vireo::devices {
+
+/// A device occupying one range of a bus. `offset` is relative to the range's base. Called from
+/// vCPU threads (possibly several at once): implementations guard their own state.
+class Device {
+  public:
+    virtual ~Device() = default;
+    /// Short name for logs and metrics ("serial", "i8042", ...).
+    virtual const char* name() const noexcept = 0;
+    /// Guest reads: fill `data` (1..8 bytes).
+    virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;
+    /// Guest writes of `data` (1..8 bytes).
+    virtual void write(uint64_t offset, std::span<const uint8_t> data) = 0;
+};
+
+/// An interrupt line the device can drive (level). Implemented by the VMM over KVM.
+class IrqLine {
+  public:
+    virtual ~IrqLine() = default;
+    virtual void set_level(bool asserted) = 0;
+};
+
+}  // namespace vireo::devices

@@ -1,0 +1,21 @@
+// Minimal i8042 keyboard controller: enough for the reset line (command 0xfe on port 0x64),
+// which Linux uses for reboot=k. Attach at port 0x60, size 5 (0x61 stays with KVM's PIT).
+#pragma once
+
+#include "devices/device.hpp"
+#include "devices/platform_event.hpp"
+
+namespace vireo::devices {
+
+class I8042 final : public Device {
+  public:
+    explicit I8042(PlatformEventSink sink) : sink_(std::move(sink)) {}
+    const char* name() const noexcept override { return "i8042"; }
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  private:
+    PlatformEventSink sink_;
+};
+
+}  // namespace vireo::devices

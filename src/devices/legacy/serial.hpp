@@ -1,0 +1,50 @@
+// 16550A UART (8250 family) on a port range, interrupt driven in both directions.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+
+#include "devices/device.hpp"
+
+namespace vireo::devices {
+
+class Serial final : public Device {
+  public:
+    /// Output goes to `out_fd` (-1: discarded). `irq` is the UART's interrupt line.
+    Serial(std::shared_ptr<IrqLine> irq, int out_fd);
+
+    const char* name() const noexcept override { return "serial"; }
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    /// Feeds console input to the guest. Blocks while the receive FIFO is full (back-pressure
+    /// instead of unbounded buffering) until `stop_waiting()` is called. Returns bytes accepted.
+    size_t enqueue_input(std::span<const uint8_t> bytes);
+    /// Releases a thread blocked in enqueue_input() (at shutdown).
+    void stop_waiting();
+
+    static constexpr size_t kFifoSize = 64;
+
+  private:
+    uint8_t read_reg(uint64_t offset);
+    void write_reg(uint64_t offset, uint8_t value);
+    uint8_t iir() const;
+    void update_irq();
+    void output(uint8_t byte);
+
+    std::shared_ptr<IrqLine> irq_;
+    int out_fd_;
+    std::mutex mu_;
+    std::condition_variable rx_space_;
+    bool stopping_ = false;
+    std::deque<uint8_t> rx_;
+    uint8_t ier_ = 0, lcr_ = 0, mcr_ = 0x08, scr_ = 0, dll_ = 0x0c, dlm_ = 0;
+    bool fifo_enabled_ = false;
+    bool thre_pending_ = false;
+    bool irq_level_ = false;
+};
+
+}  // namespace vireo::devices
