@@ -70,8 +70,12 @@ Result<void> write_long_mode_tables(const memory::GuestMemory& mem, const LongMo
                     "long mode: identity map of {:#x} bytes is not 1..4 GiB in whole GiB",
                     layout.identity_map_bytes);
 
-    const std::array<uint64_t, 5> gdt = {0, gdt_entry(code_segment(0)), gdt_entry(data_segment(0)),
-                                         gdt_entry(code_segment(3)), gdt_entry(data_segment(3))};
+    const std::array<uint64_t, kGdtEntries> gdt = {0,
+                                                   0,
+                                                   gdt_entry(code_segment(0)),
+                                                   gdt_entry(data_segment(0)),
+                                                   gdt_entry(code_segment(3)),
+                                                   gdt_entry(data_segment(3))};
     VIREO_TRY(mem.write_obj(layout.gdt, gdt));
 
     const uint64_t pml4 = layout.pml4.value();
@@ -111,13 +115,16 @@ hv::VcpuState long_mode_state(const LongModeLayout& layout, uint64_t entry, uint
     seg.ldt.type = 0x2;
     seg.ldt.present = true;
     seg.ldt.unusable = true;
-    seg.gdt = {layout.gdt.value(), 5 * 8 - 1};
+    seg.gdt = {layout.gdt.value(), kGdtEntries * 8 - 1};
     seg.idt = {0, 0};
 
     st.crs.cr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
     st.crs.cr3 = layout.pml4.value();
     st.crs.cr4 = kCr4Pae | kCr4Osfxsr | kCr4Osxmmexcpt;
     st.crs.efer = kEferLme | kEferLma;
+    // xAPIC enabled at its default base, as the bootstrap processor. (Writing 0 here would
+    // disable the local APIC, and KVM then hides it from CPUID as well.)
+    st.crs.apic_base = 0xfee00000 | (1u << 11) | (1u << 8);
 
     st.gprs.rip = entry;
     st.gprs.rsp = stack;

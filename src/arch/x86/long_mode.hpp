@@ -18,11 +18,13 @@ struct LongModeLayout {
     uint64_t identity_map_bytes = uint64_t{4} << 30;  ///< multiple of 1 GiB, at most 4 GiB
 };
 
-/// Selectors of the GDT written by write_long_mode_tables().
-inline constexpr uint16_t kCodeSelector = 0x08;
-inline constexpr uint16_t kDataSelector = 0x10;
-inline constexpr uint16_t kUserCodeSelector = 0x1b;  // index 3, RPL 3
-inline constexpr uint16_t kUserDataSelector = 0x23;  // index 4, RPL 3
+/// Selectors of the GDT written by write_long_mode_tables(). Code and data are at 0x10 and 0x18,
+/// the __BOOT_CS/__BOOT_DS the Linux 64-bit boot protocol asks for.
+inline constexpr uint16_t kCodeSelector = 0x10;
+inline constexpr uint16_t kDataSelector = 0x18;
+inline constexpr uint16_t kUserCodeSelector = 0x23;  // index 4, RPL 3
+inline constexpr uint16_t kUserDataSelector = 0x2b;  // index 5, RPL 3
+inline constexpr uint16_t kGdtEntries = 6;
 
 /// Writes the GDT and identity page tables into guest RAM. Pages are user-accessible so that
 /// ring-3 test code can run too.

@@ -1,0 +1,51 @@
+// ACPI tables vireo generates for a guest: RSDP -> XSDT -> {FADT -> DSDT, MADT}.
+//
+// The platform is hardware-reduced ACPI (no PM timer, SCI or GPE blocks): power off and reset
+// go through the FADT's sleep control and reset registers (one I/O port, devices::AcpiPm), SMP
+// comes from the MADT, and devices are declared in the DSDT.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/result.hpp"
+#include "memory/guest_memory.hpp"
+
+namespace vireo::arch::x86::acpi {
+
+/// A virtio-mmio (or other simple MMIO) device to declare in the DSDT.
+struct MmioDeviceDesc {
+    const char* hid;  ///< e.g. "LNRO0005"
+    uint64_t base;
+    uint32_t size;
+    uint32_t gsi;
+};
+
+struct PlatformDesc {
+    uint32_t num_cpus = 1;
+    uint16_t serial_port = 0x3f8;  ///< COM1
+    uint8_t serial_irq = 4;
+    uint16_t pm_port = 0x3c0;  ///< sleep control/status and reset register
+    uint8_t pm_reset_value = 0x01;
+    uint8_t s5_sleep_type = 5;
+    uint64_t pvpanic_base = 0;  ///< 0: no pvpanic device
+    uint64_t ioapic_base = 0xfec00000;
+    uint64_t lapic_base = 0xfee00000;
+    std::vector<MmioDeviceDesc> mmio_devices;
+};
+
+/// Sets the checksum byte at `offset` so that all bytes of `table` sum to 0 (mod 256).
+void set_checksum(std::vector<uint8_t>& table, size_t offset);
+
+std::vector<uint8_t> build_dsdt(const PlatformDesc& desc);
+std::vector<uint8_t> build_madt(const PlatformDesc& desc);
+std::vector<uint8_t> build_fadt(const PlatformDesc& desc, uint64_t dsdt_addr);
+std::vector<uint8_t> build_xsdt(const std::vector<uint64_t>& tables);
+std::vector<uint8_t> build_rsdp(uint64_t xsdt_addr);
+
+/// Writes all tables into guest memory from `base` (RSDP first, 16-byte aligned each) within
+/// [base, base + max_size). Returns the RSDP's address.
+Result<memory::Gpa> write_tables(const memory::GuestMemory& mem, memory::Gpa base,
+                                 uint64_t max_size, const PlatformDesc& desc);
+
+}  // namespace vireo::arch::x86::acpi
