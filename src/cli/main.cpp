@@ -4,6 +4,7 @@
 
 #include "base/log.hpp"
 #include "cli/demo.hpp"
+#include "cli/run.hpp"
 #include "hv/hypervisor.hpp"
 
 namespace {
@@ -58,7 +59,11 @@ int main(int argc, char** argv) {
         app.add_subcommand("info", "Show this host's KVM: implementation, limits, features");
     info->add_option("--device", device, "KVM device")->capture_default_str();
 
+    vireo::cli::RunOptions run_options;
+    auto* run = vireo::cli::add_run_command(app, run_options);
+
     CLI11_PARSE(app, argc, argv);
+    if (*run) return vireo::cli::run_guest(run_options);
     if (*demo) return vireo::cli::run_demo(quiet);
     if (*info) return run_info(device);
     return 0;

@@ -31,9 +31,11 @@ TEST(LongMode, GdtMatchesSegments) {
     ASSERT_TRUE(mem);
     ASSERT_TRUE(write_long_mode_tables(*mem, {}));
     EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1000)), 0u);
-    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1008)), 0x00af9b000000ffffu);  // 64-bit code
-    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1010)), 0x00cf93000000ffffu);  // data
-    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1018)), 0x00affb000000ffffu);  // user code
+    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1008)), 0u);
+    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1000 + kCodeSelector)), 0x00af9b000000ffffu);
+    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1000 + kDataSelector)), 0x00cf93000000ffffu);
+    EXPECT_EQ(*mem->read_obj<uint64_t>(Gpa(0x1000 + (kUserCodeSelector & ~3))),
+              0x00affb000000ffffu);
 }
 
 TEST(LongMode, RejectsBadIdentityMap) {

@@ -1,0 +1,192 @@
+#include "cli/run.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "base/log.hpp"
+#include "base/mapped_file.hpp"
+#include "base/size.hpp"
+#include "base/unique_fd.hpp"
+#include "hv/hypervisor.hpp"
+#include "vmm/console.hpp"
+#include "vmm/vm.hpp"
+
+namespace vireo::cli {
+
+namespace {
+
+constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+
+std::string default_guest_dir() {
+    if (const char* d = std::getenv("VIREO_GUEST_DIR")) return d;
+    if (const char* c = std::getenv("VIREO_CACHE")) return std::string(c) + "/guest";
+    const char* home = std::getenv("HOME");
+    return std::string(home ? home : "/root") + "/.cache/vireo/guest";
+}
+
+// The signal that stops the guest (SIGINT/SIGTERM) is handled on a thread via sigwait.
+std::atomic<vmm::Vm*> g_current_vm{nullptr};
+
+int status_for(vmm::Fate fate) {
+    switch (fate) {
+        case vmm::Fate::PowerOff:
+        case vmm::Fate::Stopped:
+            return kExitPowerOff;
+        case vmm::Fate::Reboot:
+            return kExitReboot;
+        case vmm::Fate::Panic:
+            return kExitPanic;
+        case vmm::Fate::TripleFault:
+            return kExitTripleFault;
+        case vmm::Fate::InternalError:
+            return kExitKvmError;
+        case vmm::Fate::HostError:
+            return kExitError;
+    }
+    return kExitError;
+}
+
+}  // namespace
+
+CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
+    auto* run = app.add_subcommand("run", "Boot a Linux guest in the foreground");
+    run->footer(
+        "Without --kernel, boots the default guest (Debian's cloud kernel and vireo's busybox "
+        "initramfs, built by scripts/guest-image.sh into ~/.cache/vireo/guest; VIREO_GUEST_DIR "
+        "overrides). Commands after \"--\" on the kernel command line run in that guest, e.g.\n"
+        "  vireo run --append '-- nproc; poweroff -f'\n\n"
+        "Console: on a terminal, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n\n"
+        "Exit status: 0 guest powered off; 1 vireo error; 3 this host's KVM cannot run a full "
+        "kernel; 4 guest kernel panic; 5 guest triple fault; 6 guest rebooted with "
+        "--on-reboot exit; 7 KVM failed to run the guest.");
+    run->add_option("--kernel", o.kernel, "bzImage to boot (default: the default guest's)");
+    run->add_option("--initrd", o.initrd,
+                    "initramfs (default: the default guest's, when --kernel is not given)");
+    run->add_option("--cmdline", o.cmdline, "Kernel command line")->default_str(kDefaultCmdline);
+    run->add_option("--append", o.append, "Text appended to the kernel command line");
+    run->add_option("-m,--memory", o.memory, "Guest memory: 64M to 1T (bare number: MiB)")
+        ->capture_default_str();
+    run->add_option("-c,--cpus", o.cpus, "vCPUs, 1 to 256")->capture_default_str();
+    run->add_option("--console", o.console, "Serial console: stdio, file:PATH or none")
+        ->capture_default_str();
+    run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
+        ->check(CLI::IsMember({"restart", "exit"}))
+        ->capture_default_str();
+    return run;
+}
+
+int run_guest(const RunOptions& o) {
+    auto fail_with = [](const std::string& msg) {
+        log::error("{}", msg);
+        return kExitError;
+    };
+
+    auto memory = parse_size(o.memory);
+    if (!memory) return fail_with("--memory: " + memory.error().message());
+
+    // Files: explicit, or the default guest.
+    std::string kernel_path = o.kernel, initrd_path = o.initrd;
+    if (kernel_path.empty()) {
+        const std::string dir = default_guest_dir();
+        kernel_path = dir + "/vmlinuz";
+        if (initrd_path.empty()) initrd_path = dir + "/initrd.img";
+        if (!std::filesystem::exists(kernel_path))
+            return fail_with(fmt::format(
+                "no --kernel given and the default guest is not built ({} is missing): run "
+                "scripts/guest-image.sh",
+                kernel_path));
+    }
+    auto kernel = MappedFile::open(kernel_path, "kernel");
+    if (!kernel) return fail_with(kernel.error().message());
+    std::optional<MappedFile> initrd;
+    if (!initrd_path.empty()) {
+        auto f = MappedFile::open(initrd_path, "initrd");
+        if (!f) return fail_with(f.error().message());
+        initrd = std::move(f).value();
+    }
+
+    // Console.
+    int console_fd = STDOUT_FILENO;
+    UniqueFd console_file;
+    if (o.console == "none") {
+        console_fd = -1;
+    } else if (o.console.rfind("file:", 0) == 0) {
+        std::string path = o.console.substr(5);
+        if (path.empty()) return fail_with("--console file:PATH needs a path");
+        console_file.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (!console_file)
+            return fail_with(
+                fmt::format("--console: cannot open {}: {}", path, std::strerror(errno)));
+        console_fd = console_file.get();
+    } else if (o.console != "stdio") {
+        return fail_with(fmt::format("--console \"{}\": use stdio, file:PATH or none", o.console));
+    }
+
+    auto hv = hv::Hypervisor::open();
+    if (!hv) return fail_with(hv.error().message());
+    if (!hv->hardware_assisted()) {
+        log::error(
+            "this host's KVM ({}) is a software implementation without VT-x/AMD-V and cannot run "
+            "a full kernel; run vireo on a host with hardware virtualization, or inside the test "
+            "host: tests/host/run.sh -- vireo run ...",
+            hv->flavor());
+        return kExitNoHardwareKvm;
+    }
+
+    vmm::VmConfig config;
+    config.memory_bytes = *memory;
+    config.cpus = o.cpus;
+    config.cmdline = o.cmdline.empty() ? kDefaultCmdline : o.cmdline;
+    if (!o.append.empty()) config.cmdline += " " + o.append;
+    config.console_fd = console_fd;
+    vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{}};
+
+    // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out).
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::thread([stop_signals] {
+        int sig = 0;
+        while (sigwait(&stop_signals, &sig) == 0) {
+            if (auto* vm = g_current_vm.load()) vm->stop(vmm::Fate::Stopped, "stopped by a signal");
+        }
+    }).detach();
+
+    vmm::ConsoleInput console([] {
+        if (auto* vm = g_current_vm.load())
+            vm->stop(vmm::Fate::Stopped, "stopped from the console");
+    });
+    if (o.console == "stdio") {
+        if (auto r = console.start(); !r) return fail_with(r.error().message());
+    }
+
+    for (;;) {
+        auto vm = vmm::Vm::create(*hv, config, images);
+        if (!vm) return fail_with(vm.error().message());
+        console.attach((*vm)->serial());
+        g_current_vm.store(vm->get());
+        auto outcome = (*vm)->run();
+        g_current_vm.store(nullptr);
+        console.attach(nullptr);
+        if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart") {
+            log::info("guest rebooted: restarting it");
+            continue;
+        }
+        if (outcome.fate == vmm::Fate::PowerOff) {
+            log::debug("{}", outcome.detail);
+        } else if (outcome.fate == vmm::Fate::Stopped) {
+            log::info("{}", outcome.detail);
+        } else {
+            log::error("{}: {}", vmm::to_string(outcome.fate), outcome.detail);
+        }
+        return status_for(outcome.fate);
+    }
+}
+
+}  // namespace vireo::cli

@@ -1,0 +1,36 @@
+// `vireo run`: boot one guest in the foreground.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace vireo::cli {
+
+/// Process exit statuses of `vireo run` (also in `vireo run --help` and docs/cli.md).
+enum ExitStatus : int {
+    kExitPowerOff = 0,       ///< the guest powered off
+    kExitError = 1,          ///< vireo could not start or run the guest (bad input, host failure)
+    kExitNoHardwareKvm = 3,  ///< this host's KVM cannot run a full kernel
+    kExitPanic = 4,          ///< the guest kernel panicked
+    kExitTripleFault = 5,    ///< the guest triple-faulted
+    kExitReboot = 6,         ///< the guest rebooted and --on-reboot exit was given
+    kExitKvmError = 7,       ///< KVM failed to run the guest (internal/entry error)
+};
+
+struct RunOptions {
+    std::string kernel;
+    std::string initrd;
+    std::string cmdline;
+    std::string append;
+    std::string memory = "256M";
+    uint32_t cpus = 1;
+    std::string console = "stdio";
+    std::string on_reboot = "restart";
+};
+
+/// Adds the `run` subcommand to `app`; the options land in `options`.
+CLI::App* add_run_command(CLI::App& app, RunOptions& options);
+/// Runs it; returns the process exit status.
+int run_guest(const RunOptions& options);
+
+}  // namespace vireo::cli

@@ -1,0 +1,47 @@
+// Console input: a thread that forwards the host's stdin to the guest's serial port.
+//
+// When stdin is a terminal it is switched to raw mode (restored on exit) and Ctrl-A x quits;
+// Ctrl-A Ctrl-A sends a literal Ctrl-A. The serial port can be swapped (on reboot).
+#pragma once
+
+#include <termios.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "base/event_fd.hpp"
+#include "devices/legacy/serial.hpp"
+
+namespace vireo::vmm {
+
+class ConsoleInput {
+  public:
+    /// `on_escape` runs (on the console thread) when the user types Ctrl-A x.
+    explicit ConsoleInput(std::function<void()> on_escape);
+    ~ConsoleInput();
+
+    /// Starts reading stdin (no-op if stdin is closed). Call once.
+    Result<void> start();
+    /// Where input goes from now on (nullptr: dropped).
+    void attach(std::shared_ptr<devices::Serial> serial);
+    /// True if stdin is a terminal (raw mode and the escape key apply).
+    bool interactive() const noexcept { return tty_; }
+
+  private:
+    void loop();
+    void restore_terminal();
+
+    std::function<void()> on_escape_;
+    std::mutex mu_;
+    std::shared_ptr<devices::Serial> serial_;
+    std::thread thread_;
+    std::unique_ptr<EventFd> stop_;
+    bool tty_ = false;
+    bool raw_ = false;
+    termios saved_{};
+};
+
+}  // namespace vireo::vmm

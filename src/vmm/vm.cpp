@@ -1,0 +1,290 @@
+#include "vmm/vm.hpp"
+
+#include <cstring>
+
+#include "arch/x86/acpi/tables.hpp"
+#include "arch/x86/boot/linux.hpp"
+#include "arch/x86/cpuid.hpp"
+#include "arch/x86/long_mode.hpp"
+#include "base/log.hpp"
+#include "devices/legacy/acpi_pm.hpp"
+#include "devices/legacy/cmos.hpp"
+#include "devices/legacy/i8042.hpp"
+#include "devices/legacy/pvpanic.hpp"
+
+namespace vireo::vmm {
+
+using memory::Gpa;
+
+namespace {
+
+// Guest-physical memory map.
+constexpr uint64_t kMmioHoleStart = 0xc0000000;  // RAM below 4 GiB ends here at the latest
+constexpr uint64_t k4GiB = uint64_t{1} << 32;
+constexpr uint64_t kAcpiBase = 0xe0000, kAcpiSize = 0x20000;  // tables live in the BIOS area
+constexpr uint64_t kPvPanicBase = 0xfe000000;
+constexpr uint16_t kCom1 = 0x3f8;
+constexpr uint32_t kCom1Irq = 4;
+
+// An interrupt line driven through KVM_IRQ_LINE.
+class KvmIrqLine final : public devices::IrqLine {
+  public:
+    KvmIrqLine(hv::Machine& machine, uint32_t gsi) : machine_(machine), gsi_(gsi) {}
+    void set_level(bool asserted) override {
+        if (auto r = machine_.set_irq_line(gsi_, asserted); !r)
+            log::warn("interrupt line {}: {}", gsi_, r.error().message());
+    }
+
+  private:
+    hv::Machine& machine_;
+    uint32_t gsi_;
+};
+
+// LINT0 as ExtINT (the 8259s in virtual-wire mode) and LINT1 as NMI, as firmware leaves them.
+Result<void> set_lints(hv::Vcpu& vcpu) {
+    hv::VcpuState st;
+    VIREO_TRY(vcpu.get_state(hv::kStateLapic, st));
+    auto set_lvt = [&](size_t off, uint32_t mode) {
+        uint32_t v;
+        std::memcpy(&v, st.lapic.regs.data() + off, 4);
+        v = (v & ~0x700u & ~(1u << 16)) | mode;  // delivery mode, unmasked
+        std::memcpy(st.lapic.regs.data() + off, &v, 4);
+    };
+    set_lvt(0x350, 0x700);  // LVT LINT0: ExtINT
+    set_lvt(0x360, 0x400);  // LVT LINT1: NMI
+    return vcpu.set_state(hv::kStateLapic, st);
+}
+
+}  // namespace
+
+const char* to_string(Fate fate) noexcept {
+    switch (fate) {
+        case Fate::PowerOff:
+            return "powered off";
+        case Fate::Reboot:
+            return "rebooted";
+        case Fate::Panic:
+            return "guest kernel panic";
+        case Fate::TripleFault:
+            return "triple fault";
+        case Fate::InternalError:
+            return "KVM internal error";
+        case Fate::HostError:
+            return "host error";
+        case Fate::Stopped:
+            return "stopped";
+    }
+    return "?";
+}
+
+Vm::Vm(memory::GuestMemory mem, const VmConfig& config)
+    : memory_(std::move(mem)), config_(config) {}
+
+Vm::~Vm() {
+    stop(Fate::Stopped, "machine destroyed");
+}
+
+Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig& config,
+                                       const BootImages& images) {
+    if (config.memory_bytes < kMinMemory || config.memory_bytes > kMaxMemory ||
+        config.memory_bytes % (uint64_t{1} << 20) != 0)
+        return fail(ErrorCode::InvalidArgument,
+                    "memory {} MiB: must be a whole number of MiB from 64 MiB to 1 TiB",
+                    config.memory_bytes >> 20);
+    const uint32_t max_cpus = std::min(kMaxCpus, hv.limits().max_vcpus);
+    if (config.cpus == 0 || config.cpus > max_cpus)
+        return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
+
+    const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
+    std::vector<memory::RegionSpec> layout{{Gpa(0), low}};
+    if (config.memory_bytes > low) layout.push_back({Gpa(k4GiB), config.memory_bytes - low});
+    VIREO_TRY_ASSIGN(auto mem, memory::GuestMemory::create(layout, "vireo-guest-ram"));
+    std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
+    VIREO_TRY(vm->build(hv, images));
+    return vm;
+}
+
+Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
+    hv::MachineConfig mc;
+    mc.irqchip = hv::IrqchipMode::Kernel;
+    mc.pit = true;
+    VIREO_TRY_ASSIGN(machine_, hv.create_machine(mc));
+    for (const auto& r : memory_.regions()) {
+        auto slot = machine_->map(r.start, r.host, r.size);
+        if (!slot) return Unexpected{std::move(slot).error()};
+    }
+
+    // Devices.
+    auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
+    serial_ = std::make_shared<devices::Serial>(std::make_shared<KvmIrqLine>(*machine_, kCom1Irq),
+                                                config_.console_fd);
+    VIREO_TRY(pio_.attach(kCom1, 8, serial_));
+    VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
+    VIREO_TRY(pio_.attach(0x70, 2, std::make_shared<devices::Cmos>()));
+    VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
+    VIREO_TRY(mmio_.attach(kPvPanicBase, devices::PvPanic::kSize,
+                           std::make_shared<devices::PvPanic>(sink)));
+
+    // ACPI.
+    arch::x86::acpi::PlatformDesc desc;
+    desc.num_cpus = config_.cpus;
+    desc.serial_port = kCom1;
+    desc.serial_irq = kCom1Irq;
+    desc.pm_port = devices::AcpiPm::kPort;
+    desc.pm_reset_value = devices::AcpiPm::kResetValue;
+    desc.s5_sleep_type = devices::AcpiPm::kS5SleepType;
+    desc.pvpanic_base = kPvPanicBase;
+    VIREO_TRY_ASSIGN(Gpa rsdp,
+                     arch::x86::acpi::write_tables(memory_, Gpa(kAcpiBase), kAcpiSize, desc));
+
+    // e820 and the kernel.
+    using arch::x86::boot::E820Type;
+    const uint64_t low_end = memory_.regions()[0].end();
+    std::vector<arch::x86::boot::E820Entry> e820{{0, 0xa0000, E820Type::Ram},
+                                                 {kAcpiBase, kAcpiSize, E820Type::Reserved},
+                                                 {0x100000, low_end - 0x100000, E820Type::Ram}};
+    if (memory_.regions().size() > 1)
+        e820.push_back({k4GiB, memory_.regions()[1].size, E820Type::Ram});
+    arch::x86::boot::LinuxLayout ll;
+    ll.low_ram_end = low_end;
+    ll.acpi_rsdp = rsdp.value();
+    arch::x86::LongModeLayout lm;
+    VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
+    VIREO_TRY_ASSIGN(auto loaded, arch::x86::boot::load_linux(memory_, images.kernel, images.initrd,
+                                                              config_.cmdline, e820, ll));
+
+    // vCPUs: all get CPUID, boot MSRs and LAPIC LINTs; the BSP enters the kernel in long mode,
+    // the APs wait in KVM for INIT/SIPI from the guest.
+    const auto msrs = arch::x86::boot_msrs();
+    for (uint32_t id = 0; id < config_.cpus; ++id) {
+        VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
+        VIREO_TRY(vcpu->set_cpuid(arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus)));
+        VIREO_TRY(vcpu->set_msrs(msrs));
+        VIREO_TRY(set_lints(*vcpu));
+        if (id == 0) {
+            auto st = arch::x86::long_mode_state(lm, loaded.entry, 0);
+            st.gprs.rsi = loaded.zero_page;
+            VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, st));
+        }
+        vcpus_.push_back(std::move(vcpu));
+    }
+    return ok();
+}
+
+void Vm::on_platform_event(devices::PlatformEvent event) {
+    switch (event) {
+        case devices::PlatformEvent::PowerOff:
+            stop(Fate::PowerOff, "the guest powered off (ACPI S5)");
+            break;
+        case devices::PlatformEvent::Reset:
+            stop(Fate::Reboot, "the guest reset the machine");
+            break;
+        case devices::PlatformEvent::Panic:
+            stop(Fate::Panic, "the guest kernel panicked (pvpanic)");
+            break;
+    }
+}
+
+void Vm::stop(Fate fate, std::string detail) {
+    {
+        std::lock_guard lock(fate_mu_);
+        if (!fate_set_) {
+            fate_set_ = true;
+            outcome_ = Outcome{fate, std::move(detail)};
+        }
+    }
+    stopping_.store(true, std::memory_order_release);
+    for (auto& v : vcpus_)
+        v->request_stop();
+    if (serial_) serial_->stop_waiting();
+    fate_cv_.notify_all();
+}
+
+void Vm::handle_io(const hv::IoExit& io) {
+    // REP INS/OUTS carry `count` elements of `size` bytes; each goes to the device in turn.
+    auto data = io.data();
+    for (uint32_t i = 0; i < io.count; ++i) {
+        auto elem = data.subspan(size_t{i} * io.size, io.size);
+        if (io.write)
+            pio_.write(io.port, elem);
+        else
+            pio_.read(io.port, elem);
+    }
+}
+
+void Vm::vcpu_loop(hv::Vcpu& vcpu) {
+    while (!stopping_.load(std::memory_order_acquire)) {
+        auto exit = vcpu.run();
+        if (!exit) {
+            stop(Fate::HostError, exit.error().message());
+            return;
+        }
+        switch (exit->reason) {
+            case hv::ExitReason::Io:
+                handle_io(exit->io);
+                break;
+            case hv::ExitReason::Mmio:
+                if (exit->mmio.write)
+                    mmio_.write(exit->mmio.gpa, exit->mmio.data());
+                else
+                    mmio_.read(exit->mmio.gpa, exit->mmio.data());
+                break;
+            case hv::ExitReason::Interrupted:
+            case hv::ExitReason::Halt:
+            case hv::ExitReason::IrqWindowOpen:
+                break;
+            case hv::ExitReason::Shutdown:
+                stop(Fate::TripleFault, fmt::format("vCPU {} triple-faulted", vcpu.id()));
+                return;
+            case hv::ExitReason::SystemEvent:
+                switch (exit->system_event.type) {
+                    case hv::SystemEventExit::Shutdown:
+                        stop(Fate::PowerOff, "KVM reported a shutdown event");
+                        break;
+                    case hv::SystemEventExit::Reset:
+                        stop(Fate::Reboot, "KVM reported a reset event");
+                        break;
+                    case hv::SystemEventExit::Crash:
+                        stop(Fate::Panic, "KVM reported a guest crash");
+                        break;
+                    default:
+                        break;
+                }
+                break;
+            case hv::ExitReason::InternalError:
+                stop(Fate::InternalError,
+                     fmt::format("vCPU {}: KVM internal error {} (data {:#x} {:#x})", vcpu.id(),
+                                 exit->internal.suberror, exit->internal.data[0],
+                                 exit->internal.data[1]));
+                return;
+            case hv::ExitReason::FailEntry:
+                stop(Fate::InternalError,
+                     fmt::format("vCPU {}: KVM could not enter the guest (reason {:#x})", vcpu.id(),
+                                 exit->fail_entry.hardware_reason));
+                return;
+            default:
+                stop(Fate::InternalError, fmt::format("vCPU {}: unexpected {} exit", vcpu.id(),
+                                                      hv::to_string(exit->reason)));
+                return;
+        }
+    }
+}
+
+Outcome Vm::run() {
+    std::vector<std::thread> threads;
+    threads.reserve(vcpus_.size());
+    for (auto& v : vcpus_)
+        threads.emplace_back([this, vcpu = v.get()] { vcpu_loop(*vcpu); });
+    {
+        std::unique_lock lock(fate_mu_);
+        fate_cv_.wait(lock, [&] { return fate_set_; });
+    }
+    for (auto& v : vcpus_)
+        v->request_stop();
+    for (auto& t : threads)
+        t.join();
+    std::lock_guard lock(fate_mu_);
+    return outcome_;
+}
+
+}  // namespace vireo::vmm

@@ -1,0 +1,102 @@
+// A Linux-capable x86 machine: RAM (split around the 3-4 GiB MMIO hole), KVM's in-kernel
+// irqchip and PIT, legacy platform devices (COM1, i8042 reset, CMOS RTC, ACPI power/reset,
+// pvpanic), generated ACPI tables, a bzImage loaded per the Linux boot protocol, and one thread
+// per vCPU. Devices are dispatched from vCPU threads through immutable buses (no VM-wide lock).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.hpp"
+#include "devices/bus.hpp"
+#include "devices/legacy/serial.hpp"
+#include "devices/platform_event.hpp"
+#include "hv/hypervisor.hpp"
+#include "hv/machine.hpp"
+#include "hv/vcpu.hpp"
+#include "memory/guest_memory.hpp"
+
+namespace vireo::vmm {
+
+struct VmConfig {
+    uint64_t memory_bytes = uint64_t{256} << 20;
+    uint32_t cpus = 1;
+    std::string cmdline;
+    int console_fd = 1;  ///< where COM1 output goes (-1: discarded)
+};
+
+/// The kernel and initrd bytes (mapped files owned by the caller; reused across reboots).
+struct BootImages {
+    std::span<const uint8_t> kernel;
+    std::span<const uint8_t> initrd;
+};
+
+/// Why a guest stopped.
+enum class Fate {
+    PowerOff,       ///< ACPI S5 (poweroff)
+    Reboot,         ///< i8042 or ACPI reset
+    Panic,          ///< pvpanic: the guest kernel panicked
+    TripleFault,    ///< the CPU shut down (triple fault)
+    InternalError,  ///< KVM could not run the guest (emulation failure, entry failure)
+    HostError,      ///< a host-side failure in vireo
+    Stopped,        ///< stopped from the host (console escape, signal)
+};
+const char* to_string(Fate fate) noexcept;
+
+struct Outcome {
+    Fate fate = Fate::HostError;
+    std::string detail;
+};
+
+/// Limits `vireo run` enforces.
+inline constexpr uint64_t kMinMemory = uint64_t{64} << 20;
+inline constexpr uint64_t kMaxMemory = uint64_t{1} << 40;
+inline constexpr uint32_t kMaxCpus = 256;
+
+class Vm {
+  public:
+    /// Builds the machine and loads the guest. Nothing runs until run().
+    static Result<std::unique_ptr<Vm>> create(const hv::Hypervisor& hv, const VmConfig& config,
+                                              const BootImages& images);
+    ~Vm();
+
+    /// Runs every vCPU on its own thread until the guest powers off, resets, panics or fails,
+    /// or stop() is called. Returns why it stopped.
+    Outcome run();
+    /// Stops the guest (first reason wins). Any thread.
+    void stop(Fate fate, std::string detail);
+
+    /// COM1, for console input.
+    const std::shared_ptr<devices::Serial>& serial() const noexcept { return serial_; }
+    const memory::GuestMemory& memory() const noexcept { return memory_; }
+
+  private:
+    Vm(memory::GuestMemory mem, const VmConfig& config);
+    Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
+    void vcpu_loop(hv::Vcpu& vcpu);
+    void handle_io(const hv::IoExit& io);
+    void on_platform_event(devices::PlatformEvent event);
+
+    memory::GuestMemory memory_;
+    VmConfig config_;
+    std::unique_ptr<hv::Machine> machine_;
+    std::vector<std::unique_ptr<hv::Vcpu>> vcpus_;
+    devices::Bus pio_{"port I/O"};
+    devices::Bus mmio_{"MMIO"};
+    std::shared_ptr<devices::Serial> serial_;
+
+    std::atomic<bool> stopping_{false};
+    std::mutex fate_mu_;
+    std::condition_variable fate_cv_;
+    bool fate_set_ = false;
+    Outcome outcome_;
+};
+
+}  // namespace vireo::vmm
