@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Runs a command inside vireo's test host: a simulated hardware-virtualization machine.
+#
+# QEMU (TCG) emulates an AMD EPYC with AMD-V and nested paging; inside it, Debian's own cloud
+# kernel loads the real kvm_amd, so /dev/kvm there is hardware-style KVM and vireo's production
+# code paths run for real. The test host boots from an initramfs that holds busybox, the KVM
+# modules, vireo's binaries (with the shared libraries they need), the default guest and any
+# extra files, runs the command, prints its exit status and powers off. Its serial console is
+# streamed to stdout; this script exits with the command's status (125 if the host itself failed).
+#
+# usage: tests/host/run.sh [options] -- COMMAND...
+#   -b DIR     vireo build directory to pack (default: build)
+#   -m SIZE    test host memory (default: 3G)
+#   -s N       test host CPUs (default: number of host CPUs)
+#   -t SECS    timeout for the whole run (default: 600)
+#   -f SRC[:DST]  add a file (DST defaults to /opt/vireo/files/<basename>)
+#   -q         do not stream the host's console (only the command's output lines)
+# Inside, PATH has /opt/vireo/bin (vireo, vireo-bench, test binaries), VIREO_GUEST_DIR=/guest.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+build=$repo/build
+mem=3G
+smp=$(nproc)
+timeout=600
+quiet=0
+files=()
+while getopts "b:m:s:t:f:q" opt; do
+  case $opt in
+    b) build=$(cd "$OPTARG" && pwd) ;;
+    m) mem=$OPTARG ;;
+    s) smp=$OPTARG ;;
+    t) timeout=$OPTARG ;;
+    f) files+=("$OPTARG") ;;
+    q) quiet=1 ;;
+    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ "${1:-}" = "--" ] && shift
+[ $# -gt 0 ] || { echo "usage: $0 [options] -- COMMAND..." >&2; exit 2; }
+
+need() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+if ! need qemu-system-x86 || ! need busybox-static || ! need cpio; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio >/dev/null
+fi
+
+cache=${VIREO_CACHE:-$HOME/.cache/vireo}
+guest=$("$repo/scripts/guest-image.sh")
+release=$(cat "$cache/kernel/release")
+kmods=$cache/kernel/lib/modules/$release/kernel
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-host.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root=$work/root
+mkdir -p "$root"/{bin,proc,sys,dev,tmp,guest,lib/modules,opt/vireo/bin,opt/vireo/files}
+cp /bin/busybox "$root/bin/"
+ln -s busybox "$root/bin/sh"
+cp "$kmods/virt/lib/irqbypass.ko" "$kmods/arch/x86/kvm/kvm.ko" "$kmods/arch/x86/kvm/kvm-amd.ko" "$root/lib/modules/"
+cp "$guest/vmlinuz" "$guest/initrd.img" "$root/guest/"
+
+# vireo's binaries and every shared library they load (same paths as on this machine).
+add_binary() {
+  strip -o "$root/opt/vireo/bin/$(basename "$1")" "$1"
+  ldd "$1" | awk '/=> \// {print $3} /^[ \t]*\/lib/ {print $1}' | while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+}
+for b in vireo vireo-bench tests/vireo_kvm_tests tests/vireo_unit_tests; do
+  [ -x "$build/$b" ] && add_binary "$build/$b"
+done
+for f in "${files[@]}"; do
+  src=${f%%:*}; dst=${f#*:}; [ "$dst" = "$f" ] && dst=/opt/vireo/files/$(basename "$src")
+  mkdir -p "$root$(dirname "$dst")"
+  cp -a "$src" "$root$dst"
+done
+
+printf '%s\n' "$*" > "$root/cmd"
+cat > "$root/init" <<'INIT'
+#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+for m in irqbypass kvm kvm-amd; do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
+export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
+cd /opt/vireo
+if [ -c /dev/kvm ]; then
+  echo "VIREO-HOST-READY $(cut -d' ' -f1 /proc/uptime)s"
+  sh /cmd
+  rc=$?
+else
+  echo "vireo test host: /dev/kvm did not appear"
+  rc=125
+fi
+echo "VIREO-HOST-EXIT: $rc"
+poweroff -f
+INIT
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/host.img"
+
+out=$work/console.log
+set +e
+timeout --foreground "$timeout" qemu-system-x86_64 -M q35 -accel tcg,thread=multi \
+  -cpu EPYC,+svm,+npt -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none \
+  -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$work/host.img" \
+  -append "console=ttyS0 quiet panic=-1 rdinit=/init" </dev/null 2>"$work/qemu.err" |
+  tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep -v -e '^\[' -e '^VIREO-HOST' || true; else cat; fi
+qemu_rc=${PIPESTATUS[0]}
+set -e
+rc=$(sed -n 's/^VIREO-HOST-EXIT: \([0-9]*\)$/\1/p' "$out" | tail -n1)
+if [ -z "$rc" ]; then
+  if [ "$qemu_rc" = 124 ]; then echo "vireo test host: timed out after ${timeout}s" >&2
+  else echo "vireo test host: exited (status $qemu_rc) before the command finished" >&2; fi
+  grep -v "TCG doesn't support requested feature" "$work/qemu.err" >&2 || true
+  exit 125
+fi
+exit "$rc"
