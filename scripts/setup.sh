@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config      # toolchain
   clang clang-format libclang-rt-14-dev             # clang 14: sanitizer/fuzzing builds, format
   libfmt-dev libcli11-dev                           # libraries
-  libgtest-dev                                      # tests
+  libgtest-dev acpica-tools                         # tests (iasl decodes our ACPI tables)
 )
 
 missing=()

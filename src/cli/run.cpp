@@ -2,11 +2,16 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 
+#include "arch/x86/boot/linux.hpp"
 #include "base/log.hpp"
 #include "base/mapped_file.hpp"
 #include "base/size.hpp"
@@ -28,8 +33,34 @@ std::string default_guest_dir() {
     return std::string(home ? home : "/root") + "/.cache/vireo/guest";
 }
 
-// The signal that stops the guest (SIGINT/SIGTERM) is handled on a thread via sigwait.
-std::atomic<vmm::Vm*> g_current_vm{nullptr};
+// Stop requests (SIGINT/SIGTERM on a sigwait thread, the console escape) reach the running
+// machine, and are remembered so that one arriving between two boots is not lost.
+class StopControl {
+  public:
+    void request(const char* why) {
+        std::lock_guard lock(mu_);
+        if (!requested_) why_ = why;
+        requested_ = true;
+        if (vm_ != nullptr) vm_->stop(vmm::Fate::Stopped, why_);
+    }
+    /// Makes `vm` the one to stop; if a stop was already requested, stops it at once.
+    void set(vmm::Vm* vm) {
+        std::lock_guard lock(mu_);
+        vm_ = vm;
+        if (vm_ != nullptr && requested_) vm_->stop(vmm::Fate::Stopped, why_);
+    }
+    bool requested() {
+        std::lock_guard lock(mu_);
+        return requested_;
+    }
+
+  private:
+    std::mutex mu_;
+    vmm::Vm* vm_ = nullptr;
+    bool requested_ = false;
+    std::string why_;
+};
+StopControl g_stop;
 
 int status_for(vmm::Fate fate) {
     switch (fate) {
@@ -76,6 +107,8 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
         ->check(CLI::IsMember({"restart", "exit"}))
         ->capture_default_str();
+    run->add_flag("--stats", o.stats,
+                  "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo");
     return run;
 }
 
@@ -126,6 +159,18 @@ int run_guest(const RunOptions& o) {
         return fail_with(fmt::format("--console \"{}\": use stdio, file:PATH or none", o.console));
     }
 
+    vmm::VmConfig config;
+    config.memory_bytes = *memory;
+    config.cpus = o.cpus;
+    config.cmdline = o.cmdline.empty() ? kDefaultCmdline : o.cmdline;
+    if (!o.append.empty()) config.cmdline += " " + o.append;
+    config.console_fd = console_fd;
+    vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{}};
+    // Everything that can be checked without KVM is checked first, on any host.
+    if (auto r = arch::x86::boot::parse_bzimage(images.kernel); !r)
+        return fail_with(fmt::format("kernel {}: {}", kernel_path, r.error().message()));
+    if (auto r = vmm::Vm::validate(config, images); !r) return fail_with(r.error().message());
+
     auto hv = hv::Hypervisor::open();
     if (!hv) return fail_with(hv.error().message());
     if (!hv->hardware_assisted()) {
@@ -137,14 +182,6 @@ int run_guest(const RunOptions& o) {
         return kExitNoHardwareKvm;
     }
 
-    vmm::VmConfig config;
-    config.memory_bytes = *memory;
-    config.cpus = o.cpus;
-    config.cmdline = o.cmdline.empty() ? kDefaultCmdline : o.cmdline;
-    if (!o.append.empty()) config.cmdline += " " + o.append;
-    config.console_fd = console_fd;
-    vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{}};
-
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out).
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
@@ -154,27 +191,39 @@ int run_guest(const RunOptions& o) {
     std::thread([stop_signals] {
         int sig = 0;
         while (sigwait(&stop_signals, &sig) == 0) {
-            if (auto* vm = g_current_vm.load()) vm->stop(vmm::Fate::Stopped, "stopped by a signal");
+            g_stop.request("stopped by a signal");
         }
     }).detach();
 
-    vmm::ConsoleInput console([] {
-        if (auto* vm = g_current_vm.load())
-            vm->stop(vmm::Fate::Stopped, "stopped from the console");
-    });
+    vmm::ConsoleInput console([] { g_stop.request("stopped from the console"); });
     if (o.console == "stdio") {
         if (auto r = console.start(); !r) return fail_with(r.error().message());
     }
 
+    const auto started = std::chrono::steady_clock::now();
+    unsigned boots = 0;
+    auto print_stats = [&] {
+        if (!o.stats) return;
+        rusage ru{};
+        ::getrusage(RUSAGE_SELF, &ru);
+        auto secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        std::fprintf(
+            stderr, "vireo: stats: boots=%u wall_s=%.3f guest_memory_mib=%llu peak_rss_kib=%ld\n",
+            boots, secs, static_cast<unsigned long long>(config.memory_bytes >> 20), ru.ru_maxrss);
+    };
     for (;;) {
+        ++boots;
+        log::debug("boot {}: building the machine", boots);
         auto vm = vmm::Vm::create(*hv, config, images);
         if (!vm) return fail_with(vm.error().message());
+        log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
-        g_current_vm.store(vm->get());
+        g_stop.set(vm->get());
         auto outcome = (*vm)->run();
-        g_current_vm.store(nullptr);
+        g_stop.set(nullptr);
         console.attach(nullptr);
-        if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart") {
+        if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart" && !g_stop.requested()) {
             log::info("guest rebooted: restarting it");
             continue;
         }
@@ -185,6 +234,7 @@ int run_guest(const RunOptions& o) {
         } else {
             log::error("{}: {}", vmm::to_string(outcome.fate), outcome.detail);
         }
+        print_stats();
         return status_for(outcome.fate);
     }
 }

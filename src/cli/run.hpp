@@ -26,6 +26,7 @@ struct RunOptions {
     uint32_t cpus = 1;
     std::string console = "stdio";
     std::string on_reboot = "restart";
+    bool stats = false;
 };
 
 /// Adds the `run` subcommand to `app`; the options land in `options`.

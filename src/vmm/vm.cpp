@@ -84,17 +84,38 @@ Vm::~Vm() {
     stop(Fate::Stopped, "machine destroyed");
 }
 
-Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig& config,
-                                       const BootImages& images) {
+Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint32_t max_vcpus) {
     if (config.memory_bytes < kMinMemory || config.memory_bytes > kMaxMemory ||
         config.memory_bytes % (uint64_t{1} << 20) != 0)
         return fail(ErrorCode::InvalidArgument,
-                    "memory {} MiB: must be a whole number of MiB from 64 MiB to 1 TiB",
-                    config.memory_bytes >> 20);
-    const uint32_t max_cpus = std::min(kMaxCpus, hv.limits().max_vcpus);
+                    "guest memory must be a whole number of MiB from 64 MiB to 1 TiB, not {} bytes",
+                    config.memory_bytes);
+    const uint32_t max_cpus = std::min(kMaxCpus, max_vcpus);
     if (config.cpus == 0 || config.cpus > max_cpus)
         return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
+    VIREO_TRY_ASSIGN(auto info, arch::x86::boot::parse_bzimage(images.kernel));
+    if (config.cmdline.size() > info.cmdline_size)
+        return fail(ErrorCode::InvalidArgument,
+                    "kernel command line is {} bytes; this kernel accepts at most {}",
+                    config.cmdline.size(), info.cmdline_size);
+    const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
+    const uint64_t kernel_end = info.pref_address + info.init_size;
+    if (kernel_end > low)
+        return fail(ErrorCode::ResourceExhausted,
+                    "the kernel needs {} MiB of memory to unpack; the guest has {} MiB",
+                    (kernel_end + (1 << 20) - 1) >> 20, config.memory_bytes >> 20);
+    const uint64_t initrd_top = std::min<uint64_t>(low, uint64_t{info.initrd_addr_max} + 1);
+    if (images.initrd.size() > initrd_top || initrd_top - images.initrd.size() < kernel_end)
+        return fail(ErrorCode::ResourceExhausted,
+                    "the initrd ({} MiB) and the kernel ({} MiB unpacked) do not fit in {} MiB of "
+                    "guest memory; give the guest more --memory",
+                    (images.initrd.size() + (1 << 20) - 1) >> 20, kernel_end >> 20, low >> 20);
+    return ok();
+}
 
+Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig& config,
+                                       const BootImages& images) {
+    VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
     const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
     std::vector<memory::RegionSpec> layout{{Gpa(0), low}};
     if (config.memory_bytes > low) layout.push_back({Gpa(k4GiB), config.memory_bytes - low});

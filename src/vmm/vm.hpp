@@ -62,6 +62,10 @@ inline constexpr uint32_t kMaxCpus = 256;
 
 class Vm {
   public:
+    /// Checks a configuration and boot images without touching KVM: memory and vCPU bounds,
+    /// the kernel's format and protocol, command line length, and that kernel and initrd fit.
+    static Result<void> validate(const VmConfig& config, const BootImages& images,
+                                 uint32_t max_vcpus = kMaxCpus);
     /// Builds the machine and loads the guest. Nothing runs until run().
     static Result<std::unique_ptr<Vm>> create(const hv::Hypervisor& hv, const VmConfig& config,
                                               const BootImages& images);

@@ -15,6 +15,7 @@
 #   -t SECS    timeout for the whole run (default: 600)
 #   -f SRC[:DST]  add a file (DST defaults to /opt/vireo/files/<basename>)
 #   -q         do not stream the host's console (only the command's output lines)
+#   -Q         also pack qemu-system-x86_64 and its firmware (for side-by-side benchmarks)
 # Inside, PATH has /opt/vireo/bin (vireo, vireo-bench, test binaries), VIREO_GUEST_DIR=/guest.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,7 +25,8 @@ smp=$(nproc)
 timeout=600
 quiet=0
 files=()
-while getopts "b:m:s:t:f:q" opt; do
+with_qemu=0
+while getopts "b:m:s:t:f:qQ" opt; do
   case $opt in
     b) build=$(cd "$OPTARG" && pwd) ;;
     m) mem=$OPTARG ;;
@@ -32,7 +34,8 @@ while getopts "b:m:s:t:f:q" opt; do
     t) timeout=$OPTARG ;;
     f) files+=("$OPTARG") ;;
     q) quiet=1 ;;
-    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+    Q) with_qemu=1 ;;
+    *) sed -n '2,23p' "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -60,8 +63,9 @@ cp "$kmods/virt/lib/irqbypass.ko" "$kmods/arch/x86/kvm/kvm.ko" "$kmods/arch/x86/
 cp "$guest/vmlinuz" "$guest/initrd.img" "$root/guest/"
 
 # vireo's binaries and every shared library they load (same paths as on this machine).
-add_binary() {
-  strip -o "$root/opt/vireo/bin/$(basename "$1")" "$1"
+add_binary() {  # add_binary PATH [DEST_DIR]
+  mkdir -p "$root${2:-/opt/vireo/bin}"
+  strip -o "$root${2:-/opt/vireo/bin}/$(basename "$1")" "$1"
   ldd "$1" | awk '/=> \// {print $3} /^[ \t]*\/lib/ {print $1}' | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
@@ -70,6 +74,15 @@ add_binary() {
 for b in vireo vireo-bench tests/vireo_kvm_tests tests/vireo_unit_tests; do
   [ -x "$build/$b" ] && add_binary "$build/$b"
 done
+if [ $with_qemu = 1 ]; then
+  add_binary /usr/bin/qemu-system-x86_64 /usr/bin  # it finds firmware relative to itself
+  mkdir -p "$root/usr/share/qemu" "$root/usr/share/seabios"
+  for f in /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
+           /usr/share/seabios/{bios-256k.bin,bios-microvm.bin,bios.bin}; do
+    [ -e "$f" ] && cp -L "$f" "$root$f"
+  done
+  ln -sf ../seabios/bios-256k.bin "$root/usr/share/qemu/bios-256k.bin"
+fi
 for f in "${files[@]}"; do
   src=${f%%:*}; dst=${f#*:}; [ "$dst" = "$f" ] && dst=/opt/vireo/files/$(basename "$src")
   mkdir -p "$root$(dirname "$dst")"
