@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "base/limits.hpp"
 #include "base/log.hpp"
 #include "cli/demo.hpp"
 #include "cli/run.hpp"
@@ -46,6 +47,7 @@ int run_info(const std::string& device) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    vireo::raise_fd_limit();  // a vCPU is an fd: large machines need more than 1024
     CLI::App app{"vireo: a small, explicit KVM hypervisor stack", "vireo"};
     app.set_version_flag("--version", "vireo 0.1.0");
     app.require_subcommand(1);

@@ -205,6 +205,11 @@ Result<std::unique_ptr<Vcpu>> Machine::create_vcpu(uint32_t id) {
     int fd = kvm_ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
     if (fd < 0) {
         if (errno == EEXIST) return fail(ErrorCode::AlreadyExists, "vCPU {} already exists", id);
+        if (errno == EMFILE)
+            return fail_errno(errno,
+                              "KVM_CREATE_VCPU {}: each vCPU is a file descriptor; raise the "
+                              "open-files limit (ulimit -n)",
+                              id);
         return fail_errno(errno, "KVM_CREATE_VCPU {}", id);
     }
     UniqueFd vcpu_fd(fd);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/limits.hpp"
 #include "guests/guest_blob.hpp"
 #include "hv/hypervisor.hpp"
 #include "hv/machine.hpp"
@@ -21,7 +22,7 @@ namespace vireo::test {
 
 /// The host's KVM, opened once for the whole test binary. Fails the test if unusable.
 inline const hv::Hypervisor& hypervisor() {
-    static auto hv = hv::Hypervisor::open();
+    static auto hv = (raise_fd_limit(), hv::Hypervisor::open());
     if (!hv) {
         ADD_FAILURE() << "these tests need a usable /dev/kvm: " << hv.error().message();
         std::abort();

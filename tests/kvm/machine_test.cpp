@@ -126,11 +126,17 @@ TEST(Machine, DirtyLogMarksExactlyTheWrittenPages) {
     auto log = vm.machine().fetch_dirty_log(vm.ram_slot());
     ASSERT_TRUE(log) << log.error().message();
     EXPECT_EQ(log->pages, (8u << 20) / 4096);
-    for (uint64_t page = 0; page < log->pages; ++page) {
+    // Exactly the pages the guest's stores hit, across all data memory [2 MiB, 8 MiB). The low
+    // 2 MiB hold the page tables and the code: whether the CPU's page walker writes there (to
+    // set Accessed/Dirty bits, which are preset here) is implementation-specific — software KVM
+    // does not, QEMU's emulated nested paging does — so that area is not asserted on.
+    uint64_t data_dirty = 0;
+    for (uint64_t page = 0x200; page < log->pages; ++page) {
         bool written = page >= 0x400 && page < 0x400 + 7 * 3 && (page - 0x400) % 3 == 0;
         EXPECT_EQ(log->test(page), written) << "page " << std::hex << page;
+        data_dirty += log->test(page) ? 1u : 0u;
     }
-    EXPECT_EQ(log->count(), 7u);
+    EXPECT_EQ(data_dirty, 7u);
     EXPECT_EQ(*vm.memory().read_obj<uint8_t>(Gpa(0x403000)), 0xab);
 
     auto second = vm.machine().fetch_dirty_log(vm.ram_slot());  // fetching clears
