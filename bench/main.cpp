@@ -1,6 +1,8 @@
 // vireo-bench: performance figures for vireo, printed (and with --json, machine-readable).
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
+#include "boot.hpp"
 #include "exits.hpp"
 
 int main(int argc, char** argv) {
@@ -21,7 +23,36 @@ int main(int argc, char** argv) {
     cmd->add_flag("--user", exits.user_mode, "Run the guest loops in ring 3 instead of ring 0");
     cmd->add_flag("--json", exits.json, "End with one line of JSON");
 
+    vireo::bench::BootOptions boot;
+    std::vector<std::string> cases;
+    auto* boot_cmd = app.add_subcommand(
+        "boot",
+        "Launch VMM commands alternately; time to a marker line and to exit, peak RSS, "
+        "VMM overhead (RSS outside guest RAM)");
+    boot_cmd->add_option("-r,--runs", boot.runs, "Runs per case")->capture_default_str();
+    boot_cmd->add_option("--marker", boot.marker, "Line that marks a booted guest")
+        ->capture_default_str();
+    boot_cmd
+        ->add_option("--case", cases,
+                     "NAME=SHELL-COMMAND (repeatable; the first is the "
+                     "baseline of the ratios)")
+        ->required();
+    boot_cmd->add_option("--timeout", boot.timeout_s, "Seconds before a run is killed")
+        ->capture_default_str();
+    boot_cmd->add_flag("--json", boot.json, "End with one line of JSON");
+
     CLI11_PARSE(app, argc, argv);
     if (*cmd) return vireo::bench::run_exits(exits);
+    if (*boot_cmd) {
+        for (const auto& c : cases) {
+            auto eq = c.find('=');
+            if (eq == std::string::npos || eq == 0) {
+                std::fprintf(stderr, "--case %s: expected NAME=COMMAND\n", c.c_str());
+                return 2;
+            }
+            boot.cases.emplace_back(c.substr(0, eq), c.substr(eq + 1));
+        }
+        return vireo::bench::run_boot(boot);
+    }
     return 0;
 }

@@ -205,17 +205,16 @@ inline Result<void> ok() {
 #define VIREO_CONCAT(a, b) VIREO_CONCAT_INNER(a, b)
 
 /// Evaluates `expr` (a Result<void>); on error returns the error from the enclosing function.
-#define VIREO_TRY(expr)                                                       \
-    do {                                                                      \
-        auto vireo_try_result_ = (expr);                                      \
-        if (!vireo_try_result_) {                                             \
-            return ::vireo::Unexpected{std::move(vireo_try_result_).error()}; \
-        }                                                                     \
+#define VIREO_TRY(expr) VIREO_TRY_IMPL(VIREO_CONCAT(vireo_try_result_, __COUNTER__), expr)
+#define VIREO_TRY_IMPL(tmp, expr)                                     \
+    do {                                                              \
+        auto tmp = (expr);                                            \
+        if (!tmp) return ::vireo::Unexpected{std::move(tmp).error()}; \
     } while (0)
 
 /// `VIREO_TRY_ASSIGN(auto x, make_x());` declares x from a Result<T>, or returns its error.
 #define VIREO_TRY_ASSIGN(lhs, expr) \
-    VIREO_TRY_ASSIGN_IMPL(VIREO_CONCAT(vireo_try_, __LINE__), lhs, expr)
+    VIREO_TRY_ASSIGN_IMPL(VIREO_CONCAT(vireo_try_, __COUNTER__), lhs, expr)
 #define VIREO_TRY_ASSIGN_IMPL(tmp, lhs, expr)                     \
     auto tmp = (expr);                                            \
     if (!tmp) return ::vireo::Unexpected{std::move(tmp).error()}; \

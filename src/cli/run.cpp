@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "arch/x86/boot/linux.hpp"
+#include "arch/x86/boot/pvh.hpp"
 #include "base/log.hpp"
 #include "base/mapped_file.hpp"
 #include "base/size.hpp"
@@ -94,7 +95,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
         "Exit status: 0 guest powered off; 1 vireo error; 3 this host's KVM cannot run a full "
         "kernel; 4 guest kernel panic; 5 guest triple fault; 6 guest rebooted with "
         "--on-reboot exit; 7 KVM failed to run the guest.");
-    run->add_option("--kernel", o.kernel, "bzImage to boot (default: the default guest's)");
+    run->add_option("--kernel", o.kernel,
+                    "bzImage (64-bit boot protocol) or PVH ELF to boot (default: the default "
+                    "guest's)");
     run->add_option("--initrd", o.initrd,
                     "initramfs (default: the default guest's, when --kernel is not given)");
     run->add_option("--cmdline", o.cmdline, "Kernel command line")->default_str(kDefaultCmdline);
@@ -107,6 +110,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
         ->check(CLI::IsMember({"restart", "exit"}))
         ->capture_default_str();
+    run->add_flag("--allow-software-kvm", o.allow_software_kvm,
+                  "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
+                  "tiny guests such as PVH test images");
     run->add_flag("--stats", o.stats,
                   "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo");
     return run;
@@ -167,13 +173,17 @@ int run_guest(const RunOptions& o) {
     config.console_fd = console_fd;
     vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{}};
     // Everything that can be checked without KVM is checked first, on any host.
-    if (auto r = arch::x86::boot::parse_bzimage(images.kernel); !r)
+    if (arch::x86::boot::is_elf(images.kernel)) {
+        if (auto r = arch::x86::boot::parse_pvh(images.kernel); !r)
+            return fail_with(fmt::format("kernel {}: {}", kernel_path, r.error().message()));
+    } else if (auto r = arch::x86::boot::parse_bzimage(images.kernel); !r) {
         return fail_with(fmt::format("kernel {}: {}", kernel_path, r.error().message()));
+    }
     if (auto r = vmm::Vm::validate(config, images); !r) return fail_with(r.error().message());
 
     auto hv = hv::Hypervisor::open();
     if (!hv) return fail_with(hv.error().message());
-    if (!hv->hardware_assisted()) {
+    if (!hv->hardware_assisted() && !o.allow_software_kvm) {
         log::error(
             "this host's KVM ({}) is a software implementation without VT-x/AMD-V and cannot run "
             "a full kernel; run vireo on a host with hardware virtualization, or inside the test "
@@ -217,6 +227,8 @@ int run_guest(const RunOptions& o) {
         log::debug("boot {}: building the machine", boots);
         auto vm = vmm::Vm::create(*hv, config, images);
         if (!vm) return fail_with(vm.error().message());
+        kernel->release_pages();  // copied into the guest: not vireo's memory any more
+        if (initrd) initrd->release_pages();
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
         g_stop.set(vm->get());

@@ -27,6 +27,7 @@ struct RunOptions {
     std::string console = "stdio";
     std::string on_reboot = "restart";
     bool stats = false;
+    bool allow_software_kvm = false;
 };
 
 /// Adds the `run` subcommand to `app`; the options land in `options`.

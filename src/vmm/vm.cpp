@@ -1,9 +1,12 @@
 #include "vmm/vm.hpp"
 
 #include <cstring>
+#include <optional>
+#include <thread>
 
 #include "arch/x86/acpi/tables.hpp"
 #include "arch/x86/boot/linux.hpp"
+#include "arch/x86/boot/pvh.hpp"
 #include "arch/x86/cpuid.hpp"
 #include "arch/x86/long_mode.hpp"
 #include "base/log.hpp"
@@ -93,6 +96,15 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
     const uint32_t max_cpus = std::min(kMaxCpus, max_vcpus);
     if (config.cpus == 0 || config.cpus > max_cpus)
         return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
+    if (arch::x86::boot::is_elf(images.kernel)) {
+        VIREO_TRY_ASSIGN(auto pvh, arch::x86::boot::parse_pvh(images.kernel));
+        const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
+        if (pvh.highest + images.initrd.size() > low)
+            return fail(ErrorCode::ResourceExhausted,
+                        "the kernel (up to {} MiB) and initrd ({} MiB) do not fit in {} MiB",
+                        pvh.highest >> 20, images.initrd.size() >> 20, low >> 20);
+        return ok();
+    }
     VIREO_TRY_ASSIGN(auto info, arch::x86::boot::parse_bzimage(images.kernel));
     if (config.cmdline.size() > info.cmdline_size)
         return fail(ErrorCode::InvalidArgument,
@@ -130,10 +142,25 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     mc.irqchip = hv::IrqchipMode::Kernel;
     mc.pit = true;
     VIREO_TRY_ASSIGN(machine_, hv.create_machine(mc));
-    for (const auto& r : memory_.regions()) {
-        auto slot = machine_->map(r.start, r.host, r.size);
-        if (!slot) return Unexpected{std::move(slot).error()};
-    }
+    // Registering guest RAM costs a fixed in-kernel wait (an SRCU grace period per slot update)
+    // that blocks only the calling thread; nothing below needs the slots until the vCPUs run,
+    // so they are registered on a helper thread while this one builds everything else.
+    std::optional<Error> map_error;
+    std::thread mapper([&] {
+        for (const auto& r : memory_.regions()) {
+            auto slot = machine_->map(r.start, r.host, r.size);
+            if (!slot) {
+                map_error = std::move(slot).error();
+                return;
+            }
+        }
+    });
+    struct Join {  // joins on every early error return below
+        std::thread& t;
+        ~Join() {
+            if (t.joinable()) t.join();
+        }
+    } join{mapper};
 
     // Devices.
     auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
@@ -171,8 +198,23 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     ll.acpi_rsdp = rsdp.value();
     arch::x86::LongModeLayout lm;
     VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
-    VIREO_TRY_ASSIGN(auto loaded, arch::x86::boot::load_linux(memory_, images.kernel, images.initrd,
-                                                              config_.cmdline, e820, ll));
+    // The BSP's entry state: PVH for ELF images, the 64-bit Linux boot protocol for bzImages.
+    hv::VcpuState entry;
+    if (arch::x86::boot::is_elf(images.kernel)) {
+        arch::x86::boot::PvhLayout pl;
+        pl.low_ram_end = low_end;
+        pl.acpi_rsdp = rsdp.value();
+        VIREO_TRY_ASSIGN(auto loaded,
+                         arch::x86::boot::load_pvh(memory_, images.kernel, images.initrd,
+                                                   config_.cmdline, e820, pl));
+        entry = arch::x86::boot::pvh_entry_state(loaded, lm.gdt.value());
+    } else {
+        VIREO_TRY_ASSIGN(auto loaded,
+                         arch::x86::boot::load_linux(memory_, images.kernel, images.initrd,
+                                                     config_.cmdline, e820, ll));
+        entry = arch::x86::long_mode_state(lm, loaded.entry, 0);
+        entry.gprs.rsi = loaded.zero_page;
+    }
 
     // vCPUs: all get CPUID, boot MSRs and LAPIC LINTs; the BSP enters the kernel in long mode,
     // the APs wait in KVM for INIT/SIPI from the guest.
@@ -182,13 +224,11 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
         VIREO_TRY(vcpu->set_cpuid(arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus)));
         VIREO_TRY(vcpu->set_msrs(msrs));
         VIREO_TRY(set_lints(*vcpu));
-        if (id == 0) {
-            auto st = arch::x86::long_mode_state(lm, loaded.entry, 0);
-            st.gprs.rsi = loaded.zero_page;
-            VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, st));
-        }
+        if (id == 0) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
         vcpus_.push_back(std::move(vcpu));
     }
+    mapper.join();
+    if (map_error) return Unexpected{std::move(*map_error)};
     return ok();
 }
 

@@ -1,0 +1,73 @@
+# A minimal PVH guest (ELF with XEN_ELFNOTE_PHYS32_ENTRY). It checks the entry state the PVH
+# boot protocol promises — 32-bit protected mode, paging off, EBX -> hvm_start_info with the
+# magic, a command line and a memory map — prints "PVH-OK" on COM1 and powers off: through
+# QEMU's isa-debug-exit (port 0xf4) and through vireo's ACPI sleep register (S5, port 0x3c0).
+# On a failed check it prints "PVH-BAD <n>" and triple-faults.
+    .section .note.pvh, "a", @note
+    .balign 4
+    .long 4            # name size
+    .long 4            # desc size
+    .long 18           # XEN_ELFNOTE_PHYS32_ENTRY
+    .asciz "Xen"
+    .long _start
+
+    .code32
+    .text
+    .globl _start
+_start:
+    lea stack_top, %esp            # PVH provides no stack
+    mov $1, %edi
+    cmpl $0x336ec578, (%ebx)       # hvm_start_info.magic
+    jne fail
+    mov $2, %edi
+    mov %cr0, %eax
+    test $0x80000000, %eax         # paging off
+    jnz fail
+    test $1, %eax                  # protected mode on
+    jz fail
+    mov $3, %edi
+    cmpl $0, 24(%ebx)              # cmdline_paddr (low half)
+    je fail
+    mov $4, %edi
+    cmpl $0, 48(%ebx)              # memmap_entries
+    je fail
+    mov $5, %edi
+    mov %cs, %ax                   # a code segment selector is loaded
+    test %ax, %ax
+    jz fail
+    lea ok_msg, %esi
+    call puts
+    mov $0, %al
+    mov $0xf4, %dx
+    out %al, %dx                   # QEMU: isa-debug-exit
+    mov $0x34, %al                 # SLP_TYP 5 (S5) | SLP_EN
+    mov $0x3c0, %dx
+    out %al, %dx                   # vireo: ACPI sleep control register
+    hlt
+
+fail:
+    lea bad_msg, %esi
+    call puts
+    mov %edi, %eax
+    add $'0', %al
+    mov $0x3f8, %dx
+    out %al, %dx
+    mov $'\n', %al
+    out %al, %dx
+    ud2                            # no IDT: triple fault
+
+puts:                              # prints the NUL-terminated string at esi on COM1
+    mov $0x3f8, %dx
+1:  lodsb
+    test %al, %al
+    jz 2f
+    out %al, %dx
+    jmp 1b
+2:  ret
+
+ok_msg:  .asciz "PVH-OK\n"
+    .balign 16
+stack:   .fill 256, 1, 0
+stack_top:
+bad_msg: .asciz "PVH-BAD "
+    .section .note.GNU-stack,"",@progbits
