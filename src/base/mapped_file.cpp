@@ -43,10 +43,6 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
     return *this;
 }
 
-void MappedFile::release_pages() const noexcept {
-    if (data_ != nullptr) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_DONTNEED);
-}
-
 MappedFile::~MappedFile() {
     if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -21,9 +21,6 @@ class MappedFile {
     ~MappedFile();
 
     std::span<const uint8_t> bytes() const noexcept { return {data_, size_}; }
-    /// Drops the pages from this process's RSS (they stay in the page cache and are read back
-    /// on the next access). Call after copying the file into guest memory.
-    void release_pages() const noexcept;
     const std::string& path() const noexcept { return path_; }
 
   private:

@@ -171,7 +171,8 @@ int run_guest(const RunOptions& o) {
     config.cmdline = o.cmdline.empty() ? kDefaultCmdline : o.cmdline;
     if (!o.append.empty()) config.cmdline += " " + o.append;
     config.console_fd = console_fd;
-    vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{}};
+    vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{},
+                           /*file_mappings=*/true};
     // Everything that can be checked without KVM is checked first, on any host.
     if (arch::x86::boot::is_elf(images.kernel)) {
         if (auto r = arch::x86::boot::parse_pvh(images.kernel); !r)
@@ -227,8 +228,6 @@ int run_guest(const RunOptions& o) {
         log::debug("boot {}: building the machine", boots);
         auto vm = vmm::Vm::create(*hv, config, images);
         if (!vm) return fail_with(vm.error().message());
-        kernel->release_pages();  // copied into the guest: not vireo's memory any more
-        if (initrd) initrd->release_pages();
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
         g_stop.set(vm->get());

@@ -146,6 +146,23 @@ Result<void> GuestMemory::write(Gpa gpa, std::span<const std::byte> in) const {
     });
 }
 
+Result<void> GuestMemory::write_from_file_mapping(Gpa gpa, std::span<const uint8_t> src) const {
+    if (!contains(gpa, src.size()))
+        return fail(ErrorCode::OutOfRange, "guest access [{:#x}, +{:#x}) is outside guest RAM",
+                    gpa.value(), src.size());
+    constexpr size_t kChunk = size_t{2} << 20;
+    for (size_t off = 0; off < src.size(); off += kChunk) {
+        auto piece = src.subspan(off, std::min(kChunk, src.size() - off));
+        VIREO_TRY(write(Gpa(gpa.value() + off), std::as_bytes(piece)));
+        // Drop the whole pages of the piece just copied.
+        auto begin = reinterpret_cast<uintptr_t>(piece.data());
+        auto first = (begin + kPageSize - 1) & ~uintptr_t{kPageSize - 1};
+        auto last = (begin + piece.size()) & ~uintptr_t{kPageSize - 1};
+        if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    }
+    return ok();
+}
+
 Result<std::span<uint8_t>> GuestMemory::slice(Gpa gpa, uint64_t len) const {
     const Region* r = find(gpa);
     if (r == nullptr || !range_fits(gpa.value(), len))

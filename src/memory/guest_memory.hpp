@@ -72,6 +72,11 @@ class GuestMemory {
     Result<void> read(Gpa gpa, std::span<std::byte> out) const;
     /// Copies into guest memory. Fails (writing nothing) if any byte is outside RAM.
     Result<void> write(Gpa gpa, std::span<const std::byte> in) const;
+    /// Like write(), for a source that is a private read-only *file* mapping (a kernel image):
+    /// copies chunk by chunk and drops each chunk's pages from this process's RSS as it goes
+    /// (they stay in the page cache), so loading a large image does not inflate the VMM's RSS.
+    /// Never use it on anonymous memory: dropped anonymous pages read back as zeros.
+    Result<void> write_from_file_mapping(Gpa gpa, std::span<const uint8_t> file_bytes) const;
 
     template <typename T>
     Result<T> read_obj(Gpa gpa) const {

@@ -196,6 +196,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     arch::x86::boot::LinuxLayout ll;
     ll.low_ram_end = low_end;
     ll.acpi_rsdp = rsdp.value();
+    ll.images_are_file_mappings = images.file_mappings;
     arch::x86::LongModeLayout lm;
     VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
     // The BSP's entry state: PVH for ELF images, the 64-bit Linux boot protocol for bzImages.
@@ -204,6 +205,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
         arch::x86::boot::PvhLayout pl;
         pl.low_ram_end = low_end;
         pl.acpi_rsdp = rsdp.value();
+        pl.images_are_file_mappings = images.file_mappings;
         VIREO_TRY_ASSIGN(auto loaded,
                          arch::x86::boot::load_pvh(memory_, images.kernel, images.initrd,
                                                    config_.cmdline, e820, pl));

@@ -32,10 +32,13 @@ struct VmConfig {
     int console_fd = 1;  ///< where COM1 output goes (-1: discarded)
 };
 
-/// The kernel and initrd bytes (mapped files owned by the caller; reused across reboots).
+/// The kernel and initrd bytes (owned by the caller; reused across reboots).
 struct BootImages {
     std::span<const uint8_t> kernel;
     std::span<const uint8_t> initrd;
+    /// True when both are read-only file mappings (MappedFile): their pages are then dropped
+    /// from vireo's RSS as they are copied into the guest.
+    bool file_mappings = false;
 };
 
 /// Why a guest stopped.

@@ -1,8 +1,11 @@
 #include "memory/guest_memory.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <array>
+#include <cstring>
 #include <vector>
 
 namespace vireo::memory {
@@ -130,6 +133,37 @@ TEST(GuestMemory, MoveKeepsMappings) {
     EXPECT_EQ(*b.read_obj<uint32_t>(Gpa(0)), 42u);
     EXPECT_TRUE(a.regions().empty());
     EXPECT_FALSE(a.read_obj<uint32_t>(Gpa(0)));
+}
+
+}  // namespace
+}  // namespace vireo::memory
+
+namespace vireo::memory {
+namespace {
+
+TEST(GuestMemory, WriteFromFileMappingCopiesAndChecks) {
+    auto mem = GuestMemory::create_flat(8 << 20);
+    ASSERT_TRUE(mem);
+    char path[] = "/tmp/vireo-image-XXXXXX";
+    int fd = ::mkstemp(path);
+    ASSERT_GE(fd, 0);
+    std::vector<uint8_t> data(5 << 20);
+    for (size_t i = 0; i < data.size(); ++i)
+        data[i] = static_cast<uint8_t>(i * 7);
+    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    void* map = ::mmap(nullptr, data.size(), PROT_READ, MAP_PRIVATE, fd, 0);
+    ASSERT_NE(map, MAP_FAILED);
+    std::span<const uint8_t> file(static_cast<const uint8_t*>(map), data.size());
+    ASSERT_TRUE(mem->write_from_file_mapping(Gpa(0x100000), file));
+    std::vector<std::byte> back(data.size());
+    ASSERT_TRUE(mem->read(Gpa(0x100000), back));
+    EXPECT_EQ(std::memcmp(back.data(), data.data(), data.size()), 0);
+    // The mapping still reads back the file after its pages were dropped.
+    EXPECT_EQ(file[4 << 20], data[4 << 20]);
+    EXPECT_FALSE(mem->write_from_file_mapping(Gpa(6 << 20), file));  // would leave RAM
+    ::munmap(map, data.size());
+    ::close(fd);
+    ::unlink(path);
 }
 
 }  // namespace

@@ -88,7 +88,11 @@ Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const u
         return fail(ErrorCode::InvalidArgument, "{} e820 entries, at most {}", e820.size(),
                     kE820Max);
 
-    VIREO_TRY(mem.write(Gpa(kernel_addr), std::as_bytes(payload)));
+    auto copy = [&](Gpa at, std::span<const uint8_t> bytes) {
+        return layout.images_are_file_mappings ? mem.write_from_file_mapping(at, bytes)
+                                               : mem.write(at, std::as_bytes(bytes));
+    };
+    VIREO_TRY(copy(Gpa(kernel_addr), payload));
 
     LoadedLinux out;
     out.kernel_addr = kernel_addr;
@@ -104,7 +108,7 @@ Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const u
                         (initrd.size() + (1 << 20) - 1) >> 20, kernel_end >> 20, max >> 20);
         out.initrd_addr = (max - initrd.size()) & ~uint64_t{0xfff};
         out.initrd_size = initrd.size();
-        VIREO_TRY(mem.write(Gpa(out.initrd_addr), std::as_bytes(initrd)));
+        VIREO_TRY(copy(Gpa(out.initrd_addr), initrd));
     }
 
     std::vector<char> cl(cmdline.begin(), cmdline.end());

@@ -133,7 +133,9 @@ Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8
             return fail(ErrorCode::ResourceExhausted,
                         "initrd of {} bytes does not fit above the kernel", initrd.size());
         out.initrd_addr = (top - initrd.size()) & ~uint64_t{0xfff};
-        VIREO_TRY(mem.write(Gpa(out.initrd_addr), std::as_bytes(initrd)));
+        VIREO_TRY(layout.images_are_file_mappings
+                      ? mem.write_from_file_mapping(Gpa(out.initrd_addr), initrd)
+                      : mem.write(Gpa(out.initrd_addr), std::as_bytes(initrd)));
         si.nr_modules = 1;
         si.modlist_paddr = modlist;
         VIREO_TRY(mem.write_obj(Gpa(modlist), ModlistEntry{out.initrd_addr, initrd.size(), 0, 0}));

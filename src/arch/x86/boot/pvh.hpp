@@ -32,6 +32,9 @@ struct PvhLayout {
     memory::Gpa cmdline{0x20000};
     uint64_t low_ram_end = 0;
     uint64_t acpi_rsdp = 0;
+    /// The kernel and initrd spans are file mappings: drop their pages once copied
+    /// (GuestMemory::write_from_file_mapping).
+    bool images_are_file_mappings = false;
 };
 
 struct LoadedPvh {
