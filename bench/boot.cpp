@@ -132,6 +132,7 @@ int run_boot(const BootOptions& o) {
         for (size_t i = 0; i < o.cases.size(); ++i) {
             // Rotate the order every run so warm caches and drift favour no one.
             const auto& [name, cmd] = o.cases[(i + static_cast<size_t>(r)) % o.cases.size()];
+            if (o.pause_ms > 0) ::usleep(static_cast<useconds_t>(o.pause_ms) * 1000);
             Sample s = launch(cmd, o);
             std::fprintf(stderr,
                          "run %d %-14s marker %8.1f ms  exit %8.1f ms  peak RSS %6ld KiB  "

@@ -16,6 +16,7 @@ struct BootOptions {
     std::vector<std::pair<std::string, std::string>> cases;  ///< name, shell command
     bool json = false;
     int timeout_s = 120;
+    int pause_ms = 0;  ///< idle time between runs (lets the kernel finish tearing a VM down)
 };
 
 int run_boot(const BootOptions& options);

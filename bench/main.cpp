@@ -39,6 +39,11 @@ int main(int argc, char** argv) {
         ->required();
     boot_cmd->add_option("--timeout", boot.timeout_s, "Seconds before a run is killed")
         ->capture_default_str();
+    boot_cmd
+        ->add_option("--pause-ms", boot.pause_ms,
+                     "Idle milliseconds before each run (lets the previous VM's teardown "
+                     "finish in the kernel)")
+        ->capture_default_str();
     boot_cmd->add_flag("--json", boot.json, "End with one line of JSON");
 
     CLI11_PARSE(app, argc, argv);

@@ -8,6 +8,6 @@ command -v qemu-system-x86_64 >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
 }
 elf=$PWD/build/tests/pvh_hello.elf
-exec build/vireo-bench boot --runs "${1:-20}" --marker PVH-OK --json \
+exec build/vireo-bench boot --runs "${1:-20}" --pause-ms 200 --marker PVH-OK --json \
   --case "vireo=exec $PWD/build/vireo run --kernel $elf --allow-software-kvm --memory 64M" \
   --case "qemu-microvm=exec qemu-system-x86_64 -M microvm -accel kvm -m 64M -nodefaults -no-user-config -display none -serial stdio -kernel $elf -device isa-debug-exit,iobase=0xf4"
