@@ -152,17 +152,6 @@ bool Hypervisor::hardware_assisted() const noexcept {
 }
 
 Result<std::unique_ptr<Machine>> Hypervisor::create_machine(const MachineConfig& config) const {
-    if (config.irqchip == IrqchipMode::Kernel && !has(Feature::KernelIrqchip))
-        return fail(ErrorCode::Unsupported, "this KVM has no in-kernel irqchip");
-    if (config.irqchip == IrqchipMode::Split && !has(Feature::SplitIrqchip))
-        return fail(ErrorCode::Unsupported, "this KVM has no split irqchip");
-    if (config.pit && config.irqchip != IrqchipMode::Kernel)
-        return fail(ErrorCode::InvalidArgument,
-                    "the in-kernel PIT needs the in-kernel irqchip (IrqchipMode::Kernel)");
-    if (config.irqchip == IrqchipMode::Split &&
-        (config.split_irqchip_pins == 0 || config.split_irqchip_pins > 256))
-        return fail(ErrorCode::InvalidArgument, "split irqchip pins {} not in 1..256",
-                    config.split_irqchip_pins);
     int vm = kvm_ioctl(fd_.get(), KVM_CREATE_VM, 0);
     if (vm < 0) return fail_errno(errno, "KVM_CREATE_VM");
     std::unique_ptr<Machine> machine(new Machine(UniqueFd(vm), *this, config));

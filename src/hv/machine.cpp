@@ -48,26 +48,44 @@ Result<void> Machine::setup() {
     if (kvm_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_TSS_ADDR) > 0 &&
         kvm_ioctl(fd, KVM_SET_TSS_ADDR, static_cast<unsigned long>(config_.tss_addr)) < 0)
         return fail_errno(errno, "KVM_SET_TSS_ADDR {:#x}", config_.tss_addr);
-    switch (config_.irqchip) {
-        case IrqchipMode::None:
-            break;
-        case IrqchipMode::Kernel:
-            if (kvm_ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
-                return fail_errno(errno, "KVM_CREATE_IRQCHIP");
-            break;
-        case IrqchipMode::Split: {
-            kvm_enable_cap cap{};
-            cap.cap = KVM_CAP_SPLIT_IRQCHIP;
-            cap.args[0] = config_.split_irqchip_pins;
-            if (kvm_ioctl(fd, KVM_ENABLE_CAP, &cap) < 0)
-                return fail_errno(errno, "enabling the split irqchip");
-            break;
-        }
+    if (config_.irqchip != IrqchipMode::None || config_.pit)
+        return enable_irqchip(config_.irqchip, config_.pit, config_.split_irqchip_pins);
+    return ok();
+}
+
+Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_pins) {
+    if (mode == IrqchipMode::Kernel && !has_feature(features_, Feature::KernelIrqchip))
+        return fail(ErrorCode::Unsupported, "this KVM has no in-kernel irqchip");
+    if (mode == IrqchipMode::Split && !has_feature(features_, Feature::SplitIrqchip))
+        return fail(ErrorCode::Unsupported, "this KVM has no split irqchip");
+    if (pit && mode != IrqchipMode::Kernel)
+        return fail(ErrorCode::InvalidArgument,
+                    "the in-kernel PIT needs the in-kernel irqchip (IrqchipMode::Kernel)");
+    if (mode == IrqchipMode::Split && (split_pins == 0 || split_pins > 256))
+        return fail(ErrorCode::InvalidArgument, "split irqchip pins {} not in 1..256", split_pins);
+    if (mode == IrqchipMode::None) return ok();
+    std::lock_guard lock(vcpu_lock_);
+    if (irqchip_.load(std::memory_order_relaxed) != IrqchipMode::None)
+        return fail(ErrorCode::BadState, "the machine already has an irqchip");
+    if (vcpu_count_.load(std::memory_order_relaxed) != 0)
+        return fail(ErrorCode::BadState, "the irqchip must be enabled before any vCPU is created");
+    const int fd = fd_.get();
+    if (mode == IrqchipMode::Kernel) {
+        if (kvm_ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
+            return fail_errno(errno, "KVM_CREATE_IRQCHIP");
+    } else {
+        kvm_enable_cap cap{};
+        cap.cap = KVM_CAP_SPLIT_IRQCHIP;
+        cap.args[0] = split_pins;
+        if (kvm_ioctl(fd, KVM_ENABLE_CAP, &cap) < 0)
+            return fail_errno(errno, "enabling the split irqchip");
     }
-    if (config_.pit) {
-        kvm_pit_config pit{};
-        if (kvm_ioctl(fd, KVM_CREATE_PIT2, &pit) < 0) return fail_errno(errno, "KVM_CREATE_PIT2");
+    if (pit) {
+        kvm_pit_config config{};
+        if (kvm_ioctl(fd, KVM_CREATE_PIT2, &config) < 0)
+            return fail_errno(errno, "KVM_CREATE_PIT2");
     }
+    irqchip_.store(mode, std::memory_order_release);
     return ok();
 }
 
@@ -253,7 +271,7 @@ Result<void> Machine::remove_ioevent(const IoEvent& event) {
 }
 
 Result<void> Machine::need_irqchip(const char* what) const {
-    if (config_.irqchip == IrqchipMode::None)
+    if (irqchip() == IrqchipMode::None)
         return fail(ErrorCode::BadState,
                     "{} needs an in-kernel irqchip (IrqchipMode::Kernel or Split)", what);
     return ok();
@@ -284,7 +302,7 @@ Result<void> Machine::remove_irqfd(int fd, uint32_t gsi) {
 }
 
 Result<void> Machine::set_irq_line(uint32_t gsi, bool level) {
-    if (config_.irqchip != IrqchipMode::Kernel)
+    if (irqchip() != IrqchipMode::Kernel)
         return fail(ErrorCode::BadState, "interrupt lines need IrqchipMode::Kernel");
     kvm_irq_level irq{};
     irq.irq = gsi;

@@ -75,7 +75,13 @@ class Machine {
     Machine& operator=(const Machine&) = delete;
     ~Machine();
 
-    IrqchipMode irqchip() const noexcept { return config_.irqchip; }
+    IrqchipMode irqchip() const noexcept { return irqchip_.load(std::memory_order_acquire); }
+
+    /// Switches on the in-kernel interrupt controller (and optionally the PIT, which needs
+    /// IrqchipMode::Kernel). Once per machine, before any vCPU exists. create_machine() calls
+    /// it for MachineConfig::irqchip; callers that want to overlap it with other set-up (such as
+    /// registering guest RAM) create the machine without one and call this themselves.
+    Result<void> enable_irqchip(IrqchipMode mode, bool pit = false, uint32_t split_pins = 24);
     const Limits& limits() const noexcept { return limits_; }
 
     /// Maps `size` bytes of host memory at `host` to guest-physical `gpa`. All of gpa, size and
@@ -127,13 +133,14 @@ class Machine {
 
     UniqueFd fd_;
     MachineConfig config_;
+    std::atomic<IrqchipMode> irqchip_{IrqchipMode::None};
     Limits limits_;
     uint32_t mmap_size_;
     uint32_t features_;
     mutable std::mutex map_lock_;  // guards slots_ (map/unmap are rare; never on the run path)
     std::vector<Mapping> slots_;
     std::atomic<uint32_t> vcpu_count_{0};
-    std::mutex vcpu_lock_;  // serializes create_vcpu (count check + ioctl)
+    std::mutex vcpu_lock_;  // serializes create_vcpu and enable_irqchip (count checks + ioctls)
 };
 
 }  // namespace vireo::hv

@@ -138,13 +138,12 @@ Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig&
 }
 
 Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
-    hv::MachineConfig mc;
-    mc.irqchip = hv::IrqchipMode::Kernel;
-    mc.pit = true;
-    VIREO_TRY_ASSIGN(machine_, hv.create_machine(mc));
-    // Registering guest RAM costs a fixed in-kernel wait (an SRCU grace period per slot update)
-    // that blocks only the calling thread; nothing below needs the slots until the vCPUs run,
-    // so they are registered on a helper thread while this one builds everything else.
+    // The machine starts bare; guest RAM is registered first, on a helper thread: each memslot
+    // update waits for an SRCU grace period in the kernel (milliseconds on some hosts) that
+    // blocks only the calling thread. Meanwhile this thread creates the interrupt controller,
+    // the devices, the ACPI tables, loads the kernel and creates the vCPUs; none of that needs
+    // the slots until the vCPUs run.
+    VIREO_TRY_ASSIGN(machine_, hv.create_machine(hv::MachineConfig{}));
     std::optional<Error> map_error;
     std::thread mapper([&] {
         for (const auto& r : memory_.regions()) {
@@ -161,6 +160,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
             if (t.joinable()) t.join();
         }
     } join{mapper};
+    VIREO_TRY(machine_->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
 
     // Devices.
     auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };

@@ -224,3 +224,30 @@ TEST(Machine, VcpuIdsAreChecked) {
 
 }  // namespace
 }  // namespace vireo::test
+
+namespace vireo::test {
+namespace {
+
+TEST(Machine, IrqchipIsExplicitAndOnce) {
+    auto m = hypervisor().create_machine(hv::MachineConfig{});
+    ASSERT_TRUE(m);
+    EXPECT_EQ((*m)->irqchip(), hv::IrqchipMode::None);
+    auto pit_alone = (*m)->enable_irqchip(hv::IrqchipMode::None, /*pit=*/true);
+    ASSERT_FALSE(pit_alone);
+    EXPECT_EQ(pit_alone.error().code(), ErrorCode::InvalidArgument);
+    ASSERT_TRUE((*m)->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
+    EXPECT_EQ((*m)->irqchip(), hv::IrqchipMode::Kernel);
+    auto twice = (*m)->enable_irqchip(hv::IrqchipMode::Kernel);
+    ASSERT_FALSE(twice);
+    EXPECT_EQ(twice.error().code(), ErrorCode::BadState);
+
+    auto late = hypervisor().create_machine(hv::MachineConfig{});
+    ASSERT_TRUE(late);
+    ASSERT_TRUE((*late)->create_vcpu(0));
+    auto after_vcpu = (*late)->enable_irqchip(hv::IrqchipMode::Kernel);
+    ASSERT_FALSE(after_vcpu);
+    EXPECT_NE(after_vcpu.error().message().find("before any vCPU"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace vireo::test
