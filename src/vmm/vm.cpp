@@ -193,27 +193,23 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
                                                  {0x100000, low_end - 0x100000, E820Type::Ram}};
     if (memory_.regions().size() > 1)
         e820.push_back({k4GiB, memory_.regions()[1].size, E820Type::Ram});
-    arch::x86::boot::LinuxLayout ll;
-    ll.low_ram_end = low_end;
-    ll.acpi_rsdp = rsdp.value();
-    ll.images_are_file_mappings = images.file_mappings;
+    arch::x86::boot::BootLayout bl;
+    bl.low_ram_end = low_end;
+    bl.acpi_rsdp = rsdp.value();
+    bl.images_are_file_mappings = images.file_mappings;
     arch::x86::LongModeLayout lm;
     VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
     // The BSP's entry state: PVH for ELF images, the 64-bit Linux boot protocol for bzImages.
     hv::VcpuState entry;
     if (arch::x86::boot::is_elf(images.kernel)) {
-        arch::x86::boot::PvhLayout pl;
-        pl.low_ram_end = low_end;
-        pl.acpi_rsdp = rsdp.value();
-        pl.images_are_file_mappings = images.file_mappings;
         VIREO_TRY_ASSIGN(auto loaded,
                          arch::x86::boot::load_pvh(memory_, images.kernel, images.initrd,
-                                                   config_.cmdline, e820, pl));
+                                                   config_.cmdline, e820, bl));
         entry = arch::x86::boot::pvh_entry_state(loaded, lm.gdt.value());
     } else {
         VIREO_TRY_ASSIGN(auto loaded,
                          arch::x86::boot::load_linux(memory_, images.kernel, images.initrd,
-                                                     config_.cmdline, e820, ll));
+                                                     config_.cmdline, e820, bl));
         entry = arch::x86::long_mode_state(lm, loaded.entry, 0);
         entry.gprs.rsi = loaded.zero_page;
     }

@@ -57,7 +57,7 @@ TEST(BzImage, LoadsKernelInitrdCmdlineAndE820) {
     std::vector<uint8_t> initrd(5000, 0x42);
     std::vector<E820Entry> e820{{0, 0xa0000, E820Type::Ram},
                                 {0x100000, (64 << 20) - 0x100000, E820Type::Ram}};
-    LinuxLayout layout;
+    BootLayout layout;
     layout.low_ram_end = 64 << 20;
     layout.acpi_rsdp = 0xe0000;
     auto loaded = load_linux(*mem, fake_bzimage(), initrd, "console=ttyS0", e820, layout);
@@ -81,7 +81,7 @@ TEST(BzImage, LoadsKernelInitrdCmdlineAndE820) {
 TEST(BzImage, RefusesWhatDoesNotFit) {
     auto mem = memory::GuestMemory::create_flat(64 << 20);
     ASSERT_TRUE(mem);
-    LinuxLayout layout;
+    BootLayout layout;
     layout.low_ram_end = 20 << 20;  // kernel needs up to 24 MiB
     EXPECT_FALSE(load_linux(*mem, fake_bzimage(), {}, "", {}, layout));
     layout.low_ram_end = 64 << 20;

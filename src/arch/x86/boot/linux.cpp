@@ -67,7 +67,7 @@ Result<BzImageInfo> parse_bzimage(std::span<const uint8_t> image) {
 
 Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const uint8_t> image,
                                std::span<const uint8_t> initrd, std::string_view cmdline,
-                               const std::vector<E820Entry>& e820, const LinuxLayout& layout) {
+                               const std::vector<E820Entry>& e820, const BootLayout& layout) {
     VIREO_TRY_ASSIGN(auto info, parse_bzimage(image));
     auto payload = image.subspan(info.setup_bytes);
     const uint64_t kernel_addr = info.pref_address;
@@ -82,38 +82,25 @@ Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const u
         return fail(ErrorCode::InvalidArgument,
                     "kernel command line is {} bytes; this kernel accepts at most {}",
                     cmdline.size(), info.cmdline_size);
-    if (cmdline.find('\0') != std::string_view::npos)
-        return fail(ErrorCode::InvalidArgument, "kernel command line contains a NUL byte");
     if (e820.size() > kE820Max)
         return fail(ErrorCode::InvalidArgument, "{} e820 entries, at most {}", e820.size(),
                     kE820Max);
 
-    auto copy = [&](Gpa at, std::span<const uint8_t> bytes) {
-        return layout.images_are_file_mappings ? mem.write_from_file_mapping(at, bytes)
-                                               : mem.write(at, std::as_bytes(bytes));
-    };
-    VIREO_TRY(copy(Gpa(kernel_addr), payload));
+    VIREO_TRY(copy_image(mem, Gpa(kernel_addr), payload, layout));
 
     LoadedLinux out;
     out.kernel_addr = kernel_addr;
     out.entry = kernel_addr + 0x200;
-    out.zero_page = layout.zero_page.value();
+    out.zero_page = layout.boot_info.value();
 
     if (!initrd.empty()) {
-        uint64_t max = std::min<uint64_t>(uint64_t{info.initrd_addr_max} + 1, layout.low_ram_end);
-        if (initrd.size() > max || ((max - initrd.size()) & ~uint64_t{0xfff}) < kernel_end)
-            return fail(ErrorCode::ResourceExhausted,
-                        "initrd of {} MiB does not fit in guest memory between the kernel (ends at "
-                        "{} MiB) and {} MiB; give the guest more memory",
-                        (initrd.size() + (1 << 20) - 1) >> 20, kernel_end >> 20, max >> 20);
-        out.initrd_addr = (max - initrd.size()) & ~uint64_t{0xfff};
+        const uint64_t top =
+            std::min<uint64_t>(uint64_t{info.initrd_addr_max} + 1, layout.low_ram_end);
+        VIREO_TRY_ASSIGN(out.initrd_addr, place_initrd(mem, initrd, kernel_end, top, layout));
         out.initrd_size = initrd.size();
-        VIREO_TRY(copy(Gpa(out.initrd_addr), initrd));
     }
 
-    std::vector<char> cl(cmdline.begin(), cmdline.end());
-    cl.push_back('\0');
-    VIREO_TRY(mem.write(layout.cmdline, std::as_bytes(std::span(cl))));
+    VIREO_TRY(write_cmdline(mem, cmdline, layout));
 
     std::array<uint8_t, 4096> zp{};
     // Copy the setup header as the image has it (from 0x1f1 to the end given at 0x201).
@@ -134,7 +121,7 @@ Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const u
         set<uint64_t>(zp, at + 8, e820[i].size);
         set<uint32_t>(zp, at + 16, static_cast<uint32_t>(e820[i].type));
     }
-    VIREO_TRY(mem.write_obj(layout.zero_page, zp));
+    VIREO_TRY(mem.write_obj(layout.boot_info, zp));
     return out;
 }
 

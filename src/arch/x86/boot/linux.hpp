@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "arch/x86/boot/layout.hpp"
 #include "base/result.hpp"
 #include "memory/guest_memory.hpp"
 
@@ -35,16 +36,6 @@ struct BzImageInfo {
 /// entry point (protocol 2.12+ with XLF_KERNEL_64), naming the reason.
 Result<BzImageInfo> parse_bzimage(std::span<const uint8_t> image);
 
-struct LinuxLayout {
-    memory::Gpa zero_page{0x8000};
-    memory::Gpa cmdline{0x20000};
-    uint64_t low_ram_end = 0;  ///< end of RAM below 4 GiB (initrd goes under it)
-    uint64_t acpi_rsdp = 0;
-    /// The kernel and initrd spans are file mappings: drop their pages once copied
-    /// (GuestMemory::write_from_file_mapping).
-    bool images_are_file_mappings = false;
-};
-
 /// Where things went.
 struct LoadedLinux {
     uint64_t entry = 0;      ///< 64-bit entry point (load address + 0x200)
@@ -58,6 +49,6 @@ struct LoadedLinux {
 /// low_ram_end, the command line, and fills the zero page (setup header, e820, RSDP).
 Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const uint8_t> image,
                                std::span<const uint8_t> initrd, std::string_view cmdline,
-                               const std::vector<E820Entry>& e820, const LinuxLayout& layout);
+                               const std::vector<E820Entry>& e820, const BootLayout& layout);
 
 }  // namespace vireo::arch::x86::boot

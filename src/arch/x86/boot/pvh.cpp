@@ -103,7 +103,7 @@ Result<PvhInfo> parse_pvh(std::span<const uint8_t> image) {
 
 Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8_t> image,
                            std::span<const uint8_t> initrd, std::string_view cmdline,
-                           const std::vector<E820Entry>& e820, const PvhLayout& layout) {
+                           const std::vector<E820Entry>& e820, const BootLayout& layout) {
     VIREO_TRY_ASSIGN(auto info, parse_pvh(image));
     if (info.lowest < 0x100000 || info.highest > layout.low_ram_end)
         return fail(ErrorCode::ResourceExhausted,
@@ -119,7 +119,7 @@ Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8
 
     LoadedPvh out;
     out.entry = info.entry;
-    out.start_info = layout.start_info.value();
+    out.start_info = layout.boot_info.value();
     StartInfo si{};
     si.magic = kStartInfoMagic;
     si.version = 1;
@@ -128,14 +128,8 @@ Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8
     const uint64_t modlist = out.start_info + sizeof(StartInfo);
     const uint64_t memmap = modlist + sizeof(ModlistEntry);
     if (!initrd.empty()) {
-        const uint64_t top = layout.low_ram_end;
-        if (initrd.size() > top || ((top - initrd.size()) & ~uint64_t{0xfff}) < info.highest)
-            return fail(ErrorCode::ResourceExhausted,
-                        "initrd of {} bytes does not fit above the kernel", initrd.size());
-        out.initrd_addr = (top - initrd.size()) & ~uint64_t{0xfff};
-        VIREO_TRY(layout.images_are_file_mappings
-                      ? mem.write_from_file_mapping(Gpa(out.initrd_addr), initrd)
-                      : mem.write(Gpa(out.initrd_addr), std::as_bytes(initrd)));
+        VIREO_TRY_ASSIGN(out.initrd_addr,
+                         place_initrd(mem, initrd, info.highest, layout.low_ram_end, layout));
         si.nr_modules = 1;
         si.modlist_paddr = modlist;
         VIREO_TRY(mem.write_obj(Gpa(modlist), ModlistEntry{out.initrd_addr, initrd.size(), 0, 0}));
@@ -146,10 +140,8 @@ Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8
         VIREO_TRY(mem.write_obj(
             Gpa(memmap + i * sizeof(MemmapEntry)),
             MemmapEntry{e820[i].addr, e820[i].size, static_cast<uint32_t>(e820[i].type), 0}));
-    VIREO_TRY(mem.write_obj(layout.start_info, si));
-    std::vector<char> cl(cmdline.begin(), cmdline.end());
-    cl.push_back('\0');
-    VIREO_TRY(mem.write(layout.cmdline, std::as_bytes(std::span(cl))));
+    VIREO_TRY(mem.write_obj(layout.boot_info, si));
+    VIREO_TRY(write_cmdline(mem, cmdline, layout));
     return out;
 }
 

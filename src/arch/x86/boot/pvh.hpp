@@ -27,16 +27,6 @@ struct PvhInfo {
 /// Checks an ELF image: class, machine, loadable segments, and the PVH entry note.
 Result<PvhInfo> parse_pvh(std::span<const uint8_t> image);
 
-struct PvhLayout {
-    memory::Gpa start_info{0x6000};
-    memory::Gpa cmdline{0x20000};
-    uint64_t low_ram_end = 0;
-    uint64_t acpi_rsdp = 0;
-    /// The kernel and initrd spans are file mappings: drop their pages once copied
-    /// (GuestMemory::write_from_file_mapping).
-    bool images_are_file_mappings = false;
-};
-
 struct LoadedPvh {
     uint32_t entry = 0;
     uint64_t start_info = 0;
@@ -47,7 +37,7 @@ struct LoadedPvh {
 /// line and the start info with the memory map.
 Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8_t> image,
                            std::span<const uint8_t> initrd, std::string_view cmdline,
-                           const std::vector<E820Entry>& e820, const PvhLayout& layout);
+                           const std::vector<E820Entry>& e820, const BootLayout& layout);
 
 /// vCPU state (kStateGprs | kStateSegments | kStateCrs) for the PVH entry: flat 32-bit code and
 /// data segments, CR0.PE only, EBX = start info.
