@@ -1,0 +1,66 @@
+// A virtio device back-end, independent of its transport.
+//
+// Threads: the transport calls every method with the device's mutex held: register accesses
+// (config space, activate, reset) come from vCPU threads, queue processing from the domain's
+// event loop. Back-end completions (io_uring) also arrive on the event loop and take the same
+// mutex. It is uncontended except while the driver (re)configures the device.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string_view>
+
+#include "base/event_loop.hpp"
+#include "base/result.hpp"
+#include "memory/guest_memory.hpp"
+#include "virtio/queue.hpp"
+
+namespace vireo::virtio {
+
+/// What a device sees of its transport (called with the device mutex held).
+class Transport {
+  public:
+    /// Raises the used-buffer interrupt.
+    virtual void signal_used() = 0;
+    /// The driver broke a rule: the device stops and reports NEEDS_RESET (rate-limited log).
+    virtual void device_error(std::string_view what) = 0;
+
+  protected:
+    ~Transport() = default;
+};
+
+class Device {
+  public:
+    virtual ~Device() = default;
+
+    virtual const char* name() const noexcept = 0;
+    virtual uint32_t device_id() const noexcept = 0;
+    /// Feature bits offered (VERSION_1 is added by the transport).
+    virtual uint64_t device_features() const noexcept = 0;
+    virtual size_t num_queues() const noexcept = 0;
+    virtual uint16_t max_queue_size() const noexcept = 0;
+    /// Most descriptors in one chain (indirect ones included).
+    virtual uint32_t max_chain() const noexcept = 0;
+    /// The device-specific configuration space.
+    virtual std::span<const uint8_t> config_space() const noexcept = 0;
+
+    /// Registers the device's own event sources (completion eventfds) with the loop. Once,
+    /// before the loop starts.
+    virtual Result<void> attach_loop(EventLoop&) { return ok(); }
+    /// The driver set DRIVER_OK: `queues` are active, `features` negotiated.
+    virtual Result<void> activate(const memory::GuestMemory& mem, std::span<Queue> queues,
+                                  uint64_t features, Transport& transport) = 0;
+    /// Queue `index` was notified (event loop). An error means the driver broke a rule.
+    virtual Result<void> process(size_t index) = 0;
+    /// The driver reset the device (or it failed): forget the queues. Requests still in
+    /// flight in a back-end complete without touching the rings.
+    virtual void reset() = 0;
+
+    std::mutex& mutex() noexcept { return mu_; }
+
+  private:
+    std::mutex mu_;
+};
+
+}  // namespace vireo::virtio

@@ -1,0 +1,314 @@
+#include "virtio/mmio.hpp"
+
+#include <cstring>
+
+#include "virtio/virtio.hpp"
+
+namespace vireo::virtio {
+
+namespace {
+
+// Register offsets (4.2.2).
+enum : uint64_t {
+    kMagic = 0x000,
+    kVersion = 0x004,
+    kDeviceId = 0x008,
+    kVendor = 0x00c,
+    kDeviceFeatures = 0x010,
+    kDeviceFeaturesSel = 0x014,
+    kDriverFeatures = 0x020,
+    kDriverFeaturesSel = 0x024,
+    kQueueSel = 0x030,
+    kQueueNumMax = 0x034,
+    kQueueNum = 0x038,
+    kQueueReady = 0x044,
+    kQueueNotify = 0x050,
+    kInterruptStatus = 0x060,
+    kInterruptAck = 0x064,
+    kStatus = 0x070,
+    kQueueDescLow = 0x080,
+    kQueueDescHigh = 0x084,
+    kQueueDriverLow = 0x090,
+    kQueueDriverHigh = 0x094,
+    kQueueDeviceLow = 0x0a0,
+    kQueueDeviceHigh = 0x0a4,
+    kShmSel = 0x0ac,
+    kShmLenLow = 0x0b0,
+    kShmLenHigh = 0x0b4,
+    kShmBaseLow = 0x0b8,
+    kShmBaseHigh = 0x0bc,
+    kConfigGeneration = 0x0fc,
+    kConfig = 0x100,
+};
+constexpr uint32_t kMagicValue = 0x74726976;  // "virt"
+
+void set_low(uint64_t& v, uint32_t low) {
+    v = (v & ~uint64_t{0xffffffff}) | low;
+}
+void set_high(uint64_t& v, uint32_t high) {
+    v = (v & 0xffffffff) | (uint64_t{high} << 32);
+}
+
+}  // namespace
+
+Result<std::shared_ptr<MmioTransport>> MmioTransport::create(const memory::GuestMemory& mem,
+                                                             std::shared_ptr<virtio::Device> device,
+                                                             uint64_t base) {
+    VIREO_TRY_ASSIGN(auto irq, EventFd::create());
+    std::vector<EventFd> notify;
+    for (size_t i = 0; i < device->num_queues(); ++i) {
+        VIREO_TRY_ASSIGN(auto fd, EventFd::create());
+        notify.push_back(std::move(fd));
+    }
+    return std::shared_ptr<MmioTransport>(
+        new MmioTransport(mem, std::move(device), base, std::move(irq), std::move(notify)));
+}
+
+MmioTransport::MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<virtio::Device> device,
+                             uint64_t base, EventFd irq, std::vector<EventFd> notify)
+    : mem_(mem),
+      device_(std::move(device)),
+      base_(base),
+      name_(fmt::format("{}@{:#x}", device_->name(), base)),
+      irq_(std::move(irq)),
+      notify_(std::move(notify)),
+      configs_(device_->num_queues()),
+      queues_(device_->num_queues()) {}
+
+Result<void> MmioTransport::attach_loop(EventLoop& loop) {
+    for (size_t q = 0; q < notify_.size(); ++q) {
+        VIREO_TRY(loop.add(notify_[q].fd(), [this, q] {
+            (void)notify_[q].consume();
+            process_queue(q);
+        }));
+    }
+    std::lock_guard lock(device_->mutex());
+    return device_->attach_loop(loop);
+}
+
+void MmioTransport::process_queue(size_t q) {
+    std::lock_guard lock(device_->mutex());
+    const uint32_t st = status_.load(std::memory_order_relaxed);
+    if ((st & kStatusDriverOk) == 0 || (st & kStatusNeedsReset) != 0 || q >= queues_.size() ||
+        !queues_[q].active())
+        return;
+    if (auto r = device_->process(q); !r) device_error(r.error().message());
+}
+
+void MmioTransport::signal_used() {
+    interrupt_status_.fetch_or(kInterruptUsedBuffer, std::memory_order_acq_rel);
+    (void)irq_.signal();
+}
+
+void MmioTransport::device_error(std::string_view what) {
+    if (log_limit_.allow())
+        log::warn("{}: the guest driver broke the virtio rules ({}); device stopped, needs reset",
+                  name_, what);
+    device_->reset();
+    for (auto& q : queues_)
+        q.reset();
+    status_.fetch_or(kStatusNeedsReset, std::memory_order_acq_rel);
+    interrupt_status_.fetch_or(kInterruptConfigChange, std::memory_order_acq_rel);
+    (void)irq_.signal();
+}
+
+void MmioTransport::guest_error(std::string_view what) {
+    if (log_limit_.allow()) log::warn("{}: {}", name_, what);
+}
+
+void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
+    std::memset(data.data(), 0, data.size());
+    if (offset >= kConfig) {
+        std::lock_guard lock(device_->mutex());
+        auto cfg = device_->config_space();
+        const uint64_t off = offset - kConfig;
+        for (size_t i = 0; i < data.size(); ++i)
+            if (off + i < cfg.size()) data[i] = cfg[off + i];
+        return;
+    }
+    if (data.size() != 4 || offset % 4 != 0) {
+        guest_error(fmt::format("{}-byte read of register {:#x} (registers are 32-bit)",
+                                data.size(), offset));
+        return;
+    }
+    uint32_t v;
+    if (offset == kInterruptStatus) {
+        v = interrupt_status_.load(std::memory_order_acquire);
+    } else {
+        std::lock_guard lock(device_->mutex());
+        v = read_register(offset);
+    }
+    std::memcpy(data.data(), &v, 4);
+}
+
+uint32_t MmioTransport::read_register(uint64_t offset) {
+    const bool sel_ok = queue_sel_ < queues_.size();
+    switch (offset) {
+        case kMagic:
+            return kMagicValue;
+        case kVersion:
+            return 2;
+        case kDeviceId:
+            return device_->device_id();
+        case kVendor:
+            return kVendorId;
+        case kDeviceFeatures: {
+            const uint64_t f = device_->device_features() | kFeatureVersion1;
+            return device_features_sel_ == 0   ? static_cast<uint32_t>(f)
+                   : device_features_sel_ == 1 ? static_cast<uint32_t>(f >> 32)
+                                               : 0;
+        }
+        case kQueueNumMax:
+            return sel_ok ? device_->max_queue_size() : 0;
+        case kQueueReady:
+            return sel_ok && configs_[queue_sel_].ready ? 1 : 0;
+        case kStatus:
+            return status_.load(std::memory_order_relaxed);
+        case kShmLenLow:
+        case kShmLenHigh:
+            return 0xffffffff;  // no shared memory regions
+        case kConfigGeneration:
+            return config_generation_;
+        default:
+            return 0;
+    }
+}
+
+void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
+    if (offset >= kConfig) return;  // no writable configuration fields are offered
+    if (data.size() != 4 || offset % 4 != 0) {
+        guest_error(fmt::format("{}-byte write to register {:#x} (registers are 32-bit)",
+                                data.size(), offset));
+        return;
+    }
+    uint32_t v;
+    std::memcpy(&v, data.data(), 4);
+    if (offset == kQueueNotify) {
+        // Normally caught by the ioeventfd in the kernel; without one, hand it to the loop.
+        if (v < notify_.size()) (void)notify_[v].signal();
+        return;
+    }
+    if (offset == kInterruptAck) {
+        interrupt_status_.fetch_and(~v, std::memory_order_acq_rel);
+        return;
+    }
+    std::lock_guard lock(device_->mutex());
+    write_register(offset, v);
+}
+
+void MmioTransport::write_register(uint64_t offset, uint32_t v) {
+    const uint32_t st = status_.load(std::memory_order_relaxed);
+    const bool queue_writable =
+        queue_sel_ < configs_.size() && (st & kStatusDriverOk) == 0 && (st & kStatusFailed) == 0;
+    QueueConfig* qc = queue_sel_ < configs_.size() ? &configs_[queue_sel_] : nullptr;
+    switch (offset) {
+        case kDeviceFeaturesSel:
+            device_features_sel_ = v;
+            return;
+        case kDriverFeaturesSel:
+            driver_features_sel_ = v;
+            return;
+        case kDriverFeatures:
+            if ((st & (kStatusFeaturesOk | kStatusDriverOk)) != 0) return;  // too late
+            if (driver_features_sel_ == 0) {
+                set_low(driver_features_, v);
+            } else if (driver_features_sel_ == 1) {
+                set_high(driver_features_, v);
+            }
+            return;
+        case kQueueSel:
+            queue_sel_ = v;
+            return;
+        case kStatus:
+            write_status(v);
+            return;
+        case kShmSel:
+            return;
+        default:
+            break;
+    }
+    if (!queue_writable) return;
+    switch (offset) {
+        case kQueueNum:
+            qc->size = static_cast<uint16_t>(std::min<uint32_t>(v, 0xffff));
+            break;
+        case kQueueReady:
+            qc->ready = (v & 1) != 0;
+            break;
+        case kQueueDescLow:
+            set_low(qc->desc, v);
+            break;
+        case kQueueDescHigh:
+            set_high(qc->desc, v);
+            break;
+        case kQueueDriverLow:
+            set_low(qc->driver, v);
+            break;
+        case kQueueDriverHigh:
+            set_high(qc->driver, v);
+            break;
+        case kQueueDeviceLow:
+            set_low(qc->device, v);
+            break;
+        case kQueueDeviceHigh:
+            set_high(qc->device, v);
+            break;
+        default:
+            break;
+    }
+}
+
+void MmioTransport::reset_locked() {
+    device_->reset();
+    for (auto& q : queues_)
+        q.reset();
+    for (auto& c : configs_)
+        c = QueueConfig{};
+    driver_features_ = 0;
+    device_features_sel_ = driver_features_sel_ = queue_sel_ = 0;
+    status_.store(0, std::memory_order_release);
+    interrupt_status_.store(0, std::memory_order_release);
+}
+
+void MmioTransport::write_status(uint32_t v) {
+    if (v == 0) {
+        reset_locked();
+        return;
+    }
+    const uint32_t old = status_.load(std::memory_order_relaxed);
+    uint32_t next = v | (old & kStatusNeedsReset);
+    if ((next & kStatusFeaturesOk) && !(old & kStatusFeaturesOk)) {
+        const uint64_t offered = device_->device_features() | kFeatureVersion1;
+        // Features the device does not offer, or a legacy driver: FEATURES_OK stays clear and
+        // the driver sees that the negotiation failed.
+        if ((driver_features_ & ~offered) != 0 || (driver_features_ & kFeatureVersion1) == 0)
+            next &= ~kStatusFeaturesOk;
+    }
+    const bool starting = (next & kStatusDriverOk) && !(old & kStatusDriverOk);
+    status_.store(next, std::memory_order_release);
+    if (!starting) return;
+    if (!(next & kStatusFeaturesOk)) {
+        device_error("DRIVER_OK without FEATURES_OK");
+        return;
+    }
+    const bool event_idx = (driver_features_ & kFeatureEventIdx) != 0;
+    const bool indirect = (driver_features_ & kFeatureIndirectDesc) != 0;
+    for (size_t q = 0; q < queues_.size(); ++q) {
+        if (!configs_[q].ready) continue;
+        if (auto r = queues_[q].activate(mem_, configs_[q], device_->max_queue_size(),
+                                         device_->max_chain(), event_idx, indirect);
+            !r) {
+            device_error(fmt::format("queue {}: {}", q, r.error().message()));
+            return;
+        }
+    }
+    if (auto r = device_->activate(mem_, queues_, driver_features_, *this); !r) {
+        device_error(r.error().message());
+        return;
+    }
+    // Buffers made available before DRIVER_OK are picked up now, on the event loop.
+    for (auto& n : notify_)
+        (void)n.signal();
+}
+
+}  // namespace vireo::virtio

@@ -1,0 +1,88 @@
+// virtio-mmio transport, version 2 (modern only; virtio 1.2, 4.2.2).
+//
+// Register accesses come from vCPU threads through the MMIO bus. Queue notifications do not:
+// the VMM registers one ioeventfd per queue (QueueNotify with datamatch = queue index), so a
+// notification is an eventfd signal that the domain's event loop picks up and that never
+// leaves the kernel on the vCPU side. Interrupts leave through one eventfd wired to an irqfd
+// (edge-triggered GSI, as declared in the DSDT). A driver that breaks the rules gets the
+// device marked NEEDS_RESET with a config-change interrupt; other devices are not affected.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/event_fd.hpp"
+#include "base/log.hpp"
+#include "devices/device.hpp"
+#include "virtio/device.hpp"
+
+namespace vireo::virtio {
+
+class MmioTransport final : public devices::Device, public Transport {
+  public:
+    static constexpr uint64_t kSize = 0x1000;  ///< bytes of MMIO space per device
+    static constexpr uint64_t kNotifyOffset = 0x50;
+    static constexpr uint32_t kVendorId = 0x4f524956;  ///< "VIRO"
+
+    /// A transport for `device` at guest-physical `base` (used for names and logs).
+    static Result<std::shared_ptr<MmioTransport>> create(const memory::GuestMemory& mem,
+                                                         std::shared_ptr<virtio::Device> device,
+                                                         uint64_t base);
+
+    /// Eventfd to signal when queue `q` is notified (wired to an ioeventfd by the VMM).
+    int notify_fd(size_t q) const noexcept { return notify_[q].fd(); }
+    /// Eventfd the transport signals to interrupt the guest (wired to an irqfd by the VMM).
+    int irq_fd() const noexcept { return irq_.fd(); }
+    size_t num_queues() const noexcept { return queues_.size(); }
+    virtio::Device& device() noexcept { return *device_; }
+    uint64_t base() const noexcept { return base_; }
+
+    /// Watches the notify eventfds and the device's own event sources on `loop`.
+    Result<void> attach_loop(EventLoop& loop);
+    /// Processes queue `q` now, on the calling thread (what a notification does on the loop).
+    void process_queue(size_t q);
+
+    // devices::Device (vCPU threads)
+    const char* name() const noexcept override { return name_.c_str(); }
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // Transport (device mutex held)
+    void signal_used() override;
+    void device_error(std::string_view what) override;
+
+    uint32_t status() const noexcept { return status_.load(std::memory_order_acquire); }
+    uint32_t interrupt_status() const noexcept {
+        return interrupt_status_.load(std::memory_order_acquire);
+    }
+
+  private:
+    MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<virtio::Device> device,
+                  uint64_t base, EventFd irq, std::vector<EventFd> notify);
+    uint32_t read_register(uint64_t offset);
+    void write_register(uint64_t offset, uint32_t value);
+    void write_status(uint32_t value);
+    void reset_locked();
+    void guest_error(std::string_view what);  // a bad register access (not fatal)
+
+    const memory::GuestMemory& mem_;
+    std::shared_ptr<virtio::Device> device_;
+    uint64_t base_;
+    std::string name_;
+    EventFd irq_;
+    std::vector<EventFd> notify_;
+    // Guarded by device_->mutex().
+    std::vector<QueueConfig> configs_;
+    std::vector<Queue> queues_;
+    uint32_t device_features_sel_ = 0, driver_features_sel_ = 0, queue_sel_ = 0;
+    uint64_t driver_features_ = 0;
+    uint32_t config_generation_ = 0;
+    // Read without the lock by status()/InterruptStatus.
+    std::atomic<uint32_t> status_{0};
+    std::atomic<uint32_t> interrupt_status_{0};
+    log::RateLimiter log_limit_{5};
+};
+
+}  // namespace vireo::virtio

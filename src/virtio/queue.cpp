@@ -1,0 +1,175 @@
+#include "virtio/queue.hpp"
+
+#include <atomic>
+#include <cstring>
+
+#include "virtio/virtio.hpp"
+
+namespace vireo::virtio {
+
+namespace {
+
+struct Desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+static_assert(sizeof(Desc) == 16);
+
+// The rings are shared with the guest, which may write them at any time. Indices are accessed
+// atomically (the spec's alignment rules make that possible); everything else is copied out
+// with memcpy once and validated on the copy.
+uint16_t load_u16_acquire(const uint8_t* p) noexcept {
+    return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(const_cast<uint8_t*>(p)))
+        .load(std::memory_order_acquire);
+}
+void store_u16_release(uint8_t* p, uint16_t v) noexcept {
+    std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p)).store(v, std::memory_order_release);
+}
+uint16_t load_u16(const uint8_t* p) noexcept {
+    return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(const_cast<uint8_t*>(p)))
+        .load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+Result<void> Queue::activate(const memory::GuestMemory& mem, const QueueConfig& c,
+                             uint16_t max_size, uint32_t max_chain, bool event_idx, bool indirect) {
+    active_ = false;
+    if (c.size == 0 || c.size > max_size || (c.size & (c.size - 1)) != 0)
+        return fail(ErrorCode::InvalidArgument, "queue size {} is not a power of two up to {}",
+                    c.size, max_size);
+    if (c.desc % 16 != 0 || c.driver % 2 != 0 || c.device % 4 != 0)
+        return fail(ErrorCode::InvalidArgument,
+                    "misaligned ring (descriptors {:#x}, avail {:#x}, used {:#x})", c.desc,
+                    c.driver, c.device);
+    const uint64_t n = c.size;
+    auto ring = [&](uint64_t gpa, uint64_t len, const char* what) -> Result<uint8_t*> {
+        auto s = mem.slice(memory::Gpa(gpa), len);
+        if (!s)
+            return fail(ErrorCode::OutOfRange, "{} ring [{:#x}, +{:#x}) is not in guest RAM", what,
+                        gpa, len);
+        return s->data();
+    };
+    VIREO_TRY_ASSIGN(desc_, ring(c.desc, 16 * n, "descriptor"));
+    VIREO_TRY_ASSIGN(avail_, ring(c.driver, 6 + 2 * n, "avail"));
+    VIREO_TRY_ASSIGN(used_, ring(c.device, 6 + 8 * n, "used"));
+    mem_ = &mem;
+    size_ = c.size;
+    max_chain_ = max_chain;
+    event_idx_ = event_idx;
+    indirect_ = indirect;
+    last_avail_ = next_used_ = signalled_used_ = 0;
+    active_ = true;
+    return ok();
+}
+
+uint16_t Queue::avail_idx() const noexcept {
+    return load_u16_acquire(avail_ + 2);
+}
+
+Result<bool> Queue::pop(Chain& out) {
+    uint16_t avail = avail_idx();
+    if (avail == last_avail_) {
+        if (!event_idx_) return false;
+        // Ask for a notification at the next buffer, then look again: the driver may have
+        // added one before it could see the new avail_event.
+        store_u16_release(used_ + 4 + 8 * size_t{size_}, last_avail_);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        avail = avail_idx();
+        if (avail == last_avail_) return false;
+    }
+    if (static_cast<uint16_t>(avail - last_avail_) > size_)
+        return fail(ErrorCode::OutOfRange, "avail index {} is more than {} ahead of {}", avail,
+                    size_, last_avail_);
+    const uint16_t head = load_u16(avail_ + 4 + 2 * size_t{uint16_t(last_avail_ % size_)});
+    ++last_avail_;
+    if (head >= size_)
+        return fail(ErrorCode::OutOfRange, "avail ring entry {} >= queue size {}", head, size_);
+    if (out.capacity() < max_chain_)
+        return fail(ErrorCode::InvalidArgument, "chain storage for {} < {} segments",
+                    out.capacity(), max_chain_);
+
+    out.clear(head);
+    const uint8_t* table = desc_;
+    uint32_t table_len = size_;
+    uint32_t idx = head;
+    bool in_indirect = false;
+    for (uint32_t count = 1;; ++count) {
+        if (count > max_chain_)
+            return fail(ErrorCode::OutOfRange,
+                        "descriptor chain from {} is longer than {} (a cycle?)", head, max_chain_);
+        Desc d;
+        std::memcpy(&d, table + 16 * size_t{idx}, sizeof d);  // the one read of this descriptor
+        if (d.flags & kDescIndirect) {
+            if (!indirect_)
+                return fail(ErrorCode::InvalidArgument, "indirect descriptor not negotiated");
+            if (in_indirect)
+                return fail(ErrorCode::InvalidArgument, "indirect descriptor in indirect table");
+            if (d.flags & kDescNext)
+                return fail(ErrorCode::InvalidArgument, "indirect descriptor with NEXT set");
+            if (d.len == 0 || d.len % 16 != 0 || d.len / 16 > max_chain_)
+                return fail(ErrorCode::InvalidArgument, "indirect table of {} bytes", d.len);
+            auto t = mem_->slice(memory::Gpa(d.addr), d.len);
+            if (!t)
+                return fail(ErrorCode::OutOfRange, "indirect table [{:#x}, +{:#x}) not in RAM",
+                            d.addr, d.len);
+            table = t->data();
+            table_len = d.len / 16;
+            idx = 0;
+            in_indirect = true;
+            continue;
+        }
+        const bool writable = (d.flags & kDescWrite) != 0;
+        if (!writable && out.segments_.size() > out.num_readable_)
+            return fail(ErrorCode::InvalidArgument,
+                        "device-readable descriptor after a device-writable one");
+        if (d.len != 0) {
+            auto s = mem_->slice(memory::Gpa(d.addr), d.len);
+            if (!s)
+                return fail(ErrorCode::OutOfRange, "buffer [{:#x}, +{:#x}) is not in guest RAM",
+                            d.addr, d.len);
+            if (out.segments_.size() == out.segments_.capacity())
+                return fail(ErrorCode::OutOfRange, "more than {} buffers in one chain",
+                            out.segments_.capacity());
+            out.segments_.push_back(Segment{s->data(), d.len, writable});
+            if (writable) {
+                out.writable_bytes_ += d.len;
+            } else {
+                out.readable_bytes_ += d.len;
+                ++out.num_readable_;
+            }
+            if (out.writable_bytes_ > UINT32_MAX)
+                return fail(ErrorCode::OutOfRange, "writable buffers exceed 4 GiB");
+        }
+        if (!(d.flags & kDescNext)) break;
+        idx = d.next;
+        if (idx >= table_len)
+            return fail(ErrorCode::OutOfRange, "next descriptor {} >= table size {}", idx,
+                        table_len);
+    }
+    return true;
+}
+
+void Queue::push_used(uint16_t head, uint32_t len) noexcept {
+    uint8_t* elem = used_ + 4 + 8 * size_t{static_cast<uint16_t>(next_used_ % size_)};
+    const uint32_t id = head;
+    std::memcpy(elem, &id, 4);
+    std::memcpy(elem + 4, &len, 4);
+    ++next_used_;
+    store_u16_release(used_ + 2, next_used_);  // the element is visible before the index
+}
+
+bool Queue::needs_interrupt() noexcept {
+    if (next_used_ == signalled_used_) return false;
+    // The used index store must be visible before reading what the driver asked for.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const uint16_t old = signalled_used_, now = next_used_;
+    signalled_used_ = now;
+    if (!event_idx_) return (load_u16(avail_) & kAvailNoInterrupt) == 0;
+    const uint16_t used_event = load_u16(avail_ + 4 + 2 * size_t{size_});
+    return static_cast<uint16_t>(now - used_event - 1) < static_cast<uint16_t>(now - old);
+}
+
+}  // namespace vireo::virtio
