@@ -1,0 +1,491 @@
+#include "virtio/blk.hpp"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "virtio/virtio.hpp"
+
+namespace vireo::virtio {
+
+namespace {
+
+// Feature bits (5.2.3).
+constexpr uint64_t kBlkSegMax = uint64_t{1} << 2;
+constexpr uint64_t kBlkRo = uint64_t{1} << 5;
+constexpr uint64_t kBlkBlkSize = uint64_t{1} << 6;
+constexpr uint64_t kBlkFlushF = uint64_t{1} << 9;
+constexpr uint64_t kBlkDiscardF = uint64_t{1} << 13;
+constexpr uint64_t kBlkWriteZeroesF = uint64_t{1} << 14;
+
+constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per discard / write-zeroes
+
+struct DiscardSegment {
+    uint64_t sector;
+    uint32_t num_sectors;
+    uint32_t flags;
+};
+static_assert(sizeof(DiscardSegment) == 16);
+
+template <typename T>
+void put(std::vector<uint8_t>& cfg, size_t off, T v) {
+    std::memcpy(cfg.data() + off, &v, sizeof v);
+}
+
+// Copies up to `out.size()` bytes starting `skip` bytes into `segs`; returns bytes copied.
+size_t gather(std::span<const Segment> segs, uint64_t skip, std::span<uint8_t> out) {
+    size_t copied = 0;
+    for (const auto& s : segs) {
+        if (copied == out.size()) break;
+        if (skip >= s.len) {
+            skip -= s.len;
+            continue;
+        }
+        const size_t n = std::min<uint64_t>(s.len - skip, out.size() - copied);
+        std::memcpy(out.data() + copied, s.host + skip, n);
+        copied += n;
+        skip = 0;
+    }
+    return copied;
+}
+
+// Appends iovecs for `len` bytes of `segs` starting `skip` bytes in.
+size_t to_iovecs(std::span<const Segment> segs, uint64_t skip, uint64_t len, std::span<iovec> iov) {
+    size_t n = 0;
+    for (const auto& s : segs) {
+        if (len == 0) break;
+        if (skip >= s.len) {
+            skip -= s.len;
+            continue;
+        }
+        const uint64_t take = std::min<uint64_t>(s.len - skip, len);
+        iov[n++] = iovec{s.host + skip, take};
+        len -= take;
+        skip = 0;
+    }
+    return n;
+}
+
+}  // namespace
+
+Result<DiskOptions> parse_disk_option(std::string_view spec) {
+    DiskOptions o;
+    size_t pos = 0;
+    bool first = true;
+    while (pos <= spec.size()) {
+        size_t comma = spec.find(',', pos);
+        if (comma == std::string_view::npos) comma = spec.size();
+        std::string_view part = spec.substr(pos, comma - pos);
+        if (first) {
+            if (part.empty())
+                return fail(ErrorCode::InvalidArgument,
+                            "--disk \"{}\": expected PATH[,readonly][,serial=ID]", spec);
+            o.path = part;
+            first = false;
+        } else if (part == "readonly" || part == "ro") {
+            o.readonly = true;
+        } else if (part.rfind("serial=", 0) == 0) {
+            o.serial = part.substr(7);
+            if (o.serial.empty() || o.serial.size() > kBlkIdBytes)
+                return fail(ErrorCode::InvalidArgument,
+                            "--disk \"{}\": serial must be 1 to {} characters", spec, kBlkIdBytes);
+            for (char c : o.serial)
+                if (c < 0x21 || c > 0x7e)
+                    return fail(ErrorCode::InvalidArgument,
+                                "--disk \"{}\": serial must be printable ASCII without spaces",
+                                spec);
+        } else {
+            return fail(ErrorCode::InvalidArgument,
+                        "--disk \"{}\": unknown option \"{}\" (known: readonly, serial=ID)", spec,
+                        part);
+        }
+        pos = comma + 1;
+    }
+    return o;
+}
+
+Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o) {
+    const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    UniqueFd fd(::open(o.path.c_str(), flags));
+    if (!fd) {
+        const int e = errno;
+        if (e == EISDIR)
+            return fail(ErrorCode::InvalidArgument, "disk {}: is a directory, not an image",
+                        o.path);
+        const bool hint = !o.readonly && (e == EACCES || e == EROFS || e == EPERM);
+        return fail_errno(e, "disk {}: cannot open{}", o.path,
+                          hint ? " for writing (add ,readonly to attach it read-only)" : "");
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "disk {}: stat", o.path);
+    uint64_t size = 0;
+    if (S_ISREG(st.st_mode)) {
+        size = static_cast<uint64_t>(st.st_size);
+    } else if (S_ISBLK(st.st_mode)) {
+        if (::ioctl(fd.get(), BLKGETSIZE64, &size) != 0)
+            return fail_errno(errno, "disk {}: BLKGETSIZE64", o.path);
+    } else if (S_ISDIR(st.st_mode)) {
+        return fail(ErrorCode::InvalidArgument, "disk {}: is a directory, not an image", o.path);
+    } else {
+        return fail(ErrorCode::InvalidArgument, "disk {}: not a regular file or block device",
+                    o.path);
+    }
+    if (size == 0 || size % 512 != 0)
+        return fail(ErrorCode::InvalidArgument,
+                    "disk {}: size {} bytes is not a positive multiple of 512", o.path, size);
+    if (::flock(fd.get(), (o.readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            return fail(ErrorCode::AlreadyExists,
+                        "disk {}: in use (locked by another vireo or QEMU, or given twice)",
+                        o.path);
+        return fail_errno(errno, "disk {}: flock", o.path);
+    }
+    return std::shared_ptr<DiskImage>(new DiskImage(std::move(fd), size, o));
+}
+
+Result<BlkRequest> parse_blk_request(const Chain& chain, std::span<iovec> iov) {
+    BlkRequest r;
+    struct {
+        uint32_t type;
+        uint32_t reserved;
+        uint64_t sector;
+    } header;
+    static_assert(sizeof header == 16);
+    if (chain.readable_bytes() < sizeof header)
+        return fail(ErrorCode::InvalidArgument, "request of {} readable bytes has no header",
+                    chain.readable_bytes());
+    if (chain.writable_bytes() < 1)
+        return fail(ErrorCode::InvalidArgument, "request has no status byte");
+    gather(chain.readable(), 0, std::span(reinterpret_cast<uint8_t*>(&header), sizeof header));
+    r.type = header.type;
+    r.sector = header.sector;
+    const auto& last = chain.writable().back();
+    r.status = last.host + last.len - 1;
+    const uint64_t in_len = chain.writable_bytes() - 1;  // writable bytes before status
+    const uint64_t out_len = chain.readable_bytes() - sizeof header;  // readable after header
+    if (iov.size() < chain.segments().size())
+        return fail(ErrorCode::InvalidArgument, "iovec storage too small");
+    switch (r.type) {
+        case kBlkIn:
+        case kBlkGetId:
+            if (out_len != 0)
+                return fail(ErrorCode::InvalidArgument,
+                            "read request with {} device-readable data bytes", out_len);
+            r.data_len = in_len;
+            r.iov_count = to_iovecs(chain.writable(), 0, in_len, iov);
+            break;
+        case kBlkOut:
+        case kBlkDiscard:
+        case kBlkWriteZeroes:
+            if (in_len != 0)
+                return fail(ErrorCode::InvalidArgument,
+                            "write request with {} device-writable data bytes", in_len);
+            r.data_len = out_len;
+            r.iov_count = to_iovecs(chain.readable(), sizeof header, out_len, iov);
+            break;
+        default:  // FLUSH carries no data; unknown types are answered UNSUPP
+            break;
+    }
+    return r;
+}
+
+Result<std::shared_ptr<BlockDevice>> BlockDevice::create(std::shared_ptr<DiskImage> disk) {
+    VIREO_TRY_ASSIGN(auto completion, EventFd::create());
+    std::shared_ptr<BlockDevice> dev(new BlockDevice(std::move(disk), std::move(completion)));
+    if (int e = io_uring_queue_init(kMaxInFlight, &dev->ring_, 0); e < 0)
+        return fail_errno(-e, "virtio-blk: io_uring_queue_init");
+    dev->ring_ok_ = true;
+    if (int e = io_uring_register_eventfd(&dev->ring_, dev->completion_.fd()); e < 0)
+        return fail_errno(-e, "virtio-blk: io_uring_register_eventfd");
+    return dev;
+}
+
+BlockDevice::BlockDevice(std::shared_ptr<DiskImage> disk, EventFd completion)
+    : disk_(std::move(disk)), completion_(std::move(completion)), config_(60, 0) {
+    put<uint64_t>(config_, 0, disk_->size() / 512);  // capacity
+    put<uint32_t>(config_, 12, kSegMax);             // seg_max
+    put<uint32_t>(config_, 20, 512);                 // blk_size
+    put<uint32_t>(config_, 36, kMaxDiscardSectors);  // max_discard_sectors
+    put<uint32_t>(config_, 40, 1);                   // max_discard_seg
+    put<uint32_t>(config_, 44, 1);                   // discard_sector_alignment
+    put<uint32_t>(config_, 48, kMaxDiscardSectors);  // max_write_zeroes_sectors
+    put<uint32_t>(config_, 52, 1);                   // max_write_zeroes_seg
+    config_[56] = 1;                                 // write_zeroes_may_unmap
+    // Request slots: storage reserved now, touched only when used.
+    slots_.reserve(kMaxInFlight);
+    for (uint32_t i = 0; i < kMaxInFlight; ++i) {
+        slots_.push_back(Request{Chain(max_chain()),
+                                 std::vector<iovec>(max_chain()),
+                                 {},
+                                 0,
+                                 0,
+                                 0,
+                                 static_cast<uint16_t>(i)});
+    }
+    free_.reserve(kMaxInFlight);
+    for (uint32_t i = kMaxInFlight; i > 0; --i)
+        free_.push_back(static_cast<uint16_t>(i - 1));
+}
+
+BlockDevice::~BlockDevice() {
+    if (!ring_ok_) return;
+    // In-flight I/O targets guest RAM: wait for it before the memory can go away.
+    if (pending_sqes_) io_uring_submit(&ring_);
+    while (in_flight_ > 0) {
+        io_uring_cqe* cqe = nullptr;
+        if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
+        io_uring_cqe_seen(&ring_, cqe);
+        --in_flight_;
+    }
+    io_uring_queue_exit(&ring_);
+}
+
+uint32_t BlockDevice::device_id() const noexcept {
+    return kDeviceBlock;
+}
+
+uint64_t BlockDevice::device_features() const noexcept {
+    uint64_t f = kFeatureIndirectDesc | kFeatureEventIdx | kBlkSegMax | kBlkBlkSize | kBlkFlushF |
+                 kBlkDiscardF | kBlkWriteZeroesF;
+    if (disk_->options().readonly) f |= kBlkRo;
+    return f;
+}
+
+Result<void> BlockDevice::attach_loop(EventLoop& loop) {
+    return loop.add(completion_.fd(), [this] { complete(); });
+}
+
+Result<void> BlockDevice::activate(const memory::GuestMemory&, std::span<Queue> queues, uint64_t,
+                                   Transport& transport) {
+    if (queues.size() != 1 || !queues[0].active())
+        return fail(ErrorCode::InvalidArgument, "request queue not set up");
+    queue_ = &queues[0];
+    transport_ = &transport;
+    return ok();
+}
+
+void BlockDevice::reset() {
+    queue_ = nullptr;  // completions of older generations are dropped
+    ++generation_;
+}
+
+Result<void> BlockDevice::process(size_t) {
+    VIREO_TRY(pull());
+    if (queue_ != nullptr && queue_->needs_interrupt()) transport_->signal_used();
+    return ok();
+}
+
+Result<void> BlockDevice::pull() {
+    while (queue_ != nullptr && !free_.empty()) {
+        if (io_uring_sq_space_left(&ring_) == 0) break;
+        Request& r = slots_[free_.back()];
+        VIREO_TRY_ASSIGN(bool got, queue_->pop(r.chain));
+        if (!got) break;
+        free_.pop_back();
+        if (auto s = start(r); !s) {
+            release(r);
+            return s;
+        }
+    }
+    if (pending_sqes_) {
+        pending_sqes_ = false;
+        if (int e = io_uring_submit(&ring_); e < 0 && io_errors_.allow())
+            log::error("virtio-blk {}: io_uring_submit: {}", disk_->options().path,
+                       std::strerror(-e));
+    }
+    return ok();
+}
+
+Result<void> BlockDevice::start(Request& r) {
+    VIREO_TRY_ASSIGN(r.req, parse_blk_request(r.chain, r.iov));
+    r.generation = generation_;
+    r.done = 0;
+    r.iov_first = 0;
+    const bool ro = disk_->options().readonly;
+    const uint64_t size = disk_->size();
+    const uint64_t sector = r.req.sector;
+    auto in_bounds = [&](uint64_t len) {
+        return sector <= size / 512 && len <= size - sector * 512;
+    };
+    switch (r.req.type) {
+        case kBlkIn:
+        case kBlkOut:
+            if (r.req.type == kBlkOut && ro) return finish(r, kBlkIoErr), ok();
+            if (r.req.data_len % 512 != 0 || !in_bounds(r.req.data_len))
+                return finish(r, kBlkIoErr), ok();
+            if (r.req.data_len == 0) return finish(r, kBlkOk), ok();
+            submit(r);
+            return ok();
+        case kBlkFlush:
+            if (ro) return finish(r, kBlkOk), ok();
+            submit(r);
+            return ok();
+        case kBlkGetId: {
+            uint8_t id[kBlkIdBytes] = {};
+            const auto& serial = disk_->options().serial;
+            std::memcpy(id, serial.data(), std::min(serial.size(), sizeof id));
+            uint64_t left = std::min<uint64_t>(r.req.data_len, sizeof id), off = 0;
+            for (size_t i = 0; i < r.req.iov_count && left > 0; ++i) {
+                const size_t n = std::min<uint64_t>(r.iov[i].iov_len, left);
+                std::memcpy(r.iov[i].iov_base, id + off, n);
+                off += n;
+                left -= n;
+            }
+            r.done = off;
+            return finish(r, kBlkOk), ok();
+        }
+        case kBlkDiscard:
+        case kBlkWriteZeroes: {
+            DiscardSegment seg{};
+            if (ro || r.req.data_len != sizeof seg) return finish(r, kBlkIoErr), ok();
+            gather(r.chain.readable(), 16, std::span(reinterpret_cast<uint8_t*>(&seg), sizeof seg));
+            const uint32_t allowed_flags = r.req.type == kBlkWriteZeroes ? 1u : 0u;  // unmap
+            if ((seg.flags & ~allowed_flags) != 0) return finish(r, kBlkUnsupp), ok();
+            r.req.sector = seg.sector;
+            r.req.data_len = uint64_t{seg.num_sectors} * 512;
+            if (seg.num_sectors > kMaxDiscardSectors || seg.sector > size / 512 ||
+                r.req.data_len > size - seg.sector * 512)
+                return finish(r, kBlkIoErr), ok();
+            submit(r);
+            return ok();
+        }
+        default:
+            return finish(r, kBlkUnsupp), ok();
+    }
+}
+
+void BlockDevice::submit(Request& r) {
+    // The ring has a slot per request, so there is always room; submit and retry otherwise.
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr) return finish(r, kBlkIoErr);
+    }
+    const int fd = disk_->fd();
+    const uint64_t offset = r.req.sector * 512 + r.done;
+    switch (r.req.type) {
+        case kBlkIn:
+            io_uring_prep_readv(sqe, fd, r.iov.data() + r.iov_first,
+                                static_cast<unsigned>(r.req.iov_count - r.iov_first), offset);
+            break;
+        case kBlkOut:
+            io_uring_prep_writev(sqe, fd, r.iov.data() + r.iov_first,
+                                 static_cast<unsigned>(r.req.iov_count - r.iov_first), offset);
+            break;
+        case kBlkFlush:
+            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+            break;
+        default:  // discard and write-zeroes: a hole reads back as zeros
+            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                    static_cast<off_t>(offset), static_cast<off_t>(r.req.data_len));
+            break;
+    }
+    io_uring_sqe_set_data64(sqe, r.slot);
+    ++in_flight_;
+    pending_sqes_ = true;
+}
+
+void BlockDevice::finish(Request& r, uint8_t status) {
+    if (status != kBlkOk) ++stats_.errors;
+    switch (r.req.type) {
+        case kBlkIn:
+            ++stats_.reads;
+            if (status == kBlkOk) stats_.read_bytes += r.req.data_len;
+            break;
+        case kBlkOut:
+            ++stats_.writes;
+            if (status == kBlkOk) stats_.write_bytes += r.req.data_len;
+            break;
+        case kBlkFlush:
+            ++stats_.flushes;
+            break;
+        default:
+            ++stats_.other;
+            break;
+    }
+    const uint64_t written = r.req.type == kBlkIn && status == kBlkOk ? r.req.data_len
+                             : r.req.type == kBlkGetId                ? r.done
+                                                                      : 0;
+    *r.req.status = status;
+    queue_->push_used(r.chain.head(), static_cast<uint32_t>(written + 1));
+    release(r);
+}
+
+void BlockDevice::on_cqe(Request& r, int res) {
+    --in_flight_;
+    if (r.generation != generation_ || queue_ == nullptr) {  // the device was reset meanwhile
+        release(r);
+        return;
+    }
+    const bool transfer = r.req.type == kBlkIn || r.req.type == kBlkOut;
+    if (res < 0) {
+        if (r.req.type == kBlkDiscard && (res == -EOPNOTSUPP || res == -EINVAL))
+            return finish(r, kBlkOk);  // discard is a hint
+        if (io_errors_.allow())
+            log::warn("virtio-blk {}: request type {} at sector {}: {}", disk_->options().path,
+                      r.req.type, r.req.sector, std::strerror(-res));
+        return finish(r, kBlkIoErr);
+    }
+    if (transfer) {
+        r.done += static_cast<uint64_t>(res);
+        if (r.done < r.req.data_len) {
+            if (res == 0) return finish(r, kBlkIoErr);  // the image shrank under us
+            // Short transfer: skip what was done and submit the rest.
+            uint64_t skip = static_cast<uint64_t>(res);
+            while (skip > 0 && r.iov_first < r.req.iov_count) {
+                iovec& v = r.iov[r.iov_first];
+                if (skip >= v.iov_len) {
+                    skip -= v.iov_len;
+                    ++r.iov_first;
+                } else {
+                    v.iov_base = static_cast<uint8_t*>(v.iov_base) + skip;
+                    v.iov_len -= skip;
+                    skip = 0;
+                }
+            }
+            submit(r);
+            return;
+        }
+    }
+    finish(r, kBlkOk);
+}
+
+void BlockDevice::complete() {
+    (void)completion_.consume();
+    std::lock_guard lock(mutex());
+    for (;;) {
+        io_uring_cqe* cqe = nullptr;
+        unsigned seen = 0, head;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            const uint64_t slot = io_uring_cqe_get_data64(cqe);
+            const int res = cqe->res;
+            ++seen;
+            if (slot < slots_.size()) on_cqe(slots_[slot], res);
+        }
+        if (seen == 0) break;
+        io_uring_cq_advance(&ring_, seen);
+    }
+    if (queue_ == nullptr) {
+        if (pending_sqes_) {  // resubmissions of requests the reset orphaned
+            pending_sqes_ = false;
+            io_uring_submit(&ring_);
+        }
+        return;
+    }
+    // Slots came free: take what the driver queued meanwhile (it will not notify again).
+    if (auto r = pull(); !r) {
+        transport_->device_error(r.error().message());
+        return;
+    }
+    if (queue_ != nullptr && queue_->needs_interrupt()) transport_->signal_used();
+}
+
+}  // namespace vireo::virtio

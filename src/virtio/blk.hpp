@@ -1,0 +1,140 @@
+// virtio-blk (virtio 1.2, 5.2) on raw images, with asynchronous I/O through io_uring on the
+// domain's event loop. Guest buffers go to the kernel as iovecs pointing into guest RAM (no
+// copies); several requests are in flight at once, up to a fixed pool of request slots
+// preallocated at activation (back-pressure when all are busy). FLUSH is fdatasync, so data
+// acknowledged after a flush is on stable storage. Read-only disks fail writes with IOERR and
+// are opened O_RDONLY. Images are locked (flock) against a second writer.
+#pragma once
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/event_fd.hpp"
+#include "base/log.hpp"
+#include "base/unique_fd.hpp"
+#include "virtio/device.hpp"
+
+namespace vireo::virtio {
+
+/// `--disk PATH[,readonly][,serial=ID]`.
+struct DiskOptions {
+    std::string path;
+    bool readonly = false;
+    std::string serial;  ///< up to 20 bytes, reported by VIRTIO_BLK_T_GET_ID
+};
+/// Parses a --disk value; errors name the part that is wrong.
+Result<DiskOptions> parse_disk_option(std::string_view spec);
+
+/// An opened, locked raw image (regular file or block device). Checked before a guest starts:
+/// exists, readable (and writable unless read-only), not a directory, size a multiple of 512.
+class DiskImage {
+  public:
+    static Result<std::shared_ptr<DiskImage>> open(const DiskOptions& options);
+    int fd() const noexcept { return fd_.get(); }
+    uint64_t size() const noexcept { return size_; }
+    const DiskOptions& options() const noexcept { return options_; }
+
+  private:
+    DiskImage(UniqueFd fd, uint64_t size, DiskOptions options)
+        : fd_(std::move(fd)), size_(size), options_(std::move(options)) {}
+    UniqueFd fd_;
+    uint64_t size_;
+    DiskOptions options_;
+};
+
+// Request types and status values (5.2.6).
+inline constexpr uint32_t kBlkIn = 0, kBlkOut = 1, kBlkFlush = 4, kBlkGetId = 8, kBlkDiscard = 11,
+                          kBlkWriteZeroes = 13;
+inline constexpr uint8_t kBlkOk = 0, kBlkIoErr = 1, kBlkUnsupp = 2;
+inline constexpr size_t kBlkIdBytes = 20;
+
+/// A request as the chain frames it. The header is the first 16 device-readable bytes, the
+/// status the last device-writable byte; data are iovecs into guest RAM: the writable bytes
+/// before the status for IN/GET_ID, the readable bytes after the header for OUT/DISCARD/
+/// WRITE_ZEROES (none for FLUSH and unknown types).
+struct BlkRequest {
+    uint32_t type = 0;
+    uint64_t sector = 0;
+    uint8_t* status = nullptr;
+    uint64_t data_len = 0;
+    size_t iov_count = 0;
+};
+/// Frames a chain as a virtio-blk request, filling `iov` (capacity >= chain segments). Errors
+/// are driver rule violations (no room for header or status, data in the wrong direction).
+Result<BlkRequest> parse_blk_request(const Chain& chain, std::span<iovec> iov);
+
+class BlockDevice final : public Device {
+  public:
+    static constexpr uint16_t kQueueSize = 256;    ///< QueueNumMax
+    static constexpr uint32_t kSegMax = 126;       ///< data segments per request (seg_max)
+    static constexpr uint32_t kMaxInFlight = 128;  ///< request slots = io_uring depth
+
+    static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<DiskImage> disk);
+    ~BlockDevice() override;
+
+    const char* name() const noexcept override { return "virtio-blk"; }
+    uint32_t device_id() const noexcept override;
+    uint64_t device_features() const noexcept override;
+    size_t num_queues() const noexcept override { return 1; }
+    uint16_t max_queue_size() const noexcept override { return kQueueSize; }
+    uint32_t max_chain() const noexcept override { return kSegMax + 2; }
+    std::span<const uint8_t> config_space() const noexcept override { return config_; }
+
+    Result<void> attach_loop(EventLoop& loop) override;
+    Result<void> activate(const memory::GuestMemory& mem, std::span<Queue> queues,
+                          uint64_t features, Transport& transport) override;
+    Result<void> process(size_t index) override;
+    void reset() override;
+
+    /// Handles finished I/O (what the completion eventfd triggers on the loop).
+    void complete();
+
+    struct Stats {
+        uint64_t reads = 0, writes = 0, flushes = 0, other = 0;
+        uint64_t read_bytes = 0, write_bytes = 0, errors = 0;
+    };
+    Stats stats() noexcept {
+        std::lock_guard lock(mutex());
+        return stats_;
+    }
+
+  private:
+    struct Request {
+        Chain chain;
+        std::vector<iovec> iov;
+        BlkRequest req;
+        size_t iov_first = 0;  // first iovec not yet transferred (after a short transfer)
+        uint64_t done = 0;     // bytes transferred so far
+        uint32_t generation = 0;
+        uint16_t slot = 0;
+    };
+    BlockDevice(std::shared_ptr<DiskImage> disk, EventFd completion);
+    Result<void> pull();  // pops and starts requests while slots and ring space last
+    Result<void> start(Request& r);
+    void submit(Request& r);
+    void finish(Request& r, uint8_t status);
+    void release(Request& r) { free_.push_back(r.slot); }
+    void on_cqe(Request& r, int res);
+
+    std::shared_ptr<DiskImage> disk_;
+    EventFd completion_;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    std::vector<uint8_t> config_;
+    std::vector<Request> slots_;
+    std::vector<uint16_t> free_;
+    uint32_t in_flight_ = 0;  // requests submitted to io_uring
+    uint32_t generation_ = 0;
+    Queue* queue_ = nullptr;
+    Transport* transport_ = nullptr;
+    bool pending_sqes_ = false;
+    Stats stats_;
+    log::RateLimiter io_errors_{5};
+};
+
+}  // namespace vireo::virtio
