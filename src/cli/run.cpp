@@ -110,6 +110,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
         ->check(CLI::IsMember({"restart", "exit"}))
         ->capture_default_str();
+    run->add_option("--disk", o.disks,
+                    "virtio-blk disk from a raw image: PATH[,readonly][,serial=ID]; repeatable "
+                    "(/dev/vda, /dev/vdb, ... in order)")
+        ->allow_extra_args(false);
+    run->add_flag("--rng", o.rng, "A virtio-rng device (entropy from the host's getrandom)");
     run->add_flag("--allow-software-kvm", o.allow_software_kvm,
                   "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
                   "tiny guests such as PVH test images");
@@ -171,6 +176,18 @@ int run_guest(const RunOptions& o) {
     config.cmdline = o.cmdline.empty() ? kDefaultCmdline : o.cmdline;
     if (!o.append.empty()) config.cmdline += " " + o.append;
     config.console_fd = console_fd;
+    // Disks are opened (and locked) once, before anything runs, and kept across reboots.
+    for (const auto& spec : o.disks) {
+        auto opts = virtio::parse_disk_option(spec);
+        if (!opts) return fail_with(opts.error().message());
+        auto disk = virtio::DiskImage::open(*opts);
+        if (!disk) return fail_with(disk.error().message());
+        config.disks.push_back(std::move(disk).value());
+    }
+    config.rng = o.rng;
+    if (config.disks.size() + (config.rng ? 1 : 0) > vmm::kMaxVirtioDevices)
+        return fail_with(
+            fmt::format("at most {} virtio devices (disks + rng)", vmm::kMaxVirtioDevices));
     vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{},
                            /*file_mappings=*/true};
     // Everything that can be checked without KVM is checked first, on any host.

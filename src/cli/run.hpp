@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 namespace vireo::cli {
 
@@ -26,6 +27,8 @@ struct RunOptions {
     uint32_t cpus = 1;
     std::string console = "stdio";
     std::string on_reboot = "restart";
+    std::vector<std::string> disks;
+    bool rng = false;
     bool stats = false;
     bool allow_software_kvm = false;
 };

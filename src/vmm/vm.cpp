@@ -14,6 +14,7 @@
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
+#include "virtio/rng.hpp"
 
 namespace vireo::vmm {
 
@@ -28,6 +29,8 @@ constexpr uint64_t kAcpiBase = 0xe0000, kAcpiSize = 0x20000;  // tables live in 
 constexpr uint64_t kPvPanicBase = 0xfe000000;
 constexpr uint16_t kCom1 = 0x3f8;
 constexpr uint32_t kCom1Irq = 4;
+constexpr uint32_t kVirtioGsis[] = {16, 17, 18, 19, 20, 21, 22, 23, 5, 6, 7, 10, 11, 14, 15};
+static_assert(std::size(kVirtioGsis) == kMaxVirtioDevices);
 
 // An interrupt line driven through KVM_IRQ_LINE.
 class KvmIrqLine final : public devices::IrqLine {
@@ -85,6 +88,7 @@ Vm::Vm(memory::GuestMemory mem, const VmConfig& config)
 
 Vm::~Vm() {
     stop(Fate::Stopped, "machine destroyed");
+    if (loop_) loop_->stop();
 }
 
 Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint32_t max_vcpus) {
@@ -173,8 +177,10 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     VIREO_TRY(mmio_.attach(kPvPanicBase, devices::PvPanic::kSize,
                            std::make_shared<devices::PvPanic>(sink)));
 
-    // ACPI.
     arch::x86::acpi::PlatformDesc desc;
+    VIREO_TRY(add_virtio_devices(desc));
+
+    // ACPI.
     desc.num_cpus = config_.cpus;
     desc.serial_port = kCom1;
     desc.serial_irq = kCom1Irq;
@@ -227,6 +233,41 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     }
     mapper.join();
     if (map_error) return Unexpected{std::move(*map_error)};
+    return ok();
+}
+
+Result<void> Vm::add_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {
+    std::vector<std::shared_ptr<virtio::Device>> devices;
+    for (const auto& disk : config_.disks) {
+        VIREO_TRY_ASSIGN(auto blk, virtio::BlockDevice::create(disk));
+        devices.push_back(std::move(blk));
+    }
+    if (config_.rng) devices.push_back(std::make_shared<virtio::EntropyDevice>());
+    if (devices.empty()) return ok();
+    if (devices.size() > kMaxVirtioDevices)
+        return fail(ErrorCode::ResourceExhausted,
+                    "{} virtio devices requested; at most {} (one interrupt line each)",
+                    devices.size(), kMaxVirtioDevices);
+    VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
+    for (size_t i = 0; i < devices.size(); ++i) {
+        const uint64_t base = kVirtioMmioBase + i * virtio::MmioTransport::kSize;
+        const uint32_t gsi = kVirtioGsis[i];
+        VIREO_TRY_ASSIGN(auto t, virtio::MmioTransport::create(memory_, devices[i], base));
+        VIREO_TRY(mmio_.attach(base, virtio::MmioTransport::kSize, t));
+        // Notifications: one ioeventfd per queue (datamatch = queue index), so a kick is an
+        // eventfd signal in the kernel, not an exit to this process.
+        for (size_t q = 0; q < t->num_queues(); ++q) {
+            VIREO_TRY(machine_->add_ioevent(hv::IoEvent{hv::IoSpace::Mmio,
+                                                        base + virtio::MmioTransport::kNotifyOffset,
+                                                        4, t->notify_fd(q), q}));
+        }
+        VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));
+        VIREO_TRY(t->attach_loop(*loop_));
+        desc.mmio_devices.push_back(
+            {"LNRO0005", base, static_cast<uint32_t>(virtio::MmioTransport::kSize), gsi});
+        log::debug("{}: GSI {}", t->name(), gsi);
+        virtio_.push_back(std::move(t));
+    }
     return ok();
 }
 
@@ -330,6 +371,9 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu) {
 }
 
 Outcome Vm::run() {
+    if (loop_) {
+        if (auto r = loop_->start(); !r) return Outcome{Fate::HostError, r.error().message()};
+    }
     std::vector<std::thread> threads;
     threads.reserve(vcpus_.size());
     for (auto& v : vcpus_)
@@ -342,6 +386,7 @@ Outcome Vm::run() {
         v->request_stop();
     for (auto& t : threads)
         t.join();
+    if (loop_) loop_->stop();
     std::lock_guard lock(fate_mu_);
     return outcome_;
 }

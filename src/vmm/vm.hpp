@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "arch/x86/acpi/tables.hpp"
+#include "base/event_loop.hpp"
 #include "base/result.hpp"
 #include "devices/bus.hpp"
 #include "devices/legacy/serial.hpp"
@@ -22,6 +24,8 @@
 #include "hv/machine.hpp"
 #include "hv/vcpu.hpp"
 #include "memory/guest_memory.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/mmio.hpp"
 
 namespace vireo::vmm {
 
@@ -30,6 +34,10 @@ struct VmConfig {
     uint32_t cpus = 1;
     std::string cmdline;
     int console_fd = 1;  ///< where COM1 output goes (-1: discarded)
+    /// virtio-blk disks, in order (/dev/vda, /dev/vdb, ...): opened and checked by the caller,
+    /// reused across reboots.
+    std::vector<std::shared_ptr<virtio::DiskImage>> disks;
+    bool rng = false;  ///< a virtio-rng device
 };
 
 /// The kernel and initrd bytes (owned by the caller; reused across reboots).
@@ -62,6 +70,10 @@ struct Outcome {
 inline constexpr uint64_t kMinMemory = uint64_t{64} << 20;
 inline constexpr uint64_t kMaxMemory = uint64_t{1} << 40;
 inline constexpr uint32_t kMaxCpus = 256;
+/// virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase and one IOAPIC pin each
+/// (GSIs 16-23, then the ISA lines no platform device uses: 5-7, 10, 11, 14, 15).
+inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
+inline constexpr uint32_t kMaxVirtioDevices = 15;
 
 class Vm {
   public:
@@ -87,6 +99,7 @@ class Vm {
   private:
     Vm(memory::GuestMemory mem, const VmConfig& config);
     Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
+    Result<void> add_virtio_devices(arch::x86::acpi::PlatformDesc& desc);
     void vcpu_loop(hv::Vcpu& vcpu);
     void handle_io(const hv::IoExit& io);
     void on_platform_event(devices::PlatformEvent event);
@@ -98,6 +111,8 @@ class Vm {
     devices::Bus pio_{"port I/O"};
     devices::Bus mmio_{"MMIO"};
     std::shared_ptr<devices::Serial> serial_;
+    std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
+    std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
 
     std::atomic<bool> stopping_{false};
     std::mutex fate_mu_;
