@@ -9,6 +9,14 @@ bad() { echo "FAIL: $1"; fail=$((fail + 1)); echo "---- output"; tail -n 25 /tmp
 # vrun ARGS...: runs vireo with a time limit; output in /tmp/out, status in $rc.
 vrun() { timeout 180 vireo run "$@" >/tmp/out 2>&1 </dev/null; rc=$?; }
 has() { grep -q -- "$1" /tmp/out; }
+# script_disk SCRIPT IMAGE: a raw image holding SCRIPT, padded with newlines to whole sectors.
+script_disk() {
+  cp "$1" "$2"
+  size=$(wc -c <"$2")
+  pad=$(( (512 - size % 512) % 512 ))
+  [ $pad -gt 0 ] && head -c $pad /dev/zero | tr '\0' '\n' >>"$2"
+  true
+}
 value() { sed -n "s/^$1=\([0-9]*\).*/\1/p" /tmp/out | tail -n1; }
 
 # 1 vCPU: init marker, nproc, no ACPI errors, clean poweroff.
@@ -77,6 +85,49 @@ exec 3>&-
 if [ $rc = 0 ] && has "CONSOLE-42"; then ok "console input reaches the guest shell"
 else bad "console input (status $rc)"; fi
 
+# virtio-blk and virtio-rng, found through the ACPI DSDT. vda: a read-write image the host
+# filled; vdb: a read-only one. The guest reads both back, writes a pattern to vda (O_DIRECT,
+# fsync), fails to write vdb, and reads /dev/hwrng.
+dd if=/dev/urandom of=/tmp/a.img bs=1M count=8 2>/dev/null
+dd if=/dev/urandom of=/tmp/b.img bs=1M count=4 2>/dev/null
+a_sum=$(sha256sum /tmp/a.img | cut -d' ' -f1)
+b_sum=$(sha256sum /tmp/b.img | cut -d' ' -f1)
+# The kernel passes at most 32 words to init, so the guest's script travels as a disk of its
+# own (/dev/vdc), padded with newlines to whole sectors.
+cat >/tmp/blk.sh <<'SCRIPT'
+echo VDA=$(cat /sys/block/vda/size)
+echo VDB=$(cat /sys/block/vdb/size)
+echo VDBRO=$(cat /sys/block/vdb/ro)
+echo SUMA=$(sha256sum /dev/vda)
+echo SUMB=$(sha256sum /dev/vdb)
+echo SERIAL=$(cat /sys/block/vda/serial)
+dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null
+dd if=/tmp/p of=/dev/vda bs=1M oflag=direct conv=fsync 2>/dev/null && echo WROTE-A
+echo PSUM=$(sha256sum /tmp/p)
+dd if=/dev/zero of=/dev/vdb bs=4k count=1 oflag=direct 2>/dev/null || echo VDB-WRITE-REFUSED
+echo RNG=$(cat /sys/class/misc/hw_random/rng_current)
+echo RNGBYTES=$(head -c 4096 /dev/hwrng | wc -c)
+SCRIPT
+script_disk /tmp/blk.sh /tmp/blk.img
+vrun --rng --disk /tmp/a.img,serial=vireo-disk-a --disk /tmp/b.img,readonly --disk /tmp/blk.img,readonly --append '-- sh /dev/vdc; poweroff -f'
+p_sum=$(sed -n 's/^PSUM=\([0-9a-f]*\).*/\1/p' /tmp/out)
+host_p_sum=$(head -c 4194304 /tmp/a.img | sha256sum | cut -d' ' -f1)
+if [ $rc = 0 ] && [ "$(value VDA)" = 16384 ] && [ "$(value VDB)" = 8192 ] && has "VDBRO=1"; then
+  ok "two virtio-blk disks: /dev/vda and /dev/vdb with the right sizes, vdb read-only"
+else bad "virtio-blk disks seen by the guest (status $rc)"; fi
+if has "SUMA=$a_sum" && has "SUMB=$b_sum"; then ok "host-written images read back identically in the guest"
+else bad "guest reads of host-written images (sha256 mismatch)"; fi
+if has WROTE-A && [ -n "$p_sum" ] && [ "$p_sum" = "$host_p_sum" ]; then
+  ok "pattern written by the guest (O_DIRECT, fsync) reads back identically on the host"
+else bad "guest-written pattern on the host (guest $p_sum, host $host_p_sum)"; fi
+if has VDB-WRITE-REFUSED && [ "$(sha256sum /tmp/b.img | cut -d' ' -f1)" = "$b_sum" ]; then
+  ok "read-only disk refuses writes; its image is untouched"
+else bad "read-only disk"; fi
+if has "SERIAL=vireo-disk-a"; then ok "serial=ID reaches the guest (GET_ID)"
+else bad "disk serial"; fi
+if has "RNG=virtio_rng" && [ "$(value RNGBYTES)" = 4096 ]; then ok "virtio-rng: /dev/hwrng yields data"
+else bad "virtio-rng (RNGBYTES $(value RNGBYTES))"; fi
+
 # Bad input: a clear error and status 1, before anything runs.
 echo "not a kernel" >/tmp/notakernel
 dd if=/dev/zero of=/tmp/bigfile bs=1M count=100 2>/dev/null
@@ -93,6 +144,10 @@ check_error "do not fit" --memory 100M --initrd /tmp/bigfile
 check_error "needs 6. MiB" --memory 64M
 check_error "must be 1 to" --cpus 300
 check_error "unknown unit" --memory 12Q
+check_error "is a directory" --disk /tmp
+check_error "not a positive multiple of 512" --disk /tmp/notakernel
+check_error "unknown option" --disk /tmp/a.img,bogus
+check_error "cannot open" --disk /nonexistent.img
 check_error "at most 2047" --cmdline "$(head -c 3000 /dev/zero | tr '\0' x)"
 
 echo "linux guest tests: $pass passed, $fail failed"
