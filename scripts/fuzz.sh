@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
+# interface and the virtio-blk request path, each for SECONDS (default 300), with ASan/UBSan.
+# Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
+# crash-* and make this script fail. Prints executions and crashes per target.
+#
+# usage: scripts/fuzz.sh [SECONDS] [BUILD_DIR]    (default BUILD_DIR: build-asan)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-300}
+build=${2:-build-asan}
+if [ ! -x "$build/fuzz/fuzz_blk" ]; then
+  ./scripts/setup.sh
+  VIREO_BUILD_DIR=$build ./scripts/build.sh -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_BUILD_TYPE=Debug -DVIREO_SANITIZE=ON -DVIREO_FUZZ=ON
+fi
+cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
+status=0
+printf '%-10s %12s %10s %8s\n' target executions exec/s crashes
+for t in virtqueue mmio blk; do
+  dir=$cache/$t
+  mkdir -p "$dir/corpus"
+  log=$dir/last.log
+  set +e
+  ASAN_OPTIONS=detect_leaks=1 "$build/fuzz/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 \
+    -artifact_prefix="$dir/" -max_len=4096 "$dir/corpus" >"$log" 2>&1
+  rc=$?
+  set -e
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
+  crashes=0
+  if [ $rc -ne 0 ]; then
+    crashes=1
+    status=1
+    echo "fuzz_$t failed (status $rc); log: $log" >&2
+    grep -A30 -m1 -e "ERROR: AddressSanitizer" -e "runtime error" -e "ERROR: libFuzzer" "$log" >&2 || tail -n 30 "$log" >&2
+  fi
+  printf '%-10s %12s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$crashes"
+done
+exit $status
