@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine: installs what is needed, then
 #   1. checks formatting (clang-format, the project's .clang-format),
 #   2. builds with GCC (warnings are errors) and runs every test on real /dev/kvm,
-#   3. builds with clang 14 + AddressSanitizer/UndefinedBehaviorSanitizer and runs them again.
+#   3. builds with clang 14 + AddressSanitizer/UndefinedBehaviorSanitizer and runs them again,
+#   4. runs each libFuzzer target (fuzz/) for a short while (scripts/fuzz.sh runs them longer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -20,6 +21,9 @@ ctest --test-dir build --output-on-failure -j "$jobs"
 
 step "clang 14 + ASan/UBSan build and tests"
 VIREO_BUILD_DIR=build-asan ./scripts/build.sh -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_BUILD_TYPE=Debug -DVIREO_SANITIZE=ON
+  -DCMAKE_BUILD_TYPE=Debug -DVIREO_SANITIZE=ON -DVIREO_FUZZ=ON
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+step "fuzzing (${VIREO_FUZZ_SECONDS:-20} s per target)"
+./scripts/fuzz.sh "${VIREO_FUZZ_SECONDS:-20}" build-asan
