@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "blk_path.hpp"
 #include "boot.hpp"
 #include "exits.hpp"
 
@@ -46,7 +47,23 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     boot_cmd->add_flag("--json", boot.json, "End with one line of JSON");
 
+    vireo::bench::BlkPathOptions blk;
+    auto* blk_cmd = app.add_subcommand(
+        "blk-path",
+        "virtio-blk's device path alone (virtqueue + request parser + io_uring, driven by a "
+        "driver-side harness) vs the host's own pread of the same image");
+    blk_cmd->add_option("--image", blk.image, "Raw image (default: a temporary one)");
+    blk_cmd->add_option("--size-mib", blk.size_mib, "Size of the temporary image")
+        ->capture_default_str();
+    blk_cmd->add_option("--seconds", blk.seconds, "Seconds per timed run")->capture_default_str();
+    blk_cmd->add_option("-r,--runs", blk.runs, "Timed runs per case")->capture_default_str();
+    blk_cmd->add_option("--depth", blk.depth, "Requests in flight")->capture_default_str();
+    blk_cmd->add_option("--request-kib", blk.request_kib, "Sequential request size")
+        ->capture_default_str();
+    blk_cmd->add_flag("--json", blk.json, "End with one line of JSON");
+
     CLI11_PARSE(app, argc, argv);
+    if (*blk_cmd) return vireo::bench::run_blk_path(blk);
     if (*cmd) return vireo::bench::run_exits(exits);
     if (*boot_cmd) {
         for (const auto& c : cases) {

@@ -277,9 +277,42 @@ void BlockDevice::reset() {
 }
 
 Result<void> BlockDevice::process(size_t) {
-    VIREO_TRY(pull());
+    return run_queue();
+}
+
+Result<void> BlockDevice::run_queue() {
+    // Reads that hit the page cache complete inside io_uring_submit(): reap them at once and
+    // take more requests, with the completion eventfd muted meanwhile (no wake-up for
+    // completions this loop sees itself). Unmute, then look once more for a completion that
+    // raced with the unmute.
+    for (;;) {
+        (void)io_uring_cq_eventfd_toggle(&ring_, false);
+        for (;;) {
+            VIREO_TRY(pull());
+            if (reap() == 0 || queue_ == nullptr) break;
+        }
+        (void)io_uring_cq_eventfd_toggle(&ring_, true);
+        if (queue_ == nullptr || io_uring_cq_ready(&ring_) == 0) break;
+    }
     if (queue_ != nullptr && queue_->needs_interrupt()) transport_->signal_used();
     return ok();
+}
+
+unsigned BlockDevice::reap() {
+    unsigned total = 0;
+    for (;;) {
+        io_uring_cqe* cqe = nullptr;
+        unsigned seen = 0, head;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            const uint64_t slot = io_uring_cqe_get_data64(cqe);
+            const int res = cqe->res;
+            ++seen;
+            if (slot < slots_.size()) on_cqe(slots_[slot], res);
+        }
+        if (seen == 0) return total;
+        io_uring_cq_advance(&ring_, seen);
+        total += seen;
+    }
 }
 
 Result<void> BlockDevice::pull() {
@@ -461,31 +494,16 @@ void BlockDevice::on_cqe(Request& r, int res) {
 void BlockDevice::complete() {
     (void)completion_.consume();
     std::lock_guard lock(mutex());
-    for (;;) {
-        io_uring_cqe* cqe = nullptr;
-        unsigned seen = 0, head;
-        io_uring_for_each_cqe(&ring_, head, cqe) {
-            const uint64_t slot = io_uring_cqe_get_data64(cqe);
-            const int res = cqe->res;
-            ++seen;
-            if (slot < slots_.size()) on_cqe(slots_[slot], res);
-        }
-        if (seen == 0) break;
-        io_uring_cq_advance(&ring_, seen);
-    }
-    if (queue_ == nullptr) {
-        if (pending_sqes_) {  // resubmissions of requests the reset orphaned
+    if (queue_ == nullptr) {  // reset: drain what the old generation left
+        reap();
+        if (pending_sqes_) {
             pending_sqes_ = false;
             io_uring_submit(&ring_);
         }
         return;
     }
     // Slots came free: take what the driver queued meanwhile (it will not notify again).
-    if (auto r = pull(); !r) {
-        transport_->device_error(r.error().message());
-        return;
-    }
-    if (queue_ != nullptr && queue_->needs_interrupt()) transport_->signal_used();
+    if (auto r = run_queue(); !r) transport_->device_error(r.error().message());
 }
 
 }  // namespace vireo::virtio

@@ -114,7 +114,9 @@ class BlockDevice final : public Device {
         uint16_t slot = 0;
     };
     BlockDevice(std::shared_ptr<DiskImage> disk, EventFd completion);
-    Result<void> pull();  // pops and starts requests while slots and ring space last
+    Result<void> run_queue();  // pull() and reap() until neither makes progress
+    Result<void> pull();       // pops and starts requests while slots and ring space last
+    unsigned reap();           // handles the completions in the CQ ring
     Result<void> start(Request& r);
     void submit(Request& r);
     void finish(Request& r, uint8_t status);

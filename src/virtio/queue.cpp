@@ -119,6 +119,7 @@ Result<bool> Queue::pop(Chain& out) {
             table_len = d.len / 16;
             idx = 0;
             in_indirect = true;
+            count = 0;  // the cap counts buffers; the table pointer is not one
             continue;
         }
         const bool writable = (d.flags & kDescWrite) != 0;

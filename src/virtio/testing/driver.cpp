@@ -90,7 +90,14 @@ uint16_t DriverQueue::add(std::span<const Buf> bufs, std::optional<uint64_t> ind
 std::optional<Used> DriverQueue::next_used() {
     std::atomic_thread_fence(std::memory_order_acquire);
     auto idx = mem_->read_obj<uint16_t>(Gpa(used_ + 2));
-    if (!idx || *idx == last_used_) return std::nullopt;
+    if (!idx || *idx == last_used_) {
+        // Drained: with EVENT_IDX, ask for an interrupt at the next used buffer (as Linux's
+        // virtqueue_enable_cb does), then look again for one that raced with the request.
+        set_used_event(last_used_);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        idx = mem_->read_obj<uint16_t>(Gpa(used_ + 2));
+        if (!idx || *idx == last_used_) return std::nullopt;
+    }
     std::atomic_thread_fence(std::memory_order_acquire);
     auto e = mem_->read_obj<Used>(Gpa(used_ + 4 + 8 * uint64_t{uint16_t(last_used_ % size_)}));
     ++last_used_;

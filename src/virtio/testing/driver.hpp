@@ -47,7 +47,8 @@ class DriverQueue {
     /// Adds a chain and makes it available; returns its head. With `indirect_table` the
     /// buffers go into an indirect table at that address and the ring gets one descriptor.
     uint16_t add(std::span<const Buf> bufs, std::optional<uint64_t> indirect_table = {});
-    /// The next used element, if the device returned one.
+    /// The next used element, if the device returned one. When there is none, sets used_event
+    /// to ask for an interrupt at the next one (EVENT_IDX).
     std::optional<Used> next_used();
     /// Sets used_event (EVENT_IDX): the device should interrupt after this used index.
     void set_used_event(uint16_t v);
