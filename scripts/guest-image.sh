@@ -51,7 +51,7 @@ cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$repo/guest/init" "$root/init"
 mods=$cache/kernel/lib/modules/$release
-want="virtio_mmio virtio_blk virtio_net virtio-rng virtio_balloon vmw_vsock_virtio_transport pvpanic-mmio"
+want="virtio_mmio virtio_pci virtio_blk virtio_net virtio-rng virtio_balloon vmw_vsock_virtio_transport pvpanic-mmio"
 # Resolve dependencies from modules.dep (paths relative to the module directory).
 declare -A seen=()
 add_module() {
