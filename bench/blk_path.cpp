@@ -114,7 +114,7 @@ Result<Figure> device_read(const std::shared_ptr<virtio::DiskImage>& disk, uint6
             bufs.push_back(
                 {base + off, static_cast<uint32_t>(std::min(segment, request - off)), true});
         bufs.push_back({hdr + 16, 1, true});
-        const uint16_t head = dq.add(bufs, tables + uint64_t{slot} * 16 * 130);
+        const uint16_t head = dq.add(bufs, tables + uint64_t{slot} * 16 * 260);
         slot_of_head[head] = slot;
     };
     for (unsigned s = 0; s < depth; ++s)

@@ -6,13 +6,13 @@
 namespace vireo::bench {
 
 struct BlkPathOptions {
-    std::string image;           ///< raw image to read (default: a temporary one of `size_mib`)
-    unsigned size_mib = 256;     ///< size of the temporary image
-    double seconds = 2;          ///< per timed run
-    unsigned runs = 5;           ///< timed runs per case (median reported)
-    unsigned depth = 32;         ///< requests in flight
-    unsigned request_kib = 504;  ///< bytes per sequential request (126 segments of 4 KiB)
-    unsigned segment_kib = 4;    ///< guest buffer segment size
+    std::string image;            ///< raw image to read (default: a temporary one of `size_mib`)
+    unsigned size_mib = 256;      ///< size of the temporary image
+    double seconds = 2;           ///< per timed run
+    unsigned runs = 5;            ///< timed runs per case (median reported)
+    unsigned depth = 32;          ///< requests in flight
+    unsigned request_kib = 1016;  ///< bytes per sequential request (254 segments of 4 KiB)
+    unsigned segment_kib = 4;     ///< guest buffer segment size
     bool json = false;
 };
 

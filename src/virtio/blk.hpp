@@ -71,7 +71,7 @@ Result<BlkRequest> parse_blk_request(const Chain& chain, std::span<iovec> iov);
 class BlockDevice final : public Device {
   public:
     static constexpr uint16_t kQueueSize = 256;    ///< QueueNumMax
-    static constexpr uint32_t kSegMax = 126;       ///< data segments per request (seg_max)
+    static constexpr uint32_t kSegMax = 254;       ///< data segments per request (seg_max)
     static constexpr uint32_t kMaxInFlight = 128;  ///< request slots = io_uring depth
 
     static Result<std::shared_ptr<BlockDevice>> create(std::shared_ptr<DiskImage> disk);

@@ -1,5 +1,7 @@
 #include "virtio/mmio.hpp"
 
+#include <sys/mman.h>
+
 #include <cstring>
 
 #include "virtio/virtio.hpp"
@@ -75,6 +77,35 @@ MmioTransport::MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<vir
       configs_(device_->num_queues()),
       queues_(device_->num_queues()) {}
 
+MmioTransport::~MmioTransport() {
+    if (page_ != nullptr) ::munmap(page_, kSize);
+}
+
+Result<void> MmioTransport::enable_register_page() {
+    if (page_ != nullptr) return ok();
+    void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return fail_errno(errno, "{}: register page", name_);
+    std::lock_guard lock(device_->mutex());
+    page_ = static_cast<uint8_t*>(p);
+    isr_ = reinterpret_cast<uint32_t*>(page_ + kInterruptStatus);
+    std::atomic_ref<uint32_t>(*isr_).store(isr_storage_, std::memory_order_release);
+    refresh_page();
+    return ok();
+}
+
+void MmioTransport::refresh_page() {
+    if (page_ == nullptr) return;
+    static constexpr uint64_t kReadable[] = {
+        kMagic,      kVersion, kDeviceId,  kVendor,     kDeviceFeatures,  kQueueNumMax,
+        kQueueReady, kStatus,  kShmLenLow, kShmLenHigh, kConfigGeneration};
+    for (uint64_t off : kReadable) {
+        const uint32_t v = read_register(off);
+        std::memcpy(page_ + off, &v, 4);
+    }
+    auto cfg = device_->config_space();
+    std::memcpy(page_ + kConfig, cfg.data(), std::min<size_t>(cfg.size(), kSize - kConfig));
+}
+
 Result<void> MmioTransport::attach_loop(EventLoop& loop) {
     for (size_t q = 0; q < notify_.size(); ++q) {
         VIREO_TRY(loop.add(notify_[q].fd(), [this, q] {
@@ -96,7 +127,7 @@ void MmioTransport::process_queue(size_t q) {
 }
 
 void MmioTransport::signal_used() {
-    interrupt_status_.fetch_or(kInterruptUsedBuffer, std::memory_order_acq_rel);
+    isr_or(kInterruptUsedBuffer);
     (void)irq_.signal();
 }
 
@@ -108,7 +139,8 @@ void MmioTransport::device_error(std::string_view what) {
     for (auto& q : queues_)
         q.reset();
     status_.fetch_or(kStatusNeedsReset, std::memory_order_acq_rel);
-    interrupt_status_.fetch_or(kInterruptConfigChange, std::memory_order_acq_rel);
+    refresh_page();
+    isr_or(kInterruptConfigChange);
     (void)irq_.signal();
 }
 
@@ -133,7 +165,7 @@ void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
     }
     uint32_t v;
     if (offset == kInterruptStatus) {
-        v = interrupt_status_.load(std::memory_order_acquire);
+        v = interrupt_status();
     } else {
         std::lock_guard lock(device_->mutex());
         v = read_register(offset);
@@ -189,11 +221,12 @@ void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
         return;
     }
     if (offset == kInterruptAck) {
-        interrupt_status_.fetch_and(~v, std::memory_order_acq_rel);
+        std::atomic_ref<uint32_t>(*isr_).fetch_and(~v, std::memory_order_acq_rel);
         return;
     }
     std::lock_guard lock(device_->mutex());
     write_register(offset, v);
+    refresh_page();  // before the vCPU resumes and reads it
 }
 
 void MmioTransport::write_register(uint64_t offset, uint32_t v) {
@@ -267,7 +300,7 @@ void MmioTransport::reset_locked() {
     driver_features_ = 0;
     device_features_sel_ = driver_features_sel_ = queue_sel_ = 0;
     status_.store(0, std::memory_order_release);
-    interrupt_status_.store(0, std::memory_order_release);
+    std::atomic_ref<uint32_t>(*isr_).store(0, std::memory_order_release);
 }
 
 void MmioTransport::write_status(uint32_t v) {

@@ -6,6 +6,12 @@
 // leaves the kernel on the vCPU side. Interrupts leave through one eventfd wired to an irqfd
 // (edge-triggered GSI, as declared in the DSDT). A driver that breaks the rules gets the
 // device marked NEEDS_RESET with a config-change interrupt; other devices are not affected.
+//
+// Register page: with enable_register_page(), the transport keeps a 4 KiB page whose contents
+// are what every register reads as at this moment (InterruptStatus lives there). The VMM maps
+// it into the guest as a read-only memslot over the device's window, so register *reads* never
+// leave the guest (the interrupt handler's InterruptStatus read costs no exit); writes still
+// exit and come through write(), which updates the page before the vCPU resumes.
 #pragma once
 
 #include <atomic>
@@ -39,6 +45,11 @@ class MmioTransport final : public devices::Device, public Transport {
     virtio::Device& device() noexcept { return *device_; }
     uint64_t base() const noexcept { return base_; }
 
+    /// Creates the register page (see above). Before the guest runs.
+    Result<void> enable_register_page();
+    /// The register page (nullptr unless enabled), 4 KiB, page-aligned.
+    uint8_t* register_page() const noexcept { return page_; }
+
     /// Watches the notify eventfds and the device's own event sources on `loop`.
     Result<void> attach_loop(EventLoop& loop);
     /// Processes queue `q` now, on the calling thread (what a notification does on the loop).
@@ -55,8 +66,9 @@ class MmioTransport final : public devices::Device, public Transport {
 
     uint32_t status() const noexcept { return status_.load(std::memory_order_acquire); }
     uint32_t interrupt_status() const noexcept {
-        return interrupt_status_.load(std::memory_order_acquire);
+        return std::atomic_ref<uint32_t>(*isr_).load(std::memory_order_acquire);
     }
+    ~MmioTransport() override;
 
   private:
     MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<virtio::Device> device,
@@ -66,6 +78,10 @@ class MmioTransport final : public devices::Device, public Transport {
     void write_status(uint32_t value);
     void reset_locked();
     void guest_error(std::string_view what);  // a bad register access (not fatal)
+    void refresh_page();                      // device mutex held
+    uint32_t isr_or(uint32_t bits) noexcept {
+        return std::atomic_ref<uint32_t>(*isr_).fetch_or(bits, std::memory_order_acq_rel);
+    }
 
     const memory::GuestMemory& mem_;
     std::shared_ptr<virtio::Device> device_;
@@ -81,7 +97,11 @@ class MmioTransport final : public devices::Device, public Transport {
     uint32_t config_generation_ = 0;
     // Read without the lock by status()/InterruptStatus.
     std::atomic<uint32_t> status_{0};
-    std::atomic<uint32_t> interrupt_status_{0};
+    // InterruptStatus: one word, set by the loop and cleared by vCPUs with atomic RMWs; it is
+    // in the register page when there is one (so the guest reads the live value), else here.
+    alignas(4) uint32_t isr_storage_ = 0;
+    uint32_t* isr_ = &isr_storage_;
+    uint8_t* page_ = nullptr;
     log::RateLimiter log_limit_{5};
 };
 

@@ -178,7 +178,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
                            std::make_shared<devices::PvPanic>(sink)));
 
     arch::x86::acpi::PlatformDesc desc;
-    VIREO_TRY(add_virtio_devices(desc));
+    VIREO_TRY(add_virtio_devices(hv, desc));
 
     // ACPI.
     desc.num_cpus = config_.cpus;
@@ -236,7 +236,8 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     return ok();
 }
 
-Result<void> Vm::add_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {
+Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv,
+                                    arch::x86::acpi::PlatformDesc& desc) {
     std::vector<std::shared_ptr<virtio::Device>> devices;
     for (const auto& disk : config_.disks) {
         VIREO_TRY_ASSIGN(auto blk, virtio::BlockDevice::create(disk));
@@ -254,6 +255,12 @@ Result<void> Vm::add_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {
         const uint32_t gsi = kVirtioGsis[i];
         VIREO_TRY_ASSIGN(auto t, virtio::MmioTransport::create(memory_, devices[i], base));
         VIREO_TRY(mmio_.attach(base, virtio::MmioTransport::kSize, t));
+        // Register reads from a read-only memslot (no exit); writes still exit to the bus.
+        if (hv.has(hv::Feature::ReadonlyMemory)) {
+            VIREO_TRY(t->enable_register_page());
+            VIREO_TRY(machine_->map(Gpa(base), t->register_page(), virtio::MmioTransport::kSize,
+                                    hv::kMapReadOnly));
+        }
         // Notifications: one ioeventfd per queue (datamatch = queue index), so a kick is an
         // eventfd signal in the kernel, not an exit to this process.
         for (size_t q = 0; q < t->num_queues(); ++q) {

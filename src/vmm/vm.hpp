@@ -99,7 +99,7 @@ class Vm {
   private:
     Vm(memory::GuestMemory mem, const VmConfig& config);
     Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
-    Result<void> add_virtio_devices(arch::x86::acpi::PlatformDesc& desc);
+    Result<void> add_virtio_devices(const hv::Hypervisor& hv, arch::x86::acpi::PlatformDesc& desc);
     void vcpu_loop(hv::Vcpu& vcpu);
     void handle_io(const hv::IoExit& io);
     void on_platform_event(devices::PlatformEvent event);

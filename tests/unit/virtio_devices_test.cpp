@@ -91,6 +91,34 @@ TEST(MmioTransport, FeatureNegotiationRefusesUnknownFeaturesAndLegacyDrivers) {
     EXPECT_EQ(rig.start(kFeatureEventIdx) & kStatusDriverOk, kStatusDriverOk);
 }
 
+TEST(MmioTransport, RegisterPageReadsAsTheRegistersDo) {
+    Rig rig(std::make_shared<EntropyDevice>());
+    ASSERT_TRUE(rig.transport->enable_register_page());
+    const uint8_t* page = rig.transport->register_page();
+    auto page32 = [&](uint64_t off) {
+        uint32_t v;
+        std::memcpy(&v, page + off, 4);
+        return v;
+    };
+    auto check_all = [&](const char* when) {
+        for (uint64_t off = 0; off < 0x100; off += 4)
+            EXPECT_EQ(page32(off), rig.drv.read32(off)) << when << ", register " << off;
+    };
+    check_all("fresh");
+    ASSERT_TRUE(rig.start(kFeatureEventIdx) & kStatusDriverOk);
+    rig.drv.write32(0x14, 1);  // DeviceFeaturesSel: the page follows at once
+    check_all("running");
+    Buf b[] = {{rig.alloc(16), 16, true}};
+    rig.dq.add(b);
+    rig.drv.notify(0);
+    ASSERT_TRUE(rig.wait_used());
+    EXPECT_EQ(page32(0x60), kInterruptUsedBuffer);  // InterruptStatus, live
+    rig.drv.ack_interrupt();
+    EXPECT_EQ(page32(0x60), 0u);
+    rig.drv.write32(0x70, 0);
+    check_all("reset");
+}
+
 TEST(MmioTransport, OddSizedRegisterAccessesAreIgnored) {
     Rig rig(std::make_shared<EntropyDevice>());
     uint8_t b = 0xff;
