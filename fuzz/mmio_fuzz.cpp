@@ -36,6 +36,7 @@ struct World {
                             .value();
         for (auto& t : transports)
             if (!t->attach_loop(*loop)) abort();
+        if (!transports[0]->enable_register_page()) abort();  // one with, one without
     }
     memory::GuestMemory mem = memory::GuestMemory::create_flat(kRam).value();
     std::unique_ptr<EventLoop> loop;
@@ -61,6 +62,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 break;
             case 1:
                 t.read(offset, std::span<uint8_t>(buf, width));
+                if (t.register_page() != nullptr && width == 4 && offset % 4 == 0 &&
+                    offset < 0x100 && offset != 0x60 &&
+                    std::memcmp(t.register_page() + offset, buf, 4) != 0)
+                    abort();  // the register page must read as the registers do
                 break;
             case 2: {  // guest RAM write (rings live in the first 64 KiB)
                 const uint64_t at = (uint64_t{op[1]} | (uint64_t{op[2]} << 8)) & 0xfffc;

@@ -103,7 +103,8 @@ void MmioTransport::refresh_page() {
         std::memcpy(page_ + off, &v, 4);
     }
     auto cfg = device_->config_space();
-    std::memcpy(page_ + kConfig, cfg.data(), std::min<size_t>(cfg.size(), kSize - kConfig));
+    if (!cfg.empty())
+        std::memcpy(page_ + kConfig, cfg.data(), std::min<size_t>(cfg.size(), kSize - kConfig));
 }
 
 Result<void> MmioTransport::attach_loop(EventLoop& loop) {
