@@ -176,7 +176,7 @@ int run_blk_path(const BlkPathOptions& o) {
         ::close(fd);
         temporary = true;
     }
-    auto disk = virtio::DiskImage::open(virtio::DiskOptions{path, true, ""});
+    auto disk = virtio::DiskImage::open(virtio::DiskOptions{path, true, "", 256});
     if (!disk) {
         std::fprintf(stderr, "%s\n", disk.error().message().c_str());
         return 1;

@@ -111,8 +111,8 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
         ->check(CLI::IsMember({"restart", "exit"}))
         ->capture_default_str();
     run->add_option("--disk", o.disks,
-                    "virtio-blk disk from a raw image: PATH[,readonly][,serial=ID]; repeatable "
-                    "(/dev/vda, /dev/vdb, ... in order)")
+                    "virtio-blk disk from a raw image: PATH[,readonly][,serial=ID][,queue-size=N]; "
+                    "repeatable (/dev/vda, /dev/vdb, ... in order)")
         ->allow_extra_args(false);
     run->add_flag("--rng", o.rng, "A virtio-rng device (entropy from the host's getrandom)");
     run->add_flag("--allow-software-kvm", o.allow_software_kvm,

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "virtio/virtio.hpp"
@@ -101,10 +102,20 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
                     return fail(ErrorCode::InvalidArgument,
                                 "--disk \"{}\": serial must be printable ASCII without spaces",
                                 spec);
+        } else if (part.rfind("queue-size=", 0) == 0) {
+            const std::string v(part.substr(11));
+            char* end = nullptr;
+            const unsigned long n = std::strtoul(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || n < 2 || n > kMaxQueueSize || (n & (n - 1)) != 0)
+                return fail(ErrorCode::InvalidArgument,
+                            "--disk \"{}\": queue-size must be a power of two from 2 to {}", spec,
+                            kMaxQueueSize);
+            o.queue_size = static_cast<uint16_t>(n);
         } else {
             return fail(ErrorCode::InvalidArgument,
-                        "--disk \"{}\": unknown option \"{}\" (known: readonly, serial=ID)", spec,
-                        part);
+                        "--disk \"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
+                        "queue-size=N)",
+                        spec, part);
         }
         pos = comma + 1;
     }

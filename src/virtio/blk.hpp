@@ -21,11 +21,12 @@
 
 namespace vireo::virtio {
 
-/// `--disk PATH[,readonly][,serial=ID]`.
+/// `--disk PATH[,readonly][,serial=ID][,queue-size=N]`.
 struct DiskOptions {
     std::string path;
     bool readonly = false;
-    std::string serial;  ///< up to 20 bytes, reported by VIRTIO_BLK_T_GET_ID
+    std::string serial;         ///< up to 20 bytes, reported by VIRTIO_BLK_T_GET_ID
+    uint16_t queue_size = 256;  ///< QueueNumMax: a power of two, 2 to 1024
 };
 /// Parses a --disk value; errors name the part that is wrong.
 Result<DiskOptions> parse_disk_option(std::string_view spec);
@@ -81,7 +82,7 @@ class BlockDevice final : public Device {
     uint32_t device_id() const noexcept override;
     uint64_t device_features() const noexcept override;
     size_t num_queues() const noexcept override { return 1; }
-    uint16_t max_queue_size() const noexcept override { return kQueueSize; }
+    uint16_t max_queue_size() const noexcept override { return disk_->options().queue_size; }
     uint32_t max_chain() const noexcept override { return kSegMax + 2; }
     std::span<const uint8_t> config_space() const noexcept override { return config_; }
 

@@ -229,7 +229,7 @@ struct BlkHeader {
 class BlkTest : public ::testing::Test {
   protected:
     void open(bool readonly = false, uint16_t qsize = 64) {
-        DiskOptions o{image_.path(), readonly, "serial-42"};
+        DiskOptions o{image_.path(), readonly, "serial-42", 256};
         auto disk = DiskImage::open(o);
         ASSERT_TRUE(disk) << disk.error().message();
         auto dev = BlockDevice::create(*disk);
@@ -414,19 +414,23 @@ TEST(DiskOptions, ParsesAndRefuses) {
     EXPECT_FALSE(parse_disk_option("/x.img,serial="));
     EXPECT_FALSE(parse_disk_option("/x.img,serial=123456789012345678901"));
     EXPECT_FALSE(parse_disk_option("/x.img,serial=a b"));
+    EXPECT_EQ(parse_disk_option("/x.img,queue-size=1024")->queue_size, 1024);
+    EXPECT_FALSE(parse_disk_option("/x.img,queue-size=1000"));
+    EXPECT_FALSE(parse_disk_option("/x.img,queue-size=2048"));
+    EXPECT_FALSE(parse_disk_option("/x.img,queue-size=x"));
 }
 
 TEST(DiskImage, RefusesWhatCannotBeADisk) {
-    EXPECT_FALSE(DiskImage::open(DiskOptions{"/nonexistent/vireo.img", false, ""}));
-    EXPECT_FALSE(DiskImage::open(DiskOptions{"/tmp", false, ""}));
+    EXPECT_FALSE(DiskImage::open(DiskOptions{"/nonexistent/vireo.img", false, "", 256}));
+    EXPECT_FALSE(DiskImage::open(DiskOptions{"/tmp", false, "", 256}));
     TempImage odd(1000);
-    auto r = DiskImage::open(DiskOptions{odd.path(), false, ""});
+    auto r = DiskImage::open(DiskOptions{odd.path(), false, "", 256});
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("multiple of 512"), std::string::npos);
     TempImage ok_img(4096);
-    auto first = DiskImage::open(DiskOptions{ok_img.path(), false, ""});
+    auto first = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256});
     ASSERT_TRUE(first);
-    auto second = DiskImage::open(DiskOptions{ok_img.path(), false, ""});
+    auto second = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256});
     ASSERT_FALSE(second);
     EXPECT_NE(second.error().message().find("in use"), std::string::npos);
 }
