@@ -229,7 +229,7 @@ struct BlkHeader {
 class BlkTest : public ::testing::Test {
   protected:
     void open(bool readonly = false, uint16_t qsize = 64) {
-        DiskOptions o{image_.path(), readonly, "serial-42", 256};
+        DiskOptions o{image_.path(), readonly, "serial-42", std::max<uint16_t>(qsize, 256)};
         auto disk = DiskImage::open(o);
         ASSERT_TRUE(disk) << disk.error().message();
         auto dev = BlockDevice::create(*disk);
@@ -357,22 +357,22 @@ TEST_F(BlkTest, GetIdDiscardAndWriteZeroes) {
 }
 
 TEST_F(BlkTest, ManyRequestsInFlightAllComplete) {
-    open(false, 256);  // more requests than request slots: back-pressure, then the rest
-    const uint64_t buf = rig_->alloc(200 * 512);
+    open(false, 1024);  // more requests than request slots: back-pressure, then the rest
+    const uint64_t buf = rig_->alloc(1000 * 512);
     std::vector<uint64_t> st;
-    for (uint32_t i = 0; i < 200; ++i)
+    for (uint32_t i = 0; i < 1000; ++i)
         st.push_back(submit(kBlkIn, i, {{buf + 512 * i, 512}}, /*indirect=*/true));
     rig_->drv.notify(0);
     int n = 0;
     EXPECT_TRUE(run_until(*rig_->loop, [&] {
         while (rig_->dq.next_used())
             ++n;
-        return n == 200;
+        return n == 1000;
     }));
     for (auto s : st)
         EXPECT_EQ(status_at(s), kBlkOk);
-    EXPECT_EQ(guest_bytes(buf, 200 * 512),
-              std::vector<uint8_t>(image_.data().begin(), image_.data().begin() + 200 * 512));
+    EXPECT_EQ(guest_bytes(buf, 1000 * 512),
+              std::vector<uint8_t>(image_.data().begin(), image_.data().begin() + 1000 * 512));
 }
 
 TEST_F(BlkTest, MalformedRequestsMeanNeedsReset) {
