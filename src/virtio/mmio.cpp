@@ -57,22 +57,24 @@ Result<std::shared_ptr<MmioTransport>> MmioTransport::create(const memory::Guest
                                                              std::shared_ptr<virtio::Device> device,
                                                              uint64_t base) {
     VIREO_TRY_ASSIGN(auto irq, EventFd::create());
+    VIREO_TRY_ASSIGN(auto ack, EventFd::create());
     std::vector<EventFd> notify;
     for (size_t i = 0; i < device->num_queues(); ++i) {
         VIREO_TRY_ASSIGN(auto fd, EventFd::create());
         notify.push_back(std::move(fd));
     }
-    return std::shared_ptr<MmioTransport>(
-        new MmioTransport(mem, std::move(device), base, std::move(irq), std::move(notify)));
+    return std::shared_ptr<MmioTransport>(new MmioTransport(
+        mem, std::move(device), base, std::move(irq), std::move(ack), std::move(notify)));
 }
 
 MmioTransport::MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<virtio::Device> device,
-                             uint64_t base, EventFd irq, std::vector<EventFd> notify)
+                             uint64_t base, EventFd irq, EventFd ack, std::vector<EventFd> notify)
     : mem_(mem),
       device_(std::move(device)),
       base_(base),
       name_(fmt::format("{}@{:#x}", device_->name(), base)),
       irq_(std::move(irq)),
+      ack_(std::move(ack)),
       notify_(std::move(notify)),
       configs_(device_->num_queues()),
       queues_(device_->num_queues()) {}
@@ -108,6 +110,7 @@ void MmioTransport::refresh_page() {
 }
 
 Result<void> MmioTransport::attach_loop(EventLoop& loop) {
+    VIREO_TRY(loop.add(ack_.fd(), [this] { apply_deferred_ack(); }));
     for (size_t q = 0; q < notify_.size(); ++q) {
         VIREO_TRY(loop.add(notify_[q].fd(), [this, q] {
             (void)notify_[q].consume();
@@ -127,7 +130,18 @@ void MmioTransport::process_queue(size_t q) {
     if (auto r = device_->process(q); !r) device_error(r.error().message());
 }
 
+void MmioTransport::apply_deferred_ack() noexcept {
+    auto n = ack_.consume();
+    if (n && *n > 0)
+        std::atomic_ref<uint32_t>(*isr_).fetch_and(~kInterruptUsedBuffer,
+                                                   std::memory_order_acq_rel);
+}
+
 void MmioTransport::signal_used() {
+    // An acknowledgement that reached the ack eventfd was written before this point, so it
+    // belongs to earlier interrupts: apply it first, or it could clear the bit set now after
+    // the guest's handler has already looked at the rings (and the new buffers would be missed).
+    apply_deferred_ack();
     isr_or(kInterruptUsedBuffer);
     (void)irq_.signal();
 }

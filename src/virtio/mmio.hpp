@@ -30,6 +30,7 @@ class MmioTransport final : public devices::Device, public Transport {
   public:
     static constexpr uint64_t kSize = 0x1000;  ///< bytes of MMIO space per device
     static constexpr uint64_t kNotifyOffset = 0x50;
+    static constexpr uint64_t kInterruptAckOffset = 0x64;
     static constexpr uint32_t kVendorId = 0x4f524956;  ///< "VIRO"
 
     /// A transport for `device` at guest-physical `base` (used for names and logs).
@@ -41,6 +42,10 @@ class MmioTransport final : public devices::Device, public Transport {
     int notify_fd(size_t q) const noexcept { return notify_[q].fd(); }
     /// Eventfd the transport signals to interrupt the guest (wired to an irqfd by the VMM).
     int irq_fd() const noexcept { return irq_.fd(); }
+    /// Eventfd for InterruptACK writes of exactly 1 (the interrupt handler's acknowledgement of
+    /// used buffers), wired to an ioeventfd by the VMM so that it costs no exit to user space.
+    /// The acknowledgement is applied before the next interrupt is raised (see signal_used()).
+    int ack_fd() const noexcept { return ack_.fd(); }
     size_t num_queues() const noexcept { return queues_.size(); }
     virtio::Device& device() noexcept { return *device_; }
     uint64_t base() const noexcept { return base_; }
@@ -72,7 +77,8 @@ class MmioTransport final : public devices::Device, public Transport {
 
   private:
     MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<virtio::Device> device,
-                  uint64_t base, EventFd irq, std::vector<EventFd> notify);
+                  uint64_t base, EventFd irq, EventFd ack, std::vector<EventFd> notify);
+    void apply_deferred_ack() noexcept;
     uint32_t read_register(uint64_t offset);
     void write_register(uint64_t offset, uint32_t value);
     void write_status(uint32_t value);
@@ -88,6 +94,7 @@ class MmioTransport final : public devices::Device, public Transport {
     uint64_t base_;
     std::string name_;
     EventFd irq_;
+    EventFd ack_;
     std::vector<EventFd> notify_;
     // Guarded by device_->mutex().
     std::vector<QueueConfig> configs_;

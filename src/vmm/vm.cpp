@@ -236,8 +236,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     return ok();
 }
 
-Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv,
-                                    arch::x86::acpi::PlatformDesc& desc) {
+Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv, arch::x86::acpi::PlatformDesc& desc) {
     std::vector<std::shared_ptr<virtio::Device>> devices;
     for (const auto& disk : config_.disks) {
         VIREO_TRY_ASSIGN(auto blk, virtio::BlockDevice::create(disk));
@@ -268,6 +267,10 @@ Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv,
                                                         base + virtio::MmioTransport::kNotifyOffset,
                                                         4, t->notify_fd(q), q}));
         }
+        // The interrupt handler's InterruptACK of used buffers (value 1) likewise.
+        VIREO_TRY(machine_->add_ioevent(
+            hv::IoEvent{hv::IoSpace::Mmio, base + virtio::MmioTransport::kInterruptAckOffset, 4,
+                        t->ack_fd(), uint64_t{1}}));
         VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));
         VIREO_TRY(t->attach_loop(*loop_));
         desc.mmio_devices.push_back(

@@ -119,6 +119,32 @@ TEST(MmioTransport, RegisterPageReadsAsTheRegistersDo) {
     check_all("reset");
 }
 
+// InterruptACK(1) through the ack eventfd (the VMM's ioeventfd): applied on the loop, and
+// always before a later interrupt sets the bit again, so that interrupt is not lost.
+TEST(MmioTransport, DeferredAckNeverClearsALaterInterrupt) {
+    Rig rig(std::make_shared<EntropyDevice>());
+    ASSERT_TRUE(rig.start(0) & kStatusDriverOk);
+    auto guest_ack = [&] {
+        uint64_t one = 1;
+        ASSERT_EQ(::write(rig.transport->ack_fd(), &one, 8), 8);
+    };
+    auto request = [&] {
+        Buf b[] = {{rig.alloc(16), 16, true}};
+        rig.dq.add(b);
+        rig.transport->process_queue(0);  // completes at once: raises the interrupt
+    };
+    request();
+    EXPECT_EQ(rig.transport->interrupt_status(), kInterruptUsedBuffer);
+    guest_ack();
+    request();  // the ack came first: the new interrupt's bit must survive it
+    EXPECT_EQ(rig.transport->interrupt_status(), kInterruptUsedBuffer);
+    rig.loop->poll_once(0);  // nothing left to apply
+    EXPECT_EQ(rig.transport->interrupt_status(), kInterruptUsedBuffer);
+    guest_ack();
+    rig.loop->poll_once(100);  // applied on the loop
+    EXPECT_EQ(rig.transport->interrupt_status(), 0u);
+}
+
 TEST(MmioTransport, OddSizedRegisterAccessesAreIgnored) {
     Rig rig(std::make_shared<EntropyDevice>());
     uint8_t b = 0xff;
