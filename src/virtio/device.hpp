@@ -63,4 +63,11 @@ class Device {
     std::mutex mu_;
 };
 
+/// For single-queue devices' activate(): the queue, if the driver set it up.
+inline Result<Queue*> only_queue(std::span<Queue> queues) {
+    if (queues.size() != 1 || !queues[0].active())
+        return fail(ErrorCode::InvalidArgument, "request queue not set up");
+    return &queues[0];
+}
+
 }  // namespace vireo::virtio

@@ -19,9 +19,7 @@ uint64_t EntropyDevice::device_features() const noexcept {
 
 Result<void> EntropyDevice::activate(const memory::GuestMemory&, std::span<Queue> queues, uint64_t,
                                      Transport& transport) {
-    if (queues.size() != 1 || !queues[0].active())
-        return fail(ErrorCode::InvalidArgument, "request queue not set up");
-    queue_ = &queues[0];
+    VIREO_TRY_ASSIGN(queue_, only_queue(queues));
     transport_ = &transport;
     return ok();
 }
