@@ -1,7 +1,6 @@
 #include "vmm/vm.hpp"
 
 #include <cstring>
-#include <optional>
 #include <thread>
 
 #include "arch/x86/acpi/tables.hpp"
@@ -142,28 +141,14 @@ Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig&
 }
 
 Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
-    // The machine starts bare; guest RAM is registered first, on a helper thread: each memslot
-    // update waits for an SRCU grace period in the kernel (milliseconds on some hosts) that
-    // blocks only the calling thread. Meanwhile this thread creates the interrupt controller,
-    // the devices, the ACPI tables, loads the kernel and creates the vCPUs; none of that needs
-    // the slots until the vCPUs run.
+    // The machine starts bare. Memory slots (guest RAM, the virtio register pages) are
+    // registered before the interrupt controller exists: a slot update waits for an SRCU grace
+    // period, which is immediate on a fresh VM but takes milliseconds once the irqchip and PIT
+    // have been created (measured on kvm_pvm: 0.1 ms before, 4-8 ms after).
     VIREO_TRY_ASSIGN(machine_, hv.create_machine(hv::MachineConfig{}));
-    std::optional<Error> map_error;
-    std::thread mapper([&] {
-        for (const auto& r : memory_.regions()) {
-            auto slot = machine_->map(r.start, r.host, r.size);
-            if (!slot) {
-                map_error = std::move(slot).error();
-                return;
-            }
-        }
-    });
-    struct Join {  // joins on every early error return below
-        std::thread& t;
-        ~Join() {
-            if (t.joinable()) t.join();
-        }
-    } join{mapper};
+    for (const auto& r : memory_.regions())
+        VIREO_TRY(machine_->map(r.start, r.host, r.size));
+    VIREO_TRY(create_virtio_devices(hv));
     VIREO_TRY(machine_->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
 
     // Devices.
@@ -178,7 +163,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
                            std::make_shared<devices::PvPanic>(sink)));
 
     arch::x86::acpi::PlatformDesc desc;
-    VIREO_TRY(add_virtio_devices(hv, desc));
+    VIREO_TRY(connect_virtio_devices(desc));
 
     // ACPI.
     desc.num_cpus = config_.cpus;
@@ -231,12 +216,10 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
         if (id == 0) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
         vcpus_.push_back(std::move(vcpu));
     }
-    mapper.join();
-    if (map_error) return Unexpected{std::move(*map_error)};
     return ok();
 }
 
-Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv, arch::x86::acpi::PlatformDesc& desc) {
+Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
     std::vector<std::shared_ptr<virtio::Device>> devices;
     for (const auto& disk : config_.disks) {
         VIREO_TRY_ASSIGN(auto blk, virtio::BlockDevice::create(disk));
@@ -251,7 +234,6 @@ Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv, arch::x86::acpi::P
     VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
     for (size_t i = 0; i < devices.size(); ++i) {
         const uint64_t base = kVirtioMmioBase + i * virtio::MmioTransport::kSize;
-        const uint32_t gsi = kVirtioGsis[i];
         VIREO_TRY_ASSIGN(auto t, virtio::MmioTransport::create(memory_, devices[i], base));
         VIREO_TRY(mmio_.attach(base, virtio::MmioTransport::kSize, t));
         // Register reads from a read-only memslot (no exit); writes still exit to the bus.
@@ -271,12 +253,20 @@ Result<void> Vm::add_virtio_devices(const hv::Hypervisor& hv, arch::x86::acpi::P
         VIREO_TRY(machine_->add_ioevent(
             hv::IoEvent{hv::IoSpace::Mmio, base + virtio::MmioTransport::kInterruptAckOffset, 4,
                         t->ack_fd(), uint64_t{1}}));
-        VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));
         VIREO_TRY(t->attach_loop(*loop_));
-        desc.mmio_devices.push_back(
-            {"LNRO0005", base, static_cast<uint32_t>(virtio::MmioTransport::kSize), gsi});
-        log::debug("{}: GSI {}", t->name(), gsi);
         virtio_.push_back(std::move(t));
+    }
+    return ok();
+}
+
+Result<void> Vm::connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {
+    for (size_t i = 0; i < virtio_.size(); ++i) {
+        const auto& t = virtio_[i];
+        const uint32_t gsi = kVirtioGsis[i];
+        VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));  // needs the irqchip
+        desc.mmio_devices.push_back(
+            {"LNRO0005", t->base(), static_cast<uint32_t>(virtio::MmioTransport::kSize), gsi});
+        log::debug("{}: GSI {}", t->name(), gsi);
     }
     return ok();
 }

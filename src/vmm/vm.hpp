@@ -99,7 +99,8 @@ class Vm {
   private:
     Vm(memory::GuestMemory mem, const VmConfig& config);
     Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
-    Result<void> add_virtio_devices(const hv::Hypervisor& hv, arch::x86::acpi::PlatformDesc& desc);
+    Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
+    Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
     void vcpu_loop(hv::Vcpu& vcpu);
     void handle_io(const hv::IoExit& io);
     void on_platform_event(devices::PlatformEvent event);
