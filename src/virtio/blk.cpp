@@ -248,7 +248,7 @@ BlockDevice::BlockDevice(std::shared_ptr<DiskImage> disk, EventFd completion)
 BlockDevice::~BlockDevice() {
     if (!ring_ok_) return;
     // In-flight I/O targets guest RAM: wait for it before the memory can go away.
-    if (pending_sqes_) io_uring_submit(&ring_);
+    submit_pending();
     while (in_flight_ > 0) {
         io_uring_cqe* cqe = nullptr;
         if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
@@ -336,13 +336,15 @@ Result<void> BlockDevice::pull() {
             return s;
         }
     }
-    if (pending_sqes_) {
-        pending_sqes_ = false;
-        if (int e = io_uring_submit(&ring_); e < 0 && io_errors_.allow())
-            log::error("virtio-blk {}: io_uring_submit: {}", disk_->options().path,
-                       std::strerror(-e));
-    }
+    submit_pending();
     return ok();
+}
+
+void BlockDevice::submit_pending() {
+    if (!pending_sqes_) return;
+    pending_sqes_ = false;
+    if (int e = io_uring_submit(&ring_); e < 0 && io_errors_.allow())
+        log::error("virtio-blk {}: io_uring_submit: {}", disk_->options().path, std::strerror(-e));
 }
 
 Result<void> BlockDevice::start(Request& r) {
@@ -352,15 +354,15 @@ Result<void> BlockDevice::start(Request& r) {
     r.iov_first = 0;
     const bool ro = disk_->options().readonly;
     const uint64_t size = disk_->size();
-    const uint64_t sector = r.req.sector;
-    auto in_bounds = [&](uint64_t len) {
+    // [sector, sector + len) within the disk, without overflow.
+    auto in_bounds = [size](uint64_t sector, uint64_t len) {
         return sector <= size / 512 && len <= size - sector * 512;
     };
     switch (r.req.type) {
         case kBlkIn:
         case kBlkOut:
             if (r.req.type == kBlkOut && ro) return finish(r, kBlkIoErr), ok();
-            if (r.req.data_len % 512 != 0 || !in_bounds(r.req.data_len))
+            if (r.req.data_len % 512 != 0 || !in_bounds(r.req.sector, r.req.data_len))
                 return finish(r, kBlkIoErr), ok();
             if (r.req.data_len == 0) return finish(r, kBlkOk), ok();
             submit(r);
@@ -392,8 +394,7 @@ Result<void> BlockDevice::start(Request& r) {
             if ((seg.flags & ~allowed_flags) != 0) return finish(r, kBlkUnsupp), ok();
             r.req.sector = seg.sector;
             r.req.data_len = uint64_t{seg.num_sectors} * 512;
-            if (seg.num_sectors > kMaxDiscardSectors || seg.sector > size / 512 ||
-                r.req.data_len > size - seg.sector * 512)
+            if (seg.num_sectors > kMaxDiscardSectors || !in_bounds(seg.sector, r.req.data_len))
                 return finish(r, kBlkIoErr), ok();
             submit(r);
             return ok();
@@ -505,10 +506,7 @@ void BlockDevice::complete() {
     std::lock_guard lock(mutex());
     if (queue_ == nullptr) {  // reset: drain what the old generation left
         reap();
-        if (pending_sqes_) {
-            pending_sqes_ = false;
-            io_uring_submit(&ring_);
-        }
+        submit_pending();  // resubmitted short transfers of the old generation
         return;
     }
     // Slots came free: take what the driver queued meanwhile (it will not notify again).

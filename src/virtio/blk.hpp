@@ -118,6 +118,7 @@ class BlockDevice final : public Device {
     Result<void> run_queue();  // pull() and reap() until neither makes progress
     Result<void> pull();       // pops and starts requests while slots and ring space last
     unsigned reap();           // handles the completions in the CQ ring
+    void submit_pending();     // io_uring_submit() of queued SQEs, if any
     Result<void> start(Request& r);
     void submit(Request& r);
     void finish(Request& r, uint8_t status);
