@@ -40,6 +40,19 @@ Result<void> EventLoop::add(int fd, Handler on_readable) {
     return ok();
 }
 
+Result<void> EventLoop::watch(int fd, bool on) {
+    for (auto& entry : entries_) {
+        if (entry->fd != fd) continue;
+        epoll_event ev{};
+        ev.events = on ? uint32_t{EPOLLIN} : 0u;
+        ev.data.ptr = entry.get();
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0)
+            return fail_errno(errno, "epoll_ctl(modify fd {})", fd);
+        return ok();
+    }
+    return fail(ErrorCode::InvalidArgument, "event loop: fd {} is not watched", fd);
+}
+
 size_t EventLoop::poll_once(int timeout_ms) {
     epoll_event events[32];
     int n = ::epoll_wait(epoll_.get(), events, 32, timeout_ms);

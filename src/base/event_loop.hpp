@@ -28,6 +28,9 @@ class EventLoop {
     /// Calls `on_readable` on the loop thread whenever `fd` is readable (level-triggered: the
     /// handler must drain it). Only before start().
     Result<void> add(int fd, Handler on_readable);
+    /// Turns watching of an added `fd` off or on (back-pressure: a back-end whose guest queue is
+    /// full stops listening until the guest adds buffers). Any thread; no allocation.
+    Result<void> watch(int fd, bool on);
     /// Starts the loop thread.
     Result<void> start();
     /// Stops and joins the loop thread (idempotent). Handlers are not called afterwards.

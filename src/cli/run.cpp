@@ -18,6 +18,7 @@
 #include "base/size.hpp"
 #include "base/unique_fd.hpp"
 #include "hv/hypervisor.hpp"
+#include "virtio/slirp.hpp"
 #include "vmm/console.hpp"
 #include "vmm/vm.hpp"
 
@@ -114,6 +115,16 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "virtio-blk disk from a raw image: PATH[,readonly][,serial=ID][,queue-size=N]; "
                     "repeatable (/dev/vda, /dev/vdb, ... in order)")
         ->allow_extra_args(false);
+    run->add_option("--net", o.nets,
+                    "virtio-net device: user[,hostfwd=tcp:[HOSTADDR]:PORT-[GUESTADDR]:PORT]... "
+                    "(user-mode networking, no privileges) or tap=NAME (an existing tap, or a new "
+                    "one with CAP_NET_ADMIN); both take [,mac=XX:XX:XX:XX:XX:XX][,mtu=N]"
+                    "[,queue-size=N]; repeatable (eth0, eth1, ...)")
+        ->allow_extra_args(false);
+    run->add_option("--name", o.name,
+                    "Domain name (the default MAC addresses derive from it, so they stay the "
+                    "same from run to run)")
+        ->capture_default_str();
     run->add_flag("--rng", o.rng, "A virtio-rng device (entropy from the host's getrandom)");
     run->add_flag("--allow-software-kvm", o.allow_software_kvm,
                   "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
@@ -184,10 +195,16 @@ int run_guest(const RunOptions& o) {
         if (!disk) return fail_with(disk.error().message());
         config.disks.push_back(std::move(disk).value());
     }
+    std::vector<virtio::NetOptions> nets;
+    for (const auto& spec : o.nets) {
+        auto opts = virtio::parse_net_option(spec);
+        if (!opts) return fail_with(opts.error().message());
+        nets.push_back(std::move(opts).value());
+    }
     config.rng = o.rng;
-    if (config.disks.size() + (config.rng ? 1 : 0) > vmm::kMaxVirtioDevices)
+    if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) > vmm::kMaxVirtioDevices)
         return fail_with(
-            fmt::format("at most {} virtio devices (disks + rng)", vmm::kMaxVirtioDevices));
+            fmt::format("at most {} virtio devices (disks + nets + rng)", vmm::kMaxVirtioDevices));
     vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{},
                            /*file_mappings=*/true};
     // Everything that can be checked without KVM is checked first, on any host.
@@ -208,6 +225,19 @@ int run_guest(const RunOptions& o) {
             "host: tests/host/run.sh -- vireo run ...",
             hv->flavor());
         return kExitNoHardwareKvm;
+    }
+
+    // Network back-ends: opened once (taps attached, forwarded ports bound) and kept across
+    // reboots, so a guest reboot keeps its network.
+    for (size_t i = 0; i < nets.size(); ++i) {
+        const auto& n = nets[i];
+        auto backend = n.kind == virtio::NetOptions::Kind::Tap ? virtio::open_tap(n.tap, n.mtu)
+                                                               : virtio::open_user_network(n);
+        if (!backend) return fail_with(fmt::format("--net: {}", backend.error().message()));
+        config.nets.push_back(
+            {std::move(backend).value(),
+             n.mac ? *n.mac : virtio::derived_mac(fmt::format("{}/net{}", o.name, i)), n.mtu,
+             n.queue_size});
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out).

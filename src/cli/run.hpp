@@ -28,6 +28,8 @@ struct RunOptions {
     std::string console = "stdio";
     std::string on_reboot = "restart";
     std::vector<std::string> disks;
+    std::vector<std::string> nets;
+    std::string name = "vireo";
     bool rng = false;
     bool stats = false;
     bool allow_software_kvm = false;

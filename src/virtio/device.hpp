@@ -44,6 +44,9 @@ class Device {
     virtual uint32_t max_chain() const noexcept = 0;
     /// The device-specific configuration space.
     virtual std::span<const uint8_t> config_space() const noexcept = 0;
+    /// The driver wrote `data` at `offset` of the configuration space. Devices with writable
+    /// fields check the offset and width themselves; everything else is ignored.
+    virtual void write_config(uint64_t /*offset*/, std::span<const uint8_t> /*data*/) {}
 
     /// Registers the device's own event sources (completion eventfds) with the loop. Once,
     /// before the loop starts.

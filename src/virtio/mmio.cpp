@@ -159,6 +159,15 @@ void MmioTransport::device_error(std::string_view what) {
     (void)irq_.signal();
 }
 
+void MmioTransport::config_changed() {
+    std::lock_guard lock(device_->mutex());
+    ++config_generation_;
+    refresh_page();
+    if ((status_.load(std::memory_order_acquire) & kStatusDriverOk) == 0) return;
+    isr_or(kInterruptConfigChange);
+    (void)irq_.signal();
+}
+
 void MmioTransport::guest_error(std::string_view what) {
     if (log_limit_.allow()) log::warn("{}: {}", name_, what);
 }
@@ -222,7 +231,12 @@ uint32_t MmioTransport::read_register(uint64_t offset) {
 }
 
 void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
-    if (offset >= kConfig) return;  // no writable configuration fields are offered
+    if (offset >= kConfig) {
+        std::lock_guard lock(device_->mutex());
+        device_->write_config(offset - kConfig, data);
+        refresh_page();
+        return;
+    }
     if (data.size() != 4 || offset % 4 != 0) {
         guest_error(fmt::format("{}-byte write to register {:#x} (registers are 32-bit)",
                                 data.size(), offset));

@@ -57,6 +57,10 @@ class MmioTransport final : public devices::Device, public Transport {
 
     /// Watches the notify eventfds and the device's own event sources on `loop`.
     Result<void> attach_loop(EventLoop& loop);
+    /// The device changed its configuration space on the host's behalf (e.g. a new balloon
+    /// target): bumps ConfigGeneration and raises the configuration-change interrupt. Any
+    /// thread, device mutex not held.
+    void config_changed();
     /// Processes queue `q` now, on the calling thread (what a notification does on the loop).
     void process_queue(size_t q);
 

@@ -19,8 +19,11 @@ inline constexpr uint64_t kFeatureEventIdx = uint64_t{1} << 29;
 inline constexpr uint64_t kFeatureVersion1 = uint64_t{1} << 32;
 
 // Device IDs (5).
+inline constexpr uint32_t kDeviceNet = 1;
 inline constexpr uint32_t kDeviceBlock = 2;
 inline constexpr uint32_t kDeviceEntropy = 4;
+inline constexpr uint32_t kDeviceBalloon = 5;
+inline constexpr uint32_t kDeviceVsock = 19;
 
 // Split virtqueue descriptor flags (2.7.5).
 inline constexpr uint16_t kDescNext = 1;

@@ -225,6 +225,9 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
         VIREO_TRY_ASSIGN(auto blk, virtio::BlockDevice::create(disk));
         devices.push_back(std::move(blk));
     }
+    for (const auto& net : config_.nets)
+        devices.push_back(
+            std::make_shared<virtio::NetDevice>(net.backend, net.mac, net.mtu, net.queue_size));
     if (config_.rng) devices.push_back(std::make_shared<virtio::EntropyDevice>());
     if (devices.empty()) return ok();
     if (devices.size() > kMaxVirtioDevices)

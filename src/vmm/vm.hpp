@@ -26,8 +26,17 @@
 #include "memory/guest_memory.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/mmio.hpp"
+#include "virtio/net.hpp"
 
 namespace vireo::vmm {
+
+/// A virtio-net device: its back-end (opened by the caller, kept across reboots) and identity.
+struct NetConfig {
+    std::shared_ptr<virtio::NetBackend> backend;
+    virtio::MacAddress mac{};
+    uint16_t mtu = 1500;
+    uint16_t queue_size = 256;
+};
 
 struct VmConfig {
     uint64_t memory_bytes = uint64_t{256} << 20;
@@ -37,7 +46,8 @@ struct VmConfig {
     /// virtio-blk disks, in order (/dev/vda, /dev/vdb, ...): opened and checked by the caller,
     /// reused across reboots.
     std::vector<std::shared_ptr<virtio::DiskImage>> disks;
-    bool rng = false;  ///< a virtio-rng device
+    std::vector<NetConfig> nets;  ///< virtio-net devices (eth0, eth1, ... in order)
+    bool rng = false;             ///< a virtio-rng device
 };
 
 /// The kernel and initrd bytes (owned by the caller; reused across reboots).

@@ -17,6 +17,8 @@
 #   -f SRC[:DST]  add a file (DST defaults to /opt/vireo/files/<basename>)
 #   -q         do not stream the host's console (only the command's output lines)
 #   -Q         also pack qemu-system-x86_64 and its firmware (for side-by-side benchmarks)
+#   -k MODULE  also load a kernel module (and its dependencies), e.g. vhost_net; tun is always
+#              loaded and loopback is up
 # Inside, PATH has /opt/vireo/bin (vireo, vireo-bench, test binaries), VIREO_GUEST_DIR=/guest.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,7 +29,8 @@ timeout=600
 quiet=0
 files=()
 with_qemu=0
-while getopts "b:m:s:t:f:qQ" opt; do
+kmodules=()
+while getopts "b:m:s:t:f:k:qQ" opt; do
   case $opt in
     b) build=$(cd "$OPTARG" && pwd) ;;
     m) mem=$OPTARG ;;
@@ -36,7 +39,8 @@ while getopts "b:m:s:t:f:qQ" opt; do
     f) files+=("$OPTARG") ;;
     q) quiet=1 ;;
     Q) with_qemu=1 ;;
-    *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+    k) kmodules+=("$OPTARG") ;;
+    *) sed -n '2,26p' "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -60,7 +64,22 @@ root=$work/root
 mkdir -p "$root"/{bin,proc,sys,dev,tmp,guest,lib/modules,opt/vireo/bin,opt/vireo/files}
 cp /bin/busybox "$root/bin/"
 ln -s busybox "$root/bin/sh"
-cp "$kmods/virt/lib/irqbypass.ko" "$kmods/arch/x86/kvm/kvm.ko" "$kmods/arch/x86/kvm/kvm-amd.ko" "$root/lib/modules/"
+cp "$kmods/virt/lib/irqbypass.ko" "$kmods/arch/x86/kvm/kvm.ko" "$kmods/arch/x86/kvm/kvm-amd.ko" \
+   "$kmods/drivers/net/tun.ko" "$root/lib/modules/"
+# Extra modules (-k), with what they depend on, loaded in dependency order.
+extra_mods=""
+mods_dep=$cache/kernel/lib/modules/$release/modules.dep
+add_mod() {
+  local line path
+  line=$(grep -E "/${1//-/[-_]}\.ko(\.[a-z]+)?:" "$mods_dep" | head -n1) || { echo "vireo test host: no module $1" >&2; exit 2; }
+  path=${line%%:*}
+  case " $extra_mods " in *" $(basename "$path" .ko) "*) return 0 ;; esac
+  for dep in ${line#*:}; do add_mod "$(basename "${dep%%.ko*}")"; done
+  cp "$cache/kernel/lib/modules/$release/$path" "$root/lib/modules/"
+  extra_mods="$extra_mods $(basename "$path" .ko)"
+}
+for m in "${kmodules[@]}"; do add_mod "$m"; done
+echo "$extra_mods" > "$root/extra_mods"
 cp "$guest/vmlinuz" "$guest/initrd.img" "$root/guest/"
 
 # vireo's binaries and every shared library they load (same paths as on this machine).
@@ -72,6 +91,7 @@ add_binary() {  # add_binary PATH [DEST_DIR]
     cp -L "$lib" "$root$lib"
   done
 }
+add_binary /usr/bin/unshare /usr/bin  # network namespaces for tap tests (util-linux)
 for b in vireo vireo-bench tests/vireo_kvm_tests tests/vireo_unit_tests; do
   [ -x "$build/$b" ] && add_binary "$build/$b"
 done
@@ -95,7 +115,8 @@ cat > "$root/init" <<'INIT'
 #!/bin/sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
-for m in irqbypass kvm kvm-amd; do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
+for m in irqbypass kvm kvm-amd tun $(cat /extra_mods); do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
+ip link set lo up
 export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
 cd /opt/vireo
 if [ -c /dev/kvm ]; then

@@ -1,0 +1,257 @@
+#include "virtio/slirp.hpp"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <slirp/libslirp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/event_fd.hpp"
+#include "base/log.hpp"
+
+namespace vireo::virtio {
+
+namespace {
+
+/// Frames waiting for the guest: enough for a full TCP window burst at 1500 bytes.
+constexpr size_t kRingFrames = 256;
+
+int64_t now_ns() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+class SlirpBackend final : public NetBackend {
+  public:
+    struct Timer {
+        SlirpTimerId id;
+        void* cb_opaque;
+        int64_t expire_ms = -1;
+    };
+
+    SlirpBackend(EventFd rx_event, EventFd wake, uint16_t mtu)
+        : rx_event_(std::move(rx_event)),
+          wake_(std::move(wake)),
+          slot_size_(kNetHdrSize + mtu + 14 + 4),
+          ring_(kRingFrames * slot_size_),
+          lens_(kRingFrames),
+          tx_buf_(kNetHdrSize + kMaxFrame) {
+        pollfds_.reserve(64);
+    }
+
+    ~SlirpBackend() override {
+        stop_.store(true, std::memory_order_release);
+        (void)wake_.signal();
+        if (thread_.joinable()) thread_.join();
+        if (slirp_ != nullptr) slirp_cleanup(slirp_);
+    }
+
+    const char* kind() const noexcept override { return "user"; }
+    int rx_fd() const noexcept override { return rx_event_.fd(); }
+    uint64_t offloads() const noexcept override { return 0; }
+
+    ssize_t receive(const iovec* iov, int count) override {
+        std::lock_guard lock(ring_mu_);
+        if (ring_count_ == 0) {
+            (void)rx_event_.consume();
+            return -EAGAIN;
+        }
+        const uint8_t* src = ring_.data() + ring_head_ * slot_size_;
+        size_t left = lens_[ring_head_], done = 0;
+        for (int i = 0; i < count && left > 0; ++i) {
+            const size_t n = std::min(left, iov[i].iov_len);
+            std::memcpy(iov[i].iov_base, src + done, n);
+            done += n;
+            left -= n;
+        }
+        const size_t len = lens_[ring_head_];
+        ring_head_ = (ring_head_ + 1) % kRingFrames;
+        if (--ring_count_ == 0) (void)rx_event_.consume();
+        // Larger than the buffers: report it so (the device drops it, as with a tap).
+        return left > 0 ? static_cast<ssize_t>(len + 1) : static_cast<ssize_t>(done);
+    }
+
+    int send(const iovec* iov, int count) override {
+        size_t len = 0;
+        for (int i = 0; i < count; ++i) {
+            if (len + iov[i].iov_len > tx_buf_.size()) return -EMSGSIZE;
+            std::memcpy(tx_buf_.data() + len, iov[i].iov_base, iov[i].iov_len);
+            len += iov[i].iov_len;
+        }
+        if (len <= kNetHdrSize) return -EINVAL;
+        {
+            std::lock_guard lock(slirp_mu_);
+            slirp_input(slirp_, tx_buf_.data() + kNetHdrSize, static_cast<int>(len - kNetHdrSize));
+        }
+        (void)wake_.signal();  // slirp may have opened a socket the poll thread must watch
+        return 0;
+    }
+
+    Result<void> start(const NetOptions& o) {
+        SlirpConfig cfg{};
+        cfg.version = 4;
+        cfg.in_enabled = true;
+        cfg.vnetwork.s_addr = htonl(0x0a000200);  // 10.0.2.0
+        cfg.vnetmask.s_addr = htonl(0xffffff00);
+        cfg.vhost.s_addr = htonl(0x0a000202);        // 10.0.2.2
+        cfg.vdhcp_start.s_addr = htonl(0x0a00020f);  // 10.0.2.15
+        cfg.vnameserver.s_addr = htonl(0x0a000203);  // 10.0.2.3
+        cfg.vhostname = "vireo-guest";
+        cfg.if_mtu = o.mtu;
+        cfg.if_mru = o.mtu;
+        cfg.disable_host_loopback = false;
+        static const SlirpCb callbacks = {
+            .send_packet = &SlirpBackend::on_send_packet,
+            .guest_error = &SlirpBackend::on_guest_error,
+            .clock_get_ns = [](void*) -> int64_t { return now_ns(); },
+            .timer_new = nullptr,
+            .timer_free = &SlirpBackend::on_timer_free,
+            .timer_mod = &SlirpBackend::on_timer_mod,
+            .register_poll_fd = [](int, void*) {},
+            .unregister_poll_fd = [](int, void*) {},
+            .notify = [](void* self) { (void)static_cast<SlirpBackend*>(self)->wake_.signal(); },
+            .init_completed = nullptr,
+            .timer_new_opaque = &SlirpBackend::on_timer_new,
+        };
+        slirp_ = slirp_new(&cfg, &callbacks, this);
+        if (slirp_ == nullptr) return fail(ErrorCode::System, "user network: slirp_new failed");
+        for (const auto& f : o.forwards) {
+            in_addr host{htonl(f.host_addr)}, guest{htonl(f.guest_addr)};
+            if (slirp_add_hostfwd(slirp_, f.udp ? 1 : 0, host, f.host_port, guest, f.guest_port) !=
+                0) {
+                char a[INET_ADDRSTRLEN] = {};
+                ::inet_ntop(AF_INET, &host, a, sizeof a);
+                return fail(ErrorCode::AlreadyExists,
+                            "user network: cannot forward {} {}:{} (port in use or address not "
+                            "local)",
+                            f.udp ? "udp" : "tcp", a, f.host_port);
+            }
+        }
+        thread_ = std::thread([this] { poll_loop(); });
+        return ok();
+    }
+
+  private:
+    static ssize_t on_send_packet(const void* buf, size_t len, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        std::lock_guard lock(self->ring_mu_);
+        if (self->ring_count_ == kRingFrames || kNetHdrSize + len > self->slot_size_) {
+            ++self->dropped_;
+            return static_cast<ssize_t>(len);  // dropped: TCP retransmits
+        }
+        const size_t slot = (self->ring_head_ + self->ring_count_) % kRingFrames;
+        uint8_t* dst = self->ring_.data() + slot * self->slot_size_;
+        std::memset(dst, 0, kNetHdrSize);  // no offloads: a plain frame
+        std::memcpy(dst + kNetHdrSize, buf, len);
+        self->lens_[slot] = kNetHdrSize + len;
+        if (self->ring_count_++ == 0) (void)self->rx_event_.signal();
+        return static_cast<ssize_t>(len);
+    }
+
+    static void on_guest_error(const char* msg, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        if (self->errors_logged_++ < 10) log::warn("user network: guest error: {}", msg);
+    }
+
+    static void* on_timer_new(SlirpTimerId id, void* cb_opaque, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        self->timers_.push_back(std::make_unique<Timer>(Timer{id, cb_opaque}));
+        return self->timers_.back().get();
+    }
+    static void on_timer_free(void* timer, void* opaque) {
+        auto& timers = static_cast<SlirpBackend*>(opaque)->timers_;
+        std::erase_if(timers, [timer](const auto& t) { return t.get() == timer; });
+    }
+    static void on_timer_mod(void* timer, int64_t expire_ms, void*) {
+        static_cast<Timer*>(timer)->expire_ms = expire_ms;
+    }
+
+    static int add_poll(int fd, int events, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        short ev = 0;
+        if (events & SLIRP_POLL_IN) ev |= POLLIN;
+        if (events & SLIRP_POLL_OUT) ev |= POLLOUT;
+        if (events & SLIRP_POLL_PRI) ev |= POLLPRI;
+        self->pollfds_.push_back({fd, ev, 0});
+        return static_cast<int>(self->pollfds_.size() - 1);
+    }
+    static int get_revents(int idx, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        const short r = self->pollfds_[static_cast<size_t>(idx)].revents;
+        int ev = 0;
+        if (r & POLLIN) ev |= SLIRP_POLL_IN;
+        if (r & POLLOUT) ev |= SLIRP_POLL_OUT;
+        if (r & POLLPRI) ev |= SLIRP_POLL_PRI;
+        if (r & POLLERR) ev |= SLIRP_POLL_ERR;
+        if (r & POLLHUP) ev |= SLIRP_POLL_HUP;
+        return ev;
+    }
+
+    void poll_loop() {
+        ::pthread_setname_np(::pthread_self(), "vireo-slirp");
+        while (!stop_.load(std::memory_order_acquire)) {
+            uint32_t timeout = 1000;
+            {
+                std::lock_guard lock(slirp_mu_);
+                pollfds_.clear();
+                pollfds_.push_back({wake_.fd(), POLLIN, 0});
+                slirp_pollfds_fill(slirp_, &timeout, &SlirpBackend::add_poll, this);
+                const int64_t now = now_ns() / 1000000;
+                for (const auto& t : timers_)
+                    if (t->expire_ms >= 0)
+                        timeout = static_cast<uint32_t>(
+                            std::clamp<int64_t>(t->expire_ms - now, 0, timeout));
+            }
+            const int n = ::poll(pollfds_.data(), pollfds_.size(), static_cast<int>(timeout));
+            if (pollfds_[0].revents & POLLIN) (void)wake_.consume();
+            std::lock_guard lock(slirp_mu_);
+            slirp_pollfds_poll(slirp_, n < 0 ? 1 : 0, &SlirpBackend::get_revents, this);
+            const int64_t now = now_ns() / 1000000;
+            for (size_t i = 0; i < timers_.size(); ++i) {
+                Timer* t = timers_[i].get();
+                if (t->expire_ms < 0 || t->expire_ms > now) continue;
+                t->expire_ms = -1;
+                slirp_handle_timer(slirp_, t->id, t->cb_opaque);  // may add or free timers
+            }
+        }
+    }
+
+    EventFd rx_event_, wake_;
+    std::mutex slirp_mu_;  // every call into libslirp
+    Slirp* slirp_ = nullptr;
+    std::vector<pollfd> pollfds_;
+    std::vector<std::unique_ptr<Timer>> timers_;
+    std::thread thread_;
+    std::atomic<bool> stop_{false};
+    int errors_logged_ = 0;
+
+    std::mutex ring_mu_;  // frames for the guest
+    const size_t slot_size_;
+    std::vector<uint8_t> ring_;
+    std::vector<size_t> lens_;
+    size_t ring_head_ = 0, ring_count_ = 0;
+    uint64_t dropped_ = 0;
+
+    std::vector<uint8_t> tx_buf_;  // event loop only
+};
+
+}  // namespace
+
+Result<std::shared_ptr<NetBackend>> open_user_network(const NetOptions& options) {
+    VIREO_TRY_ASSIGN(auto rx, EventFd::create());
+    VIREO_TRY_ASSIGN(auto wake, EventFd::create());
+    auto backend = std::make_shared<SlirpBackend>(std::move(rx), std::move(wake), options.mtu);
+    VIREO_TRY(backend->start(options));
+    return std::shared_ptr<NetBackend>(std::move(backend));
+}
+
+}  // namespace vireo::virtio

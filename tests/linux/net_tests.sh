@@ -1,0 +1,107 @@
+#!/bin/sh
+# Network and host-channel tests: virtio-net (user mode and tap), virtio-vsock, virtio-balloon.
+# Runs inside the test host (tests/host/run.sh) with Debian's cloud kernel as the guest. Each
+# guest gets its script as a raw disk (/dev/vda). Ends with "N passed, M failed".
+pass=0
+fail=0
+ok() { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); echo "---- output"; tail -n 30 /tmp/out; echo "----"; }
+has() { grep -q -- "$1" /tmp/out; }
+# script_disk SCRIPT IMAGE: a raw image holding SCRIPT, padded with newlines to whole sectors.
+script_disk() {
+  cp "$1" "$2"
+  size=$(wc -c <"$2")
+  pad=$(( (512 - size % 512) % 512 ))
+  [ $pad -gt 0 ] && head -c $pad /dev/zero | tr '\0' '\n' >>"$2"
+  true
+}
+sha() { sha256sum "$1" | cut -c1-64; }
+# wait_for TEXT [SECONDS]: until TEXT appears in /tmp/out.
+wait_for() {
+  n=0
+  while ! has "$1" && [ $n -lt "${2:-90}" ]; do sleep 1; n=$((n + 1)); done
+  has "$1"
+}
+guest_value() { tr -d '\r' </tmp/out | sed -n "s/^$1=\([^ ]*\).*/\1/p" | tail -n1; }
+
+mkdir -p /tmp/www
+: >/tmp/out
+head -c 3000000 /dev/urandom >/tmp/www/blob
+blob_sum=$(sha /tmp/www/blob)
+
+# --- user mode: DHCP, a host service on loopback, a forwarded port into the guest ----------
+httpd -p 127.0.0.1:8080 -h /tmp/www
+cat >/tmp/user.sh <<'EOF'
+udhcpc -i eth0 -q -n -t 5 >/dev/null 2>&1
+echo "GUEST-IP=$(ip -o -4 addr show eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')"
+wget -q -O /tmp/b http://10.0.2.2:8080/blob && echo "GUEST-GOT=$(sha256sum /tmp/b | cut -c1-64)"
+mkdir -p /tmp/w && head -c 2000000 /dev/urandom >/tmp/w/g && echo "GUEST-HAS=$(sha256sum /tmp/w/g | cut -c1-64)"
+httpd -p 80 -h /tmp/w
+echo GUEST-SERVING
+sleep 60
+EOF
+script_disk /tmp/user.sh /tmp/user.img
+vireo run --net user,hostfwd=tcp:127.0.0.1:18080-:80 --disk /tmp/user.img \
+  --append '-- sh /dev/vda' >/tmp/out 2>&1 </dev/null &
+pid=$!
+if wait_for GUEST-SERVING && [ "$(guest_value GUEST-IP)" = 10.0.2.15 ] &&
+   [ "$(guest_value GUEST-GOT)" = "$blob_sum" ]; then
+  ok "user mode: DHCP lease 10.0.2.15, 3 MB fetched from a host server on 127.0.0.1, checksum matches"
+else bad "user mode: DHCP + fetch from the host"; fi
+rm -f /tmp/fwd
+wget -q -O /tmp/fwd http://127.0.0.1:18080/g
+if [ -s /tmp/fwd ] && [ "$(sha /tmp/fwd)" = "$(guest_value GUEST-HAS)" ]; then
+  ok "user mode: hostfwd tcp:127.0.0.1:18080 reaches the guest's httpd on port 80, checksum matches"
+else bad "user mode: hostfwd into the guest"; fi
+kill $pid; wait $pid
+
+# --- tap, in a network namespace of the test's own -----------------------------------------
+cat >/tmp/tap-guest.sh <<'EOF'
+ip addr add 192.168.77.2/24 dev eth0
+ip link set eth0 up
+mkdir -p /tmp/w && head -c 2000000 /dev/urandom >/tmp/w/g && echo "GUEST-HAS=$(sha256sum /tmp/w/g | cut -c1-64)"
+httpd -p 8081 -h /tmp/w
+wget -q -O /tmp/b http://192.168.77.1:8080/blob && echo "GUEST-GOT=$(sha256sum /tmp/b | cut -c1-64)"
+echo GUEST-SERVING
+sleep 60
+EOF
+script_disk /tmp/tap-guest.sh /tmp/tap.img
+cat >/tmp/tap-host.sh <<'EOF'
+ip link set lo up
+vireo run --net tap=vtap0,mac=52:54:00:aa:bb:cc --disk /tmp/tap.img --append '-- cat /sys/class/net/eth0/address; sh /dev/vda' >/tmp/out 2>&1 </dev/null &
+pid=$!
+n=0; while ! ip link show vtap0 >/dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+ip addr add 192.168.77.1/24 dev vtap0
+ip link set vtap0 up
+httpd -p 192.168.77.1:8080 -h /tmp/www
+n=0; while ! grep -q GUEST-SERVING /tmp/out && [ $n -lt 90 ]; do sleep 1; n=$((n + 1)); done
+wget -q -O /tmp/hb http://192.168.77.2:8081/g
+kill $pid; wait $pid
+EOF
+rm -f /tmp/hb
+timeout 150 unshare -n sh /tmp/tap-host.sh
+if [ "$(guest_value GUEST-GOT)" = "$blob_sum" ] && has 52:54:00:aa:bb:cc; then
+  ok "tap: guest (MAC 52:54:00:aa:bb:cc) fetched 3 MB from the host side, checksum matches"
+else bad "tap: host -> guest"; fi
+if [ -s /tmp/hb ] && [ "$(sha /tmp/hb)" = "$(guest_value GUEST-HAS)" ]; then
+  ok "tap: host fetched 2 MB from the guest, checksum matches"
+else bad "tap: guest -> host"; fi
+
+# --- bad input: one clear line, nothing started --------------------------------------------
+check_error() {  # check_error "needle" ARGS...
+  needle=$1; shift
+  timeout 30 vireo run "$@" >/tmp/out 2>&1 </dev/null; rc=$?
+  if [ $rc != 0 ] && has "$needle" && ! has VIREO-GUEST-INIT; then ok "refused: $* ($needle)"
+  else bad "expected \"$needle\" for: $* (status $rc)"; fi
+}
+check_error "is not XX:XX" --net user,mac=52:54:00:zz:00:01
+check_error "multicast" --net tap=t0,mac=01:00:5e:00:00:01
+check_error "hostfwd must be tcp" --net user,hostfwd=sctp:1-:2
+check_error "port must be a number" --net user,hostfwd=tcp::99999-:80
+check_error "hostfwd is for user-mode" --net tap=t0,hostfwd=tcp::8000-:80
+check_error "tap name must be" --net tap=a-name-far-too-long-for-linux
+check_error "unknown option" --net user,speed=fast
+check_error "cannot forward tcp 127.0.0.1:8080" --net user,hostfwd=tcp:127.0.0.1:8080-:80
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
