@@ -121,6 +121,10 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "one with CAP_NET_ADMIN); both take [,mac=XX:XX:XX:XX:XX:XX][,mtu=N]"
                     "[,queue-size=N]; repeatable (eth0, eth1, ...)")
         ->allow_extra_args(false);
+    run->add_option("--vsock", o.vsock,
+                    "virtio-vsock device: cid=N,socket=PATH. The host connects to PATH and "
+                    "writes \"CONNECT <port>\\n\" to reach a guest port; guest connections to "
+                    "CID 2 port P go to the Unix socket PATH_P (Firecracker's scheme)");
     run->add_option("--name", o.name,
                     "Domain name (the default MAC addresses derive from it, so they stay the "
                     "same from run to run)")
@@ -201,10 +205,17 @@ int run_guest(const RunOptions& o) {
         if (!opts) return fail_with(opts.error().message());
         nets.push_back(std::move(opts).value());
     }
+    std::optional<virtio::VsockOptions> vsock;
+    if (!o.vsock.empty()) {
+        auto v = virtio::parse_vsock_option(o.vsock);
+        if (!v) return fail_with(v.error().message());
+        vsock = std::move(v).value();
+    }
     config.rng = o.rng;
-    if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) > vmm::kMaxVirtioDevices)
-        return fail_with(
-            fmt::format("at most {} virtio devices (disks + nets + rng)", vmm::kMaxVirtioDevices));
+    if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) + (vsock ? 1 : 0) >
+        vmm::kMaxVirtioDevices)
+        return fail_with(fmt::format("at most {} virtio devices (disks + nets + rng + vsock)",
+                                     vmm::kMaxVirtioDevices));
     vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{},
                            /*file_mappings=*/true};
     // Everything that can be checked without KVM is checked first, on any host.
@@ -238,6 +249,11 @@ int run_guest(const RunOptions& o) {
             {std::move(backend).value(),
              n.mac ? *n.mac : virtio::derived_mac(fmt::format("{}/net{}", o.name, i)), n.mtu,
              n.queue_size});
+    }
+    if (vsock) {
+        auto listener = virtio::VsockListener::create(*vsock);
+        if (!listener) return fail_with(listener.error().message());
+        config.vsock = std::move(listener).value();
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out).

@@ -29,6 +29,7 @@ struct RunOptions {
     std::string on_reboot = "restart";
     std::vector<std::string> disks;
     std::vector<std::string> nets;
+    std::string vsock;
     std::string name = "vireo";
     bool rng = false;
     bool stats = false;

@@ -229,6 +229,7 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
         devices.push_back(
             std::make_shared<virtio::NetDevice>(net.backend, net.mac, net.mtu, net.queue_size));
     if (config_.rng) devices.push_back(std::make_shared<virtio::EntropyDevice>());
+    if (config_.vsock) devices.push_back(std::make_shared<virtio::VsockDevice>(config_.vsock));
     if (devices.empty()) return ok();
     if (devices.size() > kMaxVirtioDevices)
         return fail(ErrorCode::ResourceExhausted,

@@ -27,6 +27,7 @@
 #include "virtio/blk.hpp"
 #include "virtio/mmio.hpp"
 #include "virtio/net.hpp"
+#include "virtio/vsock.hpp"
 
 namespace vireo::vmm {
 
@@ -48,6 +49,8 @@ struct VmConfig {
     std::vector<std::shared_ptr<virtio::DiskImage>> disks;
     std::vector<NetConfig> nets;  ///< virtio-net devices (eth0, eth1, ... in order)
     bool rng = false;             ///< a virtio-rng device
+    /// A virtio-vsock device around this host-side listener (kept across reboots).
+    std::shared_ptr<virtio::VsockListener> vsock;
 };
 
 /// The kernel and initrd bytes (owned by the caller; reused across reboots).
