@@ -5,12 +5,14 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
+#include "api/server.hpp"
 #include "arch/x86/boot/linux.hpp"
 #include "arch/x86/boot/pvh.hpp"
 #include "base/log.hpp"
@@ -55,6 +57,13 @@ class StopControl {
         std::lock_guard lock(mu_);
         return requested_;
     }
+    /// Calls fn(vm) with the running machine (nullptr between boots); it cannot go away
+    /// meanwhile. For API requests.
+    template <typename Fn>
+    auto with_vm(Fn&& fn) {
+        std::lock_guard lock(mu_);
+        return fn(vm_);
+    }
 
   private:
     std::mutex mu_;
@@ -63,6 +72,71 @@ class StopControl {
     std::string why_;
 };
 StopControl g_stop;
+// What the host last asked the balloon for (guest bytes; 0: nothing): kept across reboots.
+std::atomic<uint64_t> g_guest_memory_request{0};
+
+uint64_t size_param(const api::Json& params, const char* key) {
+    if (!params.contains(key))
+        throw api::ApiError("invalid-params", fmt::format("\"{}\" is required", key));
+    const auto& v = params[key];
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    if (v.is_string()) {
+        auto n = parse_size(v.get<std::string>());
+        if (!n)
+            throw api::ApiError("invalid-params",
+                                fmt::format("\"{}\": {}", key, n.error().message()));
+        return *n;
+    }
+    throw api::ApiError("invalid-params",
+                        fmt::format("\"{}\" must be a size (\"256M\") or a byte count", key));
+}
+
+api::Json balloon_json(const virtio::BalloonInfo& b) {
+    return api::Json{{"target_bytes", b.target_pages * virtio::BalloonDevice::kPageSize},
+                     {"actual_bytes", b.actual_pages * virtio::BalloonDevice::kPageSize},
+                     {"inflated_pages", b.inflated_pages},
+                     {"deflated_pages", b.deflated_pages},
+                     {"reported_bytes", b.reported_bytes},
+                     {"driver_ready", b.driver_ready},
+                     {"stats", b.stats}};
+}
+
+template <typename Fn>
+api::Json on_vm(Fn&& fn) {
+    return g_stop.with_vm([&](vmm::Vm* vm) -> api::Json {
+        if (vm == nullptr) throw api::ApiError("bad-state", "the domain is between boots");
+        return fn(*vm);
+    });
+}
+
+void add_api_methods(api::Server& server, const RunOptions& o, const vmm::VmConfig& config) {
+    server.add("info", [&o, &config](const api::Json&) {
+        return api::Json{{"name", o.name},
+                         {"memory_bytes", config.memory_bytes},
+                         {"vcpus", config.cpus},
+                         {"disks", config.disks.size()},
+                         {"nets", config.nets.size()},
+                         {"vsock", config.vsock ? config.vsock->cid() : 0},
+                         {"balloon", config.balloon}};
+    });
+    server.add("balloon.set", [](const api::Json& params) {
+        const uint64_t bytes = size_param(params, "memory");
+        return on_vm([bytes](vmm::Vm& vm) {
+            auto target = vm.set_guest_memory(bytes);
+            if (!target) throw api::ApiError("failed", target.error().message());
+            g_guest_memory_request.store(bytes);
+            return api::Json{{"memory_bytes", bytes}, {"balloon_target_bytes", *target}};
+        });
+    });
+    server.add("balloon.info", [](const api::Json& params) {
+        const bool refresh = params.value("refresh", true);
+        return on_vm([refresh](vmm::Vm& vm) {
+            auto info = vm.balloon_info(refresh);
+            if (!info) throw api::ApiError("failed", info.error().message());
+            return balloon_json(*info);
+        });
+    });
+}
 
 int status_for(vmm::Fate fate) {
     switch (fate) {
@@ -125,6 +199,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "virtio-vsock device: cid=N,socket=PATH. The host connects to PATH and "
                     "writes \"CONNECT <port>\\n\" to reach a guest port; guest connections to "
                     "CID 2 port P go to the Unix socket PATH_P (Firecracker's scheme)");
+    run->add_flag("--balloon", o.balloon,
+                  "A virtio-balloon device (with statistics and free page reporting): "
+                  "`vireo mem-set` then shrinks or regrows the running guest");
+    run->add_option("--api-socket", o.api_socket,
+                    "Serve the JSON control API on this Unix socket (mode 0600; see docs/api.md)");
     run->add_option("--name", o.name,
                     "Domain name (the default MAC addresses derive from it, so they stay the "
                     "same from run to run)")
@@ -143,6 +222,14 @@ int run_guest(const RunOptions& o) {
         log::error("{}", msg);
         return kExitError;
     };
+
+    // Block SIGINT/SIGTERM before any thread exists (back-ends and the API start threads), so
+    // every thread inherits the mask and only the sigwait thread below takes them.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     auto memory = parse_size(o.memory);
     if (!memory) return fail_with("--memory: " + memory.error().message());
@@ -212,10 +299,13 @@ int run_guest(const RunOptions& o) {
         vsock = std::move(v).value();
     }
     config.rng = o.rng;
-    if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) + (vsock ? 1 : 0) >
+    config.balloon = o.balloon;
+    if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) + (vsock ? 1 : 0) +
+            (config.balloon ? 1 : 0) >
         vmm::kMaxVirtioDevices)
-        return fail_with(fmt::format("at most {} virtio devices (disks + nets + rng + vsock)",
-                                     vmm::kMaxVirtioDevices));
+        return fail_with(
+            fmt::format("at most {} virtio devices (disks + nets + rng + vsock + balloon)",
+                        vmm::kMaxVirtioDevices));
     vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{},
                            /*file_mappings=*/true};
     // Everything that can be checked without KVM is checked first, on any host.
@@ -255,13 +345,17 @@ int run_guest(const RunOptions& o) {
         if (!listener) return fail_with(listener.error().message());
         config.vsock = std::move(listener).value();
     }
+    std::unique_ptr<api::Server> api_server;
+    if (!o.api_socket.empty()) {
+        auto server = api::Server::create(o.api_socket);
+        if (!server) return fail_with(server.error().message());
+        api_server = std::move(server).value();
+        add_api_methods(*api_server, o, config);
+        if (auto r = api_server->start(); !r) return fail_with(r.error().message());
+    }
 
-    // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out).
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they
+    // were blocked before any thread started, so only the sigwait thread receives them.
     std::thread([stop_signals] {
         int sig = 0;
         while (sigwait(&stop_signals, &sig) == 0) {
@@ -293,6 +387,8 @@ int run_guest(const RunOptions& o) {
         if (!vm) return fail_with(vm.error().message());
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
+        if (const uint64_t want = g_guest_memory_request.load(); want != 0)
+            (void)(*vm)->set_guest_memory(want);  // a balloon request outlives a reboot
         g_stop.set(vm->get());
         auto outcome = (*vm)->run();
         g_stop.set(nullptr);
@@ -311,6 +407,59 @@ int run_guest(const RunOptions& o) {
         print_stats();
         return status_for(outcome.fate);
     }
+}
+
+std::function<int()> add_client_commands(CLI::App& app) {
+    struct Opts {
+        std::string socket, size, method, params;
+    };
+    auto o = std::make_shared<Opts>();
+    auto* mem = app.add_subcommand(
+        "mem-set", "Set a running domain's memory through its balloon (vireo run --balloon)");
+    mem->add_option("--api-socket", o->socket, "The domain's API socket")->required();
+    mem->add_option("SIZE", o->size, "Memory the guest keeps, e.g. 256M")->required();
+    auto* raw =
+        app.add_subcommand("api", "Send one request to a vireo API socket, print the reply");
+    raw->add_option("SOCKET", o->socket, "API socket")->required();
+    raw->add_option("METHOD", o->method, "Method, e.g. info, balloon.info")->required();
+    raw->add_option("PARAMS", o->params, "Parameters as a JSON object");
+    return [o, mem, raw]() -> int {
+        if (*mem) {
+            auto bytes = parse_size(o->size);
+            if (!bytes) {
+                log::error("SIZE: {}", bytes.error().message());
+                return kExitError;
+            }
+            auto r = api::call(o->socket, "balloon.set", api::Json{{"memory", *bytes}});
+            if (!r) {
+                log::error("{}", r.error().message());
+                return kExitError;
+            }
+            std::printf("guest memory %llu MiB (balloon target %llu MiB)\n",
+                        static_cast<unsigned long long>(*bytes >> 20),
+                        static_cast<unsigned long long>(
+                            (*r)["balloon_target_bytes"].get<uint64_t>() >> 20));
+            return 0;
+        }
+        if (*raw) {
+            api::Json params = api::Json::object();
+            if (!o->params.empty()) {
+                params = api::Json::parse(o->params, nullptr, false);
+                if (params.is_discarded()) {
+                    log::error("PARAMS is not valid JSON");
+                    return kExitError;
+                }
+            }
+            auto r = api::call(o->socket, o->method, params);
+            if (!r) {
+                log::error("{}", r.error().message());
+                return kExitError;
+            }
+            std::printf("%s\n", r->dump(2).c_str());
+            return 0;
+        }
+        return -1;
+    };
 }
 
 }  // namespace vireo::cli

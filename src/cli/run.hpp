@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,8 @@ struct RunOptions {
     std::vector<std::string> disks;
     std::vector<std::string> nets;
     std::string vsock;
+    bool balloon = false;
+    std::string api_socket;
     std::string name = "vireo";
     bool rng = false;
     bool stats = false;
@@ -40,5 +43,9 @@ struct RunOptions {
 CLI::App* add_run_command(CLI::App& app, RunOptions& options);
 /// Runs it; returns the process exit status.
 int run_guest(const RunOptions& options);
+
+/// Adds the API client commands (`mem-set`, `api`); returns a function that runs whichever
+/// was given (or returns -1 if none was).
+std::function<int()> add_client_commands(CLI::App& app);
 
 }  // namespace vireo::cli

@@ -150,8 +150,7 @@ Result<VsockOptions> parse_vsock_option(std::string_view spec) {
         }
     }
     if (!have_cid || o.socket.empty())
-        return fail(ErrorCode::InvalidArgument, "--vsock \"{}\": expected cid=N,socket=PATH",
-                    spec);
+        return fail(ErrorCode::InvalidArgument, "--vsock \"{}\": expected cid=N,socket=PATH", spec);
     // Guest connections go to PATH_<port>: leave room for the longest port.
     if (o.socket.size() + 11 >= sizeof(sockaddr_un::sun_path))
         return fail(ErrorCode::InvalidArgument,
@@ -541,8 +540,10 @@ Result<void> VsockDevice::handle_packet(const VsockHeader& h, std::span<const Se
             }
             if ((h.flags & (kShutdownRecv | kShutdownSend)) == (kShutdownRecv | kShutdownSend)) {
                 // The guest is closing: reset once the host has taken what it sent.
-                if (c->pending.empty()) c->owe_rst = true;
-                else c->reset_when_drained = true;
+                if (c->pending.empty())
+                    c->owe_rst = true;
+                else
+                    c->reset_when_drained = true;
             }
             update_interest(*c);
             return ok();

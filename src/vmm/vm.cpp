@@ -13,7 +13,9 @@
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
+#include "virtio/balloon.hpp"
 #include "virtio/rng.hpp"
+#include "virtio/vsock.hpp"
 
 namespace vireo::vmm {
 
@@ -230,6 +232,10 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
             std::make_shared<virtio::NetDevice>(net.backend, net.mac, net.mtu, net.queue_size));
     if (config_.rng) devices.push_back(std::make_shared<virtio::EntropyDevice>());
     if (config_.vsock) devices.push_back(std::make_shared<virtio::VsockDevice>(config_.vsock));
+    if (config_.balloon) {
+        balloon_ = std::make_shared<virtio::BalloonDevice>();
+        devices.push_back(balloon_);
+    }
     if (devices.empty()) return ok();
     if (devices.size() > kMaxVirtioDevices)
         return fail(ErrorCode::ResourceExhausted,
@@ -258,9 +264,36 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
             hv::IoEvent{hv::IoSpace::Mmio, base + virtio::MmioTransport::kInterruptAckOffset, 4,
                         t->ack_fd(), uint64_t{1}}));
         VIREO_TRY(t->attach_loop(*loop_));
+        if (devices[i] == balloon_) balloon_transport_ = t;
         virtio_.push_back(std::move(t));
     }
     return ok();
+}
+
+Result<uint64_t> Vm::set_guest_memory(uint64_t guest_bytes) {
+    if (!balloon_)
+        return fail(ErrorCode::Unsupported, "the domain has no balloon device (--balloon)");
+    if (guest_bytes > config_.memory_bytes)
+        return fail(ErrorCode::OutOfRange, "{} MiB is more than the domain's {} MiB",
+                    guest_bytes >> 20, config_.memory_bytes >> 20);
+    const uint64_t pages = balloon_->set_target_bytes(config_.memory_bytes - guest_bytes);
+    balloon_transport_->config_changed();
+    return pages * virtio::BalloonDevice::kPageSize;
+}
+
+Result<virtio::BalloonInfo> Vm::balloon_info(bool refresh) {
+    if (!balloon_)
+        return fail(ErrorCode::Unsupported, "the domain has no balloon device (--balloon)");
+    if (!refresh) return balloon_->info();
+    // The guest answers a stats request at once; wait for it (bounded) so the figures are new.
+    const uint64_t before = balloon_->info().stats_updates;
+    if (!balloon_->request_stats()) return balloon_->info();
+    for (int i = 0; i < 100; ++i) {
+        auto info = balloon_->info();
+        if (info.stats_updates != before) return info;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return balloon_->info();
 }
 
 Result<void> Vm::connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {

@@ -24,6 +24,7 @@
 #include "hv/machine.hpp"
 #include "hv/vcpu.hpp"
 #include "memory/guest_memory.hpp"
+#include "virtio/balloon.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/mmio.hpp"
 #include "virtio/net.hpp"
@@ -51,6 +52,7 @@ struct VmConfig {
     bool rng = false;             ///< a virtio-rng device
     /// A virtio-vsock device around this host-side listener (kept across reboots).
     std::shared_ptr<virtio::VsockListener> vsock;
+    bool balloon = false;  ///< a virtio-balloon device
 };
 
 /// The kernel and initrd bytes (owned by the caller; reused across reboots).
@@ -105,6 +107,14 @@ class Vm {
     /// Stops the guest (first reason wins). Any thread.
     void stop(Fate fate, std::string detail);
 
+    /// Asks the guest (through its balloon) to give up memory until it has `guest_bytes` left;
+    /// returns the balloon's new target in bytes. Fails without a balloon device.
+    Result<uint64_t> set_guest_memory(uint64_t guest_bytes);
+    /// The balloon's state; with `refresh`, first asks the guest for fresh statistics and
+    /// waits briefly for them.
+    Result<virtio::BalloonInfo> balloon_info(bool refresh);
+    uint64_t memory_bytes() const noexcept { return config_.memory_bytes; }
+
     /// COM1, for console input.
     const std::shared_ptr<devices::Serial>& serial() const noexcept { return serial_; }
     const memory::GuestMemory& memory() const noexcept { return memory_; }
@@ -127,6 +137,8 @@ class Vm {
     std::shared_ptr<devices::Serial> serial_;
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
+    std::shared_ptr<virtio::BalloonDevice> balloon_;
+    std::shared_ptr<virtio::MmioTransport> balloon_transport_;
 
     std::atomic<bool> stopping_{false};
     std::mutex fate_mu_;

@@ -87,6 +87,81 @@ if [ -s /tmp/hb ] && [ "$(sha /tmp/hb)" = "$(guest_value GUEST-HAS)" ]; then
   ok "tap: host fetched 2 MB from the guest, checksum matches"
 else bad "tap: guest -> host"; fi
 
+# --- vsock: host -> guest and guest -> host, 1 MiB echoed intact each way ------------------
+I=/guest/net-initrd.img
+rm -f /tmp/v.sock
+netbench echo unix:/tmp/v.sock_6000 >/tmp/host-echo 2>&1 &
+echo_pid=$!
+vireo run --initrd $I --vsock cid=7,socket=/tmp/v.sock --append \
+  '-- netbench echo vsock:5000 & sleep 1; echo GUEST-LISTENING; netbench send vsock:2:6000 1048576; sleep 60' \
+  >/tmp/out 2>&1 </dev/null &
+pid=$!
+wait_for GUEST-LISTENING
+netbench send fc:/tmp/v.sock:5000 1048576 >/tmp/h2g 2>&1
+if grep -q "SEND_BYTES=1048576 .*BACK_BYTES=1048576 BACK_MATCH=1" /tmp/h2g; then
+  ok "vsock host -> guest: CONNECT 5000 through /tmp/v.sock, 1 MiB echoed back intact"
+else bad "vsock host -> guest ($(cat /tmp/h2g))"; fi
+wait_for "BACK_MATCH" 30
+if tr -d '\r' </tmp/out | grep -q "SEND_BYTES=1048576 .*BACK_BYTES=1048576 BACK_MATCH=1"; then
+  ok "vsock guest -> host: CID 2 port 6000 reached /tmp/v.sock_6000, 1 MiB echoed back intact"
+else bad "vsock guest -> host"; fi
+# A port nobody listens on: the host side is told (connection closed, no OK).
+if ! netbench send fc:/tmp/v.sock:5999 16 >/tmp/h2g 2>&1 && grep -q "no OK" /tmp/h2g; then
+  ok "vsock: CONNECT to a port the guest does not listen on is refused"
+else bad "vsock: refused port ($(cat /tmp/h2g))"; fi
+kill $pid $echo_pid 2>/dev/null; wait $pid
+if [ ! -e /tmp/v.sock ]; then ok "vsock: the socket is removed when vireo exits"
+else bad "vsock: /tmp/v.sock left behind"; fi
+
+# --- balloon: inflate by half, the guest and the host both see it, deflate restores --------
+cat >/tmp/balloon.sh <<'EOF'
+dd if=/dev/zero of=/tmp/fill bs=1M count=300 2>/dev/null
+echo GUEST-FILLED
+rm /tmp/fill
+while true; do echo "MEMKB=$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)"; sleep 1; done
+EOF
+script_disk /tmp/balloon.sh /tmp/balloon.img
+rm -f /tmp/api.sock
+vireo run --memory 1G --balloon --api-socket /tmp/api.sock --disk /tmp/balloon.img \
+  --append '-- sh /dev/vda' >/tmp/out 2>&1 </dev/null &
+pid=$!
+wait_for GUEST-FILLED
+sleep 1
+rss_full=$(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$pid/status)
+mem_full=$(guest_value MEMKB)
+vireo mem-set --api-socket /tmp/api.sock 512M >/dev/null
+n=0
+while [ $n -lt 60 ]; do
+  actual=$(vireo api /tmp/api.sock balloon.info '{"refresh": false}' | sed -n 's/.*"actual_bytes": \([0-9]*\).*/\1/p')
+  [ "${actual:-0}" -ge $((512 << 20)) ] && break
+  sleep 1; n=$((n + 1))
+done
+sleep 2
+rss_small=$(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$pid/status)
+mem_small=$(guest_value MEMKB)
+if [ "${actual:-0}" -ge $((512 << 20)) ] && [ "$mem_small" -lt $((mem_full - 500 * 1024)) ] &&
+   [ "$rss_small" -lt $((rss_full - 200 * 1024)) ]; then
+  ok "balloon: mem-set 512M: guest MemTotal ${mem_full} -> ${mem_small} KiB, vireo RSS $((rss_full / 1024)) -> $((rss_small / 1024)) MiB"
+else bad "balloon inflate (actual ${actual:-?}, MemTotal $mem_full -> $mem_small KiB, RSS $rss_full -> $rss_small KiB)"; fi
+vireo mem-set --api-socket /tmp/api.sock 1G >/dev/null
+n=0
+while [ $n -lt 60 ] && [ "$(guest_value MEMKB)" -lt $((mem_full - 4096)) ]; do sleep 1; n=$((n + 1)); done
+if [ "$(guest_value MEMKB)" -ge $((mem_full - 4096)) ]; then
+  ok "balloon: mem-set 1G deflates: MemTotal back to $(guest_value MEMKB) KiB"
+else bad "balloon deflate (MemTotal $(guest_value MEMKB) KiB)"; fi
+vireo api /tmp/api.sock balloon.info >/tmp/info
+if grep -q '"free-memory"' /tmp/info; then ok "balloon: the guest's statistics arrive (free-memory, ...)"
+else bad "balloon statistics ($(cat /tmp/info))"; fi
+if vireo api /tmp/api.sock balloon.set '{"memory": "2G"}' 2>&1 | grep -q "more than the domain"; then
+  ok "API: balloon.set beyond the domain's memory is refused"
+else bad "API: balloon.set 2G"; fi
+if vireo api /tmp/api.sock no.such.method 2>&1 | grep -q "unknown-method"; then
+  ok "API: unknown methods get a structured error"
+else bad "API: unknown method"; fi
+kill $pid; wait $pid
+if [ ! -e /tmp/api.sock ]; then ok "API: the socket is removed when vireo exits"
+else bad "API: /tmp/api.sock left behind"; fi
+
 # --- bad input: one clear line, nothing started --------------------------------------------
 check_error() {  # check_error "needle" ARGS...
   needle=$1; shift
@@ -102,6 +177,12 @@ check_error "hostfwd is for user-mode" --net tap=t0,hostfwd=tcp::8000-:80
 check_error "tap name must be" --net tap=a-name-far-too-long-for-linux
 check_error "unknown option" --net user,speed=fast
 check_error "cannot forward tcp 127.0.0.1:8080" --net user,hostfwd=tcp:127.0.0.1:8080-:80
+: >/tmp/exists.sock
+check_error "already exists" --vsock cid=5,socket=/tmp/exists.sock
+check_error "cid must be from 3" --vsock cid=2,socket=/tmp/x.sock
+check_error "expected cid=N,socket=PATH" --vsock cid=9
+check_error "socket path is" --vsock cid=9,socket=/tmp/$(printf '%0120d' 0)
+check_error "exists and is not a socket" --api-socket /tmp/exists.sock
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

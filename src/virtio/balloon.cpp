@@ -1,0 +1,191 @@
+#include "virtio/balloon.hpp"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "virtio/virtio.hpp"
+
+namespace vireo::virtio {
+
+namespace {
+
+constexpr const char* kStatNames[] = {
+    "swap-in",      "swap-out",         "major-faults", "minor-faults",        "free-memory",
+    "total-memory", "available-memory", "disk-caches",  "hugetlb-allocations", "hugetlb-failures"};
+constexpr size_t kStatSize = 10;  // le16 tag, le64 value (packed)
+
+}  // namespace
+
+uint32_t BalloonDevice::device_id() const noexcept {
+    return kDeviceBalloon;
+}
+
+uint64_t BalloonDevice::device_features() const noexcept {
+    // Not DEFLATE_ON_OOM: with it Linux keeps inflated pages in MemTotal, and `mem-set` is
+    // meant to shrink the guest's memory as the guest itself sees it.
+    return kFeatureIndirectDesc | kFeatureEventIdx | kBalloonFStatsVq | kBalloonFReporting;
+}
+
+void BalloonDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
+    // Only `actual` (offset 4, 32 bits) is the driver's to write.
+    if (offset != 4 || data.size() != 4) return;
+    std::memcpy(config_.data() + 4, data.data(), 4);
+    uint32_t actual;
+    std::memcpy(&actual, data.data(), 4);
+    info_.actual_pages = actual;
+}
+
+Result<void> BalloonDevice::activate(const memory::GuestMemory& mem, std::span<Queue> queues,
+                                     uint64_t features, Transport& transport) {
+    if (queues.size() < 2 || !queues[0].active() || !queues[1].active())
+        return fail(ErrorCode::InvalidArgument, "inflate and deflate queues not set up");
+    mem_ = &mem;
+    transport_ = &transport;
+    inflate_ = &queues[0];
+    deflate_ = &queues[1];
+    // The optional queues follow in order, only for negotiated features.
+    size_t next = 2;
+    stats_q_ = report_ = nullptr;
+    if (features & kBalloonFStatsVq) {
+        if (next < queues.size() && queues[next].active()) stats_q_ = &queues[next];
+        ++next;
+    }
+    if (features & kBalloonFReporting) {
+        if (next < queues.size() && queues[next].active()) report_ = &queues[next];
+        ++next;
+    }
+    stats_held_ = false;
+    info_.driver_ready = true;
+    return ok();
+}
+
+void BalloonDevice::reset() {
+    inflate_ = deflate_ = stats_q_ = report_ = nullptr;
+    stats_held_ = false;
+    info_.driver_ready = false;
+    info_.actual_pages = 0;
+    std::memset(config_.data() + 4, 0, 4);
+}
+
+Result<void> BalloonDevice::process(size_t index) {
+    if (inflate_ == nullptr) return ok();
+    if (index == 0) return inflate(*inflate_);
+    if (index == 1) return deflate(*deflate_);
+    Queue* q = inflate_ + index;  // the queues are one array
+    if (q == stats_q_) return take_stats(*q);
+    if (q == report_) return reported(*q);
+    return ok();
+}
+
+void BalloonDevice::give_back(uint8_t* host, uint64_t len) {
+    // Guest RAM is a shared memfd mapping: MADV_REMOVE frees the backing pages themselves.
+    if (::madvise(host, len, MADV_REMOVE) != 0)
+        log::warn("virtio-balloon: madvise(MADV_REMOVE, {} bytes): {}", len, std::strerror(errno));
+}
+
+Result<void> BalloonDevice::inflate(Queue& q) {
+    for (;;) {
+        VIREO_TRY_ASSIGN(bool got, q.pop(chain_));
+        if (!got) break;
+        // PFNs (le32 each) in the readable buffers; contiguous runs are returned in one call.
+        uint8_t* run = nullptr;
+        uint64_t run_len = 0;
+        for (const auto& s : chain_.readable()) {
+            for (uint32_t off = 0; off + 4 <= s.len; off += 4) {
+                uint32_t pfn;
+                std::memcpy(&pfn, s.host + off, 4);
+                auto page = mem_->slice(memory::Gpa(uint64_t{pfn} * kPageSize), kPageSize);
+                if (!page) continue;  // not RAM: nothing to give back
+                ++info_.inflated_pages;
+                if (run != nullptr && run + run_len == page->data()) {
+                    run_len += kPageSize;
+                    continue;
+                }
+                if (run != nullptr) give_back(run, run_len);
+                run = page->data();
+                run_len = kPageSize;
+            }
+        }
+        if (run != nullptr) give_back(run, run_len);
+        q.push_used(chain_.head(), 0);
+    }
+    if (q.needs_interrupt()) transport_->signal_used();
+    return ok();
+}
+
+Result<void> BalloonDevice::deflate(Queue& q) {
+    for (;;) {
+        VIREO_TRY_ASSIGN(bool got, q.pop(chain_));
+        if (!got) break;
+        info_.deflated_pages += chain_.readable_bytes() / 4;  // refaulted on touch
+        q.push_used(chain_.head(), 0);
+    }
+    if (q.needs_interrupt()) transport_->signal_used();
+    return ok();
+}
+
+Result<void> BalloonDevice::take_stats(Queue& q) {
+    for (;;) {
+        VIREO_TRY_ASSIGN(bool got, q.pop(chain_));
+        if (!got) break;
+        if (stats_held_) q.push_used(stats_head_, 0);  // a driver should not queue two
+        for (const auto& s : chain_.readable()) {
+            for (uint32_t off = 0; off + kStatSize <= s.len; off += kStatSize) {
+                uint16_t tag;
+                uint64_t value;
+                std::memcpy(&tag, s.host + off, 2);
+                std::memcpy(&value, s.host + off + 2, 8);
+                if (tag < std::size(kStatNames)) info_.stats[kStatNames[tag]] = value;
+            }
+        }
+        ++info_.stats_updates;
+        // Kept until the host wants fresh figures (request_stats returns it).
+        stats_held_ = true;
+        stats_head_ = chain_.head();
+    }
+    if (q.needs_interrupt()) transport_->signal_used();
+    return ok();
+}
+
+Result<void> BalloonDevice::reported(Queue& q) {
+    for (;;) {
+        VIREO_TRY_ASSIGN(bool got, q.pop(chain_));
+        if (!got) break;
+        // Free ranges the guest reports; each buffer is a range of guest RAM.
+        for (const auto& s : chain_.segments()) {
+            give_back(s.host, s.len);
+            info_.reported_bytes += s.len;
+        }
+        q.push_used(chain_.head(), 0);
+    }
+    if (q.needs_interrupt()) transport_->signal_used();
+    return ok();
+}
+
+uint64_t BalloonDevice::set_target_bytes(uint64_t bytes) {
+    std::lock_guard lock(mutex());
+    const uint64_t pages = std::min<uint64_t>(bytes / kPageSize, 0xffffffffu);
+    const auto p32 = static_cast<uint32_t>(pages);
+    std::memcpy(config_.data(), &p32, 4);
+    info_.target_pages = pages;
+    return pages;
+}
+
+bool BalloonDevice::request_stats() {
+    std::lock_guard lock(mutex());
+    if (stats_q_ == nullptr || !stats_held_) return false;
+    stats_held_ = false;
+    stats_q_->push_used(stats_head_, 0);
+    if (stats_q_->needs_interrupt()) transport_->signal_used();
+    return true;
+}
+
+BalloonInfo BalloonDevice::info() {
+    std::lock_guard lock(mutex());
+    return info_;
+}
+
+}  // namespace vireo::virtio
