@@ -11,7 +11,13 @@ I=/guest/bench-initrd.img
 export NETBENCH_NOHASH=1
 ip link set lo up
 
-wait_for() { n=0; while ! tr -d '\r' </tmp/o | grep -q "$1" && [ $n -lt "${2:-120}" ]; do sleep 0.5; n=$((n + 1)); done; }
+# wait_for TEXT [HALF_SECONDS]: until the VMM ($pid) prints TEXT, exits, or time runs out.
+wait_for() {
+  n=0
+  while ! tr -d '\r' </tmp/o | grep -q "$1" && [ $n -lt "${2:-120}" ] && kill -0 "$pid" 2>/dev/null; do
+    sleep 0.5; n=$((n + 1))
+  done
+}
 val() { tr -d '\r' <"$2" | sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | tail -n1; }
 
 # one_tap VMM: boots VMM with a tap in this namespace, measures, records.
@@ -25,7 +31,7 @@ one_tap() {
       qemu-system-x86_64 -M q35 -accel kvm -cpu host -m 512M -smp 1 -nodefaults -no-user-config \
         -display none -serial stdio -no-reboot -kernel $K -initrd $I -append "$C" \
         -netdev tap,id=n0,ifname=vtap0,script=no,downscript=no,vhost=$vh \
-        -device virtio-net-pci,netdev=n0 >/tmp/o 2>&1 </dev/null & ;;
+        -device virtio-net-pci,netdev=n0,romfile= >/tmp/o 2>&1 </dev/null & ;;
   esac
   pid=$!
   n=0; while ! ip link show vtap0 >/dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
@@ -55,7 +61,7 @@ one_vsock() {
     netbench sink vsock:5002 >/tmp/g2h 2>&1 &
     qemu-system-x86_64 -M q35 -accel kvm -cpu host -m 512M -smp 1 -nodefaults -no-user-config \
       -display none -serial stdio -no-reboot -kernel $K -initrd $I -append "$C" \
-      -device vhost-vsock-pci,guest-cid=7 >/tmp/o 2>&1 </dev/null &
+      -device vhost-vsock-pci,guest-cid=7,romfile= >/tmp/o 2>&1 </dev/null &
     pid=$!; to=vsock:7
   fi
   wait_for "LISTENING vsock:5001"

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/unique_fd.hpp"
 #include "virtio/device.hpp"
 
 namespace vireo::virtio {
@@ -91,6 +92,11 @@ class NetBackend {
 /// Opens (creating it if needed, which takes CAP_NET_ADMIN) the tap device `name` in
 /// multi-frame vnet-header mode and probes its offloads.
 Result<std::shared_ptr<NetBackend>> open_tap(const std::string& name, uint16_t mtu);
+
+/// A back-end on one end of a datagram socketpair: each datagram is one frame with its
+/// virtio_net_hdr_v1 in front; the other end (returned) is the "wire". For connecting a
+/// domain to a program on the host (and for tests and fuzzers). Offers no offloads.
+Result<std::pair<std::shared_ptr<NetBackend>, UniqueFd>> socketpair_backend();
 
 struct NetStats {
     uint64_t rx_frames = 0, rx_bytes = 0, rx_dropped = 0;

@@ -73,6 +73,7 @@ add_mod() {
   local line path
   line=$(grep -E "/${1//-/[-_]}\.ko(\.[a-z]+)?:" "$mods_dep" | head -n1) || { echo "vireo test host: no module $1" >&2; exit 2; }
   path=${line%%:*}
+  case $(basename "$path" .ko) in irqbypass|kvm|kvm-amd|tun) return 0 ;; esac  # always loaded
   case " $extra_mods " in *" $(basename "$path" .ko) "*) return 0 ;; esac
   for dep in ${line#*:}; do add_mod "$(basename "${dep%%.ko*}")"; done
   cp "$cache/kernel/lib/modules/$release/$path" "$root/lib/modules/"
@@ -139,7 +140,7 @@ timeout --foreground "$timeout" qemu-system-x86_64 -M q35 -accel tcg,thread=mult
   -cpu EPYC,+svm,+npt -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none \
   -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$work/host.img" \
   -append "console=ttyS0 quiet panic=-1 rdinit=/init" </dev/null 2>"$work/qemu.err" |
-  tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep -v -e '^\[' -e '^VIREO-HOST' || true; else cat; fi
+  stdbuf -oL tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep --line-buffered -v -e '^\[' -e '^VIREO-HOST' || true; else cat; fi
 qemu_rc=${PIPESTATUS[0]}
 set -e
 rc=$(sed -n 's/^VIREO-HOST-EXIT: \([0-9]*\)$/\1/p' "$out" | tail -n1)

@@ -1,0 +1,96 @@
+// libFuzzer target: virtio-net's frame path. The input is a hostile driver and a hostile wire
+// at once: the descriptor tables of the receive and transmit queues, the avail entries, the
+// bytes buffers point at (frames and their virtio_net_hdr), and frames of any size arriving
+// from the back-end (a datagram socketpair: a real back-end, one frame per datagram).
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "virtio/net.hpp"
+#include "virtio/testing/driver.hpp"
+#include "virtio/virtio.hpp"
+
+using namespace vireo;
+
+namespace {
+constexpr uint64_t kRam = 1 << 20;
+constexpr uint16_t kQueueSize = 64;
+constexpr uint64_t kRxRings = 0, kTxRings = 0x2000;
+constexpr uint64_t kData = 0x4000;  // what descriptors usually point at (to the end of RAM)
+
+struct World {
+    World() {
+        log::set_level(log::Level::Off);
+        auto [backend, peer] = virtio::socketpair_backend().value();
+        wire = std::move(peer);
+        loop = EventLoop::create("fuzz").value();
+        device = std::make_shared<virtio::NetDevice>(backend, virtio::derived_mac("fuzz"), 1500,
+                                                     kQueueSize);
+        transport = virtio::MmioTransport::create(mem, device, 0).value();
+        if (!transport->attach_loop(*loop)) abort();
+    }
+    memory::GuestMemory mem = memory::GuestMemory::create_flat(kRam).value();
+    std::unique_ptr<EventLoop> loop;
+    std::shared_ptr<virtio::NetDevice> device;
+    std::shared_ptr<virtio::MmioTransport> transport;
+    UniqueFd wire;
+};
+
+void fill_queue(virtio::testing::DriverQueue& q, const uint8_t*& p, const uint8_t* end) {
+    for (uint16_t i = 0; i < kQueueSize && p + 16 <= end; ++i, p += 16) {
+        virtio::testing::RawDesc d;
+        std::memcpy(&d, p, 16);
+        if (!(d.addr >> 63)) d.addr = kData + (d.addr % (kRam - kData));
+        d.len %= 0x12000;
+        q.write_desc(i, d);
+    }
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    if (size < 4) return 0;
+    static World w;
+    const uint8_t flags = data[0];
+    const uint64_t features = virtio::kFeatureIndirectDesc | virtio::kNetFMac | virtio::kNetFMtu |
+                              ((flags & 1) ? virtio::kFeatureEventIdx : 0) |
+                              ((flags & 2) ? virtio::kNetFMrgRxbuf : 0);
+    auto ram = w.mem.slice(memory::Gpa(0), kRam).value();
+    std::memset(ram.data(), 0, kData);
+    virtio::testing::DriverQueue rx(w.mem, kRxRings, kQueueSize), tx(w.mem, kTxRings, kQueueSize);
+    virtio::testing::MmioDriver drv(*w.transport);
+    virtio::testing::DriverQueue* qs[] = {&rx, &tx};
+    drv.start(features, qs);
+    // Input: [flags][n rx avail][n tx avail][n frames][rx descs (half)][tx descs][data...]
+    const uint8_t* p = data + 4;
+    const uint8_t* end = data + size;
+    const uint8_t* mid = p + std::min<size_t>(size - 4, 64 * 16) / 2;
+    fill_queue(rx, p, mid);
+    fill_queue(tx, p, end);
+    if (p < end) std::memcpy(ram.data() + kData, p, std::min<size_t>(end - p, kRam - kData));
+    for (size_t i = 0; i < data[1] % (kQueueSize + 2); ++i)
+        rx.put_avail(static_cast<uint16_t>(i < size ? data[size - 1 - i] % (kQueueSize + 1) : i));
+    for (size_t i = 0; i < data[2] % (kQueueSize + 2); ++i)
+        tx.put_avail(static_cast<uint16_t>((i < size ? data[i] : i) % (kQueueSize + 1)));
+    // Frames from the wire: sizes taken from the input, bytes from it too (cycled).
+    static uint8_t frame[70000];
+    for (size_t i = 0; i < data[3] % 8; ++i) {
+        size_t len = (size_t{data[(i * 7) % size]} << 8 | data[(i * 13) % size]) * 2 % sizeof frame;
+        for (size_t j = 0; j < len; j += 97)
+            frame[j] = data[(i + j) % size];
+        (void)::send(w.wire.get(), frame, len, MSG_DONTWAIT);
+    }
+    w.transport->process_queue(1);
+    w.transport->process_queue(0);
+    for (int i = 0; i < 4; ++i)
+        w.loop->poll_once(0);
+    while (::recv(w.wire.get(), frame, sizeof frame, MSG_DONTWAIT) > 0) {
+    }
+    uint32_t zero = 0;  // reset: the next input starts clean
+    w.transport->write(0x70, std::span(reinterpret_cast<const uint8_t*>(&zero), 4));
+    while (::recv(w.wire.get(), frame, sizeof frame, MSG_DONTWAIT) > 0) {
+    }
+    return 0;
+}
