@@ -59,6 +59,18 @@ static uint64_t fnv(uint64_t h, const uint8_t* p, size_t n) {
 }
 #define FNV_INIT 1469598103934665603ull
 
+// connect() with retries: a listener that has just printed LISTENING may not be reachable
+// through every transport yet.
+static int connect_retry(int fd, const struct sockaddr* a, socklen_t len) {
+    for (int i = 0; i < 50; ++i) {
+        if (connect(fd, a, len) == 0) return 0;
+        if (errno != ETIMEDOUT && errno != ECONNREFUSED && errno != ECONNRESET && errno != ENOENT)
+            return -1;
+        usleep(100000);
+    }
+    return -1;
+}
+
 static int connect_to(const char* ep) {
     int fd = -1;
     if (!strncmp(ep, "tcp:", 4)) {
@@ -72,14 +84,23 @@ static int connect_to(const char* ep) {
         fd = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (connect(fd, (struct sockaddr*)&a, sizeof a)) die("connect");
+        if (connect_retry(fd, (struct sockaddr*)&a, sizeof a)) die("connect");
     } else if (!strncmp(ep, "vsock:", 6)) {
         unsigned cid, port;
         if (sscanf(ep + 6, "%u:%u", &cid, &port) != 2) die("bad vsock endpoint");
         struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
         fd = socket(AF_VSOCK, SOCK_STREAM, 0);
         if (fd < 0) die("socket(AF_VSOCK)");
-        if (connect(fd, (struct sockaddr*)&a, sizeof a)) die("connect");
+        if (connect_retry(fd, (struct sockaddr*)&a, sizeof a)) {
+            // A timed-out vsock socket cannot be reused: retry on fresh ones.
+            for (int i = 0; i < 20; ++i) {
+                close(fd);
+                fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+                if (connect(fd, (struct sockaddr*)&a, sizeof a) == 0) break;
+                if (i == 19) die("connect");
+                usleep(200000);
+            }
+        }
     } else if (!strncmp(ep, "unix:", 5) || !strncmp(ep, "fc:", 3)) {
         int fc = ep[0] == 'f';
         char path[108];
