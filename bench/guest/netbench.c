@@ -79,7 +79,8 @@ static int connect_to(const char* ep) {
         if (!colon || (size_t)(colon - ep - 4) >= sizeof host) die("bad tcp endpoint");
         memcpy(host, ep + 4, (size_t)(colon - ep - 4));
         host[colon - ep - 4] = 0;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)atoi(colon + 1))};
         if (inet_pton(AF_INET, host, &a.sin_addr) != 1) die("bad address");
         fd = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;

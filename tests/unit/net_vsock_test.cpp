@@ -61,8 +61,8 @@ struct Rig {
     }
     std::optional<testing::Used> wait_used(size_t q) {
         std::optional<testing::Used> u;
-        run_until(*loop, [&] { return (u = dqs[q]->next_used()).has_value(); },
-                  std::chrono::seconds(5));
+        run_until(
+            *loop, [&] { return (u = dqs[q]->next_used()).has_value(); }, std::chrono::seconds(5));
         return u;
     }
     bool needs_reset() const { return (transport->status() & kStatusNeedsReset) != 0; }
@@ -121,8 +121,8 @@ TEST(VsockOptions, ParsesAndRefuses) {
     auto v = parse_vsock_option("cid=42,socket=/tmp/x.sock");
     ASSERT_TRUE(v);
     EXPECT_EQ(v->cid, 42u);
-    for (const char* bad : {"cid=2,socket=/tmp/a", "cid=x,socket=/tmp/a", "socket=/tmp/a",
-                            "cid=5", "cid=5,socket=/tmp/a,speed=1"})
+    for (const char* bad : {"cid=2,socket=/tmp/a", "cid=x,socket=/tmp/a", "socket=/tmp/a", "cid=5",
+                            "cid=5,socket=/tmp/a,speed=1"})
         EXPECT_FALSE(parse_vsock_option(bad)) << bad;
     EXPECT_FALSE(parse_vsock_option("cid=5,socket=/" + std::string(120, 'a')));
 }
@@ -222,8 +222,8 @@ TEST(Net, ReadableReceiveBufferIsADriverError) {
     std::vector<uint8_t> frame(kNetHdrSize + 64, 1);
     ASSERT_EQ(::send(n.wire.get(), frame.data(), frame.size(), 0),
               static_cast<ssize_t>(frame.size()));
-    EXPECT_TRUE(run_until(*n.rig->loop, [&] { return n.rig->needs_reset(); },
-                          std::chrono::seconds(5)));
+    EXPECT_TRUE(run_until(
+        *n.rig->loop, [&] { return n.rig->needs_reset(); }, std::chrono::seconds(5)));
 }
 
 // --- virtio-vsock ------------------------------------------------------------------------
@@ -267,7 +267,7 @@ TEST(Vsock, GuestConnectsToAHostPortAndSendsData) {
         rig.drv.notify(1);
         ASSERT_TRUE(rig.wait_used(1));
     };
-    send_packet(1, "");  // REQUEST
+    send_packet(1, "");            // REQUEST
     auto resp = rig.wait_used(0);  // the RESPONSE: a bare header
     ASSERT_TRUE(resp);
     EXPECT_EQ(resp->len, sizeof(VsockHeader));
@@ -358,7 +358,9 @@ TEST(Api, StructuredErrorsAndDispatch) {
     methods["refuse"] = [](const api::Json&) -> api::Json {
         throw api::ApiError("bad-state", "no");
     };
-    auto call = [&](std::string_view line) { return api::Json::parse(api::handle_request(methods, line)); };
+    auto call = [&](std::string_view line) {
+        return api::Json::parse(api::handle_request(methods, line));
+    };
     EXPECT_EQ(call(R"({"id":3,"method":"echo","params":{"a":1}})")["result"]["a"], 1);
     EXPECT_EQ(call(R"({"id":3,"method":"echo"})")["id"], 3);
     EXPECT_EQ(call("{nope")["error"]["code"], "parse-error");
