@@ -69,7 +69,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t* mid = p + std::min<size_t>(size - 4, 64 * 16) / 2;
     fill_queue(rx, p, mid);
     fill_queue(tx, p, end);
-    if (p < end) std::memcpy(ram.data() + kData, p, std::min<size_t>(end - p, kRam - kData));
+    if (p < end)
+        std::memcpy(ram.data() + kData, p,
+                    std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));
     for (size_t i = 0; i < data[1] % (kQueueSize + 2); ++i)
         rx.put_avail(static_cast<uint16_t>(i < size ? data[size - 1 - i] % (kQueueSize + 1) : i));
     for (size_t i = 0; i < data[2] % (kQueueSize + 2); ++i)

@@ -95,7 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fill_queue(tx, p, end);
     if (p < end) {
         // Packets: make most of them plausible (right CIDs, port 5 or a few others).
-        std::memcpy(ram.data() + kData, p, std::min<size_t>(end - p, kRam - kData));
+        std::memcpy(ram.data() + kData, p,
+                    std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));
         for (uint64_t at = kData; at + 44 <= kData + 0x8000; at += 0x800) {
             if (data[0] & 2) continue;
             virtio::VsockHeader h;
