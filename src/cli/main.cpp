@@ -64,11 +64,13 @@ int main(int argc, char** argv) {
     vireo::cli::RunOptions run_options;
     auto* run = vireo::cli::add_run_command(app, run_options);
     auto run_client = vireo::cli::add_client_commands(app);
+    auto run_host = vireo::cli::add_host_commands(app);
 
     CLI11_PARSE(app, argc, argv);
     if (*run) return vireo::cli::run_guest(run_options);
     if (*demo) return vireo::cli::run_demo(quiet);
     if (*info) return run_info(device);
     if (int rc = run_client(); rc >= 0) return rc;
+    if (int rc = run_host(); rc >= 0) return rc;
     return 0;
 }

@@ -1,6 +1,7 @@
 #include "cli/run.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "base/mapped_file.hpp"
 #include "base/size.hpp"
 #include "base/unique_fd.hpp"
+#include "host/config.hpp"
 #include "hv/hypervisor.hpp"
 #include "virtio/slirp.hpp"
 #include "vmm/console.hpp"
@@ -204,6 +206,24 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                   "`vireo mem-set` then shrinks or regrows the running guest");
     run->add_option("--api-socket", o.api_socket,
                     "Serve the JSON control API on this Unix socket (mode 0600; see docs/api.md)");
+    run->add_option("--memory-backing", o.memory_backing,
+                    "anonymous: pages on first touch; prefault: all allocated before the guest "
+                    "starts; locked: prefaulted and never swapped (mlock)")
+        ->check(CLI::IsMember({"anonymous", "prefault", "locked"}))
+        ->capture_default_str();
+    run->add_option("--cpu-affinity", o.cpu_affinity,
+                    "Host CPUs vireo's threads may run on, e.g. 0-3,^1");
+    run->add_option("--pin-vcpus", o.pin_vcpus,
+                    "One host CPU per vCPU, comma-separated (vCPU i runs only on the i-th)");
+    run->add_option("--on-crash", o.on_crash,
+                    "After a guest panic or failure: exit, or preserve (keep the stopped domain "
+                    "and its memory until SIGTERM, for inspection)")
+        ->check(CLI::IsMember({"exit", "preserve"}))
+        ->capture_default_str();
+    run->add_option("--ready-fd", o.ready_fd,
+                    "(for vireo up) write ready to this fd once the machine is built, then "
+                    "start the guest only after reading g from it")
+        ->group("");
     run->add_option("--name", o.name,
                     "Domain name (the default MAC addresses derive from it, so they stay the "
                     "same from run to run)")
@@ -223,6 +243,17 @@ int run_guest(const RunOptions& o) {
         return kExitError;
     };
 
+    if (!o.cpu_affinity.empty()) {
+        auto cpus = host::parse_cpu_list(o.cpu_affinity,
+                                         static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF)));
+        if (!cpus) return fail_with("--cpu-affinity: " + cpus.error().message());
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (uint32_t c : *cpus)
+            CPU_SET(c, &set);
+        if (::sched_setaffinity(0, sizeof set, &set) != 0)  // inherited by every thread
+            return fail_with(fmt::format("--cpu-affinity: {}", std::strerror(errno)));
+    }
     // Block SIGINT/SIGTERM before any thread exists (back-ends and the API start threads), so
     // every thread inherits the mask and only the sigwait thread below takes them.
     sigset_t stop_signals;
@@ -300,6 +331,23 @@ int run_guest(const RunOptions& o) {
     }
     config.rng = o.rng;
     config.balloon = o.balloon;
+    config.backing = o.memory_backing == "prefault" ? vmm::VmConfig::Backing::Prefault
+                     : o.memory_backing == "locked" ? vmm::VmConfig::Backing::Locked
+                                                    : vmm::VmConfig::Backing::Anonymous;
+    for (size_t pos = 0; !o.pin_vcpus.empty() && pos <= o.pin_vcpus.size();) {
+        size_t comma = o.pin_vcpus.find(',', pos);
+        if (comma == std::string::npos) comma = o.pin_vcpus.size();
+        const std::string item = o.pin_vcpus.substr(pos, comma - pos);
+        char* end = nullptr;
+        const long cpu = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE)
+            return fail_with(fmt::format("--pin-vcpus: \"{}\" is not a CPU number", item));
+        config.vcpu_cpus.push_back(static_cast<int>(cpu));
+        pos = comma + 1;
+    }
+    if (!config.vcpu_cpus.empty() && config.vcpu_cpus.size() != o.cpus)
+        return fail_with(
+            fmt::format("--pin-vcpus: {} CPUs for {} vCPUs", config.vcpu_cpus.size(), o.cpus));
     if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) + (vsock ? 1 : 0) +
             (config.balloon ? 1 : 0) >
         vmm::kMaxVirtioDevices)
@@ -384,7 +432,20 @@ int run_guest(const RunOptions& o) {
         ++boots;
         log::debug("boot {}: building the machine", boots);
         auto vm = vmm::Vm::create(*hv, config, images);
-        if (!vm) return fail_with(vm.error().message());
+        if (!vm) {
+            if (o.ready_fd >= 0) {
+                const std::string msg = "error: " + vm.error().message() + "\n";
+                (void)!::write(o.ready_fd, msg.data(), msg.size());
+            }
+            return fail_with(vm.error().message());
+        }
+        if (o.ready_fd >= 0 && boots == 1) {
+            // Built: memory allocated (and prefaulted or locked), vCPUs created. Report, then
+            // start only when the supervisor says every domain is ready.
+            (void)!::write(o.ready_fd, "ready\n", 6);
+            char go = 0;
+            if (::read(o.ready_fd, &go, 1) != 1 || go != 'g') return 0;
+        }
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
         if (const uint64_t want = g_guest_memory_request.load(); want != 0)
@@ -396,6 +457,18 @@ int run_guest(const RunOptions& o) {
         if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart" && !g_stop.requested()) {
             log::info("guest rebooted: restarting it");
             continue;
+        }
+        if (o.on_crash == "preserve" &&
+            (outcome.fate == vmm::Fate::Panic || outcome.fate == vmm::Fate::TripleFault ||
+             outcome.fate == vmm::Fate::InternalError) &&
+            !g_stop.requested()) {
+            log::error("{}: {}; preserved (memory kept) until stopped",
+                       vmm::to_string(outcome.fate), outcome.detail);
+            if (o.ready_fd >= 0) (void)!::write(o.ready_fd, "crashed\n", 8);
+            while (!g_stop.requested())
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            print_stats();
+            return status_for(outcome.fate);
         }
         if (outcome.fate == vmm::Fate::PowerOff) {
             log::debug("{}", outcome.detail);

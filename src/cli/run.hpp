@@ -33,6 +33,11 @@ struct RunOptions {
     std::string vsock;
     bool balloon = false;
     std::string api_socket;
+    std::string memory_backing = "anonymous";
+    std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
+    std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
+    std::string on_crash = "exit";
+    int ready_fd = -1;  ///< supervisor hand-shake: "ready" once built, then wait for 'g'
     std::string name = "vireo";
     bool rng = false;
     bool stats = false;
@@ -47,5 +52,7 @@ int run_guest(const RunOptions& options);
 /// Adds the API client commands (`mem-set`, `api`); returns a function that runs whichever
 /// was given (or returns -1 if none was).
 std::function<int()> add_client_commands(CLI::App& app);
+/// Adds `up`, `list`, `destroy`, `down` (cli/up.cpp); same convention.
+std::function<int()> add_host_commands(CLI::App& app);
 
 }  // namespace vireo::cli

@@ -1,5 +1,9 @@
 #include "vmm/vm.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+
 #include <cstring>
 #include <thread>
 
@@ -137,6 +141,16 @@ Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig&
     std::vector<memory::RegionSpec> layout{{Gpa(0), low}};
     if (config.memory_bytes > low) layout.push_back({Gpa(k4GiB), config.memory_bytes - low});
     VIREO_TRY_ASSIGN(auto mem, memory::GuestMemory::create(layout, "vireo-guest-ram"));
+    if (config.backing != VmConfig::Backing::Anonymous) {
+        // Every page now, so nothing fails later for lack of memory.
+        for (const auto& r : mem.regions()) {
+            if (::madvise(r.host, r.size, MADV_POPULATE_WRITE) != 0)
+                return fail_errno(errno, "prefaulting {} MiB of guest memory", r.size >> 20);
+            if (config.backing == VmConfig::Backing::Locked && ::mlock(r.host, r.size) != 0)
+                return fail_errno(errno, "locking {} MiB of guest memory (RLIMIT_MEMLOCK?)",
+                                  r.size >> 20);
+        }
+    }
     std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
     VIREO_TRY(vm->build(hv, images));
     return vm;
@@ -413,8 +427,16 @@ Outcome Vm::run() {
     }
     std::vector<std::thread> threads;
     threads.reserve(vcpus_.size());
-    for (auto& v : vcpus_)
-        threads.emplace_back([this, vcpu = v.get()] { vcpu_loop(*vcpu); });
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+        threads.emplace_back([this, vcpu = vcpus_[i].get()] { vcpu_loop(*vcpu); });
+        if (i < config_.vcpu_cpus.size()) {  // pinned pool: this vCPU owns one host CPU
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(static_cast<size_t>(config_.vcpu_cpus[i]), &set);
+            if (::pthread_setaffinity_np(threads.back().native_handle(), sizeof set, &set) != 0)
+                log::warn("vCPU {}: cannot pin to CPU {}", i, config_.vcpu_cpus[i]);
+        }
+    }
     {
         std::unique_lock lock(fate_mu_);
         fate_cv_.wait(lock, [&] { return fate_set_; });

@@ -53,6 +53,11 @@ struct VmConfig {
     /// A virtio-vsock device around this host-side listener (kept across reboots).
     std::shared_ptr<virtio::VsockListener> vsock;
     bool balloon = false;  ///< a virtio-balloon device
+    /// How guest RAM is backed: Anonymous (pages on first touch), Prefault (every page
+    /// allocated before the guest runs), Locked (prefaulted and mlocked: never swapped).
+    enum class Backing { Anonymous, Prefault, Locked } backing = Backing::Anonymous;
+    /// Host CPU per vCPU (pinned pools); empty: vCPU threads float (process affinity).
+    std::vector<int> vcpu_cpus;
 };
 
 /// The kernel and initrd bytes (owned by the caller; reused across reboots).

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# vireo up launch benchmark, tiny PVH guests on this host's /dev/kvm: for N domains from one
+# host file, the time from `vireo up` to the last domain's report on its console, the launch
+# rate, and memory: the supervisor's RSS and each domain process's PSS (proportional set
+# size: shared library pages split among the processes that map them) and RSS.
+# usage: bench/up.sh [N...]   (default 1 16 64 128; after building into build/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+vireo=$PWD/build/vireo
+idle=$PWD/build/tests/pvh_idle.elf
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1 16 64 128)
+work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-upbench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+printf '%8s %10s %14s %16s %18s %18s\n' domains "to last s" "domains/s" "supervisor RSS" "domain PSS (avg)" "domain RSS (avg)"
+for n in "${counts[@]}"; do
+  dir=$work/n$n
+  mkdir -p "$dir"
+  {
+    echo "run_dir = \"$dir/run\""
+    echo 'reserve = "64M"'
+    for i in $(seq 1 "$n"); do
+      printf '[domains.d%d]\nkernel = "%s"\nmemory = "64M"\nallow_software_kvm = true\n' "$i" "$idle"
+    done
+  } >"$dir/host.toml"
+  start=$(date +%s%N)
+  "$vireo" up "$dir/host.toml" >"$dir/up.out" 2>&1 &
+  up_pid=$!
+  while [ "$(cat "$dir"/run/d*.log 2>/dev/null | grep -c PVH-UP)" -lt "$n" ]; do sleep 0.005; done
+  end=$(date +%s%N)
+  sleep 0.5
+  sup=$(awk '/^VmRSS/ {print $2}' /proc/$up_pid/status)
+  pss=0; rss=0; k=0
+  for p in $(pgrep -f "vireo run --name d"); do
+    pss=$((pss + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup)))
+    rss=$((rss + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
+    k=$((k + 1))
+  done
+  "$vireo" down --run-dir "$dir/run"
+  wait $up_pid || true
+  secs=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
+  printf '%8d %10s %14s %13s KiB %14s KiB %14s KiB\n' "$n" "$secs" \
+    "$(echo "scale=1; $n / $secs" | bc)" "$sup" "$((pss / k))" "$((rss / k))"
+done

@@ -1,0 +1,449 @@
+#include "host/config.hpp"
+
+#include <sys/resource.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "base/size.hpp"
+
+namespace vireo::host {
+
+namespace {
+
+// Collects problems; each names file, line and key.
+struct Problems {
+    std::string path;
+    std::vector<std::string> list;
+    void add(int line, std::string_view key, const std::string& why) {
+        list.push_back(fmt::format("{}:{}: {}: {}", path, line, key, why));
+    }
+};
+
+int line_of(const toml::node& n) {
+    return static_cast<int>(n.source().begin.line);
+}
+
+std::optional<Action> parse_action(std::string_view s) {
+    if (s == "destroy") return Action::Destroy;
+    if (s == "restart") return Action::Restart;
+    if (s == "preserve") return Action::Preserve;
+    return std::nullopt;
+}
+
+bool valid_name(std::string_view n) {
+    if (n.empty() || n.size() > 64) return false;
+    for (char c : n)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+            return false;
+    return n[0] != '.' && n[0] != '-';
+}
+
+// Typed getters: a wrong type is a problem, absence leaves the default.
+struct Reader {
+    Problems& p;
+    std::string prefix;  // "domains.web."
+    bool str(const toml::node& n, std::string_view key, std::string& out) {
+        if (auto v = n.value<std::string>(); v && n.is_string()) {
+            out = *v;
+            return true;
+        }
+        p.add(line_of(n), prefix + std::string(key), "must be a string");
+        return false;
+    }
+    bool boolean(const toml::node& n, std::string_view key, bool& out) {
+        if (!n.is_boolean()) {
+            p.add(line_of(n), prefix + std::string(key), "must be true or false");
+            return false;
+        }
+        out = *n.value<bool>();
+        return true;
+    }
+    bool integer(const toml::node& n, std::string_view key, int64_t lo, int64_t hi, int64_t& out) {
+        if (!n.is_integer()) {
+            p.add(line_of(n), prefix + std::string(key), "must be an integer");
+            return false;
+        }
+        out = *n.value<int64_t>();
+        if (out < lo || out > hi) {
+            p.add(line_of(n), prefix + std::string(key),
+                  fmt::format("{} is out of range ({} to {})", out, lo, hi));
+            return false;
+        }
+        return true;
+    }
+    bool size(const toml::node& n, std::string_view key, uint64_t& out) {
+        if (n.is_integer()) {  // a bare number is MiB, as on the command line
+            const int64_t v = *n.value<int64_t>();
+            if (v <= 0) {
+                p.add(line_of(n), prefix + std::string(key), "must be positive");
+                return false;
+            }
+            out = static_cast<uint64_t>(v) << 20;
+            return true;
+        }
+        if (!n.is_string()) {
+            p.add(line_of(n), prefix + std::string(key), "must be a size such as \"512M\"");
+            return false;
+        }
+        auto s = parse_size(*n.value<std::string>());
+        if (!s) {
+            p.add(line_of(n), prefix + std::string(key), s.error().message());
+            return false;
+        }
+        out = *s;
+        return true;
+    }
+    bool strings(const toml::node& n, std::string_view key, std::vector<std::string>& out) {
+        const auto* arr = n.as_array();
+        if (arr == nullptr) {
+            p.add(line_of(n), prefix + std::string(key), "must be an array of strings");
+            return false;
+        }
+        for (const auto& e : *arr) {
+            if (!e.is_string()) {
+                p.add(line_of(e), prefix + std::string(key), "must be an array of strings");
+                return false;
+            }
+            out.push_back(*e.value<std::string>());
+        }
+        return true;
+    }
+};
+
+void parse_pool(const std::string& name, const toml::table& t, uint32_t num_cpus, Problems& p,
+                HostConfig& cfg, std::map<uint32_t, std::string>& owner) {
+    Pool pool;
+    pool.name = name;
+    pool.line = line_of(t);
+    Reader r{p, "pools." + name + "."};
+    if (!valid_name(name)) p.add(pool.line, "pools." + name, "a name is letters, digits, -, _, .");
+    bool have_cpus = false;
+    for (auto&& [k, v] : t) {
+        const std::string key(k.str());
+        if (key == "cpus") {
+            std::string s;
+            if (!r.str(v, key, s)) continue;
+            auto cpus = parse_cpu_list(s, num_cpus);
+            if (!cpus) {
+                p.add(line_of(v), r.prefix + key, cpus.error().message());
+                continue;
+            }
+            pool.cpus = *cpus;
+            have_cpus = true;
+        } else if (key == "policy" || key == "sched") {
+            std::string s;
+            if (!r.str(v, key, s)) continue;
+            if (s == "shared")
+                pool.policy = PoolPolicy::Shared;
+            else if (s == "pinned")
+                pool.policy = PoolPolicy::Pinned;
+            else
+                p.add(line_of(v), r.prefix + key, fmt::format("\"{}\": use shared or pinned", s));
+        } else {
+            p.add(line_of(v), r.prefix + key, "unknown key (known: cpus, policy)");
+        }
+    }
+    if (!have_cpus) p.add(pool.line, "pools." + name + ".cpus", "is required");
+    for (uint32_t c : pool.cpus) {
+        auto [it, fresh] = owner.emplace(c, name);
+        if (!fresh)
+            p.add(pool.line, "pools." + name + ".cpus",
+                  fmt::format("CPU {} is already in pool {}", c, it->second));
+    }
+    cfg.pools[name] = std::move(pool);
+}
+
+void parse_domain(const std::string& name, const toml::table& t, Problems& p, HostConfig& cfg) {
+    Domain d;
+    d.name = name;
+    d.line = line_of(t);
+    Reader r{p, "domains." + name + "."};
+    if (!valid_name(name))
+        p.add(d.line, "domains." + name, "a name is 1-64 letters, digits, -, _, . (not first)");
+    for (auto&& [k, v] : t) {
+        const std::string key(k.str());
+        int64_t n = 0;
+        std::string s;
+        if (key == "kernel")
+            r.str(v, key, d.kernel);
+        else if (key == "initrd")
+            r.str(v, key, d.initrd);
+        else if (key == "cmdline")
+            r.str(v, key, d.cmdline);
+        else if (key == "memory") {
+            if (r.size(v, key, d.memory) &&
+                (d.memory < kMinDomainMemory || d.memory > kMaxDomainMemory))
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("{} MiB is out of range (64 MiB to {} GiB)", d.memory >> 20,
+                                  kMaxDomainMemory >> 30));
+        } else if (key == "vcpus") {
+            if (r.integer(v, key, 1, kMaxDomainVcpus, n)) d.vcpus = static_cast<uint32_t>(n);
+        } else if (key == "pool")
+            r.str(v, key, d.pool);
+        else if (key == "weight") {
+            if (r.integer(v, key, 1, 10000, n)) d.weight = static_cast<uint32_t>(n);
+        } else if (key == "cap") {
+            if (r.integer(v, key, 0, 100 * 1024, n)) d.cap = static_cast<uint32_t>(n);
+        } else if (key == "disks")
+            r.strings(v, key, d.disks);
+        else if (key == "nets")
+            r.strings(v, key, d.nets);
+        else if (key == "vsock")
+            r.str(v, key, d.vsock);
+        else if (key == "rng")
+            r.boolean(v, key, d.rng);
+        else if (key == "balloon")
+            r.boolean(v, key, d.balloon);
+        else if (key == "autostart")
+            r.boolean(v, key, d.autostart);
+        else if (key == "allow_software_kvm")
+            r.boolean(v, key, d.allow_software_kvm);
+        else if (key == "memory_backing") {
+            if (!r.str(v, key, s)) continue;
+            if (s == "anonymous")
+                d.memory_backing = MemoryBacking::Anonymous;
+            else if (s == "prefault")
+                d.memory_backing = MemoryBacking::Prefault;
+            else if (s == "locked")
+                d.memory_backing = MemoryBacking::Locked;
+            else if (s == "hugepages")
+                d.memory_backing = MemoryBacking::Hugepages;
+            else
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("\"{}\": use anonymous, prefault, locked or hugepages", s));
+        } else if (key == "on_poweroff" || key == "on_reboot" || key == "on_crash") {
+            if (!r.str(v, key, s)) continue;
+            auto a = parse_action(s);
+            if (!a) {
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("\"{}\": use destroy, restart or preserve", s));
+                continue;
+            }
+            (key == "on_poweroff" ? d.on_poweroff
+             : key == "on_reboot" ? d.on_reboot
+                                  : d.on_crash) = *a;
+        } else {
+            p.add(line_of(v), r.prefix + key,
+                  "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
+                  "disks, nets, vsock, rng, balloon, memory_backing, on_poweroff, on_reboot, "
+                  "on_crash, autostart, allow_software_kvm)");
+        }
+    }
+    cfg.domains.push_back(std::move(d));
+}
+
+}  // namespace
+
+Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cpus) {
+    std::set<uint32_t> cpus;
+    if (text == "all") {
+        for (uint32_t c = 0; c < num_cpus; ++c)
+            cpus.insert(c);
+        return cpus;
+    }
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = text.find(',', pos);
+        if (comma == std::string_view::npos) comma = text.size();
+        std::string_view item = text.substr(pos, comma - pos);
+        pos = comma + 1;
+        const bool exclude = !item.empty() && item[0] == '^';
+        if (exclude) item.remove_prefix(1);
+        uint32_t lo = 0, hi = 0;
+        const size_t dash = item.find('-');
+        auto num = [](std::string_view s, uint32_t& out) {
+            auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+            return !s.empty() && ec == std::errc() && p == s.data() + s.size();
+        };
+        const bool ok = dash == std::string_view::npos
+                            ? num(item, lo) && (hi = lo, true)
+                            : num(item.substr(0, dash), lo) && num(item.substr(dash + 1), hi);
+        if (!ok || lo > hi)
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\" is not a CPU list (e.g. \"0-3,^1\" or \"all\")", text);
+        if (hi >= num_cpus)
+            return fail(ErrorCode::InvalidArgument, "CPU {} does not exist (this host has 0-{})",
+                        hi, num_cpus - 1);
+        for (uint32_t c = lo; c <= hi; ++c) {
+            if (exclude)
+                cpus.erase(c);
+            else
+                cpus.insert(c);
+        }
+    }
+    if (cpus.empty()) return fail(ErrorCode::InvalidArgument, "\"{}\" names no CPU", text);
+    return cpus;
+}
+
+Result<HostConfig> parse_host_config(std::string_view text, const std::string& path,
+                                     uint32_t num_cpus) {
+    toml::table root;
+    try {
+        root = toml::parse(text, path);
+    } catch (const toml::parse_error& e) {
+        return fail(ErrorCode::InvalidArgument, "{}:{}: {}", path, e.source().begin.line,
+                    e.description());
+    }
+    Problems p{path, {}};
+    HostConfig cfg;
+    cfg.path = path;
+    std::map<uint32_t, std::string> owner;  // CPU -> pool
+    Reader top{p, ""};
+    for (auto&& [k, v] : root) {
+        const std::string key(k.str());
+        if (key == "overcommit") {
+            top.boolean(v, key, cfg.overcommit);
+        } else if (key == "reserve") {
+            top.size(v, key, cfg.reserve);
+        } else if (key == "run_dir") {
+            top.str(v, key, cfg.run_dir);
+        } else if (key == "pools" || key == "domains") {
+            const auto* t = v.as_table();
+            if (t == nullptr) {
+                p.add(line_of(v), key, "must be a table ([" + key + ".NAME] sections)");
+                continue;
+            }
+            for (auto&& [name, body] : *t) {
+                const auto* bt = body.as_table();
+                if (bt == nullptr) {
+                    p.add(line_of(body), key + "." + std::string(name.str()),
+                          "must be a table ([" + key + "." + std::string(name.str()) + "])");
+                    continue;
+                }
+                if (key == "pools")
+                    parse_pool(std::string(name.str()), *bt, num_cpus, p, cfg, owner);
+                else
+                    parse_domain(std::string(name.str()), *bt, p, cfg);
+            }
+        } else {
+            p.add(line_of(v), key,
+                  "unknown key (known: overcommit, reserve, run_dir, pools, domains)");
+        }
+    }
+    // toml++ keeps tables sorted by key; domains start in file order.
+    std::stable_sort(cfg.domains.begin(), cfg.domains.end(),
+                     [](const Domain& a, const Domain& b) { return a.line < b.line; });
+    // The default pool: every CPU no pool names (it may be empty if none is left).
+    if (cfg.pools.count("default") == 0) {
+        Pool def;
+        def.name = "default";
+        for (uint32_t c = 0; c < num_cpus; ++c)
+            if (owner.count(c) == 0) def.cpus.insert(c);
+        cfg.pools["default"] = std::move(def);
+    }
+    for (const auto& d : cfg.domains) {
+        auto it = cfg.pools.find(d.pool);
+        if (it == cfg.pools.end()) {
+            p.add(d.line, "domains." + d.name + ".pool", fmt::format("no pool \"{}\"", d.pool));
+        } else if (it->second.cpus.empty()) {
+            p.add(d.line, "domains." + d.name + ".pool",
+                  fmt::format("pool \"{}\" has no CPUs (the other pools took them all)", d.pool));
+        }
+    }
+    if (cfg.domains.empty()) p.add(1, "domains", "the file declares no domain");
+    if (!p.list.empty()) {
+        std::string all;
+        for (const auto& s : p.list)
+            all += (all.empty() ? "" : "\n") + s;
+        return fail(ErrorCode::InvalidArgument, "{}", all);
+    }
+    return cfg;
+}
+
+Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus) {
+    std::ifstream f(path);
+    if (!f) return fail_errno(errno, "cannot read {}", path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return parse_host_config(ss.str(), path, num_cpus);
+}
+
+HostFacts HostFacts::probe() {
+    HostFacts f;
+    std::ifstream m("/proc/meminfo");
+    std::string key;
+    uint64_t kb = 0;
+    std::string unit;
+    while (m >> key >> kb) {
+        std::getline(m, unit);
+        if (key == "MemAvailable:") f.mem_available = kb << 10;
+        if (key == "HugePages_Free:") f.hugepages_free = kb * (uint64_t{2} << 20);
+    }
+    rlimit rl{};
+    f.lockable = ::getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur
+                                                                                       : UINT64_MAX;
+    f.num_cpus = static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_ONLN));
+    return f;
+}
+
+Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
+    std::vector<std::string> short_of;
+    uint64_t need = cfg.reserve, locked = 0, huge = 0;
+    std::map<std::string, uint32_t> pinned_vcpus;
+    for (const auto& d : cfg.domains) {
+        need += d.memory + kDomainOverhead;
+        if (d.memory_backing == MemoryBacking::Locked) locked += d.memory;
+        if (d.memory_backing == MemoryBacking::Hugepages) huge += d.memory;
+        if (cfg.pools.at(d.pool).policy == PoolPolicy::Pinned) pinned_vcpus[d.pool] += d.vcpus;
+    }
+    const auto mib = [](uint64_t b) { return b >> 20; };
+    if (!cfg.overcommit && need > facts.mem_available)
+        short_of.push_back(fmt::format(
+            "memory: the domains need {} MiB (guest memory + {} MiB per domain + reserve {} MiB) "
+            "but {} MiB is available: {} MiB short (or set overcommit = true)",
+            mib(need), mib(kDomainOverhead), mib(cfg.reserve), mib(facts.mem_available),
+            mib(need - facts.mem_available)));
+    if (locked > facts.lockable)
+        short_of.push_back(fmt::format(
+            "locked memory: {} MiB to lock but RLIMIT_MEMLOCK allows {} MiB: {} MiB short",
+            mib(locked), mib(facts.lockable), mib(locked - facts.lockable)));
+    if (huge > facts.hugepages_free)
+        short_of.push_back(fmt::format(
+            "huge pages: {} MiB wanted but {} MiB of 2 MiB pages are free: {} MiB short", mib(huge),
+            mib(facts.hugepages_free), mib(huge - facts.hugepages_free)));
+    for (const auto& [pool, vcpus] : pinned_vcpus) {
+        const size_t have = cfg.pools.at(pool).cpus.size();
+        if (vcpus > have)
+            short_of.push_back(fmt::format(
+                "pool {}: pinned, its domains have {} vCPUs but it has {} CPUs: {} short", pool,
+                vcpus, have, vcpus - have));
+    }
+    if (short_of.empty()) return ok();
+    std::string all;
+    for (const auto& s : short_of)
+        all += (all.empty() ? "" : "\n") + s;
+    return fail(ErrorCode::ResourceExhausted, "{}", all);
+}
+
+const char* to_string(Action a) noexcept {
+    switch (a) {
+        case Action::Destroy:
+            return "destroy";
+        case Action::Restart:
+            return "restart";
+        case Action::Preserve:
+            return "preserve";
+    }
+    return "?";
+}
+
+const char* to_string(MemoryBacking m) noexcept {
+    switch (m) {
+        case MemoryBacking::Anonymous:
+            return "anonymous";
+        case MemoryBacking::Prefault:
+            return "prefault";
+        case MemoryBacking::Locked:
+            return "locked";
+        case MemoryBacking::Hugepages:
+            return "hugepages";
+    }
+    return "?";
+}
+
+}  // namespace vireo::host

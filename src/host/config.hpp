@@ -1,0 +1,91 @@
+// The static host configuration (hyperlaunch): one TOML file declares every CPU pool and every
+// domain. Parsing checks everything it can without touching the host: unknown keys, wrong
+// types, bad sizes and CPU lists, duplicate or dangling names; each problem is reported with
+// the file, line and key, and all of them at once. Admission (does it fit this host?) is a
+// separate step over the parsed configuration and the host's facts.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/result.hpp"
+
+namespace vireo::host {
+
+/// Limits `vireo up` enforces per domain.
+inline constexpr uint32_t kMaxDomainVcpus = 1024;
+inline constexpr uint64_t kMaxDomainMemory = uint64_t{256} << 30;
+inline constexpr uint64_t kMinDomainMemory = uint64_t{64} << 20;  // as vireo run
+/// What one domain's VMM process costs beyond guest memory (measured: docs/PERFORMANCE.md).
+inline constexpr uint64_t kDomainOverhead = uint64_t{8} << 20;
+
+enum class PoolPolicy { Shared, Pinned };
+enum class MemoryBacking { Anonymous, Prefault, Locked, Hugepages };
+enum class Action { Destroy, Restart, Preserve };
+
+struct Pool {
+    std::string name;
+    std::set<uint32_t> cpus;
+    PoolPolicy policy = PoolPolicy::Shared;
+    int line = 0;
+};
+
+struct Domain {
+    std::string name;
+    std::string kernel, initrd, cmdline;  // kernel empty: the default guest
+    uint64_t memory = uint64_t{256} << 20;
+    uint32_t vcpus = 1;
+    std::string pool = "default";
+    uint32_t weight = 100;  ///< cgroup cpu.weight, 1-10000
+    uint32_t cap = 0;       ///< percent of one CPU (cpu.max); 0: no cap
+    std::vector<std::string> disks, nets;
+    std::string vsock;
+    bool rng = false, balloon = false;
+    MemoryBacking memory_backing = MemoryBacking::Anonymous;
+    Action on_poweroff = Action::Destroy, on_reboot = Action::Restart, on_crash = Action::Destroy;
+    bool autostart = true;
+    /// Run on a software KVM (tiny test guests only; see `vireo run --allow-software-kvm`).
+    bool allow_software_kvm = false;
+    int line = 0;
+};
+
+struct HostConfig {
+    std::string path;
+    bool overcommit = false;
+    uint64_t reserve = uint64_t{256} << 20;  ///< host memory kept free for the host itself
+    std::string run_dir;                ///< default: /run/vireo/<file stem> or $XDG_RUNTIME_DIR
+    std::map<std::string, Pool> pools;  ///< including "default" (CPUs no pool names)
+    std::vector<Domain> domains;        ///< in file order
+};
+
+/// Parses "0-3,^1", "all" and the like (xl's cpupool syntax) against CPUs 0..`num_cpus`-1.
+Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cpus);
+
+/// Parses and checks `path`. On failure the error message lists every problem, one per line,
+/// each "FILE:LINE: KEY: reason".
+Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus);
+Result<HostConfig> parse_host_config(std::string_view text, const std::string& path,
+                                     uint32_t num_cpus);
+
+/// What the host has, for admission.
+struct HostFacts {
+    uint64_t mem_available = 0;   ///< MemAvailable
+    uint64_t lockable = 0;        ///< RLIMIT_MEMLOCK (UINT64_MAX: unlimited)
+    uint64_t hugepages_free = 0;  ///< bytes of free 2 MiB huge pages
+    uint32_t num_cpus = 0;
+    static HostFacts probe();
+};
+
+/// Checks that every domain fits together: memory (+ overhead + reserve) unless overcommit,
+/// lockable memory for `locked`, huge pages for `hugepages`, pinned pools' CPUs. On failure the
+/// message says what is short and by how much, one line per shortfall.
+Result<void> admit(const HostConfig& config, const HostFacts& facts);
+
+const char* to_string(Action a) noexcept;
+const char* to_string(MemoryBacking m) noexcept;
+
+}  // namespace vireo::host

@@ -1,0 +1,145 @@
+#!/bin/sh
+# vireo up with tiny PVH guests directly on /dev/kvm: pools and affinity, list, policies,
+# kill -9 of one domain, destroy, admission refusal, validation errors, down, and 128 domains
+# from one file. usage: host_up.sh VIREO PVH_IDLE_ELF PVH_HELLO_ELF
+vireo=$1
+idle=$2
+hello=$3
+pass=0
+fail=0
+ok() { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+work=$(mktemp -d /tmp/vireo-up.XXXXXX)
+trap '"$vireo" down --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
+ncpu=$(nproc)
+last=$((ncpu - 1))
+field() {  # field NAME KEY: from `vireo list --json`
+  "$vireo" list --run-dir "$work/run" --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
+    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+wait_state() {  # wait_state NAME STATE
+  n=0
+  while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  [ "$(field "$1" state)" = "$2" ]
+}
+
+cat >"$work/host.toml" <<TOML
+run_dir = "$work/run"
+reserve = "64M"
+
+[pools.first]
+cpus = "0"
+
+[domains.alpha]
+kernel = "$idle"
+memory = "64M"
+pool = "first"
+weight = 300
+allow_software_kvm = true
+
+[domains.beta]
+kernel = "$idle"
+memory = "64M"
+vcpus = 2
+allow_software_kvm = true
+on_crash = "destroy"
+
+[domains.gamma]
+kernel = "$hello"
+memory = "64M"
+allow_software_kvm = true
+on_poweroff = "destroy"
+TOML
+"$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
+up_pid=$!
+if wait_state alpha running && wait_state beta running && wait_state gamma shutoff; then
+  ok "3 domains in 2 pools: alpha and beta running, gamma powered off (on_poweroff = destroy)"
+else bad "vireo up: $(cat "$work/up.out")"; fi
+sleep 0.5
+if grep -q PVH-UP "$work/run/alpha.log" && grep -q PVH-UP "$work/run/beta.log"; then
+  ok "each domain's console is in RUN_DIR/NAME.log"
+else bad "console logs"; fi
+a=$(field alpha id)
+aff=$(grep Cpus_allowed_list /proc/"$a"/task/*/status | sed 's/.*:\s*//' | sort -u | tr '\n' ' ')
+if [ "$aff" = "0 " ]; then ok "alpha (pool first = CPU 0): every thread's affinity is CPU 0"
+else bad "alpha affinity: $aff"; fi
+b=$(field beta id)
+aff=$(grep Cpus_allowed_list /proc/"$b"/status | sed 's/.*:\s*//')
+want=$([ "$ncpu" -gt 1 ] && echo "1-$last" | sed 's/^1-1$/1/' || echo "")
+if [ "$ncpu" -eq 1 ] || [ "$aff" = "$want" ]; then ok "beta (default pool = the other CPUs): affinity $aff"
+else bad "beta affinity: $aff, wanted $want"; fi
+kill -9 "$b"
+if wait_state beta crashed && [ "$(field alpha state)" = running ] &&
+   grep -q "beta.*killed by signal 9" "$work/up.out"; then
+  ok "kill -9 of beta: reported (killed by signal 9), listed as crashed, alpha keeps running"
+else bad "kill -9 beta: $(cat "$work/up.out")"; fi
+"$vireo" destroy alpha --run-dir "$work/run"
+if wait_state alpha destroyed; then ok "vireo destroy alpha"; else bad "destroy alpha"; fi
+if "$vireo" destroy nosuch --run-dir "$work/run" 2>&1 | grep -q "no domain"; then
+  ok "vireo destroy of an unknown domain: clear error"
+else bad "destroy unknown"; fi
+"$vireo" down --run-dir "$work/run"
+n=0; while kill -0 $up_pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+if ! kill -0 $up_pid 2>/dev/null && [ ! -e "$work/run/vireo.sock" ]; then ok "vireo down: supervisor gone, socket removed"
+else bad "vireo down"; fi
+
+# Admission: more memory than the host has; nothing may start.
+cat >"$work/big.toml" <<TOML
+run_dir = "$work/run-big"
+[domains.huge1]
+kernel = "$idle"
+memory = "256G"
+[domains.huge2]
+kernel = "$idle"
+memory = "256G"
+TOML
+out=$("$vireo" up "$work/big.toml" 2>&1); rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "MiB short" && echo "$out" | grep -q "no domain was started" &&
+   ! pgrep -f "name huge" >/dev/null; then
+  ok "admission: 512 GiB refused, naming the shortfall; no domain process exists"
+else bad "admission: $out"; fi
+
+# Validation: every problem, each with file, line and key.
+cat >"$work/bad.toml" <<TOML
+[pools.p]
+cpus = "0-4096"
+[domains.x]
+memroy = "1G"
+vcpus = 0
+pool = "nope"
+on_crash = "explode"
+TOML
+out=$("$vireo" up "$work/bad.toml" 2>&1); rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "bad.toml:2: pools.p.cpus" &&
+   echo "$out" | grep -q "bad.toml:4: domains.x.memroy: unknown key" &&
+   echo "$out" | grep -q "bad.toml:5: domains.x.vcpus" &&
+   echo "$out" | grep -q 'domains.x.pool: no pool "nope"' &&
+   echo "$out" | grep -q "bad.toml:7: domains.x.on_crash"; then
+  ok "validation: 5 problems reported at once, each as FILE:LINE: KEY: reason"
+else bad "validation: $out"; fi
+
+# 128 domains from one file, all report in.
+{
+  echo "run_dir = \"$work/run128\""
+  echo 'reserve = "64M"'
+  for i in $(seq 1 128); do
+    printf '[domains.d%d]\nkernel = "%s"\nmemory = "64M"\nallow_software_kvm = true\n' "$i" "$idle"
+  done
+} >"$work/128.toml"
+start=$(date +%s.%N)
+"$vireo" up "$work/128.toml" >"$work/up128.out" 2>&1 &
+up_pid=$!
+n=0
+while [ "$(grep -l PVH-UP "$work"/run128/d*.log 2>/dev/null | wc -l)" -lt 128 ] && [ $n -lt 600 ]; do
+  sleep 0.1; n=$((n + 1))
+done
+end=$(date +%s.%N)
+up=$(grep -l PVH-UP "$work"/run128/d*.log 2>/dev/null | wc -l)
+if [ "$up" = 128 ]; then
+  ok "128 domains from one file all report in ($(echo "$end - $start" | bc | cut -c1-5) s)"
+else bad "128 domains: $up reported; $(tail -3 "$work/up128.out")"; fi
+"$vireo" down --run-dir "$work/run128"
+wait $up_pid
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,130 @@
+// The host configuration: parsing, every validation error (file, line, key, reason, all at
+// once), CPU lists, and admission against given host facts.
+#include <gtest/gtest.h>
+
+#include "host/config.hpp"
+
+namespace vireo::host {
+namespace {
+
+constexpr const char* kGood = R"(
+overcommit = false
+reserve = "128M"
+
+[pools.fast]
+cpus = "2-3"
+policy = "pinned"
+
+[pools.batch]
+cpus = "4-7,^5"
+
+[domains.web]
+memory = "512M"
+vcpus = 2
+pool = "fast"
+disks = ["/srv/web.img"]
+on_reboot = "restart"
+
+[domains.db]
+memory = 1024
+pool = "batch"
+weight = 200
+cap = 150
+memory_backing = "prefault"
+on_crash = "preserve"
+
+[domains.tiny]
+kernel = "/boot/tiny.elf"
+memory = "64M"
+)";
+
+TEST(HostConfig, ParsesAGoodFile) {
+    auto c = parse_host_config(kGood, "host.toml", 8);
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c->reserve, uint64_t{128} << 20);
+    ASSERT_EQ(c->domains.size(), 3u);
+    EXPECT_EQ(c->domains[0].name, "web");
+    EXPECT_EQ(c->domains[0].memory, uint64_t{512} << 20);
+    EXPECT_EQ(c->domains[0].vcpus, 2u);
+    EXPECT_EQ(c->domains[1].memory, uint64_t{1024} << 20);  // a bare number is MiB
+    EXPECT_EQ(c->domains[1].on_crash, Action::Preserve);
+    EXPECT_EQ(c->domains[1].memory_backing, MemoryBacking::Prefault);
+    EXPECT_EQ(c->domains[2].pool, "default");
+    EXPECT_EQ(c->pools.at("fast").policy, PoolPolicy::Pinned);
+    EXPECT_EQ(c->pools.at("batch").cpus, (std::set<uint32_t>{4, 6, 7}));
+    EXPECT_EQ(c->pools.at("default").cpus, (std::set<uint32_t>{0, 1, 5}));  // the rest
+}
+
+TEST(HostConfig, ReportsEveryProblemWithFileLineAndKey) {
+    const char* bad = R"([pools.p]
+cpus = "0-9"
+
+[domains.a]
+memory = "lots"
+vcpus = "two"
+colour = "blue"
+pool = "nowhere"
+on_crash = "explode"
+
+[domains.b]
+vcpus = 5000
+memory_backing = "swap"
+)";
+    auto c = parse_host_config(bad, "h.toml", 4);
+    ASSERT_FALSE(c);
+    const std::string m = c.error().message();
+    for (const char* want :
+         {"h.toml:2: pools.p.cpus: CPU 9 does not exist", "h.toml:5: domains.a.memory",
+          "h.toml:6: domains.a.vcpus: must be an integer",
+          "h.toml:7: domains.a.colour: unknown key", "domains.a.pool: no pool \"nowhere\"",
+          "h.toml:9: domains.a.on_crash", "h.toml:12: domains.b.vcpus: 5000 is out of range",
+          "h.toml:13: domains.b.memory_backing"})
+        EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
+}
+
+TEST(HostConfig, RefusesDuplicatesAndOverlaps) {
+    auto dup = parse_host_config("[domains.a]\n[domains.a]\n", "h.toml", 4);
+    ASSERT_FALSE(dup);
+    EXPECT_NE(dup.error().message().find("h.toml:2"), std::string::npos) << dup.error().message();
+    auto overlap = parse_host_config(
+        "[pools.x]\ncpus = \"0-1\"\n[pools.y]\ncpus = \"1-2\"\n[domains.a]\n", "h.toml", 4);
+    ASSERT_FALSE(overlap);
+    EXPECT_NE(overlap.error().message().find("CPU 1 is already in pool x"), std::string::npos)
+        << overlap.error().message();
+    auto none = parse_host_config("overcommit = true\n", "h.toml", 4);
+    ASSERT_FALSE(none);
+    EXPECT_NE(none.error().message().find("no domain"), std::string::npos);
+    auto syntax = parse_host_config("[domains.a\n", "h.toml", 4);
+    ASSERT_FALSE(syntax);
+    EXPECT_NE(syntax.error().message().find("h.toml:1"), std::string::npos);
+}
+
+TEST(HostConfig, CpuLists) {
+    EXPECT_EQ(parse_cpu_list("0-3,^1", 4).value(), (std::set<uint32_t>{0, 2, 3}));
+    EXPECT_EQ(parse_cpu_list("all", 3).value(), (std::set<uint32_t>{0, 1, 2}));
+    EXPECT_EQ(parse_cpu_list("2", 3).value(), (std::set<uint32_t>{2}));
+    for (const char* bad : {"", "3-1", "a", "0-", "^0", "0,,1", "4"})
+        EXPECT_FALSE(parse_cpu_list(bad, 4)) << bad;
+}
+
+TEST(Admission, SaysWhatIsShortAndByHowMuch) {
+    auto c = parse_host_config(kGood, "host.toml", 8).value();
+    HostFacts plenty{uint64_t{64} << 30, UINT64_MAX, 0, 8};
+    EXPECT_TRUE(admit(c, plenty));
+    HostFacts small{uint64_t{1} << 30, UINT64_MAX, 0, 8};
+    auto r = admit(c, small);
+    ASSERT_FALSE(r);
+    // 512 + 1024 + 64 MiB of guests, 3 x 8 MiB overhead, 128 MiB reserve = 1752 MiB; 1024 there.
+    EXPECT_NE(r.error().message().find("1752 MiB"), std::string::npos) << r.error().message();
+    EXPECT_NE(r.error().message().find("728 MiB short"), std::string::npos) << r.error().message();
+    c.overcommit = true;
+    EXPECT_TRUE(admit(c, small));
+    // A pinned pool with fewer CPUs than vCPUs.
+    c.domains[0].vcpus = 3;
+    auto p = admit(c, plenty);
+    ASSERT_FALSE(p);
+    EXPECT_NE(p.error().message().find("pool fast"), std::string::npos) << p.error().message();
+}
+
+}  // namespace
+}  // namespace vireo::host
