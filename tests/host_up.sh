@@ -17,6 +17,15 @@ field() {  # field NAME KEY: from `vireo list --json`
   "$vireo" list --run-dir "$work/run" --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
     grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
 }
+field_dir() {  # field_dir RUN_DIR NAME KEY
+  "$vireo" list --run-dir "$1" --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
+    grep "\"name\":\"$2\"" | sed -n "s/.*\"$3\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+wait_state_dir() {  # wait_state_dir RUN_DIR NAME STATE
+  n=0
+  while [ "$(field_dir "$1" "$2" state)" != "$3" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  [ "$(field_dir "$1" "$2" state)" = "$3" ]
+}
 wait_state() {  # wait_state NAME STATE
   n=0
   while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
@@ -139,6 +148,33 @@ if [ "$up" = 128 ]; then
   ok "128 domains from one file all report in ($(echo "$end - $start" | bc | cut -c1-5) s)"
 else bad "128 domains: $up reported; $(tail -3 "$work/up128.out")"; fi
 "$vireo" down --run-dir "$work/run128"
+wait $up_pid
+
+# Limits: one domain with 1024 vCPUs, one with 256 GiB (untouched; overcommit on this host).
+cat >"$work/limits.toml" <<TOML
+run_dir = "$work/runl"
+overcommit = true
+[domains.wide]
+kernel = "$idle"
+memory = "256M"
+vcpus = 1024
+allow_software_kvm = true
+[domains.deep]
+kernel = "$idle"
+memory = "256G"
+allow_software_kvm = true
+TOML
+"$vireo" up "$work/limits.toml" >"$work/upl.out" 2>&1 &
+up_pid=$!
+n=0
+while [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" -lt 2 ] && [ $n -lt 600 ]; do
+  sleep 0.1; n=$((n + 1))
+done
+if [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" = 2 ] && wait_state_dir "$work/runl" wide running &&
+   [ "$(ls /proc/"$(field_dir "$work/runl" wide id)"/task | wc -l)" -ge 1024 ]; then
+  ok "limits: a 1024-vCPU domain and a 256 GiB domain run (1024+ threads in the wide one)"
+else bad "limits: $(tail -3 "$work/upl.out"; tail -2 "$work"/runl/*.log)"; fi
+"$vireo" down --run-dir "$work/runl"
 wait $up_pid
 
 echo "$pass passed, $fail failed"

@@ -89,7 +89,7 @@ struct Outcome {
 /// Limits `vireo run` enforces.
 inline constexpr uint64_t kMinMemory = uint64_t{64} << 20;
 inline constexpr uint64_t kMaxMemory = uint64_t{1} << 40;
-inline constexpr uint32_t kMaxCpus = 256;
+inline constexpr uint32_t kMaxCpus = 1024;  // MADT: x2APIC entries from APIC id 255 on
 /// virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase and one IOAPIC pin each
 /// (GSIs 16-23, then the ISA lines no platform device uses: 5-7, 10, 11, 14, 15).
 inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;

@@ -142,7 +142,7 @@ check_error "cannot open kernel /nonexistent" --kernel /nonexistent
 check_error "cannot open initrd /nonexistent" --initrd /nonexistent
 check_error "do not fit" --memory 100M --initrd /tmp/bigfile
 check_error "needs 6. MiB" --memory 64M
-check_error "must be 1 to" --cpus 300
+check_error "must be 1 to" --cpus 2000
 check_error "unknown unit" --memory 12Q
 check_error "is a directory" --disk /tmp
 check_error "not a positive multiple of 512" --disk /tmp/notakernel
