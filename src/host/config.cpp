@@ -126,6 +126,7 @@ void parse_pool(const std::string& name, const toml::table& t, uint32_t num_cpus
     for (auto&& [k, v] : t) {
         const std::string key(k.str());
         if (key == "cpus") {
+            have_cpus = true;  // present; a bad value is reported on its own
             std::string s;
             if (!r.str(v, key, s)) continue;
             auto cpus = parse_cpu_list(s, num_cpus);
@@ -134,7 +135,6 @@ void parse_pool(const std::string& name, const toml::table& t, uint32_t num_cpus
                 continue;
             }
             pool.cpus = *cpus;
-            have_cpus = true;
         } else if (key == "policy" || key == "sched") {
             std::string s;
             if (!r.str(v, key, s)) continue;
@@ -340,7 +340,7 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
         auto it = cfg.pools.find(d.pool);
         if (it == cfg.pools.end()) {
             p.add(d.line, "domains." + d.name + ".pool", fmt::format("no pool \"{}\"", d.pool));
-        } else if (it->second.cpus.empty()) {
+        } else if (it->second.cpus.empty() && d.pool == "default") {
             p.add(d.line, "domains." + d.name + ".pool",
                   fmt::format("pool \"{}\" has no CPUs (the other pools took them all)", d.pool));
         }
