@@ -181,7 +181,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("--append", o.append, "Text appended to the kernel command line");
     run->add_option("-m,--memory", o.memory, "Guest memory: 64M to 1T (bare number: MiB)")
         ->capture_default_str();
-    run->add_option("-c,--cpus", o.cpus, "vCPUs, 1 to 1024 (Linux guests: up to 255 with xAPIC; more need x2APIC)")->capture_default_str();
+    run->add_option("-c,--cpus", o.cpus,
+                    "vCPUs, 1 to 1024 (Linux guests: up to 255 with xAPIC; more need x2APIC)")
+        ->capture_default_str();
     run->add_option("--console", o.console, "Serial console: stdio, file:PATH or none")
         ->capture_default_str();
     run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
