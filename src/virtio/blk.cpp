@@ -40,40 +40,6 @@ void put(std::vector<uint8_t>& cfg, size_t off, T v) {
     std::memcpy(cfg.data() + off, &v, sizeof v);
 }
 
-// Copies up to `out.size()` bytes starting `skip` bytes into `segs`; returns bytes copied.
-size_t gather(std::span<const Segment> segs, uint64_t skip, std::span<uint8_t> out) {
-    size_t copied = 0;
-    for (const auto& s : segs) {
-        if (copied == out.size()) break;
-        if (skip >= s.len) {
-            skip -= s.len;
-            continue;
-        }
-        const size_t n = std::min<uint64_t>(s.len - skip, out.size() - copied);
-        std::memcpy(out.data() + copied, s.host + skip, n);
-        copied += n;
-        skip = 0;
-    }
-    return copied;
-}
-
-// Appends iovecs for `len` bytes of `segs` starting `skip` bytes in.
-size_t to_iovecs(std::span<const Segment> segs, uint64_t skip, uint64_t len, std::span<iovec> iov) {
-    size_t n = 0;
-    for (const auto& s : segs) {
-        if (len == 0) break;
-        if (skip >= s.len) {
-            skip -= s.len;
-            continue;
-        }
-        const uint64_t take = std::min<uint64_t>(s.len - skip, len);
-        iov[n++] = iovec{s.host + skip, take};
-        len -= take;
-        skip = 0;
-    }
-    return n;
-}
-
 }  // namespace
 
 Result<DiskOptions> parse_disk_option(std::string_view spec) {

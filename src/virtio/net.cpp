@@ -342,7 +342,6 @@ NetDevice::NetDevice(std::shared_ptr<NetBackend> backend, MacAddress mac, uint16
     std::memcpy(config_.data() + 10, &mtu, 2);
     rx_chains_.reserve(queue_size);
     rx_iov_.reserve(kMaxRxIov);
-    tx_iov_.reserve(kMaxChain);
 }
 
 uint32_t NetDevice::device_id() const noexcept {
@@ -417,10 +416,8 @@ Result<void> NetDevice::transmit() {
         if (len < kNetHdrSize + 14 || len > kNetHdrSize + kMaxFrame) {
             ++stats_.tx_dropped;  // not a frame; a NIC drops it too
         } else {
-            tx_iov_.clear();
-            for (const auto& s : chain_.readable())
-                tx_iov_.push_back({s.host, s.len});
-            if (backend_->send(tx_iov_.data(), static_cast<int>(tx_iov_.size())) == 0) {
+            const size_t n = to_iovecs(chain_.readable(), 0, len, tx_iov_);
+            if (backend_->send(tx_iov_.data(), static_cast<int>(n)) == 0) {
                 ++stats_.tx_frames;
                 stats_.tx_bytes += len - kNetHdrSize;
             } else {

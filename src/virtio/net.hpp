@@ -158,7 +158,7 @@ class NetDevice final : public Device {
     size_t rx_need_ = 0;  // bytes of window that hold the largest frame the guest may get
     std::vector<RxChain> rx_chains_;  // popped, not yet used (reserved: queue size)
     std::vector<iovec> rx_iov_;       // their writable segments, in order (reserved)
-    std::vector<iovec> tx_iov_;       // reserved: kMaxChain
+    std::array<iovec, kMaxChain> tx_iov_;
     NetStats stats_;
 };
 

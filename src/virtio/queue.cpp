@@ -1,5 +1,6 @@
 #include "virtio/queue.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -171,6 +172,49 @@ bool Queue::needs_interrupt() noexcept {
     if (!event_idx_) return (load_u16(avail_) & kAvailNoInterrupt) == 0;
     const uint16_t used_event = load_u16(avail_ + 4 + 2 * size_t{size_});
     return static_cast<uint16_t>(now - used_event - 1) < static_cast<uint16_t>(now - old);
+}
+
+size_t gather(std::span<const Segment> segs, uint64_t skip, std::span<uint8_t> out) {
+    size_t copied = 0;
+    for (const auto& s : segs) {
+        if (copied == out.size()) break;
+        if (skip >= s.len) {
+            skip -= s.len;
+            continue;
+        }
+        const size_t n = std::min<uint64_t>(s.len - skip, out.size() - copied);
+        std::memcpy(out.data() + copied, s.host + skip, n);
+        copied += n;
+        skip = 0;
+    }
+    return copied;
+}
+
+size_t scatter(std::span<const Segment> segs, std::span<const uint8_t> in) {
+    size_t copied = 0;
+    for (const auto& s : segs) {
+        if (copied == in.size()) break;
+        const size_t n = std::min<size_t>(s.len, in.size() - copied);
+        std::memcpy(s.host, in.data() + copied, n);
+        copied += n;
+    }
+    return copied;
+}
+
+size_t to_iovecs(std::span<const Segment> segs, uint64_t skip, uint64_t len, std::span<iovec> iov) {
+    size_t n = 0;
+    for (const auto& s : segs) {
+        if (len == 0 || n == iov.size()) break;
+        if (skip >= s.len) {
+            skip -= s.len;
+            continue;
+        }
+        const uint64_t take = std::min<uint64_t>(s.len - skip, len);
+        iov[n++] = iovec{s.host + skip, take};
+        len -= take;
+        skip = 0;
+    }
+    return n;
 }
 
 }  // namespace vireo::virtio

@@ -9,6 +9,8 @@
 // are published with release ordering, and EVENT_IDX suppresses notifications and interrupts.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -57,6 +59,17 @@ class Chain {
     uint64_t readable_bytes_ = 0, writable_bytes_ = 0;
     std::vector<Segment> segments_;
 };
+
+// Byte-wise access to a chain's buffers (its readable or writable segments), as devices need it
+// for headers and payloads that a driver may split anywhere.
+
+/// Copies up to `out.size()` bytes starting `skip` bytes into `segs`; returns bytes copied.
+size_t gather(std::span<const Segment> segs, uint64_t skip, std::span<uint8_t> out);
+/// Copies `in` to the start of `segs` (as much as fits); returns bytes copied.
+size_t scatter(std::span<const Segment> segs, std::span<const uint8_t> in);
+/// Fills `iov` with `len` bytes of `segs` starting `skip` bytes in (at most iov.size()
+/// entries); returns the number of entries used.
+size_t to_iovecs(std::span<const Segment> segs, uint64_t skip, uint64_t len, std::span<iovec> iov);
 
 /// What the driver wrote into the transport's queue registers.
 struct QueueConfig {

@@ -50,51 +50,6 @@ sockaddr_un unix_address(const std::string& path) {
     return a;
 }
 
-// Copies `len` bytes at byte `offset` of the segments out (gather) or in (scatter).
-size_t gather(std::span<const Segment> segs, size_t offset, void* out, size_t len) {
-    auto* dst = static_cast<uint8_t*>(out);
-    size_t done = 0;
-    for (const auto& s : segs) {
-        if (done == len) break;
-        if (offset >= s.len) {
-            offset -= s.len;
-            continue;
-        }
-        const size_t n = std::min<size_t>(len - done, s.len - offset);
-        std::memcpy(dst + done, s.host + offset, n);
-        done += n;
-        offset = 0;
-    }
-    return done;
-}
-void scatter(std::span<const Segment> segs, const void* in, size_t len) {
-    const auto* src = static_cast<const uint8_t*>(in);
-    for (const auto& s : segs) {
-        const size_t n = std::min<size_t>(len, s.len);
-        std::memcpy(s.host, src, n);
-        src += n;
-        len -= n;
-        if (len == 0) break;
-    }
-}
-// The segments from byte `offset` on, as iovecs (at most `max`).
-size_t iovecs_from(std::span<const Segment> segs, size_t offset, size_t limit, iovec* iov,
-                   size_t max) {
-    size_t n = 0;
-    for (const auto& s : segs) {
-        if (n == max || limit == 0) break;
-        if (offset >= s.len) {
-            offset -= s.len;
-            continue;
-        }
-        const size_t len = std::min<size_t>(limit, s.len - offset);
-        iov[n++] = {s.host + offset, len};
-        limit -= len;
-        offset = 0;
-    }
-    return n;
-}
-
 }  // namespace
 
 struct VsockDevice::Conn {
@@ -403,7 +358,7 @@ Result<void> VsockDevice::handle_tx() {
             return fail(ErrorCode::InvalidArgument,
                         "vsock packet with {} readable and {} writable bytes",
                         chain_.readable_bytes(), chain_.writable_bytes());
-        gather(chain_.readable(), 0, &h, kHdr);
+        gather(chain_.readable(), 0, std::span(reinterpret_cast<uint8_t*>(&h), kHdr));
         if (h.len > kMaxPayload || h.len > chain_.readable_bytes() - kHdr) {
             ++stats_.dropped;  // a length the buffer does not hold
         } else {
@@ -506,7 +461,7 @@ Result<void> VsockDevice::handle_packet(const VsockHeader& h, std::span<const Se
             uint32_t written = 0;
             if (c->pending.empty() && !c->hup) {
                 iovec iov[kMaxChain];
-                const size_t n = iovecs_from(segs, off, h.len, iov, kMaxChain);
+                const size_t n = to_iovecs(segs, off, h.len, iov);
                 msghdr msg{};
                 msg.msg_iov = iov;
                 msg.msg_iovlen = n;
@@ -520,7 +475,7 @@ Result<void> VsockDevice::handle_packet(const VsockHeader& h, std::span<const Se
             if (written < h.len) {
                 const size_t at = c->pending.size();
                 c->pending.resize(at + h.len - written);
-                gather(segs, off + written, c->pending.data() + at, h.len - written);
+                gather(segs, off + written, std::span(c->pending).subspan(at));
                 update_interest(*c);
             }
             c->fwd_cnt += written;
@@ -600,7 +555,7 @@ Result<bool> VsockDevice::send_to_guest(Conn& c) {
     if (op == Op::Rw) {
         iovec iov[kMaxChain];
         want = std::min<size_t>(want, chain_.writable_bytes() - kHdr);
-        const size_t n = iovecs_from(chain_.writable(), kHdr, want, iov, kMaxChain);
+        const size_t n = to_iovecs(chain_.writable(), kHdr, want, iov);
         const ssize_t r = want == 0 ? 0 : ::readv(c.fd.get(), iov, static_cast<int>(n));
         if (r <= 0) {
             // Raced away (cannot happen with one reader); send a credit update instead.
@@ -624,7 +579,7 @@ Result<bool> VsockDevice::send_to_guest(Conn& c) {
     h.flags = flags;
     h.buf_alloc = kBufAlloc;
     h.fwd_cnt = c.fwd_cnt;
-    scatter(chain_.writable(), &h, kHdr);
+    scatter(chain_.writable(), std::span(reinterpret_cast<const uint8_t*>(&h), kHdr));
     rx_->push_used(chain_.head(), static_cast<uint32_t>(kHdr) + len);
     interrupt_pending_ = true;
     c.fwd_cnt_sent = c.fwd_cnt;
@@ -676,7 +631,7 @@ void VsockDevice::flush_rx() {
             transport_->device_error("vsock receive buffer smaller than a header");
             return;
         }
-        scatter(chain_.writable(), &h, kHdr);
+        scatter(chain_.writable(), std::span(reinterpret_cast<const uint8_t*>(&h), kHdr));
         rx_->push_used(chain_.head(), static_cast<uint32_t>(kHdr));
         interrupt_pending_ = true;
         resets_.pop_back();
