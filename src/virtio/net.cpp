@@ -435,7 +435,7 @@ Result<void> NetDevice::transmit() {
     return ok();
 }
 
-Result<bool> NetDevice::fill_rx_window(size_t need) {
+Result<size_t> NetDevice::fill_rx_window(size_t need) {
     size_t have = 0;
     for (const auto& c : rx_chains_)
         have += c.bytes;
@@ -455,7 +455,8 @@ Result<bool> NetDevice::fill_rx_window(size_t need) {
             {chain_.head(), static_cast<uint16_t>(chain_.writable().size()), bytes});
         have += bytes;
     }
-    return !rx_chains_.empty();
+    if (rx_chains_.empty()) return size_t{0};
+    return mergeable_ ? have : size_t{rx_chains_[0].bytes};
 }
 
 Result<void> NetDevice::receive() {
@@ -465,15 +466,12 @@ Result<void> NetDevice::receive() {
     }
     bool delivered = false;
     for (;;) {
-        VIREO_TRY_ASSIGN(bool have, fill_rx_window(rx_need_));
-        if (!have) {
+        VIREO_TRY_ASSIGN(const size_t window, fill_rx_window(rx_need_));
+        if (window == 0) {
             set_rx_watch(false);  // the guest notifies the receive queue when it adds buffers
             break;
         }
         const size_t iov_count = mergeable_ ? rx_iov_.size() : rx_chains_[0].iov_count;
-        size_t window = 0;
-        for (size_t i = 0; i < iov_count; ++i)
-            window += rx_iov_[i].iov_len;
         const ssize_t n = backend_->receive(rx_iov_.data(), static_cast<int>(iov_count));
         if (n == -EAGAIN || n == -EWOULDBLOCK) break;
         if (n < static_cast<ssize_t>(kNetHdrSize) || static_cast<size_t>(n) > window) {

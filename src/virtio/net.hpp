@@ -139,8 +139,8 @@ class NetDevice final : public Device {
     Result<void> transmit();
     Result<void> receive();
     /// Pops chains until the window covers `need` bytes (or one chain, without mergeable
-    /// buffers). False if none could be popped.
-    Result<bool> fill_rx_window(size_t need);
+    /// buffers). Returns the bytes the next frame may fill (0: no buffer at all).
+    Result<size_t> fill_rx_window(size_t need);
     void set_rx_watch(bool on);
 
     std::shared_ptr<NetBackend> backend_;
