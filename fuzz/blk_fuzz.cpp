@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/log.hpp"
+#include "descriptors.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
@@ -58,13 +59,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Input layout: [flags][n avail][descriptors...][data...]. Descriptor addresses are taken
     // modulo 64 KiB of RAM most of the time, raw otherwise (bit 63 of the address selects).
     const size_t n_avail = data[1] % (kQueueSize + 1);
-    size_t off = 2;
-    for (uint16_t i = 0; i < kQueueSize && off + 16 <= size; ++i, off += 16) {
-        virtio::testing::RawDesc d;
-        std::memcpy(&d, data + off, 16);
-        if (!(d.addr >> 63)) d.addr = kData + (d.addr % 0xf000);
-        dq.write_desc(i, d);
-    }
+    const uint8_t* p = data + 2;
+    fuzz::fill_descriptors(dq, p, data + size, kData, 0xf000);
+    const size_t off = static_cast<size_t>(p - data);
     if (off < size)
         std::memcpy(ram.data() + kData, data + off, std::min<size_t>(size - off, 0xf000));
     for (size_t i = 0; i < n_avail; ++i)

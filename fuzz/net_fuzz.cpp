@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "descriptors.hpp"
 #include "virtio/net.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
@@ -39,15 +40,6 @@ struct World {
     UniqueFd wire;
 };
 
-void fill_queue(virtio::testing::DriverQueue& q, const uint8_t*& p, const uint8_t* end) {
-    for (uint16_t i = 0; i < kQueueSize && p + 16 <= end; ++i, p += 16) {
-        virtio::testing::RawDesc d;
-        std::memcpy(&d, p, 16);
-        if (!(d.addr >> 63)) d.addr = kData + (d.addr % (kRam - kData));
-        d.len %= 0x12000;
-        q.write_desc(i, d);
-    }
-}
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -67,8 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t* p = data + 4;
     const uint8_t* end = data + size;
     const uint8_t* mid = p + std::min<size_t>(size - 4, 64 * 16) / 2;
-    fill_queue(rx, p, mid);
-    fill_queue(tx, p, end);
+    fuzz::fill_descriptors(rx, p, mid, kData, kRam - kData, 0x12000);
+    fuzz::fill_descriptors(tx, p, end, kData, kRam - kData, 0x12000);
     if (p < end)
         std::memcpy(ram.data() + kData, p,
                     std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));

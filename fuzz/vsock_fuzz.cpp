@@ -13,6 +13,7 @@
 #include <string>
 
 #include "base/log.hpp"
+#include "descriptors.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
 #include "virtio/vsock.hpp"
@@ -65,15 +66,6 @@ struct World {
     std::shared_ptr<virtio::MmioTransport> transport;
 };
 
-void fill_queue(virtio::testing::DriverQueue& q, const uint8_t*& p, const uint8_t* end) {
-    for (uint16_t i = 0; i < kQueueSize && p + 16 <= end; ++i, p += 16) {
-        virtio::testing::RawDesc d;
-        std::memcpy(&d, p, 16);
-        if (!(d.addr >> 63)) d.addr = kData + (d.addr % (kRam - kData));
-        d.len %= 0x11000;
-        q.write_desc(i, d);
-    }
-}
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -91,8 +83,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t* p = data + 4;
     const uint8_t* end = data + size;
     const uint8_t* mid = p + std::min<size_t>(size - 4, 64 * 16) / 2;
-    fill_queue(rx, p, mid);
-    fill_queue(tx, p, end);
+    fuzz::fill_descriptors(rx, p, mid, kData, kRam - kData, 0x11000);
+    fuzz::fill_descriptors(tx, p, end, kData, kRam - kData, 0x11000);
     if (p < end) {
         // Packets: make most of them plausible (right CIDs, port 5 or a few others).
         std::memcpy(ram.data() + kData, p,
