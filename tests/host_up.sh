@@ -13,11 +13,7 @@ work=$(mktemp -d /tmp/vireo-up.XXXXXX)
 trap '"$vireo" down --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
 ncpu=$(nproc)
 last=$((ncpu - 1))
-field() {  # field NAME KEY: from `vireo list --json`
-  "$vireo" list --run-dir "$work/run" --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
-    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
-}
-field_dir() {  # field_dir RUN_DIR NAME KEY
+field_dir() {  # field_dir RUN_DIR NAME KEY: from `vireo list --json`
   "$vireo" list --run-dir "$1" --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
     grep "\"name\":\"$2\"" | sed -n "s/.*\"$3\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
 }
@@ -26,11 +22,9 @@ wait_state_dir() {  # wait_state_dir RUN_DIR NAME STATE
   while [ "$(field_dir "$1" "$2" state)" != "$3" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
   [ "$(field_dir "$1" "$2" state)" = "$3" ]
 }
-wait_state() {  # wait_state NAME STATE
-  n=0
-  while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-  [ "$(field "$1" state)" = "$2" ]
-}
+# The same for the first host (RUN_DIR $work/run).
+field() { field_dir "$work/run" "$@"; }
+wait_state() { wait_state_dir "$work/run" "$@"; }
 
 cat >"$work/host.toml" <<TOML
 run_dir = "$work/run"
