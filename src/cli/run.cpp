@@ -19,6 +19,7 @@
 #include "base/log.hpp"
 #include "base/mapped_file.hpp"
 #include "base/size.hpp"
+#include "base/split.hpp"
 #include "base/unique_fd.hpp"
 #include "host/config.hpp"
 #include "hv/hypervisor.hpp"
@@ -336,16 +337,14 @@ int run_guest(const RunOptions& o) {
     config.backing = o.memory_backing == "prefault" ? vmm::VmConfig::Backing::Prefault
                      : o.memory_backing == "locked" ? vmm::VmConfig::Backing::Locked
                                                     : vmm::VmConfig::Backing::Anonymous;
-    for (size_t pos = 0; !o.pin_vcpus.empty() && pos <= o.pin_vcpus.size();) {
-        size_t comma = o.pin_vcpus.find(',', pos);
-        if (comma == std::string::npos) comma = o.pin_vcpus.size();
-        const std::string item = o.pin_vcpus.substr(pos, comma - pos);
+    for (const std::string_view field :
+         o.pin_vcpus.empty() ? std::vector<std::string_view>{} : split(o.pin_vcpus, ',')) {
+        const std::string item(field);
         char* end = nullptr;
         const long cpu = std::strtol(item.c_str(), &end, 10);
         if (item.empty() || *end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE)
             return fail_with(fmt::format("--pin-vcpus: \"{}\" is not a CPU number", item));
         config.vcpu_cpus.push_back(static_cast<int>(cpu));
-        pos = comma + 1;
     }
     if (!config.vcpu_cpus.empty() && config.vcpu_cpus.size() != o.cpus)
         return fail_with(

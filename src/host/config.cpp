@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "base/size.hpp"
+#include "base/split.hpp"
 
 namespace vireo::host {
 
@@ -246,12 +247,7 @@ Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cp
             cpus.insert(c);
         return cpus;
     }
-    size_t pos = 0;
-    while (pos <= text.size()) {
-        size_t comma = text.find(',', pos);
-        if (comma == std::string_view::npos) comma = text.size();
-        std::string_view item = text.substr(pos, comma - pos);
-        pos = comma + 1;
+    for (std::string_view item : split(text, ',')) {
         const bool exclude = !item.empty() && item[0] == '^';
         if (exclude) item.remove_prefix(1);
         uint32_t lo = 0, hi = 0;

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/split.hpp"
 #include "virtio/virtio.hpp"
 
 namespace vireo::virtio {
@@ -44,12 +45,8 @@ void put(std::vector<uint8_t>& cfg, size_t off, T v) {
 
 Result<DiskOptions> parse_disk_option(std::string_view spec) {
     DiskOptions o;
-    size_t pos = 0;
     bool first = true;
-    while (pos <= spec.size()) {
-        size_t comma = spec.find(',', pos);
-        if (comma == std::string_view::npos) comma = spec.size();
-        std::string_view part = spec.substr(pos, comma - pos);
+    for (const std::string_view part : split(spec, ',')) {
         if (first) {
             if (part.empty())
                 return fail(ErrorCode::InvalidArgument,
@@ -83,7 +80,6 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
                         "queue-size=N)",
                         spec, part);
         }
-        pos = comma + 1;
     }
     return o;
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "base/split.hpp"
 #include "base/unique_fd.hpp"
 #include "virtio/virtio.hpp"
 
@@ -225,13 +226,8 @@ MacAddress derived_mac(std::string_view seed) {
 
 Result<NetOptions> parse_net_option(std::string_view spec) {
     NetOptions o;
-    size_t pos = 0;
     bool first = true;
-    while (pos <= spec.size()) {
-        size_t comma = spec.find(',', pos);
-        if (comma == std::string_view::npos) comma = spec.size();
-        const std::string_view part = spec.substr(pos, comma - pos);
-        pos = comma + 1;
+    for (const std::string_view part : split(spec, ',')) {
         if (first) {
             first = false;
             if (part == "user") {

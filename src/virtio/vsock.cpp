@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "base/split.hpp"
 #include "virtio/virtio.hpp"
 
 namespace vireo::virtio {
@@ -83,12 +84,7 @@ struct VsockDevice::Conn {
 Result<VsockOptions> parse_vsock_option(std::string_view spec) {
     VsockOptions o;
     bool have_cid = false;
-    size_t pos = 0;
-    while (pos <= spec.size()) {
-        size_t comma = spec.find(',', pos);
-        if (comma == std::string_view::npos) comma = spec.size();
-        const std::string_view part = spec.substr(pos, comma - pos);
-        pos = comma + 1;
+    for (const std::string_view part : split(spec, ',')) {
         if (part.rfind("cid=", 0) == 0) {
             VIREO_TRY_ASSIGN(o.cid, parse_u64(spec, "cid", part.substr(4)));
             if (o.cid < 3 || o.cid > 0xffffffffu)
