@@ -39,6 +39,8 @@ enum class Feature {
     Pit,
     UserSpaceMsr,
     ManualDirtyLogProtect,
+    BinaryStats,   ///< KVM_GET_STATS_FD: the kernel's per-vCPU and per-machine counters
+    KvmclockCtrl,  ///< KVM_KVMCLOCK_CTRL: tell a paused guest it was stopped
 };
 
 /// An open /dev/kvm. Cheap to share (const after open); machines do not depend on its lifetime.

@@ -211,6 +211,19 @@ Result<DirtyBitmap> Machine::fetch_dirty_log(SlotId slot) {
     return bitmap;
 }
 
+Result<uint64_t> Machine::get_clock() const {
+    kvm_clock_data c{};
+    if (kvm_ioctl(fd_.get(), KVM_GET_CLOCK, &c) != 0) return fail_errno(errno, "KVM_GET_CLOCK");
+    return c.clock;
+}
+
+Result<void> Machine::set_clock(uint64_t ns) {
+    kvm_clock_data c{};
+    c.clock = ns;
+    if (kvm_ioctl(fd_.get(), KVM_SET_CLOCK, &c) != 0) return fail_errno(errno, "KVM_SET_CLOCK");
+    return ok();
+}
+
 Result<std::unique_ptr<Vcpu>> Machine::create_vcpu(uint32_t id) {
     if (id >= limits_.max_vcpu_id)
         return fail(ErrorCode::OutOfRange, "vCPU id {} is too large: KVM allows ids below {}", id,

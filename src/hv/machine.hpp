@@ -114,6 +114,11 @@ class Machine {
     /// Delivers a message-signalled interrupt (needs an in-kernel LAPIC).
     Result<void> signal_msi(uint64_t address, uint32_t data);
 
+    /// The guest's kvm-clock in nanoseconds (KVM_GET_CLOCK) and setting it (KVM_SET_CLOCK):
+    /// saved when a machine is paused and restored on resume, so guest time does not jump.
+    Result<uint64_t> get_clock() const;
+    Result<void> set_clock(uint64_t ns);
+
   private:
     friend class Hypervisor;
     Machine(UniqueFd fd, const Hypervisor& hv, const MachineConfig& config);

@@ -162,6 +162,18 @@ Result<Exit> Vcpu::run() {
     return exit;
 }
 
+Result<void> Vcpu::notify_paused() {
+    if (kvm_ioctl(fd_.get(), KVM_KVMCLOCK_CTRL, 0) == 0) return ok();
+    if (errno == EINVAL) return ok();  // the guest has not set up kvm-clock on this vCPU
+    return fail_errno(errno, "KVM_KVMCLOCK_CTRL on vCPU {}", id_);
+}
+
+Result<Stats> Vcpu::open_stats() const {
+    const int fd = kvm_ioctl(fd_.get(), KVM_GET_STATS_FD, 0);
+    if (fd < 0) return fail_errno(errno, "KVM_GET_STATS_FD on vCPU {}", id_);
+    return Stats::from_fd(UniqueFd(fd));
+}
+
 void Vcpu::request_stop() noexcept {
     auto* run = static_cast<kvm_run*>(run_);
     std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_release);

@@ -12,6 +12,7 @@
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
 #include "hv/exit.hpp"
+#include "hv/stats.hpp"
 #include "hv/vcpu_state.hpp"
 
 namespace vireo::hv {
@@ -55,6 +56,19 @@ class Vcpu {
 
     /// Asks for an IrqWindowOpen exit as soon as the guest can take an interrupt.
     void request_interrupt_window(bool enable) noexcept;
+
+    /// Tells a kvm-clock guest that the host stopped this vCPU (KVM_KVMCLOCK_CTRL), so its
+    /// soft-lockup watchdog does not fire for the time it was paused. A no-op for guests that
+    /// do not use kvm-clock. Call while the vCPU is not running.
+    Result<void> notify_paused();
+
+    /// Opens KVM's binary statistics of this vCPU (Feature::BinaryStats). A vCPU ioctl: call it
+    /// before the vCPU runs (it waits while another thread is in run()); reading the returned
+    /// Stats takes no vCPU lock.
+    Result<Stats> open_stats() const;
+
+    /// Thread id of the thread that last called run() (0 before the first run()).
+    pid_t runner_tid() const noexcept { return runner_tid_.load(std::memory_order_acquire); }
 
   private:
     friend class Machine;

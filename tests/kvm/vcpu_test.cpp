@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -38,6 +39,42 @@ TEST(Vcpu, PioRoundTrip) {
     EXPECT_EQ(e.io.value(), 42u);
 
     EXPECT_EQ(run(*vcpu).reason, ExitReason::Halt);
+}
+
+// KVM's binary statistics: opened before the vCPU runs, read without a vCPU lock; the
+// kernel's exit counter covers the exits this test saw.
+TEST(Vcpu, KvmStatistics) {
+    if (!hypervisor().has(hv::Feature::BinaryStats)) GTEST_SKIP() << "no KVM_GET_STATS_FD";
+    auto vm = make_vm(guest_io_roundtrip());
+    auto vcpu = make_vcpu(vm, 0, hv::Gprs{});
+    auto stats = vcpu->open_stats();
+    ASSERT_TRUE(stats) << stats.error().message();
+    const auto& names = stats->names();
+    const auto it = std::find(names.begin(), names.end(), "exits");
+    ASSERT_NE(it, names.end());
+    std::vector<uint64_t> before(names.size()), after(names.size());
+    ASSERT_TRUE(stats->read(before));
+    auto e = run(*vcpu);
+    ASSERT_EQ(e.reason, ExitReason::Io);
+    e = run(*vcpu);
+    e.io.set_value(1);
+    (void)run(*vcpu);
+    ASSERT_TRUE(stats->read(after));
+    const size_t i = static_cast<size_t>(it - names.begin());
+    EXPECT_GE(after[i], before[i] + 3);
+    std::vector<uint64_t> wrong(names.size() + 1);
+    EXPECT_FALSE(stats->read(wrong));
+}
+
+// The kvm-clock can be read and set back (what pause/unpause do).
+TEST(Machine, ClockGetSet) {
+    auto vm = make_vm(guest_io_roundtrip());
+    auto c1 = vm.machine().get_clock();
+    ASSERT_TRUE(c1) << c1.error().message();
+    ASSERT_TRUE(vm.machine().set_clock(*c1 + 1'000'000'000));
+    auto c2 = vm.machine().get_clock();
+    ASSERT_TRUE(c2);
+    EXPECT_GE(*c2, *c1 + 1'000'000'000);
 }
 
 TEST(Vcpu, MmioRoundTrip) {
