@@ -24,7 +24,7 @@ if ! kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depend
 fi
 kver=$(apt-cache policy "$kpkg" | awk '/Candidate:/ {print $2}')
 bbver=$(dpkg-query -W -f='${Version}' busybox-static)
-stamp="$kpkg $kver busybox $bbver $(cat "$repo/guest/init" "$repo/guest/udhcpc.script" "$0" | sha256sum | cut -c1-16)"
+stamp="$kpkg $kver busybox $bbver $(cat "$repo/guest/init" "$repo/guest/udhcpc.script" "$repo/guest/power-button" "$0" | sha256sum | cut -c1-16)"
 
 guest=$cache/guest
 if [ -f "$guest/stamp" ] && [ "$(cat "$guest/stamp")" = "$stamp" ] && [ -f "$guest/initrd.img" ]; then
@@ -52,8 +52,10 @@ ln -s busybox "$root/bin/sh"
 install -m 0755 "$repo/guest/init" "$root/init"
 # busybox udhcpc's default hook: `udhcpc -i eth0` configures the interface, route and DNS.
 install -D -m 0755 "$repo/guest/udhcpc.script" "$root/etc/udhcpc/default.script"
+# busybox acpid runs /etc/acpi/PWRF/00000080 when the ACPI power button is pressed.
+install -D -m 0755 "$repo/guest/power-button" "$root/etc/acpi/PWRF/00000080"
 mods=$cache/kernel/lib/modules/$release
-want="virtio_mmio virtio_pci virtio_blk virtio_net virtio-rng virtio_balloon vmw_vsock_virtio_transport pvpanic-mmio"
+want="virtio_mmio virtio_pci virtio_blk virtio_net virtio-rng virtio_balloon vmw_vsock_virtio_transport pvpanic-mmio evdev button"
 # Resolve dependencies from modules.dep (paths relative to the module directory).
 declare -A seen=()
 add_module() {

@@ -53,6 +53,14 @@ TEST(Aml, NamesIntegersStrings) {
     EXPECT_EQ(aml::eisa_id("PNP0501"), aml::Bytes({0x0c, 0x41, 0xd0, 0x05, 0x01}));
 }
 
+TEST(Aml, MethodAndNotify) {
+    // Method(_EVT, 1) { Notify(PWRB, 0x80) }: MethodOp, PkgLength, name, flags, NotifyOp, ...
+    const aml::Bytes m = aml::method("_EVT", 1, {aml::notify("PWRB", 0x80)});
+    const aml::Bytes want{0x14, 0x0d, '_', 'E', 'V', 'T',  0x01,
+                          0x86, 'P',  'W', 'R', 'B', 0x0a, 0x80};
+    EXPECT_EQ(m, want);
+}
+
 TEST(AcpiTables, ChecksumsAndLengths) {
     PlatformDesc d;
     d.num_cpus = 4;
@@ -127,6 +135,7 @@ TEST(AcpiTables, DsdtDisassembles) {
     d.num_cpus = 2;
     d.pvpanic_base = 0xfe000000;
     d.mmio_devices.push_back({"LNRO0005", 0xd0000000, 0x200, 5});
+    d.ged_gsi = 12;
     auto dsdt = build_dsdt(d);
     char dir[] = "/tmp/vireo-acpi-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
@@ -138,8 +147,9 @@ TEST(AcpiTables, DsdtDisassembles) {
     ASSERT_EQ(std::system(cmd.c_str()), 0) << "iasl failed; see " << base << ".log";
     std::ifstream dsl(base + ".dsl");
     std::string text((std::istreambuf_iterator<char>(dsl)), std::istreambuf_iterator<char>());
-    for (const char* needle : {"PNP0501", "PNP0B00", "QEMU0001", "LNRO0005", "_S5_", "0xFE000000",
-                               "0xD0000000", "IO (Decode16"}) {
+    for (const char* needle :
+         {"PNP0501", "PNP0B00", "QEMU0001", "LNRO0005", "_S5_", "0xFE000000", "0xD0000000",
+          "IO (Decode16", "ACPI0013", "PNP0C0C", "Method (_EVT, 1", "Notify (\\_SB.PWRB, 0x80)"}) {
         EXPECT_NE(text.find(needle), std::string::npos) << needle << " missing in:\n" << text;
     }
     std::system(("rm -rf " + std::string(dir)).c_str());

@@ -9,7 +9,8 @@ constexpr uint8_t kZeroOp = 0x00, kOneOp = 0x01, kOnesOp = 0xff, kBytePrefix = 0
                   kWordPrefix = 0x0b, kDWordPrefix = 0x0c, kStringPrefix = 0x0d,
                   kQWordPrefix = 0x0e, kNameOp = 0x08, kScopeOp = 0x10, kBufferOp = 0x11,
                   kPackageOp = 0x12, kExtOpPrefix = 0x5b, kDeviceOp = 0x82, kRootChar = 0x5c,
-                  kDualNamePrefix = 0x2e, kMultiNamePrefix = 0x2f;
+                  kDualNamePrefix = 0x2e, kMultiNamePrefix = 0x2f, kMethodOp = 0x14,
+                  kNotifyOp = 0x86;
 
 void append(Bytes& out, const Bytes& b) {
     out.insert(out.end(), b.begin(), b.end());
@@ -195,6 +196,21 @@ Bytes interrupt(uint32_t gsi, bool level_triggered) {
     uint8_t flags = 0x01 | (level_triggered ? 0 : 0x02);
     Bytes out{0x89, 0x06, 0x00, flags, 0x01};
     put_le(out, gsi, 4);
+    return out;
+}
+
+Bytes method(std::string_view path, uint8_t args, const std::vector<Bytes>& terms) {
+    assert(args <= 7);
+    Bytes body = name_string(path);
+    body.push_back(args);  // MethodFlags: ArgCount in bits 0-2, not serialized, SyncLevel 0
+    append(body, join(terms));
+    return with_pkg({kMethodOp}, body);
+}
+
+Bytes notify(std::string_view path, uint64_t value) {
+    Bytes out{kNotifyOp};
+    append(out, name_string(path));
+    append(out, integer(value));
     return out;
 }
 

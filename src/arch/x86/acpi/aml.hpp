@@ -46,6 +46,10 @@ Bytes io(uint16_t base, uint8_t len);
 Bytes irq_no_flags(uint8_t irq);
 /// Memory32Fixed(ReadWrite, base, len)
 Bytes memory32_fixed(uint32_t base, uint32_t len);
+/// Method(path, args, NotSerialized) { terms }
+Bytes method(std::string_view path, uint8_t args, const std::vector<Bytes>& terms);
+/// Notify(path, value)
+Bytes notify(std::string_view path, uint64_t value);
 /// Interrupt(ResourceConsumer, Edge|Level, ActiveHigh, Exclusive) { gsi }
 Bytes interrupt(uint32_t gsi, bool level_triggered);
 

@@ -79,6 +79,14 @@ std::vector<uint8_t> build_dsdt(const PlatformDesc& d) {
                             name("_CRS", resource_template({memory32_fixed(
                                              static_cast<uint32_t>(d.pvpanic_base), 2)}))}));
     }
+    if (d.ged_gsi != 0) {
+        // The GED's interrupt runs _EVT(GSI); its one event is a press of PWRB (Notify 0x80:
+        // "button pressed", ACPI 6.5, 4.8.2.2.1.1).
+        sb.push_back(device("PWRB", {name("_HID", eisa_id("PNP0C0C")), name("_UID", integer(0))}));
+        sb.push_back(device("GED_", {name("_HID", string("ACPI0013")), name("_UID", integer(0)),
+                                     name("_CRS", resource_template({interrupt(d.ged_gsi, false)})),
+                                     method("_EVT", 1, {notify("\\_SB_.PWRB", 0x80)})}));
+    }
     for (size_t i = 0; i < d.mmio_devices.size(); ++i) {
         const auto& m = d.mmio_devices[i];
         const std::string dev_name = fmt::format("V{:03}", i % 1000);  // at most 1000 devices

@@ -2,7 +2,9 @@
 //
 // The platform is hardware-reduced ACPI (no PM timer, SCI or GPE blocks): power off and reset
 // go through the FADT's sleep control and reset registers (one I/O port, devices::AcpiPm), SMP
-// comes from the MADT, and devices are declared in the DSDT.
+// comes from the MADT, and devices are declared in the DSDT. The power button is a control
+// method button (PNP0C0C) notified by a Generic Event Device (ACPI0013), the hardware-reduced
+// way to signal events (ACPI 6.5, 5.6.9).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,9 @@ struct PlatformDesc {
     uint8_t pm_reset_value = 0x01;
     uint8_t s5_sleep_type = 5;
     uint64_t pvpanic_base = 0;  ///< 0: no pvpanic device
+    /// GSI of the Generic Event Device (ACPI0013) whose event is the power button (PNP0C0C);
+    /// 0: neither is declared. An edge on this GSI makes the guest see a button press.
+    uint32_t ged_gsi = 0;
     uint64_t ioapic_base = 0xfec00000;
     uint64_t lapic_base = 0xfee00000;
     std::vector<MmioDeviceDesc> mmio_devices;
