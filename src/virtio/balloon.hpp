@@ -61,6 +61,12 @@ class BalloonDevice final : public Device {
     /// False if the guest has no statistics buffer queued.
     bool request_stats();
     BalloonInfo info();
+    std::vector<Counter> counters() override {
+        const BalloonInfo b = info();
+        return {{"inflated_pages", b.inflated_pages},
+                {"deflated_pages", b.deflated_pages},
+                {"reported_bytes", b.reported_bytes}};
+    }
 
   private:
     Result<void> inflate(Queue& q);

@@ -103,6 +103,13 @@ class BlockDevice final : public Device {
         std::lock_guard lock(mutex());
         return stats_;
     }
+    std::vector<Counter> counters() override {
+        const Stats s = stats();
+        return {{"reads", s.reads},           {"writes", s.writes},
+                {"flushes", s.flushes},       {"other_requests", s.other},
+                {"read_bytes", s.read_bytes}, {"write_bytes", s.write_bytes},
+                {"errors", s.errors}};
+    }
 
   private:
     struct Request {

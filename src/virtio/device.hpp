@@ -10,6 +10,7 @@
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "base/event_loop.hpp"
 #include "base/result.hpp"
@@ -28,6 +29,12 @@ class Transport {
 
   protected:
     ~Transport() = default;
+};
+
+/// One named counter of a device, for metrics: {"read_bytes", 4096}.
+struct Counter {
+    const char* name;
+    uint64_t value;
 };
 
 class Device {
@@ -59,6 +66,10 @@ class Device {
     /// The driver reset the device (or it failed): forget the queues. Requests still in
     /// flight in a back-end complete without touching the rings.
     virtual void reset() = 0;
+
+    /// The device's I/O counters (operations, bytes, errors, drops). Takes the device mutex;
+    /// for the control API, not the data path.
+    virtual std::vector<Counter> counters() { return {}; }
 
     std::mutex& mutex() noexcept { return mu_; }
 

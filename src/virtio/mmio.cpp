@@ -147,6 +147,7 @@ void MmioTransport::signal_used() {
 }
 
 void MmioTransport::device_error(std::string_view what) {
+    driver_errors_.fetch_add(1, std::memory_order_relaxed);
     if (log_limit_.allow())
         log::warn("{}: the guest driver broke the virtio rules ({}); device stopped, needs reset",
                   name_, what);

@@ -63,6 +63,10 @@ class MmioTransport final : public devices::Device, public Transport {
     void config_changed();
     /// Processes queue `q` now, on the calling thread (what a notification does on the loop).
     void process_queue(size_t q);
+    /// Times the driver broke a rule and the device was stopped (NEEDS_RESET).
+    uint64_t driver_errors() const noexcept {
+        return driver_errors_.load(std::memory_order_relaxed);
+    }
 
     // devices::Device (vCPU threads)
     const char* name() const noexcept override { return name_.c_str(); }
@@ -114,6 +118,7 @@ class MmioTransport final : public devices::Device, public Transport {
     uint32_t* isr_ = &isr_storage_;
     uint8_t* page_ = nullptr;
     log::RateLimiter log_limit_{5};
+    std::atomic<uint64_t> driver_errors_{0};
 };
 
 }  // namespace vireo::virtio

@@ -129,6 +129,11 @@ class NetDevice final : public Device {
         std::lock_guard lock(mutex());
         return stats_;
     }
+    std::vector<Counter> counters() override {
+        const NetStats s = stats();
+        return {{"rx_frames", s.rx_frames}, {"rx_bytes", s.rx_bytes}, {"rx_dropped", s.rx_dropped},
+                {"tx_frames", s.tx_frames}, {"tx_bytes", s.tx_bytes}, {"tx_dropped", s.tx_dropped}};
+    }
 
   private:
     struct RxChain {

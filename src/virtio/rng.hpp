@@ -30,6 +30,7 @@ class EntropyDevice final : public Device {
         std::lock_guard lock(mutex());
         return bytes_;
     }
+    std::vector<Counter> counters() override { return {{"bytes", bytes_served()}}; }
 
   private:
     Chain chain_;

@@ -101,6 +101,14 @@ class VsockDevice final : public Device {
         std::lock_guard lock(mutex());
         return stats_;
     }
+    std::vector<Counter> counters() override {
+        const VsockStats s = stats();
+        return {{"connections", s.connections},
+                {"resets", s.resets},
+                {"rx_bytes", s.rx_bytes},
+                {"tx_bytes", s.tx_bytes},
+                {"dropped", s.dropped}};
+    }
 
   private:
     struct Conn;
