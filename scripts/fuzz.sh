@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
-# path, each for SECONDS (default 300), with ASan/UBSan.
+# path, and the control API's request parser, each for SECONDS (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
 #
@@ -18,7 +18,7 @@ fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
 printf '%-10s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock; do
+for t in virtqueue mmio blk net vsock api; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log

@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "base/log.hpp"
+#include "base/unix_socket.hpp"
 
 namespace vireo::api {
 
@@ -19,30 +22,6 @@ namespace {
 
 Json error_response(const Json& id, const std::string& code, const std::string& message) {
     return Json{{"id", id}, {"error", {{"code", code}, {"message", message}}}};
-}
-
-bool address_for(const std::string& path, sockaddr_un& a) {
-    a = {};
-    a.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof a.sun_path) return false;
-    std::memcpy(a.sun_path, path.data(), path.size());
-    return true;
-}
-
-bool send_all(int fd, const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-        const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
-            pollfd p{fd, POLLOUT, 0};
-            if (::poll(&p, 1, 1000) <= 0) return false;  // a client that does not read
-            continue;
-        }
-        if (n <= 0) return false;
-        off += static_cast<size_t>(n);
-    }
-    return true;
 }
 
 }  // namespace
@@ -84,35 +63,7 @@ std::string handle_request(const std::map<std::string, Method>& methods, std::st
 }
 
 Result<std::unique_ptr<Server>> Server::create(const std::string& path) {
-    sockaddr_un a{};
-    if (!address_for(path, a))
-        return fail(ErrorCode::InvalidArgument,
-                    "--api-socket: \"{}\" does not fit a Unix socket "
-                    "address (1 to {} bytes)",
-                    path, sizeof a.sun_path - 1);
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            return fail(ErrorCode::AlreadyExists, "--api-socket: {} exists and is not a socket",
-                        path);
-        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0)
-            return fail(ErrorCode::AlreadyExists, "--api-socket: {} is in use by a running vireo",
-                        path);
-        ::unlink(path.c_str());  // stale: its owner is gone
-    }
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd) return fail_errno(errno, "--api-socket: socket");
-    const mode_t old = ::umask(0177);  // 0600 from the start: no window with wider access
-    const int rc = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a);
-    const int bind_errno = errno;
-    ::umask(old);
-    if (rc != 0) return fail_errno(bind_errno, "--api-socket: cannot create {}", path);
-    if (::listen(fd.get(), 64) != 0) {
-        const int e = errno;
-        ::unlink(path.c_str());
-        return fail_errno(e, "--api-socket: listen");
-    }
+    VIREO_TRY_ASSIGN(auto fd, listen_unix(path, "--api-socket"));
     VIREO_TRY_ASSIGN(auto wake, EventFd::create());
     return std::unique_ptr<Server>(new Server(std::move(fd), path, std::move(wake)));
 }
@@ -137,11 +88,11 @@ void Server::stop() {
 }
 
 void Server::serve() {
-    struct Client {
+    struct Conn {
         UniqueFd fd;
         std::string buf;
     };
-    std::vector<Client> clients;
+    std::vector<Conn> clients;
     std::vector<pollfd> fds;
     while (!stop_.load(std::memory_order_acquire)) {
         fds.clear();
@@ -154,25 +105,11 @@ void Server::serve() {
             log::error("api: poll: {}", std::strerror(errno));
             return;
         }
-        if (fds[1].revents & POLLIN) {
-            for (;;) {
-                UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-                if (!c) break;
-                if (clients.size() >= kMaxClients) {
-                    (void)send_all(
-                        c.get(),
-                        error_response(nullptr, "busy", "too many API clients; try again").dump() +
-                            "\n");
-                    continue;
-                }
-                clients.push_back({std::move(c), {}});
-            }
-        }
         for (size_t i = 0; i < clients.size(); ++i) {
             const size_t slot = i + 2;
             if (slot >= fds.size() || fds[slot].fd != clients[i].fd.get()) continue;
             if ((fds[slot].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-            Client& c = clients[i];
+            Conn& c = clients[i];
             char chunk[4096];
             const ssize_t n = ::recv(c.fd.get(), chunk, sizeof chunk, 0);
             bool drop = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
@@ -195,36 +132,72 @@ void Server::serve() {
             }
             if (drop) c.fd.reset();
         }
-        std::erase_if(clients, [](const Client& c) { return !c.fd; });
+        std::erase_if(clients, [](const Conn& c) { return !c.fd; });
+        // New clients after the hang-ups of this round are reaped, so that clients which have
+        // already gone do not count against the limit.
+        if (fds[1].revents & POLLIN) {
+            for (;;) {
+                UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+                if (!c) break;
+                if (clients.size() >= kMaxClients) {
+                    (void)send_all(
+                        c.get(),
+                        error_response(nullptr, "busy", "too many API clients; try again").dump() +
+                            "\n");
+                    continue;
+                }
+                clients.push_back({std::move(c), {}});
+            }
+        }
     }
 }
 
-Result<Json> call(const std::string& path, const std::string& method, const Json& params) {
-    sockaddr_un a{};
-    if (!address_for(path, a))
-        return fail(ErrorCode::InvalidArgument, "API socket path \"{}\" is too long", path);
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return fail_errno(errno, "socket");
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
-        return fail_errno(errno, "no vireo answers on {}", path);
-    Json req{{"id", 1}, {"method", method}};
+Result<Client> Client::connect(const std::string& path, int timeout_ms) {
+    VIREO_TRY_ASSIGN(auto fd, connect_unix(path));
+    return Client(std::move(fd), path, timeout_ms);
+}
+
+Result<Json> Client::call(const std::string& method, const Json& params) {
+    Json req{{"id", ++next_id_}, {"method", method}};
     if (!params.is_null()) req["params"] = params;
-    if (!send_all(fd.get(), req.dump() + "\n")) return fail_errno(errno, "sending to {}", path);
-    std::string buf;
-    char chunk[4096];
-    while (buf.find('\n') == std::string::npos) {
-        const ssize_t n = ::recv(fd.get(), chunk, sizeof chunk, 0);
+    if (!send_all(fd_.get(), req.dump() + "\n", timeout_ms_))
+        return fail_errno(errno, "sending to {}", path_);
+    size_t nl;
+    while ((nl = buf_.find('\n')) == std::string::npos) {
+        pollfd p{fd_.get(), POLLIN, 0};
+        const int r = ::poll(&p, 1, timeout_ms_);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0)
+            return fail(ErrorCode::System, "{} did not answer {} within {} ms", path_, method,
+                        timeout_ms_);
+        char chunk[4096];
+        const ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return fail(ErrorCode::System, "{} closed the connection", path);
-        buf.append(chunk, static_cast<size_t>(n));
+        if (n <= 0) return fail(ErrorCode::System, "{} closed the connection", path_);
+        buf_.append(chunk, static_cast<size_t>(n));
     }
-    Json resp = Json::parse(buf.substr(0, buf.find('\n')), nullptr, false);
-    if (resp.is_discarded()) return fail(ErrorCode::System, "malformed response from {}", path);
-    if (resp.contains("error"))
-        return fail(ErrorCode::InvalidArgument, "{}: {}",
-                    resp["error"].value("code", std::string("error")),
-                    resp["error"].value("message", std::string()));
+    Json resp = Json::parse(std::string_view(buf_).substr(0, nl), nullptr, false);
+    buf_.erase(0, nl + 1);
+    if (resp.is_discarded()) return fail(ErrorCode::System, "malformed response from {}", path_);
+    if (resp.contains("error")) {
+        const std::string code = resp["error"].value("code", std::string("error"));
+        return fail(code == "not-found"   ? ErrorCode::NotFound
+                    : code == "bad-state" ? ErrorCode::BadState
+                                          : ErrorCode::InvalidArgument,
+                    "{}: {}", code, resp["error"].value("message", std::string()));
+    }
     return resp.value("result", Json());
+}
+
+Result<Json> call(const std::string& path, const std::string& method, const Json& params,
+                  int timeout_ms) {
+    // A server at its client limit answers "busy" and hangs up: try again a few times.
+    for (int attempt = 0;; ++attempt) {
+        VIREO_TRY_ASSIGN(auto client, Client::connect(path, timeout_ms));
+        auto r = client.call(method, params);
+        if (r || attempt == 5 || r.error().message().rfind("busy:", 0) != 0) return r;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 << attempt));
+    }
 }
 
 }  // namespace vireo::api

@@ -29,7 +29,7 @@ namespace vireo::api {
 
 inline constexpr int kApiVersion = 1;
 inline constexpr size_t kMaxRequest = 64 * 1024;
-inline constexpr size_t kMaxClients = 64;
+inline constexpr size_t kMaxClients = 128;
 
 /// What a method throws to answer with an error.
 struct ApiError : std::runtime_error {
@@ -40,6 +40,15 @@ struct ApiError : std::runtime_error {
 
 using Json = nlohmann::json;
 using Method = std::function<Json(const Json& params)>;
+
+/// j[key] if it is there and an array (`array`) or an object, else an empty one; by reference,
+/// so loops over it make no temporaries.
+inline const Json& member(const Json& j, const char* key, bool array) {
+    static const Json kNoArray = Json::array(), kNoObject = Json::object();
+    const auto it = j.find(key);
+    if (it != j.end() && (array ? it->is_array() : it->is_object())) return *it;
+    return array ? kNoArray : kNoObject;
+}
 
 /// Parses one request line and dispatches it; returns the response line (without newline).
 /// Exposed for the fuzzer and unit tests.
@@ -68,8 +77,28 @@ class Server {
     std::thread thread_;
 };
 
-/// A client: sends one request and returns the response's "result" (or the error as a failed
-/// Result, message "code: message").
-Result<Json> call(const std::string& path, const std::string& method, const Json& params = {});
+/// A client connection: requests one after another on one socket.
+class Client {
+  public:
+    /// Connects to the API socket at `path`; each call waits at most `timeout_ms` for the reply.
+    static Result<Client> connect(const std::string& path, int timeout_ms = 10000);
+    /// Sends one request and returns the response's "result", or the error as a failed Result
+    /// with message "code: message" (ErrorCode NotFound / BadState for those codes).
+    Result<Json> call(const std::string& method, const Json& params = {});
+
+  private:
+    Client(UniqueFd fd, std::string path, int timeout_ms)
+        : fd_(std::move(fd)), path_(std::move(path)), timeout_ms_(timeout_ms) {}
+    UniqueFd fd_;
+    std::string path_;
+    int timeout_ms_;
+    std::string buf_;
+    uint64_t next_id_ = 0;
+};
+
+/// One request on a fresh connection (see Client::call); retried a few times (10 ms to 0.3 s
+/// apart) while the server answers "busy".
+Result<Json> call(const std::string& path, const std::string& method, const Json& params = {},
+                  int timeout_ms = 10000);
 
 }  // namespace vireo::api

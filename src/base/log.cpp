@@ -22,6 +22,10 @@ Level initial_level() noexcept {
 
 std::atomic<Level> g_level{initial_level()};
 
+std::atomic<Tap> g_tap{nullptr};
+
+}  // namespace
+
 const char* name(Level l) noexcept {
     switch (l) {
         case Level::Debug:
@@ -38,8 +42,6 @@ const char* name(Level l) noexcept {
     return "";
 }
 
-}  // namespace
-
 void set_level(Level l) noexcept {
     g_level.store(l, std::memory_order_relaxed);
 }
@@ -47,7 +49,12 @@ Level level() noexcept {
     return g_level.load(std::memory_order_relaxed);
 }
 
+void set_tap(Tap tap) noexcept {
+    g_tap.store(tap, std::memory_order_release);
+}
+
 void write(Level l, std::string_view text) noexcept {
+    if (Tap tap = g_tap.load(std::memory_order_acquire)) tap(l, text);
     try {
         std::string line = fmt::format("vireo: {}: {}\n", name(l), text);
         [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());

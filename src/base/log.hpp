@@ -16,6 +16,13 @@ Level level() noexcept;
 /// Writes one line "vireo: <level>: <text>" to stderr (a single write: lines never interleave).
 void write(Level level, std::string_view text) noexcept;
 
+/// Also hands every line written to `tap` (e.g. the supervisor's host log for `vireo dmesg`);
+/// nullptr removes it. Any thread; the tap must not log.
+using Tap = void (*)(Level level, std::string_view text) noexcept;
+void set_tap(Tap tap) noexcept;
+/// "debug", "info", "warning", "error".
+const char* name(Level level) noexcept;
+
 template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {
     if (level() <= Level::Debug) write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
