@@ -3,8 +3,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "arch/x86/acpi/tables.hpp"
@@ -34,6 +37,9 @@ constexpr uint64_t kAcpiBase = 0xe0000, kAcpiSize = 0x20000;  // tables live in 
 constexpr uint64_t kPvPanicBase = 0xfe000000;
 constexpr uint16_t kCom1 = 0x3f8;
 constexpr uint32_t kCom1Irq = 4;
+// The Generic Event Device (power button): an ISA line no platform device uses (12 would be
+// a PS/2 mouse, which this machine does not have). Edge-triggered, active high.
+constexpr uint32_t kGedGsi = 12;
 constexpr uint32_t kVirtioGsis[] = {16, 17, 18, 19, 20, 21, 22, 23, 5, 6, 7, 10, 11, 14, 15};
 static_assert(std::size(kVirtioGsis) == kMaxVirtioDevices);
 
@@ -64,6 +70,34 @@ Result<void> set_lints(hv::Vcpu& vcpu) {
     set_lvt(0x350, 0x700);  // LVT LINT0: ExtINT
     set_lvt(0x360, 0x400);  // LVT LINT1: NMI
     return vcpu.set_state(hv::kStateLapic, st);
+}
+
+// A thread's last host CPU and CPU time, from /proc/self/task/TID/stat.
+void thread_stat(pid_t tid, int& cpu, double& cpu_s) {
+    cpu = -1;
+    cpu_s = 0;
+    if (tid == 0) return;
+    std::ifstream f(fmt::format("/proc/self/task/{}/stat", tid));
+    std::string s((std::istreambuf_iterator<char>(f)), {});
+    const size_t rp = s.rfind(')');
+    if (rp == std::string::npos || rp + 2 >= s.size()) return;
+    std::istringstream in(s.substr(rp + 2));
+    std::string field;
+    unsigned long long ut = 0, st = 0;
+    for (int i = 3; i <= 39 && in >> field; ++i) {
+        if (i == 14) ut = std::stoull(field);
+        if (i == 15) st = std::stoull(field);
+        if (i == 39) cpu = std::stoi(field);
+    }
+    cpu_s = static_cast<double>(ut + st) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+cpu_set_t to_cpu_set(const std::vector<int>& cpus) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c : cpus)
+        CPU_SET(static_cast<size_t>(c), &set);
+    return set;
 }
 
 }  // namespace
@@ -170,7 +204,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     // Devices.
     auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
     serial_ = std::make_shared<devices::Serial>(std::make_shared<KvmIrqLine>(*machine_, kCom1Irq),
-                                                config_.console_fd);
+                                                config_.console_fd, config_.console_tap);
     VIREO_TRY(pio_.attach(kCom1, 8, serial_));
     VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
     VIREO_TRY(pio_.attach(0x70, 2, std::make_shared<devices::Cmos>()));
@@ -189,6 +223,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     desc.pm_reset_value = devices::AcpiPm::kResetValue;
     desc.s5_sleep_type = devices::AcpiPm::kS5SleepType;
     desc.pvpanic_base = kPvPanicBase;
+    desc.ged_gsi = kGedGsi;
     VIREO_TRY_ASSIGN(Gpa rsdp,
                      arch::x86::acpi::write_tables(memory_, Gpa(kAcpiBase), kAcpiSize, desc));
 
@@ -224,12 +259,19 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     // vCPUs: all get CPUID, boot MSRs and LAPIC LINTs; the BSP enters the kernel in long mode,
     // the APs wait in KVM for INIT/SIPI from the guest.
     const auto msrs = arch::x86::boot_msrs();
+    slots_ = std::make_unique<VcpuSlot[]>(config_.cpus);
     for (uint32_t id = 0; id < config_.cpus; ++id) {
         VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
         VIREO_TRY(vcpu->set_cpuid(arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus)));
         VIREO_TRY(vcpu->set_msrs(msrs));
         VIREO_TRY(set_lints(*vcpu));
         if (id == 0) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
+        // KVM's statistics fd now: KVM_GET_STATS_FD is a vCPU ioctl and would wait for a vCPU
+        // blocked in KVM_RUN; reading the fd later needs no lock.
+        if (hv.has(hv::Feature::BinaryStats)) {
+            auto st = vcpu->open_stats();
+            kvm_stats_.push_back(st ? std::move(st).value() : hv::Stats());
+        }
         vcpus_.push_back(std::move(vcpu));
     }
     return ok();
@@ -348,7 +390,139 @@ void Vm::stop(Fate fate, std::string detail) {
     for (auto& v : vcpus_)
         v->request_stop();
     if (serial_) serial_->stop_waiting();
+    {
+        std::lock_guard lock(pause_mu_);  // parked vCPUs see stopping_ under this lock
+    }
+    pause_cv_.notify_all();
     fate_cv_.notify_all();
+}
+
+void Vm::park() {
+    std::unique_lock lock(pause_mu_);
+    ++parked_;
+    pause_cv_.notify_all();
+    pause_cv_.wait(lock, [&] {
+        return !pause_requested_.load(std::memory_order_acquire) ||
+               stopping_.load(std::memory_order_acquire);
+    });
+    --parked_;
+}
+
+Result<void> Vm::pause() {
+    std::lock_guard op(pause_op_mu_);
+    if (paused_.load(std::memory_order_acquire))
+        return fail(ErrorCode::BadState, "the domain is already paused");
+    if (stopping_.load(std::memory_order_acquire))
+        return fail(ErrorCode::BadState, "the domain is stopping");
+    pause_requested_.store(true, std::memory_order_release);
+    for (auto& v : vcpus_)
+        v->request_stop();
+    {
+        std::unique_lock lock(pause_mu_);
+        const bool all = pause_cv_.wait_for(lock, std::chrono::seconds(5), [&] {
+            return parked_ == vcpus_.size() || stopping_.load(std::memory_order_acquire);
+        });
+        const bool stopping = stopping_.load(std::memory_order_acquire);
+        if (!all || stopping) {
+            pause_requested_.store(false, std::memory_order_release);
+            lock.unlock();
+            pause_cv_.notify_all();
+            if (stopping) return fail(ErrorCode::BadState, "the domain is stopping");
+            return fail(ErrorCode::BadState, "the vCPUs did not stop within 5 s");
+        }
+    }
+    // Every vCPU is out of KVM_RUN: freeze guest time and tell the guest it was stopped.
+    auto clock = machine_->get_clock();
+    paused_clock_ = clock ? *clock : 0;
+    for (auto& v : vcpus_)
+        if (auto r = v->notify_paused(); !r) log::debug("{}", r.error().message());
+    paused_.store(true, std::memory_order_release);
+    return ok();
+}
+
+Result<void> Vm::resume() {
+    std::lock_guard op(pause_op_mu_);
+    if (!paused_.load(std::memory_order_acquire))
+        return fail(ErrorCode::BadState, "the domain is not paused");
+    if (paused_clock_ != 0)
+        if (auto r = machine_->set_clock(paused_clock_); !r)
+            log::warn("resume: {} (guest time jumps)", r.error().message());
+    {
+        std::lock_guard lock(pause_mu_);
+        pause_requested_.store(false, std::memory_order_release);
+        paused_.store(false, std::memory_order_release);
+    }
+    pause_cv_.notify_all();
+    return ok();
+}
+
+Result<void> Vm::press_power_button() {
+    if (stopping_.load(std::memory_order_acquire))
+        return fail(ErrorCode::BadState, "the domain is stopping");
+    VIREO_TRY(machine_->set_irq_line(kGedGsi, true));  // a rising edge runs the GED's _EVT
+    return machine_->set_irq_line(kGedGsi, false);
+}
+
+Result<void> Vm::pin_vcpu(uint32_t id, const std::vector<int>& cpus) {
+    if (id >= config_.cpus)
+        return fail(ErrorCode::OutOfRange, "vCPU {}: the domain has vCPUs 0 to {}", id,
+                    config_.cpus - 1);
+    cpu_set_t set;
+    if (cpus.empty()) {  // back to the process affinity (the main thread's)
+        if (::sched_getaffinity(0, sizeof set, &set) != 0)
+            return fail_errno(errno, "sched_getaffinity");
+    } else {
+        set = to_cpu_set(cpus);
+    }
+    const pid_t tid = slots_[id].tid.load(std::memory_order_acquire);
+    if (tid == 0) return fail(ErrorCode::BadState, "vCPU {} has not started yet", id);
+    if (::sched_setaffinity(tid, sizeof set, &set) != 0)
+        return fail_errno(errno, "pinning vCPU {}", id);
+    return ok();
+}
+
+std::vector<VcpuInfo> Vm::vcpu_info() const {
+    std::vector<VcpuInfo> out(config_.cpus);
+    for (uint32_t i = 0; i < config_.cpus; ++i) {
+        VcpuInfo& v = out[i];
+        v.id = i;
+        v.tid = slots_[i].tid.load(std::memory_order_acquire);
+        v.paused = paused();
+        thread_stat(v.tid, v.host_cpu, v.cpu_s);
+        cpu_set_t set;
+        if (v.tid != 0 && ::sched_getaffinity(v.tid, sizeof set, &set) == 0)
+            for (int c = 0; c < CPU_SETSIZE; ++c)
+                if (CPU_ISSET(static_cast<size_t>(c), &set)) v.affinity.push_back(c);
+    }
+    return out;
+}
+
+std::vector<VcpuMetrics> Vm::vcpu_metrics() const {
+    std::vector<VcpuMetrics> out(config_.cpus);
+    std::lock_guard lock(stats_mu_);
+    std::vector<uint64_t> values;
+    for (uint32_t i = 0; i < config_.cpus; ++i) {
+        VcpuMetrics& m = out[i];
+        m.id = i;
+        for (size_t r = 0; r < kExitReasons; ++r)
+            m.exits[r] = slots_[i].exits[r].load(std::memory_order_relaxed);
+        int cpu;
+        thread_stat(slots_[i].tid.load(std::memory_order_acquire), cpu, m.cpu_s);
+        if (i >= kvm_stats_.size()) continue;
+        const hv::Stats& s = kvm_stats_[i];
+        values.assign(s.names().size(), 0);
+        if (s.valid() && s.read(values))
+            for (size_t k = 0; k < values.size(); ++k)
+                m.kvm.emplace_back(s.names()[k], values[k]);
+    }
+    return out;
+}
+
+std::vector<DeviceMetrics> Vm::device_metrics() const {
+    std::vector<DeviceMetrics> out;
+    for (const auto& t : virtio_)
+        out.push_back({t->name(), t->driver_errors(), t->device().counters()});
+    return out;
 }
 
 void Vm::handle_io(const hv::IoExit& io) {
@@ -363,13 +537,24 @@ void Vm::handle_io(const hv::IoExit& io) {
     }
 }
 
-void Vm::vcpu_loop(hv::Vcpu& vcpu) {
+void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
+    slot.tid.store(static_cast<pid_t>(::gettid()), std::memory_order_release);
+    char name[16];
+    std::snprintf(name, sizeof name, "vireo-vcpu%u", vcpu.id());
+    ::pthread_setname_np(::pthread_self(), name);
     while (!stopping_.load(std::memory_order_acquire)) {
+        if (pause_requested_.load(std::memory_order_acquire)) {
+            park();
+            continue;
+        }
         auto exit = vcpu.run();
         if (!exit) {
             stop(Fate::HostError, exit.error().message());
             return;
         }
+        // One writer per slot: a plain load + store, no locked instruction on the exit path.
+        auto& n = slot.exits[static_cast<size_t>(exit->reason)];
+        n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         switch (exit->reason) {
             case hv::ExitReason::Io:
                 handle_io(exit->io);
@@ -428,13 +613,12 @@ Outcome Vm::run() {
     std::vector<std::thread> threads;
     threads.reserve(vcpus_.size());
     for (size_t i = 0; i < vcpus_.size(); ++i) {
-        threads.emplace_back([this, vcpu = vcpus_[i].get()] { vcpu_loop(*vcpu); });
-        if (i < config_.vcpu_cpus.size()) {  // pinned pool: this vCPU owns one host CPU
-            cpu_set_t set;
-            CPU_ZERO(&set);
-            CPU_SET(static_cast<size_t>(config_.vcpu_cpus[i]), &set);
+        threads.emplace_back(
+            [this, vcpu = vcpus_[i].get(), slot = &slots_[i]] { vcpu_loop(*vcpu, *slot); });
+        if (i < config_.vcpu_affinity.size() && !config_.vcpu_affinity[i].empty()) {
+            const cpu_set_t set = to_cpu_set(config_.vcpu_affinity[i]);
             if (::pthread_setaffinity_np(threads.back().native_handle(), sizeof set, &set) != 0)
-                log::warn("vCPU {}: cannot pin to CPU {}", i, config_.vcpu_cpus[i]);
+                log::warn("vCPU {}: cannot pin it to the CPUs asked for", i);
         }
     }
     {

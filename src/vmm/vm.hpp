@@ -4,6 +4,7 @@
 // per vCPU. Devices are dispatched from vCPU threads through immutable buses (no VM-wide lock).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include "devices/platform_event.hpp"
 #include "hv/hypervisor.hpp"
 #include "hv/machine.hpp"
+#include "hv/stats.hpp"
 #include "hv/vcpu.hpp"
 #include "memory/guest_memory.hpp"
 #include "virtio/balloon.hpp"
@@ -56,8 +58,40 @@ struct VmConfig {
     /// How guest RAM is backed: Anonymous (pages on first touch), Prefault (every page
     /// allocated before the guest runs), Locked (prefaulted and mlocked: never swapped).
     enum class Backing { Anonymous, Prefault, Locked } backing = Backing::Anonymous;
-    /// Host CPU per vCPU (pinned pools); empty: vCPU threads float (process affinity).
-    std::vector<int> vcpu_cpus;
+    /// Host CPUs of each vCPU thread (pinned pools, vcpu-pin): empty, or one list per vCPU; an
+    /// empty list lets that vCPU float within the process affinity.
+    std::vector<std::vector<int>> vcpu_affinity;
+    /// Also gets the guest's console output (a console socket).
+    std::shared_ptr<devices::OutputTap> console_tap;
+};
+
+/// Exits to user space by reason (hv::ExitReason), one slot each.
+inline constexpr size_t kExitReasons = static_cast<size_t>(hv::ExitReason::Unknown) + 1;
+
+/// A vCPU as `vcpu-list` shows it.
+struct VcpuInfo {
+    uint32_t id = 0;
+    pid_t tid = 0;      ///< host thread (0 before it ran)
+    int host_cpu = -1;  ///< host CPU it last ran on
+    std::vector<int> affinity;
+    double cpu_s = 0;  ///< host CPU time of the thread (guest + exits)
+    bool paused = false;
+};
+
+/// Counters of one vCPU: exits to vireo by reason, and KVM's own statistics when the kernel
+/// has them (exits handled in the kernel, halt wait time, injections, ...).
+struct VcpuMetrics {
+    uint32_t id = 0;
+    std::array<uint64_t, kExitReasons> exits{};
+    double cpu_s = 0;
+    std::vector<std::pair<std::string, uint64_t>> kvm;
+};
+
+/// Counters of one virtio device.
+struct DeviceMetrics {
+    std::string name;  ///< "virtio-blk@0xd0000000"
+    uint64_t driver_errors = 0;
+    std::vector<virtio::Counter> counters;
 };
 
 /// The kernel and initrd bytes (owned by the caller; reused across reboots).
@@ -112,6 +146,24 @@ class Vm {
     /// Stops the guest (first reason wins). Any thread.
     void stop(Fate fate, std::string detail);
 
+    /// Stops every vCPU and keeps them stopped until resume(); devices finish the I/O already
+    /// in flight (its completions wait in the rings). The guest's kvm-clock is saved and each
+    /// vCPU is told it was paused (no soft-lockup reports); resume() restores the clock, so
+    /// guest time does not advance while paused. Fails if already paused or stopping.
+    Result<void> pause();
+    Result<void> resume();
+    bool paused() const noexcept { return paused_.load(std::memory_order_acquire); }
+    /// Presses the ACPI power button (the guest decides what to do: normally power off).
+    Result<void> press_power_button();
+    /// Resets the machine from the host (as if the guest had rebooted).
+    void reset() { stop(Fate::Reboot, "reset by the host"); }
+    /// Restricts vCPU `id`'s thread to `cpus` (empty: the process affinity).
+    Result<void> pin_vcpu(uint32_t id, const std::vector<int>& cpus);
+    std::vector<VcpuInfo> vcpu_info() const;
+    std::vector<VcpuMetrics> vcpu_metrics() const;
+    std::vector<DeviceMetrics> device_metrics() const;
+    uint32_t num_vcpus() const noexcept { return config_.cpus; }
+
     /// Asks the guest (through its balloon) to give up memory until it has `guest_bytes` left;
     /// returns the balloon's new target in bytes. Fails without a balloon device.
     Result<uint64_t> set_guest_memory(uint64_t guest_bytes);
@@ -129,7 +181,12 @@ class Vm {
     Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
     Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
     Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
-    void vcpu_loop(hv::Vcpu& vcpu);
+    struct alignas(64) VcpuSlot {  // written by its vCPU thread only
+        std::atomic<pid_t> tid{0};
+        std::array<std::atomic<uint64_t>, kExitReasons> exits{};
+    };
+    void vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot);
+    void park();
     void handle_io(const hv::IoExit& io);
     void on_platform_event(devices::PlatformEvent event);
 
@@ -144,6 +201,18 @@ class Vm {
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;
     std::shared_ptr<virtio::MmioTransport> balloon_transport_;
+
+    std::unique_ptr<VcpuSlot[]> slots_;
+    // Pause: vCPU threads park on pause_cv_ while pause_requested_; pause() waits for all.
+    std::mutex pause_op_mu_;  // one pause()/resume() at a time; taken before pause_mu_
+    std::mutex pause_mu_;
+    std::condition_variable pause_cv_;
+    std::atomic<bool> pause_requested_{false};
+    std::atomic<bool> paused_{false};
+    uint32_t parked_ = 0;
+    uint64_t paused_clock_ = 0;
+    mutable std::mutex stats_mu_;       // one scrape at a time (the values buffer)
+    std::vector<hv::Stats> kvm_stats_;  // per vCPU, opened at build (empty without the feature)
 
     std::atomic<bool> stopping_{false};
     std::mutex fate_mu_;

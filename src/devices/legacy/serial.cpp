@@ -16,7 +16,8 @@ constexpr uint8_t kMcrLoop = 0x10;
 constexpr uint8_t kFcrEnable = 0x01, kFcrClearRx = 0x02;
 }  // namespace
 
-Serial::Serial(std::shared_ptr<IrqLine> irq, int out_fd) : irq_(std::move(irq)), out_fd_(out_fd) {}
+Serial::Serial(std::shared_ptr<IrqLine> irq, int out_fd, std::shared_ptr<OutputTap> tap)
+    : irq_(std::move(irq)), out_fd_(out_fd), tap_(std::move(tap)) {}
 
 void Serial::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard lock(mu_);
@@ -121,6 +122,7 @@ void Serial::write_reg(uint64_t offset, uint8_t value) {
 }
 
 void Serial::output(uint8_t byte) {
+    if (tap_) tap_->put(byte);
     if (out_fd_ < 0) return;
     while (::write(out_fd_, &byte, 1) < 0 && errno == EINTR) {
     }

@@ -11,10 +11,21 @@
 
 namespace vireo::devices {
 
+/// Receives every byte the guest writes to the UART besides its output fd (a console socket).
+/// Called on vCPU threads with the UART's mutex held: must not block.
+class OutputTap {
+  public:
+    virtual void put(uint8_t byte) noexcept = 0;
+
+  protected:
+    ~OutputTap() = default;
+};
+
 class Serial final : public Device {
   public:
-    /// Output goes to `out_fd` (-1: discarded). `irq` is the UART's interrupt line.
-    Serial(std::shared_ptr<IrqLine> irq, int out_fd);
+    /// Output goes to `out_fd` (-1: discarded) and to `tap` if given. `irq` is the UART's
+    /// interrupt line.
+    Serial(std::shared_ptr<IrqLine> irq, int out_fd, std::shared_ptr<OutputTap> tap = nullptr);
 
     const char* name() const noexcept override { return "serial"; }
     void read(uint64_t offset, std::span<uint8_t> data) override;
@@ -37,6 +48,7 @@ class Serial final : public Device {
 
     std::shared_ptr<IrqLine> irq_;
     int out_fd_;
+    std::shared_ptr<OutputTap> tap_;
     std::mutex mu_;
     std::condition_variable rx_space_;
     bool stopping_ = false;
