@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "api_latency.hpp"
 #include "blk_path.hpp"
 #include "boot.hpp"
 #include "exits.hpp"
@@ -62,7 +63,20 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     blk_cmd->add_flag("--json", blk.json, "End with one line of JSON");
 
+    vireo::bench::ApiOptions api_opts;
+    auto* api_cmd = app.add_subcommand(
+        "api",
+        "Control API latency on a running domain: info, pause + unpause, concurrent clients");
+    api_cmd
+        ->add_option("SOCKET", api_opts.socket, "The domain's API socket (vireo run --api-socket)")
+        ->required();
+    api_cmd->add_option("--requests", api_opts.requests, "Requests per case")
+        ->capture_default_str();
+    api_cmd->add_option("--clients", api_opts.clients, "Concurrent clients")->capture_default_str();
+    api_cmd->add_flag("--json", api_opts.json, "End with one line of JSON");
+
     CLI11_PARSE(app, argc, argv);
+    if (*api_cmd) return vireo::bench::run_api(api_opts);
     if (*blk_cmd) return vireo::bench::run_blk_path(blk);
     if (*cmd) return vireo::bench::run_exits(exits);
     if (*boot_cmd) {

@@ -10,7 +10,7 @@ fail=0
 ok() { echo "PASS: $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
 work=$(mktemp -d /tmp/vireo-up.XXXXXX)
-trap '"$vireo" down --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
+trap '"$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
 ncpu=$(nproc)
 last=$((ncpu - 1))
 field_dir() {  # field_dir RUN_DIR NAME KEY: from `vireo list --json`
@@ -81,7 +81,7 @@ if wait_state alpha destroyed; then ok "vireo destroy alpha"; else bad "destroy 
 if "$vireo" destroy nosuch --run-dir "$work/run" 2>&1 | grep -q "no domain"; then
   ok "vireo destroy of an unknown domain: clear error"
 else bad "destroy unknown"; fi
-"$vireo" down --run-dir "$work/run"
+"$vireo" down --timeout 0 --run-dir "$work/run"
 n=0; while kill -0 $up_pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 if ! kill -0 $up_pid 2>/dev/null && [ ! -e "$work/run/vireo.sock" ]; then ok "vireo down: supervisor gone, socket removed"
 else bad "vireo down"; fi
@@ -141,7 +141,7 @@ up=$(grep -l PVH-UP "$work"/run128/d*.log 2>/dev/null | wc -l)
 if [ "$up" = 128 ]; then
   ok "128 domains from one file all report in ($(echo "$end - $start" | bc | cut -c1-5) s)"
 else bad "128 domains: $up reported; $(tail -3 "$work/up128.out")"; fi
-"$vireo" down --run-dir "$work/run128"
+"$vireo" down --timeout 0 --run-dir "$work/run128"
 wait $up_pid
 
 # Limits: one domain with 1024 vCPUs, one with 256 GiB (untouched; overcommit on this host).
@@ -168,7 +168,7 @@ if [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" = 2 ] && wait_stat
    [ "$(ls /proc/"$(field_dir "$work/runl" wide id)"/task | wc -l)" -ge 1024 ]; then
   ok "limits: a 1024-vCPU domain and a 256 GiB domain run (1024+ threads in the wide one)"
 else bad "limits: $(tail -3 "$work/upl.out"; tail -2 "$work"/runl/*.log)"; fi
-"$vireo" down --run-dir "$work/runl"
+"$vireo" down --timeout 0 --run-dir "$work/runl"
 wait $up_pid
 
 echo "$pass passed, $fail failed"

@@ -8,9 +8,9 @@
 #include "cli/run.hpp"
 #include "hv/hypervisor.hpp"
 
-namespace {
+namespace vireo::cli {
 
-int run_info(const std::string& device) {
+int print_kvm_info(const std::string& device) {
     using vireo::hv::Feature;
     auto hv = vireo::hv::Hypervisor::open(device);
     if (!hv) {
@@ -37,14 +37,15 @@ int run_info(const std::string& device) {
          {Named{Feature::KernelIrqchip, "irqchip"}, Named{Feature::SplitIrqchip, "split-irqchip"},
           Named{Feature::Ioeventfd, "ioeventfd"}, Named{Feature::Irqfd, "irqfd"},
           Named{Feature::ReadonlyMemory, "readonly-mem"}, Named{Feature::Xsave, "xsave"},
-          Named{Feature::Pit, "pit"}, Named{Feature::UserSpaceMsr, "user-msr"}}) {
+          Named{Feature::Pit, "pit"}, Named{Feature::UserSpaceMsr, "user-msr"},
+          Named{Feature::BinaryStats, "stats-fd"}, Named{Feature::KvmclockCtrl, "kvmclock-ctrl"}}) {
         if (hv->has(f)) std::printf(" %s", name);
     }
     std::printf("\n");
     return 0;
 }
 
-}  // namespace
+}  // namespace vireo::cli
 
 int main(int argc, char** argv) {
     vireo::raise_fd_limit();  // a vCPU is an fd: large machines need more than 1024
@@ -56,21 +57,17 @@ int main(int argc, char** argv) {
     auto* demo = app.add_subcommand("demo", "Run the built-in tiny guest and print its greeting");
     demo->add_flag("-q,--quiet", quiet, "Do not print the guest's output");
 
-    std::string device = "/dev/kvm";
-    auto* info =
-        app.add_subcommand("info", "Show this host's KVM: implementation, limits, features");
-    info->add_option("--device", device, "KVM device")->capture_default_str();
-
     vireo::cli::RunOptions run_options;
     auto* run = vireo::cli::add_run_command(app, run_options);
     auto run_client = vireo::cli::add_client_commands(app);
     auto run_host = vireo::cli::add_host_commands(app);
+    auto run_control = vireo::cli::add_control_commands(app);
 
     CLI11_PARSE(app, argc, argv);
     if (*run) return vireo::cli::run_guest(run_options);
     if (*demo) return vireo::cli::run_demo(quiet);
-    if (*info) return run_info(device);
     if (int rc = run_client(); rc >= 0) return rc;
     if (int rc = run_host(); rc >= 0) return rc;
+    if (int rc = run_control(); rc >= 0) return rc;
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "api/metrics.hpp"
 #include "api/server.hpp"
 #include "arch/x86/boot/linux.hpp"
 #include "arch/x86/boot/pvh.hpp"
@@ -21,6 +22,7 @@
 #include "base/size.hpp"
 #include "base/split.hpp"
 #include "base/unique_fd.hpp"
+#include "cli/domain.hpp"
 #include "host/config.hpp"
 #include "hv/hypervisor.hpp"
 #include "virtio/slirp.hpp"
@@ -40,106 +42,7 @@ std::string default_guest_dir() {
     return std::string(home ? home : "/root") + "/.cache/vireo/guest";
 }
 
-// Stop requests (SIGINT/SIGTERM on a sigwait thread, the console escape) reach the running
-// machine, and are remembered so that one arriving between two boots is not lost.
-class StopControl {
-  public:
-    void request(const char* why) {
-        std::lock_guard lock(mu_);
-        if (!requested_) why_ = why;
-        requested_ = true;
-        if (vm_ != nullptr) vm_->stop(vmm::Fate::Stopped, why_);
-    }
-    /// Makes `vm` the one to stop; if a stop was already requested, stops it at once.
-    void set(vmm::Vm* vm) {
-        std::lock_guard lock(mu_);
-        vm_ = vm;
-        if (vm_ != nullptr && requested_) vm_->stop(vmm::Fate::Stopped, why_);
-    }
-    bool requested() {
-        std::lock_guard lock(mu_);
-        return requested_;
-    }
-    /// Calls fn(vm) with the running machine (nullptr between boots); it cannot go away
-    /// meanwhile. For API requests.
-    template <typename Fn>
-    auto with_vm(Fn&& fn) {
-        std::lock_guard lock(mu_);
-        return fn(vm_);
-    }
-
-  private:
-    std::mutex mu_;
-    vmm::Vm* vm_ = nullptr;
-    bool requested_ = false;
-    std::string why_;
-};
-StopControl g_stop;
-// What the host last asked the balloon for (guest bytes; 0: nothing): kept across reboots.
-std::atomic<uint64_t> g_guest_memory_request{0};
-
-uint64_t size_param(const api::Json& params, const char* key) {
-    if (!params.contains(key))
-        throw api::ApiError("invalid-params", fmt::format("\"{}\" is required", key));
-    const auto& v = params[key];
-    if (v.is_number_unsigned()) return v.get<uint64_t>();
-    if (v.is_string()) {
-        auto n = parse_size(v.get<std::string>());
-        if (!n)
-            throw api::ApiError("invalid-params",
-                                fmt::format("\"{}\": {}", key, n.error().message()));
-        return *n;
-    }
-    throw api::ApiError("invalid-params",
-                        fmt::format("\"{}\" must be a size (\"256M\") or a byte count", key));
-}
-
-api::Json balloon_json(const virtio::BalloonInfo& b) {
-    return api::Json{{"target_bytes", b.target_pages * virtio::BalloonDevice::kPageSize},
-                     {"actual_bytes", b.actual_pages * virtio::BalloonDevice::kPageSize},
-                     {"inflated_pages", b.inflated_pages},
-                     {"deflated_pages", b.deflated_pages},
-                     {"reported_bytes", b.reported_bytes},
-                     {"driver_ready", b.driver_ready},
-                     {"stats", b.stats}};
-}
-
-template <typename Fn>
-api::Json on_vm(Fn&& fn) {
-    return g_stop.with_vm([&](vmm::Vm* vm) -> api::Json {
-        if (vm == nullptr) throw api::ApiError("bad-state", "the domain is between boots");
-        return fn(*vm);
-    });
-}
-
-void add_api_methods(api::Server& server, const RunOptions& o, const vmm::VmConfig& config) {
-    server.add("info", [&o, &config](const api::Json&) {
-        return api::Json{{"name", o.name},
-                         {"memory_bytes", config.memory_bytes},
-                         {"vcpus", config.cpus},
-                         {"disks", config.disks.size()},
-                         {"nets", config.nets.size()},
-                         {"vsock", config.vsock ? config.vsock->cid() : 0},
-                         {"balloon", config.balloon}};
-    });
-    server.add("balloon.set", [](const api::Json& params) {
-        const uint64_t bytes = size_param(params, "memory");
-        return on_vm([bytes](vmm::Vm& vm) {
-            auto target = vm.set_guest_memory(bytes);
-            if (!target) throw api::ApiError("failed", target.error().message());
-            g_guest_memory_request.store(bytes);
-            return api::Json{{"memory_bytes", bytes}, {"balloon_target_bytes", *target}};
-        });
-    });
-    server.add("balloon.info", [](const api::Json& params) {
-        const bool refresh = params.value("refresh", true);
-        return on_vm([refresh](vmm::Vm& vm) {
-            auto info = vm.balloon_info(refresh);
-            if (!info) throw api::ApiError("failed", info.error().message());
-            return balloon_json(*info);
-        });
-    });
-}
+Domain g_domain;
 
 int status_for(vmm::Fate fate) {
     switch (fate) {
@@ -209,6 +112,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                   "`vireo mem-set` then shrinks or regrows the running guest");
     run->add_option("--api-socket", o.api_socket,
                     "Serve the JSON control API on this Unix socket (mode 0600; see docs/api.md)");
+    run->add_option("--console-socket", o.console_socket,
+                    "Also serve the serial console on this Unix socket (mode 0600), for "
+                    "`vireo console --socket PATH`: attach and detach while the guest runs");
+    run->add_option("--metrics", o.metrics,
+                    "Serve Prometheus metrics at http://ADDR:PORT/metrics (loopback addresses "
+                    "only), e.g. 127.0.0.1:9100");
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock)")
@@ -344,11 +253,11 @@ int run_guest(const RunOptions& o) {
         const long cpu = std::strtol(item.c_str(), &end, 10);
         if (item.empty() || *end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE)
             return fail_with(fmt::format("--pin-vcpus: \"{}\" is not a CPU number", item));
-        config.vcpu_cpus.push_back(static_cast<int>(cpu));
+        config.vcpu_affinity.push_back({static_cast<int>(cpu)});
     }
-    if (!config.vcpu_cpus.empty() && config.vcpu_cpus.size() != o.cpus)
+    if (!config.vcpu_affinity.empty() && config.vcpu_affinity.size() != o.cpus)
         return fail_with(
-            fmt::format("--pin-vcpus: {} CPUs for {} vCPUs", config.vcpu_cpus.size(), o.cpus));
+            fmt::format("--pin-vcpus: {} CPUs for {} vCPUs", config.vcpu_affinity.size(), o.cpus));
     if (config.disks.size() + nets.size() + (config.rng ? 1 : 0) + (vsock ? 1 : 0) +
             (config.balloon ? 1 : 0) >
         vmm::kMaxVirtioDevices)
@@ -394,25 +303,48 @@ int run_guest(const RunOptions& o) {
         if (!listener) return fail_with(listener.error().message());
         config.vsock = std::move(listener).value();
     }
+    Domain& dom = g_domain;
+    dom.name = o.name;
+    dom.ctl_fd = o.ready_fd;
+    if (!o.console_socket.empty()) {
+        auto c = vmm::ConsoleServer::create(o.console_socket);
+        if (!c) return fail_with(c.error().message());
+        dom.console = std::move(c).value();
+        config.console_tap = dom.console;
+        if (auto r = dom.console->start(); !r) return fail_with(r.error().message());
+    }
+    dom.config = config;
     std::unique_ptr<api::Server> api_server;
     if (!o.api_socket.empty()) {
         auto server = api::Server::create(o.api_socket);
         if (!server) return fail_with(server.error().message());
         api_server = std::move(server).value();
-        add_api_methods(*api_server, o, config);
+        add_domain_methods(*api_server, dom);
         if (auto r = api_server->start(); !r) return fail_with(r.error().message());
+    }
+    std::unique_ptr<api::MetricsEndpoint> metrics;
+    if (!o.metrics.empty()) {
+        auto m = api::MetricsEndpoint::create(o.metrics, [&dom] {
+            try {
+                return api::prometheus_text({{dom.name, domain_metrics(dom)}});
+            } catch (const api::ApiError&) {
+                return std::string();  // between boots
+            }
+        });
+        if (!m) return fail_with(m.error().message());
+        metrics = std::move(m).value();
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they
     // were blocked before any thread started, so only the sigwait thread receives them.
-    std::thread([stop_signals] {
+    std::thread([stop_signals, &dom] {
         int sig = 0;
         while (sigwait(&stop_signals, &sig) == 0) {
-            g_stop.request("stopped by a signal");
+            dom.stop.request("stopped by a signal");
         }
     }).detach();
 
-    vmm::ConsoleInput console([] { g_stop.request("stopped from the console"); });
+    vmm::ConsoleInput console([&dom] { dom.stop.request("stopped from the console"); });
     if (o.console == "stdio") {
         if (auto r = console.start(); !r) return fail_with(r.error().message());
     }
@@ -431,8 +363,14 @@ int run_guest(const RunOptions& o) {
     };
     for (;;) {
         ++boots;
+        dom.boots = boots;
         log::debug("boot {}: building the machine", boots);
-        auto vm = vmm::Vm::create(*hv, config, images);
+        vmm::VmConfig boot_config;
+        {
+            std::lock_guard lock(dom.config_mu);  // the API may have re-pinned vCPUs
+            boot_config = dom.config;
+        }
+        auto vm = vmm::Vm::create(*hv, boot_config, images);
         if (!vm) {
             if (o.ready_fd >= 0) {
                 const std::string msg = "error: " + vm.error().message() + "\n";
@@ -449,24 +387,28 @@ int run_guest(const RunOptions& o) {
         }
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
-        if (const uint64_t want = g_guest_memory_request.load(); want != 0)
+        if (dom.console) dom.console->attach((*vm)->serial());
+        if (const uint64_t want = dom.guest_memory_request.load(); want != 0)
             (void)(*vm)->set_guest_memory(want);  // a balloon request outlives a reboot
-        g_stop.set(vm->get());
+        dom.stop.set(vm->get());
         auto outcome = (*vm)->run();
-        g_stop.set(nullptr);
+        dom.stop.set(nullptr);
         console.attach(nullptr);
-        if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart" && !g_stop.requested()) {
+        if (dom.console) dom.console->attach(nullptr);
+        if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart" &&
+            !dom.stop.requested()) {
             log::info("guest rebooted: restarting it");
             continue;
         }
         if (o.on_crash == "preserve" &&
             (outcome.fate == vmm::Fate::Panic || outcome.fate == vmm::Fate::TripleFault ||
              outcome.fate == vmm::Fate::InternalError) &&
-            !g_stop.requested()) {
+            !dom.stop.requested()) {
             log::error("{}: {}; preserved (memory kept) until stopped",
                        vmm::to_string(outcome.fate), outcome.detail);
-            if (o.ready_fd >= 0) (void)!::write(o.ready_fd, "crashed\n", 8);
-            while (!g_stop.requested())
+            dom.crashed = true;
+            dom.report("crashed");
+            while (!dom.stop.requested())
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
             print_stats();
             return status_for(outcome.fate);
@@ -485,54 +427,31 @@ int run_guest(const RunOptions& o) {
 
 std::function<int()> add_client_commands(CLI::App& app) {
     struct Opts {
-        std::string socket, size, method, params;
+        std::string socket, method, params;
     };
     auto o = std::make_shared<Opts>();
-    auto* mem = app.add_subcommand(
-        "mem-set", "Set a running domain's memory through its balloon (vireo run --balloon)");
-    mem->add_option("--api-socket", o->socket, "The domain's API socket")->required();
-    mem->add_option("SIZE", o->size, "Memory the guest keeps, e.g. 256M")->required();
     auto* raw =
         app.add_subcommand("api", "Send one request to a vireo API socket, print the reply");
     raw->add_option("SOCKET", o->socket, "API socket")->required();
     raw->add_option("METHOD", o->method, "Method, e.g. info, balloon.info")->required();
     raw->add_option("PARAMS", o->params, "Parameters as a JSON object");
-    return [o, mem, raw]() -> int {
-        if (*mem) {
-            auto bytes = parse_size(o->size);
-            if (!bytes) {
-                log::error("SIZE: {}", bytes.error().message());
+    return [o, raw]() -> int {
+        if (!*raw) return -1;
+        api::Json params = api::Json::object();
+        if (!o->params.empty()) {
+            params = api::Json::parse(o->params, nullptr, false);
+            if (params.is_discarded()) {
+                log::error("PARAMS is not valid JSON");
                 return kExitError;
             }
-            auto r = api::call(o->socket, "balloon.set", api::Json{{"memory", *bytes}});
-            if (!r) {
-                log::error("{}", r.error().message());
-                return kExitError;
-            }
-            std::printf("guest memory %llu MiB (balloon target %llu MiB)\n",
-                        static_cast<unsigned long long>(*bytes >> 20),
-                        static_cast<unsigned long long>(
-                            (*r)["balloon_target_bytes"].get<uint64_t>() >> 20));
-            return 0;
         }
-        if (*raw) {
-            api::Json params = api::Json::object();
-            if (!o->params.empty()) {
-                params = api::Json::parse(o->params, nullptr, false);
-                if (params.is_discarded()) {
-                    log::error("PARAMS is not valid JSON");
-                    return kExitError;
-                }
-            }
-            auto r = api::call(o->socket, o->method, params);
-            if (!r) {
-                log::error("{}", r.error().message());
-                return kExitError;
-            }
-            std::printf("%s\n", r->dump(2).c_str());
-            return 0;
+        auto r = api::call(o->socket, o->method, params);
+        if (!r) {
+            log::error("{}", r.error().message());
+            return kExitError;
         }
-        return -1;
+        std::printf("%s\n", r->dump(2).c_str());
+        return 0;
     };
 }
 

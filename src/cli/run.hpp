@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "base/result.hpp"
+
 namespace vireo::cli {
 
 /// Process exit statuses of `vireo run` (also in `vireo run --help` and docs/cli.md).
@@ -33,6 +35,8 @@ struct RunOptions {
     std::string vsock;
     bool balloon = false;
     std::string api_socket;
+    std::string console_socket;
+    std::string metrics;  ///< ADDR:PORT of the Prometheus endpoint
     std::string memory_backing = "anonymous";
     std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
     std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
@@ -54,5 +58,15 @@ int run_guest(const RunOptions& options);
 std::function<int()> add_client_commands(CLI::App& app);
 /// Adds `up`, `list`, `destroy`, `down` (cli/up.cpp); same convention.
 std::function<int()> add_host_commands(CLI::App& app);
+/// Adds the control verbs (cli/control.cpp): info, pause, unpause, shutdown, reboot, console,
+/// vcpu-list, vcpu-pin, mem-set, top, dmesg, cpupool-list, cpupool-migrate, create.
+std::function<int()> add_control_commands(CLI::App& app);
+
+/// `vireo info` without a domain: what this host's KVM offers.
+int print_kvm_info(const std::string& device);
+
+/// The running host's API socket: RUN_DIR/vireo.sock, or the only host up under the default
+/// run directories.
+Result<std::string> find_host_socket(const std::string& run_dir);
 
 }  // namespace vireo::cli

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "api/metrics.hpp"
 #include "api/server.hpp"
 #include "base/log.hpp"
 #include "cli/run.hpp"
@@ -14,11 +15,14 @@
 
 namespace vireo::cli {
 
-namespace {
-
 // The running host's API socket: --run-dir, or the only one under the default roots.
 Result<std::string> find_host_socket(const std::string& run_dir) {
-    if (!run_dir.empty()) return run_dir + "/vireo.sock";
+    if (!run_dir.empty()) {
+        if (!std::filesystem::exists(run_dir + "/vireo.sock"))
+            return fail(ErrorCode::NotFound,
+                        "no host is up in {} (start one with: vireo up HOST.toml)", run_dir);
+        return run_dir + "/vireo.sock";
+    }
     std::vector<std::string> found;
     std::vector<std::string> roots{"/run/vireo"};
     if (const char* x = std::getenv("XDG_RUNTIME_DIR")) roots.push_back(std::string(x) + "/vireo");
@@ -37,11 +41,9 @@ Result<std::string> find_host_socket(const std::string& run_dir) {
     return found[0];
 }
 
-}  // namespace
-
 std::function<int()> add_host_commands(CLI::App& app) {
     struct Opts {
-        std::string file, run_dir, name;
+        std::string file, run_dir, name, metrics;
         bool check = false, detach = false, json = false;
         int timeout = 30;
     };
@@ -51,11 +53,22 @@ std::function<int()> add_host_commands(CLI::App& app) {
     up->add_option("HOST.toml", o->file, "The host configuration")->required();
     up->add_flag("--check", o->check, "Only validate the file and check admission; start nothing");
     up->add_flag("--detach", o->detach, "Run the supervisor in the background");
+    up->add_option("--metrics", o->metrics,
+                   "Serve every domain's metrics in Prometheus format at "
+                   "http://ADDR:PORT/metrics (loopback only), e.g. 127.0.0.1:9100");
+    up->add_option("--down-timeout", o->timeout,
+                   "Seconds a domain gets to power off after the ACPI shutdown when the host goes "
+                   "down (SIGTERM, vireo down) before it is stopped")
+        ->capture_default_str();
     auto* list = app.add_subcommand("list", "List the running host's domains");
     list->add_flag("--json", o->json, "JSON instead of a table");
     auto* destroy = app.add_subcommand("destroy", "Kill a domain at once (no restart)");
     destroy->add_option("NAME", o->name, "Domain")->required();
-    auto* down = app.add_subcommand("down", "Stop every domain and the supervisor");
+    auto* down = app.add_subcommand(
+        "down",
+        "Stop every domain (ACPI power button, then stopped after --timeout) and the supervisor");
+    down->add_option("--timeout", o->timeout,
+                     "Seconds the guests get to power off before they are stopped (0: at once)");
     for (auto* c : {list, destroy, down})
         c->add_option("--run-dir", o->run_dir,
                       "The host's run directory (default: the only one up)");
@@ -63,13 +76,19 @@ std::function<int()> add_host_commands(CLI::App& app) {
     return [o, up, list, destroy, down]() -> int {
         if (*up) {
             const auto ncpu = static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF));
+            if (!o->metrics.empty())
+                if (auto r = api::check_metrics_address(o->metrics); !r) {
+                    log::error("{}", r.error().message());
+                    return kExitError;
+                }
             auto cfg = host::load_host_config(o->file, ncpu);
             if (!cfg) {
                 std::fprintf(stderr, "%s\n", cfg.error().message().c_str());
                 log::error("{}: not started (fix the problems above)", o->file);
                 return kExitError;
             }
-            if (auto r = host::admit(*cfg, host::HostFacts::probe()); !r) {
+            const auto facts = host::HostFacts::probe();
+            if (auto r = host::admit(*cfg, facts); !r) {
                 std::fprintf(stderr, "%s\n", r.error().message().c_str());
                 log::error("{}: admission refused; no domain was started", o->file);
                 return kExitError;
@@ -82,6 +101,9 @@ std::function<int()> add_host_commands(CLI::App& app) {
             host::UpOptions uo;
             uo.vireo_exe = std::filesystem::read_symlink("/proc/self/exe").string();
             uo.detach = o->detach;
+            uo.metrics = o->metrics;
+            uo.facts = facts;
+            uo.down_timeout_s = o->timeout;
             return host::up(*cfg, uo);
         }
         if (!*list && !*destroy && !*down) return -1;
@@ -112,8 +134,11 @@ std::function<int()> add_host_commands(CLI::App& app) {
                     d["uptime_s"].get<double>(), d["cpu_s"].get<double>());
             return 0;
         }
-        auto r = *destroy ? api::call(*sock, "destroy", api::Json{{"name", o->name}})
-                          : api::call(*sock, "down");
+        auto r = *destroy
+                     ? api::call(*sock, "destroy", api::Json{{"name", o->name}})
+                     : api::call(*sock, "down",
+                                 down->count("--timeout") ? api::Json{{"timeout_s", o->timeout}}
+                                                          : api::Json::object());
         if (!r) {
             log::error("{}", r.error().message());
             return kExitError;

@@ -277,7 +277,7 @@ Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cp
 }
 
 Result<HostConfig> parse_host_config(std::string_view text, const std::string& path,
-                                     uint32_t num_cpus) {
+                                     uint32_t num_cpus, const HostConfig* base) {
     toml::table root;
     try {
         root = toml::parse(text, path);
@@ -290,8 +290,15 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
     cfg.path = path;
     std::map<uint32_t, std::string> owner;  // CPU -> pool
     Reader top{p, ""};
+    if (base != nullptr) cfg.pools = base->pools;
     for (auto&& [k, v] : root) {
         const std::string key(k.str());
+        if (base != nullptr && key != "domains") {
+            p.add(line_of(v), key,
+                  "a file for vireo create holds [domains.NAME] tables only (the host's "
+                  "settings and pools come from the running host)");
+            continue;
+        }
         if (key == "overcommit") {
             top.boolean(v, key, cfg.overcommit);
         } else if (key == "reserve") {
@@ -333,6 +340,11 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
         cfg.pools["default"] = std::move(def);
     }
     for (const auto& d : cfg.domains) {
+        if (base != nullptr)
+            for (const auto& e : base->domains)
+                if (e.name == d.name)
+                    p.add(d.line, "domains." + d.name,
+                          "a domain of that name is already on this host");
         auto it = cfg.pools.find(d.pool);
         if (it == cfg.pools.end()) {
             p.add(d.line, "domains." + d.name + ".pool", fmt::format("no pool \"{}\"", d.pool));
@@ -351,12 +363,13 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
     return cfg;
 }
 
-Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus) {
+Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus,
+                                    const HostConfig* base) {
     std::ifstream f(path);
     if (!f) return fail_errno(errno, "cannot read {}", path);
     std::stringstream ss;
     ss << f.rdbuf();
-    return parse_host_config(ss.str(), path, num_cpus);
+    return parse_host_config(ss.str(), path, num_cpus, base);
 }
 
 HostFacts HostFacts::probe() {

@@ -67,9 +67,12 @@ Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cp
 
 /// Parses and checks `path`. On failure the error message lists every problem, one per line,
 /// each "FILE:LINE: KEY: reason".
-Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus);
+Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus,
+                                    const HostConfig* base = nullptr);
+/// With `base` (a running host, for `vireo create`): the text may only declare domains; their
+/// pools are the host's, and their names must be new.
 Result<HostConfig> parse_host_config(std::string_view text, const std::string& path,
-                                     uint32_t num_cpus);
+                                     uint32_t num_cpus, const HostConfig* base = nullptr);
 
 /// What the host has, for admission.
 struct HostFacts {

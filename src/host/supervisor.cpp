@@ -10,11 +10,14 @@
 
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
 
+#include "api/metrics.hpp"
+#include "api/params.hpp"
 #include "api/server.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
@@ -25,13 +28,34 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The host log (`vireo dmesg`): the supervisor's last kLogLines lines, with times.
+constexpr size_t kLogLines = 1000;
+std::mutex g_log_mu;
+std::deque<std::string> g_log;
+void log_tap(log::Level level, std::string_view text) noexcept {
+    try {
+        const auto now = std::chrono::system_clock::now();
+        const std::time_t t = std::chrono::system_clock::to_time_t(now);
+        std::tm tm{};
+        ::gmtime_r(&t, &tm);
+        char stamp[32];
+        std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        std::lock_guard lock(g_log_mu);
+        g_log.push_back(fmt::format("{} {}: {}", stamp, log::name(level), text));
+        if (g_log.size() > kLogLines) g_log.pop_front();
+    } catch (...) {
+    }
+}
+
 struct Dom {
     const Domain* cfg = nullptr;
+    std::string pool;  // can change (cpupool-migrate)
     pid_t pid = -1;
     UniqueFd ctl;  // the socketpair end: "ready"/"error: ..."/"crashed" in, 'g' out
     std::string state = "starting";  // starting, running, crashed, shutoff, destroyed
     std::string last;                // why it last stopped
     std::vector<int> pinned;         // host CPU per vCPU (pinned pools)
+    std::string ctl_buf;             // partial line from ctl
     std::string cgroup;              // cgroup v2 directory, if any
     Clock::time_point started{};
     unsigned boots = 0;
@@ -92,7 +116,8 @@ std::vector<std::string> domain_args(const Dom& d, const UpOptions& o, const std
     // A reboot restarts in place when that is the policy (resources stay reserved).
     a.insert(a.end(), {"--on-reboot", c.on_reboot == Action::Restart ? "restart" : "exit"});
     if (c.on_crash == Action::Preserve) a.insert(a.end(), {"--on-crash", "preserve"});
-    const Pool& pool = cfg.pools.at(c.pool);
+    a.insert(a.end(), {"--console-socket", run_dir + "/" + c.name + ".console"});
+    const Pool& pool = cfg.pools.at(d.pool);
     if (!d.pinned.empty()) {
         std::string pins;
         for (int cpu : d.pinned)
@@ -118,6 +143,8 @@ class Supervisor {
         if (!server)
             return error(fmt::format("{} (is this host already up?)", server.error().message()));
         api_ = std::move(server).value();
+        log::set_tap(log_tap);
+        down_timeout_s_ = o_.down_timeout_s;
         plan();
         // 1. Build every domain; 2. start all only when all are ready.
         for (auto& d : doms_)
@@ -130,8 +157,17 @@ class Supervisor {
                   run_dir_);
         add_methods();
         (void)api_->start();
+        if (!o_.metrics.empty()) {
+            auto m = api::MetricsEndpoint::create(o_.metrics, [this] { return prometheus(); });
+            if (!m)
+                log::error("{}", m.error().message());
+            else
+                metrics_ = std::move(m).value();
+        }
         supervise();
+        metrics_.reset();
         api_.reset();
+        log::set_tap(nullptr);
         return 0;
     }
 
@@ -142,41 +178,76 @@ class Supervisor {
     }
 
     void plan() {
+        // cgroups: <cgroup2>/vireo-<stem>/<pool>/<domain>, cpu (weight, cap) and, where the
+        // controller is there, cpuset (the pool's CPUs) enabled on the way down.
         const std::string cg = cgroup2_root();
-        std::string cg_host;
         if (!cg.empty()) {
-            cg_host = cg + "/vireo-" + std::filesystem::path(cfg_.path).stem().string();
-            ::mkdir(cg_host.c_str(), 0755);
+            cg_host_ = cg + "/vireo-" + std::filesystem::path(cfg_.path).stem().string();
+            ::mkdir(cg_host_.c_str(), 0755);
             (void)write_file(cg + "/cgroup.subtree_control", "+cpu");
-            if (!write_file(cg_host + "/cgroup.subtree_control", "+cpu")) cg_host.clear();
+            (void)write_file(cg + "/cgroup.subtree_control", "+cpuset");
+            if (!write_file(cg_host_ + "/cgroup.subtree_control", "+cpu")) cg_host_.clear();
+            (void)write_file(cg_host_ + "/cgroup.subtree_control", "+cpuset");
         }
-        if (cg_host.empty())
+        if (cg_host_.empty())
             log::warn("no cgroup v2 cpu controller: domain weights and caps are not enforced");
-        std::map<std::string, std::vector<uint32_t>> free_cpus;
-        for (const auto& [name, pool] : cfg_.pools)
-            free_cpus[name] = std::vector<uint32_t>(pool.cpus.begin(), pool.cpus.end());
-        doms_.reserve(cfg_.domains.size());
         for (const auto& c : cfg_.domains) {
             if (!c.autostart) continue;
-            Dom d;
-            d.cfg = &c;
-            if (cfg_.pools.at(c.pool).policy == PoolPolicy::Pinned) {
-                auto& left = free_cpus[c.pool];
-                for (uint32_t v = 0; v < c.vcpus && !left.empty(); ++v) {
-                    d.pinned.push_back(static_cast<int>(left.front()));
-                    left.erase(left.begin());
-                }
-            }
-            if (!cg_host.empty()) {
-                d.cgroup = cg_host + "/" + c.name;
-                ::mkdir(d.cgroup.c_str(), 0755);
-                (void)write_file(d.cgroup + "/cpu.weight", std::to_string(c.weight));
-                (void)write_file(
-                    d.cgroup + "/cpu.max",
-                    c.cap == 0 ? "max 100000" : std::to_string(c.cap * 1000) + " 100000");
-            }
-            doms_.push_back(std::move(d));
+            add_dom(c);
         }
+    }
+
+    // A domain that is starting or has a process keeps its pinned CPUs.
+    static bool holds_cpus(const Dom& d) { return d.pid > 0 || d.state == "starting"; }
+
+    // CPUs of `pool` no running domain has pinned.
+    std::vector<uint32_t> free_cpus(const std::string& pool, const Dom* except = nullptr) const {
+        const auto& p = cfg_.pools.at(pool);
+        std::set<uint32_t> left(p.cpus.begin(), p.cpus.end());
+        for (const auto& d : doms_)
+            if (&d != except && d.pool == pool && holds_cpus(d))
+                for (int c : d.pinned)
+                    left.erase(static_cast<uint32_t>(c));
+        return {left.begin(), left.end()};
+    }
+
+    std::vector<int> pins_for(const std::string& pool, uint32_t vcpus, const Dom* except) const {
+        std::vector<int> pins;
+        if (cfg_.pools.at(pool).policy != PoolPolicy::Pinned) return pins;
+        const auto left = free_cpus(pool, except);
+        for (uint32_t v = 0; v < vcpus && v < left.size(); ++v)
+            pins.push_back(static_cast<int>(left[v]));
+        return pins;
+    }
+
+    // The domain's cgroup under its pool's (created with the domain's weight and cap).
+    std::string make_cgroup(const Dom& d) {
+        if (cg_host_.empty()) return "";
+        const std::string pool_dir = cg_host_ + "/" + d.pool;
+        if (::mkdir(pool_dir.c_str(), 0755) == 0) {
+            const auto& p = cfg_.pools.at(d.pool);
+            std::set<uint32_t> cpus(p.cpus.begin(), p.cpus.end());
+            (void)write_file(pool_dir + "/cpuset.cpus", cpu_list(cpus));
+            (void)write_file(pool_dir + "/cgroup.subtree_control", "+cpu");
+        }
+        const std::string dir = pool_dir + "/" + d.cfg->name;
+        ::mkdir(dir.c_str(), 0755);
+        (void)write_file(dir + "/cpu.weight", std::to_string(d.cfg->weight));
+        (void)write_file(dir + "/cpu.max", d.cfg->cap == 0
+                                               ? "max 100000"
+                                               : std::to_string(d.cfg->cap * 1000) + " 100000");
+        return dir;
+    }
+
+    Dom& add_dom(const Domain& c) {
+        Dom d;
+        d.cfg = &c;
+        d.pool = c.pool;
+        d.pinned = pins_for(c.pool, c.vcpus, nullptr);
+        doms_.push_back(std::move(d));
+        Dom& added = doms_.back();
+        added.cgroup = make_cgroup(added);
+        return added;
     }
 
     bool spawn(Dom& d) {
@@ -215,6 +286,7 @@ class Supervisor {
         }
         d.pid = pid;
         d.ctl = std::move(ours);
+        d.ctl_buf.clear();
         d.state = "starting";
         d.started = Clock::now();
         ++d.boots;
@@ -276,61 +348,265 @@ class Supervisor {
         return nullptr;
     }
 
+    // Reads the state lines a domain wrote on its control socket ("paused", "running",
+    // "crashed") without waiting. Called with mu_ held, so `list` always shows the latest.
+    void drain_ctl(Dom& d) {
+        if (d.pid <= 0 || !d.ctl || d.state == "starting") return;
+        char buf[256];
+        for (;;) {
+            pollfd p{d.ctl.get(), POLLIN, 0};
+            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
+            const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
+            if (n <= 0) break;
+            d.ctl_buf.append(buf, static_cast<size_t>(n));
+        }
+        size_t nl;
+        while ((nl = d.ctl_buf.find('\n')) != std::string::npos) {
+            const std::string line = d.ctl_buf.substr(0, nl);
+            d.ctl_buf.erase(0, nl + 1);
+            if (line == "crashed") {
+                d.state = "crashed";
+                d.last = "crashed (preserved)";
+            } else if (line == "paused" || line == "running") {
+                d.state = line;
+            }
+        }
+    }
+
+    static double cpu_seconds(pid_t pid) {
+        if (pid <= 0) return 0;
+        std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+        std::string s((std::istreambuf_iterator<char>(st)), {});
+        const size_t rp = s.rfind(')');
+        if (rp == std::string::npos) return 0;
+        std::istringstream in(s.substr(rp + 2));
+        std::string f;
+        unsigned long long ut = 0, stt = 0;
+        for (int i = 3; i <= 15 && in >> f; ++i) {
+            if (i == 14) ut = std::stoull(f);
+            if (i == 15) stt = std::stoull(f);
+        }
+        return static_cast<double>(ut + stt) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
+
+    Dom& named(const api::Json& p) {
+        const std::string name = api::string_param(p, "name");
+        Dom* d = find(name);
+        if (d == nullptr)
+            throw api::ApiError("not-found", "no domain \"" + name + "\" on this host");
+        return *d;
+    }
+
+    api::Json pool_json(const std::string& name, const Pool& pool) {
+        api::Json doms = api::Json::array();
+        for (const auto& d : doms_)
+            if (d.pool == name && d.pid > 0) doms.push_back(d.cfg->name);
+        return {{"name", name},
+                {"policy", pool.policy == PoolPolicy::Pinned ? "pinned" : "shared"},
+                {"cpus", std::vector<uint32_t>(pool.cpus.begin(), pool.cpus.end())},
+                {"cpu_list", cpu_list(pool.cpus)},
+                {"free_cpus",
+                 pool.policy == PoolPolicy::Pinned ? free_cpus(name).size() : pool.cpus.size()},
+                {"domains", doms}};
+    }
+
+    // Every running domain's metrics, for the Prometheus page (each domain asked on its own
+    // socket, without holding mu_ meanwhile).
+    std::string prometheus() {
+        std::vector<std::pair<std::string, std::string>> targets;
+        {
+            std::lock_guard lock(mu_);
+            for (const auto& d : doms_)
+                if (d.pid > 0 && (d.state == "running" || d.state == "paused"))
+                    targets.emplace_back(d.cfg->name, run_dir_ + "/" + d.cfg->name + ".api");
+        }
+        std::vector<std::pair<std::string, api::Json>> all;
+        for (const auto& [name, sock] : targets)
+            if (auto m = api::call(sock, "metrics", {}, 2000)) all.emplace_back(name, *m);
+        return api::prometheus_text(all);
+    }
+
     void add_methods() {
         api_->add("list", [this](const api::Json&) {
             std::lock_guard lock(mu_);
             api::Json out = api::Json::array();
-            for (const auto& d : doms_) {
-                double cpu_s = 0;
-                if (d.pid > 0) {
-                    std::ifstream st("/proc/" + std::to_string(d.pid) + "/stat");
-                    std::string s((std::istreambuf_iterator<char>(st)), {});
-                    const size_t rp = s.rfind(')');
-                    if (rp != std::string::npos) {
-                        std::istringstream in(s.substr(rp + 2));
-                        std::string f;
-                        unsigned long long ut = 0, stt = 0;
-                        for (int i = 3; i <= 15 && in >> f; ++i) {
-                            if (i == 14) ut = std::stoull(f);
-                            if (i == 15) stt = std::stoull(f);
-                        }
-                        cpu_s = static_cast<double>(ut + stt) /
-                                static_cast<double>(::sysconf(_SC_CLK_TCK));
-                    }
-                }
+            for (auto& d : doms_) {
+                drain_ctl(d);
                 const double up =
                     d.pid > 0 ? std::chrono::duration<double>(Clock::now() - d.started).count() : 0;
                 out.push_back({{"name", d.cfg->name},
                                {"id", d.pid},
                                {"state", d.state},
-                               {"pool", d.cfg->pool},
+                               {"pool", d.pool},
                                {"vcpus", d.cfg->vcpus},
                                {"memory_bytes", d.cfg->memory},
                                {"uptime_s", up},
-                               {"cpu_s", cpu_s},
+                               {"cpu_s", cpu_seconds(d.pid)},
                                {"boots", d.boots},
-                               {"last", d.last}});
+                               {"last", d.last},
+                               {"api", run_dir_ + "/" + d.cfg->name + ".api"},
+                               {"console", run_dir_ + "/" + d.cfg->name + ".console"}});
             }
             return out;
         });
         api_->add("destroy", [this](const api::Json& p) {
             std::lock_guard lock(mu_);
-            const std::string name = p.at("name").get<std::string>();
-            Dom* d = find(name);
-            if (d == nullptr) throw api::ApiError("not-found", "no domain \"" + name + "\"");
-            if (d->pid <= 0) throw api::ApiError("bad-state", name + " is not running");
-            d->destroying = true;
-            ::kill(d->pid, SIGKILL);
-            return api::Json{{"name", name}, {"state", "destroyed"}};
+            Dom& d = named(p);
+            if (d.pid <= 0)
+                throw api::ApiError("bad-state", d.cfg->name + " is not running (" + d.state + ")");
+            d.destroying = true;
+            ::kill(d.pid, SIGKILL);
+            log::info("domain {}: destroyed", d.cfg->name);
+            return api::Json{{"name", d.cfg->name}, {"state", "destroyed"}};
         });
-        api_->add("down", [this](const api::Json&) {
+        api_->add("down", [this](const api::Json& p) {
+            if (p.contains("timeout_s"))
+                down_timeout_s_ = static_cast<int>(api::uint_param(p, "timeout_s", 3600));
             down_requested_ = true;
-            return api::Json{{"state", "going down"}};
+            return api::Json{{"state", "going down"}, {"timeout_s", down_timeout_s_.load()}};
         });
+        api_->add("cpupool.list", [this](const api::Json&) {
+            std::lock_guard lock(mu_);
+            api::Json out = api::Json::array();
+            for (const auto& [name, pool] : cfg_.pools)
+                out.push_back(pool_json(name, pool));
+            return out;
+        });
+        api_->add("cpupool.migrate", [this](const api::Json& p) {
+            std::lock_guard lock(mu_);
+            Dom& d = named(p);
+            const std::string pool = api::string_param(p, "pool");
+            const auto it = cfg_.pools.find(pool);
+            if (it == cfg_.pools.end())
+                throw api::ApiError("not-found", "no pool \"" + pool + "\"");
+            if (d.pid <= 0)
+                throw api::ApiError("bad-state", d.cfg->name + " is not running (" + d.state + ")");
+            if (d.pool == pool)
+                throw api::ApiError("bad-state", d.cfg->name + " is in pool " + pool + " already");
+            if (it->second.cpus.empty())
+                throw api::ApiError("bad-state", "pool " + pool + " has no CPUs");
+            const auto pins = pins_for(pool, d.cfg->vcpus, &d);
+            if (it->second.policy == PoolPolicy::Pinned && pins.size() < d.cfg->vcpus)
+                throw api::ApiError(
+                    "bad-state", fmt::format("pool {} is pinned and has {} free CPUs; {} needs {}",
+                                             pool, pins.size(), d.cfg->name, d.cfg->vcpus));
+            std::vector<uint32_t> cpus(it->second.cpus.begin(), it->second.cpus.end());
+            api::Json req{{"cpus", cpus}};
+            if (!pins.empty()) {
+                api::Json lists = api::Json::array();
+                for (int c : pins)
+                    lists.push_back(api::Json::array({c}));
+                req["vcpus"] = lists;
+            }
+            // The cgroup first: a cpuset there resets the threads' affinity to the new pool's
+            // CPUs, which the old pool's cpuset would not have allowed.
+            const std::string old_pool = d.pool, old_cg = d.cgroup;
+            d.pool = pool;
+            d.pinned = pins;
+            d.cgroup = make_cgroup(d);
+            if (!d.cgroup.empty()) {
+                (void)write_file(d.cgroup + "/cgroup.procs", std::to_string(d.pid));
+                if (!old_cg.empty()) ::rmdir(old_cg.c_str());
+            }
+            if (auto r =
+                    api::call(run_dir_ + "/" + d.cfg->name + ".api", "affinity.set", req, 5000);
+                !r) {  // back where it was
+                if (!old_cg.empty() && !d.cgroup.empty()) {
+                    (void)write_file(old_cg + "/cgroup.procs", std::to_string(d.pid));
+                    ::rmdir(d.cgroup.c_str());
+                }
+                d.pool = old_pool;
+                d.cgroup = old_cg;
+                d.pinned = pins_for(old_pool, d.cfg->vcpus, &d);
+                throw api::ApiError("failed", d.cfg->name + ": " + r.error().message());
+            }
+            log::info("domain {}: moved from pool {} to pool {}", d.cfg->name, old_pool, pool);
+            return api::Json{{"name", d.cfg->name}, {"pool", pool}, {"cpus", cpus}, {"pins", pins}};
+        });
+        api_->add("dmesg", [](const api::Json&) {
+            std::lock_guard lock(g_log_mu);
+            return api::Json(std::vector<std::string>(g_log.begin(), g_log.end()));
+        });
+        api_->add("create",
+                  [this](const api::Json& p) { return create(api::string_param(p, "path")); });
+    }
+
+    // `vireo create FILE.toml`: more domains on the running host, admitted against what the
+    // host was admitted with (its memory, pinned CPUs), built, then started only if all are.
+    api::Json create(const std::string& path) {
+        HostConfig base;
+        std::vector<const Dom*> holding;
+        {
+            std::lock_guard lock(mu_);
+            base = cfg_;
+            base.domains.clear();
+            for (const auto& d : doms_) {
+                base.domains.push_back(*d.cfg);  // every name, for the duplicate check
+                if (holds_cpus(d)) holding.push_back(&d);
+            }
+        }
+        auto more = load_host_config(path, o_.facts.num_cpus, &base);
+        if (!more) throw api::ApiError("invalid-params", more.error().message());
+        // Admission: the domains that hold resources now, plus the new ones.
+        HostConfig all = base;
+        all.domains.clear();
+        {
+            std::lock_guard lock(mu_);
+            for (const auto& d : doms_)
+                if (holds_cpus(d)) {
+                    all.domains.push_back(*d.cfg);
+                    all.domains.back().pool = d.pool;
+                }
+        }
+        for (const auto& d : more->domains)
+            all.domains.push_back(d);
+        if (auto r = admit(all, o_.facts); !r)
+            throw api::ApiError("bad-state", "admission refused: " + r.error().message());
+        std::vector<Dom*> added;
+        {
+            std::lock_guard lock(mu_);
+            for (const auto& c : more->domains) {
+                created_.push_back(c);
+                Dom& d = add_dom(created_.back());
+                if (!spawn(d)) {
+                    d.state = "failed";
+                    throw api::ApiError("failed", c.name + ": " + d.last);
+                }
+                added.push_back(&d);
+            }
+        }
+        // Build (unlocked: a large domain takes a while); the supervising thread leaves
+        // "starting" domains' control sockets alone.
+        std::string failed;
+        for (Dom* d : added)
+            if (!wait_ready(*d) && failed.empty()) failed = d->cfg->name + ": " + d->last;
+        std::lock_guard lock(mu_);
+        if (!failed.empty()) {
+            for (Dom* d : added) {
+                if (d->pid > 0) {
+                    d->destroying = true;
+                    ::kill(d->pid, SIGKILL);
+                }
+                d->state = "failed";
+            }
+            throw api::ApiError("failed", "not started: " + failed);
+        }
+        api::Json names = api::Json::array();
+        for (Dom* d : added) {
+            go(*d);
+            names.push_back(d->cfg->name);
+            log::info("domain {}: created from {} (pid {})", d->cfg->name, path, d->pid);
+        }
+        return api::Json{{"created", names}};
     }
 
     void apply_policy(Dom& d, int status) {
         Action action = Action::Destroy;
+        if (d.state == "starting") {  // died while being built (vireo create reports it)
+            d.state = "failed";
+            d.pid = -1;
+            return;
+        }
         if (d.destroying) {
             d.last = "destroyed";
             d.state = "destroyed";
@@ -382,6 +658,18 @@ class Supervisor {
         }
     }
 
+    // Graceful stop of one domain: the ACPI power button, or SIGTERM (a hard but clean stop
+    // of vireo run) where the guest cannot take it (crashed, or no answer).
+    void press_or_term(Dom& d) {
+        if (d.state == "running" || d.state == "paused") {
+            auto r = api::call(run_dir_ + "/" + d.cfg->name + ".api", "shutdown", {}, 1000);
+            if (r) return;
+            log::warn("domain {}: ACPI shutdown: {}; stopping it", d.cfg->name,
+                      r.error().message());
+        }
+        ::kill(d.pid, SIGTERM);
+    }
+
     void supervise() {
         sigset_t sigs;
         sigemptyset(&sigs);
@@ -389,45 +677,51 @@ class Supervisor {
         sigaddset(&sigs, SIGTERM);
         sigaddset(&sigs, SIGCHLD);
         Clock::time_point down_deadline{};
-        bool going_down = false;
+        bool going_down = false, termed = false;
         for (;;) {
-            timespec ts{0, 200 * 1000 * 1000};
+            timespec ts{0, 100 * 1000 * 1000};
             const int sig = ::sigtimedwait(&sigs, nullptr, &ts);
             if (sig == SIGINT || sig == SIGTERM) down_requested_ = true;
-            // Preserved crashes report on the control socket and keep running.
-            {
-                std::lock_guard lock(mu_);
-                for (auto& d : doms_) {
-                    if (d.pid <= 0 || d.state != "running") continue;
-                    pollfd p{d.ctl.get(), POLLIN, 0};
-                    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
-                        const std::string line = read_line(d, 100);
-                        if (line == "crashed") {
-                            d.state = "crashed";
-                            d.last = "crashed (preserved)";
-                        }
+            std::lock_guard lock(mu_);
+            for (auto& d : doms_)
+                drain_ctl(d);  // preserved crashes, pauses
+            int status = 0;
+            pid_t pid;
+            while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0)
+                for (auto& d : doms_)
+                    if (d.pid == pid) apply_policy(d, status);
+            if (down_requested_ && !going_down) {
+                going_down = true;
+                const int timeout = down_timeout_s_.load();
+                log::info("going down: ACPI shutdown of every domain, destroyed after {} s",
+                          timeout);
+                down_deadline = Clock::now() + std::chrono::seconds(timeout);
+                for (auto& d : doms_)
+                    if (d.pid > 0) {
+                        if (timeout == 0)
+                            ::kill(d.pid, SIGTERM);
+                        else
+                            press_or_term(d);
                     }
-                }
-                int status = 0;
-                pid_t pid;
-                while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0)
-                    for (auto& d : doms_)
-                        if (d.pid == pid) apply_policy(d, status);
-                if (down_requested_ && !going_down) {
-                    going_down = true;
-                    down_deadline = Clock::now() + std::chrono::seconds(o_.down_timeout_s);
-                    for (auto& d : doms_)
-                        if (d.pid > 0) ::kill(d.pid, SIGTERM);
-                }
-                if (going_down && Clock::now() > down_deadline)
-                    for (auto& d : doms_)
-                        if (d.pid > 0) ::kill(d.pid, SIGKILL);
-                // Stays up (listing stopped and crashed domains) until `vireo down` or a signal.
-                bool any = false;
-                for (const auto& d : doms_)
-                    any = any || d.pid > 0;
-                if (!any && down_requested_) return;
             }
+            if (going_down && !termed && Clock::now() > down_deadline) {
+                termed = true;
+                for (auto& d : doms_)
+                    if (d.pid > 0) {
+                        log::warn(
+                            "domain {}: still running after the shutdown timeout; stopping it",
+                            d.cfg->name);
+                        ::kill(d.pid, SIGTERM);
+                    }
+            }
+            if (termed && Clock::now() > down_deadline + std::chrono::seconds(5))
+                for (auto& d : doms_)
+                    if (d.pid > 0) ::kill(d.pid, SIGKILL);
+            // Stays up (listing stopped and crashed domains) until `vireo down` or a signal.
+            bool any = false;
+            for (const auto& d : doms_)
+                any = any || d.pid > 0;
+            if (!any && down_requested_) return;
         }
     }
 
@@ -435,8 +729,12 @@ class Supervisor {
     const UpOptions& o_;
     std::string run_dir_;
     std::unique_ptr<api::Server> api_;
-    std::mutex mu_;  // doms_ between the supervising thread and API requests
-    std::vector<Dom> doms_;
+    std::mutex mu_;               // doms_ between the supervising thread and API requests
+    std::deque<Dom> doms_;        // a deque: references stay valid as `create` adds domains
+    std::deque<Domain> created_;  // configurations of domains added by `vireo create`
+    std::string cg_host_;         // <cgroup2>/vireo-<stem>, or "" without cgroup v2 cpu
+    std::unique_ptr<api::MetricsEndpoint> metrics_;
+    std::atomic<int> down_timeout_s_{30};
     std::atomic<bool> down_requested_{false};
 };
 

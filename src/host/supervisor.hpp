@@ -10,8 +10,10 @@
 //
 // Pools: a shared pool's domains get the pool's CPUs as their process affinity (and a cgroup v2
 // cpu.weight / cpu.max when the cpu controller is available); a pinned pool hands out one host
-// CPU per vCPU. Each domain's console goes to RUN_DIR/NAME.log. The supervisor serves the JSON
-// API on RUN_DIR/vireo.sock: list, destroy, down.
+// CPU per vCPU. Each domain's console goes to RUN_DIR/NAME.log and is served on
+// RUN_DIR/NAME.console (vireo console); its API is RUN_DIR/NAME.api. The supervisor serves the
+// host's JSON API on RUN_DIR/vireo.sock: list, destroy, down, cpupool.list, cpupool.migrate,
+// create, dmesg, metrics (docs/api.md).
 #pragma once
 
 #include <string>
@@ -23,7 +25,9 @@ namespace vireo::host {
 struct UpOptions {
     std::string vireo_exe;  ///< the vireo binary to run domains with
     bool detach = false;
-    int down_timeout_s = 30;
+    int down_timeout_s = 30;  ///< `vireo down` / SIGTERM: ACPI shutdown, then destroy after this
+    std::string metrics;      ///< ADDR:PORT for Prometheus metrics of every domain, or ""
+    HostFacts facts;          ///< what admission was checked against (again for `vireo create`)
 };
 
 /// The run directory for `config` (config.run_dir, or /run/vireo/STEM, or

@@ -51,7 +51,7 @@ s=$(field steady id)
 aff=$(grep Cpus_allowed_list /proc/"$s"/task/*/status | sed 's/.*:\s*//' | sort -u | tr '\n' ' ')
 if [ "$aff" = "1 " ]; then ok "steady (pool one = CPU 1): every thread on CPU 1"
 else bad "steady affinity: $aff"; fi
-cg=/sys/fs/cgroup/vireo-host/steady
+cg=/sys/fs/cgroup/vireo-host/one/steady
 if [ "$(cat $cg/cpu.weight 2>/dev/null)" = 300 ] && [ "$(cat $cg/cpu.max 2>/dev/null)" = "50000 100000" ] &&
    grep -q "^$s$" $cg/cgroup.procs; then
   ok "steady's cgroup: cpu.weight 300, cpu.max 50000 100000, its process in it"

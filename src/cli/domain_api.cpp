@@ -1,0 +1,258 @@
+// The control API of one domain (`vireo run --api-socket`, and every domain of `vireo up`).
+#include <sched.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "api/params.hpp"
+#include "base/log.hpp"
+#include "cli/domain.hpp"
+#include "host/config.hpp"
+
+namespace vireo::cli {
+
+namespace {
+
+using api::ApiError;
+using api::Json;
+
+template <typename Fn>
+Json on_vm(Domain& d, Fn&& fn) {
+    return d.stop.with_vm([&](vmm::Vm* vm) -> Json {
+        if (vm == nullptr) throw ApiError("bad-state", d.name + " is between boots");
+        return fn(*vm);
+    });
+}
+
+// A Result's error as the API's: bad-state for state errors, failed otherwise.
+template <typename T>
+void check(const Result<T>& r) {
+    if (r) return;
+    const bool state = r.error().code() == ErrorCode::BadState;
+    const bool range = r.error().code() == ErrorCode::OutOfRange;
+    throw ApiError(state ? "bad-state" : range ? "invalid-params" : "failed", r.error().message());
+}
+
+// A CPU list: "0-3,^1" (xl's syntax), or an array of CPU numbers; `key` names it in errors.
+std::vector<int> cpus_value(const Json& v, const std::string& key) {
+    const auto ncpu = static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF));
+    std::vector<int> out;
+    if (v.is_array()) {
+        for (const auto& c : v) {
+            if (!c.is_number_unsigned() || c.get<uint64_t>() >= ncpu)
+                throw ApiError("invalid-params",
+                               fmt::format("\"{}\": CPUs are numbers from 0 to {}", key, ncpu - 1));
+            out.push_back(c.get<int>());
+        }
+    } else if (v.is_string()) {
+        auto set = host::parse_cpu_list(v.get<std::string>(), ncpu);
+        if (!set)
+            throw ApiError("invalid-params", fmt::format("\"{}\": {}", key, set.error().message()));
+        out.assign(set->begin(), set->end());
+    } else {
+        throw ApiError("invalid-params",
+                       fmt::format("\"{}\" must be a CPU list (\"0-3,^1\") or an array", key));
+    }
+    if (out.empty()) throw ApiError("invalid-params", fmt::format("\"{}\" names no CPU", key));
+    return out;
+}
+
+std::vector<int> cpus_param(const Json& params, const char* key) {
+    return cpus_value(api::required(params, key), key);
+}
+
+Json balloon_json(const virtio::BalloonInfo& b) {
+    return Json{{"target_bytes", b.target_pages * virtio::BalloonDevice::kPageSize},
+                {"actual_bytes", b.actual_pages * virtio::BalloonDevice::kPageSize},
+                {"inflated_pages", b.inflated_pages},
+                {"deflated_pages", b.deflated_pages},
+                {"reported_bytes", b.reported_bytes},
+                {"driver_ready", b.driver_ready},
+                {"stats", b.stats}};
+}
+
+std::string state_of(Domain& d, vmm::Vm* vm) {
+    if (d.crashed) return "crashed";
+    if (vm == nullptr) return "rebooting";
+    return vm->paused() ? "paused" : "running";
+}
+
+}  // namespace
+
+void Domain::report(const char* state) {
+    if (ctl_fd < 0) return;
+    const std::string line = std::string(state) + "\n";
+    (void)!::write(ctl_fd, line.data(), line.size());
+}
+
+Json domain_metrics(Domain& d) {
+    return on_vm(d, [&](vmm::Vm& vm) {
+        Json vcpus = Json::array();
+        for (const auto& m : vm.vcpu_metrics()) {
+            Json exits = Json::object();
+            for (size_t r = 0; r < vmm::kExitReasons; ++r)
+                if (m.exits[r] != 0)
+                    exits[hv::to_string(static_cast<hv::ExitReason>(r))] = m.exits[r];
+            Json kvm = Json::object();
+            for (const auto& [k, v] : m.kvm)
+                kvm[k] = v;
+            vcpus.push_back({{"id", m.id}, {"cpu_s", m.cpu_s}, {"exits", exits}, {"kvm", kvm}});
+        }
+        Json devices = Json::array();
+        for (const auto& dev : vm.device_metrics()) {
+            Json counters = Json::object();
+            for (const auto& c : dev.counters)
+                counters[c.name] = c.value;
+            devices.push_back(
+                {{"name", dev.name}, {"driver_errors", dev.driver_errors}, {"counters", counters}});
+        }
+        const double up =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - d.started).count();
+        return Json{{"name", d.name},
+                    {"state", state_of(d, &vm)},
+                    {"uptime_s", up},
+                    {"boots", d.boots.load()},
+                    {"memory_bytes", vm.memory_bytes()},
+                    {"console_dropped_bytes", d.console ? d.console->dropped() : 0},
+                    {"vcpus", vcpus},
+                    {"devices", devices}};
+    });
+}
+
+void add_domain_methods(api::Server& server, Domain& d) {
+    server.add("info", [&d](const Json&) {
+        return d.stop.with_vm([&](vmm::Vm* vm) {
+            std::lock_guard lock(d.config_mu);
+            const auto& c = d.config;
+            const double up =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - d.started).count();
+            return Json{{"name", d.name},
+                        {"pid", ::getpid()},
+                        {"state", state_of(d, vm)},
+                        {"memory_bytes", c.memory_bytes},
+                        {"vcpus", c.cpus},
+                        {"disks", c.disks.size()},
+                        {"nets", c.nets.size()},
+                        {"vsock", c.vsock ? c.vsock->cid() : 0},
+                        {"rng", c.rng},
+                        {"balloon", c.balloon},
+                        {"console", d.console != nullptr},
+                        {"boots", d.boots.load()},
+                        {"uptime_s", up}};
+        });
+    });
+    server.add("pause", [&d](const Json&) {
+        return on_vm(d, [&](vmm::Vm& vm) {
+            check(vm.pause());
+            d.report("paused");
+            log::info("{}: paused", d.name);
+            return Json{{"name", d.name}, {"state", "paused"}};
+        });
+    });
+    server.add("unpause", [&d](const Json&) {
+        return on_vm(d, [&](vmm::Vm& vm) {
+            check(vm.resume());
+            d.report("running");
+            log::info("{}: unpaused", d.name);
+            return Json{{"name", d.name}, {"state", "running"}};
+        });
+    });
+    server.add("shutdown", [&d](const Json&) {
+        return on_vm(d, [&](vmm::Vm& vm) {
+            // A paused guest cannot see the button: it runs again first.
+            if (vm.paused()) {
+                check(vm.resume());
+                d.report("running");
+            }
+            check(vm.press_power_button());
+            log::info("{}: ACPI power button pressed", d.name);
+            return Json{{"name", d.name}, {"state", "shutting-down"}};
+        });
+    });
+    server.add("reboot", [&d](const Json&) {
+        return on_vm(d, [&](vmm::Vm& vm) {
+            vm.reset();
+            log::info("{}: reset by the host", d.name);
+            return Json{{"name", d.name}, {"state", "rebooting"}};
+        });
+    });
+    server.add("vcpu.list", [&d](const Json&) {
+        return on_vm(d, [&](vmm::Vm& vm) {
+            Json out = Json::array();
+            for (const auto& v : vm.vcpu_info())
+                out.push_back({{"vcpu", v.id},
+                               {"tid", v.tid},
+                               {"cpu", v.host_cpu},
+                               {"affinity", v.affinity},
+                               {"cpu_s", v.cpu_s},
+                               {"state", v.paused ? "paused" : "running"}});
+            return out;
+        });
+    });
+    server.add("vcpu.pin", [&d](const Json& p) {
+        const auto id = static_cast<uint32_t>(api::uint_param(p, "vcpu", vmm::kMaxCpus - 1));
+        const bool all = p.contains("cpus") && p["cpus"] == "all";
+        const std::vector<int> cpus = all ? std::vector<int>{} : cpus_param(p, "cpus");
+        return on_vm(d, [&](vmm::Vm& vm) {
+            check(vm.pin_vcpu(id, cpus));
+            std::lock_guard lock(d.config_mu);  // and for the next boot
+            auto& aff = d.config.vcpu_affinity;
+            aff.resize(d.config.cpus);
+            aff[id] = cpus;
+            return Json{{"vcpu", id}, {"cpus", cpus}};
+        });
+    });
+    // Moves every thread to `cpus` (a new pool), then pins vCPUs as `vcpus` says (a pinned
+    // pool: one list per vCPU) or lets them float. For vireo up's cpupool-migrate.
+    server.add("affinity.set", [&d](const Json& p) {
+        const std::vector<int> cpus = cpus_param(p, "cpus");
+        std::vector<std::vector<int>> pins;
+        if (p.contains("vcpus")) {
+            if (!p["vcpus"].is_array())
+                throw ApiError("invalid-params", "\"vcpus\" must be an array of CPU lists");
+            for (size_t i = 0; i < p["vcpus"].size(); ++i)
+                pins.push_back(cpus_value(p["vcpus"][i], fmt::format("vcpus[{}]", i)));
+        }
+        return on_vm(d, [&](vmm::Vm& vm) {
+            if (!pins.empty() && pins.size() != vm.num_vcpus())
+                throw ApiError("invalid-params", fmt::format("\"vcpus\": {} lists for {} vCPUs",
+                                                             pins.size(), vm.num_vcpus()));
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            for (int c : cpus)
+                CPU_SET(static_cast<size_t>(c), &set);
+            std::error_code ec;
+            for (const auto& t : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+                const pid_t tid = static_cast<pid_t>(std::stol(t.path().filename().string()));
+                if (::sched_setaffinity(tid, sizeof set, &set) != 0)
+                    throw ApiError("failed",
+                                   fmt::format("thread {}: {}", tid, std::strerror(errno)));
+            }
+            for (size_t i = 0; i < pins.size(); ++i)
+                check(vm.pin_vcpu(static_cast<uint32_t>(i), pins[i]));
+            std::lock_guard lock(d.config_mu);
+            d.config.vcpu_affinity = pins;
+            return Json{{"cpus", cpus}, {"vcpus", pins}};
+        });
+    });
+    server.add("metrics", [&d](const Json&) { return domain_metrics(d); });
+    server.add("balloon.set", [&d](const Json& params) {
+        const uint64_t bytes = api::size_param(params, "memory");
+        return on_vm(d, [&](vmm::Vm& vm) {
+            auto target = vm.set_guest_memory(bytes);
+            check(target);
+            d.guest_memory_request.store(bytes);
+            return Json{{"memory_bytes", bytes}, {"balloon_target_bytes", *target}};
+        });
+    });
+    server.add("balloon.info", [&d](const Json& params) {
+        const bool refresh = params.value("refresh", true);
+        return on_vm(d, [&](vmm::Vm& vm) {
+            auto info = vm.balloon_info(refresh);
+            check(info);
+            return balloon_json(*info);
+        });
+    });
+}
+
+}  // namespace vireo::cli

@@ -1,0 +1,179 @@
+#!/bin/sh
+# The control plane against tiny PVH guests directly on /dev/kvm: pause/unpause (the ticker's
+# console freezes and resumes), wrong-state and unknown-domain errors, vcpu-list/vcpu-pin,
+# cpupool-list/cpupool-migrate (thread affinity), metrics (API and Prometheus), console attach,
+# dmesg, create (admission, duplicates), and 50 concurrent API clients while domains boot.
+# usage: host_control.sh VIREO PVH_TICKER_ELF PVH_IDLE_ELF
+vireo=$1
+ticker=$2
+idle=$3
+pass=0
+fail=0
+ok() { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+work=$(mktemp -d /tmp/vireo-ctl.XXXXXX)
+R="--run-dir $work/run"
+trap '"$vireo" down --timeout 0 $R >/dev/null 2>&1; sleep 1; rm -rf "$work"' EXIT
+ncpu=$(nproc)
+last=$((ncpu - 1))
+field() {  # field NAME KEY: from `vireo list --json`
+  "$vireo" list $R --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
+    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+wait_state() {
+  n=0
+  while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  [ "$(field "$1" state)" = "$2" ]
+}
+ticks() { grep -c TICK "$work/run/$1.log"; }
+port=$((20000 + $$ % 20000))
+
+cat >"$work/host.toml" <<TOML
+run_dir = "$work/run"
+reserve = "64M"
+[pools.solo]
+cpus = "0"
+[pools.rest]
+cpus = "$([ "$ncpu" -gt 1 ] && echo "1-$last" | sed 's/^1-1$/1/' || echo 0)"
+policy = "pinned"
+[domains.tick]
+kernel = "$ticker"
+memory = "64M"
+pool = "solo"
+allow_software_kvm = true
+[domains.idle]
+kernel = "$idle"
+memory = "64M"
+vcpus = 2
+pool = "solo"
+allow_software_kvm = true
+TOML
+[ "$ncpu" -gt 1 ] || { echo "needs 2 CPUs"; exit 0; }
+"$vireo" up "$work/host.toml" --metrics "127.0.0.1:$port" >"$work/up.out" 2>&1 &
+if wait_state tick running && wait_state idle running; then ok "2 domains up"
+else bad "up: $(cat "$work/up.out")"; fi
+sleep 1
+
+# pause / unpause: the ticker's console stops and starts again.
+"$vireo" pause tick $R >/dev/null
+a=$(ticks tick); sleep 1; b=$(ticks tick)
+if [ "$(field tick state)" = paused ] && [ "$a" = "$b" ]; then ok "pause: listed paused, no console output for 1 s ($a ticks)"
+else bad "pause: state $(field tick state), ticks $a -> $b"; fi
+if "$vireo" pause tick $R 2>&1 | grep -q "already paused"; then ok "pause of a paused domain: clear error"
+else bad "pause twice"; fi
+"$vireo" unpause tick $R >/dev/null
+sleep 1; c=$(ticks tick)
+if [ "$(field tick state)" = running ] && [ "$c" -gt "$b" ]; then ok "unpause: running again, ticks $b -> $c"
+else bad "unpause: state $(field tick state), ticks $b -> $c"; fi
+if "$vireo" unpause tick $R 2>&1 | grep -q "not paused"; then ok "unpause of a running domain: clear error"
+else bad "unpause running"; fi
+if "$vireo" pause nosuch $R 2>&1 | grep -q 'no domain "nosuch"'; then ok "verb on an unknown domain: clear error"
+else bad "unknown domain"; fi
+if "$vireo" info tick $R --json | grep -q '"state": "running"'; then ok "info --json"; else bad "info"; fi
+
+# vCPUs: list, pin, and the thread really moves.
+"$vireo" vcpu-pin idle 1 1 $R >/dev/null
+tid=$("$vireo" vcpu-list idle $R --json | tr -d ' \n' | sed 's/},{/}\n{/g' | grep '"vcpu":1' |
+      sed -n 's/.*"tid":\([0-9]*\).*/\1/p')
+if [ -n "$tid" ] && grep -q "Cpus_allowed_list:\s*1$" "/proc/$(field idle id)/task/$tid/status"; then
+  ok "vcpu-pin idle 1 1: thread $tid allowed only on CPU 1"
+else bad "vcpu-pin: tid $tid $(grep Cpus_allowed_list /proc/"$(field idle id)"/task/"$tid"/status)"; fi
+if "$vireo" vcpu-pin idle 7 0 $R 2>&1 | grep -q "vCPUs 0 to 1"; then ok "vcpu-pin of a vCPU that does not exist: clear error"
+else bad "vcpu-pin range"; fi
+
+# Pools: migrate tick to the pinned pool; every thread follows.
+"$vireo" cpupool-migrate tick rest $R >/dev/null
+pid=$(field tick id)
+aff=$(grep Cpus_allowed_list /proc/"$pid"/task/*/status | sed 's/.*:\s*//' | sort -u | tr '\n' ' ')
+if [ "$(field tick pool)" = rest ] && ! echo "$aff" | grep -qw 0 &&
+   "$vireo" cpupool-list $R | grep -q "^rest .*tick"; then
+  ok "cpupool-migrate tick rest: listed in rest, no thread on CPU 0 (affinity $aff)"
+else bad "cpupool-migrate: pool $(field tick pool), affinity $aff"; fi
+if "$vireo" cpupool-migrate tick nope $R 2>&1 | grep -q 'no pool "nope"'; then ok "migrate to an unknown pool: clear error"
+else bad "migrate unknown pool"; fi
+
+# Metrics: exits grow while the guest runs; the Prometheus page has them.
+e1=$("$vireo" api "$work/run/tick.api" metrics | tr -d ' \n' | sed -n 's/.*"io":\([0-9]*\).*/\1/p')
+sleep 1
+e2=$("$vireo" api "$work/run/tick.api" metrics | tr -d ' \n' | sed -n 's/.*"io":\([0-9]*\).*/\1/p')
+if [ -n "$e1" ] && [ "$e2" -gt "$e1" ]; then ok "metrics: port I/O exits of tick grow ($e1 -> $e2)"
+else bad "metrics: $e1 -> $e2"; fi
+page=$(curl -s "http://127.0.0.1:$port/metrics")
+if echo "$page" | grep -q '^vireo_vcpu_exits_total{domain="tick",vcpu="0",reason="io"} [1-9]' &&
+   echo "$page" | grep -q '^vireo_domain_running{domain="idle"} 1' &&
+   [ "$(echo "$page" | grep -c '^# TYPE vireo_vcpu_exits_total counter')" = 1 ]; then
+  ok "Prometheus page: per-domain, per-vCPU exits; one TYPE line per family"
+else bad "prometheus: $(echo "$page" | head -5)"; fi
+if "$vireo" up "$work/host.toml" --metrics 10.0.0.1:9 2>&1 | grep -q "not a loopback address"; then
+  ok "--metrics refuses a non-loopback address"
+else bad "--metrics non-loopback"; fi
+if "$vireo" top -n 1 -d 0.3 $R | grep -q "^tick .*running"; then ok "top: a refresh lists the domains"
+else bad "top"; fi
+
+# Console: attach replays recent output and streams; a second client is refused.
+out=$( (sleep 1) | "$vireo" console tick $R)
+if echo "$out" | grep -q TICK; then ok "console: attach shows the guest's output"; else bad "console: $out"; fi
+( (sleep 2) | "$vireo" console tick $R >/dev/null ) &
+first=$!
+sleep 0.5
+if (sleep 0.3) | "$vireo" console tick $R | grep -q "attached elsewhere"; then ok "console: a second client is refused"
+else bad "console second client"; fi
+wait $first
+
+# create: one more domain, admitted; a duplicate name and too much memory are refused.
+cat >"$work/more.toml" <<TOML
+[domains.late]
+kernel = "$idle"
+memory = "64M"
+pool = "solo"
+allow_software_kvm = true
+TOML
+"$vireo" create "$work/more.toml" $R >/dev/null
+if wait_state late running; then ok "create: late started on the running host"; else bad "create: $(tail -3 "$work/up.out")"; fi
+if "$vireo" create "$work/more.toml" $R 2>&1 | grep -q "already on this host"; then ok "create of an existing name: refused"
+else bad "create duplicate"; fi
+sed 's/late/huge/; s/64M/200G/' "$work/more.toml" >"$work/huge.toml"
+if "$vireo" create "$work/huge.toml" $R 2>&1 | grep -q "MiB short" && [ -z "$(field huge id)" ]; then
+  ok "create beyond host memory: admission refused naming the shortfall"
+else bad "create admission"; fi
+if "$vireo" dmesg $R | grep -q "domain late: created"; then ok "dmesg: the host log shows the create"
+else bad "dmesg: $("$vireo" dmesg $R | tail -3)"; fi
+
+# Destroyed domains get clear errors.
+"$vireo" destroy late $R >/dev/null
+wait_state late destroyed
+if "$vireo" pause late $R 2>&1 | grep -q "late is destroyed"; then ok "pause of a destroyed domain: clear error"
+else bad "pause destroyed: $("$vireo" pause late $R 2>&1)"; fi
+
+# 50 concurrent API clients hammer list and info while 12 domains boot.
+"$vireo" down --timeout 0 $R >/dev/null
+n=0; while [ -e "$work/run/vireo.sock" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+{
+  echo "run_dir = \"$work/run\""
+  echo 'reserve = "64M"'
+  for i in $(seq 1 12); do
+    printf '[domains.d%d]\nkernel = "%s"\nmemory = "64M"\nallow_software_kvm = true\n' "$i" "$idle"
+  done
+} >"$work/12.toml"
+"$vireo" up "$work/12.toml" >"$work/up12.out" 2>&1 &
+n=0; while [ ! -e "$work/run/vireo.sock" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
+for c in $(seq 1 50); do
+  (
+    f=0
+    for i in 1 2 3 4 5 6; do
+      "$vireo" list $R >/dev/null 2>&1 || f=$((f + 1))
+      d=$(( (c + i) % 12 + 1 ))
+      # A domain that is still starting is refused with a clear error, which is not a failure.
+      out=$("$vireo" info "d$d" $R 2>&1) || echo "$out" | grep -q "is starting" || f=$((f + 1))
+    done
+    echo "$f" >"$work/client.$c"
+  ) &
+done
+wait_for=0; while [ "$(ls "$work"/client.* 2>/dev/null | wc -l)" -lt 50 ] && [ $wait_for -lt 600 ]; do sleep 0.1; wait_for=$((wait_for + 1)); done
+failures=$(cat "$work"/client.* | paste -sd+ | bc)
+running=0; for i in $(seq 1 12); do [ "$(field "d$i" state)" = running ] && running=$((running + 1)); done
+if [ "$failures" = 0 ] && [ "$running" = 12 ]; then ok "50 concurrent clients x 12 requests while 12 domains boot: 0 failures, all 12 running"
+else bad "concurrent clients: $failures failures, $running running"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
