@@ -71,15 +71,15 @@ if "$vireo" pause nosuch $R 2>&1 | grep -q 'no domain "nosuch"'; then ok "verb o
 else bad "unknown domain"; fi
 if "$vireo" info tick $R --json | grep -q '"state": "running"'; then ok "info --json"; else bad "info"; fi
 
-# vCPUs: list, pin, and the thread really moves.
-"$vireo" vcpu-pin idle 1 1 $R >/dev/null
-tid=$("$vireo" vcpu-list idle $R --json | tr -d ' \n' | sed 's/},{/}\n{/g' | grep '"vcpu":1' |
-      sed -n 's/.*"tid":\([0-9]*\).*/\1/p')
-if [ -n "$tid" ] && grep -q "Cpus_allowed_list:\s*1$" "/proc/$(field idle id)/task/$tid/status"; then
-  ok "vcpu-pin idle 1 1: thread $tid allowed only on CPU 1"
-else bad "vcpu-pin: tid $tid $(grep Cpus_allowed_list /proc/"$(field idle id)"/task/"$tid"/status)"; fi
+# vCPUs: list; a pin outside the domain's pool is refused (the thread moving is checked below,
+# where the pool has two CPUs).
+if "$vireo" vcpu-pin idle 1 1 $R 2>&1 | grep -q "outside the domain's CPUs"; then
+  ok "vcpu-pin to a CPU outside the domain's pool: refused, saying why"
+else bad "vcpu-pin outside pool: $("$vireo" vcpu-pin idle 1 1 $R 2>&1)"; fi
 if "$vireo" vcpu-pin idle 7 0 $R 2>&1 | grep -q "vCPUs 0 to 1"; then ok "vcpu-pin of a vCPU that does not exist: clear error"
 else bad "vcpu-pin range"; fi
+if "$vireo" vcpu-list idle $R | grep -q "^1 .* 0 .*running"; then ok "vcpu-list: both vCPUs, on CPU 0"
+else bad "vcpu-list: $("$vireo" vcpu-list idle $R)"; fi
 
 # Pools: migrate tick to the pinned pool; every thread follows.
 "$vireo" cpupool-migrate tick rest $R >/dev/null
@@ -170,10 +170,20 @@ for c in $(seq 1 50); do
   ) &
 done
 wait_for=0; while [ "$(ls "$work"/client.* 2>/dev/null | wc -l)" -lt 50 ] && [ $wait_for -lt 600 ]; do sleep 0.1; wait_for=$((wait_for + 1)); done
-failures=$(cat "$work"/client.* | paste -sd+ | bc)
+failures=$(cat "$work"/client.* | awk '{s += $1} END {print s + 0}')
 running=0; for i in $(seq 1 12); do [ "$(field "d$i" state)" = running ] && running=$((running + 1)); done
 if [ "$failures" = 0 ] && [ "$running" = 12 ]; then ok "50 concurrent clients x 12 requests while 12 domains boot: 0 failures, all 12 running"
 else bad "concurrent clients: $failures failures, $running running"; fi
+
+# vcpu-pin in a pool of two CPUs: the thread moves.
+"$vireo" vcpu-pin d1 0 1 $R >/dev/null
+tid=$("$vireo" vcpu-list d1 $R --json | tr -d ' \n' | sed -n 's/.*"tid":\([0-9]*\).*/\1/p')
+if [ -n "$tid" ] && grep -q "Cpus_allowed_list:\s*1$" "/proc/$(field d1 id)/task/$tid/status"; then
+  ok "vcpu-pin d1 0 1: vCPU thread $tid allowed only on CPU 1"
+else bad "vcpu-pin: tid $tid"; fi
+"$vireo" vcpu-pin d1 0 all $R >/dev/null
+if grep -q "Cpus_allowed_list:\s*0-1$" "/proc/$(field d1 id)/task/$tid/status"; then ok "vcpu-pin d1 0 all: floats again"
+else bad "unpin"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

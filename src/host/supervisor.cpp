@@ -20,6 +20,7 @@
 #include "api/params.hpp"
 #include "api/server.hpp"
 #include "base/log.hpp"
+#include "base/proc_stat.hpp"
 #include "base/unique_fd.hpp"
 
 namespace vireo::host {
@@ -195,6 +196,17 @@ class Supervisor {
             if (!c.autostart) continue;
             add_dom(c);
         }
+    }
+
+    // Removes an emptied cgroup; the kernel may take a moment to let go of it after its last
+    // process moved out.
+    static void remove_cgroup(const std::string& dir) {
+        if (dir.empty()) return;
+        for (int i = 0; i < 50; ++i) {
+            if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        log::warn("cannot remove cgroup {}: {}", dir, std::strerror(errno));
     }
 
     // A domain that is starting or has a process keeps its pinned CPUs.
@@ -374,19 +386,7 @@ class Supervisor {
     }
 
     static double cpu_seconds(pid_t pid) {
-        if (pid <= 0) return 0;
-        std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
-        std::string s((std::istreambuf_iterator<char>(st)), {});
-        const size_t rp = s.rfind(')');
-        if (rp == std::string::npos) return 0;
-        std::istringstream in(s.substr(rp + 2));
-        std::string f;
-        unsigned long long ut = 0, stt = 0;
-        for (int i = 3; i <= 15 && in >> f; ++i) {
-            if (i == 14) ut = std::stoull(f);
-            if (i == 15) stt = std::stoull(f);
-        }
-        return static_cast<double>(ut + stt) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+        return pid <= 0 ? 0 : read_proc_stat("/proc/" + std::to_string(pid) + "/stat").cpu_s;
     }
 
     Dom& named(const api::Json& p) {
@@ -505,15 +505,26 @@ class Supervisor {
             d.pinned = pins;
             d.cgroup = make_cgroup(d);
             if (!d.cgroup.empty()) {
-                (void)write_file(d.cgroup + "/cgroup.procs", std::to_string(d.pid));
-                if (!old_cg.empty()) ::rmdir(old_cg.c_str());
+                if (!write_file(d.cgroup + "/cgroup.procs", std::to_string(d.pid)))
+                    log::warn("domain {}: cannot move it into {}", d.cfg->name, d.cgroup);
+                // KVM's per-VM worker thread (NX huge page recovery) is a kernel thread that
+                // KVM put into the domain's cgroup, outside its thread group: move it too.
+                if (!old_cg.empty()) {
+                    std::ifstream left(old_cg + "/cgroup.procs");
+                    std::string task;
+                    while (left >> task)
+                        if (!write_file(d.cgroup + "/cgroup.procs", task))
+                            log::warn("domain {}: cannot move task {} into {}", d.cfg->name, task,
+                                      d.cgroup);
+                }
+                remove_cgroup(old_cg);
             }
             if (auto r =
                     api::call(run_dir_ + "/" + d.cfg->name + ".api", "affinity.set", req, 5000);
                 !r) {  // back where it was
                 if (!old_cg.empty() && !d.cgroup.empty()) {
                     (void)write_file(old_cg + "/cgroup.procs", std::to_string(d.pid));
-                    ::rmdir(d.cgroup.c_str());
+                    remove_cgroup(d.cgroup);
                 }
                 d.pool = old_pool;
                 d.cgroup = old_cg;

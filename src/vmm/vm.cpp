@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "arch/x86/acpi/tables.hpp"
@@ -16,6 +14,7 @@
 #include "arch/x86/cpuid.hpp"
 #include "arch/x86/long_mode.hpp"
 #include "base/log.hpp"
+#include "base/proc_stat.hpp"
 #include "devices/legacy/acpi_pm.hpp"
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/i8042.hpp"
@@ -72,24 +71,12 @@ Result<void> set_lints(hv::Vcpu& vcpu) {
     return vcpu.set_state(hv::kStateLapic, st);
 }
 
-// A thread's last host CPU and CPU time, from /proc/self/task/TID/stat.
+// A thread's last host CPU and CPU time.
 void thread_stat(pid_t tid, int& cpu, double& cpu_s) {
-    cpu = -1;
-    cpu_s = 0;
-    if (tid == 0) return;
-    std::ifstream f(fmt::format("/proc/self/task/{}/stat", tid));
-    std::string s((std::istreambuf_iterator<char>(f)), {});
-    const size_t rp = s.rfind(')');
-    if (rp == std::string::npos || rp + 2 >= s.size()) return;
-    std::istringstream in(s.substr(rp + 2));
-    std::string field;
-    unsigned long long ut = 0, st = 0;
-    for (int i = 3; i <= 39 && in >> field; ++i) {
-        if (i == 14) ut = std::stoull(field);
-        if (i == 15) st = std::stoull(field);
-        if (i == 39) cpu = std::stoi(field);
-    }
-    cpu_s = static_cast<double>(ut + st) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    const ProcStat st =
+        tid == 0 ? ProcStat{} : read_proc_stat(fmt::format("/proc/self/task/{}/stat", tid));
+    cpu = st.cpu;
+    cpu_s = st.cpu_s;
 }
 
 cpu_set_t to_cpu_set(const std::vector<int>& cpus) {
@@ -467,12 +454,25 @@ Result<void> Vm::pin_vcpu(uint32_t id, const std::vector<int>& cpus) {
     if (id >= config_.cpus)
         return fail(ErrorCode::OutOfRange, "vCPU {}: the domain has vCPUs 0 to {}", id,
                     config_.cpus - 1);
-    cpu_set_t set;
-    if (cpus.empty()) {  // back to the process affinity (the main thread's)
-        if (::sched_getaffinity(0, sizeof set, &set) != 0)
-            return fail_errno(errno, "sched_getaffinity");
-    } else {
+    // The domain's CPUs (its pool): the process affinity, which every thread inherited.
+    cpu_set_t pool;
+    if (::sched_getaffinity(::getpid(), sizeof pool, &pool) != 0)
+        return fail_errno(errno, "sched_getaffinity");
+    cpu_set_t set = pool;
+    if (!cpus.empty()) {
         set = to_cpu_set(cpus);
+        std::string outside, allowed;
+        for (int c = 0; c < CPU_SETSIZE; ++c) {
+            const auto u = static_cast<size_t>(c);
+            if (CPU_ISSET(u, &set) && !CPU_ISSET(u, &pool))
+                outside += (outside.empty() ? "" : ",") + std::to_string(c);
+            if (CPU_ISSET(u, &pool)) allowed += (allowed.empty() ? "" : ",") + std::to_string(c);
+        }
+        if (!outside.empty())
+            return fail(ErrorCode::OutOfRange,
+                        "CPU {} is outside the domain's CPUs ({}: its pool); move it to another "
+                        "pool first (cpupool-migrate)",
+                        outside, allowed);
     }
     const pid_t tid = slots_[id].tid.load(std::memory_order_acquire);
     if (tid == 0) return fail(ErrorCode::BadState, "vCPU {} has not started yet", id);

@@ -1,0 +1,149 @@
+#!/bin/sh
+# The control plane against Debian guests, inside the test host (2 CPUs): pause/unpause (a
+# counter on the console freezes and resumes), console input, mem-set shrinks MemTotal,
+# vcpu-pin, cpupool-migrate (affinity and cgroup), metrics grow with guest activity, ACPI
+# shutdown, reboot, graceful down, and 50 API clients while the domains boot.
+pass=0
+fail=0
+ok() { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
+R="--run-dir /tmp/run"
+field() {
+  vireo list $R --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
+    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+wait_state() {
+  n=0
+  while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 180 ]; do sleep 1; n=$((n + 1)); done
+  [ "$(field "$1" state)" = "$2" ]
+}
+ticks() { grep -c "^TICK" /tmp/run/tick.log; }
+# Sends one line to a domain's shell through `vireo console` and prints what came back.
+say() { (echo "$2"; sleep 3) | vireo console "$1" $R 2>/dev/null | tr -d '\r'; }
+C="console=ttyS0 reboot=k panic=-1 quiet"
+cat >/tmp/host.toml <<TOML
+run_dir = "/tmp/run"
+reserve = "128M"
+[pools.one]
+cpus = "1"
+[domains.tick]
+pool = "one"
+memory = "256M"
+cmdline = "$C -- i=0; while true; do i=\$((i+1)); echo TICK \$i; sleep 0.2; done"
+[domains.shell]
+memory = "512M"
+balloon = true
+cmdline = "$C"
+TOML
+vireo up /tmp/host.toml --metrics 127.0.0.1:9100 --down-timeout 60 >/tmp/up.out 2>&1 &
+up=$!
+# 50 clients asking for the list and for info while the domains boot.
+n=0; while [ ! -e /tmp/run/vireo.sock ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+for c in $(seq 1 50); do
+  (
+    f=0
+    for i in 1 2 3; do
+      vireo list $R >/dev/null 2>&1 || f=$((f + 1))
+      out=$(vireo info tick $R 2>&1) || echo "$out" | grep -q "is starting" || f=$((f + 1))
+    done
+    echo $f >/tmp/client.$c
+  ) &
+done
+if wait_state tick running && wait_state shell running; then ok "2 Debian domains up"
+else bad "up: $(cat /tmp/up.out)"; fi
+n=0; while [ "$(ls /tmp/client.* 2>/dev/null | wc -l)" -lt 50 ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
+failures=$(cat /tmp/client.* | awk '{s += $1} END {print s + 0}')
+if [ "$failures" = 0 ]; then ok "50 concurrent API clients x 6 requests while the domains boot: 0 failures"
+else bad "concurrent clients: $failures failures of $(ls /tmp/client.* | wc -l) clients"; fi
+n=0; while [ "$(ticks)" -lt 5 ] && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
+
+# pause: the counter freezes; unpause: it goes on, with no soft-lockup report.
+vireo pause tick $R >/dev/null
+sleep 0.5; a=$(ticks); sleep 3; b=$(ticks)
+if [ "$(field tick state)" = paused ] && [ "$a" = "$b" ]; then ok "pause: the guest's counter stays at $a for 3 s"
+else bad "pause: state $(field tick state), ticks $a -> $b"; fi
+vireo unpause tick $R >/dev/null
+sleep 3; c=$(ticks)
+if [ "$(field tick state)" = running ] && [ "$c" -gt "$b" ] && ! grep -q "soft lockup" /tmp/run/tick.log; then
+  ok "unpause: the counter resumes ($b -> $c), no soft lockup reported"
+else bad "unpause: ticks $b -> $c; $(grep -i lockup /tmp/run/tick.log | head -2)"; fi
+
+# Metrics grow with guest activity.
+e1=$(vireo api /tmp/run/tick.api metrics | tr -d ' \n' | sed -n 's/.*"kvm":{[^}]*"exits":\([0-9]*\).*/\1/p')
+sleep 2
+e2=$(vireo api /tmp/run/tick.api metrics | tr -d ' \n' | sed -n 's/.*"kvm":{[^}]*"exits":\([0-9]*\).*/\1/p')
+if [ -n "$e1" ] && [ "$e2" -gt "$e1" ]; then ok "metrics: tick's KVM exit count grows ($e1 -> $e2)"
+else bad "metrics: $e1 -> $e2"; fi
+page=$(wget -qO- http://127.0.0.1:9100/metrics 2>/dev/null)
+if echo "$page" | grep -q '^vireo_vcpu_cpu_seconds_total{domain="shell",vcpu="0"}' &&
+   echo "$page" | grep -q '^vireo_vcpu_kvm{domain="tick",vcpu="0",stat="exits"} [1-9]'; then
+  ok "Prometheus page from vireo up: both domains, KVM statistics"
+else bad "prometheus page: $(echo "$page" | head -3)"; fi
+
+# Console input reaches the shell; mem-set shrinks the guest's MemTotal (the balloon inflates
+# in the background: wait for it).
+memtotal() { say shell "grep MemTotal /proc/meminfo" | grep "^MemTotal" | tail -1 | tr -s ' ' | cut -d' ' -f2; }
+m1=$(memtotal)
+vireo mem-set shell 256M $R >/dev/null
+n=0; m2=$m1
+while [ -n "$m2" ] && [ "$m2" -ge $((m1 - 240000)) ] && [ $n -lt 10 ]; do sleep 2; m2=$(memtotal); n=$((n + 1)); done
+if [ -n "$m1" ] && [ -n "$m2" ] && [ "$m2" -lt $((m1 - 240000)) ]; then
+  ok "console input reaches the shell; mem-set 256M: MemTotal $m1 -> $m2 KiB"
+else bad "mem-set: MemTotal '$m1' -> '$m2'"; fi
+
+# vcpu-pin outside the domain's pool is refused; cpupool-migrate moves affinity and cgroup.
+if vireo vcpu-pin shell 0 1 $R 2>&1 | grep -q "outside the domain's CPUs"; then
+  ok "vcpu-pin shell 0 1 (CPU 1 belongs to pool one): refused, saying why"
+else bad "vcpu-pin outside pool: $(vireo vcpu-pin shell 0 1 $R 2>&1)"; fi
+t=$(field tick id)
+vireo cpupool-migrate tick default $R >/dev/null
+aff=$(grep Cpus_allowed_list /proc/"$t"/task/*/status | sed 's/.*:\s*//' | sort -u | tr '\n' ' ')
+if [ "$aff" = "0 " ] && grep -q "^$t$" /sys/fs/cgroup/vireo-host/default/tick/cgroup.procs &&
+   [ ! -d /sys/fs/cgroup/vireo-host/one/tick ] && [ "$(field tick pool)" = default ]; then
+  ok "cpupool-migrate tick default: every thread on CPU 0, cgroup vireo-host/default/tick"
+else bad "cpupool-migrate: affinity $aff; $(ls -d /sys/fs/cgroup/vireo-host/*/* | tr '\n' ' '); $(tail -2 /tmp/up.out)"; fi
+
+# reboot: the host resets the shell domain, which comes back.
+b1=$(field shell boots)
+vireo reboot shell $R >/dev/null
+n=0; while [ "$(field shell boots)" = "$b1" ] && [ $n -lt 60 ]; do sleep 1; n=$((n + 1)); done
+n=0; while [ "$(grep -c VIREO-GUEST-INIT /tmp/run/shell.log)" -lt 2 ] && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
+if [ "$(grep -c VIREO-GUEST-INIT /tmp/run/shell.log)" -ge 2 ] && [ "$(field shell state)" = running ]; then
+  ok "reboot: shell restarted in place (boot $(field shell boots))"
+else bad "reboot: boots $b1 -> $(field shell boots), $(grep -c VIREO-GUEST-INIT /tmp/run/shell.log) markers"; fi
+
+# shutdown: the ACPI power button powers the guest off.
+if vireo shutdown tick --wait --timeout 120 $R >/dev/null && [ "$(field tick state)" = shutoff ] &&
+   grep -q "power button pressed" /tmp/run/tick.log; then
+  ok "shutdown --wait: ACPI power button, the guest powered itself off (listed shutoff)"
+else bad "shutdown: state $(field tick state); $(tail -3 /tmp/run/tick.log)"; fi
+if vireo pause tick $R 2>&1 | grep -q "tick is shutoff"; then ok "pause of a powered-off domain: clear error"
+else bad "pause shutoff: $(vireo pause tick $R 2>&1)"; fi
+
+# down: the remaining guest powers off through ACPI well before the timeout.
+start=$(date +%s)
+vireo down $R >/dev/null
+n=0; while kill -0 $up 2>/dev/null && [ $n -lt 90 ]; do sleep 1; n=$((n + 1)); done
+took=$(($(date +%s) - start))
+if ! kill -0 $up 2>/dev/null && grep -q "power button pressed" /tmp/run/shell.log && [ $took -lt 60 ]; then
+  ok "vireo down: the shell domain powered off through ACPI (${took} s), supervisor gone"
+else bad "down: ${took} s; $(tail -3 /tmp/up.out)"; fi
+
+# vcpu-pin moves a vCPU thread (a single domain with the whole host's CPUs).
+vireo run --cpus 2 --memory 256M --api-socket /tmp/pin.api --console file:/tmp/pin.log &
+vm=$!
+n=0; while ! grep -q VIREO-GUEST-INIT /tmp/pin.log 2>/dev/null && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
+vireo vcpu-pin --api-socket /tmp/pin.api 1 0 >/dev/null
+tid=$(vireo vcpu-list --api-socket /tmp/pin.api --json | tr -d ' \n' | sed 's/},{/}\n{/g' | grep '"vcpu":1' | sed -n 's/.*"tid":\([0-9]*\).*/\1/p')
+a1=$(sed -n 's/Cpus_allowed_list:\s*//p' /proc/$vm/task/$tid/status)
+vireo vcpu-pin --api-socket /tmp/pin.api 1 1 >/dev/null
+a2=$(sed -n 's/Cpus_allowed_list:\s*//p' /proc/$vm/task/$tid/status)
+if [ "$a1" = 0 ] && [ "$a2" = 1 ]; then ok "vcpu-pin: vCPU 1's thread $tid moves from CPU 0 to CPU 1"
+else bad "vcpu-pin: '$a1' then '$a2' (tid $tid)"; fi
+vireo shutdown --api-socket /tmp/pin.api --wait --timeout 60 >/dev/null
+if ! kill -0 $vm 2>/dev/null; then ok "shutdown --api-socket --wait: the single domain powered off"
+else bad "single shutdown"; kill $vm; fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
