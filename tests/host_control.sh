@@ -139,6 +139,11 @@ else bad "create admission"; fi
 if "$vireo" dmesg $R | grep -q "domain late: created"; then ok "dmesg: the host log shows the create"
 else bad "dmesg: $("$vireo" dmesg $R | tail -3)"; fi
 
+# shutdown --force-after: a guest that ignores the power button is destroyed after the delay.
+if "$vireo" shutdown tick --force-after 1 $R | grep -q "destroyed" && wait_state tick destroyed; then
+  ok "shutdown --force-after 1: tick ignores ACPI, destroyed after 1 s"
+else bad "force-after: $(field tick state)"; fi
+
 # Destroyed domains get clear errors.
 "$vireo" destroy late $R >/dev/null
 wait_state late destroyed
