@@ -148,6 +148,9 @@ if [ -z "$rc" ]; then
   if [ "$qemu_rc" = 124 ]; then echo "vireo test host: timed out after ${timeout}s" >&2
   else echo "vireo test host: exited (status $qemu_rc) before the command finished" >&2; fi
   grep -v "TCG doesn't support requested feature" "$work/qemu.err" >&2 || true
+  # Why (a panic, an OOM kill, a lock-up report): the test host's own last console lines.
+  echo "vireo test host: its console ended with:" >&2
+  tail -n 40 "$out" >&2
   exit 125
 fi
 exit "$rc"
