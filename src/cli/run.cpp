@@ -324,9 +324,9 @@ int run_guest(const RunOptions& o) {
     }
     std::unique_ptr<api::MetricsEndpoint> metrics;
     if (!o.metrics.empty()) {
-        auto m = api::MetricsEndpoint::create(o.metrics, [&dom] {
+        auto m = api::MetricsEndpoint::create(o.metrics, [] {
             try {
-                return api::prometheus_text({{dom.name, domain_metrics(dom)}});
+                return api::prometheus_text({{g_domain.name, domain_metrics(g_domain)}});
             } catch (const api::ApiError&) {
                 return std::string();  // between boots
             }
@@ -337,14 +337,14 @@ int run_guest(const RunOptions& o) {
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they
     // were blocked before any thread started, so only the sigwait thread receives them.
-    std::thread([stop_signals, &dom] {
+    std::thread([stop_signals] {
         int sig = 0;
         while (sigwait(&stop_signals, &sig) == 0) {
-            dom.stop.request("stopped by a signal");
+            g_domain.stop.request("stopped by a signal");
         }
     }).detach();
 
-    vmm::ConsoleInput console([&dom] { dom.stop.request("stopped from the console"); });
+    vmm::ConsoleInput console([] { g_domain.stop.request("stopped from the console"); });
     if (o.console == "stdio") {
         if (auto r = console.start(); !r) return fail_with(r.error().message());
     }
