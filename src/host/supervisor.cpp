@@ -31,6 +31,7 @@ using Clock = std::chrono::steady_clock;
 
 // The host log (`vireo dmesg`): the supervisor's last kLogLines lines, with times.
 constexpr size_t kLogLines = 1000;
+constexpr int kReadyTimeoutMs = 120000;  // a domain's build, up to its "ready"
 std::mutex g_log_mu;
 std::deque<std::string> g_log;
 void log_tap(log::Level level, std::string_view text) noexcept {
@@ -62,6 +63,8 @@ struct Dom {
     unsigned boots = 0;
     unsigned quick_restarts = 0;
     bool destroying = false;
+    bool restarting = false;             // restarted by its policy; "ready" not yet seen
+    Clock::time_point ready_deadline{};  // for a restarting domain
 };
 
 std::string cpu_list(const std::set<uint32_t>& cpus) {
@@ -147,17 +150,31 @@ class Supervisor {
         log::set_tap(log_tap);
         down_timeout_s_ = o_.down_timeout_s;
         plan();
-        // 1. Build every domain; 2. start all only when all are ready.
-        for (auto& d : doms_)
-            if (!spawn(d)) return abort_all(d);
-        for (auto& d : doms_)
-            if (!wait_ready(d)) return abort_all(d);
-        for (auto& d : doms_)
-            go(d);
-        log::info("host {}: {} domain(s) running; consoles and API in {}", cfg_.path, doms_.size(),
-                  run_dir_);
+        // The API answers from the start (`list` shows the domains as starting while they
+        // are built; a large domain takes a while).
         add_methods();
         (void)api_->start();
+        // 1. Build every domain; 2. start all only when all are ready.
+        {
+            std::lock_guard lock(mu_);
+            for (auto& d : doms_)
+                if (!spawn(d)) return abort_all(d);
+        }
+        for (auto& d : doms_) {  // unlocked: API requests leave "starting" domains' sockets alone
+            std::string why;
+            if (!wait_ready(d, why)) {
+                std::lock_guard lock(mu_);
+                d.last = why;
+                return abort_all(d);
+            }
+        }
+        {
+            std::lock_guard lock(mu_);
+            for (auto& d : doms_)
+                go(d);
+        }
+        log::info("host {}: {} domain(s) running; consoles and API in {}", cfg_.path, doms_.size(),
+                  run_dir_);
         if (!o_.metrics.empty()) {
             auto m = api::MetricsEndpoint::create(o_.metrics, [this] { return prometheus(); });
             if (!m)
@@ -323,21 +340,50 @@ class Supervisor {
         return line;
     }
 
-    bool wait_ready(Dom& d) {
-        const std::string line = read_line(d, 120000);
+    // Waits (up to 120 s) for a starting domain's "ready"; otherwise `why` says what happened.
+    bool wait_ready(Dom& d, std::string& why) {
+        const std::string line = read_line(d, kReadyTimeoutMs);
         if (line == "ready") return true;
-        if (line.rfind("error: ", 0) == 0) {
-            d.last = line.substr(7);
-        } else {
-            // It exited (or hung) before building: its last log line says why.
-            std::ifstream f(run_dir_ + "/" + d.cfg->name + ".log");
-            std::string l, last_line;
-            while (std::getline(f, l))
-                if (!l.empty()) last_line = l;
-            d.last = (last_line.empty() ? std::string("exited or timed out") : last_line) +
-                     " (log: " + run_dir_ + "/" + d.cfg->name + ".log)";
-        }
+        why = not_ready_reason(d, line);
         return false;
+    }
+
+    std::string not_ready_reason(const Dom& d, const std::string& line) const {
+        if (line.rfind("error: ", 0) == 0) return line.substr(7);
+        // It exited (or hung) before building: its last log line says why.
+        std::ifstream f(run_dir_ + "/" + d.cfg->name + ".log");
+        std::string l, last_line;
+        while (std::getline(f, l))
+            if (!l.empty()) last_line = l;
+        return (last_line.empty() ? std::string("exited or timed out") : last_line) +
+               " (log: " + run_dir_ + "/" + d.cfg->name + ".log)";
+    }
+
+    // A domain restarted by its policy: its first control line, without waiting (the
+    // supervising thread holds mu_; API requests must not wait for a domain being built).
+    void poll_restart(Dom& d) {
+        if (!d.restarting || d.pid <= 0) return;
+        char buf[256];
+        for (;;) {
+            pollfd p{d.ctl.get(), POLLIN, 0};
+            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
+            const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
+            if (n <= 0) break;
+            d.ctl_buf.append(buf, static_cast<size_t>(n));
+        }
+        const size_t nl = d.ctl_buf.find('\n');
+        if (nl == std::string::npos && Clock::now() < d.ready_deadline) return;
+        const std::string line = nl == std::string::npos ? "" : d.ctl_buf.substr(0, nl);
+        d.ctl_buf.erase(0, nl == std::string::npos ? std::string::npos : nl + 1);
+        d.restarting = false;
+        if (line == "ready") {
+            go(d);
+            return;
+        }
+        d.last = "restart failed: " + not_ready_reason(d, line);
+        log::error("domain {}: {}", d.cfg->name, d.last);
+        d.destroying = true;
+        ::kill(d.pid, SIGKILL);
     }
 
     void go(Dom& d) {
@@ -589,8 +635,10 @@ class Supervisor {
         // Build (unlocked: a large domain takes a while); the supervising thread leaves
         // "starting" domains' control sockets alone.
         std::string failed;
-        for (Dom* d : added)
-            if (!wait_ready(*d) && failed.empty()) failed = d->cfg->name + ": " + d->last;
+        for (Dom* d : added) {
+            std::string why;
+            if (!wait_ready(*d, why) && failed.empty()) failed = d->cfg->name + ": " + why;
+        }
         std::lock_guard lock(mu_);
         if (!failed.empty()) {
             for (Dom* d : added) {
@@ -613,6 +661,7 @@ class Supervisor {
 
     void apply_policy(Dom& d, int status) {
         Action action = Action::Destroy;
+        d.restarting = false;
         if (d.state == "starting") {  // died while being built (vireo create reports it)
             d.state = "failed";
             d.pid = -1;
@@ -662,10 +711,12 @@ class Supervisor {
                 log::error("domain {}: {}", d.cfg->name, d.last);
                 return;
             }
-            if (spawn(d) && wait_ready(d))
-                go(d);
-            else
+            if (spawn(d)) {
+                d.restarting = true;  // supervise() starts it once it reports ready
+                d.ready_deadline = Clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
+            } else {
                 log::error("domain {}: restart failed: {}", d.cfg->name, d.last);
+            }
         }
     }
 
@@ -694,8 +745,10 @@ class Supervisor {
             const int sig = ::sigtimedwait(&sigs, nullptr, &ts);
             if (sig == SIGINT || sig == SIGTERM) down_requested_ = true;
             std::lock_guard lock(mu_);
-            for (auto& d : doms_)
+            for (auto& d : doms_) {
+                poll_restart(d);
                 drain_ctl(d);  // preserved crashes, pauses
+            }
             int status = 0;
             pid_t pid;
             while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0)
