@@ -171,5 +171,51 @@ else bad "limits: $(tail -3 "$work/upl.out"; tail -2 "$work"/runl/*.log)"; fi
 "$vireo" down --timeout 0 --run-dir "$work/runl"
 wait $up_pid
 
+# memory_backing = "hugepages": 2 MiB pages reserved before the guest runs, returned after;
+# admission counts free huge pages; vireo run says when there are too few. Needs root (the
+# huge page pool is the host's); the pool's old size is restored.
+hp=/proc/sys/vm/nr_hugepages
+if [ -w $hp ]; then
+  old_hp=$(cat $hp)
+  trap 'echo "$old_hp" >'$hp'; "$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
+  hfree() { sed -n 's/^HugePages_Free: *//p' /proc/meminfo; }
+  echo $((old_hp + 40)) >$hp
+  free0=$(hfree)
+  cat >"$work/huge.toml" <<TOML
+run_dir = "$work/runh"
+[domains.huge]
+kernel = "$idle"
+memory = "64M"
+memory_backing = "hugepages"
+allow_software_kvm = true
+TOML
+  if [ "$free0" -lt 32 ]; then
+    echo "SKIP: hugepages: only $free0 free 2 MiB pages after asking for 40 more (fragmented memory)"
+  else
+    "$vireo" up "$work/huge.toml" >"$work/uph.out" 2>&1 &
+    up_pid=$!
+    if wait_state_dir "$work/runh" huge running && [ "$(hfree)" = $((free0 - 32)) ]; then
+      ok "hugepages: a 64 MiB domain holds 32 huge pages while it runs ($free0 -> $(hfree) free)"
+    else bad "hugepages: free $free0 -> $(hfree); $(tail -3 "$work/uph.out"; tail -2 "$work"/runh/*.log)"; fi
+    "$vireo" down --timeout 0 --run-dir "$work/runh" >/dev/null
+    wait $up_pid
+    if [ "$(hfree)" = "$free0" ]; then ok "hugepages: all $free0 free again after the domain stopped"
+    else bad "hugepages: $(hfree) free after down, $free0 before"; fi
+    sed -i 's/memory = "64M"/memory = "2G"/' "$work/huge.toml"
+    out=$("$vireo" up "$work/huge.toml" 2>&1)
+    if echo "$out" | grep -q "huge pages" && echo "$out" | grep -q "no domain was started"; then
+      ok "hugepages: a domain needing more huge pages than are free is refused"
+    else bad "hugepages admission: $out"; fi
+  fi
+  echo 0 >$hp
+  if [ "$(hfree)" = 0 ]; then
+    out=$("$vireo" run --kernel "$idle" --memory 64M --memory-backing hugepages --allow-software-kvm 2>&1)
+    if [ $? != 0 ] && echo "$out" | grep -q "not enough free 2 MiB huge pages"; then
+      ok "hugepages: vireo run without free huge pages says so"
+    else bad "vireo run --memory-backing hugepages without huge pages: $out"; fi
+  fi
+  echo "$old_hp" >$hp
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

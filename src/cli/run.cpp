@@ -120,8 +120,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "only), e.g. 127.0.0.1:9100");
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
-                    "starts; locked: prefaulted and never swapped (mlock)")
-        ->check(CLI::IsMember({"anonymous", "prefault", "locked"}))
+                    "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "
+                    "huge pages (/proc/sys/vm/nr_hugepages), reserved before the guest starts")
+        ->check(CLI::IsMember({"anonymous", "prefault", "locked", "hugepages"}))
         ->capture_default_str();
     run->add_option("--cpu-affinity", o.cpu_affinity,
                     "Host CPUs vireo's threads may run on, e.g. 0-3,^1");
@@ -243,9 +244,10 @@ int run_guest(const RunOptions& o) {
     }
     config.rng = o.rng;
     config.balloon = o.balloon;
-    config.backing = o.memory_backing == "prefault" ? vmm::VmConfig::Backing::Prefault
-                     : o.memory_backing == "locked" ? vmm::VmConfig::Backing::Locked
-                                                    : vmm::VmConfig::Backing::Anonymous;
+    config.backing = o.memory_backing == "prefault"    ? vmm::VmConfig::Backing::Prefault
+                     : o.memory_backing == "locked"    ? vmm::VmConfig::Backing::Locked
+                     : o.memory_backing == "hugepages" ? vmm::VmConfig::Backing::HugePages
+                                                       : vmm::VmConfig::Backing::Anonymous;
     for (const std::string_view field :
          o.pin_vcpus.empty() ? std::vector<std::string_view>{} : split(o.pin_vcpus, ',')) {
         const std::string item(field);

@@ -164,6 +164,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
     d.name = name;
     d.line = line_of(t);
     Reader r{p, "domains." + name + "."};
+    int backing_line = 0;  // of memory_backing = "hugepages"
     if (!valid_name(name))
         p.add(d.line, "domains." + name, "a name is 1-64 letters, digits, -, _, . (not first)");
     for (auto&& [k, v] : t) {
@@ -217,6 +218,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             else
                 p.add(line_of(v), r.prefix + key,
                       fmt::format("\"{}\": use anonymous, prefault, locked or hugepages", s));
+            if (d.memory_backing == MemoryBacking::Hugepages) backing_line = line_of(v);
         } else if (key == "on_poweroff" || key == "on_reboot" || key == "on_crash") {
             if (!r.str(v, key, s)) continue;
             auto a = parse_action(s);
@@ -234,6 +236,15 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
                   "disks, nets, vsock, rng, balloon, memory_backing, on_poweroff, on_reboot, "
                   "on_crash, autostart, allow_software_kvm)");
         }
+    }
+    if (backing_line != 0) {
+        if (d.memory % (uint64_t{2} << 20) != 0)
+            p.add(backing_line, r.prefix + "memory_backing",
+                  fmt::format("hugepages needs memory in whole 2 MiB pages ({} MiB is not)",
+                              d.memory >> 20));
+        if (d.balloon)
+            p.add(backing_line, r.prefix + "memory_backing",
+                  "hugepages cannot be used with balloon = true (the balloon frees 4 KiB pages)");
     }
     cfg.domains.push_back(std::move(d));
 }

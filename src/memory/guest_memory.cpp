@@ -1,5 +1,6 @@
 #include "memory/guest_memory.hpp"
 
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -8,8 +9,8 @@
 
 namespace vireo::memory {
 
-Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout,
-                                        const std::string& name) {
+Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, const std::string& name,
+                                        bool huge_pages) {
     if (layout.empty()) return fail(ErrorCode::InvalidArgument, "guest memory: no RAM regions");
     std::vector<RegionSpec> sorted(layout.begin(), layout.end());
     std::sort(sorted.begin(), sorted.end(),
@@ -33,22 +34,37 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout,
             return fail(ErrorCode::AlreadyExists,
                         "guest memory: regions at {:#x} and {:#x} overlap",
                         sorted[i - 1].start.value(), r.start.value());
+        if (huge_pages &&
+            (!is_aligned(r.start.value(), kHugePageSize) || !is_aligned(r.size, kHugePageSize)))
+            return fail(ErrorCode::InvalidArgument,
+                        "guest memory: region [{:#x}, +{:#x}) is not 2 MiB-aligned (huge pages)",
+                        r.start.value(), r.size);
         auto t = checked_add(total, r.size);
         if (!t) return fail(ErrorCode::OutOfRange, "guest memory: total size overflows");
         total = *t;
     }
 
     GuestMemory mem;
-    int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+    int fd =
+        ::memfd_create(name.c_str(), MFD_CLOEXEC | (huge_pages ? MFD_HUGETLB | MFD_HUGE_2MB : 0u));
+    if (fd < 0 && huge_pages)
+        return fail_errno(errno, "guest memory: memfd_create with 2 MiB huge pages");
     if (fd < 0) return fail_errno(errno, "guest memory: memfd_create");
     mem.fd_.reset(fd);
+    mem.huge_pages_ = huge_pages;
     if (::ftruncate(fd, static_cast<off_t>(total)) != 0)
         return fail_errno(errno, "guest memory: sizing the {} MiB memfd", total >> 20);
 
     uint64_t offset = 0;
     for (const auto& spec : sorted) {
-        void* p = ::mmap(nullptr, spec.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
-                         static_cast<off_t>(offset));
+        void* p =
+            ::mmap(nullptr, spec.size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | (huge_pages ? 0 : MAP_NORESERVE), fd, static_cast<off_t>(offset));
+        if (p == MAP_FAILED && huge_pages && errno == ENOMEM)
+            return fail(ErrorCode::ResourceExhausted,
+                        "guest memory: not enough free 2 MiB huge pages for {} MiB at guest {:#x} "
+                        "(HugePages_Free in /proc/meminfo; raise /proc/sys/vm/nr_hugepages)",
+                        spec.size >> 20, spec.start.value());
         if (p == MAP_FAILED)
             return fail_errno(errno, "guest memory: mapping {} MiB at guest {:#x}", spec.size >> 20,
                               spec.start.value());
@@ -67,7 +83,8 @@ Result<GuestMemory> GuestMemory::create_flat(uint64_t size) {
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::move(other.regions_)),
       total_size_(std::exchange(other.total_size_, 0)),
-      fd_(std::move(other.fd_)) {
+      fd_(std::move(other.fd_)),
+      huge_pages_(other.huge_pages_) {
     other.regions_.clear();
 }
 
@@ -78,6 +95,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
         other.regions_.clear();
         total_size_ = std::exchange(other.total_size_, 0);
         fd_ = std::move(other.fd_);
+        huge_pages_ = other.huge_pages_;
     }
     return *this;
 }

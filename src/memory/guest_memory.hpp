@@ -46,9 +46,14 @@ struct Region {
 class GuestMemory {
   public:
     /// Maps the given RAM regions (page-aligned, non-empty, non-overlapping; any order).
-    /// `name` labels the memfd (visible in /proc/PID/maps).
+    /// `name` labels the memfd (visible in /proc/PID/maps). With `huge_pages` the memfd is
+    /// hugetlbfs-backed (2 MiB pages; every region a multiple of 2 MiB) and mapped without
+    /// MAP_NORESERVE, so the kernel reserves every huge page now: too few free huge pages fail
+    /// here, not when the guest first touches one.
     static Result<GuestMemory> create(std::span<const RegionSpec> layout,
-                                      const std::string& name = "vireo-guest-ram");
+                                      const std::string& name = "vireo-guest-ram",
+                                      bool huge_pages = false);
+    static constexpr uint64_t kHugePageSize = uint64_t{2} << 20;
     /// Convenience: a single region [0, size).
     static Result<GuestMemory> create_flat(uint64_t size);
 
@@ -64,6 +69,8 @@ class GuestMemory {
     uint64_t total_size() const noexcept { return total_size_; }
     /// The backing memfd (for sharing or saving).
     int fd() const noexcept { return fd_.get(); }
+    /// True if backed by 2 MiB huge pages (pages cannot be freed one 4 KiB page at a time).
+    bool huge_pages() const noexcept { return huge_pages_; }
 
     /// True if every byte of [gpa, gpa + len) is RAM. len 0 is in range iff gpa is in RAM.
     bool contains(Gpa gpa, uint64_t len) const noexcept;
@@ -110,6 +117,7 @@ class GuestMemory {
     std::vector<Region> regions_;
     uint64_t total_size_ = 0;
     UniqueFd fd_;
+    bool huge_pages_ = false;
 };
 
 }  // namespace vireo::memory

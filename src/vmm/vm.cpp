@@ -123,6 +123,17 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
         return fail(ErrorCode::InvalidArgument,
                     "guest memory must be a whole number of MiB from 64 MiB to 1 TiB, not {} bytes",
                     config.memory_bytes);
+    if (config.backing == VmConfig::Backing::HugePages) {
+        if (config.memory_bytes % memory::GuestMemory::kHugePageSize != 0)
+            return fail(ErrorCode::InvalidArgument,
+                        "hugepages backing needs memory in whole 2 MiB pages, not {} MiB",
+                        config.memory_bytes >> 20);
+        if (config.balloon)
+            return fail(
+                ErrorCode::InvalidArgument,
+                "a balloon cannot return memory of a hugepages-backed guest (it frees 4 KiB "
+                "pages); use another memory backing or no balloon");
+    }
     const uint32_t max_cpus = std::min(kMaxCpus, max_vcpus);
     if (config.cpus == 0 || config.cpus > max_cpus)
         return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
@@ -161,11 +172,13 @@ Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig&
     const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
     std::vector<memory::RegionSpec> layout{{Gpa(0), low}};
     if (config.memory_bytes > low) layout.push_back({Gpa(k4GiB), config.memory_bytes - low});
-    VIREO_TRY_ASSIGN(auto mem, memory::GuestMemory::create(layout, "vireo-guest-ram"));
+    VIREO_TRY_ASSIGN(auto mem,
+                     memory::GuestMemory::create(layout, "vireo-guest-ram",
+                                                 config.backing == VmConfig::Backing::HugePages));
     if (config.backing != VmConfig::Backing::Anonymous) {
         // Every page now, so nothing fails later for lack of memory.
         for (const auto& r : mem.regions()) {
-            if (::madvise(r.host, r.size, MADV_POPULATE_WRITE) != 0)
+            if (::madvise(r.host, r.size, MADV_POPULATE_WRITE) != 0)  // huge pages too
                 return fail_errno(errno, "prefaulting {} MiB of guest memory", r.size >> 20);
             if (config.backing == VmConfig::Backing::Locked && ::mlock(r.host, r.size) != 0)
                 return fail_errno(errno, "locking {} MiB of guest memory (RLIMIT_MEMLOCK?)",

@@ -56,8 +56,10 @@ struct VmConfig {
     std::shared_ptr<virtio::VsockListener> vsock;
     bool balloon = false;  ///< a virtio-balloon device
     /// How guest RAM is backed: Anonymous (pages on first touch), Prefault (every page
-    /// allocated before the guest runs), Locked (prefaulted and mlocked: never swapped).
-    enum class Backing { Anonymous, Prefault, Locked } backing = Backing::Anonymous;
+    /// allocated before the guest runs), Locked (prefaulted and mlocked: never swapped),
+    /// HugePages (2 MiB hugetlbfs pages, reserved and prefaulted before the guest runs;
+    /// never swapped; memory a multiple of 2 MiB; no balloon, which frees 4 KiB pages).
+    enum class Backing { Anonymous, Prefault, Locked, HugePages } backing = Backing::Anonymous;
     /// Host CPUs of each vCPU thread (pinned pools, vcpu-pin): empty, or one list per vCPU; an
     /// empty list lets that vCPU float within the process affinity.
     std::vector<std::vector<int>> vcpu_affinity;

@@ -82,6 +82,25 @@ memory_backing = "swap"
         EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
 }
 
+TEST(HostConfig, HugepagesNeedWholeHugePagesAndNoBalloon) {
+    auto good = parse_host_config(
+        "[domains.a]\nmemory = \"256M\"\nmemory_backing = \"hugepages\"\n", "h.toml", 4);
+    ASSERT_TRUE(good) << good.error().message();
+    EXPECT_EQ(good->domains[0].memory_backing, MemoryBacking::Hugepages);
+    auto bad = parse_host_config(
+        "[domains.a]\nmemory = 65\nmemory_backing = \"hugepages\"\n"
+        "[domains.b]\nmemory_backing = \"hugepages\"\nballoon = true\n",
+        "h.toml", 4);
+    ASSERT_FALSE(bad);
+    const std::string m = bad.error().message();
+    EXPECT_NE(m.find("h.toml:3: domains.a.memory_backing: hugepages needs memory in whole 2 MiB"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("h.toml:5: domains.b.memory_backing: hugepages cannot be used with balloon"),
+              std::string::npos)
+        << m;
+}
+
 TEST(HostConfig, RefusesDuplicatesAndOverlaps) {
     auto dup = parse_host_config("[domains.a]\n[domains.a]\n", "h.toml", 4);
     ASSERT_FALSE(dup);
