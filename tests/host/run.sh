@@ -19,6 +19,7 @@
 #   -Q         also pack qemu-system-x86_64 and its firmware (for side-by-side benchmarks)
 #   -k MODULE  also load a kernel module (and its dependencies), e.g. vhost_net; tun is always
 #              loaded and loopback is up
+# VIREO_TEST_HOST_LOG=FILE keeps the host's whole console there when the host dies.
 # Inside, PATH has /opt/vireo/bin (vireo, vireo-bench, test binaries), VIREO_GUEST_DIR=/guest.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -148,9 +149,19 @@ if [ -z "$rc" ]; then
   if [ "$qemu_rc" = 124 ]; then echo "vireo test host: timed out after ${timeout}s" >&2
   else echo "vireo test host: exited (status $qemu_rc) before the command finished" >&2; fi
   grep -v "TCG doesn't support requested feature" "$work/qemu.err" >&2 || true
-  # Why (a panic, an OOM kill, a lock-up report): the test host's own last console lines.
-  echo "vireo test host: its console ended with:" >&2
-  tail -n 40 "$out" >&2
+  # Why (a panic, an OOM kill, a lock-up report): the test host's own console from its first
+  # kernel error report (the top of an oops says what failed), else its last lines.
+  first=$(grep -n -m1 -E '(BUG:|Oops|general protection|Kernel panic|stack guard|double fault|watchdog:|rcu: INFO)' "$out" | cut -d: -f1)
+  if [ -n "$first" ]; then
+    echo "vireo test host: its kernel reported (console from line $first):" >&2
+    tail -n +"$first" "$out" | head -n 60 >&2
+    echo "... and its console ended with:" >&2
+    tail -n 8 "$out" >&2
+  else
+    echo "vireo test host: its console ended with:" >&2
+    tail -n 40 "$out" >&2
+  fi
+  [ -n "${VIREO_TEST_HOST_LOG:-}" ] && cp "$out" "$VIREO_TEST_HOST_LOG"
   exit 125
 fi
 exit "$rc"
