@@ -171,6 +171,30 @@ else bad "limits: $(tail -3 "$work/upl.out"; tail -2 "$work"/runl/*.log)"; fi
 "$vireo" down --timeout 0 --run-dir "$work/runl"
 wait $up_pid
 
+# --detach: returns once every domain runs (the host then logs to RUN_DIR/vireo.log), or with
+# the failure when a domain cannot be built.
+cat >"$work/det.toml" <<TOML
+run_dir = "$work/rund"
+[domains.bg]
+kernel = "$idle"
+memory = "64M"
+allow_software_kvm = true
+TOML
+out=$("$vireo" up --detach "$work/det.toml" 2>&1)
+rc=$?
+if [ $rc = 0 ] && echo "$out" | grep -q "is up in the background" &&
+   [ "$(field_dir "$work/rund" bg state)" = running ] && [ -e "$work/rund/vireo.log" ]; then
+  ok "up --detach: returns with the domain running, supervisor logging to vireo.log"
+else bad "up --detach: rc $rc: $out"; fi
+"$vireo" down --timeout 0 --run-dir "$work/rund" >/dev/null
+n=0; while [ -e "$work/rund/vireo.sock" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+sed -i "s|kernel = .*|kernel = \"/etc/hostname\"|" "$work/det.toml"
+out=$("$vireo" up --detach "$work/det.toml" 2>&1)
+rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "could not be built"; then
+  ok "up --detach: a domain that cannot be built fails the command (status $rc)"
+else bad "up --detach with a bad kernel: rc $rc: $out"; fi
+
 # memory_backing = "hugepages": 2 MiB pages reserved before the guest runs, returned after;
 # admission counts free huge pages; vireo run says when there are too few. Needs root (the
 # huge page pool is the host's); the pool's old size is restored.

@@ -175,6 +175,7 @@ class Supervisor {
         }
         log::info("host {}: {} domain(s) running; consoles and API in {}", cfg_.path, doms_.size(),
                   run_dir_);
+        if (detached_fd_ >= 0) detach_now();
         if (!o_.metrics.empty()) {
             auto m = api::MetricsEndpoint::create(o_.metrics, [this] { return prometheus(); });
             if (!m)
@@ -189,7 +190,30 @@ class Supervisor {
         return 0;
     }
 
+    // --detach: the parent waits on `fd` until the host is up (or this process dies).
+    void set_detached_fd(int fd) { detached_fd_ = fd; }
+
   private:
+    // Every domain runs: from now on the supervisor logs to RUN_DIR/vireo.log, and the
+    // parent, which was waiting for this line, returns.
+    void detach_now() {
+        const std::string log_path = run_dir_ + "/vireo.log";
+        const int log_fd =
+            ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        const std::string line = "up " + run_dir_ + "\n";
+        (void)!::write(detached_fd_, line.data(), line.size());
+        ::close(detached_fd_);
+        detached_fd_ = -1;
+        const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull >= 0) ::dup2(devnull, 0);
+        if (log_fd >= 0) {
+            ::dup2(log_fd, 1);
+            ::dup2(log_fd, 2);
+            ::close(log_fd);
+        }
+        if (devnull >= 0) ::close(devnull);
+    }
+
     int error(const std::string& msg) {
         log::error("{}", msg);
         return 1;
@@ -800,6 +824,7 @@ class Supervisor {
     std::unique_ptr<api::MetricsEndpoint> metrics_;
     std::atomic<int> down_timeout_s_{30};
     std::atomic<bool> down_requested_{false};
+    int detached_fd_ = -1;  // --detach: where to say the host is up
 };
 
 }  // namespace
@@ -822,11 +847,44 @@ int up(const HostConfig& config, const UpOptions& options) {
     sigaddset(&sigs, SIGCHLD);
     ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
+    int up_fd = -1;
     if (options.detach) {
-        if (::fork() != 0) return 0;
+        // The parent returns once every domain runs (0), or with the child's failure (its
+        // error is already on stderr), so `vireo up --detach && ...` can rely on the host.
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) != 0) {
+            log::error("--detach: pipe: {}", std::strerror(errno));
+            return 1;
+        }
+        const pid_t child = ::fork();
+        if (child < 0) {
+            log::error("--detach: fork: {}", std::strerror(errno));
+            return 1;
+        }
+        if (child != 0) {
+            ::close(p[1]);
+            char buf[512];
+            ssize_t n, got = 0;
+            while (got < static_cast<ssize_t>(sizeof buf) - 1 &&
+                   (n = ::read(p[0], buf + got, sizeof buf - 1 - static_cast<size_t>(got))) > 0)
+                got += n;
+            ::close(p[0]);
+            if (got > 3 && std::string_view(buf, 3) == "up ") {
+                const std::string dir(buf + 3, static_cast<size_t>(got - 4));
+                std::printf("vireo: host %s is up in the background (log: %s/vireo.log)\n",
+                            config.path.c_str(), dir.c_str());
+                return 0;
+            }
+            int status = 0;
+            ::waitpid(child, &status, 0);
+            return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+        }
+        ::close(p[0]);
         ::setsid();
+        up_fd = p[1];
     }
     Supervisor s(config, options);
+    s.set_detached_fd(up_fd);
     return s.run();
 }
 
