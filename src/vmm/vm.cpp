@@ -256,16 +256,19 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
         entry.gprs.rsi = loaded.zero_page;
     }
 
-    // vCPUs: all get CPUID, boot MSRs and LAPIC LINTs; the BSP enters the kernel in long mode,
-    // the APs wait in KVM for INIT/SIPI from the guest.
+    // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
+    // (NMI) wired as firmware leaves them, and enters the kernel in long mode. The APs keep
+    // KVM's reset LAPIC (LINTs masked, as INIT leaves them) and wait for INIT/SIPI.
     const auto msrs = arch::x86::boot_msrs();
     slots_ = std::make_unique<VcpuSlot[]>(config_.cpus);
     for (uint32_t id = 0; id < config_.cpus; ++id) {
         VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
         VIREO_TRY(vcpu->set_cpuid(arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus)));
         VIREO_TRY(vcpu->set_msrs(msrs));
-        VIREO_TRY(set_lints(*vcpu));
-        if (id == 0) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
+        if (id == 0) {
+            VIREO_TRY(set_lints(*vcpu));
+            VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
+        }
         // KVM's statistics fd now: KVM_GET_STATS_FD is a vCPU ioctl and would wait for a vCPU
         // blocked in KVM_RUN; reading the fd later needs no lock.
         if (hv.has(hv::Feature::BinaryStats)) {
@@ -582,9 +585,23 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
             case hv::ExitReason::Halt:
             case hv::ExitReason::IrqWindowOpen:
                 break;
-            case hv::ExitReason::Shutdown:
-                stop(Fate::TripleFault, fmt::format("vCPU {} triple-faulted", vcpu.id()));
+            case hv::ExitReason::Shutdown: {
+                // Where it was, for the report (the state KVM left: after the fault).
+                hv::VcpuState st;
+                std::string where;
+                if (vcpu.get_state(hv::kStateGprs | hv::kStateSegments | hv::kStateCrs, st) &&
+                    st.gprs.rip == 0xfff0 && st.segments.cs.selector == 0xf000)
+                    where =
+                        " (KVM reset the vCPU at the shutdown, as on AMD: no registers to show)";
+                else if (st.segments.cs.selector != 0 || st.gprs.rip != 0)
+                    where = fmt::format(
+                        " (rip {:#x} rsp {:#x} cs {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} "
+                        "idt {:#x}/{:#x})",
+                        st.gprs.rip, st.gprs.rsp, st.segments.cs.selector, st.crs.cr0, st.crs.cr3,
+                        st.crs.cr4, st.crs.efer, st.segments.idt.base, st.segments.idt.limit);
+                stop(Fate::TripleFault, fmt::format("vCPU {} triple-faulted{}", vcpu.id(), where));
                 return;
+            }
             case hv::ExitReason::SystemEvent:
                 switch (exit->system_event.type) {
                     case hv::SystemEventExit::Shutdown:
