@@ -22,7 +22,8 @@ wait_for() {
   while ! has "$1" && [ $n -lt "${2:-90}" ]; do sleep 1; n=$((n + 1)); done
   has "$1"
 }
-guest_value() { tr -d '\r' </tmp/out | sed -n "s/^$1=\([^ ]*\).*/\1/p" | tail -n1; }
+# Complete console lines only (they end in CR LF): the guest may be mid-line as we read.
+guest_value() { grep "$(printf '\r')\$" /tmp/out | tr -d '\r' | sed -n "s/^$1=\([^ ]*\).*/\1/p" | tail -n1; }
 
 mkdir -p /tmp/www
 : >/tmp/out
