@@ -2,12 +2,39 @@
 
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 
 namespace vireo::memory {
+
+namespace {
+
+// Private anonymous memory of `size` bytes at a 2 MiB-aligned address (KVM maps a 2 MiB page
+// of the host as one nested-paging entry only where guest and host addresses agree modulo
+// 2 MiB; regions start 2 MiB-aligned in the guest), advised for transparent huge pages.
+Result<uint8_t*> map_anonymous(uint64_t size, const std::string& name) {
+    constexpr uint64_t kAlign = GuestMemory::kHugePageSize;
+    const uint64_t span = size + kAlign;
+    void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) return fail_errno(errno, "guest memory: mapping {} MiB", size >> 20);
+    const auto base = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t start = (base + kAlign - 1) & ~uintptr_t{kAlign - 1};
+    if (start > base) ::munmap(raw, start - base);
+    if (const uintptr_t tail = base + span - (start + size); tail > 0)
+        ::munmap(reinterpret_cast<void*>(start + size), tail);
+    auto* p = reinterpret_cast<uint8_t*>(start);
+    // Advice only: a host without transparent huge pages (or with them off) just says no.
+    (void)::madvise(p, size, MADV_HUGEPAGE);
+    (void)::madvise(p, size, MADV_DONTFORK);
+    (void)::prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, start, size, name.c_str());
+    return p;
+}
+
+}  // namespace
 
 Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, const std::string& name,
                                         bool huge_pages) {
@@ -45,22 +72,26 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, cons
     }
 
     GuestMemory mem;
-    int fd =
-        ::memfd_create(name.c_str(), MFD_CLOEXEC | (huge_pages ? MFD_HUGETLB | MFD_HUGE_2MB : 0u));
-    if (fd < 0 && huge_pages)
-        return fail_errno(errno, "guest memory: memfd_create with 2 MiB huge pages");
-    if (fd < 0) return fail_errno(errno, "guest memory: memfd_create");
+    if (!huge_pages) {
+        for (const auto& spec : sorted) {
+            VIREO_TRY_ASSIGN(uint8_t * p, map_anonymous(spec.size, name));
+            mem.regions_.push_back(Region{spec.start, spec.size, p, 0});
+        }
+        mem.total_size_ = total;
+        return mem;
+    }
+    // Huge pages: a hugetlbfs memfd, mapped without MAP_NORESERVE so every page is reserved now.
+    const int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+    if (fd < 0) return fail_errno(errno, "guest memory: memfd_create with 2 MiB huge pages");
     mem.fd_.reset(fd);
-    mem.huge_pages_ = huge_pages;
+    mem.huge_pages_ = true;
     if (::ftruncate(fd, static_cast<off_t>(total)) != 0)
         return fail_errno(errno, "guest memory: sizing the {} MiB memfd", total >> 20);
-
     uint64_t offset = 0;
     for (const auto& spec : sorted) {
-        void* p =
-            ::mmap(nullptr, spec.size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | (huge_pages ? 0 : MAP_NORESERVE), fd, static_cast<off_t>(offset));
-        if (p == MAP_FAILED && huge_pages && errno == ENOMEM)
+        void* p = ::mmap(nullptr, spec.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                         static_cast<off_t>(offset));
+        if (p == MAP_FAILED && errno == ENOMEM)
             return fail(ErrorCode::ResourceExhausted,
                         "guest memory: not enough free 2 MiB huge pages for {} MiB at guest {:#x} "
                         "(HugePages_Free in /proc/meminfo; raise /proc/sys/vm/nr_hugepages)",
@@ -68,6 +99,7 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, cons
         if (p == MAP_FAILED)
             return fail_errno(errno, "guest memory: mapping {} MiB at guest {:#x}", spec.size >> 20,
                               spec.start.value());
+        (void)::madvise(p, spec.size, MADV_DONTFORK);
         mem.regions_.push_back(Region{spec.start, spec.size, static_cast<uint8_t*>(p), offset});
         offset += spec.size;
     }
@@ -102,6 +134,14 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
 
 GuestMemory::~GuestMemory() {
     release();
+}
+
+Result<void> GuestMemory::discard(uint8_t* host, uint64_t len) const {
+    // Anonymous memory: MADV_DONTNEED frees the pages (a 2 MiB page is split first). A memfd:
+    // MADV_REMOVE punches the pages out of the file itself.
+    if (::madvise(host, len, fd_ ? MADV_REMOVE : MADV_DONTNEED) != 0)
+        return fail_errno(errno, "guest memory: discarding {} bytes", len);
+    return ok();
 }
 
 void GuestMemory::release() noexcept {

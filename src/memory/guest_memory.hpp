@@ -6,9 +6,13 @@
 // adjacent ones; an access that leaves RAM anywhere fails as a whole before any byte is copied.
 // No raw pointer into guest memory escapes except through slice(), whose span is bounds-checked.
 //
-// Memory is a memfd (so it can later be shared with other processes or saved) mapped
-// MAP_SHARED | MAP_NORESERVE: pages the guest never touches cost the host nothing, and touched
-// pages stay swappable unless the caller locks them.
+// Memory is private anonymous memory mapped MAP_NORESERVE, each region at a 2 MiB-aligned host
+// address and advised MADV_HUGEPAGE: where the host's transparent huge pages allow it
+// (enabled = always or madvise), the guest's memory comes in 2 MiB pages that KVM maps as 2 MiB
+// nested-paging entries (fewer TLB misses and nested page faults); untouched memory costs the
+// host nothing (at 2 MiB granularity), and touched pages stay swappable unless the caller locks
+// them. MADV_DONTFORK keeps it out of any child process. With huge_pages it is instead a
+// hugetlbfs memfd (explicit 2 MiB pages, reserved up front, never swapped).
 #pragma once
 
 #include <cstddef>
@@ -36,7 +40,7 @@ struct Region {
     Gpa start;
     uint64_t size = 0;
     uint8_t* host = nullptr;  ///< host mapping of the whole region
-    uint64_t fd_offset = 0;   ///< offset of the region in the backing memfd
+    uint64_t fd_offset = 0;   ///< offset of the region in the backing memfd (huge pages)
 
     /// One past the last guest-physical address of the region (cannot overflow: create()
     /// refuses regions that end past 2^64).
@@ -46,10 +50,10 @@ struct Region {
 class GuestMemory {
   public:
     /// Maps the given RAM regions (page-aligned, non-empty, non-overlapping; any order).
-    /// `name` labels the memfd (visible in /proc/PID/maps). With `huge_pages` the memfd is
-    /// hugetlbfs-backed (2 MiB pages; every region a multiple of 2 MiB) and mapped without
-    /// MAP_NORESERVE, so the kernel reserves every huge page now: too few free huge pages fail
-    /// here, not when the guest first touches one.
+    /// `name` labels the mappings in /proc/PID/maps (where the kernel names anonymous memory).
+    /// With `huge_pages` the memory is a hugetlbfs memfd (2 MiB pages; every region a multiple of 2
+    /// MiB) and mapped without MAP_NORESERVE, so the kernel reserves every huge page now: too few
+    /// free huge pages fail here, not when the guest first touches one.
     static Result<GuestMemory> create(std::span<const RegionSpec> layout,
                                       const std::string& name = "vireo-guest-ram",
                                       bool huge_pages = false);
@@ -67,8 +71,11 @@ class GuestMemory {
     std::span<const Region> regions() const noexcept { return regions_; }
     /// Sum of all region sizes.
     uint64_t total_size() const noexcept { return total_size_; }
-    /// The backing memfd (for sharing or saving).
+    /// The backing memfd (huge_pages only; -1 for anonymous memory).
     int fd() const noexcept { return fd_.get(); }
+    /// Returns host pages of [host, host + len) (inside this memory) to the host: the guest
+    /// reads zeros there afterwards. For a balloon or free page reporting.
+    Result<void> discard(uint8_t* host, uint64_t len) const;
     /// True if backed by 2 MiB huge pages (pages cannot be freed one 4 KiB page at a time).
     bool huge_pages() const noexcept { return huge_pages_; }
 

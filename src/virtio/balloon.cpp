@@ -81,9 +81,7 @@ Result<void> BalloonDevice::process(size_t index) {
 }
 
 void BalloonDevice::give_back(uint8_t* host, uint64_t len) {
-    // Guest RAM is a shared memfd mapping: MADV_REMOVE frees the backing pages themselves.
-    if (::madvise(host, len, MADV_REMOVE) != 0)
-        log::warn("virtio-balloon: madvise(MADV_REMOVE, {} bytes): {}", len, std::strerror(errno));
+    if (auto r = mem_->discard(host, len); !r) log::warn("virtio-balloon: {}", r.error().message());
 }
 
 Result<void> BalloonDevice::inflate(Queue& q) {

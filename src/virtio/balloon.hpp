@@ -1,8 +1,8 @@
 // virtio-balloon (virtio 1.2, 5.5): lets the host take memory back from a running guest.
 //
 // The host sets a target (pages the guest should give up); the driver inflates by handing over
-// page frame numbers, which vireo returns to the host at once (MADV_REMOVE on the memfd that
-// backs guest RAM: the pages leave vireo's RSS and the host's page cache). Deflating needs no
+// page frame numbers, which vireo returns to the host at once (GuestMemory::discard: the pages
+// leave vireo's RSS). Deflating needs no
 // work: a page the guest touches again is faulted in fresh (zeroed). Also: the statistics queue
 // (the guest's own memory figures, refreshed on request) and free page reporting (the guest
 // reports free ranges on its own; they are returned to the host the same way). Not offered:

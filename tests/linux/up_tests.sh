@@ -46,7 +46,7 @@ else bad "preserve: $(vireo list --run-dir /tmp/run)"; fi
 n=0; while [ "$(grep -c UP-PHOENIX /tmp/run/phoenix.log)" -lt 2 ] && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
 if [ "$(grep -c UP-PHOENIX /tmp/run/phoenix.log)" -ge 2 ] && [ "$(field phoenix state)" = running ]; then
   ok "phoenix came back after reboot -f (on_reboot = restart)"
-else bad "restart: $(grep -c UP-PHOENIX /tmp/run/phoenix.log) boots"; fi
+else bad "restart: $(grep -c UP-PHOENIX /tmp/run/phoenix.log) boots, state $(field phoenix state); log ends: $(tail -4 /tmp/run/phoenix.log); supervisor: $(tail -3 /tmp/up.out 2>/dev/null)"; fi
 s=$(field steady id)
 aff=$(grep Cpus_allowed_list /proc/"$s"/task/*/status | sed 's/.*:\s*//' | sort -u | tr '\n' ' ')
 if [ "$aff" = "1 " ]; then ok "steady (pool one = CPU 1): every thread on CPU 1"
@@ -57,15 +57,24 @@ if [ "$(cat $cg/cpu.weight 2>/dev/null)" = 300 ] && [ "$(cat $cg/cpu.max 2>/dev/
   ok "steady's cgroup: cpu.weight 300, cpu.max 50000 100000, its process in it"
 else bad "cgroup: weight $(cat $cg/cpu.weight 2>&1) max $(cat $cg/cpu.max 2>&1)"; fi
 vireo down --run-dir /tmp/run
+# ACPI power-off, SIGTERM after the 30 s down timeout, SIGKILL 5 s later: gone within 60 s.
+n=0; while kill -0 $up 2>/dev/null && [ $n -lt 60 ]; do sleep 1; n=$((n + 1)); done
+if kill -0 $up 2>/dev/null; then
+  bad "vireo down: the supervisor still runs after 60 s; $(vireo list --run-dir /tmp/run 2>&1; tail -5 /tmp/up.out; ps -o pid,stat,args | grep '[v]ireo')"
+  kill -9 $up
+else ok "vireo down: every domain and the supervisor gone in ${n} s"; fi
 wait $up
 
-# A wider Linux domain. 8 vCPUs, not the 64 the issue asks for: in this emulated host (TCG
-# emulating AMD-V on 2 threads) 32+ L2 vCPUs bring the test host's own kernel down, and 24 and
-# 64 have ended in a triple fault (4 of 6 runs at 24, QEMU 0 of 4) — not understood yet, see the
-# issue note; 8 has booted every time.
-timeout 300 vireo run --cpus 8 --memory 1G --append '-- echo NPROC=$(nproc); poweroff -f' >/tmp/out 2>&1 </dev/null
-if grep -q "NPROC=8" /tmp/out; then ok "a Linux domain with 8 vCPUs boots: nproc = 8"
+# A wider Linux domain, on 2 MiB huge pages. 8 vCPUs, not the 64 the issue asks for: this
+# emulated host (TCG emulating AMD-V with nested paging on 2 threads) cannot run 64 L2 vCPUs —
+# QEMU+KVM's 64-vCPU guests reset before init there too (2 of 2) — and from 16 vCPUs up,
+# guests triple-fault now and then (fewer on 2 MiB pages). See docs/test-host.md.
+echo 300 >/proc/sys/vm/nr_hugepages
+timeout 300 vireo run --cpus 8 --memory 512M --memory-backing hugepages \
+  --append '-- echo NPROC=$(nproc); poweroff -f' >/tmp/out 2>&1 </dev/null
+if grep -q "NPROC=8" /tmp/out; then ok "a Linux domain with 8 vCPUs on huge pages boots: nproc = 8"
 else bad "8 vCPUs: $(tail -5 /tmp/out)"; fi
+echo 0 >/proc/sys/vm/nr_hugepages
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

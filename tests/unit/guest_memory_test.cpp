@@ -31,7 +31,7 @@ TEST(GuestMemory, LayoutIsSortedAndSized) {
     EXPECT_EQ(mem.regions()[1].start, Gpa(0x4000));
     EXPECT_EQ(mem.regions()[2].start, Gpa(0x10000));
     EXPECT_EQ(mem.total_size(), 0x7000u);
-    EXPECT_GE(mem.fd(), 0);
+    EXPECT_EQ(mem.fd(), -1);  // anonymous memory; a memfd only for huge pages
 }
 
 TEST(GuestMemory, RejectsBadLayouts) {
@@ -120,10 +120,22 @@ TEST(GuestMemory, FindRegion) {
 }
 
 TEST(GuestMemory, UntouchedMemoryIsFree) {
-    // 64 GiB of guest RAM costs nothing until touched (MAP_NORESERVE over a sparse memfd).
+    // 64 GiB of guest RAM costs nothing until touched (MAP_NORESERVE anonymous memory).
     auto mem = GuestMemory::create_flat(uint64_t{64} << 30);
     ASSERT_TRUE(mem) << mem.error().message();
     EXPECT_TRUE(mem->write_obj<uint64_t>(Gpa((uint64_t{64} << 30) - 8), 1));
+}
+
+TEST(GuestMemory, RegionsAre2MiBAlignedOnTheHost) {
+    // KVM maps a host huge page as one 2 MiB nested-paging entry only where guest and host
+    // addresses agree modulo 2 MiB.
+    std::array<RegionSpec, 2> layout{RegionSpec{Gpa(0), uint64_t{6} << 20},
+                                     RegionSpec{Gpa(uint64_t{4} << 30), uint64_t{4} << 20}};
+    auto mem = GuestMemory::create(layout);
+    ASSERT_TRUE(mem) << mem.error().message();
+    for (const auto& r : mem->regions())
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(r.host) % GuestMemory::kHugePageSize, 0u);
+    EXPECT_FALSE(mem->huge_pages());
 }
 
 TEST(GuestMemory, MoveKeepsMappings) {
