@@ -1,6 +1,7 @@
 #include "virtio/slirp.hpp"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>
 #include <slirp/libslirp.h>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -23,6 +25,46 @@ namespace {
 
 /// Frames waiting for the guest: enough for a full TCP window burst at 1500 bytes.
 constexpr size_t kRingFrames = 256;
+
+// libslirp, loaded on first use: Debian ships it only as a shared library that pulls in glib
+// and pcre2, which every `vireo run` would otherwise load (and keep resident) for nothing.
+struct SlirpLib {
+    decltype(&::slirp_new) new_ = nullptr;
+    decltype(&::slirp_cleanup) cleanup = nullptr;
+    decltype(&::slirp_input) input = nullptr;
+    decltype(&::slirp_add_hostfwd) add_hostfwd = nullptr;
+    decltype(&::slirp_pollfds_fill) pollfds_fill = nullptr;
+    decltype(&::slirp_pollfds_poll) pollfds_poll = nullptr;
+    decltype(&::slirp_handle_timer) handle_timer = nullptr;
+};
+
+Result<const SlirpLib*> slirp_lib() {
+    static SlirpLib lib;
+    static std::string error;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        void* h = ::dlopen("libslirp.so.0", RTLD_NOW | RTLD_LOCAL);
+        if (h == nullptr) {
+            error = ::dlerror();
+            return;
+        }
+        auto sym = [&](auto& fn, const char* name) {
+            fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(h, name));
+            if (fn == nullptr && error.empty()) error = std::string(name) + " not found";
+        };
+        sym(lib.new_, "slirp_new");
+        sym(lib.cleanup, "slirp_cleanup");
+        sym(lib.input, "slirp_input");
+        sym(lib.add_hostfwd, "slirp_add_hostfwd");
+        sym(lib.pollfds_fill, "slirp_pollfds_fill");
+        sym(lib.pollfds_poll, "slirp_pollfds_poll");
+        sym(lib.handle_timer, "slirp_handle_timer");
+    });
+    if (!error.empty())
+        return fail(ErrorCode::Unsupported,
+                    "user-mode networking needs libslirp (apt install libslirp0): {}", error);
+    return &lib;
+}
 
 int64_t now_ns() {
     timespec ts{};
@@ -52,7 +94,7 @@ class SlirpBackend final : public NetBackend {
         stop_.store(true, std::memory_order_release);
         (void)wake_.signal();
         if (thread_.joinable()) thread_.join();
-        if (slirp_ != nullptr) slirp_cleanup(slirp_);
+        if (slirp_ != nullptr) lib_->cleanup(slirp_);
     }
 
     const char* kind() const noexcept override { return "user"; }
@@ -90,7 +132,7 @@ class SlirpBackend final : public NetBackend {
         if (len <= kNetHdrSize) return -EINVAL;
         {
             std::lock_guard lock(slirp_mu_);
-            slirp_input(slirp_, tx_buf_.data() + kNetHdrSize, static_cast<int>(len - kNetHdrSize));
+            lib_->input(slirp_, tx_buf_.data() + kNetHdrSize, static_cast<int>(len - kNetHdrSize));
         }
         (void)wake_.signal();  // slirp may have opened a socket the poll thread must watch
         return 0;
@@ -122,11 +164,12 @@ class SlirpBackend final : public NetBackend {
             .init_completed = nullptr,
             .timer_new_opaque = &SlirpBackend::on_timer_new,
         };
-        slirp_ = slirp_new(&cfg, &callbacks, this);
+        VIREO_TRY_ASSIGN(lib_, slirp_lib());
+        slirp_ = lib_->new_(&cfg, &callbacks, this);
         if (slirp_ == nullptr) return fail(ErrorCode::System, "user network: slirp_new failed");
         for (const auto& f : o.forwards) {
             in_addr host{htonl(f.host_addr)}, guest{htonl(f.guest_addr)};
-            if (slirp_add_hostfwd(slirp_, f.udp ? 1 : 0, host, f.host_port, guest, f.guest_port) !=
+            if (lib_->add_hostfwd(slirp_, f.udp ? 1 : 0, host, f.host_port, guest, f.guest_port) !=
                 0) {
                 char a[INET_ADDRSTRLEN] = {};
                 ::inet_ntop(AF_INET, &host, a, sizeof a);
@@ -204,7 +247,7 @@ class SlirpBackend final : public NetBackend {
                 std::lock_guard lock(slirp_mu_);
                 pollfds_.clear();
                 pollfds_.push_back({wake_.fd(), POLLIN, 0});
-                slirp_pollfds_fill(slirp_, &timeout, &SlirpBackend::add_poll, this);
+                lib_->pollfds_fill(slirp_, &timeout, &SlirpBackend::add_poll, this);
                 const int64_t now = now_ns() / 1000000;
                 for (const auto& t : timers_)
                     if (t->expire_ms >= 0)
@@ -214,19 +257,20 @@ class SlirpBackend final : public NetBackend {
             const int n = ::poll(pollfds_.data(), pollfds_.size(), static_cast<int>(timeout));
             if (pollfds_[0].revents & POLLIN) (void)wake_.consume();
             std::lock_guard lock(slirp_mu_);
-            slirp_pollfds_poll(slirp_, n < 0 ? 1 : 0, &SlirpBackend::get_revents, this);
+            lib_->pollfds_poll(slirp_, n < 0 ? 1 : 0, &SlirpBackend::get_revents, this);
             const int64_t now = now_ns() / 1000000;
             for (size_t i = 0; i < timers_.size(); ++i) {
                 Timer* t = timers_[i].get();
                 if (t->expire_ms < 0 || t->expire_ms > now) continue;
                 t->expire_ms = -1;
-                slirp_handle_timer(slirp_, t->id, t->cb_opaque);  // may add or free timers
+                lib_->handle_timer(slirp_, t->id, t->cb_opaque);  // may add or free timers
             }
         }
     }
 
     EventFd rx_event_, wake_;
     std::mutex slirp_mu_;  // every call into libslirp
+    const SlirpLib* lib_ = nullptr;
     Slirp* slirp_ = nullptr;
     std::vector<pollfd> pollfds_;
     std::vector<std::unique_ptr<Timer>> timers_;

@@ -94,6 +94,14 @@ add_binary() {  # add_binary PATH [DEST_DIR]
   done
 }
 add_binary /usr/bin/unshare /usr/bin  # network namespaces for tap tests (util-linux)
+# vireo dlopen()s libslirp for user-mode networking: ldd does not list it.
+slirp=$(ldconfig -p | awk '/libslirp\.so\.0 / {print $NF; exit}')
+if [ -n "$slirp" ]; then
+  for lib in "$slirp" $(ldd "$slirp" | awk '/=> \// {print $3}'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+fi
 for b in vireo vireo-bench tests/vireo_kvm_tests tests/vireo_unit_tests; do
   [ -x "$build/$b" ] && add_binary "$build/$b"
 done
