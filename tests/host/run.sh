@@ -95,7 +95,7 @@ add_binary() {  # add_binary PATH [DEST_DIR]
 }
 add_binary /usr/bin/unshare /usr/bin  # network namespaces for tap tests (util-linux)
 # vireo dlopen()s libslirp for user-mode networking: ldd does not list it.
-slirp=$(ldconfig -p | awk '/libslirp\.so\.0 / {print $NF; exit}')
+slirp=$(ldconfig -p | awk '/libslirp\.so\.0 / && !found {print $NF; found = 1}')  # no early exit: SIGPIPE + pipefail
 if [ -n "$slirp" ]; then
   for lib in "$slirp" $(ldd "$slirp" | awk '/=> \// {print $3}'); do
     mkdir -p "$root$(dirname "$lib")"
