@@ -159,7 +159,7 @@ if [ -z "$rc" ]; then
   grep -v "TCG doesn't support requested feature" "$work/qemu.err" >&2 || true
   # Why (a panic, an OOM kill, a lock-up report): the test host's own console from its first
   # kernel error report (the top of an oops says what failed), else its last lines.
-  first=$(grep -n -m1 -E '(BUG:|Oops|general protection|Kernel panic|stack guard|double fault|watchdog:|rcu: INFO)' "$out" | cut -d: -f1)
+  first=$(grep -n -m1 -E '(BUG:|Oops|general protection|Kernel panic|stack guard|double fault|watchdog:|rcu: INFO)' "$out" | cut -d: -f1 || true)
   if [ -n "$first" ]; then
     echo "vireo test host: its kernel reported (console from line $first):" >&2
     tail -n +"$first" "$out" | head -n 60 >&2
