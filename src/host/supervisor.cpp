@@ -383,10 +383,8 @@ class Supervisor {
                " (log: " + run_dir_ + "/" + d.cfg->name + ".log)";
     }
 
-    // A domain restarted by its policy: its first control line, without waiting (the
-    // supervising thread holds mu_; API requests must not wait for a domain being built).
-    void poll_restart(Dom& d) {
-        if (!d.restarting || d.pid <= 0) return;
+    // Appends what the domain wrote on its control socket to ctl_buf, without waiting.
+    static void read_ctl(Dom& d) {
         char buf[256];
         for (;;) {
             pollfd p{d.ctl.get(), POLLIN, 0};
@@ -395,6 +393,13 @@ class Supervisor {
             if (n <= 0) break;
             d.ctl_buf.append(buf, static_cast<size_t>(n));
         }
+    }
+
+    // A domain restarted by its policy: its first control line, without waiting (the
+    // supervising thread holds mu_; API requests must not wait for a domain being built).
+    void poll_restart(Dom& d) {
+        if (!d.restarting || d.pid <= 0) return;
+        read_ctl(d);
         const size_t nl = d.ctl_buf.find('\n');
         if (nl == std::string::npos && Clock::now() < d.ready_deadline) return;
         const std::string line = nl == std::string::npos ? "" : d.ctl_buf.substr(0, nl);
@@ -434,14 +439,7 @@ class Supervisor {
     // "crashed") without waiting. Called with mu_ held, so `list` always shows the latest.
     void drain_ctl(Dom& d) {
         if (d.pid <= 0 || !d.ctl || d.state == "starting") return;
-        char buf[256];
-        for (;;) {
-            pollfd p{d.ctl.get(), POLLIN, 0};
-            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
-            const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
-            if (n <= 0) break;
-            d.ctl_buf.append(buf, static_cast<size_t>(n));
-        }
+        read_ctl(d);
         size_t nl;
         while ((nl = d.ctl_buf.find('\n')) != std::string::npos) {
             const std::string line = d.ctl_buf.substr(0, nl);

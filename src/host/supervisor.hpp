@@ -24,8 +24,8 @@ namespace vireo::host {
 
 struct UpOptions {
     std::string vireo_exe;  ///< the vireo binary to run domains with
-    bool detach =
-        false;  ///< return once every domain runs; the supervisor logs to RUN_DIR/vireo.log
+    /// Return once every domain runs; the supervisor then logs to RUN_DIR/vireo.log.
+    bool detach = false;
     int down_timeout_s = 30;  ///< `vireo down` / SIGTERM: ACPI shutdown, then destroy after this
     std::string metrics;      ///< ADDR:PORT for Prometheus metrics of every domain, or ""
     HostFacts facts;          ///< what admission was checked against (again for `vireo create`)

@@ -84,7 +84,6 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, cons
     const int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
     if (fd < 0) return fail_errno(errno, "guest memory: memfd_create with 2 MiB huge pages");
     mem.fd_.reset(fd);
-    mem.huge_pages_ = true;
     if (::ftruncate(fd, static_cast<off_t>(total)) != 0)
         return fail_errno(errno, "guest memory: sizing the {} MiB memfd", total >> 20);
     uint64_t offset = 0;
@@ -115,8 +114,7 @@ Result<GuestMemory> GuestMemory::create_flat(uint64_t size) {
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::move(other.regions_)),
       total_size_(std::exchange(other.total_size_, 0)),
-      fd_(std::move(other.fd_)),
-      huge_pages_(other.huge_pages_) {
+      fd_(std::move(other.fd_)) {
     other.regions_.clear();
 }
 
@@ -127,7 +125,6 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
         other.regions_.clear();
         total_size_ = std::exchange(other.total_size_, 0);
         fd_ = std::move(other.fd_);
-        huge_pages_ = other.huge_pages_;
     }
     return *this;
 }
@@ -139,7 +136,7 @@ GuestMemory::~GuestMemory() {
 Result<void> GuestMemory::discard(uint8_t* host, uint64_t len) const {
     // Anonymous memory: MADV_DONTNEED frees the pages (a 2 MiB page is split first). A memfd:
     // MADV_REMOVE punches the pages out of the file itself.
-    if (::madvise(host, len, fd_ ? MADV_REMOVE : MADV_DONTNEED) != 0)
+    if (::madvise(host, len, huge_pages() ? MADV_REMOVE : MADV_DONTNEED) != 0)
         return fail_errno(errno, "guest memory: discarding {} bytes", len);
     return ok();
 }

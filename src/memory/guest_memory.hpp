@@ -77,7 +77,7 @@ class GuestMemory {
     /// reads zeros there afterwards. For a balloon or free page reporting.
     Result<void> discard(uint8_t* host, uint64_t len) const;
     /// True if backed by 2 MiB huge pages (pages cannot be freed one 4 KiB page at a time).
-    bool huge_pages() const noexcept { return huge_pages_; }
+    bool huge_pages() const noexcept { return static_cast<bool>(fd_); }  // only they have a memfd
 
     /// True if every byte of [gpa, gpa + len) is RAM. len 0 is in range iff gpa is in RAM.
     bool contains(Gpa gpa, uint64_t len) const noexcept;
@@ -123,8 +123,7 @@ class GuestMemory {
 
     std::vector<Region> regions_;
     uint64_t total_size_ = 0;
-    UniqueFd fd_;
-    bool huge_pages_ = false;
+    UniqueFd fd_;  ///< the hugetlbfs memfd; none for anonymous memory
 };
 
 }  // namespace vireo::memory

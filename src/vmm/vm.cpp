@@ -589,16 +589,18 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
                 // Where it was, for the report (the state KVM left: after the fault).
                 hv::VcpuState st;
                 std::string where;
-                if (vcpu.get_state(hv::kStateGprs | hv::kStateSegments | hv::kStateCrs, st) &&
-                    st.gprs.rip == 0xfff0 && st.segments.cs.selector == 0xf000)
+                if (!vcpu.get_state(hv::kStateGprs | hv::kStateSegments | hv::kStateCrs, st)) {
+                    // no registers to add
+                } else if (st.gprs.rip == 0xfff0 && st.segments.cs.selector == 0xf000) {
                     where =
                         " (KVM reset the vCPU at the shutdown, as on AMD: no registers to show)";
-                else if (st.segments.cs.selector != 0 || st.gprs.rip != 0)
+                } else {
                     where = fmt::format(
                         " (rip {:#x} rsp {:#x} cs {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} "
                         "idt {:#x}/{:#x})",
                         st.gprs.rip, st.gprs.rsp, st.segments.cs.selector, st.crs.cr0, st.crs.cr3,
                         st.crs.cr4, st.crs.efer, st.segments.idt.base, st.segments.idt.limit);
+                }
                 stop(Fate::TripleFault, fmt::format("vCPU {} triple-faulted{}", vcpu.id(), where));
                 return;
             }
