@@ -151,18 +151,9 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
         return fail(ErrorCode::InvalidArgument,
                     "kernel command line is {} bytes; this kernel accepts at most {}",
                     config.cmdline.size(), info.cmdline_size);
-    const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
-    const uint64_t kernel_end = info.pref_address + info.init_size;
-    if (kernel_end > low)
-        return fail(ErrorCode::ResourceExhausted,
-                    "the kernel needs {} MiB of memory to unpack; the guest has {} MiB",
-                    (kernel_end + (1 << 20) - 1) >> 20, config.memory_bytes >> 20);
-    const uint64_t initrd_top = std::min<uint64_t>(low, uint64_t{info.initrd_addr_max} + 1);
-    if (images.initrd.size() > initrd_top || initrd_top - images.initrd.size() < kernel_end)
-        return fail(ErrorCode::ResourceExhausted,
-                    "the initrd ({} MiB) and the kernel ({} MiB unpacked) do not fit in {} MiB of "
-                    "guest memory; give the guest more --memory",
-                    (images.initrd.size() + (1 << 20) - 1) >> 20, kernel_end >> 20, low >> 20);
+    VIREO_TRY(arch::x86::boot::place_linux(info, images.kernel.size() - info.setup_bytes,
+                                           images.initrd.size(),
+                                           std::min(config.memory_bytes, kMmioHoleStart)));
     return ok();
 }
 

@@ -82,7 +82,7 @@ TEST(BzImage, RefusesWhatDoesNotFit) {
     auto mem = memory::GuestMemory::create_flat(64 << 20);
     ASSERT_TRUE(mem);
     BootLayout layout;
-    layout.low_ram_end = 20 << 20;  // kernel needs up to 24 MiB
+    layout.low_ram_end = 16 << 20;  // the kernel is loaded at 16 MiB: no RAM there at all
     EXPECT_FALSE(load_linux(*mem, fake_bzimage(), {}, "", {}, layout));
     layout.low_ram_end = 64 << 20;
     std::vector<uint8_t> big(48 << 20, 0);
@@ -90,6 +90,41 @@ TEST(BzImage, RefusesWhatDoesNotFit) {
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("initrd"), std::string::npos);
     EXPECT_FALSE(load_linux(*mem, fake_bzimage(), {}, std::string(3000, 'x'), {}, layout));
+}
+
+// The initrd goes above the kernel's unpack area, or below the kernel when only that fits.
+TEST(BzImage, PlacesTheInitrdAboveOrBelowTheKernel) {
+    auto info = parse_bzimage(fake_bzimage());  // at 16 MiB, 8 MiB to unpack
+    ASSERT_TRUE(info);
+    constexpr uint64_t kMiB = 1 << 20;
+    auto roomy = place_linux(*info, 0x1000, 5000, 64 * kMiB);
+    ASSERT_TRUE(roomy) << roomy.error().message();
+    EXPECT_EQ(roomy->kernel_end, 24 * kMiB);
+    EXPECT_GE(roomy->initrd_addr, 24 * kMiB);
+    EXPECT_LE(roomy->initrd_addr + 5000, 64 * kMiB);
+
+    auto tight = place_linux(*info, 0x1000, 4 * kMiB, 26 * kMiB);  // 2 MiB above the kernel
+    ASSERT_TRUE(tight) << tight.error().message();
+    EXPECT_LE(tight->initrd_addr + 4 * kMiB, 16 * kMiB);
+    EXPECT_GE(tight->initrd_addr, kMiB);
+    EXPECT_EQ(tight->initrd_addr % 4096, 0u);
+
+    auto mem = memory::GuestMemory::create_flat(26 * kMiB);
+    ASSERT_TRUE(mem);
+    BootLayout layout;
+    layout.low_ram_end = 26 * kMiB;
+    std::vector<uint8_t> initrd(4 * kMiB, 0x42);
+    auto loaded = load_linux(*mem, fake_bzimage(), initrd, "", {}, layout);
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    EXPECT_EQ(loaded->initrd_addr, tight->initrd_addr);
+    EXPECT_EQ(*mem->read_obj<uint8_t>(memory::Gpa(loaded->initrd_addr)), 0x42);
+
+    auto nowhere = place_linux(*info, 0x1000, 15 * kMiB + 1, 26 * kMiB);
+    ASSERT_FALSE(nowhere);
+    EXPECT_NE(nowhere.error().message().find("fits neither"), std::string::npos);
+    auto no_room = place_linux(*info, 0x1000, 0, 23 * kMiB);
+    ASSERT_FALSE(no_room);
+    EXPECT_NE(no_room.error().message().find("needs 24 MiB"), std::string::npos);
 }
 
 TEST(Size, ParsesUnits) {

@@ -1,5 +1,6 @@
 #include "arch/x86/boot/linux.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -65,19 +66,41 @@ Result<BzImageInfo> parse_bzimage(std::span<const uint8_t> image) {
     return info;
 }
 
+Result<LinuxPlacement> place_linux(const BzImageInfo& info, uint64_t payload_size,
+                                   uint64_t initrd_size, uint64_t ram_end) {
+    constexpr uint64_t kMiB = uint64_t{1} << 20, kLowest = kMiB;  // under 1 MiB: boot data, BIOS
+    LinuxPlacement p;
+    p.kernel_addr = info.pref_address;
+    p.kernel_end = p.kernel_addr + std::max<uint64_t>(info.init_size, payload_size);
+    if (p.kernel_end > ram_end)
+        return fail(ErrorCode::ResourceExhausted,
+                    "the kernel needs {} MiB of memory to unpack (loaded at {} MiB, {} MiB to "
+                    "unpack); the guest has {} MiB below 4 GiB",
+                    (p.kernel_end + kMiB - 1) / kMiB, p.kernel_addr / kMiB,
+                    (info.init_size + kMiB - 1) / kMiB, ram_end / kMiB);
+    if (initrd_size == 0) return p;
+    const uint64_t limit = uint64_t{info.initrd_addr_max} + 1;
+    const auto fits = [&](uint64_t lowest, uint64_t top) -> bool {
+        top = std::min(top, limit);
+        if (initrd_size > top || ((top - initrd_size) & ~uint64_t{0xfff}) < lowest) return false;
+        p.initrd_addr = (top - initrd_size) & ~uint64_t{0xfff};
+        return true;
+    };
+    if (fits(p.kernel_end, ram_end) || fits(kLowest, p.kernel_addr)) return p;
+    return fail(ErrorCode::ResourceExhausted,
+                "the initrd ({} MiB) fits neither above the kernel (which unpacks into {}..{} MiB) "
+                "nor below it in {} MiB of guest memory; give the guest more --memory",
+                (initrd_size + kMiB - 1) / kMiB, p.kernel_addr / kMiB,
+                (p.kernel_end + kMiB - 1) / kMiB, ram_end / kMiB);
+}
+
 Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const uint8_t> image,
                                std::span<const uint8_t> initrd, std::string_view cmdline,
                                const std::vector<E820Entry>& e820, const BootLayout& layout) {
     VIREO_TRY_ASSIGN(auto info, parse_bzimage(image));
     auto payload = image.subspan(info.setup_bytes);
-    const uint64_t kernel_addr = info.pref_address;
-    const uint64_t kernel_end = kernel_addr + std::max<uint64_t>(info.init_size, payload.size());
-    if (kernel_end > layout.low_ram_end)
-        return fail(ErrorCode::ResourceExhausted,
-                    "the kernel needs memory up to {} MiB (loaded at {} MiB, {} MiB to unpack); "
-                    "the guest has {} MiB below 4 GiB",
-                    kernel_end >> 20, kernel_addr >> 20, info.init_size >> 20,
-                    layout.low_ram_end >> 20);
+    VIREO_TRY_ASSIGN(auto place,
+                     place_linux(info, payload.size(), initrd.size(), layout.low_ram_end));
     if (cmdline.size() > info.cmdline_size)
         return fail(ErrorCode::InvalidArgument,
                     "kernel command line is {} bytes; this kernel accepts at most {}",
@@ -86,17 +109,16 @@ Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const u
         return fail(ErrorCode::InvalidArgument, "{} e820 entries, at most {}", e820.size(),
                     kE820Max);
 
-    VIREO_TRY(copy_image(mem, Gpa(kernel_addr), payload, layout));
+    VIREO_TRY(copy_image(mem, Gpa(place.kernel_addr), payload, layout));
 
     LoadedLinux out;
-    out.kernel_addr = kernel_addr;
-    out.entry = kernel_addr + 0x200;
+    out.kernel_addr = place.kernel_addr;
+    out.entry = place.kernel_addr + 0x200;
     out.zero_page = layout.boot_info.value();
 
     if (!initrd.empty()) {
-        const uint64_t top =
-            std::min<uint64_t>(uint64_t{info.initrd_addr_max} + 1, layout.low_ram_end);
-        VIREO_TRY_ASSIGN(out.initrd_addr, place_initrd(mem, initrd, kernel_end, top, layout));
+        VIREO_TRY(copy_image(mem, Gpa(place.initrd_addr), initrd, layout));
+        out.initrd_addr = place.initrd_addr;
         out.initrd_size = initrd.size();
     }
 

@@ -36,6 +36,21 @@ struct BzImageInfo {
 /// entry point (protocol 2.12+ with XLF_KERNEL_64), naming the reason.
 Result<BzImageInfo> parse_bzimage(std::span<const uint8_t> image);
 
+/// Where a bzImage and its initrd go in a guest with `ram_end` bytes of RAM below 4 GiB.
+struct LinuxPlacement {
+    uint64_t kernel_addr = 0;  ///< the preferred address (x86-64 never unpacks below it)
+    uint64_t kernel_end = 0;   ///< end of the memory the kernel unpacks into (init_size)
+    uint64_t initrd_addr = 0;  ///< 0 without an initrd
+};
+
+/// Places the kernel at its preferred address and the initrd as high as allowed above the
+/// kernel's unpack area, or below the kernel when it does not fit above; refuses with the sizes
+/// when the kernel's unpack area does not fit in the guest's RAM or the initrd fits nowhere.
+/// (x86-64 kernels never unpack below their preferred address, LOAD_PHYSICAL_ADDR, and need all
+/// of init_size there: Debian's cloud kernel, at 16 MiB with 51.5 MiB, needs 68 MiB.)
+Result<LinuxPlacement> place_linux(const BzImageInfo& info, uint64_t payload_size,
+                                   uint64_t initrd_size, uint64_t ram_end);
+
 /// Where things went.
 struct LoadedLinux {
     uint64_t entry = 0;      ///< 64-bit entry point (load address + 0x200)
@@ -45,8 +60,8 @@ struct LoadedLinux {
     uint64_t initrd_size = 0;
 };
 
-/// Loads the kernel at its preferred address, the initrd as high as allowed below
-/// low_ram_end, the command line, and fills the zero page (setup header, e820, RSDP).
+/// Loads the kernel and initrd where place_linux() puts them for layout.low_ram_end, the command
+/// line, and fills the zero page (setup header, e820, RSDP).
 Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const uint8_t> image,
                                std::span<const uint8_t> initrd, std::string_view cmdline,
                                const std::vector<E820Entry>& e820, const BootLayout& layout);
