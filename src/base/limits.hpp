@@ -9,4 +9,14 @@ namespace vireo {
 /// 1024-vCPU machine needs more than the usual soft limit of 1024). Returns the new soft limit.
 uint64_t raise_fd_limit() noexcept;
 
+/// Stack size for every thread created after this call (vCPUs, event loop, API, slirp).
+inline constexpr uint64_t kThreadStackSize = uint64_t{1} << 20;
+
+/// Makes threads start with kThreadStackSize stacks instead of glibc's 8 MiB. Beyond saving
+/// address space this keeps each stack smaller than a 2 MiB huge page: on a host with
+/// transparent huge pages "always" (Debian's default), an 8 MiB stack whose top lies on a 2 MiB
+/// boundary (as one mapped just under the 2 MiB-aligned guest RAM does) takes a whole huge page
+/// for the few KiB a thread uses. Returns false if glibc refused (the default stays).
+bool set_thread_stack_size() noexcept;
+
 }  // namespace vireo

@@ -49,6 +49,7 @@ int print_kvm_info(const std::string& device) {
 
 int main(int argc, char** argv) {
     vireo::raise_fd_limit();  // a vCPU is an fd: large machines need more than 1024
+    vireo::set_thread_stack_size();
     CLI::App app{"vireo: a small, explicit KVM hypervisor stack", "vireo"};
     app.set_version_flag("--version", "vireo 0.1.0");
     app.require_subcommand(1);
