@@ -60,7 +60,7 @@ want="virtio_mmio virtio_pci virtio_blk virtio_net virtio-rng virtio_balloon vmw
 declare -A seen=()
 add_module() {
   local name=$1 line path dep
-  line=$(grep -E "/${name//-/[-_]}\.ko(\.[a-z]+)?:" "$mods/modules.dep" | head -n1) ||
+  line=$(grep -m1 -E "/${name//-/[-_]}\.ko(\.[a-z]+)?:" "$mods/modules.dep") ||
     { echo "vireo: module $name is not in $kpkg" >&2; exit 1; }
   path=${line%%:*}
   [ -n "${seen[$path]:-}" ] && return 0

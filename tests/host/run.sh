@@ -72,7 +72,7 @@ extra_mods=""
 mods_dep=$cache/kernel/lib/modules/$release/modules.dep
 add_mod() {
   local line path
-  line=$(grep -E "/${1//-/[-_]}\.ko(\.[a-z]+)?:" "$mods_dep" | head -n1) || { echo "vireo test host: no module $1" >&2; exit 2; }
+  line=$(grep -m1 -E "/${1//-/[-_]}\.ko(\.[a-z]+)?:" "$mods_dep") || { echo "vireo test host: no module $1" >&2; exit 2; }
   path=${line%%:*}
   case $(basename "$path" .ko) in irqbypass|kvm|kvm-amd|tun) return 0 ;; esac  # always loaded
   case " $extra_mods " in *" $(basename "$path" .ko) "*) return 0 ;; esac
@@ -162,7 +162,7 @@ if [ -z "$rc" ]; then
   first=$(grep -n -m1 -E '(BUG:|Oops|general protection|Kernel panic|stack guard|double fault|watchdog:|rcu: INFO)' "$out" | cut -d: -f1 || true)
   if [ -n "$first" ]; then
     echo "vireo test host: its kernel reported (console from line $first):" >&2
-    tail -n +"$first" "$out" | head -n 60 >&2
+    sed -n "${first},$((first + 59))p" "$out" >&2  # no pipe: pipefail would end the script
     echo "... and its console ended with:" >&2
     tail -n 8 "$out" >&2
   else
