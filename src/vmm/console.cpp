@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "base/log.hpp"
+
 namespace vireo::vmm {
 
 namespace {
@@ -29,6 +31,19 @@ Result<void> ConsoleInput::start() {
     VIREO_TRY_ASSIGN(auto efd, EventFd::create());
     stop_ = std::make_unique<EventFd>(std::move(efd));
     tty_ = ::isatty(STDIN_FILENO) == 1;
+    if (tty_) {
+        // Started in the background of a job-control shell (`vireo run ... &`): reading the
+        // terminal or setting it raw would stop the whole process, guest and all, with
+        // SIGTTIN/SIGTTOU. The console stays output-only. (No controlling terminal: -1.)
+        const pid_t foreground = ::tcgetpgrp(STDIN_FILENO);
+        if (foreground != -1 && foreground != ::getpgrp()) {
+            tty_ = false;
+            log::info(
+                "stdin is a terminal this process does not own (started in the "
+                "background): console input is off");
+            return ok();
+        }
+    }
     if (tty_ && ::tcgetattr(STDIN_FILENO, &saved_) == 0) {
         termios raw = saved_;
         ::cfmakeraw(&raw);

@@ -23,7 +23,8 @@ class ConsoleInput {
     explicit ConsoleInput(std::function<void()> on_escape);
     ~ConsoleInput();
 
-    /// Starts reading stdin (no-op if stdin is closed). Call once.
+    /// Starts reading stdin (no-op if stdin is closed, or a terminal whose foreground process
+    /// group is not ours). Call once.
     Result<void> start();
     /// Where input goes from now on (nullptr: dropped).
     void attach(std::shared_ptr<devices::Serial> serial);
