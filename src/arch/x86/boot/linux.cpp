@@ -74,10 +74,10 @@ Result<LinuxPlacement> place_linux(const BzImageInfo& info, uint64_t payload_siz
     p.kernel_end = p.kernel_addr + std::max<uint64_t>(info.init_size, payload_size);
     if (p.kernel_end > ram_end)
         return fail(ErrorCode::ResourceExhausted,
-                    "the kernel needs {} MiB of memory to unpack (loaded at {} MiB, {} MiB to "
-                    "unpack); the guest has {} MiB below 4 GiB",
-                    (p.kernel_end + kMiB - 1) / kMiB, p.kernel_addr / kMiB,
-                    (info.init_size + kMiB - 1) / kMiB, ram_end / kMiB);
+                    "the kernel needs {} MiB of memory (it unpacks {} MiB at {} MiB); the guest "
+                    "has {} MiB below 4 GiB",
+                    (p.kernel_end + kMiB - 1) / kMiB, (info.init_size + kMiB - 1) / kMiB,
+                    p.kernel_addr / kMiB, ram_end / kMiB);
     if (initrd_size == 0) return p;
     const uint64_t limit = uint64_t{info.initrd_addr_max} + 1;
     const auto fits = [&](uint64_t lowest, uint64_t top) -> bool {
