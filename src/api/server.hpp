@@ -101,4 +101,8 @@ class Client {
 Result<Json> call(const std::string& path, const std::string& method, const Json& params = {},
                   int timeout_ms = 10000);
 
+/// Callers of "shutdown" that wait for the guest to power off press the button again this often:
+/// a guest still booting (no button driver or acpid yet) drops a press without a trace.
+inline constexpr int kPowerButtonRepeatSeconds = 10;
+
 }  // namespace vireo::api

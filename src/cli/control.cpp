@@ -196,10 +196,16 @@ int shutdown(const Opts& o, const Target& t) {
     }
     const int limit = o.force_after >= 0 ? o.force_after : o.timeout;
     const auto deadline = Clock::now() + std::chrono::seconds(limit);
+    const auto repeat = std::chrono::seconds(api::kPowerButtonRepeatSeconds);
+    auto next_press = Clock::now() + repeat;
     while (Clock::now() < deadline) {
         if (gone(o, t)) {
             print(o, Json{{"name", t.name}, {"state", "shutoff"}}, t.name + ": powered off");
             return 0;
+        }
+        if (Clock::now() > next_press) {  // the guest may not have been listening yet
+            (void)domain_call(t, "shutdown");
+            next_press = Clock::now() + repeat;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }

@@ -760,7 +760,8 @@ class Supervisor {
         sigaddset(&sigs, SIGINT);
         sigaddset(&sigs, SIGTERM);
         sigaddset(&sigs, SIGCHLD);
-        Clock::time_point down_deadline{};
+        Clock::time_point down_deadline{}, next_press{};
+        const auto repeat = std::chrono::seconds(api::kPowerButtonRepeatSeconds);
         bool going_down = false, termed = false;
         for (;;) {
             timespec ts{0, 100 * 1000 * 1000};
@@ -782,6 +783,7 @@ class Supervisor {
                 log::info("going down: ACPI shutdown of every domain, destroyed after {} s",
                           timeout);
                 down_deadline = Clock::now() + std::chrono::seconds(timeout);
+                next_press = Clock::now() + repeat;
                 for (auto& d : doms_)
                     if (d.pid > 0) {
                         if (timeout == 0)
@@ -789,6 +791,14 @@ class Supervisor {
                         else
                             press_or_term(d);
                     }
+            }
+            // Press again for guests that were not listening yet (still booting).
+            if (going_down && !termed && Clock::now() > next_press) {
+                next_press = Clock::now() + repeat;
+                for (auto& d : doms_)
+                    if (d.pid > 0 && d.state == "running")
+                        (void)api::call(run_dir_ + "/" + d.cfg->name + ".api", "shutdown", {},
+                                        1000);
             }
             if (going_down && !termed && Clock::now() > down_deadline) {
                 termed = true;
