@@ -39,7 +39,8 @@ function(vireo_add_guest name source)
 endfunction()
 
 #   vireo_add_elf_guest(NAME SOURCE)
-# links a tiny guest as an ELF executable at 1 MiB (for PVH boot through `vireo run`);
+# links a tiny guest as an ELF executable at 1 MiB (for PVH boot through `vireo run`; the
+# source may #include files, e.g. tests/guests/pvh_entry.inc, and is rebuilt when they change);
 # the file is ${CMAKE_CURRENT_BINARY_DIR}/NAME.elf, built by the target `NAME_elf`.
 function(vireo_add_elf_guest name source)
   set(obj ${CMAKE_CURRENT_BINARY_DIR}/${name}.o)
@@ -47,10 +48,11 @@ function(vireo_add_elf_guest name source)
   get_filename_component(src ${source} ABSOLUTE)
   add_custom_command(
     OUTPUT ${elf}
-    COMMAND ${CMAKE_C_COMPILER} -c -m64 -nostdlib -ffreestanding -o ${obj} ${src}
+    COMMAND ${CMAKE_C_COMPILER} -c -m64 -nostdlib -ffreestanding -MD -MF ${obj}.d -o ${obj} ${src}
     COMMAND ${CMAKE_LINKER} -m elf_x86_64 -nostdlib -static -N -Ttext=0x100000 -e _start
             -z noexecstack -o ${elf} ${obj}
     DEPENDS ${src}
+    DEPFILE ${obj}.d
     COMMENT "Building ELF guest ${name}"
     VERBATIM)
   add_custom_target(${name}_elf ALL DEPENDS ${elf})

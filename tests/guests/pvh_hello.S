@@ -3,17 +3,7 @@
 # magic, a command line and a memory map — prints "PVH-OK" on COM1 and powers off: through
 # QEMU's isa-debug-exit (port 0xf4) and through vireo's ACPI sleep register (S5, port 0x3c0).
 # On a failed check it prints "PVH-BAD <n>" and triple-faults.
-    .section .note.pvh, "a", @note
-    .balign 4
-    .long 4            # name size
-    .long 4            # desc size
-    .long 18           # XEN_ELFNOTE_PHYS32_ENTRY
-    .asciz "Xen"
-    .long _start
-
-    .code32
-    .text
-    .globl _start
+#include "pvh_entry.inc"
 _start:
     lea stack_top, %esp            # PVH provides no stack
     mov $1, %edi
@@ -56,14 +46,7 @@ fail:
     out %al, %dx
     ud2                            # no IDT: triple fault
 
-puts:                              # prints the NUL-terminated string at esi on COM1
-    mov $0x3f8, %dx
-1:  lodsb
-    test %al, %al
-    jz 2f
-    out %al, %dx
-    jmp 1b
-2:  ret
+#include "pvh_puts.inc"
 
 ok_msg:  .asciz "PVH-OK\n"
     .balign 16

@@ -10,15 +10,7 @@
     .set ITERATIONS, 100000
     .set RINGS, 0x200000           # device 0's rings; device 1's at RINGS + 0x10000
 
-    .section .note.pvh, "a", @note
-    .balign 4
-    .long 4, 4, 18
-    .asciz "Xen"
-    .long _start
-
-    .code32
-    .text
-    .globl _start
+#include "pvh_entry.inc"
 _start:
     lea stack_top, %esp
     rdtsc
@@ -158,14 +150,7 @@ rand:                              # eax = next xorshift32 value
     mov %eax, seed
     ret
 
-puts:                              # the NUL-terminated string at esi, on COM1
-    mov $0x3f8, %dx
-1:  lodsb
-    test %al, %al
-    jz 2f
-    out %al, %dx
-    jmp 1b
-2:  ret
+#include "pvh_puts.inc"
 
 puthex:                            # eax in hex and a newline, on COM1
     mov %eax, %ebx

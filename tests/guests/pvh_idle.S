@@ -1,16 +1,6 @@
 # A PVH guest that reports in and then idles forever: prints "PVH-UP" on COM1, then halts with
 # interrupts off (the vCPU blocks in KVM and costs no CPU). For supervisor and scale tests.
-    .section .note.pvh, "a", @note
-    .balign 4
-    .long 4            # name size
-    .long 4            # desc size
-    .long 18           # XEN_ELFNOTE_PHYS32_ENTRY
-    .asciz "Xen"
-    .long _start
-
-    .code32
-    .text
-    .globl _start
+#include "pvh_entry.inc"
 _start:
     lea msg, %esi
     mov $0x3f8, %dx

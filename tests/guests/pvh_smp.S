@@ -11,17 +11,7 @@
 #define MAX_ID 1024
 #define WAIT_LOOPS 50000000
 
-    .section .note.pvh, "a", @note
-    .balign 4
-    .long 4            # name size
-    .long 4            # desc size
-    .long 18           # XEN_ELFNOTE_PHYS32_ENTRY
-    .asciz "Xen"
-    .long _start
-
-    .code32
-    .text
-    .globl _start
+#include "pvh_entry.inc"
 _start:
     lea stack_top, %esp
     mov $1, %edi
@@ -161,14 +151,7 @@ wait_icr:                          # until the ICR's delivery status bit is clea
     jmp wait_icr
 1:  ret
 
-puts:                              # prints the NUL-terminated string at esi on COM1
-    mov $0x3f8, %dx
-1:  lodsb
-    test %al, %al
-    jz 2f
-    out %al, %dx
-    jmp 1b
-2:  ret
+#include "pvh_puts.inc"
 
 put_decimal:                       # prints eax in decimal on COM1
     mov $10, %ecx

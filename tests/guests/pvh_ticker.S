@@ -1,17 +1,7 @@
 # A PVH guest that prints "TICK" on COM1 about every 0.1-0.3 s (a spin loop; on kvm_pvm each
 # ring-0 instruction is emulated) forever. While the domain is paused no line appears. For
 # the control-plane tests (pause/unpause, metrics).
-    .section .note.pvh, "a", @note
-    .balign 4
-    .long 4            # name size
-    .long 4            # desc size
-    .long 18           # XEN_ELFNOTE_PHYS32_ENTRY
-    .asciz "Xen"
-    .long _start
-
-    .code32
-    .text
-    .globl _start
+#include "pvh_entry.inc"
 _start:
     cli
 1:  lea msg, %esi
