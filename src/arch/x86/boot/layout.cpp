@@ -10,16 +10,21 @@ Result<void> copy_image(const memory::GuestMemory& mem, memory::Gpa at,
                                            : mem.write(at, std::as_bytes(bytes));
 }
 
+std::optional<uint64_t> initrd_slot(uint64_t size, uint64_t lowest, uint64_t top) noexcept {
+    if (size > top || ((top - size) & ~uint64_t{0xfff}) < lowest) return std::nullopt;
+    return (top - size) & ~uint64_t{0xfff};
+}
+
 Result<uint64_t> place_initrd(const memory::GuestMemory& mem, std::span<const uint8_t> initrd,
                               uint64_t lowest, uint64_t top, const BootLayout& layout) {
-    if (initrd.size() > top || ((top - initrd.size()) & ~uint64_t{0xfff}) < lowest)
+    const auto addr = initrd_slot(initrd.size(), lowest, top);
+    if (!addr)
         return fail(ErrorCode::ResourceExhausted,
                     "initrd of {} MiB does not fit in guest memory between the kernel (ends at "
                     "{} MiB) and {} MiB; give the guest more memory",
                     (initrd.size() + (1 << 20) - 1) >> 20, lowest >> 20, top >> 20);
-    const uint64_t addr = (top - initrd.size()) & ~uint64_t{0xfff};
-    VIREO_TRY(copy_image(mem, memory::Gpa(addr), initrd, layout));
-    return addr;
+    VIREO_TRY(copy_image(mem, memory::Gpa(*addr), initrd, layout));
+    return *addr;
 }
 
 Result<void> write_cmdline(const memory::GuestMemory& mem, std::string_view cmdline,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -24,6 +25,10 @@ struct BootLayout {
 /// Copies image bytes (kernel or initrd) into guest memory as the layout says.
 Result<void> copy_image(const memory::GuestMemory& mem, memory::Gpa at,
                         std::span<const uint8_t> bytes, const BootLayout& layout);
+
+/// The highest 4 KiB-aligned address where `size` bytes end at or below `top`, if that is not
+/// below `lowest` (the initrd rule of both boot protocols).
+std::optional<uint64_t> initrd_slot(uint64_t size, uint64_t lowest, uint64_t top) noexcept;
 
 /// Places the initrd at the highest 4 KiB-aligned address where it ends at or below `top`,
 /// refusing if that is below `lowest` (the end of the kernel), and copies it. Returns its address.

@@ -80,13 +80,12 @@ Result<LinuxPlacement> place_linux(const BzImageInfo& info, uint64_t payload_siz
                     p.kernel_addr / kMiB, ram_end / kMiB);
     if (initrd_size == 0) return p;
     const uint64_t limit = uint64_t{info.initrd_addr_max} + 1;
-    const auto fits = [&](uint64_t lowest, uint64_t top) -> bool {
-        top = std::min(top, limit);
-        if (initrd_size > top || ((top - initrd_size) & ~uint64_t{0xfff}) < lowest) return false;
-        p.initrd_addr = (top - initrd_size) & ~uint64_t{0xfff};
-        return true;
-    };
-    if (fits(p.kernel_end, ram_end) || fits(kLowest, p.kernel_addr)) return p;
+    auto slot = initrd_slot(initrd_size, p.kernel_end, std::min(ram_end, limit));         // above
+    if (!slot) slot = initrd_slot(initrd_size, kLowest, std::min(p.kernel_addr, limit));  // below
+    if (slot) {
+        p.initrd_addr = *slot;
+        return p;
+    }
     return fail(ErrorCode::ResourceExhausted,
                 "the initrd ({} MiB) fits neither above the kernel (which unpacks into {}..{} MiB) "
                 "nor below it in {} MiB of guest memory; give the guest more --memory",
