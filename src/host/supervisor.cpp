@@ -742,11 +742,16 @@ class Supervisor {
         }
     }
 
+    // The domain's ACPI power button, through its API.
+    Result<api::Json> press_power_button(const Dom& d) const {
+        return api::call(run_dir_ + "/" + d.cfg->name + ".api", "shutdown", {}, 1000);
+    }
+
     // Graceful stop of one domain: the ACPI power button, or SIGTERM (a hard but clean stop
     // of vireo run) where the guest cannot take it (crashed, or no answer).
     void press_or_term(Dom& d) {
         if (d.state == "running" || d.state == "paused") {
-            auto r = api::call(run_dir_ + "/" + d.cfg->name + ".api", "shutdown", {}, 1000);
+            auto r = press_power_button(d);
             if (r) return;
             log::warn("domain {}: ACPI shutdown: {}; stopping it", d.cfg->name,
                       r.error().message());
@@ -796,9 +801,7 @@ class Supervisor {
             if (going_down && !termed && Clock::now() > next_press) {
                 next_press = Clock::now() + repeat;
                 for (auto& d : doms_)
-                    if (d.pid > 0 && d.state == "running")
-                        (void)api::call(run_dir_ + "/" + d.cfg->name + ".api", "shutdown", {},
-                                        1000);
+                    if (d.pid > 0 && d.state == "running") (void)press_power_button(d);
             }
             if (going_down && !termed && Clock::now() > down_deadline) {
                 termed = true;
