@@ -32,6 +32,7 @@ on_poweroff = "destroy"
 [domains.phoenix]
 cmdline = "$C echo UP-PHOENIX; sleep 5; reboot -f"
 on_reboot = "restart"
+on_crash = "restart"
 [domains.fragile]
 cmdline = "$C sleep 5; echo c > /proc/sysrq-trigger"
 on_crash = "preserve"
@@ -43,10 +44,15 @@ if wait_state steady running && wait_state brief shutoff && [ "$(field steady st
 else bad "up/poweroff: $(cat /tmp/up.out; vireo list --run-dir /tmp/run)"; fi
 if wait_state fragile crashed; then ok "fragile panicked: listed as crashed (on_crash = preserve)"
 else bad "preserve: $(vireo list --run-dir /tmp/run)"; fi
-n=0; while [ "$(grep -c UP-PHOENIX /tmp/run/phoenix.log)" -lt 2 ] && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
-if [ "$(grep -c UP-PHOENIX /tmp/run/phoenix.log)" -ge 2 ] && [ "$(field phoenix state)" = running ]; then
-  ok "phoenix came back after reboot -f (on_reboot = restart)"
-else bad "restart: $(grep -c UP-PHOENIX /tmp/run/phoenix.log) boots, state $(field phoenix state); log ends: $(tail -4 /tmp/run/phoenix.log); supervisor: $(tail -3 /tmp/up.out 2>/dev/null)"; fi
+# phoenix passes once it has booted again after a reboot: a UP-PHOENIX line after "guest
+# rebooted: restarting it". on_crash = restart too: a boot that triple-faults under this
+# emulation (docs/test-host.md) is started again, and counted in the PASS line, not hidden.
+rebooted() { sed -n '/guest rebooted: restarting it/,$p' /tmp/run/phoenix.log | grep -c UP-PHOENIX; }
+n=0; while [ "$(rebooted)" -lt 1 ] && [ $n -lt 150 ]; do sleep 1; n=$((n + 1)); done
+crashes=$(grep -c 'vireo: error' /tmp/run/phoenix.log)
+if [ "$(rebooted)" -ge 1 ] && [ "$(field phoenix state)" = running ]; then
+  ok "phoenix came back after reboot -f (on_reboot = restart; boots that crashed on the way: $crashes)"
+else bad "restart: $(grep -c UP-PHOENIX /tmp/run/phoenix.log) boots, $crashes crashed, state $(field phoenix state); log ends: $(tail -4 /tmp/run/phoenix.log); supervisor: $(tail -3 /tmp/up.out 2>/dev/null)"; fi
 s=$(field steady id)
 aff=$(grep Cpus_allowed_list /proc/"$s"/task/*/status | sed 's/.*:\s*//' | sort -u | tr '\n' ' ')
 if [ "$aff" = "1 " ]; then ok "steady (pool one = CPU 1): every thread on CPU 1"
