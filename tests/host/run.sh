@@ -168,7 +168,7 @@ boot_host() {
   timeout --foreground "$timeout" qemu-system-x86_64 -M q35 -accel tcg,thread=multi \
     -cpu EPYC,+svm,+npt -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none \
     -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$work/host.img" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init" </dev/null 2>"$work/qemu.err" |
+    -append "console=ttyS0 quiet panic=-1 softlockup_panic=1 rdinit=/init" </dev/null 2>"$work/qemu.err" |
     stdbuf -oL tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep --line-buffered -v -e '^\[' -e '^VIREO-HOST' || true; else cat; fi
   qemu_rc=${PIPESTATUS[0]}
   set -e
@@ -177,10 +177,13 @@ boot_host() {
 }
 
 # When the host itself fails — no sign of life, or its own kernel reports an oops, a panic or a
-# lock-up — the command is run once more in a fresh host (VIREO_TEST_HOST_RETRIES, default 1).
+# lock-up (softlockup_panic=1: a CPU stuck in the host's kernel, seen for minutes in a domain's
+# main thread at `vireo down`, panics the host instead of hanging it until the timeout) — the
+# command is run once more in a fresh host (VIREO_TEST_HOST_RETRIES, default 1).
 # A process cannot do that to a correct kernel: it is the emulation (multi-threaded TCG's AMD-V
 # has been seen to take an interrupt with the L2 guest's GS base still loaded; see
-# docs/test-host.md). The command failing, or the whole run timing out, is never retried.
+# docs/test-host.md). The command failing, or the whole run timing out, is never retried (a
+# guest's own panic on the console must not turn a hang into a second run).
 attempts=$((1 + ${VIREO_TEST_HOST_RETRIES:-1}))
 attempt=1
 while :; do
@@ -204,7 +207,8 @@ while :; do
     tail -n 40 "$out" >&2
   fi
   [ -n "${VIREO_TEST_HOST_LOG:-}" ] && cp "$out" "$VIREO_TEST_HOST_LOG"
-  if { [ -e "$work/silent" ] || [ -n "$first" ]; } && [ $attempt -lt $attempts ]; then
+  if { [ -e "$work/silent" ] || { [ -n "$first" ] && [ "$qemu_rc" != 124 ]; }; } &&
+     [ $attempt -lt $attempts ]; then
     attempt=$((attempt + 1))
     echo "vireo test host: the host failed, not the command; running the command again in a fresh host (attempt $attempt of $attempts)" >&2
     continue
