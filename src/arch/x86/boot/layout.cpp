@@ -11,8 +11,10 @@ Result<void> copy_image(const memory::GuestMemory& mem, memory::Gpa at,
 }
 
 std::optional<uint64_t> initrd_slot(uint64_t size, uint64_t lowest, uint64_t top) noexcept {
-    if (size > top || ((top - size) & ~uint64_t{0xfff}) < lowest) return std::nullopt;
-    return (top - size) & ~uint64_t{0xfff};
+    if (size > top) return std::nullopt;
+    const uint64_t addr = (top - size) & ~uint64_t{0xfff};
+    if (addr < lowest) return std::nullopt;
+    return addr;
 }
 
 Result<uint64_t> place_initrd(const memory::GuestMemory& mem, std::span<const uint8_t> initrd,
