@@ -20,6 +20,12 @@ constexpr std::optional<uint64_t> checked_mul(uint64_t a, uint64_t b) noexcept {
     return r;
 }
 
+/// a + b, or UINT64_MAX on overflow: for totals compared against a limit, where "more than
+/// 64 bits" and "more than any host has" mean the same.
+constexpr uint64_t saturating_add(uint64_t a, uint64_t b) noexcept {
+    return checked_add(a, b).value_or(UINT64_MAX);
+}
+
 /// True if [start, start+len) fits in 64 bits (len 0 always fits).
 constexpr bool range_fits(uint64_t start, uint64_t len) noexcept {
     return len == 0 || checked_add(start, len - 1).has_value();

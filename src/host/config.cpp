@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/checked.hpp"
 #include "base/size.hpp"
 #include "base/split.hpp"
 
@@ -84,7 +85,12 @@ struct Reader {
                 p.add(line_of(n), prefix + std::string(key), "must be positive");
                 return false;
             }
-            out = static_cast<uint64_t>(v) << 20;
+            const auto bytes = checked_mul(static_cast<uint64_t>(v), uint64_t{1} << 20);
+            if (!bytes) {
+                p.add(line_of(n), prefix + std::string(key), fmt::format("{} MiB is too large", v));
+                return false;
+            }
+            out = *bytes;
             return true;
         }
         if (!n.is_string()) {
@@ -403,12 +409,13 @@ HostFacts HostFacts::probe() {
 
 Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
     std::vector<std::string> short_of;
+    // Saturating sums: a total that does not fit 64 bits is more than any host has.
     uint64_t need = cfg.reserve, locked = 0, huge = 0;
     std::map<std::string, uint32_t> pinned_vcpus;
     for (const auto& d : cfg.domains) {
-        need += d.memory + kDomainOverhead;
-        if (d.memory_backing == MemoryBacking::Locked) locked += d.memory;
-        if (d.memory_backing == MemoryBacking::Hugepages) huge += d.memory;
+        need = saturating_add(need, saturating_add(d.memory, kDomainOverhead));
+        if (d.memory_backing == MemoryBacking::Locked) locked = saturating_add(locked, d.memory);
+        if (d.memory_backing == MemoryBacking::Hugepages) huge = saturating_add(huge, d.memory);
         if (cfg.pools.at(d.pool).policy == PoolPolicy::Pinned) pinned_vcpus[d.pool] += d.vcpus;
     }
     const auto mib = [](uint64_t b) { return b >> 20; };

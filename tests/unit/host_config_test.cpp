@@ -145,5 +145,40 @@ TEST(Admission, SaysWhatIsShortAndByHowMuch) {
     EXPECT_NE(p.error().message().find("pool fast"), std::string::npos) << p.error().message();
 }
 
+// Sizes that do not fit 64 bits are errors, never wrapped into small ones (issue 14: memory =
+// 17592186044480 MiB ran the domain with 64M; a huge reserve wrapped the admission sum).
+TEST(HostConfig, SizesThatOverflowAreRefused) {
+    auto huge = parse_host_config("[domains.a]\nmemory = 17592186044480\n", "h.toml", 4);
+    ASSERT_FALSE(huge);
+    EXPECT_NE(huge.error().message().find("h.toml:2: domains.a.memory"), std::string::npos)
+        << huge.error().message();
+    EXPECT_NE(huge.error().message().find("too large"), std::string::npos)
+        << huge.error().message();
+    auto bare_max = parse_host_config("[domains.a]\nmemory = 9223372036854775807\n", "h.toml", 4);
+    EXPECT_FALSE(bare_max);
+}
+
+TEST(Admission, SumsThatOverflowAreRefused) {
+    auto c = parse_host_config("reserve = \"17179869183G\"\n[domains.a]\nmemory = \"2G\"\n",
+                               "h.toml", 4);
+    ASSERT_TRUE(c) << c.error().message();
+    HostFacts plenty{uint64_t{1} << 40, UINT64_MAX, 0, 4};
+    auto r = admit(*c, plenty);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("memory:"), std::string::npos) << r.error().message();
+    // Locked and huge-page totals saturate too.
+    c->reserve = 0;
+    c->domains.push_back(c->domains[0]);
+    for (auto& d : c->domains) {
+        d.memory = UINT64_MAX - 1;
+        d.memory_backing = MemoryBacking::Locked;
+    }
+    c->overcommit = true;
+    HostFacts lockable{uint64_t{1} << 40, uint64_t{1} << 40, 0, 4};
+    auto l = admit(*c, lockable);
+    ASSERT_FALSE(l);
+    EXPECT_NE(l.error().message().find("locked memory"), std::string::npos) << l.error().message();
+}
+
 }  // namespace
 }  // namespace vireo::host
