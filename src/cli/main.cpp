@@ -64,7 +64,20 @@ int main(int argc, char** argv) {
     auto run_host = vireo::cli::add_host_commands(app);
     auto run_control = vireo::cli::add_control_commands(app);
 
-    CLI11_PARSE(app, argc, argv);
+    // CLI11's own handling prints its message bare and exits with its error number (104-114);
+    // docs/cli.md promises one "vireo: error:" line and status 1 for every usage error.
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        vireo::log::error("{} (see vireo --help)", e.what());
+        return 1;
+    }
     if (*run) return vireo::cli::run_guest(run_options);
     if (*demo) return vireo::cli::run_demo(quiet);
     if (int rc = run_client(); rc >= 0) return rc;
