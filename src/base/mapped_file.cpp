@@ -12,7 +12,9 @@
 namespace vireo {
 
 Result<MappedFile> MappedFile::open(const std::string& path, const char* what) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer (forever); it is refused
+    // below like any other file that is not a regular one.
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
     if (!fd) return fail_errno(errno, "cannot open {} {}", what, path);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "cannot stat {} {}", what, path);
@@ -25,13 +27,15 @@ Result<MappedFile> MappedFile::open(const std::string& path, const char* what) {
     f.data_ = static_cast<const uint8_t*>(p);
     f.size_ = static_cast<size_t>(st.st_size);
     f.path_ = path;
+    f.id_ = file_id(st);
     return f;
 }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
     : data_(std::exchange(o.data_, nullptr)),
       size_(std::exchange(o.size_, 0)),
-      path_(std::move(o.path_)) {}
+      path_(std::move(o.path_)),
+      id_(o.id_) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
     if (this != &o) {
@@ -39,6 +43,7 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
         data_ = std::exchange(o.data_, nullptr);
         size_ = std::exchange(o.size_, 0);
         path_ = std::move(o.path_);
+        id_ = o.id_;
     }
     return *this;
 }

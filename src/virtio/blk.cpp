@@ -85,7 +85,8 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
 }
 
 Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o) {
-    const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    // O_NONBLOCK while it is checked: a FIFO would otherwise wait for its other end forever.
+    const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
     UniqueFd fd(::open(o.path.c_str(), flags));
     if (!fd) {
         const int e = errno;
@@ -113,6 +114,9 @@ Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o) {
     if (size == 0 || size % 512 != 0)
         return fail(ErrorCode::InvalidArgument,
                     "disk {}: size {} bytes is not a positive multiple of 512", o.path, size);
+    // Back to blocking: io_uring answers EAGAIN instead of waiting for an O_NONBLOCK file.
+    if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0)
+        return fail_errno(errno, "disk {}: fcntl", o.path);
     if (::flock(fd.get(), (o.readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
             return fail(ErrorCode::AlreadyExists,
@@ -120,7 +124,7 @@ Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o) {
                         o.path);
         return fail_errno(errno, "disk {}: flock", o.path);
     }
-    return std::shared_ptr<DiskImage>(new DiskImage(std::move(fd), size, o));
+    return std::shared_ptr<DiskImage>(new DiskImage(std::move(fd), size, o, file_id(st)));
 }
 
 Result<BlkRequest> parse_blk_request(const Chain& chain, std::span<iovec> iov) {

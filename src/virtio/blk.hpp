@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/event_fd.hpp"
+#include "base/file_id.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
 #include "virtio/device.hpp"
@@ -39,13 +40,15 @@ class DiskImage {
     int fd() const noexcept { return fd_.get(); }
     uint64_t size() const noexcept { return size_; }
     const DiskOptions& options() const noexcept { return options_; }
+    FileId id() const noexcept { return id_; }
 
   private:
-    DiskImage(UniqueFd fd, uint64_t size, DiskOptions options)
-        : fd_(std::move(fd)), size_(size), options_(std::move(options)) {}
+    DiskImage(UniqueFd fd, uint64_t size, DiskOptions options, FileId id)
+        : fd_(std::move(fd)), size_(size), options_(std::move(options)), id_(id) {}
     UniqueFd fd_;
     uint64_t size_;
     DiskOptions options_;
+    FileId id_;
 };
 
 // Request types and status values (5.2.6).
