@@ -23,7 +23,41 @@ bool address_for(const std::string& path, sockaddr_un& a) {
 
 }  // namespace
 
-Result<UniqueFd> listen_unix(const std::string& path, const char* what) {
+UnixListener& UnixListener::operator=(UnixListener&& o) noexcept {
+    if (this != &o) {
+        remove();
+        fd_ = std::move(o.fd_);
+        path_ = std::move(o.path_);
+        id_ = o.id_;
+    }
+    return *this;
+}
+
+UnixListener::~UnixListener() {
+    remove();
+}
+
+void UnixListener::remove() noexcept {
+    if (!fd_ || path_.empty()) return;
+    struct stat st {};
+    if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && file_id(st) == id_)
+        ::unlink(path_.c_str());
+    fd_.reset();
+}
+
+bool remove_stale_socket(const std::string& path) {
+    sockaddr_un a{};
+    struct stat st {};
+    if (!address_for(path, a) || ::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode))
+        return false;
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe || ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 ||
+        errno != ECONNREFUSED)
+        return false;
+    return ::unlink(path.c_str()) == 0;
+}
+
+Result<UnixListener> listen_unix(const std::string& path, const char* what, bool replace_stale) {
     sockaddr_un a{};
     if (!address_for(path, a))
         return fail(ErrorCode::InvalidArgument,
@@ -32,11 +66,16 @@ Result<UniqueFd> listen_unix(const std::string& path, const char* what) {
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
-            return fail(ErrorCode::AlreadyExists, "{}: {} exists and is not a socket", what, path);
+            return fail(ErrorCode::AlreadyExists, "{}: {} already exists and is not a socket", what,
+                        path);
         UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
         if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0)
-            return fail(ErrorCode::AlreadyExists, "{}: {} is in use by a running vireo", what,
-                        path);
+            return fail(ErrorCode::AlreadyExists,
+                        "{}: {} already exists and is in use by a running vireo", what, path);
+        if (!replace_stale)
+            return fail(ErrorCode::AlreadyExists,
+                        "{}: {} already exists (left over by a vireo that is gone: remove it)",
+                        what, path);
         ::unlink(path.c_str());  // stale: its owner is gone
     }
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -46,12 +85,11 @@ Result<UniqueFd> listen_unix(const std::string& path, const char* what) {
     const int bind_errno = errno;
     ::umask(old);
     if (rc != 0) return fail_errno(bind_errno, "{}: cannot create {}", what, path);
-    if (::listen(fd.get(), 64) != 0) {
-        const int e = errno;
-        ::unlink(path.c_str());
-        return fail_errno(e, "{}: listen", what);
-    }
-    return fd;
+    struct stat bound {};
+    if (::lstat(path.c_str(), &bound) != 0) return fail_errno(errno, "{}: stat {}", what, path);
+    UnixListener listener(std::move(fd), path, file_id(bound));
+    if (::listen(listener.fd(), 128) != 0) return fail_errno(errno, "{}: listen", what);
+    return listener;
 }
 
 Result<UniqueFd> connect_unix(const std::string& path) {

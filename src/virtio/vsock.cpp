@@ -112,26 +112,10 @@ Result<VsockOptions> parse_vsock_option(std::string_view spec) {
 }
 
 Result<std::shared_ptr<VsockListener>> VsockListener::create(const VsockOptions& o) {
-    struct stat st {};
-    if (::lstat(o.socket.c_str(), &st) == 0)
-        return fail(ErrorCode::AlreadyExists,
-                    "--vsock: {} already exists (another domain's socket, or left over: remove it)",
-                    o.socket);
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd) return fail_errno(errno, "--vsock: socket");
-    const sockaddr_un a = unix_address(o.socket);
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
-        return fail_errno(errno, "--vsock: cannot create {}", o.socket);
-    if (::listen(fd.get(), 64) != 0) {
-        const int e = errno;
-        ::unlink(o.socket.c_str());
-        return fail_errno(e, "--vsock: listen on {}", o.socket);
-    }
-    return std::shared_ptr<VsockListener>(new VsockListener(std::move(fd), o.cid, o.socket));
-}
-
-VsockListener::~VsockListener() {
-    ::unlink(path_.c_str());
+    // Mode 0600 whatever the umask, and never over an existing path (not even a stale socket:
+    // it may be another domain's that is being restarted).
+    VIREO_TRY_ASSIGN(auto listener, listen_unix(o.socket, "--vsock", /*replace_stale=*/false));
+    return std::shared_ptr<VsockListener>(new VsockListener(std::move(listener), o.cid));
 }
 
 VsockDevice::VsockDevice(std::shared_ptr<VsockListener> listener)

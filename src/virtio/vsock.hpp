@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/unique_fd.hpp"
+#include "base/unix_socket.hpp"
 #include "virtio/device.hpp"
 
 namespace vireo::virtio {
@@ -36,21 +37,19 @@ struct VsockOptions {
 Result<VsockOptions> parse_vsock_option(std::string_view spec);
 
 /// The host-side listener at PATH: created before the guest starts, kept across reboots,
-/// unlinked when vireo exits.
+/// removed when vireo exits (if it is still this listener's socket).
 class VsockListener {
   public:
     static Result<std::shared_ptr<VsockListener>> create(const VsockOptions& options);
-    ~VsockListener();
-    int fd() const noexcept { return fd_.get(); }
+    int fd() const noexcept { return listener_.fd(); }
     uint64_t cid() const noexcept { return cid_; }
-    const std::string& path() const noexcept { return path_; }
+    const std::string& path() const noexcept { return listener_.path(); }
 
   private:
-    VsockListener(UniqueFd fd, uint64_t cid, std::string path)
-        : fd_(std::move(fd)), cid_(cid), path_(std::move(path)) {}
-    UniqueFd fd_;
+    VsockListener(UnixListener listener, uint64_t cid)
+        : listener_(std::move(listener)), cid_(cid) {}
+    UnixListener listener_;
     uint64_t cid_;
-    std::string path_;
 };
 
 /// The 44-byte packet header (little endian on x86, as the spec requires).

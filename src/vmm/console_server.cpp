@@ -13,7 +13,7 @@ namespace vireo::vmm {
 Result<std::shared_ptr<ConsoleServer>> ConsoleServer::create(const std::string& path) {
     VIREO_TRY_ASSIGN(auto fd, listen_unix(path, "--console-socket"));
     VIREO_TRY_ASSIGN(auto stop, EventFd::create());
-    return std::shared_ptr<ConsoleServer>(new ConsoleServer(std::move(fd), path, std::move(stop)));
+    return std::shared_ptr<ConsoleServer>(new ConsoleServer(std::move(fd), std::move(stop)));
 }
 
 ConsoleServer::~ConsoleServer() {
@@ -23,7 +23,6 @@ ConsoleServer::~ConsoleServer() {
         if (serial_) serial_->stop_waiting();
     }
     if (thread_.joinable()) thread_.join();
-    ::unlink(path_.c_str());
 }
 
 Result<void> ConsoleServer::start() {
@@ -55,7 +54,7 @@ void ConsoleServer::put(uint8_t byte) noexcept {
 }
 
 void ConsoleServer::accept_client() {
-    UniqueFd c(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    UniqueFd c(::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!c) return;
     std::lock_guard lock(mu_);
     if (client_) {
@@ -83,7 +82,7 @@ void ConsoleServer::loop() {
             client_fd = client_ ? client_.get() : -1;
         }
         pollfd fds[3] = {
-            {stop_.fd(), POLLIN, 0}, {listener_.get(), POLLIN, 0}, {client_fd, POLLIN, 0}};
+            {stop_.fd(), POLLIN, 0}, {listener_.fd(), POLLIN, 0}, {client_fd, POLLIN, 0}};
         if (::poll(fds, client_fd >= 0 ? 3 : 2, 500) < 0) {
             if (errno == EINTR) continue;
             log::error("console: poll: {}", std::strerror(errno));

@@ -18,6 +18,7 @@
 #include "base/event_fd.hpp"
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
+#include "base/unix_socket.hpp"
 #include "devices/legacy/serial.hpp"
 
 namespace vireo::vmm {
@@ -40,13 +41,12 @@ class ConsoleServer final : public devices::OutputTap {
     void put(uint8_t byte) noexcept override;
 
   private:
-    ConsoleServer(UniqueFd listener, std::string path, EventFd stop)
-        : listener_(std::move(listener)), path_(std::move(path)), stop_(std::move(stop)) {}
+    ConsoleServer(UnixListener listener, EventFd stop)
+        : listener_(std::move(listener)), stop_(std::move(stop)) {}
     void loop();
     void accept_client();
 
-    UniqueFd listener_;
-    std::string path_;
+    UnixListener listener_;  // its socket file is removed with it
     EventFd stop_;
     std::thread thread_;
     std::mutex mu_;    // client_, ring_, serial_; never held while calling into the UART
