@@ -1,5 +1,6 @@
 #include "api/server.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
@@ -7,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -18,6 +20,8 @@
 
 namespace vireo::api {
 
+using Clock = std::chrono::steady_clock;
+
 namespace {
 
 Json error_response(const Json& id, const std::string& code, const std::string& message) {
@@ -26,51 +30,116 @@ Json error_response(const Json& id, const std::string& code, const std::string& 
 
 }  // namespace
 
-std::string handle_request(const std::map<std::string, Method>& methods, std::string_view line) {
+bool within_depth(std::string_view text, size_t max_depth) noexcept {
+    size_t depth = 0;
+    bool in_string = false, escaped = false;
+    for (const char ch : text) {
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (ch == '\\')
+                escaped = true;
+            else if (ch == '"')
+                in_string = false;
+        } else if (ch == '"') {
+            in_string = true;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max_depth) return false;
+        } else if ((ch == ']' || ch == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return true;
+}
+
+std::variant<Request, std::string> parse_request(std::string_view line) {
+    // Bounded before parsing: nlohmann's parser is iterative, but copying and printing a value
+    // recurse once per level, and the id is echoed back.
+    if (!within_depth(line, kMaxDepth))
+        return error_response(nullptr, "too-deep",
+                              fmt::format("requests nest at most {} levels", kMaxDepth))
+            .dump();
     Json req = Json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (req.is_discarded())
         return error_response(nullptr, "parse-error", "the request is not valid JSON").dump();
     if (!req.is_object())
         return error_response(nullptr, "invalid-request", "the request must be a JSON object")
             .dump();
-    const Json id = req.contains("id") ? req["id"] : Json(nullptr);
-    if (!req.contains("method") || !req["method"].is_string())
-        return error_response(id, "invalid-request", "\"method\" (a string) is required").dump();
-    const std::string method = req["method"].get<std::string>();
-    Json params = req.contains("params") ? req["params"] : Json::object();
-    if (!params.is_object())
-        return error_response(id, "invalid-params", "\"params\" must be an object").dump();
-    if (method == "version")
-        return Json{{"id", id}, {"result", {{"api", kApiVersion}, {"vireo", "0.1.0"}}}}.dump();
-    auto it = methods.find(method);
+    Request r;
+    if (auto it = req.find("id"); it != req.end()) r.id = std::move(*it);
+    const auto m = req.find("method");
+    if (m == req.end() || !m->is_string())
+        return error_response(r.id, "invalid-request", "\"method\" (a string) is required").dump();
+    r.method = m->get<std::string>();
+    if (auto it = req.find("params"); it != req.end())
+        r.params = std::move(*it);
+    else
+        r.params = Json::object();
+    if (!r.params.is_object())
+        return error_response(r.id, "invalid-params", "\"params\" must be an object").dump();
+    return r;
+}
+
+std::string dispatch(const std::map<std::string, Method>& methods, const Request& r) {
+    if (r.method == "version")
+        return Json{{"id", r.id}, {"result", {{"api", kApiVersion}, {"vireo", "0.1.0"}}}}.dump();
+    auto it = methods.find(r.method);
     if (it == methods.end()) {
         std::string known = "version";
         for (const auto& [name, m] : methods)
             known += ", " + name;
-        return error_response(id, "unknown-method",
-                              fmt::format("unknown method \"{}\" (known: {})", method, known))
+        return error_response(r.id, "unknown-method",
+                              fmt::format("unknown method \"{}\" (known: {})", r.method, known))
             .dump();
     }
     try {
-        return Json{{"id", id}, {"result", it->second(params)}}.dump();
+        return Json{{"id", r.id}, {"result", it->second(r.params)}}.dump();
     } catch (const ApiError& e) {
-        return error_response(id, e.code, e.what()).dump();
+        return error_response(r.id, e.code, e.what()).dump();
     } catch (const Json::exception& e) {
-        return error_response(id, "invalid-params", e.what()).dump();
+        return error_response(r.id, "invalid-params", e.what()).dump();
     } catch (const std::exception& e) {
-        return error_response(id, "failed", e.what()).dump();
+        return error_response(r.id, "failed", e.what()).dump();
     }
 }
 
+std::string handle_request(const std::map<std::string, Method>& methods, std::string_view line) {
+    auto parsed = parse_request(line);
+    if (auto* err = std::get_if<std::string>(&parsed)) return std::move(*err);
+    return dispatch(methods, std::get<Request>(parsed));
+}
+
 Result<std::unique_ptr<Server>> Server::create(const std::string& path) {
-    VIREO_TRY_ASSIGN(auto fd, listen_unix(path, "--api-socket"));
+    VIREO_TRY_ASSIGN(auto listener, listen_unix(path, "--api-socket"));
     VIREO_TRY_ASSIGN(auto wake, EventFd::create());
-    return std::unique_ptr<Server>(new Server(std::move(fd), path, std::move(wake)));
+    UniqueFd spare(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!spare) return fail_errno(errno, "--api-socket: open /dev/null");
+    std::unique_ptr<Server> server(
+        new Server(std::move(listener), std::move(wake), std::move(spare)));
+    server->add("server.stats", [s = server.get()](const Json&) {
+        const auto& st = s->stats_;
+        const auto get = [](const std::atomic<uint64_t>& v) {
+            return v.load(std::memory_order_relaxed);
+        };
+        return Json{{"requests", get(st.requests)},
+                    {"too_large", get(st.too_large)},
+                    {"too_deep", get(st.too_deep)},
+                    {"request_timeouts", get(st.request_timeouts)},
+                    {"slow_readers", get(st.slow_readers)},
+                    {"evicted", get(st.evicted)},
+                    {"busy", get(st.busy)},
+                    {"accept_errors", get(st.accept_errors)}};
+    });
+    return server;
 }
 
 Server::~Server() {
     stop();
-    ::unlink(path_.c_str());
+}
+
+void Server::add(std::string name, Method method, Kind kind) {
+    kinds_[name] = kind;
+    methods_[std::move(name)] = std::move(method);
 }
 
 Result<void> Server::start() {
@@ -85,70 +154,264 @@ void Server::stop() {
     stop_.store(true, std::memory_order_release);
     (void)wake_.signal();
     if (thread_.joinable()) thread_.join();
+    for (auto& w : workers_)
+        if (w.thread.joinable()) w.thread.join();
+    workers_.clear();
+}
+
+struct Server::Conn {
+    UniqueFd fd;
+    uint64_t serial = 0;
+    std::string in;                       // received, not yet handled
+    std::string out;                      // replies not yet sent
+    Clock::time_point request_started{};  // first byte of the partial request in `in`
+    Clock::time_point last_done{};        // connected, or last request answered
+    Clock::time_point last_sent{};        // last time the client took some of `out`
+    bool running = false;                 // its request runs on a worker
+    bool eof = false;                     // it will send no more: close once answered
+};
+
+// Sends what the socket takes now. False: the peer is gone.
+bool Server::flush(Conn& c, Clock::time_point now) {
+    while (!c.out.empty()) {
+        const ssize_t n =
+            ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+        if (n <= 0) return false;
+        c.out.erase(0, static_cast<size_t>(n));
+        c.last_sent = now;
+    }
+    return true;
+}
+
+void Server::queue_reply(Conn& c, std::string_view line, Clock::time_point now) {
+    if (c.out.empty()) c.last_sent = now;  // the send timeout runs from here
+    c.out.append(line);
+    c.out.push_back('\n');
+}
+
+// Answers every whole line `c` has sent, in order; stops at one that runs on a worker.
+void Server::handle_lines(Conn& c) {
+    const auto now = Clock::now();
+    size_t nl;
+    while (!c.running && (nl = c.in.find('\n')) != std::string::npos) {
+        const std::string line = c.in.substr(0, nl);
+        c.in.erase(0, nl + 1);
+        if (!c.in.empty()) c.request_started = now;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        stats_.requests.fetch_add(1, std::memory_order_relaxed);
+        auto parsed = parse_request(line);
+        if (auto* err = std::get_if<std::string>(&parsed)) {
+            if (err->find("\"too-deep\"") != std::string::npos)
+                stats_.too_deep.fetch_add(1, std::memory_order_relaxed);
+            queue_reply(c, *err, now);
+            c.last_done = now;
+            continue;
+        }
+        auto& req = std::get<Request>(parsed);
+        const auto kind = kinds_.find(req.method);
+        if (kind == kinds_.end() || kind->second == Kind::Inline) {
+            queue_reply(c, dispatch(methods_, req), now);
+            c.last_done = now;
+            continue;
+        }
+        size_t running = 0;
+        for (const auto& w : workers_)
+            running += w.done.load(std::memory_order_acquire) ? 0u : 1u;
+        if (running >= kMaxWorkers) {
+            stats_.busy.fetch_add(1, std::memory_order_relaxed);
+            queue_reply(
+                c,
+                error_response(req.id, "busy",
+                               fmt::format("{} requests are running; try again", kMaxWorkers))
+                    .dump(),
+                now);
+            c.last_done = now;
+            continue;
+        }
+        c.running = true;
+        Worker& w = workers_.emplace_back();
+        w.thread = std::thread([this, &w, serial = c.serial, req = std::move(req)] {
+            ::pthread_setname_np(::pthread_self(), "vireo-api-work");
+            std::string reply = dispatch(methods_, req);
+            {
+                std::lock_guard lock(done_mu_);
+                done_.emplace_back(serial, std::move(reply));
+            }
+            w.done.store(true, std::memory_order_release);
+            (void)wake_.signal();
+        });
+    }
+}
+
+// Replies of finished workers go to their clients (if still connected); finished threads are
+// joined.
+void Server::finish_workers(std::vector<Conn>& clients) {
+    std::vector<std::pair<uint64_t, std::string>> done;
+    {
+        std::lock_guard lock(done_mu_);
+        done.swap(done_);
+    }
+    const auto now = Clock::now();
+    for (auto& [serial, reply] : done)
+        for (auto& c : clients)
+            if (c.serial == serial) {
+                queue_reply(c, reply, now);
+                c.running = false;
+                c.last_done = now;
+                if (!c.in.empty()) c.request_started = now;
+                handle_lines(c);
+            }
+    for (auto it = workers_.begin(); it != workers_.end();) {
+        if (it->done.load(std::memory_order_acquire)) {
+            it->thread.join();
+            it = workers_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+void Server::accept_clients(std::vector<Conn>& clients) {
+    for (;;) {
+        UniqueFd fd(::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (!fd) {
+            if (errno == EINTR) continue;
+            if (errno != EMFILE && errno != ENFILE) return;  // EAGAIN: all taken
+            // At the open-files limit the pending client would keep the listener readable
+            // (and this thread spinning): give back the spare fd, take the client, tell it.
+            stats_.accept_errors.fetch_add(1, std::memory_order_relaxed);
+            spare_.reset();
+            UniqueFd c(::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            if (c)
+                (void)send_all(c.get(),
+                               error_response(nullptr, "busy",
+                                              "the server is out of file descriptors; try again")
+                                       .dump() +
+                                   "\n",
+                               0);
+            c.reset();
+            spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+            return;
+        }
+        const auto now = Clock::now();
+        if (clients.size() >= kMaxClients) {
+            // Room is made by the client that has gone longest without a request answered
+            // (a slow or silent one); one whose request is running keeps its place.
+            auto victim = clients.end();
+            for (auto it = clients.begin(); it != clients.end(); ++it)
+                if (!it->running && (victim == clients.end() || it->last_done < victim->last_done))
+                    victim = it;
+            if (victim == clients.end()) {
+                stats_.busy.fetch_add(1, std::memory_order_relaxed);
+                (void)send_all(
+                    fd.get(),
+                    error_response(nullptr, "busy", "too many API clients; try again").dump() +
+                        "\n",
+                    0);
+                continue;
+            }
+            stats_.evicted.fetch_add(1, std::memory_order_relaxed);
+            clients.erase(victim);
+        }
+        Conn& c = clients.emplace_back();
+        c.fd = std::move(fd);
+        c.serial = ++next_serial_;
+        c.last_done = c.last_sent = now;
+    }
 }
 
 void Server::serve() {
-    struct Conn {
-        UniqueFd fd;
-        std::string buf;
-    };
     std::vector<Conn> clients;
+    clients.reserve(kMaxClients + 1);
     std::vector<pollfd> fds;
+    using std::chrono::milliseconds;
     while (!stop_.load(std::memory_order_acquire)) {
+        // The nearest deadline decides how long to wait.
+        auto now = Clock::now();
+        auto wake_at = now + std::chrono::seconds(1);
         fds.clear();
         fds.push_back({wake_.fd(), POLLIN, 0});
-        fds.push_back({fd_.get(), POLLIN, 0});
-        for (const auto& c : clients)
-            fds.push_back({c.fd.get(), POLLIN, 0});
-        if (::poll(fds.data(), fds.size(), -1) < 0) {
+        fds.push_back({listener_.fd(), static_cast<short>(spare_ ? POLLIN : 0), 0});
+        for (const auto& c : clients) {
+            short ev = 0;
+            if (!c.running && !c.eof && c.out.empty()) ev |= POLLIN;  // one reply at a time
+            if (!c.out.empty()) {
+                ev |= POLLOUT;
+                wake_at = std::min(wake_at, c.last_sent + milliseconds(kSendTimeoutMs));
+            }
+            if (!c.in.empty() && !c.running)
+                wake_at = std::min(wake_at, c.request_started + milliseconds(kRequestTimeoutMs));
+            // A client that hung up while its request runs would report POLLHUP on every
+            // round: it is left out until its reply is there to fail on.
+            fds.push_back({c.eof && c.out.empty() ? -1 : c.fd.get(), ev, 0});
+        }
+        const auto wait = std::chrono::duration_cast<milliseconds>(wake_at - now).count();
+        if (::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(wait, 0) + 1)) < 0) {
             if (errno == EINTR) continue;
             log::error("api: poll: {}", std::strerror(errno));
             return;
         }
+        if (fds[0].revents & POLLIN) (void)wake_.consume();
+        now = Clock::now();
         for (size_t i = 0; i < clients.size(); ++i) {
-            const size_t slot = i + 2;
-            if (slot >= fds.size() || fds[slot].fd != clients[i].fd.get()) continue;
-            if ((fds[slot].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
             Conn& c = clients[i];
-            char chunk[4096];
-            const ssize_t n = ::recv(c.fd.get(), chunk, sizeof chunk, 0);
-            bool drop = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
-            if (n > 0) c.buf.append(chunk, static_cast<size_t>(n));
-            size_t nl;
-            while (!drop && (nl = c.buf.find('\n')) != std::string::npos) {
-                const std::string line = c.buf.substr(0, nl);
-                c.buf.erase(0, nl + 1);
-                if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-                drop = !send_all(c.fd.get(), handle_request(methods_, line) + "\n");
+            const pollfd& p = fds[i + 2];
+            bool drop = false;
+            if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+                char chunk[4096];
+                const ssize_t n = ::recv(c.fd.get(), chunk, sizeof chunk, MSG_DONTWAIT);
+                if (n > 0) {
+                    if (c.in.empty()) c.request_started = now;
+                    c.in.append(chunk, static_cast<size_t>(n));
+                } else if (n == 0) {
+                    c.eof = true;  // half-closed: answer what it sent, then close
+                    if (!c.in.empty() && c.in.back() != '\n') c.in.push_back('\n');
+                } else if (errno != EAGAIN && errno != EINTR) {
+                    drop = true;
+                }
             }
-            if (!drop && c.buf.size() > kMaxRequest) {
-                (void)send_all(
-                    c.fd.get(),
+            if (!drop) handle_lines(c);
+            if (!drop && !c.running && c.in.size() > kMaxRequest) {
+                stats_.too_large.fetch_add(1, std::memory_order_relaxed);
+                queue_reply(
+                    c,
                     error_response(nullptr, "too-large",
                                    fmt::format("requests are at most {} bytes", kMaxRequest))
-                            .dump() +
-                        "\n");
+                        .dump(),
+                    now);
+                c.in.clear();
+                c.eof = true;
+            }
+            if (!drop && !c.in.empty() && !c.running &&
+                now - c.request_started > milliseconds(kRequestTimeoutMs)) {
+                stats_.request_timeouts.fetch_add(1, std::memory_order_relaxed);
+                queue_reply(c,
+                            error_response(nullptr, "timeout",
+                                           fmt::format("a request must arrive within {} ms",
+                                                       kRequestTimeoutMs))
+                                .dump(),
+                            now);
+                c.in.clear();
+                c.eof = true;
+            }
+            if (!drop) drop = !flush(c, now);
+            if (!drop && !c.out.empty() &&
+                (c.out.size() > kMaxPendingOutput ||
+                 now - c.last_sent > milliseconds(kSendTimeoutMs))) {
+                stats_.slow_readers.fetch_add(1, std::memory_order_relaxed);
                 drop = true;
             }
+            if (!drop && c.eof && !c.running && c.out.empty() && c.in.empty()) drop = true;
             if (drop) c.fd.reset();
         }
         std::erase_if(clients, [](const Conn& c) { return !c.fd; });
-        // New clients after the hang-ups of this round are reaped, so that clients which have
-        // already gone do not count against the limit.
-        if (fds[1].revents & POLLIN) {
-            for (;;) {
-                UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-                if (!c) break;
-                if (clients.size() >= kMaxClients) {
-                    (void)send_all(
-                        c.get(),
-                        error_response(nullptr, "busy", "too many API clients; try again").dump() +
-                            "\n");
-                    continue;
-                }
-                clients.push_back({std::move(c), {}});
-            }
-        }
+        finish_workers(clients);
+        // New clients after this round's hang-ups, so that clients which have already gone do
+        // not count against the limit.
+        if (fds[1].revents & POLLIN) accept_clients(clients);
+        if (!spare_) spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     }
 }
 
@@ -160,8 +423,11 @@ Result<Client> Client::connect(const std::string& path, int timeout_ms) {
 Result<Json> Client::call(const std::string& method, const Json& params) {
     Json req{{"id", ++next_id_}, {"method", method}};
     if (!params.is_null()) req["params"] = params;
-    if (!send_all(fd_.get(), req.dump() + "\n", timeout_ms_))
-        return fail_errno(errno, "sending to {}", path_);
+    // A server at its client limit answers "busy" and closes without reading: the request may
+    // not go out, but the answer is there to read, so a failed send is reported only if no
+    // answer follows.
+    const bool sent = send_all(fd_.get(), req.dump() + "\n", timeout_ms_);
+    const int send_errno = errno;
     size_t nl;
     while ((nl = buf_.find('\n')) == std::string::npos) {
         pollfd p{fd_.get(), POLLIN, 0};
@@ -173,10 +439,16 @@ Result<Json> Client::call(const std::string& method, const Json& params) {
         char chunk[4096];
         const ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
         if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 && !sent) return fail_errno(send_errno, "sending to {}", path_);
         if (n <= 0) return fail(ErrorCode::System, "{} closed the connection", path_);
         buf_.append(chunk, static_cast<size_t>(n));
+        if (buf_.size() > kMaxPendingOutput)
+            return fail(ErrorCode::System, "{} answered with an over-long line", path_);
     }
-    Json resp = Json::parse(std::string_view(buf_).substr(0, nl), nullptr, false);
+    const std::string_view line = std::string_view(buf_).substr(0, nl);
+    if (!within_depth(line, kMaxDepth + 16))  // replies nest a little deeper than requests
+        return fail(ErrorCode::System, "malformed response from {}", path_);
+    Json resp = Json::parse(line, nullptr, false);
     buf_.erase(0, nl + 1);
     if (resp.is_discarded()) return fail(ErrorCode::System, "malformed response from {}", path_);
     if (resp.contains("error")) {

@@ -4,32 +4,48 @@
 //   <- {"id": 1, "result": {...}}            or   {"id": 1, "error": {"code": "...", "message":
 //   "..."}}
 //
-// One thread serves every client (poll over the listener and all connections; requests are
-// small and the methods quick), so concurrent clients neither race nor need a thread each.
-// The socket is created with mode 0600 (owner only); a path that exists and answers is refused
-// (another vireo owns it), a stale one is replaced; the path is removed on exit. Requests are
-// capped (kMaxRequest bytes): longer lines, malformed JSON, unknown methods and wrong
-// parameter types get structured errors and the connection stays usable.
+// One thread serves every client (poll over the listener and all connections), and nothing it
+// does waits for a client: replies are queued per client and sent as the socket takes them.
+// Methods that can block (they wait for a domain or a file) are registered as Blocking and run
+// on a worker thread, at most kMaxWorkers at once. Bounds, each counted when hit (stats()):
+// a request is at most kMaxRequest bytes and kMaxDepth levels of nesting (checked before it is
+// parsed, so no parser or serializer recurses deeper than that on the 1 MiB thread stack) and
+// must arrive whole within kRequestTimeoutMs of its first byte; a client that leaves more than
+// kMaxPendingOutput bytes of replies unread, or reads none of them for kSendTimeoutMs, is
+// dropped; at kMaxClients the client idle the longest makes room for a new one (a client whose
+// request is running is never evicted: the new one is told "busy"). The socket is created with
+// mode 0600 (owner only); a path that exists and answers is refused (another vireo owns it), a
+// stale one is replaced; the path is removed on exit if it is still this server's socket.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <variant>
 
 #include "base/event_fd.hpp"
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
+#include "base/unix_socket.hpp"
 
 namespace vireo::api {
 
 inline constexpr int kApiVersion = 1;
 inline constexpr size_t kMaxRequest = 64 * 1024;
+inline constexpr size_t kMaxDepth = 32;  ///< nesting of arrays and objects in a request
 inline constexpr size_t kMaxClients = 128;
+inline constexpr size_t kMaxPendingOutput = 4 * 1024 * 1024;
+inline constexpr int kRequestTimeoutMs = 5000;
+inline constexpr int kSendTimeoutMs = 5000;
+inline constexpr size_t kMaxWorkers = 4;
 
 /// What a method throws to answer with an error.
 struct ApiError : std::runtime_error {
@@ -50,31 +66,82 @@ inline const Json& member(const Json& j, const char* key, bool array) {
     return array ? kNoArray : kNoObject;
 }
 
-/// Parses one request line and dispatches it; returns the response line (without newline).
-/// Exposed for the fuzzer and unit tests.
+/// True if `text`, read as JSON, nests arrays and objects at most `max_depth` deep (brackets
+/// inside strings do not count). Linear, no recursion: run before anything parses the text.
+bool within_depth(std::string_view text, size_t max_depth) noexcept;
+
+/// A request that parsed: what to call with what, and the id to answer with.
+struct Request {
+    Json id;
+    std::string method;
+    Json params;
+};
+
+/// Parses one request line: the request, or the error response line to send instead.
+std::variant<Request, std::string> parse_request(std::string_view line);
+
+/// Calls the request's method; returns the response line (without newline).
+std::string dispatch(const std::map<std::string, Method>& methods, const Request& request);
+
+/// parse_request, then dispatch. Exposed for the fuzzer and unit tests.
 std::string handle_request(const std::map<std::string, Method>& methods, std::string_view line);
+
+/// What a server has turned away or cut off, by bound (see the top of this file).
+struct ServerStats {
+    std::atomic<uint64_t> requests{0};
+    std::atomic<uint64_t> too_large{0};         ///< over kMaxRequest
+    std::atomic<uint64_t> too_deep{0};          ///< over kMaxDepth
+    std::atomic<uint64_t> request_timeouts{0};  ///< a request not whole within its time
+    std::atomic<uint64_t> slow_readers{0};      ///< replies not read: dropped
+    std::atomic<uint64_t> evicted{0};           ///< idle clients that made room
+    std::atomic<uint64_t> busy{0};              ///< clients or requests told "busy"
+    std::atomic<uint64_t> accept_errors{0};     ///< e.g. at the open-files limit
+};
 
 class Server {
   public:
+    /// Inline methods run on the serving thread and must not wait for anything; Blocking ones
+    /// (they wait for a domain, a child process or a file) run on a worker.
+    enum class Kind { Inline, Blocking };
+
     static Result<std::unique_ptr<Server>> create(const std::string& path);
     ~Server();
 
     /// Registers a method. Before start().
-    void add(std::string name, Method method) { methods_[std::move(name)] = std::move(method); }
+    void add(std::string name, Method method, Kind kind = Kind::Inline);
     Result<void> start();
     void stop();
+    const ServerStats& stats() const noexcept { return stats_; }
 
   private:
-    Server(UniqueFd fd, std::string path, EventFd wake)
-        : fd_(std::move(fd)), path_(std::move(path)), wake_(std::move(wake)) {}
+    struct Conn;
+    Server(UnixListener listener, EventFd wake, UniqueFd spare)
+        : listener_(std::move(listener)), wake_(std::move(wake)), spare_(std::move(spare)) {}
+    using TimePoint = std::chrono::steady_clock::time_point;
     void serve();
+    static bool flush(Conn& c, TimePoint now);
+    static void queue_reply(Conn& c, std::string_view line, TimePoint now);
+    void accept_clients(std::vector<Conn>& clients);
+    void handle_lines(Conn& c);
+    void finish_workers(std::vector<Conn>& clients);
 
-    UniqueFd fd_;
-    std::string path_;
+    UnixListener listener_;
     EventFd wake_;
+    UniqueFd spare_;  // an fd given back at the open-files limit, to accept and say "busy"
     std::map<std::string, Method> methods_;
+    std::map<std::string, Kind> kinds_;
     std::atomic<bool> stop_{false};
     std::thread thread_;
+    ServerStats stats_;
+    uint64_t next_serial_ = 0;  // names connections for replies from workers
+
+    struct Worker {
+        std::thread thread;
+        std::atomic<bool> done{false};
+    };
+    std::mutex done_mu_;  // done_: replies of finished workers, by connection serial
+    std::vector<std::pair<uint64_t, std::string>> done_;
+    std::list<Worker> workers_;  // only the serving thread (and stop(), after it) touches it
 };
 
 /// A client connection: requests one after another on one socket.

@@ -1,0 +1,213 @@
+// The control API server against hostile local clients (issue 14): requests nested too deep or
+// too long, clients that send slowly, never read, half-close, or come in numbers, and a method
+// that blocks. A real server on a real Unix socket; `version` must keep answering within
+// 100 ms throughout.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/server.hpp"
+#include "base/limits.hpp"
+#include "base/unix_socket.hpp"
+
+namespace vireo::api {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Rig {
+    std::string dir, path;
+    std::unique_ptr<Server> server;
+    explicit Rig(bool with_blocking = false) {
+        char tmpl[] = "/tmp/vireo-api-test.XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        path = dir + "/api.sock";
+        auto s = Server::create(path);
+        EXPECT_TRUE(s) << s.error().message();
+        server = std::move(s).value();
+        server->add("echo", [](const Json& p) { return p; });
+        if (with_blocking)
+            server->add(
+                "slow",
+                [](const Json&) {
+                    std::this_thread::sleep_for(std::chrono::seconds(2));
+                    return Json("done");
+                },
+                Server::Kind::Blocking);
+        EXPECT_TRUE(server->start());
+    }
+    ~Rig() {
+        server.reset();
+        ::rmdir(dir.c_str());
+    }
+};
+
+UniqueFd connect_to(const std::string& path) {
+    auto fd = connect_unix(path);
+    EXPECT_TRUE(fd) << fd.error().message();
+    return fd ? std::move(fd).value() : UniqueFd();
+}
+
+// Reads one line (up to `ms`), "" on timeout or close.
+std::string read_line(int fd, int ms = 3000) {
+    std::string line;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(ms);
+    while (line.empty() || line.back() != '\n') {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        pollfd p{fd, POLLIN, 0};
+        if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) return "";
+        char c;
+        if (::recv(fd, &c, 1, 0) != 1) return "";
+        line += c;
+    }
+    return line;
+}
+
+// The slowest of `n` version calls on fresh connections, each after `gap`.
+std::chrono::milliseconds worst_version_latency(const std::string& path, int n,
+                                                std::chrono::milliseconds gap) {
+    std::chrono::milliseconds worst{0};
+    for (int i = 0; i < n; ++i) {
+        const auto t0 = Clock::now();
+        auto r = call(path, "version", {}, 2000);
+        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+        EXPECT_TRUE(r) << r.error().message();
+        worst = std::max(worst, took);
+        std::this_thread::sleep_for(gap);
+    }
+    return worst;
+}
+
+TEST(ApiServer, DeeplyNestedRequestsAreRefusedOnTheRealStack) {
+    // The server thread runs with the production stack (1 MiB); 20 KB of '[' once overflowed it
+    // when the echoed id was copied and printed.
+    set_thread_stack_size();
+    Rig rig;
+    for (const std::string& nested :
+         {R"({"id":)" + std::string(20000, '[') + R"(,"method":"version"})",
+          R"({"id":1,"method":"echo","params":{"a":)" + std::string(60000, '{') + "}}",
+          R"({"id":1,"method":"echo","params":{"a":")" + std::string(60000, '[') + R"("}})"}) {
+        auto fd = connect_to(rig.path);
+        ASSERT_TRUE(send_all(fd.get(), nested + "\n"));
+        const std::string reply = read_line(fd.get());
+        // Brackets inside a string do not nest: that one is an ordinary (large) echo.
+        if (nested.find(R"("a":")") != std::string::npos)
+            EXPECT_NE(reply.find("\"result\""), std::string::npos) << reply.substr(0, 200);
+        else
+            EXPECT_NE(reply.find("too-deep"), std::string::npos) << reply.substr(0, 200);
+    }
+    // 32 levels still pass.
+    std::string ok = R"({"id":1,"method":"echo","params":{"a":)";
+    ok += std::string(30, '[') + std::string(30, ']') + "}}";
+    auto fd = connect_to(rig.path);
+    ASSERT_TRUE(send_all(fd.get(), ok + "\n"));
+    EXPECT_NE(read_line(fd.get()).find("\"result\""), std::string::npos);
+    EXPECT_EQ(rig.server->stats().too_deep.load(), 2u);
+    EXPECT_TRUE(call(rig.path, "version"));
+}
+
+TEST(ApiServer, OverlongRequestGetsAnErrorAndTheConnectionCloses) {
+    Rig rig;
+    auto fd = connect_to(rig.path);
+    const std::string big(kMaxRequest + 10, 'x');
+    (void)send_all(fd.get(), big, 2000);
+    EXPECT_NE(read_line(fd.get()).find("too-large"), std::string::npos);
+    EXPECT_EQ(read_line(fd.get(), 1000), "");  // closed
+    EXPECT_TRUE(call(rig.path, "version"));
+}
+
+TEST(ApiServer, HalfClosedClientGetsItsAnswers) {
+    Rig rig;
+    auto fd = connect_to(rig.path);
+    // The last request has no newline: end of input ends it.
+    ASSERT_TRUE(
+        send_all(fd.get(), "{\"id\":1,\"method\":\"version\"}\n{\"id\":2,\"method\":\"version\"}"));
+    ::shutdown(fd.get(), SHUT_WR);
+    EXPECT_NE(read_line(fd.get()).find("\"id\":1"), std::string::npos);
+    EXPECT_NE(read_line(fd.get()).find("\"id\":2"), std::string::npos);
+    EXPECT_EQ(read_line(fd.get(), 1000), "");
+}
+
+TEST(ApiServer, HostileClientsDoNotHoldUpOthers) {
+    set_thread_stack_size();
+    Rig rig(/*with_blocking=*/true);
+    // 1. Every client slot taken by clients that send one byte and then nothing.
+    std::vector<UniqueFd> slow;
+    for (size_t i = 0; i < kMaxClients + 8; ++i) {
+        slow.push_back(connect_to(rig.path));
+        ASSERT_TRUE(send_all(slow.back().get(), "{"));
+    }
+    // 2. Clients that send requests and never read the answers (their replies pile up).
+    std::vector<UniqueFd> deaf;
+    const std::string burst = [] {
+        std::string b;
+        for (int i = 0; i < 2000; ++i)
+            b += R"({"id":1,"method":"echo","params":{"pad":")" + std::string(400, 'p') + "\"}}\n";
+        return b;
+    }();
+    for (int i = 0; i < 4; ++i) {
+        deaf.push_back(connect_to(rig.path));
+        ::fcntl(deaf.back().get(), F_SETFL, O_NONBLOCK);
+        (void)::send(deaf.back().get(), burst.data(), burst.size(), MSG_NOSIGNAL);
+    }
+    // 3. A method that blocks for 2 s, from several clients.
+    std::vector<std::thread> blockers;
+    for (int i = 0; i < 3; ++i)
+        blockers.emplace_back([&] { (void)call(rig.path, "slow", {}, 5000); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Meanwhile `version` on fresh connections: every one within 100 ms.
+    const auto worst = worst_version_latency(rig.path, 40, std::chrono::milliseconds(20));
+    EXPECT_LT(worst.count(), 100) << "slowest answer";
+    for (auto& t : blockers)
+        t.join();
+    const auto& st = rig.server->stats();
+    EXPECT_GT(st.evicted.load(), 0u);  // the silent clients made room
+    EXPECT_EQ(st.busy.load(), 0u);
+}
+
+TEST(ApiServer, BusyAnswerReachesAClientThatCouldNotSend) {
+    // At the limit with every client mid-request on a worker, a new client is told "busy";
+    // api::call retries and reports busy, never "Broken pipe".
+    Rig rig(/*with_blocking=*/true);
+    std::vector<std::thread> blockers;
+    for (size_t i = 0; i < kMaxWorkers + 2; ++i)
+        blockers.emplace_back([&] { (void)call(rig.path, "slow", {}, 5000); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto r = call(rig.path, "slow", {}, 5000);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("busy"), std::string::npos) << r.error().message();
+    for (auto& t : blockers)
+        t.join();
+}
+
+TEST(ApiServer, SocketIsOwnerOnlyAndRemovedOnlyIfStillItsOwn) {
+    const mode_t old = ::umask(0);
+    {
+        Rig rig;
+        struct stat st {};
+        ASSERT_EQ(::lstat(rig.path.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0600u);
+        // Another server replaced the socket at the same path (its run directory was
+        // recreated): the first one's exit must leave the new one alone.
+        ASSERT_EQ(::unlink(rig.path.c_str()), 0);
+        auto second = Server::create(rig.path);
+        ASSERT_TRUE(second) << second.error().message();
+        rig.server.reset();
+        EXPECT_EQ(::lstat(rig.path.c_str(), &st), 0) << "the second server's socket was removed";
+        second->reset();
+        EXPECT_NE(::lstat(rig.path.c_str(), &st), 0);
+    }
+    ::umask(old);
+}
+
+}  // namespace
+}  // namespace vireo::api
