@@ -20,8 +20,10 @@
 #include "api/params.hpp"
 #include "api/server.hpp"
 #include "base/log.hpp"
+#include "base/private_dir.hpp"
 #include "base/proc_stat.hpp"
 #include "base/unique_fd.hpp"
+#include "base/unix_socket.hpp"
 
 namespace vireo::host {
 
@@ -72,6 +74,13 @@ std::string cpu_list(const std::set<uint32_t>& cpus) {
     for (uint32_t c : cpus)
         s += (s.empty() ? "" : ",") + std::to_string(c);
     return s;
+}
+
+// A log in the run directory (which ensure_private_dir made the caller's alone): owner-only,
+// appended to, never through a symbolic link.
+UniqueFd open_log(const std::string& path) {
+    return UniqueFd(::open(
+        path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600));
 }
 
 bool write_file(const std::string& path, const std::string& text) {
@@ -139,10 +148,7 @@ class Supervisor {
 
     int run() {
         run_dir_ = run_dir_for(cfg_);
-        std::error_code ec;
-        std::filesystem::create_directories(run_dir_, ec);
-        if (ec)
-            return error(fmt::format("cannot create run directory {}: {}", run_dir_, ec.message()));
+        if (auto r = ensure_private_dir(run_dir_); !r) return error(r.error().message());
         auto server = api::Server::create(run_dir_ + "/vireo.sock");
         if (!server)
             return error(fmt::format("{} (is this host already up?)", server.error().message()));
@@ -198,8 +204,7 @@ class Supervisor {
     // parent, which was waiting for this line, returns.
     void detach_now() {
         const std::string log_path = run_dir_ + "/vireo.log";
-        const int log_fd =
-            ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        const int log_fd = open_log(log_path).release();
         const std::string line = "up " + run_dir_ + "\n";
         (void)!::write(detached_fd_, line.data(), line.size());
         ::close(detached_fd_);
@@ -308,7 +313,7 @@ class Supervisor {
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
         UniqueFd ours(sv[0]), theirs(sv[1]);
         const std::string log_path = run_dir_ + "/" + d.cfg->name + ".log";
-        UniqueFd log_fd(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+        UniqueFd log_fd = open_log(log_path);
         if (!log_fd) {
             d.last = fmt::format("cannot open {}: {}", log_path, std::strerror(errno));
             return false;
@@ -424,7 +429,10 @@ class Supervisor {
         for (auto& d : doms_)
             if (d.pid > 0) ::kill(d.pid, SIGKILL);
         for (auto& d : doms_)
-            if (d.pid > 0) ::waitpid(d.pid, nullptr, 0);
+            if (d.pid > 0) {
+                ::waitpid(d.pid, nullptr, 0);
+                remove_stale_sockets(d);
+            }
         return error(fmt::format("domain {} could not be built: {}; no domain was started",
                                  failed.cfg->name, failed.last));
     }
@@ -540,79 +548,98 @@ class Supervisor {
                 out.push_back(pool_json(name, pool));
             return out;
         });
-        api_->add("cpupool.migrate", [this](const api::Json& p) {
-            std::lock_guard lock(mu_);
-            Dom& d = named(p);
-            const std::string pool = api::string_param(p, "pool");
-            const auto it = cfg_.pools.find(pool);
-            if (it == cfg_.pools.end())
-                throw api::ApiError("not-found", "no pool \"" + pool + "\"");
-            if (d.pid <= 0)
-                throw api::ApiError("bad-state", d.cfg->name + " is not running (" + d.state + ")");
-            if (d.pool == pool)
-                throw api::ApiError("bad-state", d.cfg->name + " is in pool " + pool + " already");
-            if (it->second.cpus.empty())
-                throw api::ApiError("bad-state", "pool " + pool + " has no CPUs");
-            const auto pins = pins_for(pool, d.cfg->vcpus, &d);
-            if (it->second.policy == PoolPolicy::Pinned && pins.size() < d.cfg->vcpus)
-                throw api::ApiError(
-                    "bad-state", fmt::format("pool {} is pinned and has {} free CPUs; {} needs {}",
-                                             pool, pins.size(), d.cfg->name, d.cfg->vcpus));
-            std::vector<uint32_t> cpus(it->second.cpus.begin(), it->second.cpus.end());
-            api::Json req{{"cpus", cpus}};
-            if (!pins.empty()) {
-                api::Json lists = api::Json::array();
-                for (int c : pins)
-                    lists.push_back(api::Json::array({c}));
-                req["vcpus"] = lists;
-            }
-            // The cgroup first: a cpuset there resets the threads' affinity to the new pool's
-            // CPUs, which the old pool's cpuset would not have allowed.
-            const std::string old_pool = d.pool, old_cg = d.cgroup;
-            d.pool = pool;
-            d.pinned = pins;
-            d.cgroup = make_cgroup(d);
-            if (!d.cgroup.empty()) {
-                if (!write_file(d.cgroup + "/cgroup.procs", std::to_string(d.pid)))
-                    log::warn("domain {}: cannot move it into {}", d.cfg->name, d.cgroup);
-                // KVM's per-VM worker thread (NX huge page recovery) is a kernel thread that
-                // KVM put into the domain's cgroup, outside its thread group: move it too.
-                if (!old_cg.empty()) {
-                    std::ifstream left(old_cg + "/cgroup.procs");
-                    std::string task;
-                    while (left >> task)
-                        if (!write_file(d.cgroup + "/cgroup.procs", task))
-                            log::warn("domain {}: cannot move task {} into {}", d.cfg->name, task,
-                                      d.cgroup);
+        // Blocking: it waits for the domain to take its new CPUs (mu_ is not held meanwhile,
+        // so `list` keeps answering).
+        api_->add(
+            "cpupool.migrate",
+            [this](const api::Json& p) {
+                std::lock_guard one(migrate_mu_);  // one migration at a time
+                std::unique_lock lock(mu_);
+                Dom& d = named(p);
+                const std::string pool = api::string_param(p, "pool");
+                const auto it = cfg_.pools.find(pool);
+                if (it == cfg_.pools.end())
+                    throw api::ApiError("not-found", "no pool \"" + pool + "\"");
+                if (d.pid <= 0)
+                    throw api::ApiError("bad-state",
+                                        d.cfg->name + " is not running (" + d.state + ")");
+                if (d.pool == pool)
+                    throw api::ApiError("bad-state",
+                                        d.cfg->name + " is in pool " + pool + " already");
+                if (it->second.cpus.empty())
+                    throw api::ApiError("bad-state", "pool " + pool + " has no CPUs");
+                const auto pins = pins_for(pool, d.cfg->vcpus, &d);
+                if (it->second.policy == PoolPolicy::Pinned && pins.size() < d.cfg->vcpus)
+                    throw api::ApiError(
+                        "bad-state",
+                        fmt::format("pool {} is pinned and has {} free CPUs; {} needs {}", pool,
+                                    pins.size(), d.cfg->name, d.cfg->vcpus));
+                std::vector<uint32_t> cpus(it->second.cpus.begin(), it->second.cpus.end());
+                api::Json req{{"cpus", cpus}};
+                if (!pins.empty()) {
+                    api::Json lists = api::Json::array();
+                    for (int c : pins)
+                        lists.push_back(api::Json::array({c}));
+                    req["vcpus"] = lists;
                 }
-                remove_cgroup(old_cg);
-            }
-            if (auto r =
-                    api::call(run_dir_ + "/" + d.cfg->name + ".api", "affinity.set", req, 5000);
-                !r) {  // back where it was
-                if (!old_cg.empty() && !d.cgroup.empty()) {
-                    (void)write_file(old_cg + "/cgroup.procs", std::to_string(d.pid));
-                    remove_cgroup(d.cgroup);
+                // The cgroup first: a cpuset there resets the threads' affinity to the new
+                // pool's CPUs, which the old pool's cpuset would not have allowed.
+                const std::string old_pool = d.pool, old_cg = d.cgroup;
+                d.pool = pool;
+                d.pinned = pins;
+                d.cgroup = make_cgroup(d);
+                if (!d.cgroup.empty()) {
+                    if (!write_file(d.cgroup + "/cgroup.procs", std::to_string(d.pid)))
+                        log::warn("domain {}: cannot move it into {}", d.cfg->name, d.cgroup);
+                    // KVM's per-VM worker thread (NX huge page recovery) is a kernel thread
+                    // that KVM put into the domain's cgroup, outside its thread group: move it
+                    // too.
+                    if (!old_cg.empty()) {
+                        std::ifstream left(old_cg + "/cgroup.procs");
+                        std::string task;
+                        while (left >> task)
+                            if (!write_file(d.cgroup + "/cgroup.procs", task))
+                                log::warn("domain {}: cannot move task {} into {}", d.cfg->name,
+                                          task, d.cgroup);
+                    }
+                    remove_cgroup(old_cg);
                 }
-                d.pool = old_pool;
-                d.cgroup = old_cg;
-                d.pinned = pins_for(old_pool, d.cfg->vcpus, &d);
-                throw api::ApiError("failed", d.cfg->name + ": " + r.error().message());
-            }
-            log::info("domain {}: moved from pool {} to pool {}", d.cfg->name, old_pool, pool);
-            return api::Json{{"name", d.cfg->name}, {"pool", pool}, {"cpus", cpus}, {"pins", pins}};
-        });
+                const std::string sock = run_dir_ + "/" + d.cfg->name + ".api";
+                lock.unlock();
+                auto r = api::call(sock, "affinity.set", req, 5000);
+                lock.lock();
+                if (!r) {  // back where it was
+                    if (!old_cg.empty() && !d.cgroup.empty()) {
+                        if (d.pid > 0)
+                            (void)write_file(old_cg + "/cgroup.procs", std::to_string(d.pid));
+                        remove_cgroup(d.cgroup);
+                    }
+                    d.pool = old_pool;
+                    d.cgroup = old_cg;
+                    d.pinned = pins_for(old_pool, d.cfg->vcpus, &d);
+                    throw api::ApiError("failed", d.cfg->name + ": " + r.error().message());
+                }
+                log::info("domain {}: moved from pool {} to pool {}", d.cfg->name, old_pool, pool);
+                return api::Json{
+                    {"name", d.cfg->name}, {"pool", pool}, {"cpus", cpus}, {"pins", pins}};
+            },
+            api::Server::Kind::Blocking);
         api_->add("dmesg", [](const api::Json&) {
             std::lock_guard lock(g_log_mu);
             return api::Json(std::vector<std::string>(g_log.begin(), g_log.end()));
         });
-        api_->add("create",
-                  [this](const api::Json& p) { return create(api::string_param(p, "path")); });
+        // Blocking: it waits for the new domains to be built (up to kReadyTimeoutMs).
+        api_->add(
+            "create", [this](const api::Json& p) { return create(api::string_param(p, "path")); },
+            api::Server::Kind::Blocking);
     }
 
     // `vireo create FILE.toml`: more domains on the running host, admitted against what the
     // host was admitted with (its memory, pinned CPUs), built, then started only if all are.
     api::Json create(const std::string& path) {
+        // One at a time: admission looks at what the domains hold, which a concurrent create
+        // would change between its check and its start.
+        std::lock_guard one(create_mu_);
         HostConfig base;
         std::vector<const Dom*> holding;
         {
@@ -681,7 +708,15 @@ class Supervisor {
         return api::Json{{"created", names}};
     }
 
+    // A domain process that is gone (killed, crashed) cannot remove its own sockets: whatever
+    // is still at its paths and answers no one is removed, so nothing stale is left behind.
+    void remove_stale_sockets(const Dom& d) const {
+        for (const char* ext : {".api", ".console"})
+            (void)remove_stale_socket(run_dir_ + "/" + d.cfg->name + ext);
+    }
+
     void apply_policy(Dom& d, int status) {
+        remove_stale_sockets(d);
         Action action = Action::Destroy;
         d.restarting = false;
         if (d.state == "starting") {  // died while being built (vireo create reports it)
@@ -828,7 +863,10 @@ class Supervisor {
     const UpOptions& o_;
     std::string run_dir_;
     std::unique_ptr<api::Server> api_;
-    std::mutex mu_;               // doms_ between the supervising thread and API requests
+    std::mutex mu_;  // doms_ between the supervising thread and API requests
+    // Held across a whole create or migration (API workers), before mu_; never by the
+    // supervising thread.
+    std::mutex create_mu_, migrate_mu_;
     std::deque<Dom> doms_;        // a deque: references stay valid as `create` adds domains
     std::deque<Domain> created_;  // configurations of domains added by `vireo create`
     std::string cg_host_;         // <cgroup2>/vireo-<stem>, or "" without cgroup v2 cpu
