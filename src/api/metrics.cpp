@@ -92,6 +92,9 @@ std::string prometheus_text(const std::vector<std::pair<std::string, Json>>& dom
               num(m, "uptime_s"));
         f.add("vireo_domain_boots_total", "counter", "Boots, the first included", d,
               num(m, "boots"));
+        f.add("vireo_domain_reboots_throttled_total", "counter",
+              "Restarts delayed because the guest rebooted in a loop", d,
+              num(m, "reboots_throttled"));
         f.add("vireo_domain_memory_bytes", "gauge", "Guest memory", d, num(m, "memory_bytes"));
         f.add("vireo_console_dropped_bytes_total", "counter",
               "Console output a slow attached client did not get", d,

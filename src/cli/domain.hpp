@@ -59,6 +59,8 @@ struct Domain {
     /// What the host last asked the balloon for (guest bytes; 0: nothing): kept across reboots.
     std::atomic<uint64_t> guest_memory_request{0};
     std::atomic<unsigned> boots{0};
+    /// Restarts delayed because the guest rebooted in a loop (run.cpp: kRebootBurst).
+    std::atomic<uint64_t> reboots_throttled{0};
     std::atomic<bool> crashed{false};
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     std::shared_ptr<vmm::ConsoleServer> console;

@@ -112,6 +112,7 @@ Json domain_metrics(Domain& d) {
                     {"state", state_of(d, &vm)},
                     {"uptime_s", up},
                     {"boots", d.boots.load()},
+                    {"reboots_throttled", d.reboots_throttled.load()},
                     {"memory_bytes", vm.memory_bytes()},
                     {"console_dropped_bytes", d.console ? d.console->dropped() : 0},
                     {"vcpus", vcpus},

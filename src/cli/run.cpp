@@ -1,6 +1,8 @@
 #include "cli/run.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -10,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <mutex>
 
@@ -34,6 +37,9 @@ namespace vireo::cli {
 namespace {
 
 constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+// Guest reboots restarted at full speed; beyond this many within the window, one a second.
+constexpr size_t kRebootBurst = 10;
+constexpr auto kRebootWindow = std::chrono::seconds(10);
 
 std::string default_guest_dir() {
     if (const char* d = std::getenv("VIREO_GUEST_DIR")) return d;
@@ -199,35 +205,31 @@ int run_guest(const RunOptions& o) {
         initrd = std::move(f).value();
     }
 
-    // Console.
-    int console_fd = STDOUT_FILENO;
-    UniqueFd console_file;
-    if (o.console == "none") {
-        console_fd = -1;
-    } else if (o.console.rfind("file:", 0) == 0) {
-        std::string path = o.console.substr(5);
-        if (path.empty()) return fail_with("--console file:PATH needs a path");
-        console_file.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        if (!console_file)
-            return fail_with(
-                fmt::format("--console: cannot open {}: {}", path, std::strerror(errno)));
-        console_fd = console_file.get();
-    } else if (o.console != "stdio") {
+    // The console is checked here and opened only once every input has been (below).
+    if (o.console != "none" && o.console != "stdio" &&
+        (o.console.rfind("file:", 0) != 0 || o.console.size() == 5))
         return fail_with(fmt::format("--console \"{}\": use stdio, file:PATH or none", o.console));
-    }
 
     vmm::VmConfig config;
     config.memory_bytes = *memory;
     config.cpus = o.cpus;
     config.cmdline = o.cmdline.empty() ? kDefaultCmdline : o.cmdline;
     if (!o.append.empty()) config.cmdline += " " + o.append;
-    config.console_fd = console_fd;
     // Disks are opened (and locked) once, before anything runs, and kept across reboots.
+    // What vireo reads, by identity: no output (a console file, a writable disk) may be one.
+    std::vector<InputFile> inputs{{kernel->id(), "kernel " + kernel_path}};
+    if (initrd) inputs.push_back({initrd->id(), "initrd " + initrd_path});
     for (const auto& spec : o.disks) {
         auto opts = virtio::parse_disk_option(spec);
         if (!opts) return fail_with(opts.error().message());
         auto disk = virtio::DiskImage::open(*opts);
         if (!disk) return fail_with(disk.error().message());
+        for (const auto& in : inputs)
+            if (in.id == (*disk)->id() && !opts->readonly)
+                return fail_with(fmt::format(
+                    "disk {}: is the {}, which vireo reads: a writable disk cannot be one",
+                    opts->path, in.name));
+        inputs.push_back({(*disk)->id(), "disk " + opts->path});
         config.disks.push_back(std::move(disk).value());
     }
     std::vector<virtio::NetOptions> nets;
@@ -277,6 +279,18 @@ int run_guest(const RunOptions& o) {
     }
     if (auto r = vmm::Vm::validate(config, images); !r) return fail_with(r.error().message());
 
+    // Memory that is allocated before the guest starts must be there: checked against the
+    // host now, not found missing by the OOM killer halfway through prefaulting.
+    if (config.backing == vmm::VmConfig::Backing::Prefault ||
+        config.backing == vmm::VmConfig::Backing::Locked) {
+        const auto facts = host::HostFacts::probe();
+        if (config.memory_bytes > facts.mem_available)
+            return fail_with(fmt::format(
+                "--memory-backing {}: {} MiB of guest memory is allocated before the guest "
+                "starts, but the host has {} MiB available",
+                o.memory_backing, config.memory_bytes >> 20, facts.mem_available >> 20));
+    }
+
     auto hv = hv::Hypervisor::open();
     if (!hv) return fail_with(hv.error().message());
     if (!hv->hardware_assisted() && !o.allow_software_kvm) {
@@ -286,6 +300,16 @@ int run_guest(const RunOptions& o) {
             "host: tests/host/run.sh -- vireo run ...",
             hv->flavor());
         return kExitNoHardwareKvm;
+    }
+
+    // Every input is checked: now the console file may be created (or emptied).
+    UniqueFd console_file;
+    config.console_fd = o.console == "stdio" ? STDOUT_FILENO : -1;
+    if (o.console.rfind("file:", 0) == 0) {
+        auto f = open_output(o.console.substr(5), inputs, "--console");
+        if (!f) return fail_with(f.error().message());
+        console_file = std::move(f).value();
+        config.console_fd = console_file.get();
     }
 
     // Network back-ends: opened once (taps attached, forwarded ports bound) and kept across
@@ -363,6 +387,7 @@ int run_guest(const RunOptions& o) {
             stderr, "vireo: stats: boots=%u wall_s=%.3f guest_memory_mib=%llu peak_rss_kib=%ld\n",
             boots, secs, static_cast<unsigned long long>(config.memory_bytes >> 20), ru.ru_maxrss);
     };
+    std::deque<std::chrono::steady_clock::time_point> recent_reboots;
     for (;;) {
         ++boots;
         dom.boots = boots;
@@ -386,6 +411,22 @@ int run_guest(const RunOptions& o) {
             (void)!::write(o.ready_fd, "ready\n", 6);
             char go = 0;
             if (::read(o.ready_fd, &go, 1) != 1 || go != 'g') return 0;
+            // The supervisor sends nothing more: the socket ends only when the supervisor does
+            // (it exited, crashed or was killed). Its domains stop with it rather than run on
+            // unmanaged, holding their resources and names (docs/host-config.md).
+            std::thread([fd = o.ready_fd] {
+                ::pthread_setname_np(::pthread_self(), "vireo-ctl");
+                for (;;) {
+                    pollfd p{fd, POLLIN, 0};
+                    if (::poll(&p, 1, -1) < 0 && errno == EINTR) continue;
+                    char buf[64];
+                    const ssize_t n = ::read(fd, buf, sizeof buf);
+                    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+                    if (n <= 0) break;
+                }
+                log::error("the supervisor (vireo up) is gone: stopping the domain");
+                g_domain.stop.request("the supervisor is gone");
+            }).detach();
         }
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());
@@ -400,6 +441,22 @@ int run_guest(const RunOptions& o) {
         if (outcome.fate == vmm::Fate::Reboot && o.on_reboot == "restart" &&
             !dom.stop.requested()) {
             log::info("guest rebooted: restarting it");
+            // A guest that resets in a loop is slowed down: beyond kRebootBurst restarts
+            // within kRebootWindow, one a second (counted in the metrics).
+            const auto now = std::chrono::steady_clock::now();
+            recent_reboots.push_back(now);
+            while (now - recent_reboots.front() > kRebootWindow)
+                recent_reboots.pop_front();
+            if (recent_reboots.size() > kRebootBurst) {
+                if (dom.reboots_throttled.fetch_add(1) == 0)
+                    log::warn("the guest reboots in a loop: restarts slowed to one a second");
+                for (int i = 0; i < 10 && !dom.stop.requested(); ++i)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                if (dom.stop.requested()) {
+                    print_stats();
+                    return kExitPowerOff;
+                }
+            }
             continue;
         }
         if (o.on_crash == "preserve" &&

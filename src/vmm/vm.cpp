@@ -366,9 +366,20 @@ void Vm::on_platform_event(devices::PlatformEvent event) {
         case devices::PlatformEvent::Reset:
             stop(Fate::Reboot, "the guest reset the machine");
             break;
-        case devices::PlatformEvent::Panic:
-            stop(Fate::Panic, "the guest kernel panicked (pvpanic)");
+        case devices::PlatformEvent::Panic: {
+            // Linux writes pvpanic from its panic notifiers, before it flushes the console
+            // ("Kernel panic - not syncing" and the trace are still in its buffer): the machine
+            // runs on until the guest resets or powers off (panic=N), or for kPanicLastWords,
+            // whatever comes first. The fate is the panic either way.
+            std::lock_guard lock(fate_mu_);
+            if (!fate_set_) {
+                fate_set_ = true;
+                outcome_ = Outcome{Fate::Panic, "the guest kernel panicked (pvpanic)"};
+                last_words_until_ = std::chrono::steady_clock::now() + kPanicLastWords;
+            }
+            fate_cv_.notify_all();
             break;
+        }
     }
 }
 
@@ -379,6 +390,7 @@ void Vm::stop(Fate fate, std::string detail) {
             fate_set_ = true;
             outcome_ = Outcome{fate, std::move(detail)};
         }
+        stop_called_ = true;
     }
     stopping_.store(true, std::memory_order_release);
     for (auto& v : vcpus_)
@@ -646,8 +658,11 @@ Outcome Vm::run() {
     }
     {
         std::unique_lock lock(fate_mu_);
-        fate_cv_.wait(lock, [&] { return fate_set_; });
+        fate_cv_.wait(lock, [&] { return stop_called_ || last_words_until_.has_value(); });
+        if (!stop_called_)  // a panic: the guest's last words, for a while
+            fate_cv_.wait_until(lock, *last_words_until_, [&] { return stop_called_; });
     }
+    stop(Fate::Panic, "");  // the fate is set already; this stops the vCPUs
     for (auto& v : vcpus_)
         v->request_stop();
     for (auto& t : threads)

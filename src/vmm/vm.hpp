@@ -6,10 +6,12 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -130,6 +132,8 @@ inline constexpr uint32_t kMaxCpus = 1024;  // MADT: x2APIC entries from APIC id
 /// (GSIs 16-23, then the ISA lines no platform device uses: 5-7, 10, 11, 14, 15).
 inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
 inline constexpr uint32_t kMaxVirtioDevices = 15;
+/// How long a guest that reported a panic (pvpanic) may still run to flush its console.
+inline constexpr auto kPanicLastWords = std::chrono::seconds(3);
 
 class Vm {
   public:
@@ -220,6 +224,9 @@ class Vm {
     std::mutex fate_mu_;
     std::condition_variable fate_cv_;
     bool fate_set_ = false;
+    bool stop_called_ = false;  // stop() was called: run() stops the vCPUs
+    // After a pvpanic the guest runs on until stop() or this time (its console flush).
+    std::optional<std::chrono::steady_clock::time_point> last_words_until_;
     Outcome outcome_;
 };
 

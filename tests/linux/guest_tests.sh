@@ -69,9 +69,11 @@ vrun --on-reboot exit --append '-- reboot -f'
 if [ $rc = 6 ] && [ "$(grep -c VIREO-GUEST-INIT /tmp/out)" = 1 ]; then ok "--on-reboot exit: status 6"
 else bad "--on-reboot exit (status $rc)"; fi
 
-# Guest kernel panic: pvpanic reports it, status 4.
+# Guest kernel panic: pvpanic reports it, status 4, and the guest's own last words (written to
+# the console after its pvpanic notifier ran) are in the output.
 vrun --append '-- echo c > /proc/sysrq-trigger'
-if [ $rc = 4 ] && has "guest kernel panic"; then ok "guest panic: status 4 with a reason"
+if [ $rc = 4 ] && has "guest kernel panic" && has "Kernel panic - not syncing"; then
+  ok "guest panic: status 4 with a reason, the guest's panic message on the console"
 else bad "guest panic (status $rc)"; fi
 
 # Console input reaches the guest shell.
