@@ -20,6 +20,8 @@
 #   -Q         also pack qemu-system-x86_64 and its firmware (for side-by-side benchmarks)
 #   -k MODULE  also load a kernel module (and its dependencies), e.g. vhost_net; tun is always
 #              loaded and loopback is up
+#   -B PATH    also pack this machine's program PATH (same path inside) and the libraries it
+#              loads, e.g. /bin/bash
 # VIREO_TEST_HOST_LOG=FILE keeps the host's whole console there when the host dies.
 # VIREO_TEST_HOST_RETRIES=N (default 1) and VIREO_TEST_HOST_READY_SECS=S (default 120): how
 # often a failed host is booted again, and how long it may take to come up.
@@ -34,7 +36,8 @@ quiet=0
 files=()
 with_qemu=0
 kmodules=()
-while getopts "b:m:s:t:f:k:qQ" opt; do
+binaries=()
+while getopts "b:m:s:t:f:k:B:qQ" opt; do
   case $opt in
     b) build=$(cd "$OPTARG" && pwd) ;;
     m) mem=$OPTARG ;;
@@ -44,7 +47,8 @@ while getopts "b:m:s:t:f:k:qQ" opt; do
     q) quiet=1 ;;
     Q) with_qemu=1 ;;
     k) kmodules+=("$OPTARG") ;;
-    *) sed -n '2,26p' "$0" >&2; exit 2 ;;
+    B) binaries+=("$OPTARG") ;;
+    *) sed -n '2,28p' "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -97,6 +101,7 @@ add_binary() {  # add_binary PATH [DEST_DIR]
   done
 }
 add_binary /usr/bin/unshare /usr/bin  # network namespaces for tap tests (util-linux)
+for b in "${binaries[@]}"; do add_binary "$b" "$(dirname "$b")"; done
 # vireo dlopen()s libslirp for user-mode networking: ldd does not list it.
 slirp=$(ldconfig -p | awk '/libslirp\.so\.0 / && !found {print $NF; found = 1}')  # no early exit: SIGPIPE + pipefail
 if [ -n "$slirp" ]; then
@@ -128,6 +133,7 @@ cat > "$root/init" <<'INIT'
 #!/bin/sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts  # script(1), terminals
 for m in irqbypass kvm kvm-amd tun $(cat /extra_mods); do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
 ip link set lo up
 export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
