@@ -22,9 +22,12 @@ for t in virtqueue mmio blk net vsock api; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
+  # Realistic sizes: API requests up to past the 64 KiB request limit, device inputs 4 KiB.
+  max_len=4096
+  [ $t = api ] && max_len=70000
   set +e
   ASAN_OPTIONS=detect_leaks=1 "$build/fuzz/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 \
-    -artifact_prefix="$dir/" -max_len=4096 "$dir/corpus" >"$log" 2>&1
+    -artifact_prefix="$dir/" -max_len=$max_len "$dir/corpus" >"$log" 2>&1
   rc=$?
   set -e
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)

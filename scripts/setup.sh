@@ -9,6 +9,7 @@ PACKAGES=(
   libfmt-dev libcli11-dev liburing-dev libslirp-dev  # libraries
   nlohmann-json3-dev libtomlplusplus-dev            # the API (JSON), host config (TOML)
   libgtest-dev acpica-tools                         # tests (iasl decodes our ACPI tables)
+  curl procps                                       # tests: the metrics page, pgrep
 )
 
 missing=()

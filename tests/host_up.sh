@@ -167,7 +167,11 @@ done
 if [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" = 2 ] && wait_state_dir "$work/runl" wide running &&
    [ "$(ls /proc/"$(field_dir "$work/runl" wide id)"/task | wc -l)" -ge 1024 ]; then
   ok "limits: a 1024-vCPU domain and a 256 GiB domain run (1024+ threads in the wide one)"
-else bad "limits: $(tail -3 "$work/upl.out"; tail -2 "$work"/runl/*.log)"; fi
+else
+  bad "limits: $(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP) of 2 reported, wide is $(field_dir "$work/runl" wide state)"
+  echo "---- vireo up:"; tail -n 5 "$work/upl.out"
+  for f in "$work"/runl/*.log; do echo "---- $f:"; tail -n 5 "$f"; done
+fi
 "$vireo" down --timeout 0 --run-dir "$work/runl"
 wait $up_pid
 

@@ -1,0 +1,148 @@
+#!/bin/sh
+# Regression tests for issue 14's defects that need a tiny guest or the vireo command: outputs
+# that are inputs, what gets created with which mode, usage errors, FIFOs, locked memory, the
+# run directory's owner and mode, and what happens to domains when their supervisor dies.
+# usage: hardening.sh VIREO PVH_HELLO_ELF PVH_IDLE_ELF
+vireo=$1
+hello=$2
+idle=$3
+pass=0
+fail=0
+ok() { echo "PASS: $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+work=$(mktemp -d /tmp/vireo-hard.XXXXXX)
+trap '"$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
+run() { "$vireo" run --allow-software-kvm --memory 64M --on-reboot exit "$@" >"$work/out" 2>&1 </dev/null; rc=$?; }
+has() { grep -q -- "$1" "$work/out"; }
+size() { wc -c <"$1" | tr -d ' '; }
+
+# An output that is an input: refused before anything is written, the input intact.
+cp "$hello" "$work/k.elf"
+k0=$(size "$work/k.elf")
+run --kernel "$work/k.elf" --console "file:$work/k.elf"
+if [ $rc = 1 ] && has "refusing to write" && [ "$(size "$work/k.elf")" = "$k0" ]; then
+  ok "--console file:KERNEL refused, the kernel intact"
+else bad "--console file:KERNEL (status $rc, size $(size "$work/k.elf") of $k0): $(cat "$work/out")"; fi
+head -c 1048576 /dev/zero >"$work/d.img"
+ln "$work/d.img" "$work/d-link.img"
+run --kernel "$hello" --disk "$work/d.img" --console "file:$work/d-link.img"
+if [ $rc = 1 ] && has "refusing to write" && [ "$(size "$work/d.img")" = 1048576 ]; then
+  ok "--console file:DISK (through a hard link) refused, the disk intact"
+else bad "--console file:DISK (status $rc): $(cat "$work/out")"; fi
+run --kernel "$work/k.elf" --disk "$work/k.elf"
+if [ $rc = 1 ] && has "writable disk cannot be one"; then ok "a writable --disk that is the kernel is refused"
+else bad "--disk KERNEL (status $rc): $(cat "$work/out")"; fi
+echo "keep me" >"$work/x.txt"
+run --kernel "$hello" --console "file:$work/x.txt" --disk /nonexistent.img
+if [ $rc = 1 ] && [ "$(cat "$work/x.txt")" = "keep me" ]; then
+  ok "a start that fails on a later input leaves the console file untouched"
+else bad "console file emptied by a failed start (status $rc): $(cat "$work/x.txt")"; fi
+
+# Created files: owner-only, whatever the umask.
+(umask 000; "$vireo" run --allow-software-kvm --memory 64M --kernel "$hello" --console "file:$work/new.log" >/dev/null 2>&1 </dev/null)
+if [ "$(stat -c %a "$work/new.log")" = 600 ] && grep -q PVH-OK "$work/new.log"; then
+  ok "a console log is created 0600 under umask 000"
+else bad "console log mode $(stat -c %a "$work/new.log")"; fi
+(umask 000; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
+   --vsock "cid=3,socket=$work/v.sock" --api-socket "$work/a.sock" >"$work/vs.out" 2>&1 </dev/null) &
+vpid=$!
+n=0; while [ ! -S "$work/v.sock" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+if [ "$(stat -c %a "$work/v.sock" 2>/dev/null)" = 600 ] && [ "$(stat -c %a "$work/a.sock" 2>/dev/null)" = 600 ]; then
+  ok "vsock and API sockets are 0600 under umask 000"
+else bad "socket modes: vsock $(stat -c %a "$work/v.sock" 2>&1), api $(stat -c %a "$work/a.sock" 2>&1); $(cat "$work/vs.out")"; fi
+kill $vpid; wait $vpid
+if [ ! -e "$work/v.sock" ] && [ ! -e "$work/a.sock" ]; then ok "vireo run removes its sockets at exit"
+else bad "sockets left after exit: $(ls "$work")"; fi
+
+# Usage errors: one "vireo: error:" line, status 1.
+for args in "run --cpus abc" "run --no-such-option" "run --memory 1G --memory 2G" "list --bogus"; do
+  out=$("$vireo" $args 2>&1); rc=$?
+  if [ $rc = 1 ] && echo "$out" | grep -q "^vireo: error:"; then ok "vireo $args: status 1, vireo: error:"
+  else bad "vireo $args: status $rc: $out"; fi
+done
+
+# A FIFO as kernel is refused at once instead of waiting for a writer.
+mkfifo "$work/fifo"
+timeout 20 "$vireo" run --kernel "$work/fifo" --allow-software-kvm >"$work/out" 2>&1 </dev/null; rc=$?
+if [ $rc = 1 ] && has "not a regular file"; then ok "a FIFO as kernel: refused at once"
+else bad "FIFO kernel (status $rc): $(cat "$work/out")"; fi
+
+# Memory allocated before the guest starts must be there.
+"$vireo" run --allow-software-kvm --kernel "$idle" --memory 1T --memory-backing locked >"$work/out" 2>&1 </dev/null; rc=$?
+if [ $rc = 1 ] && has "MiB available"; then ok "--memory-backing locked --memory 1T: refused against MemAvailable"
+else bad "locked 1T (status $rc): $(cat "$work/out")"; fi
+
+# The run directory: another user's, or writable by others, is refused.
+mkdir -m 0777 "$work/evil"
+chown 1234 "$work/evil"
+cat >"$work/evil.toml" <<TOML
+run_dir = "$work/evil/run"
+[domains.e]
+kernel = "$idle"
+memory = "64M"
+allow_software_kvm = true
+TOML
+out=$("$vireo" up "$work/evil.toml" 2>&1); rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "belongs to uid 1234" && [ ! -e "$work/evil/run" ]; then
+  ok "a run directory below another user's directory is refused"
+else bad "run dir below uid 1234's (status $rc): $out"; fi
+mkdir -m 0777 "$work/open"
+sed -i "s|run_dir = .*|run_dir = \"$work/open\"|" "$work/evil.toml"
+out=$("$vireo" up "$work/evil.toml" 2>&1); rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "mode 0777"; then ok "a run directory writable by others is refused"
+else bad "run dir 0777 (status $rc): $out"; fi
+ln -s /etc "$work/link"
+chown -h 1234 "$work/link"
+sed -i "s|run_dir = .*|run_dir = \"$work/link/vireo\"|" "$work/evil.toml"
+out=$("$vireo" up "$work/evil.toml" 2>&1); rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "symbolic link owned by uid 1234" && [ ! -e /etc/vireo ]; then
+  ok "a run directory through another user's symbolic link is refused"
+else bad "planted link (status $rc): $out"; fi
+
+# The supervisor dies: its domains stop with it, and the host can be brought up again.
+cat >"$work/host.toml" <<TOML
+run_dir = "$work/run"
+[domains.a]
+kernel = "$idle"
+memory = "64M"
+allow_software_kvm = true
+[domains.b]
+kernel = "$idle"
+memory = "64M"
+allow_software_kvm = true
+on_crash = "destroy"
+TOML
+field() {  # field NAME KEY: from vireo list --json
+  "$vireo" list --run-dir "$work/run" --json 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' |
+    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+wait_state() { n=0; while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done; [ "$(field "$1" state)" = "$2" ]; }
+"$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
+up=$!
+if wait_state a running && wait_state b running; then
+  if [ "$(stat -c %a "$work/run")" = 700 ] && [ "$(stat -c %a "$work/run/a.log")" = 600 ]; then
+    ok "run directory 0700, domain logs 0600"
+  else bad "modes: run dir $(stat -c %a "$work/run"), log $(stat -c %a "$work/run/a.log")"; fi
+  b=$(field b id)
+  kill -9 "$b"
+  n=0; while [ -e "$work/run/b.api" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+  if wait_state b crashed && [ ! -e "$work/run/b.api" ] && [ ! -e "$work/run/b.console" ]; then
+    ok "a killed domain's sockets are removed by the supervisor"
+  else bad "killed domain's sockets: $(ls "$work/run")"; fi
+  a=$(field a id)
+  kill -9 $up
+  wait $up 2>/dev/null
+  n=0; while kill -0 "$a" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  if ! kill -0 "$a" 2>/dev/null && grep -q "supervisor .* is gone" "$work/run/a.log"; then
+    ok "kill -9 of the supervisor: its domain stops within $((n / 10)) s and says why"
+  else bad "domain $a outlived its supervisor: $(tail -3 "$work/run/a.log")"; fi
+  "$vireo" up "$work/host.toml" >"$work/up2.out" 2>&1 &
+  up=$!
+  if wait_state a running; then ok "the same host file comes up again after its supervisor died"
+  else bad "second vireo up: $(cat "$work/up2.out")"; fi
+  "$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null
+  wait $up
+else bad "vireo up: $(cat "$work/up.out")"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
