@@ -662,9 +662,7 @@ Outcome Vm::run() {
         if (!stop_called_)  // a panic: the guest's last words, for a while
             fate_cv_.wait_until(lock, *last_words_until_, [&] { return stop_called_; });
     }
-    stop(Fate::Panic, "");  // the fate is set already; this stops the vCPUs
-    for (auto& v : vcpus_)
-        v->request_stop();
+    stop(Fate::Panic, "");  // the fate is set already; this kicks every vCPU out of KVM_RUN
     for (auto& t : threads)
         t.join();
     if (loop_) loop_->stop();
