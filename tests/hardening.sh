@@ -46,7 +46,7 @@ else bad "console log mode $(stat -c %a "$work/new.log")"; fi
 (umask 000; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
    --vsock "cid=3,socket=$work/v.sock" --api-socket "$work/a.sock" >"$work/vs.out" 2>&1 </dev/null) &
 vpid=$!
-n=0; while [ ! -S "$work/v.sock" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while { [ ! -S "$work/v.sock" ] || [ ! -S "$work/a.sock" ]; } && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
 if [ "$(stat -c %a "$work/v.sock" 2>/dev/null)" = 600 ] && [ "$(stat -c %a "$work/a.sock" 2>/dev/null)" = 600 ]; then
   ok "vsock and API sockets are 0600 under umask 000"
 else bad "socket modes: vsock $(stat -c %a "$work/v.sock" 2>&1), api $(stat -c %a "$work/a.sock" 2>&1); $(cat "$work/vs.out")"; fi
@@ -116,7 +116,7 @@ field() {  # field NAME KEY: from vireo list --json
   "$vireo" list --run-dir "$work/run" --json 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' |
     grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
 }
-wait_state() { n=0; while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done; [ "$(field "$1" state)" = "$2" ]; }
+wait_state() { n=0; while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done; [ "$(field "$1" state)" = "$2" ]; }
 "$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
 up=$!
 if wait_state a running && wait_state b running; then
@@ -125,14 +125,14 @@ if wait_state a running && wait_state b running; then
   else bad "modes: run dir $(stat -c %a "$work/run"), log $(stat -c %a "$work/run/a.log")"; fi
   b=$(field b id)
   kill -9 "$b"
-  n=0; while [ -e "$work/run/b.api" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+  n=0; while [ -e "$work/run/b.api" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
   if wait_state b crashed && [ ! -e "$work/run/b.api" ] && [ ! -e "$work/run/b.console" ]; then
     ok "a killed domain's sockets are removed by the supervisor"
   else bad "killed domain's sockets: $(ls "$work/run")"; fi
   a=$(field a id)
   kill -9 $up
   wait $up 2>/dev/null
-  n=0; while kill -0 "$a" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  n=0; while kill -0 "$a" 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
   if ! kill -0 "$a" 2>/dev/null && grep -q "supervisor .* is gone" "$work/run/a.log"; then
     ok "kill -9 of the supervisor: its domain stops within $((n / 10)) s and says why"
   else bad "domain $a outlived its supervisor: $(tail -3 "$work/run/a.log")"; fi

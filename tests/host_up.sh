@@ -19,7 +19,7 @@ field_dir() {  # field_dir RUN_DIR NAME KEY: from `vireo list --json`
 }
 wait_state_dir() {  # wait_state_dir RUN_DIR NAME STATE
   n=0
-  while [ "$(field_dir "$1" "$2" state)" != "$3" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  while [ "$(field_dir "$1" "$2" state)" != "$3" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
   [ "$(field_dir "$1" "$2" state)" = "$3" ]
 }
 # The same for the first host (RUN_DIR $work/run).
@@ -82,7 +82,7 @@ if "$vireo" destroy nosuch --run-dir "$work/run" 2>&1 | grep -q "no domain"; the
   ok "vireo destroy of an unknown domain: clear error"
 else bad "destroy unknown"; fi
 "$vireo" down --timeout 0 --run-dir "$work/run"
-n=0; while kill -0 $up_pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while kill -0 $up_pid 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
 if ! kill -0 $up_pid 2>/dev/null && [ ! -e "$work/run/vireo.sock" ]; then ok "vireo down: supervisor gone, socket removed"
 else bad "vireo down"; fi
 
@@ -191,7 +191,7 @@ if [ $rc = 0 ] && echo "$out" | grep -q "is up in the background" &&
   ok "up --detach: returns with the domain running, supervisor logging to vireo.log"
 else bad "up --detach: rc $rc: $out"; fi
 "$vireo" down --timeout 0 --run-dir "$work/rund" >/dev/null
-n=0; while [ -e "$work/rund/vireo.sock" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while [ -e "$work/rund/vireo.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
 sed -i "s|kernel = .*|kernel = \"/etc/hostname\"|" "$work/det.toml"
 out=$("$vireo" up --detach "$work/det.toml" 2>&1)
 rc=$?

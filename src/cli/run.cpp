@@ -222,13 +222,8 @@ int run_guest(const RunOptions& o) {
     for (const auto& spec : o.disks) {
         auto opts = virtio::parse_disk_option(spec);
         if (!opts) return fail_with(opts.error().message());
-        auto disk = virtio::DiskImage::open(*opts);
+        auto disk = virtio::DiskImage::open(*opts, inputs);
         if (!disk) return fail_with(disk.error().message());
-        for (const auto& in : inputs)
-            if (in.id == (*disk)->id() && !opts->readonly)
-                return fail_with(fmt::format(
-                    "disk {}: is the {}, which vireo reads: a writable disk cannot be one",
-                    opts->path, in.name));
         inputs.push_back({(*disk)->id(), "disk " + opts->path});
         config.disks.push_back(std::move(disk).value());
     }

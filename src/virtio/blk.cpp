@@ -84,7 +84,8 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
     return o;
 }
 
-Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o) {
+Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o,
+                                                   std::span<const InputFile> reads) {
     // O_NONBLOCK while it is checked: a FIFO would otherwise wait for its other end forever.
     const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
     UniqueFd fd(::open(o.path.c_str(), flags));
@@ -99,6 +100,12 @@ Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o) {
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "disk {}: stat", o.path);
+    if (!o.readonly)
+        for (const auto& in : reads)
+            if (in.id == file_id(st))
+                return fail(ErrorCode::InvalidArgument,
+                            "disk {}: is the {}, which vireo reads: a writable disk cannot be one",
+                            o.path, in.name);
     uint64_t size = 0;
     if (S_ISREG(st.st_mode)) {
         size = static_cast<uint64_t>(st.st_size);

@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,7 +37,10 @@ Result<DiskOptions> parse_disk_option(std::string_view spec);
 /// exists, readable (and writable unless read-only), not a directory, size a multiple of 512.
 class DiskImage {
   public:
-    static Result<std::shared_ptr<DiskImage>> open(const DiskOptions& options);
+    /// A writable disk that is one of `reads` (the kernel, the initrd, earlier disks: files
+    /// vireo reads) is refused first, before its size or lock is looked at.
+    static Result<std::shared_ptr<DiskImage>> open(const DiskOptions& options,
+                                                   std::span<const InputFile> reads = {});
     int fd() const noexcept { return fd_.get(); }
     uint64_t size() const noexcept { return size_; }
     const DiskOptions& options() const noexcept { return options_; }

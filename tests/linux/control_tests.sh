@@ -40,7 +40,7 @@ TOML
 vireo up /tmp/host.toml --metrics 127.0.0.1:9100 --down-timeout 60 >/tmp/up.out 2>&1 &
 up=$!
 # 50 clients asking for the list and for info while the domains boot.
-n=0; while [ ! -e /tmp/run/vireo.sock ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while [ ! -e /tmp/run/vireo.sock ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
 for c in $(seq 1 50); do
   (
     f=0

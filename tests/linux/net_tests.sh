@@ -71,7 +71,7 @@ cat >/tmp/tap-host.sh <<'EOF'
 ip link set lo up
 vireo run --net tap=vtap0,mac=52:54:00:aa:bb:cc --disk /tmp/tap.img --append '-- cat /sys/class/net/eth0/address; sh /dev/vda' >/tmp/out 2>&1 </dev/null &
 pid=$!
-n=0; while ! ip link show vtap0 >/dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while ! ip link show vtap0 >/dev/null 2>&1 && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
 ip addr add 192.168.77.1/24 dev vtap0
 ip link set vtap0 up
 httpd -p 192.168.77.1:8080 -h /tmp/www

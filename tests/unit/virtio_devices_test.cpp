@@ -3,6 +3,7 @@
 // temporary image file.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -459,6 +460,23 @@ TEST(DiskImage, RefusesWhatCannotBeADisk) {
     auto second = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256});
     ASSERT_FALSE(second);
     EXPECT_NE(second.error().message().find("in use"), std::string::npos);
+}
+
+// A writable disk that is a file vireo reads is refused for that, whatever else is wrong with
+// it (issue 14: a kernel of 1464 bytes was refused for its size, hiding the real reason).
+TEST(DiskImage, AWritableDiskThatVireoReadsIsRefusedFirst) {
+    TempImage kernel(1464);
+    struct stat st {};
+    ASSERT_EQ(::stat(kernel.path().c_str(), &st), 0);
+    const InputFile reads[] = {{file_id(st), "kernel k.elf"}};
+    auto r = DiskImage::open(DiskOptions{kernel.path(), false, "", 256}, reads);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("is the kernel k.elf"), std::string::npos)
+        << r.error().message();
+    TempImage ro(4096);
+    ASSERT_EQ(::stat(ro.path().c_str(), &st), 0);
+    const InputFile reads_ro[] = {{file_id(st), "kernel k.elf"}};
+    EXPECT_TRUE(DiskImage::open(DiskOptions{ro.path(), true, "", 256}, reads_ro));  // read-only
 }
 
 }  // namespace

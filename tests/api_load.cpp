@@ -1,0 +1,86 @@
+// Many concurrent clients of a `vireo up` host, in one process: each client thread asks the
+// host for `list` and then one domain for `info` (what `vireo list` and `vireo info NAME` do),
+// again and again, on a fresh connection each time. host_control.sh runs it while domains
+// boot; one process instead of hundreds of `vireo` processes keeps the load on the server, not
+// on exec (which costs seconds each in an emulated test host).
+//
+// usage: api_load RUN_DIR CLIENTS ROUNDS DOMAIN...
+// Prints the requests, failures and answer times (median, 99th percentile, worst); exits 1 if
+// any request failed. A domain that is still starting is not a failure (the CLI refuses it with
+// a clear error), and neither is a host that answers `busy` (api::call retries it).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/server.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kTimeoutMs = 60000;  // a request that takes longer is a failure
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 5) {
+        std::fprintf(stderr, "usage: api_load RUN_DIR CLIENTS ROUNDS DOMAIN...\n");
+        return 2;
+    }
+    const std::string run_dir = argv[1];
+    const int clients = std::atoi(argv[2]);
+    const int rounds = std::atoi(argv[3]);
+    const std::vector<std::string> domains(argv + 4, argv + argc);
+    if (clients <= 0 || clients > 1000 || rounds <= 0) {
+        std::fprintf(stderr, "api_load: CLIENTS 1-1000, ROUNDS > 0\n");
+        return 2;
+    }
+    std::mutex mu;
+    std::vector<double> ms;  // every answer's time
+    std::vector<std::string> failures;
+    auto note = [&](Clock::time_point t0, const std::string& failure) {
+        const double d = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        std::lock_guard lock(mu);
+        ms.push_back(d);
+        if (!failure.empty()) failures.push_back(failure);
+    };
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c)
+        threads.emplace_back([&, c] {
+            for (int i = 0; i < rounds; ++i) {
+                auto t0 = Clock::now();
+                auto list = vireo::api::call(run_dir + "/vireo.sock", "list", {}, kTimeoutMs);
+                note(t0, list ? "" : "list: " + list.error().message());
+                if (!list) continue;
+                const std::string& name = domains[static_cast<size_t>(c + i) % domains.size()];
+                for (const auto& d : *list) {
+                    if (d.value("name", std::string()) != name) continue;
+                    if (d.value("state", std::string()) == "starting") break;  // not a failure
+                    t0 = Clock::now();
+                    auto info =
+                        vireo::api::call(d.value("api", std::string()), "info", {}, kTimeoutMs);
+                    note(t0, info ? "" : "info " + name + ": " + info.error().message());
+                }
+            }
+        });
+    for (auto& t : threads)
+        t.join();
+    std::sort(ms.begin(), ms.end());
+    auto at = [&](double q) {
+        return ms.empty() ? 0.0
+                          : ms[std::min(ms.size() - 1,
+                                        static_cast<size_t>(q * static_cast<double>(ms.size())))];
+    };
+    std::printf(
+        "%zu requests from %d clients, %zu failed; answered in %.1f ms median, %.1f ms "
+        "p99, %.1f ms worst\n",
+        ms.size(), clients, failures.size(), at(0.5), at(0.99), ms.empty() ? 0 : ms.back());
+    for (size_t i = 0; i < failures.size() && i < 10; ++i)
+        std::printf("  %s\n", failures[i].c_str());
+    return failures.empty() ? 0 : 1;
+}
