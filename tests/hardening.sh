@@ -1,11 +1,13 @@
 #!/bin/sh
 # Regression tests for issue 14's defects that need a tiny guest or the vireo command: outputs
 # that are inputs, what gets created with which mode, usage errors, FIFOs, locked memory, the
-# run directory's owner and mode, and what happens to domains when their supervisor dies.
-# usage: hardening.sh VIREO PVH_HELLO_ELF PVH_IDLE_ELF
+# run directory's owner and mode, what happens to domains when their supervisor dies, and the
+# console log's bound (rotation, a full disk). Needs root (it plays other users and mounts).
+# usage: hardening.sh VIREO PVH_HELLO_ELF PVH_IDLE_ELF PVH_FLOOD_ELF
 vireo=$1
 hello=$2
 idle=$3
+flood=$4
 pass=0
 fail=0
 ok() { echo "PASS: $1"; pass=$((pass + 1)); }
@@ -143,6 +145,62 @@ if wait_state a running && wait_state b running; then
   "$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null
   wait $up
 else bad "vireo up: $(cat "$work/up.out")"; fi
+
+# The console log is bounded: a guest that floods its console rotates the file at
+# --console-log-max (PATH -> PATH.1), and a full disk drops output and counts it.
+metric() {  # metric API_SOCKET KEY
+  "$vireo" api "$1" metrics 2>/dev/null | tr -d ' \n' | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+}
+"$vireo" run --allow-software-kvm --memory 64M --kernel "$flood" --console "file:$work/flood.log" \
+  --console-log-max 64K --api-socket "$work/flood.sock" >"$work/flood.out" 2>&1 </dev/null &
+fpid=$!
+n=0; while [ ! -e "$work/flood.log.1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+rot=$(metric "$work/flood.sock" console_log_rotations)
+kill $fpid; wait $fpid 2>/dev/null
+if [ -e "$work/flood.log.1" ] && [ "$(size "$work/flood.log.1")" -le 65536 ] &&
+   [ "$(size "$work/flood.log")" -le 65536 ] && [ "${rot:-0}" -ge 1 ] &&
+   [ "$(stat -c %a "$work/flood.log.1")" = 600 ] && [ "$(stat -c %a "$work/flood.log")" = 600 ] &&
+   grep -q FLOOD "$work/flood.log"; then
+  ok "a flooding guest's console file rotates at 64K (rotations $rot, both files 0600)"
+else bad "console rotation: rotations $rot, $(ls -l "$work"/flood.log*); $(cat "$work/flood.out")"; fi
+
+mkdir "$work/full"
+if mount -t tmpfs -o size=64k tmpfs "$work/full"; then
+  "$vireo" run --allow-software-kvm --memory 64M --kernel "$flood" --console "file:$work/full/c.log" \
+    --console-log-max 1T --api-socket "$work/full.sock" >"$work/full.out" 2>&1 </dev/null &
+  fpid=$!
+  n=0; while [ "$(metric "$work/full.sock" console_log_write_errors)" = "" ] ||
+              [ "$(metric "$work/full.sock" console_log_write_errors)" = 0 ]; do
+    [ $n -lt 600 ] || break; sleep 0.1; n=$((n + 1)); done
+  errs=$(metric "$work/full.sock" console_log_write_errors)
+  dropped=$(metric "$work/full.sock" console_log_dropped_bytes)
+  alive=$(kill -0 $fpid 2>/dev/null && echo yes)
+  kill $fpid; wait $fpid 2>/dev/null
+  umount "$work/full"
+  if [ "${errs:-0}" -ge 1 ] && [ "${dropped:-0}" -ge "$errs" ] && [ "$alive" = yes ] &&
+     [ "$(grep -c "output is dropped and counted" "$work/full.out")" = 1 ]; then
+    ok "a full disk: console writes fail, are counted ($errs errors, $dropped bytes) and warned of once; the guest runs on"
+  else bad "full disk: errors $errs, dropped $dropped, alive $alive; $(cat "$work/full.out")"; fi
+else bad "cannot mount a tmpfs for the full-disk case"; fi
+
+# Under vireo up the domain's RUN_DIR/NAME.log is bounded the same way (console_log_max).
+cat >"$work/flood.toml" <<TOML
+run_dir = "$work/runf"
+[domains.f]
+kernel = "$flood"
+memory = "64M"
+console_log_max = "64K"
+allow_software_kvm = true
+TOML
+"$vireo" up "$work/flood.toml" >"$work/upf.out" 2>&1 &
+up=$!
+n=0; while [ ! -e "$work/runf/f.log.1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+"$vireo" down --timeout 0 --run-dir "$work/runf" >/dev/null
+wait $up
+if [ -e "$work/runf/f.log.1" ] && [ "$(size "$work/runf/f.log.1")" -le 66560 ] &&
+   [ "$(size "$work/runf/f.log")" -le 66560 ] && grep -q FLOOD "$work/runf/f.log"; then
+  ok "vireo up: a flooding domain's NAME.log rotates at console_log_max"
+else bad "vireo up log rotation: $(ls -l "$work"/runf/ 2>&1); $(tail -3 "$work/upf.out")"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

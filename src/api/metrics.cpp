@@ -99,6 +99,14 @@ std::string prometheus_text(const std::vector<std::pair<std::string, Json>>& dom
         f.add("vireo_console_dropped_bytes_total", "counter",
               "Console output a slow attached client did not get", d,
               num(m, "console_dropped_bytes"));
+        f.add("vireo_console_log_bytes_total", "counter", "Console output written to its log", d,
+              num(m, "console_log_bytes"));
+        f.add("vireo_console_log_rotations_total", "counter",
+              "Times the console log reached its bound and was renamed to PATH.1", d,
+              num(m, "console_log_rotations"));
+        f.add("vireo_console_log_dropped_bytes_total", "counter",
+              "Console output not written to its log (a failed write, e.g. a full disk)", d,
+              num(m, "console_log_dropped_bytes"));
         for (const auto& v : member(m, "vcpus", true)) {
             const std::string l = fmt::format("{},vcpu=\"{}\"", d, v.value("id", 0));
             f.add("vireo_vcpu_cpu_seconds_total", "counter",

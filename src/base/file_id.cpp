@@ -6,10 +6,12 @@
 namespace vireo {
 
 Result<UniqueFd> open_output(const std::string& path, std::span<const InputFile> inputs,
-                             const char* what) {
+                             const char* what, bool append) {
     // No O_TRUNC here: whether the file may be emptied is decided once it is known which file
     // it is. O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of waiting.
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0600));
+    UniqueFd fd(::open(
+        path.c_str(),
+        O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (append ? O_APPEND : 0), 0600));
     if (!fd) {
         if (errno == ENXIO)
             return fail(ErrorCode::InvalidArgument, "{}: {} is a FIFO that nothing reads", what,
@@ -24,7 +26,8 @@ Result<UniqueFd> open_output(const std::string& path, std::span<const InputFile>
                         "{}: {} is the {}, which vireo reads: refusing to write to it", what, path,
                         in.name);
     if (S_ISREG(st.st_mode)) {
-        if (::ftruncate(fd.get(), 0) != 0) return fail_errno(errno, "{}: truncate {}", what, path);
+        if (!append && ::ftruncate(fd.get(), 0) != 0)
+            return fail_errno(errno, "{}: truncate {}", what, path);
     } else if (!S_ISCHR(st.st_mode) && !S_ISFIFO(st.st_mode)) {
         return fail(ErrorCode::InvalidArgument,
                     "{}: {} is not a regular file, character device or FIFO", what, path);

@@ -34,7 +34,8 @@ struct InputFile {
 /// device and inode, so no other name for an input gets through: links, /proc/self/fd/N).
 /// Regular files, character devices (a terminal, /dev/null) and FIFOs with a reader are
 /// accepted; a FIFO without one is an error, not a wait. `what` names the option in errors.
+/// With `append`, the file is kept and written at its end (O_APPEND) instead of emptied.
 Result<UniqueFd> open_output(const std::string& path, std::span<const InputFile> inputs,
-                             const char* what);
+                             const char* what, bool append = false);
 
 }  // namespace vireo

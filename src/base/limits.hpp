@@ -1,4 +1,4 @@
-// Process resource limits vireo depends on.
+// Process resource limits vireo depends on, and bounds it sets itself.
 #pragma once
 
 #include <cstdint>
@@ -18,5 +18,11 @@ inline constexpr uint64_t kThreadStackSize = uint64_t{1} << 20;
 /// boundary (as one mapped just under the 2 MiB-aligned guest RAM does) takes a whole huge page
 /// for the few KiB a thread uses. Returns false if glibc refused (the default stays).
 bool set_thread_stack_size() noexcept;
+
+/// A console log file (`vireo run --console-log-max`, a domain's `console_log_max`): its
+/// default bound and the range allowed (vmm/console_log.hpp rotates at it).
+inline constexpr uint64_t kDefaultConsoleLogMax = uint64_t{16} << 20;
+inline constexpr uint64_t kMinConsoleLogMax = uint64_t{64} << 10;
+inline constexpr uint64_t kMaxConsoleLogMax = uint64_t{1} << 40;
 
 }  // namespace vireo

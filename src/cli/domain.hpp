@@ -9,6 +9,7 @@
 #include <string>
 
 #include "api/server.hpp"
+#include "vmm/console_log.hpp"
 #include "vmm/console_server.hpp"
 #include "vmm/vm.hpp"
 
@@ -64,7 +65,8 @@ struct Domain {
     std::atomic<bool> crashed{false};
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     std::shared_ptr<vmm::ConsoleServer> console;
-    int ctl_fd = -1;  ///< the supervisor's socket (vireo up), or -1
+    std::shared_ptr<vmm::ConsoleLog> console_log;  ///< where console output goes, or nullptr
+    int ctl_fd = -1;                               ///< the supervisor's socket (vireo up), or -1
 
     /// Tells the supervisor of a state change ("paused", "running", "crashed").
     void report(const char* state);

@@ -108,6 +108,7 @@ Json domain_metrics(Domain& d) {
         }
         const double up =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - d.started).count();
+        const auto log = d.console_log ? d.console_log->stats() : vmm::ConsoleLog::Stats{};
         return Json{{"name", d.name},
                     {"state", state_of(d, &vm)},
                     {"uptime_s", up},
@@ -115,6 +116,10 @@ Json domain_metrics(Domain& d) {
                     {"reboots_throttled", d.reboots_throttled.load()},
                     {"memory_bytes", vm.memory_bytes()},
                     {"console_dropped_bytes", d.console ? d.console->dropped() : 0},
+                    {"console_log_bytes", log.bytes},
+                    {"console_log_rotations", log.rotations},
+                    {"console_log_write_errors", log.write_errors},
+                    {"console_log_dropped_bytes", log.dropped_bytes},
                     {"vcpus", vcpus},
                     {"devices", devices}};
     });

@@ -20,6 +20,7 @@
 #include "api/server.hpp"
 #include "arch/x86/boot/linux.hpp"
 #include "arch/x86/boot/pvh.hpp"
+#include "base/limits.hpp"
 #include "base/log.hpp"
 #include "base/mapped_file.hpp"
 #include "base/size.hpp"
@@ -94,7 +95,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("-c,--cpus", o.cpus,
                     "vCPUs, 1 to 1024 (Linux guests: up to 255 with xAPIC; more need x2APIC)")
         ->capture_default_str();
-    run->add_option("--console", o.console, "Serial console: stdio, file:PATH or none")
+    run->add_option("--console", o.console,
+                    "Serial console: stdio, file:PATH (emptied first), append:PATH or none")
+        ->capture_default_str();
+    run->add_option("--console-log-max", o.console_log_max,
+                    "A console file (file:/append:) is renamed PATH.1 and started again when it "
+                    "reaches this size: 64K to 1T")
         ->capture_default_str();
     run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
         ->check(CLI::IsMember({"restart", "exit"}))
@@ -206,9 +212,19 @@ int run_guest(const RunOptions& o) {
     }
 
     // The console is checked here and opened only once every input has been (below).
-    if (o.console != "none" && o.console != "stdio" &&
-        (o.console.rfind("file:", 0) != 0 || o.console.size() == 5))
-        return fail_with(fmt::format("--console \"{}\": use stdio, file:PATH or none", o.console));
+    const bool console_file_mode = o.console.rfind("file:", 0) == 0,
+               console_append_mode = o.console.rfind("append:", 0) == 0;
+    const std::string console_path = console_file_mode     ? o.console.substr(5)
+                                     : console_append_mode ? o.console.substr(7)
+                                                           : "";
+    if (o.console != "none" && o.console != "stdio" && console_path.empty())
+        return fail_with(
+            fmt::format("--console \"{}\": use stdio, file:PATH, append:PATH or none", o.console));
+    auto console_log_max = parse_size(o.console_log_max);
+    if (!console_log_max || *console_log_max < kMinConsoleLogMax ||
+        *console_log_max > kMaxConsoleLogMax)
+        return fail_with(
+            fmt::format("--console-log-max \"{}\": a size from 64K to 1T", o.console_log_max));
 
     vmm::VmConfig config;
     config.memory_bytes = *memory;
@@ -298,14 +314,15 @@ int run_guest(const RunOptions& o) {
     }
 
     // Every input is checked: now the console file may be created (or emptied).
-    UniqueFd console_file;
-    config.console_fd = o.console == "stdio" ? STDOUT_FILENO : -1;
-    if (o.console.rfind("file:", 0) == 0) {
-        auto f = open_output(o.console.substr(5), inputs, "--console");
+    std::shared_ptr<vmm::ConsoleLog> console_log;
+    if (o.console == "stdio") {
+        console_log = vmm::ConsoleLog::stream(STDOUT_FILENO);
+    } else if (!console_path.empty()) {
+        auto f = open_output(console_path, inputs, "--console", console_append_mode);
         if (!f) return fail_with(f.error().message());
-        console_file = std::move(f).value();
-        config.console_fd = console_file.get();
+        console_log = vmm::ConsoleLog::file(std::move(f).value(), console_path, *console_log_max);
     }
+    config.console_out = console_log;
 
     // Network back-ends: opened once (taps attached, forwarded ports bound) and kept across
     // reboots, so a guest reboot keeps its network.
@@ -327,6 +344,7 @@ int run_guest(const RunOptions& o) {
     Domain& dom = g_domain;
     dom.name = o.name;
     dom.ctl_fd = o.ready_fd;
+    dom.console_log = console_log;
     if (!o.console_socket.empty()) {
         auto c = vmm::ConsoleServer::create(o.console_socket);
         if (!c) return fail_with(c.error().message());

@@ -29,6 +29,7 @@ struct RunOptions {
     std::string memory = "256M";
     uint32_t cpus = 1;
     std::string console = "stdio";
+    std::string console_log_max = "16M";  ///< bound of a console file before it rotates
     std::string on_reboot = "restart";
     std::vector<std::string> disks;
     std::vector<std::string> nets;

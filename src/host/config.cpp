@@ -207,7 +207,12 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             r.boolean(v, key, d.rng);
         else if (key == "balloon")
             r.boolean(v, key, d.balloon);
-        else if (key == "autostart")
+        else if (key == "console_log_max") {
+            if (r.size(v, key, d.console_log_max) &&
+                (d.console_log_max < kMinConsoleLogMax || d.console_log_max > kMaxConsoleLogMax))
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("{} bytes is out of range (64K to 1T)", d.console_log_max));
+        } else if (key == "autostart")
             r.boolean(v, key, d.autostart);
         else if (key == "allow_software_kvm")
             r.boolean(v, key, d.allow_software_kvm);
@@ -239,8 +244,8 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
         } else {
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
-                  "disks, nets, vsock, rng, balloon, memory_backing, on_poweroff, on_reboot, "
-                  "on_crash, autostart, allow_software_kvm)");
+                  "disks, nets, vsock, rng, balloon, console_log_max, memory_backing, "
+                  "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm)");
         }
     }
     if (backing_line != 0) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/limits.hpp"
 #include "base/result.hpp"
 
 namespace vireo::host {
@@ -45,6 +46,7 @@ struct Domain {
     std::vector<std::string> disks, nets;
     std::string vsock;
     bool rng = false, balloon = false;
+    uint64_t console_log_max = kDefaultConsoleLogMax;  ///< RUN_DIR/NAME.log rotates here
     MemoryBacking memory_backing = MemoryBacking::Anonymous;
     Action on_poweroff = Action::Destroy, on_reboot = Action::Restart, on_crash = Action::Destroy;
     bool autostart = true;

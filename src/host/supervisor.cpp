@@ -111,7 +111,7 @@ std::vector<std::string> domain_args(const Dom& d, const UpOptions& o, const std
                                "--name",     c.name,
                                "--memory",   std::to_string(c.memory >> 20) + "M",
                                "--cpus",     std::to_string(c.vcpus),
-                               "--console",  "stdio",
+                               "--console",  "append:" + run_dir + "/" + c.name + ".log",
                                "--ready-fd", "3"};
     if (!c.kernel.empty()) a.insert(a.end(), {"--kernel", c.kernel});
     if (!c.initrd.empty()) a.insert(a.end(), {"--initrd", c.initrd});
@@ -121,6 +121,7 @@ std::vector<std::string> domain_args(const Dom& d, const UpOptions& o, const std
     for (const auto& net : c.nets)
         a.insert(a.end(), {"--net", net});
     if (!c.vsock.empty()) a.insert(a.end(), {"--vsock", c.vsock});
+    a.insert(a.end(), {"--console-log-max", std::to_string(c.console_log_max) + "B"});
     if (c.rng) a.push_back("--rng");
     if (c.balloon) a.push_back("--balloon");
     if (c.allow_software_kvm) a.push_back("--allow-software-kvm");

@@ -195,7 +195,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     // Devices.
     auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
     serial_ = std::make_shared<devices::Serial>(std::make_shared<KvmIrqLine>(*machine_, kCom1Irq),
-                                                config_.console_fd, config_.console_tap);
+                                                config_.console_out, config_.console_tap);
     VIREO_TRY(pio_.attach(kCom1, 8, serial_));
     VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
     VIREO_TRY(pio_.attach(0x70, 2, std::make_shared<devices::Cmos>()));

@@ -48,7 +48,9 @@ struct VmConfig {
     uint64_t memory_bytes = uint64_t{256} << 20;
     uint32_t cpus = 1;
     std::string cmdline;
-    int console_fd = 1;  ///< where COM1 output goes (-1: discarded)
+    /// Where COM1 output goes (a console log file or standard output; nullptr: discarded),
+    /// kept across reboots.
+    std::shared_ptr<devices::OutputTap> console_out;
     /// virtio-blk disks, in order (/dev/vda, /dev/vdb, ...): opened and checked by the caller,
     /// reused across reboots.
     std::vector<std::shared_ptr<virtio::DiskImage>> disks;

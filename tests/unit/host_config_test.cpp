@@ -158,6 +158,19 @@ TEST(HostConfig, SizesThatOverflowAreRefused) {
     EXPECT_FALSE(bare_max);
 }
 
+TEST(HostConfig, ConsoleLogMaxIsASizeInRange) {
+    auto ok = parse_host_config("[domains.a]\nconsole_log_max = \"1M\"\n", "h.toml", 4);
+    ASSERT_TRUE(ok) << ok.error().message();
+    EXPECT_EQ(ok->domains[0].console_log_max, uint64_t{1} << 20);
+    auto dflt = parse_host_config("[domains.a]\n", "h.toml", 4);
+    ASSERT_TRUE(dflt);
+    EXPECT_EQ(dflt->domains[0].console_log_max, kDefaultConsoleLogMax);
+    auto tiny = parse_host_config("[domains.a]\nconsole_log_max = \"1K\"\n", "h.toml", 4);
+    ASSERT_FALSE(tiny);
+    EXPECT_NE(tiny.error().message().find("h.toml:2: domains.a.console_log_max"), std::string::npos)
+        << tiny.error().message();
+}
+
 TEST(Admission, SumsThatOverflowAreRefused) {
     auto c = parse_host_config("reserve = \"17179869183G\"\n[domains.a]\nmemory = \"2G\"\n",
                                "h.toml", 4);

@@ -16,8 +16,9 @@ constexpr uint8_t kMcrLoop = 0x10;
 constexpr uint8_t kFcrEnable = 0x01, kFcrClearRx = 0x02;
 }  // namespace
 
-Serial::Serial(std::shared_ptr<IrqLine> irq, int out_fd, std::shared_ptr<OutputTap> tap)
-    : irq_(std::move(irq)), out_fd_(out_fd), tap_(std::move(tap)) {}
+Serial::Serial(std::shared_ptr<IrqLine> irq, std::shared_ptr<OutputTap> out,
+               std::shared_ptr<OutputTap> tap)
+    : irq_(std::move(irq)), out_(std::move(out)), tap_(std::move(tap)) {}
 
 void Serial::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard lock(mu_);
@@ -122,10 +123,8 @@ void Serial::write_reg(uint64_t offset, uint8_t value) {
 }
 
 void Serial::output(uint8_t byte) {
+    if (out_) out_->put(byte);
     if (tap_) tap_->put(byte);
-    if (out_fd_ < 0) return;
-    while (::write(out_fd_, &byte, 1) < 0 && errno == EINTR) {
-    }
 }
 
 void Serial::update_irq() {

@@ -11,8 +11,8 @@
 
 namespace vireo::devices {
 
-/// Receives every byte the guest writes to the UART besides its output fd (a console socket).
-/// Called on vCPU threads with the UART's mutex held: must not block.
+/// Receives every byte the guest writes to the UART: its output (a console log) and a tap (a
+/// console socket). Called on vCPU threads with the UART's mutex held, one byte at a time.
 class OutputTap {
   public:
     virtual void put(uint8_t byte) noexcept = 0;
@@ -23,9 +23,9 @@ class OutputTap {
 
 class Serial final : public Device {
   public:
-    /// Output goes to `out_fd` (-1: discarded) and to `tap` if given. `irq` is the UART's
-    /// interrupt line.
-    Serial(std::shared_ptr<IrqLine> irq, int out_fd, std::shared_ptr<OutputTap> tap = nullptr);
+    /// Output goes to `out` and to `tap`, each if given. `irq` is the UART's interrupt line.
+    Serial(std::shared_ptr<IrqLine> irq, std::shared_ptr<OutputTap> out,
+           std::shared_ptr<OutputTap> tap = nullptr);
 
     const char* name() const noexcept override { return "serial"; }
     void read(uint64_t offset, std::span<uint8_t> data) override;
@@ -47,7 +47,7 @@ class Serial final : public Device {
     void output(uint8_t byte);
 
     std::shared_ptr<IrqLine> irq_;
-    int out_fd_;
+    std::shared_ptr<OutputTap> out_;
     std::shared_ptr<OutputTap> tap_;
     std::mutex mu_;
     std::condition_variable rx_space_;
