@@ -8,6 +8,15 @@
 // Prints the requests, failures and answer times (median, 99th percentile, worst); exits 1 if
 // any request failed. A domain that is still starting is not a failure (the CLI refuses it with
 // a clear error), and neither is a host that answers `busy` (api::call retries it).
+//
+// usage: api_load --hold SOCKET N SECONDS
+// Opens N connections to SOCKET (as many as the server takes) and holds them, silent, for
+// SECONDS; prints how many were open at the end. For the open-files limit (hardening.sh).
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -27,9 +36,39 @@ constexpr int kTimeoutMs = 60000;  // a request that takes longer is a failure
 
 }  // namespace
 
+// Silent clients: connected, never sending. The server may close some (busy at its limits).
+int hold(const std::string& path, int n, int seconds) {
+    std::vector<int> fds;
+    for (int i = 0; i < n; ++i) {
+        const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+        if (fd < 0) break;
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+            ::close(fd);
+            continue;
+        }
+        fds.push_back(fd);
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    size_t open = 0;
+    for (int fd : fds) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 0) == 0) ++open;  // else answered "busy" and closed by the server
+        ::close(fd);
+    }
+    std::printf("%zu of %d connections still open after %d s\n", open, n, seconds);
+    return 0;
+}
+
 int main(int argc, char** argv) {
+    if (argc == 5 && std::string(argv[1]) == "--hold")
+        return hold(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
     if (argc < 5) {
-        std::fprintf(stderr, "usage: api_load RUN_DIR CLIENTS ROUNDS DOMAIN...\n");
+        std::fprintf(stderr,
+                     "usage: api_load RUN_DIR CLIENTS ROUNDS DOMAIN...\n"
+                     "       api_load --hold SOCKET N SECONDS\n");
         return 2;
     }
     const std::string run_dir = argv[1];

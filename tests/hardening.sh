@@ -3,11 +3,13 @@
 # that are inputs, what gets created with which mode, usage errors, FIFOs, locked memory, the
 # run directory's owner and mode, what happens to domains when their supervisor dies, and the
 # console log's bound (rotation, a full disk). Needs root (it plays other users and mounts).
-# usage: hardening.sh VIREO PVH_HELLO_ELF PVH_IDLE_ELF PVH_FLOOD_ELF
+# usage: hardening.sh VIREO PVH_HELLO_ELF PVH_IDLE_ELF PVH_FLOOD_ELF PVH_REBOOT_ELF API_LOAD
 vireo=$1
 hello=$2
 idle=$3
 flood=$4
+reboot=$5
+api_load=$6
 pass=0
 fail=0
 ok() { echo "PASS: $1"; pass=$((pass + 1)); }
@@ -201,6 +203,36 @@ if [ -e "$work/runf/f.log.1" ] && [ "$(size "$work/runf/f.log.1")" -le 66560 ] &
    [ "$(size "$work/runf/f.log")" -le 66560 ] && grep -q FLOOD "$work/runf/f.log"; then
   ok "vireo up: a flooding domain's NAME.log rotates at console_log_max"
 else bad "vireo up log rotation: $(ls -l "$work"/runf/ 2>&1); $(tail -3 "$work/upf.out")"; fi
+
+# A guest that resets in a loop: 10 restarts in 10 s, then one a second, counted.
+"$vireo" run --allow-software-kvm --memory 64M --kernel "$reboot" --console none \
+  --api-socket "$work/rb.sock" >"$work/rb.out" 2>&1 </dev/null &
+rpid=$!
+n=0; while [ "$(metric "$work/rb.sock" boots)" = "" ] || [ "$(metric "$work/rb.sock" boots)" -lt 12 ]; do
+  [ $n -lt 600 ] || break; sleep 0.1; n=$((n + 1)); done
+b1=$(metric "$work/rb.sock" boots); sleep 4; b2=$(metric "$work/rb.sock" boots)
+thr=$(metric "$work/rb.sock" reboots_throttled)
+kill $rpid; wait $rpid 2>/dev/null
+if [ "${b1:-0}" -ge 12 ] && [ $((b2 - b1)) -le 6 ] && [ "${thr:-0}" -ge 1 ] &&
+   [ "$(grep -c "reboots in a loop" "$work/rb.out")" = 1 ]; then
+  ok "a reboot loop is throttled to one restart a second ($b1 -> $b2 boots in 4 s, $thr throttled, logged once)"
+else bad "reboot throttle: boots $b1 -> $b2, throttled $thr; $(tail -3 "$work/rb.out")"; fi
+
+# At the open-files limit the API server neither spins nor stops answering: past the limit a
+# client is told busy (the spare descriptor), and once they leave, requests are answered again.
+(ulimit -n 64; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
+   --api-socket "$work/fd.sock" >"$work/fd.out" 2>&1 </dev/null) &
+fdpid=$!
+n=0; while [ ! -S "$work/fd.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+cpu() { awk '{print $14 + $15}' "/proc/$fdpid/stat"; }
+c0=$(cpu)
+held=$("$api_load" --hold "$work/fd.sock" 200 3)
+c1=$(cpu)
+accept_errors=$("$vireo" api "$work/fd.sock" server.stats 2>&1 | tr -d ' \n' | sed -n 's/.*"accept_errors":\([0-9]*\).*/\1/p')
+kill $fdpid; wait $fdpid 2>/dev/null
+if [ "${accept_errors:-0}" -ge 1 ] && [ $((c1 - c0)) -lt 100 ]; then
+  ok "at the open-files limit: $held, $accept_errors clients told busy, $((c1 - c0)) CPU ticks in 3 s, answering after"
+else bad "open-files limit: accept_errors $accept_errors, $((c1 - c0)) ticks, $held; $(tail -3 "$work/fd.out")"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -85,36 +85,46 @@ void Domain::report(const char* state) {
     (void)!::write(ctl_fd, line.data(), line.size());
 }
 
+// Between boots (a restart, or one held back by the reboot throttle) the domain's own counters
+// are still answered; vCPUs and devices are those of a running machine only.
 Json domain_metrics(Domain& d) {
-    return on_vm(d, [&](vmm::Vm& vm) {
+    return d.stop.with_vm([&](vmm::Vm* vm) {
         Json vcpus = Json::array();
-        for (const auto& m : vm.vcpu_metrics()) {
-            Json exits = Json::object();
-            for (size_t r = 0; r < vmm::kExitReasons; ++r)
-                if (m.exits[r] != 0)
-                    exits[hv::to_string(static_cast<hv::ExitReason>(r))] = m.exits[r];
-            Json kvm = Json::object();
-            for (const auto& [k, v] : m.kvm)
-                kvm[k] = v;
-            vcpus.push_back({{"id", m.id}, {"cpu_s", m.cpu_s}, {"exits", exits}, {"kvm", kvm}});
-        }
         Json devices = Json::array();
-        for (const auto& dev : vm.device_metrics()) {
-            Json counters = Json::object();
-            for (const auto& c : dev.counters)
-                counters[c.name] = c.value;
-            devices.push_back(
-                {{"name", dev.name}, {"driver_errors", dev.driver_errors}, {"counters", counters}});
+        uint64_t memory_bytes = 0;
+        if (vm != nullptr) {
+            memory_bytes = vm->memory_bytes();
+            for (const auto& m : vm->vcpu_metrics()) {
+                Json exits = Json::object();
+                for (size_t r = 0; r < vmm::kExitReasons; ++r)
+                    if (m.exits[r] != 0)
+                        exits[hv::to_string(static_cast<hv::ExitReason>(r))] = m.exits[r];
+                Json kvm = Json::object();
+                for (const auto& [k, v] : m.kvm)
+                    kvm[k] = v;
+                vcpus.push_back({{"id", m.id}, {"cpu_s", m.cpu_s}, {"exits", exits}, {"kvm", kvm}});
+            }
+            for (const auto& dev : vm->device_metrics()) {
+                Json counters = Json::object();
+                for (const auto& c : dev.counters)
+                    counters[c.name] = c.value;
+                devices.push_back({{"name", dev.name},
+                                   {"driver_errors", dev.driver_errors},
+                                   {"counters", counters}});
+            }
+        } else {
+            std::lock_guard lock(d.config_mu);
+            memory_bytes = d.config.memory_bytes;
         }
         const double up =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - d.started).count();
         const auto log = d.console_log ? d.console_log->stats() : vmm::ConsoleLog::Stats{};
         return Json{{"name", d.name},
-                    {"state", state_of(d, &vm)},
+                    {"state", state_of(d, vm)},
                     {"uptime_s", up},
                     {"boots", d.boots.load()},
                     {"reboots_throttled", d.reboots_throttled.load()},
-                    {"memory_bytes", vm.memory_bytes()},
+                    {"memory_bytes", memory_bytes},
                     {"console_dropped_bytes", d.console ? d.console->dropped() : 0},
                     {"console_log_bytes", log.bytes},
                     {"console_log_rotations", log.rotations},

@@ -364,11 +364,7 @@ int run_guest(const RunOptions& o) {
     std::unique_ptr<api::MetricsEndpoint> metrics;
     if (!o.metrics.empty()) {
         auto m = api::MetricsEndpoint::create(o.metrics, [] {
-            try {
-                return api::prometheus_text({{g_domain.name, domain_metrics(g_domain)}});
-            } catch (const api::ApiError&) {
-                return std::string();  // between boots
-            }
+            return api::prometheus_text({{g_domain.name, domain_metrics(g_domain)}});
         });
         if (!m) return fail_with(m.error().message());
         metrics = std::move(m).value();
