@@ -9,6 +9,7 @@
 #include <string>
 
 #include "api/server.hpp"
+#include "domain/protocol.hpp"
 #include "vmm/console_log.hpp"
 #include "vmm/console_server.hpp"
 #include "vmm/vm.hpp"
@@ -68,8 +69,8 @@ struct Domain {
     std::shared_ptr<vmm::ConsoleLog> console_log;  ///< where console output goes, or nullptr
     int ctl_fd = -1;                               ///< the supervisor's socket (vireo up), or -1
 
-    /// Tells the supervisor of a state change ("paused", "running", "crashed").
-    void report(const char* state);
+    /// Tells the supervisor of a state change (Paused, Running, Crashed).
+    void report(domain::Message::Kind state);
 };
 
 /// Registers the domain's methods (info, pause, unpause, shutdown, reboot, vcpu.list,

@@ -79,9 +79,9 @@ std::string state_of(Domain& d, vmm::Vm* vm) {
 
 }  // namespace
 
-void Domain::report(const char* state) {
+void Domain::report(domain::Message::Kind state) {
     if (ctl_fd < 0) return;
-    const std::string line = std::string(state) + "\n";
+    const std::string line = domain::encode({state, {}});
     (void)!::write(ctl_fd, line.data(), line.size());
 }
 
@@ -160,7 +160,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
     server.add("pause", [&d](const Json&) {
         return on_vm(d, [&](vmm::Vm& vm) {
             check(vm.pause());
-            d.report("paused");
+            d.report(domain::Message::Kind::Paused);
             log::info("{}: paused", d.name);
             return Json{{"name", d.name}, {"state", "paused"}};
         });
@@ -168,7 +168,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
     server.add("unpause", [&d](const Json&) {
         return on_vm(d, [&](vmm::Vm& vm) {
             check(vm.resume());
-            d.report("running");
+            d.report(domain::Message::Kind::Running);
             log::info("{}: unpaused", d.name);
             return Json{{"name", d.name}, {"state", "running"}};
         });
@@ -178,7 +178,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
             // A paused guest cannot see the button: it runs again first.
             if (vm.paused()) {
                 check(vm.resume());
-                d.report("running");
+                d.report(domain::Message::Kind::Running);
             }
             check(vm.press_power_button());
             log::info("{}: ACPI power button pressed", d.name);

@@ -409,7 +409,8 @@ int run_guest(const RunOptions& o) {
         auto vm = vmm::Vm::create(*hv, boot_config, images);
         if (!vm) {
             if (o.ready_fd >= 0) {
-                const std::string msg = "error: " + vm.error().message() + "\n";
+                const std::string msg =
+                    domain::encode({domain::Message::Kind::Error, vm.error().message()});
                 (void)!::write(o.ready_fd, msg.data(), msg.size());
             }
             return fail_with(vm.error().message());
@@ -417,9 +418,10 @@ int run_guest(const RunOptions& o) {
         if (o.ready_fd >= 0 && boots == 1) {
             // Built: memory allocated (and prefaulted or locked), vCPUs created. Report, then
             // start only when the supervisor says every domain is ready.
-            (void)!::write(o.ready_fd, "ready\n", 6);
+            const std::string ready = domain::encode({domain::Message::Kind::Ready, {}});
+            (void)!::write(o.ready_fd, ready.data(), ready.size());
             char go = 0;
-            if (::read(o.ready_fd, &go, 1) != 1 || go != 'g') return 0;
+            if (::read(o.ready_fd, &go, 1) != 1 || go != domain::kGo) return 0;
             // The supervisor sends nothing more: the socket ends only when the supervisor does
             // (it exited, crashed or was killed). Its domains stop with it rather than run on
             // unmanaged, holding their resources and names (docs/host-config.md).
@@ -475,7 +477,7 @@ int run_guest(const RunOptions& o) {
             log::error("{}: {}; preserved (memory kept) until stopped",
                        vmm::to_string(outcome.fate), outcome.detail);
             dom.crashed = true;
-            dom.report("crashed");
+            dom.report(domain::Message::Kind::Crashed);
             while (!dom.stop.requested())
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
             print_stats();

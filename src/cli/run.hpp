@@ -7,19 +7,13 @@
 #include <vector>
 
 #include "base/result.hpp"
+#include "domain/protocol.hpp"
 
 namespace vireo::cli {
 
-/// Process exit statuses of `vireo run` (also in `vireo run --help` and docs/cli.md).
-enum ExitStatus : int {
-    kExitPowerOff = 0,       ///< the guest powered off
-    kExitError = 1,          ///< vireo could not start or run the guest (bad input, host failure)
-    kExitNoHardwareKvm = 3,  ///< this host's KVM cannot run a full kernel
-    kExitPanic = 4,          ///< the guest kernel panicked
-    kExitTripleFault = 5,    ///< the guest triple-faulted
-    kExitReboot = 6,         ///< the guest rebooted and --on-reboot exit was given
-    kExitKvmError = 7,       ///< KVM failed to run the guest (internal/entry error)
-};
+/// Process exit statuses of `vireo run` (also in `vireo run --help` and docs/cli.md): the
+/// launch protocol's (domain/protocol.hpp), which the supervisor reads.
+using enum domain::ExitStatus;
 
 struct RunOptions {
     std::string kernel;

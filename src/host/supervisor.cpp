@@ -24,6 +24,7 @@
 #include "base/proc_stat.hpp"
 #include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
+#include "domain/protocol.hpp"
 
 namespace vireo::host {
 
@@ -55,11 +56,11 @@ struct Dom {
     const Domain* cfg = nullptr;
     std::string pool;  // can change (cpupool-migrate)
     pid_t pid = -1;
-    UniqueFd ctl;  // the socketpair end: "ready"/"error: ..."/"crashed" in, 'g' out
+    UniqueFd ctl;  // the socketpair end of the launch protocol (domain/protocol.hpp)
     std::string state = "starting";  // starting, running, crashed, shutoff, destroyed
     std::string last;                // why it last stopped
     std::vector<int> pinned;         // host CPU per vCPU (pinned pools)
-    std::string ctl_buf;             // partial line from ctl
+    domain::LineReader ctl_lines;    // what the domain wrote on ctl, as lines
     std::string cgroup;              // cgroup v2 directory, if any
     Clock::time_point started{};
     unsigned boots = 0;
@@ -345,41 +346,40 @@ class Supervisor {
         }
         d.pid = pid;
         d.ctl = std::move(ours);
-        d.ctl_buf.clear();
+        d.ctl_lines.clear();
         d.state = "starting";
         d.started = Clock::now();
         ++d.boots;
         return true;
     }
 
-    // Reads one line from the domain's control socket (up to `timeout`).
-    std::string read_line(Dom& d, int timeout_ms) {
-        std::string line;
+    // The domain's first message (up to `timeout`): nullopt if it sent none, or not one of
+    // the protocol's, or a line past its bound.
+    std::optional<domain::Message> first_message(Dom& d, int timeout_ms) {
         const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-        while (line.empty() || line.back() != '\n') {
+        for (;;) {
+            if (auto line = d.ctl_lines.next()) return domain::decode(*line);
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) return "";
+            if (left.count() <= 0) return std::nullopt;
             pollfd p{d.ctl.get(), POLLIN, 0};
-            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return "";
-            char c;
-            if (::read(d.ctl.get(), &c, 1) != 1) return line;
-            line += c;
+            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+            char buf[256];
+            const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
+            if (n <= 0 || !d.ctl_lines.feed({buf, static_cast<size_t>(n)})) return std::nullopt;
         }
-        line.pop_back();
-        return line;
     }
 
-    // Waits (up to 120 s) for a starting domain's "ready"; otherwise `why` says what happened.
+    // Waits (up to 120 s) for a starting domain's Ready; otherwise `why` says what happened.
     bool wait_ready(Dom& d, std::string& why) {
-        const std::string line = read_line(d, kReadyTimeoutMs);
-        if (line == "ready") return true;
-        why = not_ready_reason(d, line);
+        const auto m = first_message(d, kReadyTimeoutMs);
+        if (m && m->kind == domain::Message::Kind::Ready) return true;
+        why = not_ready_reason(d, m);
         return false;
     }
 
-    std::string not_ready_reason(const Dom& d, const std::string& line) const {
-        if (line.rfind("error: ", 0) == 0) return line.substr(7);
+    std::string not_ready_reason(const Dom& d, const std::optional<domain::Message>& m) const {
+        if (m && m->kind == domain::Message::Kind::Error) return m->detail;
         // It exited (or hung) before building: its last log line says why.
         std::ifstream f(run_dir_ + "/" + d.cfg->name + ".log");
         std::string l, last_line;
@@ -389,40 +389,48 @@ class Supervisor {
                " (log: " + run_dir_ + "/" + d.cfg->name + ".log)";
     }
 
-    // Appends what the domain wrote on its control socket to ctl_buf, without waiting.
-    static void read_ctl(Dom& d) {
+    // Feeds what the domain wrote on its control socket to its line reader, without waiting.
+    // False if a line grew past the protocol's bound (the domain is then stopped).
+    static bool read_ctl(Dom& d) {
         char buf[256];
         for (;;) {
             pollfd p{d.ctl.get(), POLLIN, 0};
-            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
+            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) return true;
             const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
-            if (n <= 0) break;
-            d.ctl_buf.append(buf, static_cast<size_t>(n));
+            if (n <= 0) return true;
+            if (!d.ctl_lines.feed({buf, static_cast<size_t>(n)})) return false;
         }
+    }
+
+    // A domain that broke the launch protocol is not trusted to run on.
+    void protocol_error(Dom& d) {
+        d.last = fmt::format("broke the launch protocol (a line over {} bytes)", domain::kMaxLine);
+        log::error("domain {}: {}; stopping it", d.cfg->name, d.last);
+        d.destroying = true;
+        ::kill(d.pid, SIGKILL);
     }
 
     // A domain restarted by its policy: its first control line, without waiting (the
     // supervising thread holds mu_; API requests must not wait for a domain being built).
     void poll_restart(Dom& d) {
         if (!d.restarting || d.pid <= 0) return;
-        read_ctl(d);
-        const size_t nl = d.ctl_buf.find('\n');
-        if (nl == std::string::npos && Clock::now() < d.ready_deadline) return;
-        const std::string line = nl == std::string::npos ? "" : d.ctl_buf.substr(0, nl);
-        d.ctl_buf.erase(0, nl == std::string::npos ? std::string::npos : nl + 1);
+        if (!read_ctl(d)) return protocol_error(d);
+        auto line = d.ctl_lines.next();
+        if (!line && Clock::now() < d.ready_deadline) return;
+        const auto m = line ? domain::decode(*line) : std::nullopt;
         d.restarting = false;
-        if (line == "ready") {
+        if (m && m->kind == domain::Message::Kind::Ready) {
             go(d);
             return;
         }
-        d.last = "restart failed: " + not_ready_reason(d, line);
+        d.last = "restart failed: " + not_ready_reason(d, m);
         log::error("domain {}: {}", d.cfg->name, d.last);
         d.destroying = true;
         ::kill(d.pid, SIGKILL);
     }
 
     void go(Dom& d) {
-        (void)!::write(d.ctl.get(), "g", 1);
+        (void)!::write(d.ctl.get(), &domain::kGo, 1);
         d.state = "running";
     }
 
@@ -448,16 +456,24 @@ class Supervisor {
     // "crashed") without waiting. Called with mu_ held, so `list` always shows the latest.
     void drain_ctl(Dom& d) {
         if (d.pid <= 0 || !d.ctl || d.state == "starting") return;
-        read_ctl(d);
-        size_t nl;
-        while ((nl = d.ctl_buf.find('\n')) != std::string::npos) {
-            const std::string line = d.ctl_buf.substr(0, nl);
-            d.ctl_buf.erase(0, nl + 1);
-            if (line == "crashed") {
-                d.state = "crashed";
-                d.last = "crashed (preserved)";
-            } else if (line == "paused" || line == "running") {
-                d.state = line;
+        if (!read_ctl(d)) return protocol_error(d);
+        while (auto line = d.ctl_lines.next()) {
+            const auto m = domain::decode(*line);
+            if (!m) continue;  // not a message: ignored
+            switch (m->kind) {
+                case domain::Message::Kind::Crashed:
+                    d.state = "crashed";
+                    d.last = "crashed (preserved)";
+                    break;
+                case domain::Message::Kind::Paused:
+                    d.state = "paused";
+                    break;
+                case domain::Message::Kind::Running:
+                    d.state = "running";
+                    break;
+                case domain::Message::Kind::Ready:
+                case domain::Message::Kind::Error:
+                    break;  // only first messages
             }
         }
     }
@@ -738,19 +754,17 @@ class Supervisor {
             d.state = "crashed";
         } else {
             const int code = WEXITSTATUS(status);
+            d.last = domain::describe_exit(code);
             switch (code) {
-                case 0:
-                    d.last = "powered off";
+                case domain::kExitPowerOff:
                     action = d.cfg->on_poweroff;
                     d.state = "shutoff";
                     break;
-                case 6:
-                    d.last = "rebooted";
+                case domain::kExitReboot:
                     action = d.cfg->on_reboot;
                     d.state = "shutoff";
                     break;
                 default:
-                    d.last = fmt::format("crashed (vireo run exit status {})", code);
                     action = d.cfg->on_crash;
                     d.state = "crashed";
                     break;

@@ -1,0 +1,91 @@
+#include "domain/protocol.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace vireo::domain {
+
+namespace {
+
+constexpr std::string_view kErrorPrefix = "error: ";
+
+const char* exit_text(int status) {
+    switch (status) {
+        case kExitPowerOff:
+            return "the guest powered off";
+        case kExitError:
+            return "vireo could not start or run the guest";
+        case kExitNoHardwareKvm:
+            return "this host's KVM cannot run a full kernel";
+        case kExitPanic:
+            return "the guest kernel panicked";
+        case kExitTripleFault:
+            return "the guest triple-faulted";
+        case kExitReboot:
+            return "the guest rebooted";
+        case kExitKvmError:
+            return "KVM failed to run the guest";
+        default:
+            return nullptr;
+    }
+}
+
+}  // namespace
+
+std::string describe_exit(int status) {
+    if (status == kExitPowerOff) return "powered off";
+    if (status == kExitReboot) return "rebooted";
+    const char* text = exit_text(status);
+    return text ? fmt::format("crashed (vireo run exit status {}: {})", status, text)
+                : fmt::format("crashed (vireo run exit status {})", status);
+}
+
+std::string encode(const Message& m) {
+    switch (m.kind) {
+        case Message::Kind::Ready:
+            return "ready\n";
+        case Message::Kind::Paused:
+            return "paused\n";
+        case Message::Kind::Running:
+            return "running\n";
+        case Message::Kind::Crashed:
+            return "crashed\n";
+        case Message::Kind::Error:
+            break;
+    }
+    std::string text = m.detail.substr(0, kMaxLine - kErrorPrefix.size() - 1);
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    return std::string(kErrorPrefix) + text + "\n";
+}
+
+std::optional<Message> decode(std::string_view line) {
+    using K = Message::Kind;
+    if (line == "ready") return Message{K::Ready, {}};
+    if (line == "paused") return Message{K::Paused, {}};
+    if (line == "running") return Message{K::Running, {}};
+    if (line == "crashed") return Message{K::Crashed, {}};
+    if (line.substr(0, kErrorPrefix.size()) == kErrorPrefix)
+        return Message{K::Error, std::string(line.substr(kErrorPrefix.size()))};
+    return std::nullopt;
+}
+
+bool LineReader::feed(std::string_view bytes) {
+    buf_.append(bytes);
+    // Only the unfinished last line counts against the bound.
+    const size_t nl = buf_.rfind('\n');
+    const size_t partial = nl == std::string::npos ? buf_.size() : buf_.size() - nl - 1;
+    if (partial <= kMaxLine) return true;
+    buf_.clear();
+    return false;
+}
+
+std::optional<std::string> LineReader::next() {
+    const size_t nl = buf_.find('\n');
+    if (nl == std::string::npos) return std::nullopt;
+    std::string line = buf_.substr(0, nl);
+    buf_.erase(0, nl + 1);
+    return line;
+}
+
+}  // namespace vireo::domain
