@@ -20,13 +20,14 @@
 #include "api/server.hpp"
 #include "arch/x86/boot/linux.hpp"
 #include "arch/x86/boot/pvh.hpp"
+#include "base/cpu_list.hpp"
 #include "base/limits.hpp"
 #include "base/log.hpp"
 #include "base/mapped_file.hpp"
 #include "base/size.hpp"
 #include "base/split.hpp"
 #include "base/unique_fd.hpp"
-#include "cli/domain.hpp"
+#include "domain/domain.hpp"
 #include "host/config.hpp"
 #include "hv/hypervisor.hpp"
 #include "virtio/slirp.hpp"
@@ -49,7 +50,7 @@ std::string default_guest_dir() {
     return std::string(home ? home : "/root") + "/.cache/vireo/guest";
 }
 
-Domain g_domain;
+domain::Domain g_domain;
 
 int status_for(vmm::Fate fate) {
     switch (fate) {
@@ -169,8 +170,8 @@ int run_guest(const RunOptions& o) {
     };
 
     if (!o.cpu_affinity.empty()) {
-        auto cpus = host::parse_cpu_list(o.cpu_affinity,
-                                         static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF)));
+        auto cpus =
+            parse_cpu_list(o.cpu_affinity, static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF)));
         if (!cpus) return fail_with("--cpu-affinity: " + cpus.error().message());
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -341,7 +342,7 @@ int run_guest(const RunOptions& o) {
         if (!listener) return fail_with(listener.error().message());
         config.vsock = std::move(listener).value();
     }
-    Domain& dom = g_domain;
+    domain::Domain& dom = g_domain;
     dom.name = o.name;
     dom.ctl_fd = o.ready_fd;
     dom.console_log = console_log;
@@ -358,13 +359,13 @@ int run_guest(const RunOptions& o) {
         auto server = api::Server::create(o.api_socket);
         if (!server) return fail_with(server.error().message());
         api_server = std::move(server).value();
-        add_domain_methods(*api_server, dom);
+        domain::add_domain_methods(*api_server, dom);
         if (auto r = api_server->start(); !r) return fail_with(r.error().message());
     }
     std::unique_ptr<api::MetricsEndpoint> metrics;
     if (!o.metrics.empty()) {
         auto m = api::MetricsEndpoint::create(o.metrics, [] {
-            return api::prometheus_text({{g_domain.name, domain_metrics(g_domain)}});
+            return api::prometheus_text({{g_domain.name, domain::domain_metrics(g_domain)}});
         });
         if (!m) return fail_with(m.error().message());
         metrics = std::move(m).value();

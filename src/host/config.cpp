@@ -5,13 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <fstream>
 #include <sstream>
 
 #include "base/checked.hpp"
 #include "base/size.hpp"
-#include "base/split.hpp"
 
 namespace vireo::host {
 
@@ -261,42 +259,6 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
 }
 
 }  // namespace
-
-Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cpus) {
-    std::set<uint32_t> cpus;
-    if (text == "all") {
-        for (uint32_t c = 0; c < num_cpus; ++c)
-            cpus.insert(c);
-        return cpus;
-    }
-    for (std::string_view item : split(text, ',')) {
-        const bool exclude = !item.empty() && item[0] == '^';
-        if (exclude) item.remove_prefix(1);
-        uint32_t lo = 0, hi = 0;
-        const size_t dash = item.find('-');
-        auto num = [](std::string_view s, uint32_t& out) {
-            auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-            return !s.empty() && ec == std::errc() && p == s.data() + s.size();
-        };
-        const bool ok = dash == std::string_view::npos
-                            ? num(item, lo) && (hi = lo, true)
-                            : num(item.substr(0, dash), lo) && num(item.substr(dash + 1), hi);
-        if (!ok || lo > hi)
-            return fail(ErrorCode::InvalidArgument,
-                        "\"{}\" is not a CPU list (e.g. \"0-3,^1\" or \"all\")", text);
-        if (hi >= num_cpus)
-            return fail(ErrorCode::InvalidArgument, "CPU {} does not exist (this host has 0-{})",
-                        hi, num_cpus - 1);
-        for (uint32_t c = lo; c <= hi; ++c) {
-            if (exclude)
-                cpus.erase(c);
-            else
-                cpus.insert(c);
-        }
-    }
-    if (cpus.empty()) return fail(ErrorCode::InvalidArgument, "\"{}\" names no CPU", text);
-    return cpus;
-}
 
 Result<HostConfig> parse_host_config(std::string_view text, const std::string& path,
                                      uint32_t num_cpus, const HostConfig* base) {

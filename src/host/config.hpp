@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu_list.hpp"  // parse_cpu_list, used with pools
 #include "base/limits.hpp"
 #include "base/result.hpp"
 
@@ -63,9 +64,6 @@ struct HostConfig {
     std::map<std::string, Pool> pools;  ///< including "default" (CPUs no pool names)
     std::vector<Domain> domains;        ///< in file order
 };
-
-/// Parses "0-3,^1", "all" and the like (xl's cpupool syntax) against CPUs 0..`num_cpus`-1.
-Result<std::set<uint32_t>> parse_cpu_list(std::string_view text, uint32_t num_cpus);
 
 /// Parses and checks `path`. On failure the error message lists every problem, one per line,
 /// each "FILE:LINE: KEY: reason".

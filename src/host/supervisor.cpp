@@ -70,13 +70,6 @@ struct Dom {
     Clock::time_point ready_deadline{};  // for a restarting domain
 };
 
-std::string cpu_list(const std::set<uint32_t>& cpus) {
-    std::string s;
-    for (uint32_t c : cpus)
-        s += (s.empty() ? "" : ",") + std::to_string(c);
-    return s;
-}
-
 // A log in the run directory (which ensure_private_dir made the caller's alone): owner-only,
 // appended to, never through a symbolic link.
 UniqueFd open_log(const std::string& path) {

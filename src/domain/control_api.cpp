@@ -5,11 +5,11 @@
 #include <filesystem>
 
 #include "api/params.hpp"
+#include "base/cpu_list.hpp"
 #include "base/log.hpp"
-#include "cli/domain.hpp"
-#include "host/config.hpp"
+#include "domain/domain.hpp"
 
-namespace vireo::cli {
+namespace vireo::domain {
 
 namespace {
 
@@ -45,7 +45,7 @@ std::vector<int> cpus_value(const Json& v, const std::string& key) {
             out.push_back(c.get<int>());
         }
     } else if (v.is_string()) {
-        auto set = host::parse_cpu_list(v.get<std::string>(), ncpu);
+        auto set = parse_cpu_list(v.get<std::string>(), ncpu);
         if (!set)
             throw ApiError("invalid-params", fmt::format("\"{}\": {}", key, set.error().message()));
         out.assign(set->begin(), set->end());
@@ -79,7 +79,7 @@ std::string state_of(Domain& d, vmm::Vm* vm) {
 
 }  // namespace
 
-void Domain::report(domain::Message::Kind state) {
+void Domain::report(Message::Kind state) {
     if (ctl_fd < 0) return;
     const std::string line = domain::encode({state, {}});
     (void)!::write(ctl_fd, line.data(), line.size());
@@ -160,7 +160,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
     server.add("pause", [&d](const Json&) {
         return on_vm(d, [&](vmm::Vm& vm) {
             check(vm.pause());
-            d.report(domain::Message::Kind::Paused);
+            d.report(Message::Kind::Paused);
             log::info("{}: paused", d.name);
             return Json{{"name", d.name}, {"state", "paused"}};
         });
@@ -168,7 +168,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
     server.add("unpause", [&d](const Json&) {
         return on_vm(d, [&](vmm::Vm& vm) {
             check(vm.resume());
-            d.report(domain::Message::Kind::Running);
+            d.report(Message::Kind::Running);
             log::info("{}: unpaused", d.name);
             return Json{{"name", d.name}, {"state", "running"}};
         });
@@ -178,7 +178,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
             // A paused guest cannot see the button: it runs again first.
             if (vm.paused()) {
                 check(vm.resume());
-                d.report(domain::Message::Kind::Running);
+                d.report(Message::Kind::Running);
             }
             check(vm.press_power_button());
             log::info("{}: ACPI power button pressed", d.name);
@@ -271,4 +271,4 @@ void add_domain_methods(api::Server& server, Domain& d) {
     });
 }
 
-}  // namespace vireo::cli
+}  // namespace vireo::domain

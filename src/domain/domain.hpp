@@ -14,7 +14,7 @@
 #include "vmm/console_server.hpp"
 #include "vmm/vm.hpp"
 
-namespace vireo::cli {
+namespace vireo::domain {
 
 // Stop requests (SIGINT/SIGTERM on a sigwait thread, the console escape) reach the running
 // machine, and are remembered so that one arriving between two boots is not lost.
@@ -70,7 +70,7 @@ struct Domain {
     int ctl_fd = -1;                               ///< the supervisor's socket (vireo up), or -1
 
     /// Tells the supervisor of a state change (Paused, Running, Crashed).
-    void report(domain::Message::Kind state);
+    void report(Message::Kind state);
 };
 
 /// Registers the domain's methods (info, pause, unpause, shutdown, reboot, vcpu.list,
@@ -80,4 +80,4 @@ void add_domain_methods(api::Server& server, Domain& domain);
 /// The domain's metrics as JSON (the "metrics" method), for the API and the Prometheus page.
 api::Json domain_metrics(Domain& domain);
 
-}  // namespace vireo::cli
+}  // namespace vireo::domain
