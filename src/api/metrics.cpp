@@ -7,9 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <vector>
 
 #include "base/log.hpp"
 #include "base/unix_socket.hpp"
@@ -224,42 +226,108 @@ MetricsEndpoint::~MetricsEndpoint() {
     if (thread_.joinable()) thread_.join();
 }
 
+struct MetricsEndpoint::Conn {
+    UniqueFd fd;
+    std::chrono::steady_clock::time_point deadline;
+    std::string in, out;
+    size_t sent = 0;
+    bool answering = false;  // the answer is being sent
+};
+
 void MetricsEndpoint::serve() {
+    using Clock = std::chrono::steady_clock;
+    std::vector<Conn> conns;
+    Clock::time_point accept_again{};  // after EMFILE: not before then
     for (;;) {
-        pollfd fds[2] = {{stop_.fd(), POLLIN, 0}, {fd_.get(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) {
+        const auto now = Clock::now();
+        // Too slow: its time is up (a request head not complete, an answer not taken).
+        std::erase_if(conns, [&](const Conn& c) {
+            if (now < c.deadline) return false;
+            timed_out_.fetch_add(1, std::memory_order_relaxed);
+            return true;
+        });
+        std::vector<pollfd> fds;
+        fds.push_back({stop_.fd(), POLLIN, 0});
+        const bool accepting = conns.size() < kMaxClients && now >= accept_again;
+        fds.push_back({fd_.get(), static_cast<short>(accepting ? POLLIN : 0), 0});
+        int timeout = -1;
+        auto until = [&](Clock::time_point t) {
+            const auto ms =
+                std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count() + 1;
+            const int v = static_cast<int>(std::clamp<int64_t>(ms, 0, 60000));
+            timeout = timeout < 0 ? v : std::min(timeout, v);
+        };
+        if (!accepting && conns.size() < kMaxClients) until(accept_again);
+        for (const auto& c : conns) {
+            fds.push_back({c.fd.get(), static_cast<short>(c.answering ? POLLOUT : POLLIN), 0});
+            until(c.deadline);
+        }
+        if (::poll(fds.data(), fds.size(), timeout) < 0) {
             if (errno == EINTR) continue;
             return;
         }
         if (fds[0].revents) return;
-        UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (c) answer(c.get());
+        // Clients first (fds[2..] matches conns as it was), then new connections.
+        size_t i = 2;
+        std::erase_if(conns, [&](Conn& c) {
+            const short re = fds[i++].revents;
+            if (re == 0) return false;
+            const bool keep = c.answering ? on_writable(c) : on_readable(c);
+            if (!keep) served_.fetch_add(1, std::memory_order_relaxed);
+            return !keep;
+        });
+        if (accepting && (fds[1].revents & POLLIN)) {
+            while (conns.size() < kMaxClients) {
+                UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+                if (!c) {
+                    // Out of descriptors: the pending connection stays in the backlog; wait a
+                    // little rather than spin on a listener that stays readable.
+                    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                        accept_again = Clock::now() + std::chrono::milliseconds(100);
+                    break;
+                }
+                conns.push_back({std::move(c),
+                                 Clock::now() + std::chrono::milliseconds(kRequestMs),
+                                 {},
+                                 {},
+                                 0,
+                                 false});
+            }
+        }
     }
 }
 
-void MetricsEndpoint::answer(int client) {
-    // Read the request head (at most 8 KiB, 1 s in all).
-    std::string req;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (req.find("\r\n\r\n") == std::string::npos && req.find("\n\n") == std::string::npos &&
-           req.size() < 8192) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        pollfd p{client, POLLIN, 0};
-        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return;
-        char buf[1024];
-        const ssize_t n = ::recv(client, buf, sizeof buf, 0);
-        if (n <= 0) return;
-        req.append(buf, static_cast<size_t>(n));
-    }
-    const bool get = req.rfind("GET /metrics ", 0) == 0 || req.rfind("GET /metrics?", 0) == 0 ||
-                     req.rfind("GET / ", 0) == 0;
-    std::string body = get ? render_() : "not found: GET /metrics\n";
-    const std::string head = fmt::format(
+bool MetricsEndpoint::on_readable(Conn& c) {
+    char buf[1024];
+    const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+    if (n < 0) return errno == EAGAIN || errno == EINTR;
+    if (n == 0) return false;  // closed before its request was complete
+    c.in.append(buf, static_cast<size_t>(n));
+    if (c.in.find("\r\n\r\n") == std::string::npos && c.in.find("\n\n") == std::string::npos &&
+        c.in.size() < kMaxRequestHead)
+        return true;
+    const bool get = c.in.rfind("GET /metrics ", 0) == 0 || c.in.rfind("GET /metrics?", 0) == 0 ||
+                     c.in.rfind("GET / ", 0) == 0;
+    const std::string body = get ? render_() : "not found: GET /metrics\n";
+    c.out = fmt::format(
         "HTTP/1.0 {}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         get ? "200 OK" : "404 Not Found", body.size());
-    (void)send_all(client, head + body, 1000);
+    c.out += body;
+    c.in.clear();
+    c.answering = true;
+    c.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kSendMs);
+    return on_writable(c);
+}
+
+bool MetricsEndpoint::on_writable(Conn& c) {
+    while (c.sent < c.out.size()) {
+        const ssize_t n =
+            ::send(c.fd.get(), c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+        if (n < 0) return errno == EAGAIN || errno == EINTR;
+        c.sent += static_cast<size_t>(n);
+    }
+    return false;  // all sent: close (HTTP/1.0, Connection: close)
 }
 
 }  // namespace vireo::api

@@ -25,7 +25,11 @@ std::string prometheus_text(const std::vector<std::pair<std::string, Json>>& dom
 Result<void> check_metrics_address(const std::string& address);
 
 /// A minimal HTTP/1.0 server on a loopback address: GET /metrics answers with what `render`
-/// returns; everything else is 404. One thread, one connection at a time, 1 s per request.
+/// returns; everything else is 404. One thread serves up to kMaxClients connections at once,
+/// non-blocking: each gets kRequestMs for its request head (8 KiB at most) and kSendMs for the
+/// answer, then is closed, so slow, silent or half-open clients cannot hold the page up. At the
+/// open-files limit it stops accepting for a moment instead of spinning.
+/// render() runs on that thread, one scrape at a time.
 class MetricsEndpoint {
   public:
     /// `address` is "127.0.0.1:9100", "[::1]:9100" or "localhost:9100"; other addresses are
@@ -35,11 +39,25 @@ class MetricsEndpoint {
     ~MetricsEndpoint();
     uint16_t port() const noexcept { return port_; }
 
+    static constexpr size_t kMaxClients = 32;
+    static constexpr int kRequestMs = 1000;
+    static constexpr int kSendMs = 1000;
+    static constexpr size_t kMaxRequestHead = 8192;
+
+    /// Connections answered (or closed by their client), and those closed for being too slow.
+    uint64_t served() const noexcept { return served_.load(); }
+    uint64_t timed_out() const noexcept { return timed_out_.load(); }
+
   private:
     MetricsEndpoint(UniqueFd fd, EventFd stop, std::function<std::string()> render, uint16_t port)
         : fd_(std::move(fd)), stop_(std::move(stop)), render_(std::move(render)), port_(port) {}
+    struct Conn;
     void serve();
-    void answer(int client);
+    /// Reads what arrived; once the head is complete, renders the answer. False: close it.
+    bool on_readable(Conn& c);
+    /// Sends what the socket takes. False: close it (all sent, or an error).
+    bool on_writable(Conn& c);
+    std::atomic<uint64_t> served_{0}, timed_out_{0};
 
     UniqueFd fd_;
     EventFd stop_;
