@@ -220,19 +220,26 @@ else bad "reboot throttle: boots $b1 -> $b2, throttled $thr; $(tail -3 "$work/rb
 
 # At the open-files limit the API server neither spins nor stops answering: past the limit a
 # client is told busy (the spare descriptor), and once they leave, requests are answered again.
-(ulimit -n 64; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
-   --api-socket "$work/fd.sock" >"$work/fd.out" 2>&1 </dev/null) &
-fdpid=$!
-n=0; while [ ! -S "$work/fd.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
-cpu() { awk '{print $14 + $15}' "/proc/$fdpid/stat"; }
-c0=$(cpu)
-held=$("$api_load" --hold "$work/fd.sock" 200 3)
-c1=$(cpu)
-accept_errors=$("$vireo" api "$work/fd.sock" server.stats 2>&1 | tr -d ' \n' | sed -n 's/.*"accept_errors":\([0-9]*\).*/\1/p')
-kill $fdpid; wait $fdpid 2>/dev/null
-if [ "${accept_errors:-0}" -ge 1 ] && [ $((c1 - c0)) -lt 100 ]; then
-  ok "at the open-files limit: $held, $accept_errors clients told busy, $((c1 - c0)) CPU ticks in 3 s, answering after"
-else bad "open-files limit: accept_errors $accept_errors, $((c1 - c0)) ticks, $held; $(tail -3 "$work/fd.out")"; fi
+# Not under UBSan: its vptr check probes memory through pipe(2) (compiler-rt's
+# IsAccessibleMemoryRange), which fails at the limit, so it reports "invalid vptr" on sound
+# objects and aborts; the GCC build runs this case.
+if grep -q __ubsan_handle_dynamic_type_cache_miss "$vireo"; then
+  echo "SKIP: the open-files limit under UBSan (its vptr check needs a free descriptor)"
+else
+  (ulimit -n 64; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
+     --api-socket "$work/fd.sock" >"$work/fd.out" 2>&1 </dev/null) &
+  fdpid=$!
+  n=0; while [ ! -S "$work/fd.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  cpu() { awk '{print $14 + $15}' "/proc/$fdpid/stat"; }
+  c0=$(cpu)
+  held=$("$api_load" --hold "$work/fd.sock" 200 3)
+  c1=$(cpu)
+  accept_errors=$("$vireo" api "$work/fd.sock" server.stats 2>&1 | tr -d ' \n' | sed -n 's/.*"accept_errors":\([0-9]*\).*/\1/p')
+  kill $fdpid; wait $fdpid 2>/dev/null
+  if [ "${accept_errors:-0}" -ge 1 ] && [ $((c1 - c0)) -lt 100 ]; then
+    ok "at the open-files limit: $held, $accept_errors clients told busy, $((c1 - c0)) CPU ticks in 3 s, answering after"
+  else bad "open-files limit: accept_errors $accept_errors, $((c1 - c0)) ticks, $held; $(tail -3 "$work/fd.out")"; fi
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
