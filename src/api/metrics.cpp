@@ -272,9 +272,7 @@ void MetricsEndpoint::serve() {
         std::erase_if(conns, [&](Conn& c) {
             const short re = fds[i++].revents;
             if (re == 0) return false;
-            const bool keep = c.answering ? on_writable(c) : on_readable(c);
-            if (!keep) served_.fetch_add(1, std::memory_order_relaxed);
-            return !keep;
+            return !(c.answering ? on_writable(c) : on_readable(c));
         });
         if (accepting && (fds[1].revents & POLLIN)) {
             while (conns.size() < kMaxClients) {

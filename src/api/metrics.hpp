@@ -44,8 +44,7 @@ class MetricsEndpoint {
     static constexpr int kSendMs = 1000;
     static constexpr size_t kMaxRequestHead = 8192;
 
-    /// Connections answered (or closed by their client), and those closed for being too slow.
-    uint64_t served() const noexcept { return served_.load(); }
+    /// Connections closed for being too slow (the bound hit).
     uint64_t timed_out() const noexcept { return timed_out_.load(); }
 
   private:
@@ -57,7 +56,7 @@ class MetricsEndpoint {
     bool on_readable(Conn& c);
     /// Sends what the socket takes. False: close it (all sent, or an error).
     bool on_writable(Conn& c);
-    std::atomic<uint64_t> served_{0}, timed_out_{0};
+    std::atomic<uint64_t> timed_out_{0};
 
     UniqueFd fd_;
     EventFd stop_;
