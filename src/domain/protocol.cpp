@@ -10,35 +10,34 @@ namespace {
 
 constexpr std::string_view kErrorPrefix = "error: ";
 
-const char* exit_text(int status) {
-    switch (status) {
-        case kExitPowerOff:
-            return "the guest powered off";
-        case kExitError:
-            return "vireo could not start or run the guest";
-        case kExitNoHardwareKvm:
-            return "this host's KVM cannot run a full kernel";
-        case kExitPanic:
-            return "the guest kernel panicked";
-        case kExitTripleFault:
-            return "the guest triple-faulted";
-        case kExitReboot:
-            return "the guest rebooted";
-        case kExitKvmError:
-            return "KVM failed to run the guest";
-        default:
-            return nullptr;
-    }
-}
-
 }  // namespace
 
 std::string describe_exit(int status) {
-    if (status == kExitPowerOff) return "powered off";
-    if (status == kExitReboot) return "rebooted";
-    const char* text = exit_text(status);
-    return text ? fmt::format("crashed (vireo run exit status {}: {})", status, text)
-                : fmt::format("crashed (vireo run exit status {})", status);
+    const char* crash = nullptr;
+    switch (status) {
+        case kExitPowerOff:
+            return "powered off";
+        case kExitReboot:
+            return "rebooted";
+        case kExitError:
+            crash = "vireo could not start or run the guest";
+            break;
+        case kExitNoHardwareKvm:
+            crash = "this host's KVM cannot run a full kernel";
+            break;
+        case kExitPanic:
+            crash = "the guest kernel panicked";
+            break;
+        case kExitTripleFault:
+            crash = "the guest triple-faulted";
+            break;
+        case kExitKvmError:
+            crash = "KVM failed to run the guest";
+            break;
+        default:
+            return fmt::format("crashed (vireo run exit status {})", status);
+    }
+    return fmt::format("crashed (vireo run exit status {}: {})", status, crash);
 }
 
 std::string encode(const Message& m) {
