@@ -321,7 +321,8 @@ int run_guest(const RunOptions& o) {
     } else if (!console_path.empty()) {
         auto f = open_output(console_path, inputs, "--console", console_append_mode);
         if (!f) return fail_with(f.error().message());
-        console_log = vmm::ConsoleLog::file(std::move(f).value(), console_path, *console_log_max);
+        console_log =
+            vmm::ConsoleLog::file(std::move(f).value(), console_path, *console_log_max, inputs);
     }
     config.console_out = console_log;
 

@@ -11,7 +11,8 @@
 
 namespace vireo::vmm {
 
-std::shared_ptr<ConsoleLog> ConsoleLog::file(UniqueFd fd, std::string path, uint64_t max_bytes) {
+std::shared_ptr<ConsoleLog> ConsoleLog::file(UniqueFd fd, std::string path, uint64_t max_bytes,
+                                             std::span<const InputFile> reads) {
     struct stat st {};
     const bool regular = ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode);
     const uint64_t size = regular ? static_cast<uint64_t>(st.st_size) : 0;
@@ -20,6 +21,8 @@ std::shared_ptr<ConsoleLog> ConsoleLog::file(UniqueFd fd, std::string path, uint
                                                           regular ? max_bytes : 0, size));
     if (regular) {
         log->id_ = file_id(st);
+        for (const auto& in : reads)
+            log->reads_.push_back(in.id);
         // Standard output and error that are this same file (a domain of `vireo up`, whose
         // log is both) move with it at each rotation.
         for (int other : {STDOUT_FILENO, STDERR_FILENO}) {
@@ -97,6 +100,14 @@ void ConsoleLog::rotate() noexcept {
         drop("rotation (a new file)", errno);
         return;
     }
+    // A PATH someone else put there may be another name of a file vireo reads (a hard link to
+    // the kernel or a disk): never written (after our own rename, O_EXCL made it new).
+    for (const auto& id : reads_)
+        if (id == file_id(st)) {
+            broken_ = true;
+            drop("rotation (the new file is one vireo reads)", EEXIST);
+            return;
+        }
     // dup2 clears FD_CLOEXEC on the target: the console descriptor keeps it.
     if (::dup3(next.get(), fd_, O_CLOEXEC) < 0) {
         broken_ = true;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,8 +31,10 @@ class ConsoleLog final : public devices::OutputTap {
         uint64_t dropped_bytes = 0;  ///< bytes not written (failed writes, failed rotation)
     };
 
-    /// A file vireo opened at `path`: bounded to `max_bytes` when it is a regular file.
-    static std::shared_ptr<ConsoleLog> file(UniqueFd fd, std::string path, uint64_t max_bytes);
+    /// A file vireo opened at `path`: bounded to `max_bytes` when it is a regular file. A new
+    /// PATH found at rotation is refused if it is one of `reads` (files vireo reads).
+    static std::shared_ptr<ConsoleLog> file(UniqueFd fd, std::string path, uint64_t max_bytes,
+                                            std::span<const InputFile> reads = {});
     /// A descriptor vireo does not own (standard output): written, counted, never rotated.
     static std::shared_ptr<ConsoleLog> stream(int fd);
     ~ConsoleLog();
@@ -55,6 +58,7 @@ class ConsoleLog final : public devices::OutputTap {
     uint64_t size_ = 0;           // of the current file, as far as this writer knows
     FileId id_{};                 // of the current file
     std::vector<int> followers_;  // descriptors that were the same file (stdout, stderr)
+    std::vector<FileId> reads_;   // never written, whatever name they appear under
     bool broken_ = false;         // rotation failed: everything is dropped from now on
     bool warned_ = false;
     std::atomic<uint64_t> bytes_{0}, rotations_{0}, write_errors_{0}, dropped_{0};

@@ -82,6 +82,23 @@ TEST_F(ConsoleLogTest, APathMovedAwayIsNotRenamedAgain) {
     EXPECT_EQ(read(path_), "ef");
 }
 
+TEST_F(ConsoleLogTest, ANewPathThatIsAnInputIsNeverWritten) {
+    const std::string kernel = dir_ + "/k.elf";
+    { std::ofstream(kernel) << "ELF"; }
+    struct stat st {};
+    ASSERT_EQ(::stat(kernel.c_str(), &st), 0);
+    const InputFile reads[] = {{file_id(st), "kernel k.elf"}};
+    UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    ASSERT_TRUE(fd);
+    auto log = ConsoleLog::file(std::move(fd), path_, 4, reads);
+    put(*log, "abcd");
+    fs::rename(path_, dir_ + "/moved.log");
+    fs::create_hard_link(kernel, path_);  // PATH is now another name of the kernel
+    put(*log, "ef");
+    EXPECT_EQ(read(kernel), "ELF");
+    EXPECT_EQ(log->stats().dropped_bytes, 2u);
+}
+
 TEST_F(ConsoleLogTest, FailedWritesAreDroppedAndCounted) {
     UniqueFd full(::open("/dev/full", O_WRONLY | O_CLOEXEC));
     ASSERT_TRUE(full);
