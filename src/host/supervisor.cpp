@@ -357,9 +357,12 @@ class Supervisor {
             if (left.count() <= 0) return std::nullopt;
             pollfd p{d.ctl.get(), POLLIN, 0};
             if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-            char buf[256];
-            const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
-            if (n <= 0 || !d.ctl_lines.feed({buf, static_cast<size_t>(n)})) return std::nullopt;
+            const Ctl r = read_ctl(d);
+            if (r == Ctl::TooLong) return std::nullopt;
+            if (r == Ctl::Closed) {  // a last line may have come before the end
+                auto line = d.ctl_lines.next();
+                return line ? domain::decode(*line) : std::nullopt;
+            }
         }
     }
 
@@ -383,15 +386,18 @@ class Supervisor {
     }
 
     // Feeds what the domain wrote on its control socket to its line reader, without waiting.
-    // False if a line grew past the protocol's bound (the domain is then stopped).
-    static bool read_ctl(Dom& d) {
+    // Closed: the domain's end is closed (it exited); TooLong: a line grew past the protocol's
+    // bound (the domain is then stopped).
+    enum class Ctl { Open, Closed, TooLong };
+    static Ctl read_ctl(Dom& d) {
         char buf[256];
         for (;;) {
             pollfd p{d.ctl.get(), POLLIN, 0};
-            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) return true;
+            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) return Ctl::Open;
             const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
-            if (n <= 0) return true;
-            if (!d.ctl_lines.feed({buf, static_cast<size_t>(n)})) return false;
+            if (n == 0) return Ctl::Closed;
+            if (n < 0) return Ctl::Open;  // EINTR, EAGAIN: nothing now
+            if (!d.ctl_lines.feed({buf, static_cast<size_t>(n)})) return Ctl::TooLong;
         }
     }
 
@@ -407,7 +413,7 @@ class Supervisor {
     // supervising thread holds mu_; API requests must not wait for a domain being built).
     void poll_restart(Dom& d) {
         if (!d.restarting || d.pid <= 0) return;
-        if (!read_ctl(d)) return protocol_error(d);
+        if (read_ctl(d) == Ctl::TooLong) return protocol_error(d);
         auto line = d.ctl_lines.next();
         if (!line && Clock::now() < d.ready_deadline) return;
         const auto m = line ? domain::decode(*line) : std::nullopt;
@@ -449,7 +455,7 @@ class Supervisor {
     // "crashed") without waiting. Called with mu_ held, so `list` always shows the latest.
     void drain_ctl(Dom& d) {
         if (d.pid <= 0 || !d.ctl || d.state == "starting") return;
-        if (!read_ctl(d)) return protocol_error(d);
+        if (read_ctl(d) == Ctl::TooLong) return protocol_error(d);
         while (auto line = d.ctl_lines.next()) {
             const auto m = domain::decode(*line);
             if (!m) continue;  // not a message: ignored
