@@ -52,31 +52,36 @@ bool within_depth(std::string_view text, size_t max_depth) noexcept {
     return true;
 }
 
-std::variant<Request, std::string> parse_request(std::string_view line) {
+std::variant<Request, RequestError> parse_request(std::string_view line) {
     // Bounded before parsing: nlohmann's parser is iterative, but copying and printing a value
     // recurse once per level, and the id is echoed back.
     if (!within_depth(line, kMaxDepth))
-        return error_response(nullptr, "too-deep",
-                              fmt::format("requests nest at most {} levels", kMaxDepth))
-            .dump();
+        return RequestError{
+            error_response(nullptr, "too-deep",
+                           fmt::format("requests nest at most {} levels", kMaxDepth))
+                .dump(),
+            true};
     Json req = Json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (req.is_discarded())
-        return error_response(nullptr, "parse-error", "the request is not valid JSON").dump();
+        return RequestError{
+            error_response(nullptr, "parse-error", "the request is not valid JSON").dump()};
     if (!req.is_object())
-        return error_response(nullptr, "invalid-request", "the request must be a JSON object")
-            .dump();
+        return RequestError{
+            error_response(nullptr, "invalid-request", "the request must be a JSON object").dump()};
     Request r;
     if (auto it = req.find("id"); it != req.end()) r.id = std::move(*it);
     const auto m = req.find("method");
     if (m == req.end() || !m->is_string())
-        return error_response(r.id, "invalid-request", "\"method\" (a string) is required").dump();
+        return RequestError{
+            error_response(r.id, "invalid-request", "\"method\" (a string) is required").dump()};
     r.method = m->get<std::string>();
     if (auto it = req.find("params"); it != req.end())
         r.params = std::move(*it);
     else
         r.params = Json::object();
     if (!r.params.is_object())
-        return error_response(r.id, "invalid-params", "\"params\" must be an object").dump();
+        return RequestError{
+            error_response(r.id, "invalid-params", "\"params\" must be an object").dump()};
     return r;
 }
 
@@ -105,7 +110,7 @@ std::string dispatch(const std::map<std::string, Method>& methods, const Request
 
 std::string handle_request(const std::map<std::string, Method>& methods, std::string_view line) {
     auto parsed = parse_request(line);
-    if (auto* err = std::get_if<std::string>(&parsed)) return std::move(*err);
+    if (auto* err = std::get_if<RequestError>(&parsed)) return std::move(err->reply);
     return dispatch(methods, std::get<Request>(parsed));
 }
 
@@ -202,10 +207,9 @@ void Server::handle_lines(Conn& c) {
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         stats_.requests.fetch_add(1, std::memory_order_relaxed);
         auto parsed = parse_request(line);
-        if (auto* err = std::get_if<std::string>(&parsed)) {
-            if (err->find("\"too-deep\"") != std::string::npos)
-                stats_.too_deep.fetch_add(1, std::memory_order_relaxed);
-            queue_reply(c, *err, now);
+        if (auto* err = std::get_if<RequestError>(&parsed)) {
+            if (err->too_deep) stats_.too_deep.fetch_add(1, std::memory_order_relaxed);
+            queue_reply(c, err->reply, now);
             c.last_done = now;
             continue;
         }

@@ -77,8 +77,15 @@ struct Request {
     Json params;
 };
 
-/// Parses one request line: the request, or the error response line to send instead.
-std::variant<Request, std::string> parse_request(std::string_view line);
+/// A request line that did not parse: the error response line to send instead, and whether it
+/// was refused for its nesting (counted as `too_deep`).
+struct RequestError {
+    std::string reply;
+    bool too_deep = false;
+};
+
+/// Parses one request line: the request, or the error to answer with.
+std::variant<Request, RequestError> parse_request(std::string_view line);
 
 /// Calls the request's method; returns the response line (without newline).
 std::string dispatch(const std::map<std::string, Method>& methods, const Request& request);
