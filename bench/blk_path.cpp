@@ -84,8 +84,8 @@ Result<Figure> device_read(const std::shared_ptr<virtio::DiskImage>& disk, uint6
          virtio::kStatusDriverOk) == 0)
         return fail(ErrorCode::BadState, "the device did not start");
     // Pre-touch the buffers (a running guest's memory is resident).
-    auto all = mem.slice(Gpa(0), mem.total_size()).value();
-    std::memset(all.data(), 0, all.size());
+    const auto all = mem.slice(Gpa(0), mem.total_size()).value().iov();
+    std::memset(all.iov_base, 0, all.iov_len);
 
     const uint64_t sectors = disk->size() / 512;
     const uint64_t per_request = request / 512;

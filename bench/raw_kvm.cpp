@@ -57,7 +57,7 @@ Result<RawVm> RawVm::create(std::span<const uint8_t> image, uint64_t rdi, uint64
 
     kvm_userspace_memory_region region{};
     region.memory_size = kRam;
-    region.userspace_addr = reinterpret_cast<uint64_t>(vm.mem_->regions()[0].host);
+    region.userspace_addr = vm.mem_->regions()[0].host.value();
     if (::ioctl(vm.vm_, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return fail_errno(errno, "KVM_SET_USER_MEMORY_REGION");
 

@@ -50,8 +50,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     World& w = (data[0] & 1) ? ro : rw;
     const uint64_t features = virtio::kFeatureIndirectDesc |
                               ((data[0] & 2) ? virtio::kFeatureEventIdx : 0) | (uint64_t{1} << 9);
-    auto ram = w.mem.slice(memory::Gpa(0), kRam).value();
-    std::memset(ram.data(), 0, 0x10000);
+    // The driver's view of guest RAM (the test plays the guest).
+    auto* ram = static_cast<uint8_t*>(w.mem.slice(memory::Gpa(0), kRam).value().iov().iov_base);
+    std::memset(ram, 0, 0x10000);
     virtio::testing::DriverQueue dq(w.mem, kRings, kQueueSize);
     virtio::testing::MmioDriver drv(*w.transport);
     virtio::testing::DriverQueue* qs[] = {&dq};
@@ -62,8 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t* p = data + 2;
     fuzz::fill_descriptors(dq, p, data + size, kData, 0xf000);
     const size_t off = static_cast<size_t>(p - data);
-    if (off < size)
-        std::memcpy(ram.data() + kData, data + off, std::min<size_t>(size - off, 0xf000));
+    if (off < size) std::memcpy(ram + kData, data + off, std::min<size_t>(size - off, 0xf000));
     for (size_t i = 0; i < n_avail; ++i)
         dq.put_avail(static_cast<uint16_t>((i < size ? data[i] : i) % (kQueueSize + 2)));
     w.transport->process_queue(0);

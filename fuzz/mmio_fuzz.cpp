@@ -47,8 +47,9 @@ struct World {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static World w;
-    auto ram = w.mem.slice(memory::Gpa(0), kRam).value();
-    std::memset(ram.data(), 0, 64 * 1024);
+    // The driver's view of guest RAM (the test plays the guest).
+    auto* ram = static_cast<uint8_t*>(w.mem.slice(memory::Gpa(0), kRam).value().iov().iov_base);
+    std::memset(ram, 0, 64 * 1024);
     for (size_t i = 0; i + 8 <= size; i += 8) {
         const uint8_t* op = data + i;
         auto& t = *w.transports[op[0] >> 7];
@@ -70,7 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 break;
             case 2: {  // guest RAM write (rings live in the first 64 KiB)
                 const uint64_t at = (uint64_t{op[1]} | (uint64_t{op[2]} << 8)) & 0xfffc;
-                std::memcpy(ram.data() + at, op + 4, 4);
+                std::memcpy(ram + at, op + 4, 4);
                 break;
             }
             case 3:

@@ -49,8 +49,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint64_t features = virtio::kFeatureIndirectDesc | virtio::kNetFMac | virtio::kNetFMtu |
                               ((flags & 1) ? virtio::kFeatureEventIdx : 0) |
                               ((flags & 2) ? virtio::kNetFMrgRxbuf : 0);
-    auto ram = w.mem.slice(memory::Gpa(0), kRam).value();
-    std::memset(ram.data(), 0, kData);
+    // The driver's view of guest RAM (the test plays the guest).
+    auto* ram = static_cast<uint8_t*>(w.mem.slice(memory::Gpa(0), kRam).value().iov().iov_base);
+    std::memset(ram, 0, kData);
     virtio::testing::DriverQueue rx(w.mem, kRxRings, kQueueSize), tx(w.mem, kTxRings, kQueueSize);
     virtio::testing::MmioDriver drv(*w.transport);
     virtio::testing::DriverQueue* qs[] = {&rx, &tx};
@@ -62,8 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::fill_descriptors(rx, p, mid, kData, kRam - kData, 0x12000);
     fuzz::fill_descriptors(tx, p, end, kData, kRam - kData, 0x12000);
     if (p < end)
-        std::memcpy(ram.data() + kData, p,
-                    std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));
+        std::memcpy(ram + kData, p, std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));
     for (size_t i = 0; i < data[1] % (kQueueSize + 2); ++i)
         rx.put_avail(static_cast<uint16_t>(i < size ? data[size - 1 - i] % (kQueueSize + 1) : i));
     for (size_t i = 0; i < data[2] % (kQueueSize + 2); ++i)

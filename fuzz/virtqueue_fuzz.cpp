@@ -31,12 +31,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     c.device = uint64_t{u16(data + 6)} * 4;
     const uint32_t max_chain = 1 + data[8] % 130;
     // Guest RAM: the rest of the input at each ring, so that rings and tables come from it.
-    auto s = mem.slice(memory::Gpa(0), kRam).value();
-    std::memset(s.data(), 0, s.size());
+    // The driver's view of guest RAM (the test plays the guest).
+    auto* s = static_cast<uint8_t*>(mem.slice(memory::Gpa(0), kRam).value().iov().iov_base);
+    std::memset(s, 0, kRam);
     const uint8_t* body = data + 9;
     const size_t body_len = std::min<size_t>(size - 9, 4096);
     for (uint64_t at : {c.desc, c.driver, c.device, uint64_t{0}})
-        if (at < kRam) std::memcpy(s.data() + at, body, std::min<uint64_t>(body_len, kRam - at));
+        if (at < kRam) std::memcpy(s + at, body, std::min<uint64_t>(body_len, kRam - at));
     virtio::Queue q;
     if (!q.activate(mem, c, 1024, max_chain, flags & 1, flags & 2)) return 0;
     virtio::Chain chain(max_chain);
@@ -44,8 +45,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto r = q.pop(chain);
         if (!r || !*r) break;
         uint64_t sum = 0;  // touch every byte the chain claims: ASan checks the bounds
-        for (const auto& seg : chain.segments())
-            sum += seg.host[0] + seg.host[seg.len - 1];
+        for (const auto& seg : chain.segments()) {
+            const auto* p = static_cast<const uint8_t*>(seg.buf.iov().iov_base);
+            sum += p[0] + p[seg.len() - 1];
+        }
         if (flags & 4) q.push_used(chain.head(), static_cast<uint32_t>(sum));
         (void)q.needs_interrupt();
     }

@@ -73,8 +73,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static World w;
     const uint64_t features =
         virtio::kFeatureIndirectDesc | ((data[0] & 1) ? virtio::kFeatureEventIdx : 0);
-    auto ram = w.mem.slice(memory::Gpa(0), kRam).value();
-    std::memset(ram.data(), 0, kData);
+    // The driver's view of guest RAM (the test plays the guest).
+    auto* ram = static_cast<uint8_t*>(w.mem.slice(memory::Gpa(0), kRam).value().iov().iov_base);
+    std::memset(ram, 0, kData);
     virtio::testing::DriverQueue rx(w.mem, kRxRings, kQueueSize), tx(w.mem, kTxRings, kQueueSize),
         ev(w.mem, kEvRings, 8);
     virtio::testing::MmioDriver drv(*w.transport);
@@ -87,18 +88,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::fill_descriptors(tx, p, end, kData, kRam - kData, 0x11000);
     if (p < end) {
         // Packets: make most of them plausible (right CIDs, port 5 or a few others).
-        std::memcpy(ram.data() + kData, p,
-                    std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));
+        std::memcpy(ram + kData, p, std::min<size_t>(static_cast<size_t>(end - p), kRam - kData));
         for (uint64_t at = kData; at + 44 <= kData + 0x8000; at += 0x800) {
             if (data[0] & 2) continue;
             virtio::VsockHeader h;
-            std::memcpy(&h, ram.data() + at, 44);
+            std::memcpy(&h, ram + at, 44);
             h.src_cid = 3;
             h.dst_cid = virtio::kVsockHostCid;
             h.dst_port = (h.dst_port & 1) ? 5 : h.dst_port % 8;
             h.type = 1;
             h.op = static_cast<uint16_t>(h.op % 9);
-            std::memcpy(ram.data() + at, &h, 44);
+            std::memcpy(ram + at, &h, 44);
         }
     }
     for (size_t i = 0; i < data[1] % (kQueueSize + 2); ++i)

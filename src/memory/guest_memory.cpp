@@ -12,6 +12,11 @@ namespace vireo::memory {
 
 namespace {
 
+// The host bytes of a region (the mapping GuestMemory owns).
+uint8_t* host_bytes(const Region& r) noexcept {
+    return static_cast<uint8_t*>(r.host.ptr());
+}
+
 // Private anonymous memory of `size` bytes at a 2 MiB-aligned address (KVM maps a 2 MiB page
 // of the host as one nested-paging entry only where guest and host addresses agree modulo
 // 2 MiB; regions start 2 MiB-aligned in the guest), advised for transparent huge pages.
@@ -75,7 +80,7 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, cons
     if (!huge_pages) {
         for (const auto& spec : sorted) {
             VIREO_TRY_ASSIGN(uint8_t * p, map_anonymous(spec.size, name));
-            mem.regions_.push_back(Region{spec.start, spec.size, p, 0});
+            mem.regions_.push_back(Region{spec.start, spec.size, Hva(p), 0});
         }
         mem.total_size_ = total;
         return mem;
@@ -99,7 +104,7 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, cons
             return fail_errno(errno, "guest memory: mapping {} MiB at guest {:#x}", spec.size >> 20,
                               spec.start.value());
         (void)::madvise(p, spec.size, MADV_DONTFORK);
-        mem.regions_.push_back(Region{spec.start, spec.size, static_cast<uint8_t*>(p), offset});
+        mem.regions_.push_back(Region{spec.start, spec.size, Hva(p), offset});
         offset += spec.size;
     }
     mem.total_size_ = total;
@@ -133,17 +138,36 @@ GuestMemory::~GuestMemory() {
     release();
 }
 
-Result<void> GuestMemory::discard(uint8_t* host, uint64_t len) const {
+Result<void> GuestMemory::discard(Gpa gpa, uint64_t len) const {
+    if (!is_aligned(gpa.value(), kPageSize) || !is_aligned(len, kPageSize))
+        return fail(ErrorCode::InvalidArgument,
+                    "guest memory: discarding [{:#x}, +{:#x}): not whole 4 KiB pages", gpa.value(),
+                    len);
     // Anonymous memory: MADV_DONTNEED frees the pages (a 2 MiB page is split first). A memfd:
     // MADV_REMOVE punches the pages out of the file itself.
-    if (::madvise(host, len, huge_pages() ? MADV_REMOVE : MADV_DONTNEED) != 0)
-        return fail_errno(errno, "guest memory: discarding {} bytes", len);
+    const int advice = huge_pages() ? MADV_REMOVE : MADV_DONTNEED;
+    return for_each_chunk(gpa, len, [&](uint8_t* host, uint64_t, uint64_t n) -> Result<void> {
+        // SAFETY: host..host+n lies within one mapped region, page-aligned (checked above).
+        if (::madvise(host, n, advice) != 0)
+            return fail_errno(errno, "guest memory: discarding {} bytes at {:#x}", n, gpa.value());
+        return ok();
+    });
+}
+
+Result<void> GuestMemory::populate(bool lock) const {
+    for (const auto& r : regions_) {
+        if (::madvise(host_bytes(r), r.size, MADV_POPULATE_WRITE) != 0)  // huge pages too
+            return fail_errno(errno, "prefaulting {} MiB of guest memory", r.size >> 20);
+        if (lock && ::mlock(host_bytes(r), r.size) != 0)
+            return fail_errno(errno, "locking {} MiB of guest memory (RLIMIT_MEMLOCK?)",
+                              r.size >> 20);
+    }
     return ok();
 }
 
 void GuestMemory::release() noexcept {
     for (auto& r : regions_)
-        ::munmap(r.host, r.size);
+        ::munmap(host_bytes(r), r.size);
     regions_.clear();
 }
 
@@ -167,7 +191,10 @@ Result<void> GuestMemory::for_each_chunk(Gpa gpa, uint64_t len, Fn&& fn) const {
         const Region* r = find(cur);
         uint64_t off = cur.offset_from(r->start);
         uint64_t chunk = std::min(len - done, r->size - off);
-        fn(r->host + off, done, chunk);
+        if constexpr (std::is_void_v<decltype(fn(host_bytes(*r) + off, done, chunk))>)
+            fn(host_bytes(*r) + off, done, chunk);
+        else
+            VIREO_TRY(fn(host_bytes(*r) + off, done, chunk));
         done += chunk;
     }
     return ok();
@@ -218,7 +245,7 @@ Result<void> GuestMemory::write_from_file_mapping(Gpa gpa, std::span<const uint8
     return ok();
 }
 
-Result<std::span<uint8_t>> GuestMemory::slice(Gpa gpa, uint64_t len) const {
+Result<GuestSlice> GuestMemory::slice(Gpa gpa, uint64_t len) const {
     const Region* r = find(gpa);
     if (r == nullptr || !range_fits(gpa.value(), len))
         return fail(ErrorCode::OutOfRange, "guest range [{:#x}, +{:#x}) is outside guest RAM",
@@ -229,7 +256,7 @@ Result<std::span<uint8_t>> GuestMemory::slice(Gpa gpa, uint64_t len) const {
                     "guest range [{:#x}, +{:#x}) leaves its RAM region (ends at {:#x})",
                     gpa.value(), len, r->end());
     // SAFETY: [off, off+len) is within the region's mapping, checked just above.
-    return std::span<uint8_t>(r->host + off, len);
+    return GuestSlice(gpa, host_bytes(*r) + off, len);
 }
 
 }  // namespace vireo::memory

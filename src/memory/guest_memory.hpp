@@ -4,7 +4,8 @@
 // every thread without locks. It covers RAM only (MMIO is never reachable through it). Every
 // access checks [gpa, gpa + len) with overflow checks and is split across regions where it spans
 // adjacent ones; an access that leaves RAM anywhere fails as a whole before any byte is copied.
-// No raw pointer into guest memory escapes except through slice(), whose span is bounds-checked.
+// slice() is the one place that turns a guest address range into host memory: it returns a
+// GuestSlice (memory/guest_slice.hpp), whose every access is checked against the range.
 //
 // Memory is private anonymous memory mapped MAP_NORESERVE, each region at a 2 MiB-aligned host
 // address and advised MADV_HUGEPAGE: where the host's transparent huge pages allow it
@@ -26,6 +27,7 @@
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
 #include "memory/address.hpp"
+#include "memory/guest_slice.hpp"
 
 namespace vireo::memory {
 
@@ -39,8 +41,8 @@ struct RegionSpec {
 struct Region {
     Gpa start;
     uint64_t size = 0;
-    uint8_t* host = nullptr;  ///< host mapping of the whole region
-    uint64_t fd_offset = 0;   ///< offset of the region in the backing memfd (huge pages)
+    Hva host;                ///< host address of the region's mapping (for KVM's memory slots)
+    uint64_t fd_offset = 0;  ///< offset of the region in the backing memfd (huge pages)
 
     /// One past the last guest-physical address of the region (cannot overflow: create()
     /// refuses regions that end past 2^64).
@@ -73,9 +75,12 @@ class GuestMemory {
     uint64_t total_size() const noexcept { return total_size_; }
     /// The backing memfd (huge_pages only; -1 for anonymous memory).
     int fd() const noexcept { return fd_.get(); }
-    /// Returns host pages of [host, host + len) (inside this memory) to the host: the guest
+    /// Returns the pages of [gpa, gpa + len) (page-aligned, all RAM) to the host: the guest
     /// reads zeros there afterwards. For a balloon or free page reporting.
-    Result<void> discard(uint8_t* host, uint64_t len) const;
+    Result<void> discard(Gpa gpa, uint64_t len) const;
+    /// Touches every page now (so nothing fails later for lack of host memory) and, with
+    /// `lock`, locks them in RAM (never swapped; needs RLIMIT_MEMLOCK).
+    Result<void> populate(bool lock) const;
     /// True if backed by 2 MiB huge pages (pages cannot be freed one 4 KiB page at a time).
     bool huge_pages() const noexcept { return static_cast<bool>(fd_); }  // only they have a memfd
 
@@ -105,9 +110,9 @@ class GuestMemory {
         return write(gpa, std::as_bytes(std::span<const T, 1>(&value, 1)));
     }
 
-    /// A host view of [gpa, gpa + len) if it lies within one region (zero-copy I/O).
+    /// A checked view of [gpa, gpa + len) if it lies within one region (zero-copy I/O).
     /// Fails if the range leaves RAM or crosses a region boundary.
-    Result<std::span<uint8_t>> slice(Gpa gpa, uint64_t len) const;
+    Result<GuestSlice> slice(Gpa gpa, uint64_t len) const;
 
     /// The region containing `gpa`, or nullptr.
     const Region* find(Gpa gpa) const noexcept;
@@ -117,7 +122,7 @@ class GuestMemory {
     void release() noexcept;
 
     // Checks the whole range first, then calls fn(host_ptr, offset_in_access, chunk_len) for
-    // each piece (one per region crossed).
+    // each piece (one per region crossed). fn's return (void or Result<void>) stops it early.
     template <typename Fn>
     Result<void> for_each_chunk(Gpa gpa, uint64_t len, Fn&& fn) const;
 

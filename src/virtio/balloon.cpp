@@ -80,8 +80,8 @@ Result<void> BalloonDevice::process(size_t index) {
     return ok();
 }
 
-void BalloonDevice::give_back(uint8_t* host, uint64_t len) {
-    if (auto r = mem_->discard(host, len); !r) log::warn("virtio-balloon: {}", r.error().message());
+void BalloonDevice::give_back(memory::Gpa gpa, uint64_t len) {
+    if (auto r = mem_->discard(gpa, len); !r) log::warn("virtio-balloon: {}", r.error().message());
 }
 
 Result<void> BalloonDevice::inflate(Queue& q) {
@@ -89,25 +89,27 @@ Result<void> BalloonDevice::inflate(Queue& q) {
         VIREO_TRY_ASSIGN(bool got, q.pop(chain_));
         if (!got) break;
         // PFNs (le32 each) in the readable buffers; contiguous runs are returned in one call.
-        uint8_t* run = nullptr;
+        // A run is contiguous guest pages inside one RAM region.
+        memory::Gpa run;
         uint64_t run_len = 0;
         for (const auto& s : chain_.readable()) {
-            for (uint32_t off = 0; off + 4 <= s.len; off += 4) {
-                uint32_t pfn;
-                std::memcpy(&pfn, s.host + off, 4);
-                auto page = mem_->slice(memory::Gpa(uint64_t{pfn} * kPageSize), kPageSize);
-                if (!page) continue;  // not RAM: nothing to give back
+            for (uint32_t off = 0; off + 4 <= s.len(); off += 4) {
+                const uint32_t pfn = s.buf.read_obj<uint32_t>(off).value_or(0);
+                const memory::Gpa gpa(uint64_t{pfn} * kPageSize);
+                const auto* region = mem_->find(gpa);
+                if (region == nullptr) continue;  // not RAM: nothing to give back
                 ++info_.inflated_pages;
-                if (run != nullptr && run + run_len == page->data()) {
+                if (run_len != 0 && run.value() + run_len == gpa.value() &&
+                    mem_->find(run) == region) {
                     run_len += kPageSize;
                     continue;
                 }
-                if (run != nullptr) give_back(run, run_len);
-                run = page->data();
+                if (run_len != 0) give_back(run, run_len);
+                run = gpa;
                 run_len = kPageSize;
             }
         }
-        if (run != nullptr) give_back(run, run_len);
+        if (run_len != 0) give_back(run, run_len);
         q.push_used(chain_.head(), 0);
     }
     if (q.needs_interrupt()) transport_->signal_used();
@@ -131,11 +133,9 @@ Result<void> BalloonDevice::take_stats(Queue& q) {
         if (!got) break;
         if (stats_held_) q.push_used(stats_head_, 0);  // a driver should not queue two
         for (const auto& s : chain_.readable()) {
-            for (uint32_t off = 0; off + kStatSize <= s.len; off += kStatSize) {
-                uint16_t tag;
-                uint64_t value;
-                std::memcpy(&tag, s.host + off, 2);
-                std::memcpy(&value, s.host + off + 2, 8);
+            for (uint32_t off = 0; off + kStatSize <= s.len(); off += kStatSize) {
+                const uint16_t tag = s.buf.read_obj<uint16_t>(off).value_or(UINT16_MAX);
+                const uint64_t value = s.buf.read_obj<uint64_t>(off + 2).value_or(0);
                 if (tag < std::size(kStatNames)) info_.stats[kStatNames[tag]] = value;
             }
         }
@@ -154,8 +154,8 @@ Result<void> BalloonDevice::reported(Queue& q) {
         if (!got) break;
         // Free ranges the guest reports; each buffer is a range of guest RAM.
         for (const auto& s : chain_.segments()) {
-            give_back(s.host, s.len);
-            info_.reported_bytes += s.len;
+            give_back(s.buf.gpa(), s.len());
+            info_.reported_bytes += s.len();
         }
         q.push_used(chain_.head(), 0);
     }

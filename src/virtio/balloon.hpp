@@ -73,7 +73,7 @@ class BalloonDevice final : public Device {
     Result<void> deflate(Queue& q);
     Result<void> take_stats(Queue& q);
     Result<void> reported(Queue& q);
-    void give_back(uint8_t* host, uint64_t len);
+    void give_back(memory::Gpa gpa, uint64_t len);
 
     std::array<uint8_t, 8> config_{};  // num_pages, actual
     const memory::GuestMemory* mem_ = nullptr;

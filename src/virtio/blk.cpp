@@ -151,7 +151,7 @@ Result<BlkRequest> parse_blk_request(const Chain& chain, std::span<iovec> iov) {
     r.type = header.type;
     r.sector = header.sector;
     const auto& last = chain.writable().back();
-    r.status = last.host + last.len - 1;
+    r.status = last.buf.tail(last.buf.size() - 1);
     const uint64_t in_len = chain.writable_bytes() - 1;  // writable bytes before status
     const uint64_t out_len = chain.readable_bytes() - sizeof header;  // readable after header
     if (iov.size() < chain.segments().size())
@@ -348,14 +348,9 @@ Result<void> BlockDevice::start(Request& r) {
             uint8_t id[kBlkIdBytes] = {};
             const auto& serial = disk_->options().serial;
             std::memcpy(id, serial.data(), std::min(serial.size(), sizeof id));
-            uint64_t left = std::min<uint64_t>(r.req.data_len, sizeof id), off = 0;
-            for (size_t i = 0; i < r.req.iov_count && left > 0; ++i) {
-                const size_t n = std::min<uint64_t>(r.iov[i].iov_len, left);
-                std::memcpy(r.iov[i].iov_base, id + off, n);
-                off += n;
-                left -= n;
-            }
-            r.done = off;
+            // At most data_len bytes: the writable buffers before the status byte.
+            const auto n = static_cast<size_t>(std::min<uint64_t>(r.req.data_len, sizeof id));
+            r.done = scatter(r.chain.writable(), std::span<const uint8_t>(id, n));
             return finish(r, kBlkOk), ok();
         }
         case kBlkDiscard:
@@ -430,7 +425,7 @@ void BlockDevice::finish(Request& r, uint8_t status) {
     const uint64_t written = r.req.type == kBlkIn && status == kBlkOk ? r.req.data_len
                              : r.req.type == kBlkGetId                ? r.done
                                                                       : 0;
-    *r.req.status = status;
+    (void)r.req.status.write_obj(0, status);  // one byte, always inside
     queue_->push_used(r.chain.head(), static_cast<uint32_t>(written + 1));
     release(r);
 }
@@ -462,6 +457,7 @@ void BlockDevice::on_cqe(Request& r, int res) {
                     skip -= v.iov_len;
                     ++r.iov_first;
                 } else {
+                    // SAFETY: skip < iov_len, so the rest stays inside the slice it came from.
                     v.iov_base = static_cast<uint8_t*>(v.iov_base) + skip;
                     v.iov_len -= skip;
                     skip = 0;

@@ -68,7 +68,7 @@ inline constexpr size_t kBlkIdBytes = 20;
 struct BlkRequest {
     uint32_t type = 0;
     uint64_t sector = 0;
-    uint8_t* status = nullptr;
+    memory::GuestSlice status;  ///< the status byte
     uint64_t data_len = 0;
     size_t iov_count = 0;
 };

@@ -93,6 +93,7 @@ void scatter_write(const iovec* iov, size_t count, size_t offset, const void* da
             continue;
         }
         const size_t n = std::min(len, iov[i].iov_len - offset);
+        // SAFETY: offset + n <= iov_len; the iovecs are guest slices' iov() (receive buffers).
         std::memcpy(static_cast<uint8_t*>(iov[i].iov_base) + offset, src, n);
         src += n;
         len -= n;
@@ -445,7 +446,7 @@ Result<size_t> NetDevice::fill_rx_window(size_t need) {
                         "receive buffer with {} readable and {} writable bytes",
                         chain_.readable_bytes(), chain_.writable_bytes());
         for (const auto& s : chain_.writable())
-            rx_iov_.push_back({s.host, s.len});
+            rx_iov_.push_back(s.buf.iov());
         const auto bytes = static_cast<uint32_t>(chain_.writable_bytes());
         rx_chains_.push_back(
             {chain_.head(), static_cast<uint16_t>(chain_.writable().size()), bytes});

@@ -20,18 +20,10 @@ static_assert(sizeof(Desc) == 16);
 
 // The rings are shared with the guest, which may write them at any time. Indices are accessed
 // atomically (the spec's alignment rules make that possible); everything else is copied out
-// with memcpy once and validated on the copy.
-uint16_t load_u16_acquire(const uint8_t* p) noexcept {
-    return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(const_cast<uint8_t*>(p)))
-        .load(std::memory_order_acquire);
-}
-void store_u16_release(uint8_t* p, uint16_t v) noexcept {
-    std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p)).store(v, std::memory_order_release);
-}
-uint16_t load_u16(const uint8_t* p) noexcept {
-    return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(const_cast<uint8_t*>(p)))
-        .load(std::memory_order_relaxed);
-}
+// once and validated on the copy.
+constexpr auto kAcquire = std::memory_order_acquire;
+constexpr auto kRelease = std::memory_order_release;
+constexpr auto kRelaxed = std::memory_order_relaxed;
 
 }  // namespace
 
@@ -46,12 +38,12 @@ Result<void> Queue::activate(const memory::GuestMemory& mem, const QueueConfig& 
                     "misaligned ring (descriptors {:#x}, avail {:#x}, used {:#x})", c.desc,
                     c.driver, c.device);
     const uint64_t n = c.size;
-    auto ring = [&](uint64_t gpa, uint64_t len, const char* what) -> Result<uint8_t*> {
+    auto ring = [&](uint64_t gpa, uint64_t len, const char* what) -> Result<memory::GuestSlice> {
         auto s = mem.slice(memory::Gpa(gpa), len);
         if (!s)
             return fail(ErrorCode::OutOfRange, "{} ring [{:#x}, +{:#x}) is not in guest RAM", what,
                         gpa, len);
-        return s->data();
+        return *s;
     };
     VIREO_TRY_ASSIGN(desc_, ring(c.desc, 16 * n, "descriptor"));
     VIREO_TRY_ASSIGN(avail_, ring(c.driver, 6 + 2 * n, "avail"));
@@ -67,7 +59,7 @@ Result<void> Queue::activate(const memory::GuestMemory& mem, const QueueConfig& 
 }
 
 uint16_t Queue::avail_idx() const noexcept {
-    return load_u16_acquire(avail_ + 2);
+    return avail_.load_u16(2, kAcquire);
 }
 
 Result<bool> Queue::pop(Chain& out) {
@@ -76,7 +68,7 @@ Result<bool> Queue::pop(Chain& out) {
         if (!event_idx_) return false;
         // Ask for a notification at the next buffer, then look again: the driver may have
         // added one before it could see the new avail_event.
-        store_u16_release(used_ + 4 + 8 * size_t{size_}, last_avail_);
+        used_.store_u16(4 + 8 * uint64_t{size_}, last_avail_, kRelease);
         std::atomic_thread_fence(std::memory_order_seq_cst);
         avail = avail_idx();
         if (avail == last_avail_) return false;
@@ -84,7 +76,8 @@ Result<bool> Queue::pop(Chain& out) {
     if (static_cast<uint16_t>(avail - last_avail_) > size_)
         return fail(ErrorCode::OutOfRange, "avail index {} is more than {} ahead of {}", avail,
                     size_, last_avail_);
-    const uint16_t head = load_u16(avail_ + 4 + 2 * size_t{uint16_t(last_avail_ % size_)});
+    const uint16_t head =
+        avail_.load_u16(4 + 2 * uint64_t{uint16_t(last_avail_ % size_)}, kRelaxed);
     ++last_avail_;
     if (head >= size_)
         return fail(ErrorCode::OutOfRange, "avail ring entry {} >= queue size {}", head, size_);
@@ -93,7 +86,7 @@ Result<bool> Queue::pop(Chain& out) {
                     out.capacity(), max_chain_);
 
     out.clear(head);
-    const uint8_t* table = desc_;
+    memory::GuestSlice table = desc_;
     uint32_t table_len = size_;
     uint32_t idx = head;
     bool in_indirect = false;
@@ -101,8 +94,9 @@ Result<bool> Queue::pop(Chain& out) {
         if (count > max_chain_)
             return fail(ErrorCode::OutOfRange,
                         "descriptor chain from {} is longer than {} (a cycle?)", head, max_chain_);
-        Desc d;
-        std::memcpy(&d, table + 16 * size_t{idx}, sizeof d);  // the one read of this descriptor
+        Desc d{};
+        // The one read of this descriptor (idx < table_len, and the table holds table_len).
+        table.read_at(16 * uint64_t{idx}, std::span(reinterpret_cast<uint8_t*>(&d), sizeof d));
         if (d.flags & kDescIndirect) {
             if (!indirect_)
                 return fail(ErrorCode::InvalidArgument, "indirect descriptor not negotiated");
@@ -116,7 +110,7 @@ Result<bool> Queue::pop(Chain& out) {
             if (!t)
                 return fail(ErrorCode::OutOfRange, "indirect table [{:#x}, +{:#x}) not in RAM",
                             d.addr, d.len);
-            table = t->data();
+            table = *t;
             table_len = d.len / 16;
             idx = 0;
             in_indirect = true;
@@ -135,7 +129,7 @@ Result<bool> Queue::pop(Chain& out) {
             if (out.segments_.size() == out.segments_.capacity())
                 return fail(ErrorCode::OutOfRange, "more than {} buffers in one chain",
                             out.segments_.capacity());
-            out.segments_.push_back(Segment{s->data(), d.len, writable});
+            out.segments_.push_back(Segment{*s, writable});
             if (writable) {
                 out.writable_bytes_ += d.len;
             } else {
@@ -155,12 +149,11 @@ Result<bool> Queue::pop(Chain& out) {
 }
 
 void Queue::push_used(uint16_t head, uint32_t len) noexcept {
-    uint8_t* elem = used_ + 4 + 8 * size_t{static_cast<uint16_t>(next_used_ % size_)};
-    const uint32_t id = head;
-    std::memcpy(elem, &id, 4);
-    std::memcpy(elem + 4, &len, 4);
+    const uint64_t elem = 4 + 8 * uint64_t{static_cast<uint16_t>(next_used_ % size_)};
+    const uint32_t entry[2] = {head, len};
+    used_.write_at(elem, std::span(reinterpret_cast<const uint8_t*>(entry), sizeof entry));
     ++next_used_;
-    store_u16_release(used_ + 2, next_used_);  // the element is visible before the index
+    used_.store_u16(2, next_used_, kRelease);  // the element is visible before the index
 }
 
 bool Queue::needs_interrupt() noexcept {
@@ -169,8 +162,8 @@ bool Queue::needs_interrupt() noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const uint16_t old = signalled_used_, now = next_used_;
     signalled_used_ = now;
-    if (!event_idx_) return (load_u16(avail_) & kAvailNoInterrupt) == 0;
-    const uint16_t used_event = load_u16(avail_ + 4 + 2 * size_t{size_});
+    if (!event_idx_) return (avail_.load_u16(0, kRelaxed) & kAvailNoInterrupt) == 0;
+    const uint16_t used_event = avail_.load_u16(4 + 2 * uint64_t{size_}, kRelaxed);
     return static_cast<uint16_t>(now - used_event - 1) < static_cast<uint16_t>(now - old);
 }
 
@@ -178,13 +171,11 @@ size_t gather(std::span<const Segment> segs, uint64_t skip, std::span<uint8_t> o
     size_t copied = 0;
     for (const auto& s : segs) {
         if (copied == out.size()) break;
-        if (skip >= s.len) {
-            skip -= s.len;
+        if (skip >= s.buf.size()) {
+            skip -= s.buf.size();
             continue;
         }
-        const size_t n = std::min<uint64_t>(s.len - skip, out.size() - copied);
-        std::memcpy(out.data() + copied, s.host + skip, n);
-        copied += n;
+        copied += s.buf.read_at(skip, out.subspan(copied));
         skip = 0;
     }
     return copied;
@@ -194,9 +185,7 @@ size_t scatter(std::span<const Segment> segs, std::span<const uint8_t> in) {
     size_t copied = 0;
     for (const auto& s : segs) {
         if (copied == in.size()) break;
-        const size_t n = std::min<size_t>(s.len, in.size() - copied);
-        std::memcpy(s.host, in.data() + copied, n);
-        copied += n;
+        copied += s.buf.write_at(0, in.subspan(copied));
     }
     return copied;
 }
@@ -205,13 +194,12 @@ size_t to_iovecs(std::span<const Segment> segs, uint64_t skip, uint64_t len, std
     size_t n = 0;
     for (const auto& s : segs) {
         if (len == 0 || n == iov.size()) break;
-        if (skip >= s.len) {
-            skip -= s.len;
+        if (skip >= s.buf.size()) {
+            skip -= s.buf.size();
             continue;
         }
-        const uint64_t take = std::min<uint64_t>(s.len - skip, len);
-        iov[n++] = iovec{s.host + skip, take};
-        len -= take;
+        iov[n] = s.buf.iov(skip, len);
+        len -= iov[n++].iov_len;
         skip = 0;
     }
     return n;

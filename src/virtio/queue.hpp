@@ -20,11 +20,13 @@
 
 namespace vireo::virtio {
 
-/// A guest buffer a descriptor points to, already bounds-checked and translated.
+/// A guest buffer a descriptor points to: a checked slice of guest RAM (never empty, at most
+/// 4 GiB - 1 bytes as a descriptor's length is 32 bits).
 struct Segment {
-    uint8_t* host = nullptr;
-    uint32_t len = 0;
+    memory::GuestSlice buf;
     bool writable = false;  ///< device-writable (VIRTQ_DESC_F_WRITE)
+
+    uint32_t len() const noexcept { return static_cast<uint32_t>(buf.size()); }
 };
 
 /// One descriptor chain popped from the avail ring: readable segments first, then writable
@@ -111,9 +113,9 @@ class Queue {
     bool event_idx_ = false, indirect_ = false;
     uint16_t size_ = 0;
     uint32_t max_chain_ = 0;
-    uint8_t* desc_ = nullptr;   // size * 16 bytes
-    uint8_t* avail_ = nullptr;  // 6 + 2 * size bytes
-    uint8_t* used_ = nullptr;   // 6 + 8 * size bytes
+    memory::GuestSlice desc_;   // size * 16 bytes
+    memory::GuestSlice avail_;  // 6 + 2 * size bytes
+    memory::GuestSlice used_;   // 6 + 8 * size bytes
     uint16_t last_avail_ = 0;
     uint16_t next_used_ = 0;
     uint16_t signalled_used_ = 0;

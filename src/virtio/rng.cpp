@@ -34,10 +34,13 @@ Result<void> EntropyDevice::process(size_t) {
                         chain_.readable_bytes());
         uint32_t written = 0;
         for (const auto& s : chain_.writable()) {
-            uint32_t want = std::min(s.len, kMaxBytesPerRequest - written);
+            uint32_t want = std::min(s.len(), kMaxBytesPerRequest - written);
+            const iovec dst = s.buf.iov(0, want);
             uint32_t got_here = 0;
             while (got_here < want) {
-                ssize_t n = ::getrandom(s.host + got_here, want - got_here, 0);
+                // SAFETY: [got_here, want) lies inside dst, which iov() clamped to the buffer.
+                ssize_t n =
+                    ::getrandom(static_cast<uint8_t*>(dst.iov_base) + got_here, want - got_here, 0);
                 if (n < 0) {
                     if (errno == EINTR) continue;
                     break;

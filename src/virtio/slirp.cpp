@@ -111,6 +111,7 @@ class SlirpBackend final : public NetBackend {
         size_t left = lens_[ring_head_], done = 0;
         for (int i = 0; i < count && left > 0; ++i) {
             const size_t n = std::min(left, iov[i].iov_len);
+            // SAFETY: n <= iov_len; the iovecs are the device's receive buffers (guest slices).
             std::memcpy(iov[i].iov_base, src + done, n);
             done += n;
             left -= n;
@@ -126,6 +127,7 @@ class SlirpBackend final : public NetBackend {
         size_t len = 0;
         for (int i = 0; i < count; ++i) {
             if (len + iov[i].iov_len > tx_buf_.size()) return -EMSGSIZE;
+            // SAFETY: the iovecs are the device's transmit buffers (guest slices, checked).
             std::memcpy(tx_buf_.data() + len, iov[i].iov_base, iov[i].iov_len);
             len += iov[i].iov_len;
         }

@@ -24,7 +24,7 @@ Result<FlatVm> FlatVm::create(const hv::Hypervisor& hv, std::span<const uint8_t>
     VIREO_TRY_ASSIGN(vm.machine_, hv.create_machine(mc));
     const auto& ram = vm.memory_.regions()[0];
     VIREO_TRY_ASSIGN(vm.ram_slot_,
-                     vm.machine_->map(ram.start, ram.host, ram.size, config.map_flags));
+                     vm.machine_->map(ram.start, ram.host.ptr(), ram.size, config.map_flags));
     return vm;
 }
 

@@ -20,6 +20,11 @@ GuestMemory make_memory() {
     return std::move(mem).value();
 }
 
+// A byte of a region, read straight from the host mapping (what the guest would see).
+uint8_t host_byte(const Region& r, uint64_t offset) {
+    return static_cast<const uint8_t*>(r.host.ptr())[offset];
+}
+
 std::vector<std::byte> bytes(size_t n, uint8_t fill) {
     return std::vector<std::byte>(n, std::byte{fill});
 }
@@ -61,9 +66,9 @@ TEST(GuestMemory, AccessSplitsAcrossAdjacentRegions) {
     std::vector<std::byte> out(0x100);
     ASSERT_TRUE(mem.read(Gpa(0x3f80), out));
     EXPECT_EQ(in, out);
-    EXPECT_EQ(mem.regions()[0].host[0x3fff], 0x5a);
-    EXPECT_EQ(mem.regions()[1].host[0x7f], 0x5a);
-    EXPECT_EQ(mem.regions()[1].host[0x80], 0x00);
+    EXPECT_EQ(host_byte(mem.regions()[0], 0x3fff), 0x5a);
+    EXPECT_EQ(host_byte(mem.regions()[1], 0x7f), 0x5a);
+    EXPECT_EQ(host_byte(mem.regions()[1], 0x80), 0x00);
 }
 
 TEST(GuestMemory, RefusesEveryAccessThatLeavesRam) {
@@ -98,7 +103,7 @@ TEST(GuestMemory, RefusesEveryAccessThatLeavesRam) {
     }
     // A refused write touches nothing, even the part that is in RAM.
     EXPECT_FALSE(mem.write(Gpa(0x5ff0), bytes(0x20, 0xee)));
-    EXPECT_EQ(mem.regions()[1].host[0x1ff0], 0x00);
+    EXPECT_EQ(host_byte(mem.regions()[1], 0x1ff0), 0x00);
 }
 
 TEST(GuestMemory, SliceStaysInOneRegion) {
@@ -106,10 +111,75 @@ TEST(GuestMemory, SliceStaysInOneRegion) {
     auto s = mem.slice(Gpa(0x4000), 0x2000);
     ASSERT_TRUE(s);
     EXPECT_EQ(s->size(), 0x2000u);
-    EXPECT_EQ(s->data(), mem.regions()[1].host);
+    EXPECT_EQ(s->gpa(), Gpa(0x4000));
+    EXPECT_EQ(s->iov().iov_base, mem.regions()[1].host.ptr());
     EXPECT_FALSE(mem.slice(Gpa(0x3000), 0x2000));  // crosses 0x4000: refused, even if adjacent
     EXPECT_TRUE(mem.slice(Gpa(0x5fff), 1));
     EXPECT_TRUE(mem.slice(Gpa(0x5fff), 0));
+}
+
+TEST(GuestSlice, EveryAccessStaysInside) {
+    auto mem = make_memory();
+    auto s = mem.slice(Gpa(0x4000), 0x100).value();
+    // Sub-slices: inside, at the very end, and every way of leaving (overflow included).
+    auto sub = s.subslice(0x10, 0x20);
+    ASSERT_TRUE(sub);
+    EXPECT_EQ(sub->gpa(), Gpa(0x4010));
+    EXPECT_EQ(sub->size(), 0x20u);
+    EXPECT_TRUE(s.subslice(0x100, 0));
+    EXPECT_FALSE(s.subslice(0x101, 0));
+    EXPECT_FALSE(s.subslice(0xff, 2));
+    EXPECT_FALSE(s.subslice(8, UINT64_MAX));
+    EXPECT_FALSE(s.subslice(UINT64_MAX, 2));
+    EXPECT_FALSE(sub->subslice(0x10, 0x11)) << "a sub-slice cannot reach its parent's bytes";
+    EXPECT_EQ(s.tail(0xf0).size(), 0x10u);
+    EXPECT_EQ(s.tail(0xf0).gpa(), Gpa(0x40f0));
+    EXPECT_TRUE(s.tail(0x200).empty());
+
+    // Copies are clamped to the slice; typed accesses are all or nothing.
+    std::array<uint8_t, 8> in{1, 2, 3, 4, 5, 6, 7, 8};
+    EXPECT_EQ(s.write_at(0xfc, in), 4u);
+    EXPECT_EQ(s.write_at(0x100, in), 0u);
+    EXPECT_EQ(s.write_at(UINT64_MAX, in), 0u);
+    EXPECT_EQ(*mem.read_obj<uint8_t>(Gpa(0x4100)), 0) << "the byte after the slice is untouched";
+    std::array<uint8_t, 8> out{};
+    EXPECT_EQ(s.read_at(0xfc, out), 4u);
+    EXPECT_EQ(out[3], 4);
+    EXPECT_EQ(*s.read_obj<uint32_t>(0xfc), 0x04030201u);
+    EXPECT_FALSE(s.read_obj<uint64_t>(0xfc));
+    EXPECT_FALSE(s.write_obj<uint64_t>(0xfc, 0));
+    EXPECT_EQ(*s.read_obj<uint32_t>(0xfc), 0x04030201u) << "a refused write writes nothing";
+    EXPECT_FALSE(s.read_obj<uint8_t>(UINT64_MAX));
+
+    // Atomic ring accesses: out of range or misaligned, nothing happens.
+    s.store_u16(0x10, 0xbeef, std::memory_order_release);
+    EXPECT_EQ(s.load_u16(0x10, std::memory_order_acquire), 0xbeef);
+    s.store_u16(0xff, 0x1111, std::memory_order_relaxed);
+    s.store_u16(0x100, 0x1111, std::memory_order_relaxed);
+    EXPECT_EQ(*mem.read_obj<uint16_t>(Gpa(0x4100)), 0);
+    EXPECT_EQ(s.load_u16(0x100, std::memory_order_relaxed), 0);
+
+    // iovecs for system calls are clamped too.
+    EXPECT_EQ(s.iov(0xf0, 0x1000).iov_len, 0x10u);
+    EXPECT_EQ(s.iov(0x200, 1).iov_len, 0u);
+    EXPECT_EQ(s.iov().iov_len, 0x100u);
+}
+
+TEST(GuestMemory, DiscardTakesWholePagesOfRam) {
+    auto mem = make_memory();
+    ASSERT_TRUE(mem.write_obj<uint32_t>(Gpa(0x4000), 0xfeed));
+    ASSERT_TRUE(mem.write_obj<uint32_t>(Gpa(0x10000), 0xfeed));
+    EXPECT_FALSE(mem.discard(Gpa(0x4800), 0x1000)) << "not page-aligned";
+    EXPECT_FALSE(mem.discard(Gpa(0x5000), 0x2000)) << "leaves RAM";
+    EXPECT_EQ(*mem.read_obj<uint32_t>(Gpa(0x4000)), 0xfeedu);
+    ASSERT_TRUE(mem.discard(Gpa(0x3000), 0x2000)) << "spans two adjacent regions";
+    EXPECT_EQ(*mem.read_obj<uint32_t>(Gpa(0x4000)), 0u) << "discarded pages read as zeros";
+    EXPECT_EQ(*mem.read_obj<uint32_t>(Gpa(0x10000)), 0xfeedu);
+}
+
+TEST(GuestMemory, PopulateTouchesEveryPage) {
+    auto mem = make_memory();
+    EXPECT_TRUE(mem.populate(false));
 }
 
 TEST(GuestMemory, FindRegion) {
@@ -134,7 +204,7 @@ TEST(GuestMemory, RegionsAre2MiBAlignedOnTheHost) {
     auto mem = GuestMemory::create(layout);
     ASSERT_TRUE(mem) << mem.error().message();
     for (const auto& r : mem->regions())
-        EXPECT_EQ(reinterpret_cast<uintptr_t>(r.host) % GuestMemory::kHugePageSize, 0u);
+        EXPECT_EQ(r.host.value() % GuestMemory::kHugePageSize, 0u);
     EXPECT_FALSE(mem->huge_pages());
 }
 

@@ -48,7 +48,8 @@ TEST_F(QueueTest, PopsAChainWithReadableThenWritableSegments) {
     ASSERT_EQ(chain_.writable().size(), 2u);
     EXPECT_EQ(chain_.readable_bytes(), 16u);
     EXPECT_EQ(chain_.writable_bytes(), 513u);
-    EXPECT_EQ(chain_.readable()[0].host, mem_->slice(Gpa(kBufs), 16)->data());
+    EXPECT_EQ(chain_.readable()[0].buf.gpa(), Gpa(kBufs));
+    EXPECT_EQ(chain_.readable()[0].len(), 16u);
     EXPECT_FALSE(*q_.pop(chain_));
 }
 
