@@ -8,6 +8,7 @@
 
 #include "base/result.hpp"
 #include "domain/protocol.hpp"
+#include "domain/spec.hpp"
 
 namespace vireo::cli {
 
@@ -15,33 +16,8 @@ namespace vireo::cli {
 /// launch protocol's (domain/protocol.hpp), which the supervisor reads.
 using enum domain::ExitStatus;
 
-struct RunOptions {
-    std::string kernel;
-    std::string initrd;
-    std::string cmdline;
-    std::string append;
-    std::string memory = "256M";
-    uint32_t cpus = 1;
-    std::string console = "stdio";
-    std::string console_log_max = "16M";  ///< bound of a console file before it rotates
-    std::string on_reboot = "restart";
-    std::vector<std::string> disks;
-    std::vector<std::string> nets;
-    std::string vsock;
-    bool balloon = false;
-    std::string api_socket;
-    std::string console_socket;
-    std::string metrics;  ///< ADDR:PORT of the Prometheus endpoint
-    std::string memory_backing = "anonymous";
-    std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
-    std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
-    std::string on_crash = "exit";
-    int ready_fd = -1;  ///< supervisor hand-shake: "ready" once built, then wait for 'g'
-    std::string name = "vireo";
-    bool rng = false;
-    bool stats = false;
-    bool allow_software_kvm = false;
-};
+/// `vireo run`'s flags: a domain's fields as text (domain/spec.hpp).
+using RunOptions = domain::DomainText;
 
 /// Adds the `run` subcommand to `app`; the options land in `options`.
 CLI::App* add_run_command(CLI::App& app, RunOptions& options);

@@ -10,6 +10,9 @@
 
 #include "base/checked.hpp"
 #include "base/size.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/net.hpp"
+#include "virtio/vsock.hpp"
 
 namespace vireo::host {
 
@@ -23,6 +26,13 @@ struct Problems {
         list.push_back(fmt::format("{}:{}: {}: {}", path, line, key, why));
     }
 };
+
+// The message of a failed parse, or nothing.
+template <typename T>
+std::optional<std::string> error_of(const Result<T>& r) {
+    if (r) return std::nullopt;
+    return r.error().message();
+}
 
 int line_of(const toml::node& n) {
     return static_cast<int>(n.source().begin.line);
@@ -195,13 +205,23 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             if (r.integer(v, key, 1, 10000, n)) d.weight = static_cast<uint32_t>(n);
         } else if (key == "cap") {
             if (r.integer(v, key, 0, 100 * 1024, n)) d.cap = static_cast<uint32_t>(n);
-        } else if (key == "disks")
-            r.strings(v, key, d.disks);
-        else if (key == "nets")
-            r.strings(v, key, d.nets);
-        else if (key == "vsock")
-            r.str(v, key, d.vsock);
-        else if (key == "rng")
+        } else if (key == "disks" || key == "nets") {
+            // Each spec goes through the parser the domain uses (as --disk, --net), so a bad
+            // one is reported here, before anything starts.
+            auto& specs = key == "disks" ? d.disks : d.nets;
+            const size_t first = specs.size();
+            if (!r.strings(v, key, specs)) continue;
+            const auto& arr = *v.as_array();
+            for (size_t i = first; i < specs.size(); ++i) {
+                auto why = key == "disks" ? error_of(virtio::parse_disk_option(specs[i]))
+                                          : error_of(virtio::parse_net_option(specs[i]));
+                if (why) p.add(line_of(arr[i - first]), r.prefix + key, *why);
+            }
+        } else if (key == "vsock") {
+            if (r.str(v, key, d.vsock))
+                if (auto why = error_of(virtio::parse_vsock_option(d.vsock)))
+                    p.add(line_of(v), r.prefix + key, *why);
+        } else if (key == "rng")
             r.boolean(v, key, d.rng);
         else if (key == "balloon")
             r.boolean(v, key, d.balloon);
@@ -354,24 +374,6 @@ Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus,
     std::stringstream ss;
     ss << f.rdbuf();
     return parse_host_config(ss.str(), path, num_cpus, base);
-}
-
-HostFacts HostFacts::probe() {
-    HostFacts f;
-    std::ifstream m("/proc/meminfo");
-    std::string key;
-    uint64_t kb = 0;
-    std::string unit;
-    while (m >> key >> kb) {
-        std::getline(m, unit);
-        if (key == "MemAvailable:") f.mem_available = kb << 10;
-        if (key == "HugePages_Free:") f.hugepages_free = kb * (uint64_t{2} << 20);
-    }
-    rlimit rl{};
-    f.lockable = ::getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur
-                                                                                       : UINT64_MAX;
-    f.num_cpus = static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_ONLN));
-    return f;
 }
 
 Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {

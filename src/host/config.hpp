@@ -13,15 +13,17 @@
 #include <vector>
 
 #include "base/cpu_list.hpp"  // parse_cpu_list, used with pools
+#include "base/host_facts.hpp"
 #include "base/limits.hpp"
 #include "base/result.hpp"
+#include "vmm/vm.hpp"
 
 namespace vireo::host {
 
-/// Limits `vireo up` enforces per domain.
-inline constexpr uint32_t kMaxDomainVcpus = 1024;
-inline constexpr uint64_t kMaxDomainMemory = uint64_t{256} << 30;
-inline constexpr uint64_t kMinDomainMemory = uint64_t{64} << 20;  // as vireo run
+/// Limits per domain: the machine's own (vmm/vm.hpp), the same as `vireo run`'s.
+inline constexpr uint32_t kMaxDomainVcpus = vmm::kMaxCpus;
+inline constexpr uint64_t kMaxDomainMemory = vmm::kMaxMemory;
+inline constexpr uint64_t kMinDomainMemory = vmm::kMinMemory;
 /// What one domain's VMM process costs beyond guest memory (measured: docs/PERFORMANCE.md).
 inline constexpr uint64_t kDomainOverhead = uint64_t{8} << 20;
 
@@ -75,13 +77,7 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
                                      uint32_t num_cpus, const HostConfig* base = nullptr);
 
 /// What the host has, for admission.
-struct HostFacts {
-    uint64_t mem_available = 0;   ///< MemAvailable
-    uint64_t lockable = 0;        ///< RLIMIT_MEMLOCK (UINT64_MAX: unlimited)
-    uint64_t hugepages_free = 0;  ///< bytes of free 2 MiB huge pages
-    uint32_t num_cpus = 0;
-    static HostFacts probe();
-};
+using vireo::HostFacts;  // base/host_facts.hpp
 
 /// Checks that every domain fits together: memory (+ overhead + reserve) unless overcommit,
 /// lockable memory for `locked`, huge pages for `hugepages`, pinned pools' CPUs. On failure the

@@ -50,7 +50,7 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
         if (first) {
             if (part.empty())
                 return fail(ErrorCode::InvalidArgument,
-                            "--disk \"{}\": expected PATH[,readonly][,serial=ID]", spec);
+                            "\"{}\": expected PATH[,readonly][,serial=ID]", spec);
             o.path = part;
             first = false;
         } else if (part == "readonly" || part == "ro") {
@@ -58,25 +58,24 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
         } else if (part.rfind("serial=", 0) == 0) {
             o.serial = part.substr(7);
             if (o.serial.empty() || o.serial.size() > kBlkIdBytes)
-                return fail(ErrorCode::InvalidArgument,
-                            "--disk \"{}\": serial must be 1 to {} characters", spec, kBlkIdBytes);
+                return fail(ErrorCode::InvalidArgument, "\"{}\": serial must be 1 to {} characters",
+                            spec, kBlkIdBytes);
             for (char c : o.serial)
                 if (c < 0x21 || c > 0x7e)
                     return fail(ErrorCode::InvalidArgument,
-                                "--disk \"{}\": serial must be printable ASCII without spaces",
-                                spec);
+                                "\"{}\": serial must be printable ASCII without spaces", spec);
         } else if (part.rfind("queue-size=", 0) == 0) {
             const std::string v(part.substr(11));
             char* end = nullptr;
             const unsigned long n = std::strtoul(v.c_str(), &end, 10);
             if (v.empty() || *end != '\0' || n < 2 || n > kMaxQueueSize || (n & (n - 1)) != 0)
                 return fail(ErrorCode::InvalidArgument,
-                            "--disk \"{}\": queue-size must be a power of two from 2 to {}", spec,
+                            "\"{}\": queue-size must be a power of two from 2 to {}", spec,
                             kMaxQueueSize);
             o.queue_size = static_cast<uint16_t>(n);
         } else {
             return fail(ErrorCode::InvalidArgument,
-                        "--disk \"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
+                        "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
                         "queue-size=N)",
                         spec, part);
         }

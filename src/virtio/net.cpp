@@ -34,8 +34,8 @@ Result<unsigned long> parse_number(std::string_view spec, std::string_view key,
     errno = 0;
     const unsigned long n = std::strtoul(v.c_str(), &end, 10);
     if (v.empty() || *end != '\0' || errno != 0 || n < lo || n > hi || v[0] == '-')
-        return fail(ErrorCode::InvalidArgument, "--net \"{}\": {} must be a number from {} to {}",
-                    spec, key, lo, hi);
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be a number from {} to {}", spec,
+                    key, lo, hi);
     return n;
 }
 
@@ -45,14 +45,14 @@ Result<void> parse_endpoint(std::string_view spec, std::string_view text, uint32
     const size_t colon = text.rfind(':');
     if (colon == std::string_view::npos)
         return fail(ErrorCode::InvalidArgument,
-                    "--net \"{}\": hostfwd endpoint \"{}\" is not [ADDRESS]:PORT", spec, text);
+                    "\"{}\": hostfwd endpoint \"{}\" is not [ADDRESS]:PORT", spec, text);
     const std::string a(text.substr(0, colon));
     addr = fallback;
     if (!a.empty()) {
         in_addr in{};
         if (::inet_pton(AF_INET, a.c_str(), &in) != 1)
-            return fail(ErrorCode::InvalidArgument, "--net \"{}\": \"{}\" is not an IPv4 address",
-                        spec, a);
+            return fail(ErrorCode::InvalidArgument, "\"{}\": \"{}\" is not an IPv4 address", spec,
+                        a);
         addr = ntohl(in.s_addr);
     }
     VIREO_TRY_ASSIGN(auto p,
@@ -71,14 +71,14 @@ Result<HostForward> parse_hostfwd(std::string_view spec, std::string_view text) 
         text.remove_prefix(4);
     } else {
         return fail(ErrorCode::InvalidArgument,
-                    "--net \"{}\": hostfwd must be tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT "
+                    "\"{}\": hostfwd must be tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT "
                     "(or udp:...)",
                     spec);
     }
     const size_t dash = text.find('-');
     if (dash == std::string_view::npos)
         return fail(ErrorCode::InvalidArgument,
-                    "--net \"{}\": hostfwd needs HOST-GUEST, e.g. tcp:127.0.0.1:8080-:80", spec);
+                    "\"{}\": hostfwd needs HOST-GUEST, e.g. tcp:127.0.0.1:8080-:80", spec);
     VIREO_TRY(parse_endpoint(spec, text.substr(0, dash), 0x7f000001, f.host_addr, f.host_port));
     VIREO_TRY(parse_endpoint(spec, text.substr(dash + 1), 0, f.guest_addr, f.guest_port));
     return f;
@@ -239,23 +239,22 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
                 if (o.tap.empty() || o.tap.size() >= IFNAMSIZ ||
                     o.tap.find('/') != std::string::npos)
                     return fail(ErrorCode::InvalidArgument,
-                                "--net \"{}\": the tap name must be 1 to {} characters without '/'",
-                                spec, IFNAMSIZ - 1);
+                                "\"{}\": the tap name must be 1 to {} characters without '/'", spec,
+                                IFNAMSIZ - 1);
             } else {
                 return fail(ErrorCode::InvalidArgument,
-                            "--net \"{}\": expected user[,hostfwd=...] or tap=NAME", spec);
+                            "\"{}\": expected user[,hostfwd=...] or tap=NAME", spec);
             }
         } else if (part.rfind("hostfwd=", 0) == 0) {
             if (o.kind != NetOptions::Kind::User)
                 return fail(ErrorCode::InvalidArgument,
-                            "--net \"{}\": hostfwd is for user-mode networking only", spec);
+                            "\"{}\": hostfwd is for user-mode networking only", spec);
             VIREO_TRY_ASSIGN(auto f, parse_hostfwd(spec, part.substr(8)));
             o.forwards.push_back(f);
         } else if (part.rfind("mac=", 0) == 0) {
             auto mac = parse_mac(part.substr(4));
             if (!mac)
-                return fail(ErrorCode::InvalidArgument, "--net \"{}\": {}", spec,
-                            mac.error().message());
+                return fail(ErrorCode::InvalidArgument, "\"{}\": {}", spec, mac.error().message());
             o.mac = *mac;
         } else if (part.rfind("mtu=", 0) == 0) {
             VIREO_TRY_ASSIGN(auto n, parse_number(spec, "mtu", part.substr(4), 68, 65520));
@@ -265,12 +264,12 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
                              parse_number(spec, "queue-size", part.substr(11), 64, kMaxQueueSize));
             if ((n & (n - 1)) != 0)
                 return fail(ErrorCode::InvalidArgument,
-                            "--net \"{}\": queue-size must be a power of two from 64 to {}", spec,
+                            "\"{}\": queue-size must be a power of two from 64 to {}", spec,
                             kMaxQueueSize);
             o.queue_size = static_cast<uint16_t>(n);
         } else {
             return fail(ErrorCode::InvalidArgument,
-                        "--net \"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
+                        "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
                         "queue-size=)",
                         spec, part);
         }

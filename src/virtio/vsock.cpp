@@ -40,7 +40,7 @@ Result<uint64_t> parse_u64(std::string_view spec, std::string_view key, std::str
     uint64_t n = 0;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (v.empty() || ec != std::errc() || p != v.data() + v.size())
-        return fail(ErrorCode::InvalidArgument, "--vsock \"{}\": {} must be a number", spec, key);
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be a number", spec, key);
     return n;
 }
 
@@ -89,23 +89,21 @@ Result<VsockOptions> parse_vsock_option(std::string_view spec) {
             VIREO_TRY_ASSIGN(o.cid, parse_u64(spec, "cid", part.substr(4)));
             if (o.cid < 3 || o.cid > 0xffffffffu)
                 return fail(ErrorCode::InvalidArgument,
-                            "--vsock \"{}\": cid must be from 3 to 4294967295 (0-2 are reserved)",
-                            spec);
+                            "\"{}\": cid must be from 3 to 4294967295 (0-2 are reserved)", spec);
             have_cid = true;
         } else if (part.rfind("socket=", 0) == 0) {
             o.socket = part.substr(7);
         } else {
             return fail(ErrorCode::InvalidArgument,
-                        "--vsock \"{}\": unknown option \"{}\" (expected cid=N,socket=PATH)", spec,
-                        part);
+                        "\"{}\": unknown option \"{}\" (expected cid=N,socket=PATH)", spec, part);
         }
     }
     if (!have_cid || o.socket.empty())
-        return fail(ErrorCode::InvalidArgument, "--vsock \"{}\": expected cid=N,socket=PATH", spec);
+        return fail(ErrorCode::InvalidArgument, "\"{}\": expected cid=N,socket=PATH", spec);
     // Guest connections go to PATH_<port>: leave room for the longest port.
     if (o.socket.size() + 11 >= sizeof(sockaddr_un::sun_path))
         return fail(ErrorCode::InvalidArgument,
-                    "--vsock \"{}\": socket path is {} bytes; at most {} fit a Unix socket address "
+                    "\"{}\": socket path is {} bytes; at most {} fit a Unix socket address "
                     "with the _PORT suffix",
                     spec, o.socket.size(), sizeof(sockaddr_un::sun_path) - 12);
     return o;

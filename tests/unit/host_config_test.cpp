@@ -82,6 +82,35 @@ memory_backing = "swap"
         EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
 }
 
+TEST(HostConfig, DeviceSpecsAreCheckedByTheDomainsOwnParsers) {
+    // What `vireo up --check` reports before anything starts: the same parsers as --disk,
+    // --net and --vsock, each problem at the element's own line.
+    const char* bad = R"([domains.a]
+disks = ["/srv/a.img,readonly",
+         "/srv/b.img,speed=fast"]
+nets = ["user,mtu=20"]
+vsock = "cid=2,socket=/tmp/a.vsock"
+[domains.b]
+disks = ["/srv/c.img,queue-size=3"]
+nets = ["user", "bridge=br0"]
+)";
+    auto c = parse_host_config(bad, "h.toml", 4);
+    ASSERT_FALSE(c);
+    const std::string m = c.error().message();
+    for (const char* want :
+         {"h.toml:3: domains.a.disks: \"/srv/b.img,speed=fast\": unknown option \"speed=fast\"",
+          "h.toml:4: domains.a.nets: \"user,mtu=20\"", "h.toml:5: domains.a.vsock: \"cid=2,",
+          "h.toml:7: domains.b.disks: \"/srv/c.img,queue-size=3\": queue-size",
+          "h.toml:8: domains.b.nets: \"bridge=br0\""})
+        EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
+    EXPECT_EQ(m.find("a.img"), std::string::npos) << "a good spec is not reported:\n" << m;
+    EXPECT_TRUE(
+        parse_host_config("[domains.a]\ndisks = [\"/srv/a.img,readonly,serial=A1\"]\n"
+                          "nets = [\"user,hostfwd=tcp::8080-:80\"]\n"
+                          "vsock = \"cid=3,socket=/tmp/none.vsock\"\n",
+                          "h.toml", 4));
+}
+
 TEST(HostConfig, HugepagesNeedWholeHugePagesAndNoBalloon) {
     auto good = parse_host_config(
         "[domains.a]\nmemory = \"256M\"\nmemory_backing = \"hugepages\"\n", "h.toml", 4);

@@ -1,0 +1,158 @@
+#include "domain/spec.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "base/cpu_list.hpp"
+#include "base/limits.hpp"
+#include "base/size.hpp"
+#include "base/split.hpp"
+
+namespace vireo::domain {
+
+namespace {
+
+// "FIELD: reason" for a field whose own parser gave `e`.
+Unexpected field_error(const char* field, Error e) {
+    return Unexpected{std::move(e.context(field))};
+}
+
+}  // namespace
+
+std::string default_guest_dir() {
+    if (const char* d = std::getenv("VIREO_GUEST_DIR")) return d;
+    if (const char* c = std::getenv("VIREO_CACHE")) return std::string(c) + "/guest";
+    const char* home = std::getenv("HOME");
+    return std::string(home ? home : "/root") + "/.cache/vireo/guest";
+}
+
+Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir) {
+    DomainSpec s;
+    s.name = t.name;
+    s.cpus = t.cpus;
+
+    if (!t.cpu_affinity.empty()) {
+        auto cpus =
+            parse_cpu_list(t.cpu_affinity, static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF)));
+        if (!cpus) return field_error("cpu-affinity", cpus.error());
+        s.cpu_affinity.assign(cpus->begin(), cpus->end());
+    }
+    auto memory = parse_size(t.memory);
+    if (!memory) return field_error("memory", memory.error());
+    s.memory_bytes = *memory;
+
+    // Files: explicit, or the default guest.
+    s.kernel_path = t.kernel;
+    s.initrd_path = t.initrd;
+    if (s.kernel_path.empty()) {
+        s.kernel_path = guest_dir + "/vmlinuz";
+        if (s.initrd_path.empty()) s.initrd_path = guest_dir + "/initrd.img";
+        if (!std::filesystem::exists(s.kernel_path))
+            return fail(ErrorCode::NotFound,
+                        "kernel: none given and the default guest is not built ({} is missing): "
+                        "run scripts/guest-image.sh",
+                        s.kernel_path);
+    }
+    s.cmdline = t.cmdline.empty() ? kDefaultCmdline : t.cmdline;
+    if (!t.append.empty()) s.cmdline += " " + t.append;
+
+    if (t.console == "none") {
+        s.console = ConsoleKind::None;
+    } else if (t.console == "stdio") {
+        s.console = ConsoleKind::Stdio;
+    } else if (t.console.rfind("file:", 0) == 0 && t.console.size() > 5) {
+        s.console = ConsoleKind::File;
+        s.console_path = t.console.substr(5);
+    } else if (t.console.rfind("append:", 0) == 0 && t.console.size() > 7) {
+        s.console = ConsoleKind::Append;
+        s.console_path = t.console.substr(7);
+    } else {
+        return fail(ErrorCode::InvalidArgument,
+                    "console: \"{}\": use stdio, file:PATH, append:PATH or none", t.console);
+    }
+    auto log_max = parse_size(t.console_log_max);
+    if (!log_max || *log_max < kMinConsoleLogMax || *log_max > kMaxConsoleLogMax)
+        return fail(ErrorCode::InvalidArgument, "console-log-max: \"{}\": a size from 64K to 1T",
+                    t.console_log_max);
+    s.console_log_max = *log_max;
+
+    if (t.on_reboot == "restart") {
+        s.on_reboot = OnReboot::Restart;
+    } else if (t.on_reboot == "exit") {
+        s.on_reboot = OnReboot::Exit;
+    } else {
+        return fail(ErrorCode::InvalidArgument, "on-reboot: \"{}\": use restart or exit",
+                    t.on_reboot);
+    }
+    if (t.on_crash == "exit") {
+        s.on_crash = OnCrash::Exit;
+    } else if (t.on_crash == "preserve") {
+        s.on_crash = OnCrash::Preserve;
+    } else {
+        return fail(ErrorCode::InvalidArgument, "on-crash: \"{}\": use exit or preserve",
+                    t.on_crash);
+    }
+    using Backing = vmm::VmConfig::Backing;
+    if (t.memory_backing == "anonymous") {
+        s.backing = Backing::Anonymous;
+    } else if (t.memory_backing == "prefault") {
+        s.backing = Backing::Prefault;
+    } else if (t.memory_backing == "locked") {
+        s.backing = Backing::Locked;
+    } else if (t.memory_backing == "hugepages") {
+        s.backing = Backing::HugePages;
+    } else {
+        return fail(ErrorCode::InvalidArgument,
+                    "memory-backing: \"{}\": use anonymous, prefault, locked or hugepages",
+                    t.memory_backing);
+    }
+
+    for (const auto& spec : t.disks) {
+        auto d = virtio::parse_disk_option(spec);
+        if (!d) return field_error("disk", d.error());
+        s.disks.push_back(std::move(d).value());
+    }
+    for (const auto& spec : t.nets) {
+        auto n = virtio::parse_net_option(spec);
+        if (!n) return field_error("net", n.error());
+        s.nets.push_back(std::move(n).value());
+    }
+    if (!t.vsock.empty()) {
+        auto v = virtio::parse_vsock_option(t.vsock);
+        if (!v) return field_error("vsock", v.error());
+        s.vsock = std::move(v).value();
+    }
+    s.rng = t.rng;
+    s.balloon = t.balloon;
+
+    for (const std::string_view field :
+         t.pin_vcpus.empty() ? std::vector<std::string_view>{} : split(t.pin_vcpus, ',')) {
+        const std::string item(field);
+        char* end = nullptr;
+        const long cpu = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE)
+            return fail(ErrorCode::InvalidArgument, "pin-vcpus: \"{}\" is not a CPU number", item);
+        s.vcpu_affinity.push_back({static_cast<int>(cpu)});
+    }
+    if (!s.vcpu_affinity.empty() && s.vcpu_affinity.size() != s.cpus)
+        return fail(ErrorCode::InvalidArgument, "pin-vcpus: {} CPUs for {} vCPUs",
+                    s.vcpu_affinity.size(), s.cpus);
+    if (s.disks.size() + s.nets.size() + (s.rng ? 1 : 0) + (s.vsock ? 1 : 0) + (s.balloon ? 1 : 0) >
+        vmm::kMaxVirtioDevices)
+        return fail(ErrorCode::InvalidArgument,
+                    "at most {} virtio devices (disks + nets + rng + vsock + balloon)",
+                    vmm::kMaxVirtioDevices);
+
+    s.api_socket = t.api_socket;
+    s.console_socket = t.console_socket;
+    s.metrics = t.metrics;
+    s.ctl_fd = t.ctl_fd;
+    s.stats = t.stats;
+    s.allow_software_kvm = t.allow_software_kvm;
+    return s;
+}
+
+}  // namespace vireo::domain

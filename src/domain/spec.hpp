@@ -1,0 +1,92 @@
+// A domain's configuration: what one domain is, as text (DomainText, the way `vireo run`'s
+// flags give it) and checked (DomainSpec, typed: sizes in bytes, enums, parsed device options).
+//
+// parse_spec() is the one parser from text to spec. Every field is checked before anything is
+// opened or created; an error names the field (its flag name without dashes, e.g.
+// "memory: ...", "disk: ...") so the caller can add its own prefix ("--" for flags).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/net.hpp"
+#include "virtio/vsock.hpp"
+#include "vmm/vm.hpp"
+
+namespace vireo::domain {
+
+/// The kernel command line when none is given.
+inline constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+
+/// A domain's fields as text, as given on the command line (and defaults as `vireo run` has
+/// them).
+struct DomainText {
+    std::string name = "vireo";
+    std::string kernel;  ///< empty: the default guest
+    std::string initrd;
+    std::string cmdline;  ///< empty: kDefaultCmdline
+    std::string append;
+    std::string memory = "256M";
+    uint32_t cpus = 1;
+    std::string console = "stdio";
+    std::string console_log_max = "16M";
+    std::string on_reboot = "restart";
+    std::string on_crash = "exit";
+    std::vector<std::string> disks;
+    std::vector<std::string> nets;
+    std::string vsock;
+    bool balloon = false;
+    bool rng = false;
+    std::string memory_backing = "anonymous";
+    std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
+    std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
+    // Endpoints and process options.
+    std::string api_socket;
+    std::string console_socket;
+    std::string metrics;  ///< ADDR:PORT of the Prometheus endpoint
+    int ctl_fd = -1;      ///< the supervisor's control socket (domain/protocol.hpp)
+    bool stats = false;
+    bool allow_software_kvm = false;
+};
+
+enum class OnReboot { Restart, Exit };
+enum class OnCrash { Exit, Preserve };
+enum class ConsoleKind { None, Stdio, File, Append };
+
+/// A checked domain configuration. Nothing in it has been opened yet.
+struct DomainSpec {
+    std::string name;
+    std::string kernel_path, initrd_path;  ///< resolved (the default guest's when not given)
+    std::string cmdline;                   ///< complete (base + append)
+    uint64_t memory_bytes = 0;
+    uint32_t cpus = 1;
+    ConsoleKind console = ConsoleKind::Stdio;
+    std::string console_path;  ///< File and Append
+    uint64_t console_log_max = 0;
+    OnReboot on_reboot = OnReboot::Restart;
+    OnCrash on_crash = OnCrash::Exit;
+    vmm::VmConfig::Backing backing = vmm::VmConfig::Backing::Anonymous;
+    std::vector<virtio::DiskOptions> disks;
+    std::vector<virtio::NetOptions> nets;
+    std::optional<virtio::VsockOptions> vsock;
+    bool balloon = false, rng = false;
+    std::vector<uint32_t> cpu_affinity;           ///< empty: any host CPU
+    std::vector<std::vector<int>> vcpu_affinity;  ///< empty, or one CPU per vCPU
+    std::string api_socket, console_socket, metrics;
+    int ctl_fd = -1;
+    bool stats = false, allow_software_kvm = false;
+};
+
+/// Checks every field of `text`; `default_guest_dir` is where the default guest lives (used
+/// when no kernel is given).
+Result<DomainSpec> parse_spec(const DomainText& text, const std::string& default_guest_dir);
+
+/// Where the default guest lives: $VIREO_GUEST_DIR, $VIREO_CACHE/guest or
+/// ~/.cache/vireo/guest.
+std::string default_guest_dir();
+
+}  // namespace vireo::domain

@@ -1,0 +1,84 @@
+// A domain's configuration: text (flags) to a checked, typed spec; every error names its field.
+#include <gtest/gtest.h>
+
+#include "domain/spec.hpp"
+
+namespace vireo::domain {
+namespace {
+
+DomainText with_kernel() {
+    DomainText t;
+    t.kernel = "/boot/vmlinuz";  // parse_spec does not open it
+    return t;
+}
+
+TEST(DomainSpec, DefaultsAndTypedFields) {
+    DomainText t = with_kernel();
+    t.append = "-- true";
+    t.memory = "1G";
+    t.cpus = 2;
+    t.console = "append:/var/log/d.log";
+    t.on_reboot = "exit";
+    t.on_crash = "preserve";
+    t.memory_backing = "locked";
+    t.disks = {"/srv/a.img,readonly,serial=A1", "/srv/b.img"};
+    t.nets = {"user,hostfwd=tcp::8080-:80"};
+    t.vsock = "cid=3,socket=/tmp/d.vsock";
+    t.pin_vcpus = "0,1";
+    auto s = parse_spec(t, "/nowhere");
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ(s->kernel_path, "/boot/vmlinuz");
+    EXPECT_TRUE(s->initrd_path.empty());
+    EXPECT_EQ(s->cmdline, std::string(kDefaultCmdline) + " -- true");
+    EXPECT_EQ(s->memory_bytes, uint64_t{1} << 30);
+    EXPECT_EQ(s->console, ConsoleKind::Append);
+    EXPECT_EQ(s->console_path, "/var/log/d.log");
+    EXPECT_EQ(s->console_log_max, uint64_t{16} << 20);
+    EXPECT_EQ(s->on_reboot, OnReboot::Exit);
+    EXPECT_EQ(s->on_crash, OnCrash::Preserve);
+    EXPECT_EQ(s->backing, vmm::VmConfig::Backing::Locked);
+    ASSERT_EQ(s->disks.size(), 2u);
+    EXPECT_TRUE(s->disks[0].readonly);
+    EXPECT_EQ(s->disks[0].serial, "A1");
+    ASSERT_EQ(s->nets.size(), 1u);
+    ASSERT_TRUE(s->vsock);
+    EXPECT_EQ(s->vsock->cid, 3u);
+    EXPECT_EQ(s->vcpu_affinity, (std::vector<std::vector<int>>{{0}, {1}}));
+}
+
+TEST(DomainSpec, EveryErrorNamesItsField) {
+    struct Case {
+        void (*edit)(DomainText&);
+        const char* starts;
+    };
+    const Case cases[] = {
+        {[](DomainText& t) { t.memory = "12Q"; }, "memory: "},
+        {[](DomainText& t) { t.console = "file:"; }, "console: "},
+        {[](DomainText& t) { t.console = "tty"; }, "console: "},
+        {[](DomainText& t) { t.console_log_max = "1K"; }, "console-log-max: "},
+        {[](DomainText& t) { t.on_reboot = "pause"; }, "on-reboot: "},
+        {[](DomainText& t) { t.on_crash = "restart"; }, "on-crash: "},
+        {[](DomainText& t) { t.memory_backing = "swap"; }, "memory-backing: "},
+        {[](DomainText& t) { t.disks = {"/a.img,fast"}; }, "disk: \"/a.img,fast\": "},
+        {[](DomainText& t) { t.nets = {"bridge=br0"}; }, "net: \"bridge=br0\": "},
+        {[](DomainText& t) { t.vsock = "cid=1,socket=/x"; }, "vsock: "},
+        {[](DomainText& t) { t.pin_vcpus = "0,x"; }, "pin-vcpus: "},
+        {[](DomainText& t) { t.pin_vcpus = "0,1"; }, "pin-vcpus: 2 CPUs for 1 vCPUs"},
+        {[](DomainText& t) { t.cpu_affinity = "0-99999"; }, "cpu-affinity: "},
+        {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 virtio devices"},
+    };
+    for (const auto& c : cases) {
+        DomainText t = with_kernel();
+        c.edit(t);
+        auto s = parse_spec(t, "/nowhere");
+        ASSERT_FALSE(s) << c.starts;
+        EXPECT_EQ(s.error().message().rfind(c.starts, 0), 0u) << s.error().message();
+    }
+    // No kernel and no default guest: the field is the kernel.
+    auto s = parse_spec(DomainText{}, "/nowhere");
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().message().rfind("kernel: none given", 0), 0u) << s.error().message();
+}
+
+}  // namespace
+}  // namespace vireo::domain
