@@ -56,10 +56,8 @@ void Cmos::write(uint64_t offset, std::span<const uint8_t> data) {
     if (data.empty()) return;
     if (offset == 0) {
         index_ = data[0] & 0x7f;  // bit 7 is the NMI mask
-    } else if (index_ != kRegA && index_ != kRegC && index_ != kRegD && index_ >= 0x0a) {
-        nvram_[index_] = data[0];  // the clock itself stays the host's
-    } else if (index_ == kRegB) {
-        nvram_[kRegB] = data[0];
+    } else if (index_ >= kRegB && index_ != kRegC && index_ != kRegD) {
+        nvram_[index_] = data[0];  // register B and the NVRAM; the clock stays the host's
     }
 }
 
