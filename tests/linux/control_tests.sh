@@ -84,11 +84,19 @@ else bad "prometheus page: $(echo "$page" | head -3)"; fi
 
 # Console input reaches the shell; mem-set shrinks the guest's MemTotal (the balloon inflates
 # in the background: wait for it).
-memtotal() { say shell "grep MemTotal /proc/meminfo" | grep "^MemTotal" | tail -1 | tr -s ' ' | cut -d' ' -f2; }
+# The shell answers once init has started it, and on a loaded machine (the emulated host shares
+# its CPUs) later than `say`'s 3 s: ask again until it does.
+n=0; while ! grep -q "starting a shell" /tmp/run/shell.log && [ $n -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
+memtotal() {
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    v=$(say shell "grep MemTotal /proc/meminfo" | grep "^MemTotal" | tail -1 | tr -s ' ' | cut -d' ' -f2)
+    if [ -n "$v" ]; then echo "$v"; return; fi
+  done
+}
 m1=$(memtotal)
 vireo mem-set shell 256M $R >/dev/null
 n=0; m2=$m1
-while [ -n "$m2" ] && [ "$m2" -ge $((m1 - 240000)) ] && [ $n -lt 10 ]; do sleep 2; m2=$(memtotal); n=$((n + 1)); done
+while [ -n "$m2" ] && [ "$m2" -ge $((m1 - 240000)) ] && [ $n -lt 30 ]; do sleep 2; m2=$(memtotal); n=$((n + 1)); done
 if [ -n "$m1" ] && [ -n "$m2" ] && [ "$m2" -lt $((m1 - 240000)) ]; then
   ok "console input reaches the shell; mem-set 256M: MemTotal $m1 -> $m2 KiB"
 else bad "mem-set: MemTotal '$m1' -> '$m2'"; fi
@@ -131,46 +139,60 @@ else bad "down: ${took} s; $(tail -3 /tmp/up.out)"; fi
 
 # Pause during heavy I/O loses nothing: a guest copies a 64 MiB disk to another with O_DIRECT
 # 4 KiB requests while the host pauses and unpauses it six times; the copy is exact.
-dd if=/dev/urandom of=/tmp/src.img bs=1M count=64 2>/dev/null
-dd if=/dev/zero of=/tmp/dst.img bs=1M count=64 2>/dev/null
-vireo run --memory 256M --disk /tmp/src.img,readonly --disk /tmp/dst.img --api-socket /tmp/io.api \
-  --console file:/tmp/io.log --append '-- dd if=/dev/vda of=/dev/vdb bs=4k iflag=direct oflag=direct; sync; echo IO-DONE' &
-vm=$!
-n=0; while ! grep -q VIREO-GUEST-INIT /tmp/io.log 2>/dev/null && [ $n -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
-sleep 1
-pauses=0
-for i in 1 2 3 4 5 6; do
-  grep -q IO-DONE /tmp/io.log && break
-  vireo pause --api-socket /tmp/io.api >/dev/null && pauses=$((pauses + 1))
-  sleep 0.5
-  vireo unpause --api-socket /tmp/io.api >/dev/null
-  sleep 0.7
-done
-# The copy takes ~30 s on an idle test host and several times that on a loaded one (the emulated
-# host shares the machine's CPUs), so the wait is judged by progress, not by a clock: the test
-# fails only if the disks complete no request for 60 s.
+# The guest runs on 2 MiB pages: in the emulated test host an L2 guest on 4 KiB pages triple-faults
+# now and then at any point (docs/test-host.md), and each pause's forced exit is one more chance.
+# A copy that ends in a triple fault (exit status 5) is started again once and counted.
 io_requests() {
   vireo api /tmp/io.api metrics 2>/dev/null | tr -d ' \n' | grep -o '"reads":[0-9]*\|"writes":[0-9]*' |
     cut -d: -f2 | awk '{s += $1} END {print s + 0}'
 }
-last=-1 still=0
-while kill -0 $vm 2>/dev/null && [ $still -lt 60 ]; do
+copy_with_pauses() {
+  dd if=/dev/zero of=/tmp/dst.img bs=1M count=64 2>/dev/null
+  rm -f /tmp/io.log
+  vireo run --memory 256M --memory-backing hugepages --disk /tmp/src.img,readonly \
+    --disk /tmp/dst.img --api-socket /tmp/io.api --console file:/tmp/io.log \
+    --append '-- dd if=/dev/vda of=/dev/vdb bs=4k iflag=direct oflag=direct; sync; echo IO-DONE' &
+  vm=$!
+  n=0; while ! grep -q VIREO-GUEST-INIT /tmp/io.log 2>/dev/null && [ $n -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
   sleep 1
-  now=$(io_requests)
-  if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
-done
-if grep -q IO-DONE /tmp/io.log && [ "$pauses" -ge 3 ] &&
+  pauses=0
+  for i in 1 2 3 4 5 6; do
+    grep -q IO-DONE /tmp/io.log && break
+    vireo pause --api-socket /tmp/io.api >/dev/null && pauses=$((pauses + 1))
+    sleep 0.5
+    vireo unpause --api-socket /tmp/io.api >/dev/null
+    sleep 0.7
+  done
+  # The copy takes ~30 s on an idle test host and several times that on a loaded one (the
+  # emulated host shares the machine's CPUs), so the wait is judged by progress, not by a clock:
+  # it gives up only if the disks complete no request for 60 s.
+  last=-1 still=0
+  while kill -0 $vm 2>/dev/null && [ $still -lt 60 ]; do
+    sleep 1
+    now=$(io_requests)
+    if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
+  done
+  if kill -0 $vm 2>/dev/null; then
+    # What stalled: the disks' request counters, each thread's state, the host's load.
+    vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' | grep -o '"counters":{[^}]*}\|"state":"[a-z]*"'
+    for t in /proc/$vm/task/*; do echo "  $(cat $t/comm) $(cut -d' ' -f3,14,15 $t/stat) $(cat $t/wchan)"; done
+    cat /proc/loadavg
+    kill -9 $vm 2>/dev/null
+  fi
+  wait $vm
+}
+echo 200 >/proc/sys/vm/nr_hugepages
+dd if=/dev/urandom of=/tmp/src.img bs=1M count=64 2>/dev/null
+copy_with_pauses; rc=$? faults=0
+if [ $rc = 5 ]; then faults=1; copy_with_pauses; rc=$?; fi
+if [ $rc = 0 ] && grep -q IO-DONE /tmp/io.log && [ "$pauses" -ge 3 ] &&
    [ "$(sha256sum </tmp/src.img)" = "$(sha256sum </tmp/dst.img)" ]; then
-  ok "pause during heavy I/O: $pauses pauses while copying 64 MiB disk to disk, the copy is exact"
+  ok "pause during heavy I/O: $pauses pauses while copying 64 MiB disk to disk, the copy is exact ($faults emulated-host triple faults retried)"
 else
-  bad "pause during I/O: $pauses pauses, $(grep -c IO-DONE /tmp/io.log) done, no request completed for ${still} s; $(tail -3 /tmp/io.log)"
-  # What stalled: the disks' request counters, each thread's state, the host's load.
-  vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' | grep -o '"counters":{[^}]*}\|"state":"[a-z]*"'
-  for t in /proc/$vm/task/*; do echo "  $(cat $t/comm) $(cut -d' ' -f3,14,15 $t/stat) $(cat $t/wchan)"; done
-  cat /proc/loadavg
-  kill -9 $vm 2>/dev/null
+  bad "pause during I/O: status $rc, $pauses pauses, $(grep -c IO-DONE /tmp/io.log) done, no request completed for ${still} s; $(tail -3 /tmp/io.log)"
 fi
 rm -f /tmp/src.img /tmp/dst.img
+echo 0 >/proc/sys/vm/nr_hugepages
 
 # vcpu-pin moves a vCPU thread (a single domain with the whole host's CPUs).
 vireo run --cpus 2 --memory 256M --api-socket /tmp/pin.api --console file:/tmp/pin.log &
