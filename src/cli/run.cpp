@@ -95,7 +95,8 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                   "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
                   "tiny guests such as PVH test images");
     run->add_flag("--stats", o.stats,
-                  "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo");
+                  "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo, "
+                  "and each virtio device's counters (DEVICE.COUNTER=N)");
     return run;
 }
 

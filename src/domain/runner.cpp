@@ -256,15 +256,24 @@ int run_domain(const DomainSpec& s) {
 
     const auto started = std::chrono::steady_clock::now();
     unsigned boots = 0;
-    auto print_stats = [&] {
+    // One line at exit: the run, then each virtio device's counters of the last boot
+    // (DEVICE.COUNTER=N, e.g. virtio-blk@0xd0000000.driver_errors=0).
+    auto print_stats = [&](const vmm::Vm& vm) {
         if (!s.stats) return;
         rusage ru{};
         ::getrusage(RUSAGE_SELF, &ru);
         auto secs =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        std::string devices;
+        for (const auto& d : vm.device_metrics()) {
+            devices += fmt::format(" {}.driver_errors={}", d.name, d.driver_errors);
+            for (const auto& c : d.counters)
+                devices += fmt::format(" {}.{}={}", d.name, c.name, c.value);
+        }
         std::fprintf(
-            stderr, "vireo: stats: boots=%u wall_s=%.3f guest_memory_mib=%llu peak_rss_kib=%ld\n",
-            boots, secs, static_cast<unsigned long long>(config.memory_bytes >> 20), ru.ru_maxrss);
+            stderr, "vireo: stats: boots=%u wall_s=%.3f guest_memory_mib=%llu peak_rss_kib=%ld%s\n",
+            boots, secs, static_cast<unsigned long long>(config.memory_bytes >> 20), ru.ru_maxrss,
+            devices.c_str());
     };
     std::deque<std::chrono::steady_clock::time_point> recent_reboots;
     for (;;) {
@@ -315,7 +324,7 @@ int run_domain(const DomainSpec& s) {
                 for (int i = 0; i < 10 && !dom.stop.requested(); ++i)
                     std::this_thread::sleep_for(std::chrono::milliseconds(100));
                 if (dom.stop.requested()) {
-                    print_stats();
+                    print_stats(**vm);
                     return kExitPowerOff;
                 }
             }
@@ -331,7 +340,7 @@ int run_domain(const DomainSpec& s) {
             dom.report(Message::Kind::Crashed);
             while (!dom.stop.requested())
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            print_stats();
+            print_stats(**vm);
             return exit_status_for(outcome.fate);
         }
         if (outcome.fate == vmm::Fate::PowerOff) {
@@ -341,7 +350,7 @@ int run_domain(const DomainSpec& s) {
         } else {
             log::error("{}: {}", vmm::to_string(outcome.fate), outcome.detail);
         }
-        print_stats();
+        print_stats(**vm);
         return exit_status_for(outcome.fate);
     }
 }
