@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -85,6 +86,20 @@ std::variant<Request, RequestError> parse_request(std::string_view line) {
     return r;
 }
 
+const char* api_error_code(ErrorCode code) noexcept {
+    switch (code) {
+        case ErrorCode::InvalidArgument:
+        case ErrorCode::OutOfRange:
+            return "invalid-params";
+        case ErrorCode::NotFound:
+            return "not-found";
+        case ErrorCode::BadState:
+            return "bad-state";
+        default:
+            return "failed";
+    }
+}
+
 std::string dispatch(const std::map<std::string, Method>& methods, const Request& r) {
     if (r.method == "version")
         return Json{{"id", r.id}, {"result", {{"api", kApiVersion}, {"vireo", "0.1.0"}}}}.dump();
@@ -98,10 +113,13 @@ std::string dispatch(const std::map<std::string, Method>& methods, const Request
             .dump();
     }
     try {
-        return Json{{"id", r.id}, {"result", it->second(r.params)}}.dump();
-    } catch (const ApiError& e) {
-        return error_response(r.id, e.code, e.what()).dump();
-    } catch (const Json::exception& e) {
+        auto result = it->second(r.params);
+        if (!result)
+            return error_response(r.id, api_error_code(result.error().code()),
+                                  result.error().message())
+                .dump();
+        return Json{{"id", r.id}, {"result", *std::move(result)}}.dump();
+    } catch (const Json::exception& e) {  // typed access to params (e.g. at().get<int>())
         return error_response(r.id, "invalid-params", e.what()).dump();
     } catch (const std::exception& e) {
         return error_response(r.id, "failed", e.what()).dump();
@@ -121,7 +139,7 @@ Result<std::unique_ptr<Server>> Server::create(const std::string& path) {
     if (!spare) return fail_errno(errno, "--api-socket: open /dev/null");
     std::unique_ptr<Server> server(
         new Server(std::move(listener), std::move(wake), std::move(spare)));
-    server->add("server.stats", [s = server.get()](const Json&) {
+    server->add("server.stats", [s = server.get()](const Json&) -> Result<Json> {
         const auto& st = s->stats_;
         const auto get = [](const std::atomic<uint64_t>& v) {
             return v.load(std::memory_order_relaxed);
@@ -148,10 +166,14 @@ void Server::add(std::string name, Method method, Kind kind) {
 }
 
 Result<void> Server::start() {
-    thread_ = std::thread([this] {
-        ::pthread_setname_np(::pthread_self(), "vireo-api");
-        serve();
-    });
+    try {
+        thread_ = std::thread([this] {
+            ::pthread_setname_np(::pthread_self(), "vireo-api");
+            serve();
+        });
+    } catch (const std::system_error& e) {  // no thread (e.g. at the process limit)
+        return fail_errno(e.code().value(), "API server: starting its thread");
+    }
     return ok();
 }
 

@@ -47,15 +47,14 @@ inline constexpr int kRequestTimeoutMs = 5000;
 inline constexpr int kSendTimeoutMs = 5000;
 inline constexpr size_t kMaxWorkers = 4;
 
-/// What a method throws to answer with an error.
-struct ApiError : std::runtime_error {
-    ApiError(std::string code_, const std::string& message)
-        : std::runtime_error(message), code(std::move(code_)) {}
-    std::string code;  ///< "invalid-params", "not-found", "bad-state", "unsupported", "failed"
-};
-
 using Json = nlohmann::json;
-using Method = std::function<Json(const Json& params)>;
+/// A method answers with its result, or fails with an Error whose ErrorCode becomes the
+/// reply's error code (api_error_code()). The one error convention: no method throws.
+using Method = std::function<Result<Json>(const Json& params)>;
+
+/// The API error code of an ErrorCode, mapped here only: InvalidArgument and OutOfRange are
+/// "invalid-params", NotFound "not-found", BadState "bad-state", anything else "failed".
+const char* api_error_code(ErrorCode code) noexcept;
 
 /// j[key] if it is there and an array (`array`) or an object, else an empty one; by reference,
 /// so loops over it make no temporaries.

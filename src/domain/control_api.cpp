@@ -13,52 +13,43 @@ namespace vireo::domain {
 
 namespace {
 
-using api::ApiError;
 using api::Json;
 
+// Runs fn(vm) on the running machine; bad-state between boots.
 template <typename Fn>
-Json on_vm(Domain& d, Fn&& fn) {
-    return d.stop.with_vm([&](vmm::Vm* vm) -> Json {
-        if (vm == nullptr) throw ApiError("bad-state", d.name + " is between boots");
+Result<Json> on_vm(Domain& d, Fn&& fn) {
+    return d.stop.with_vm([&](vmm::Vm* vm) -> Result<Json> {
+        if (vm == nullptr) return fail(ErrorCode::BadState, "{} is between boots", d.name);
         return fn(*vm);
     });
 }
 
-// A Result's error as the API's: bad-state for state errors, failed otherwise.
-template <typename T>
-void check(const Result<T>& r) {
-    if (r) return;
-    const bool state = r.error().code() == ErrorCode::BadState;
-    const bool range = r.error().code() == ErrorCode::OutOfRange;
-    throw ApiError(state ? "bad-state" : range ? "invalid-params" : "failed", r.error().message());
-}
-
 // A CPU list: "0-3,^1" (xl's syntax), or an array of CPU numbers; `key` names it in errors.
-std::vector<int> cpus_value(const Json& v, const std::string& key) {
+Result<std::vector<int>> cpus_value(const Json& v, const std::string& key) {
     const auto ncpu = static_cast<uint32_t>(::sysconf(_SC_NPROCESSORS_CONF));
     std::vector<int> out;
     if (v.is_array()) {
         for (const auto& c : v) {
             if (!c.is_number_unsigned() || c.get<uint64_t>() >= ncpu)
-                throw ApiError("invalid-params",
-                               fmt::format("\"{}\": CPUs are numbers from 0 to {}", key, ncpu - 1));
+                return fail(ErrorCode::InvalidArgument, "\"{}\": CPUs are numbers from 0 to {}",
+                            key, ncpu - 1);
             out.push_back(c.get<int>());
         }
     } else if (v.is_string()) {
         auto set = parse_cpu_list(v.get<std::string>(), ncpu);
-        if (!set)
-            throw ApiError("invalid-params", fmt::format("\"{}\": {}", key, set.error().message()));
+        if (!set) return fail(ErrorCode::InvalidArgument, "\"{}\": {}", key, set.error().message());
         out.assign(set->begin(), set->end());
     } else {
-        throw ApiError("invalid-params",
-                       fmt::format("\"{}\" must be a CPU list (\"0-3,^1\") or an array", key));
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\" must be a CPU list (\"0-3,^1\") or an array", key);
     }
-    if (out.empty()) throw ApiError("invalid-params", fmt::format("\"{}\" names no CPU", key));
+    if (out.empty()) return fail(ErrorCode::InvalidArgument, "\"{}\" names no CPU", key);
     return out;
 }
 
-std::vector<int> cpus_param(const Json& params, const char* key) {
-    return cpus_value(api::required(params, key), key);
+Result<std::vector<int>> cpus_param(const Json& params, const char* key) {
+    VIREO_TRY_ASSIGN(const Json* v, api::required(params, key));
+    return cpus_value(*v, key);
 }
 
 Json balloon_json(const virtio::BalloonInfo& b) {
@@ -136,7 +127,7 @@ Json domain_metrics(Domain& d) {
 }
 
 void add_domain_methods(api::Server& server, Domain& d) {
-    server.add("info", [&d](const Json&) {
+    server.add("info", [&d](const Json&) -> Result<Json> {
         return d.stop.with_vm([&](vmm::Vm* vm) {
             std::lock_guard lock(d.config_mu);
             const auto& c = d.config;
@@ -158,42 +149,42 @@ void add_domain_methods(api::Server& server, Domain& d) {
         });
     });
     server.add("pause", [&d](const Json&) {
-        return on_vm(d, [&](vmm::Vm& vm) {
-            check(vm.pause());
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+            VIREO_TRY(vm.pause());
             d.report(Message::Kind::Paused);
             log::info("{}: paused", d.name);
             return Json{{"name", d.name}, {"state", "paused"}};
         });
     });
     server.add("unpause", [&d](const Json&) {
-        return on_vm(d, [&](vmm::Vm& vm) {
-            check(vm.resume());
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+            VIREO_TRY(vm.resume());
             d.report(Message::Kind::Running);
             log::info("{}: unpaused", d.name);
             return Json{{"name", d.name}, {"state", "running"}};
         });
     });
     server.add("shutdown", [&d](const Json&) {
-        return on_vm(d, [&](vmm::Vm& vm) {
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
             // A paused guest cannot see the button: it runs again first.
             if (vm.paused()) {
-                check(vm.resume());
+                VIREO_TRY(vm.resume());
                 d.report(Message::Kind::Running);
             }
-            check(vm.press_power_button());
+            VIREO_TRY(vm.press_power_button());
             log::info("{}: ACPI power button pressed", d.name);
             return Json{{"name", d.name}, {"state", "shutting-down"}};
         });
     });
     server.add("reboot", [&d](const Json&) {
-        return on_vm(d, [&](vmm::Vm& vm) {
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
             vm.reset();
             log::info("{}: reset by the host", d.name);
             return Json{{"name", d.name}, {"state", "rebooting"}};
         });
     });
     server.add("vcpu.list", [&d](const Json&) {
-        return on_vm(d, [&](vmm::Vm& vm) {
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
             Json out = Json::array();
             for (const auto& v : vm.vcpu_info())
                 out.push_back({{"vcpu", v.id},
@@ -205,12 +196,15 @@ void add_domain_methods(api::Server& server, Domain& d) {
             return out;
         });
     });
-    server.add("vcpu.pin", [&d](const Json& p) {
-        const auto id = static_cast<uint32_t>(api::uint_param(p, "vcpu", vmm::kMaxCpus - 1));
-        const bool all = p.contains("cpus") && p["cpus"] == "all";
-        const std::vector<int> cpus = all ? std::vector<int>{} : cpus_param(p, "cpus");
-        return on_vm(d, [&](vmm::Vm& vm) {
-            check(vm.pin_vcpu(id, cpus));
+    server.add("vcpu.pin", [&d](const Json& p) -> Result<Json> {
+        VIREO_TRY_ASSIGN(const uint64_t vcpu, api::uint_param(p, "vcpu", vmm::kMaxCpus - 1));
+        const auto id = static_cast<uint32_t>(vcpu);
+        std::vector<int> cpus;  // "all": none, the vCPU floats
+        if (!(p.contains("cpus") && p["cpus"] == "all")) {
+            VIREO_TRY_ASSIGN(cpus, cpus_param(p, "cpus"));
+        }
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+            VIREO_TRY(vm.pin_vcpu(id, cpus));
             std::lock_guard lock(d.config_mu);  // and for the next boot
             auto& aff = d.config.vcpu_affinity;
             aff.resize(d.config.cpus);
@@ -220,19 +214,21 @@ void add_domain_methods(api::Server& server, Domain& d) {
     });
     // Moves every thread to `cpus` (a new pool), then pins vCPUs as `vcpus` says (a pinned
     // pool: one list per vCPU) or lets them float. For vireo up's cpupool-migrate.
-    server.add("affinity.set", [&d](const Json& p) {
-        const std::vector<int> cpus = cpus_param(p, "cpus");
+    server.add("affinity.set", [&d](const Json& p) -> Result<Json> {
+        VIREO_TRY_ASSIGN(const std::vector<int> cpus, cpus_param(p, "cpus"));
         std::vector<std::vector<int>> pins;
         if (p.contains("vcpus")) {
             if (!p["vcpus"].is_array())
-                throw ApiError("invalid-params", "\"vcpus\" must be an array of CPU lists");
-            for (size_t i = 0; i < p["vcpus"].size(); ++i)
-                pins.push_back(cpus_value(p["vcpus"][i], fmt::format("vcpus[{}]", i)));
+                return fail(ErrorCode::InvalidArgument, "\"vcpus\" must be an array of CPU lists");
+            for (size_t i = 0; i < p["vcpus"].size(); ++i) {
+                VIREO_TRY_ASSIGN(auto list, cpus_value(p["vcpus"][i], fmt::format("vcpus[{}]", i)));
+                pins.push_back(std::move(list));
+            }
         }
-        return on_vm(d, [&](vmm::Vm& vm) {
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
             if (!pins.empty() && pins.size() != vm.num_vcpus())
-                throw ApiError("invalid-params", fmt::format("\"vcpus\": {} lists for {} vCPUs",
-                                                             pins.size(), vm.num_vcpus()));
+                return fail(ErrorCode::InvalidArgument, "\"vcpus\": {} lists for {} vCPUs",
+                            pins.size(), vm.num_vcpus());
             cpu_set_t set;
             CPU_ZERO(&set);
             for (int c : cpus)
@@ -241,32 +237,29 @@ void add_domain_methods(api::Server& server, Domain& d) {
             for (const auto& t : std::filesystem::directory_iterator("/proc/self/task", ec)) {
                 const pid_t tid = static_cast<pid_t>(std::stol(t.path().filename().string()));
                 if (::sched_setaffinity(tid, sizeof set, &set) != 0)
-                    throw ApiError("failed",
-                                   fmt::format("thread {}: {}", tid, std::strerror(errno)));
+                    return fail_errno(errno, "thread {}", tid);
             }
             for (size_t i = 0; i < pins.size(); ++i)
-                check(vm.pin_vcpu(static_cast<uint32_t>(i), pins[i]));
+                VIREO_TRY(vm.pin_vcpu(static_cast<uint32_t>(i), pins[i]));
             std::lock_guard lock(d.config_mu);
             d.config.vcpu_affinity = pins;
             return Json{{"cpus", cpus}, {"vcpus", pins}};
         });
     });
-    server.add("metrics", [&d](const Json&) { return domain_metrics(d); });
-    server.add("balloon.set", [&d](const Json& params) {
-        const uint64_t bytes = api::size_param(params, "memory");
-        return on_vm(d, [&](vmm::Vm& vm) {
-            auto target = vm.set_guest_memory(bytes);
-            check(target);
+    server.add("metrics", [&d](const Json&) -> Result<Json> { return domain_metrics(d); });
+    server.add("balloon.set", [&d](const Json& params) -> Result<Json> {
+        VIREO_TRY_ASSIGN(const uint64_t bytes, api::size_param(params, "memory"));
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+            VIREO_TRY_ASSIGN(const uint64_t target, vm.set_guest_memory(bytes));
             d.guest_memory_request.store(bytes);
-            return Json{{"memory_bytes", bytes}, {"balloon_target_bytes", *target}};
+            return Json{{"memory_bytes", bytes}, {"balloon_target_bytes", target}};
         });
     });
     server.add("balloon.info", [&d](const Json& params) {
         const bool refresh = params.value("refresh", true);
-        return on_vm(d, [&](vmm::Vm& vm) {
-            auto info = vm.balloon_info(refresh);
-            check(info);
-            return balloon_json(*info);
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+            VIREO_TRY_ASSIGN(auto info, vm.balloon_info(refresh));
+            return balloon_json(info);
         });
     });
 }

@@ -154,7 +154,7 @@ class Supervisor {
         // The API answers from the start (`list` shows the domains as starting while they
         // are built; a large domain takes a while).
         add_methods();
-        (void)api_->start();
+        if (auto r = api_->start(); !r) return error(r.error().message());
         // 1. Build every domain; 2. start all only when all are ready.
         {
             std::lock_guard lock(mu_);
@@ -481,12 +481,11 @@ class Supervisor {
         return pid <= 0 ? 0 : read_proc_stat("/proc/" + std::to_string(pid) + "/stat").cpu_s;
     }
 
-    Dom& named(const api::Json& p) {
-        const std::string name = api::string_param(p, "name");
+    Result<Dom*> named(const api::Json& p) {
+        VIREO_TRY_ASSIGN(const std::string name, api::string_param(p, "name"));
         Dom* d = find(name);
-        if (d == nullptr)
-            throw api::ApiError("not-found", "no domain \"" + name + "\" on this host");
-        return *d;
+        if (d == nullptr) return fail(ErrorCode::NotFound, "no domain \"{}\" on this host", name);
+        return d;
     }
 
     api::Json pool_json(const std::string& name, const Pool& pool) {
@@ -519,7 +518,7 @@ class Supervisor {
     }
 
     void add_methods() {
-        api_->add("list", [this](const api::Json&) {
+        api_->add("list", [this](const api::Json&) -> Result<api::Json> {
             std::lock_guard lock(mu_);
             api::Json out = api::Json::array();
             for (auto& d : doms_) {
@@ -541,23 +540,26 @@ class Supervisor {
             }
             return out;
         });
-        api_->add("destroy", [this](const api::Json& p) {
+        api_->add("destroy", [this](const api::Json& p) -> Result<api::Json> {
             std::lock_guard lock(mu_);
-            Dom& d = named(p);
+            VIREO_TRY_ASSIGN(Dom * dp, named(p));
+            Dom& d = *dp;
             if (d.pid <= 0)
-                throw api::ApiError("bad-state", d.cfg->name + " is not running (" + d.state + ")");
+                return fail(ErrorCode::BadState, "{} is not running ({})", d.cfg->name, d.state);
             d.destroying = true;
             ::kill(d.pid, SIGKILL);
             log::info("domain {}: destroyed", d.cfg->name);
             return api::Json{{"name", d.cfg->name}, {"state", "destroyed"}};
         });
-        api_->add("down", [this](const api::Json& p) {
-            if (p.contains("timeout_s"))
-                down_timeout_s_ = static_cast<int>(api::uint_param(p, "timeout_s", 3600));
+        api_->add("down", [this](const api::Json& p) -> Result<api::Json> {
+            if (p.contains("timeout_s")) {
+                VIREO_TRY_ASSIGN(const uint64_t t, api::uint_param(p, "timeout_s", 3600));
+                down_timeout_s_ = static_cast<int>(t);
+            }
             down_requested_ = true;
             return api::Json{{"state", "going down"}, {"timeout_s", down_timeout_s_.load()}};
         });
-        api_->add("cpupool.list", [this](const api::Json&) {
+        api_->add("cpupool.list", [this](const api::Json&) -> Result<api::Json> {
             std::lock_guard lock(mu_);
             api::Json out = api::Json::array();
             for (const auto& [name, pool] : cfg_.pools)
@@ -568,28 +570,27 @@ class Supervisor {
         // so `list` keeps answering).
         api_->add(
             "cpupool.migrate",
-            [this](const api::Json& p) {
+            [this](const api::Json& p) -> Result<api::Json> {
                 std::lock_guard one(migrate_mu_);  // one migration at a time
                 std::unique_lock lock(mu_);
-                Dom& d = named(p);
-                const std::string pool = api::string_param(p, "pool");
+                VIREO_TRY_ASSIGN(Dom * dp, named(p));
+                Dom& d = *dp;
+                VIREO_TRY_ASSIGN(const std::string pool, api::string_param(p, "pool"));
                 const auto it = cfg_.pools.find(pool);
                 if (it == cfg_.pools.end())
-                    throw api::ApiError("not-found", "no pool \"" + pool + "\"");
+                    return fail(ErrorCode::NotFound, "no pool \"{}\"", pool);
                 if (d.pid <= 0)
-                    throw api::ApiError("bad-state",
-                                        d.cfg->name + " is not running (" + d.state + ")");
+                    return fail(ErrorCode::BadState, "{} is not running ({})", d.cfg->name,
+                                d.state);
                 if (d.pool == pool)
-                    throw api::ApiError("bad-state",
-                                        d.cfg->name + " is in pool " + pool + " already");
+                    return fail(ErrorCode::BadState, "{} is in pool {} already", d.cfg->name, pool);
                 if (it->second.cpus.empty())
-                    throw api::ApiError("bad-state", "pool " + pool + " has no CPUs");
+                    return fail(ErrorCode::BadState, "pool {} has no CPUs", pool);
                 const auto pins = pins_for(pool, d.cfg->vcpus, &d);
                 if (it->second.policy == PoolPolicy::Pinned && pins.size() < d.cfg->vcpus)
-                    throw api::ApiError(
-                        "bad-state",
-                        fmt::format("pool {} is pinned and has {} free CPUs; {} needs {}", pool,
-                                    pins.size(), d.cfg->name, d.cfg->vcpus));
+                    return fail(ErrorCode::BadState,
+                                "pool {} is pinned and has {} free CPUs; {} needs {}", pool,
+                                pins.size(), d.cfg->name, d.cfg->vcpus);
                 std::vector<uint32_t> cpus(it->second.cpus.begin(), it->second.cpus.end());
                 api::Json req{{"cpus", cpus}};
                 if (!pins.empty()) {
@@ -633,26 +634,30 @@ class Supervisor {
                     d.pool = old_pool;
                     d.cgroup = old_cg;
                     d.pinned = pins_for(old_pool, d.cfg->vcpus, &d);
-                    throw api::ApiError("failed", d.cfg->name + ": " + r.error().message());
+                    return fail(ErrorCode::System, "{}: {}", d.cfg->name, r.error().message());
                 }
                 log::info("domain {}: moved from pool {} to pool {}", d.cfg->name, old_pool, pool);
                 return api::Json{
                     {"name", d.cfg->name}, {"pool", pool}, {"cpus", cpus}, {"pins", pins}};
             },
             api::Server::Kind::Blocking);
-        api_->add("dmesg", [](const api::Json&) {
+        api_->add("dmesg", [](const api::Json&) -> Result<api::Json> {
             std::lock_guard lock(g_log_mu);
             return api::Json(std::vector<std::string>(g_log.begin(), g_log.end()));
         });
         // Blocking: it waits for the new domains to be built (up to kReadyTimeoutMs).
         api_->add(
-            "create", [this](const api::Json& p) { return create(api::string_param(p, "path")); },
+            "create",
+            [this](const api::Json& p) -> Result<api::Json> {
+                VIREO_TRY_ASSIGN(const std::string path, api::string_param(p, "path"));
+                return create(path);
+            },
             api::Server::Kind::Blocking);
     }
 
     // `vireo create FILE.toml`: more domains on the running host, admitted against what the
     // host was admitted with (its memory, pinned CPUs), built, then started only if all are.
-    api::Json create(const std::string& path) {
+    Result<api::Json> create(const std::string& path) {
         // One at a time: admission looks at what the domains hold, which a concurrent create
         // would change between its check and its start.
         std::lock_guard one(create_mu_);
@@ -668,7 +673,7 @@ class Supervisor {
             }
         }
         auto more = load_host_config(path, o_.facts.num_cpus, &base);
-        if (!more) throw api::ApiError("invalid-params", more.error().message());
+        if (!more) return fail(ErrorCode::InvalidArgument, "{}", more.error().message());
         // Admission: the domains that hold resources now, plus the new ones.
         HostConfig all = base;
         all.domains.clear();
@@ -683,7 +688,7 @@ class Supervisor {
         for (const auto& d : more->domains)
             all.domains.push_back(d);
         if (auto r = admit(all, o_.facts); !r)
-            throw api::ApiError("bad-state", "admission refused: " + r.error().message());
+            return fail(ErrorCode::BadState, "admission refused: {}", r.error().message());
         std::vector<Dom*> added;
         {
             std::lock_guard lock(mu_);
@@ -692,7 +697,7 @@ class Supervisor {
                 Dom& d = add_dom(created_.back());
                 if (!spawn(d)) {
                     d.state = "failed";
-                    throw api::ApiError("failed", c.name + ": " + d.last);
+                    return fail(ErrorCode::System, "{}: {}", c.name, d.last);
                 }
                 added.push_back(&d);
             }
@@ -713,7 +718,7 @@ class Supervisor {
                 }
                 d->state = "failed";
             }
-            throw api::ApiError("failed", "not started: " + failed);
+            return fail(ErrorCode::System, "not started: {}", failed);
         }
         api::Json names = api::Json::array();
         for (Dom* d : added) {

@@ -34,11 +34,11 @@ struct Rig {
         auto s = Server::create(path);
         EXPECT_TRUE(s) << s.error().message();
         server = std::move(s).value();
-        server->add("echo", [](const Json& p) { return p; });
+        server->add("echo", [](const Json& p) -> Result<Json> { return p; });
         if (with_blocking)
             server->add(
                 "slow",
-                [](const Json&) {
+                [](const Json&) -> Result<Json> {
                     std::this_thread::sleep_for(std::chrono::seconds(2));
                     return Json("done");
                 },

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "api/params.hpp"
 #include "api/server.hpp"
 #include "virtio/balloon.hpp"
 #include "virtio/net.hpp"
@@ -355,10 +356,22 @@ TEST(Balloon, InflateReturnsPagesAndStatsArrive) {
 
 TEST(Api, StructuredErrorsAndDispatch) {
     std::map<std::string, api::Method> methods;
-    methods["echo"] = [](const api::Json& p) { return p; };
-    methods["typed"] = [](const api::Json& p) { return api::Json(p.at("n").get<int>() + 1); };
-    methods["refuse"] = [](const api::Json&) -> api::Json {
-        throw api::ApiError("bad-state", "no");
+    methods["echo"] = [](const api::Json& p) -> Result<api::Json> { return p; };
+    methods["typed"] = [](const api::Json& p) -> Result<api::Json> {
+        return api::Json(p.at("n").get<int>() + 1);  // a wrong type throws: invalid-params
+    };
+    methods["refuse"] = [](const api::Json&) -> Result<api::Json> {
+        return fail(ErrorCode::BadState, "no");
+    };
+    methods["missing"] = [](const api::Json& p) -> Result<api::Json> {
+        VIREO_TRY_ASSIGN(const uint64_t n, api::uint_param(p, "n", 9));
+        return api::Json(n);
+    };
+    methods["gone"] = [](const api::Json&) -> Result<api::Json> {
+        return fail(ErrorCode::NotFound, "no such domain");
+    };
+    methods["broken"] = [](const api::Json&) -> Result<api::Json> {
+        return fail_errno(EIO, "writing");
     };
     auto call = [&](std::string_view line) {
         return api::Json::parse(api::handle_request(methods, line));
@@ -373,6 +386,13 @@ TEST(Api, StructuredErrorsAndDispatch) {
     EXPECT_EQ(call(R"({"method":"typed","params":{"n":"x"}})")["error"]["code"], "invalid-params");
     EXPECT_EQ(call(R"({"method":"typed","params":{"n":41}})")["result"], 42);
     EXPECT_EQ(call(R"({"method":"refuse"})")["error"]["code"], "bad-state");
+    EXPECT_EQ(call(R"({"method":"refuse"})")["error"]["message"], "no");
+    // ErrorCode -> API error code, in one place (api::api_error_code).
+    EXPECT_EQ(call(R"({"method":"missing"})")["error"]["code"], "invalid-params");
+    EXPECT_EQ(call(R"({"method":"missing","params":{"n":10}})")["error"]["code"], "invalid-params");
+    EXPECT_EQ(call(R"({"method":"missing","params":{"n":7}})")["result"], 7);
+    EXPECT_EQ(call(R"({"method":"gone"})")["error"]["code"], "not-found");
+    EXPECT_EQ(call(R"({"method":"broken"})")["error"]["code"], "failed");
     EXPECT_EQ(call(R"({"method":"version"})")["result"]["api"], api::kApiVersion);
 }
 
