@@ -120,7 +120,7 @@ int run_domain(const DomainSpec& s) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    // The kernel image is mapped and parsed once, here; the machine of every boot loads it.
+    // The kernel and initrd are mapped once, here; the machine of every boot loads from them.
     auto kernel = MappedFile::open(s.kernel_path, "kernel");
     if (!kernel) return fail_with(kernel.error().message());
     std::optional<MappedFile> initrd;
