@@ -20,11 +20,10 @@ Result<UniqueFd> open_output(const std::string& path, std::span<const InputFile>
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "{}: stat {}", what, path);
-    for (const auto& in : inputs)
-        if (in.id == file_id(st))
-            return fail(ErrorCode::InvalidArgument,
-                        "{}: {} is the {}, which vireo reads: refusing to write to it", what, path,
-                        in.name);
+    if (const InputFile* in = find_input(inputs, st))
+        return fail(ErrorCode::InvalidArgument,
+                    "{}: {} is the {}, which vireo reads: refusing to write to it", what, path,
+                    in->name);
     if (S_ISREG(st.st_mode)) {
         if (!append && ::ftruncate(fd.get(), 0) != 0)
             return fail_errno(errno, "{}: truncate {}", what, path);

@@ -29,6 +29,15 @@ struct InputFile {
     std::string name;
 };
 
+/// The input that `st` is (by device and inode), or nullptr: the one comparison behind "never
+/// write a file vireo reads".
+inline const InputFile* find_input(std::span<const InputFile> inputs,
+                                   const struct stat& st) noexcept {
+    for (const auto& in : inputs)
+        if (in.id == file_id(st)) return &in;
+    return nullptr;
+}
+
 /// Opens `path` to write vireo's output into it (a console log): created with mode 0600 if
 /// it does not exist, truncated only after it was found not to be one of `inputs` (compared by
 /// device and inode, so no other name for an input gets through: links, /proc/self/fd/N).

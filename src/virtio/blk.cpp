@@ -99,12 +99,10 @@ Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o,
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "disk {}: stat", o.path);
-    if (!o.readonly)
-        for (const auto& in : reads)
-            if (in.id == file_id(st))
-                return fail(ErrorCode::InvalidArgument,
-                            "disk {}: is the {}, which vireo reads: a writable disk cannot be one",
-                            o.path, in.name);
+    if (const InputFile* in = o.readonly ? nullptr : find_input(reads, st))
+        return fail(ErrorCode::InvalidArgument,
+                    "disk {}: is the {}, which vireo reads: a writable disk cannot be one", o.path,
+                    in->name);
     uint64_t size = 0;
     if (S_ISREG(st.st_mode)) {
         size = static_cast<uint64_t>(st.st_size);

@@ -21,8 +21,7 @@ std::shared_ptr<ConsoleLog> ConsoleLog::file(UniqueFd fd, std::string path, uint
                                                           regular ? max_bytes : 0, size));
     if (regular) {
         log->id_ = file_id(st);
-        for (const auto& in : reads)
-            log->reads_.push_back(in.id);
+        log->reads_.assign(reads.begin(), reads.end());
         // Standard output and error that are this same file (a domain of `vireo up`, whose
         // log is both) move with it at each rotation.
         for (int other : {STDOUT_FILENO, STDERR_FILENO}) {
@@ -102,12 +101,11 @@ void ConsoleLog::rotate() noexcept {
     }
     // A PATH someone else put there may be another name of a file vireo reads (a hard link to
     // the kernel or a disk): never written (after our own rename, O_EXCL made it new).
-    for (const auto& id : reads_)
-        if (id == file_id(st)) {
-            broken_ = true;
-            drop("rotation (the new file is one vireo reads)", EEXIST);
-            return;
-        }
+    if (find_input(reads_, st) != nullptr) {
+        broken_ = true;
+        drop("rotation (the new file is one vireo reads)", EEXIST);
+        return;
+    }
     // dup2 clears FD_CLOEXEC on the target: the console descriptor keeps it.
     if (::dup3(next.get(), fd_, O_CLOEXEC) < 0) {
         broken_ = true;

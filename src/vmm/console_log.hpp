@@ -53,13 +53,13 @@ class ConsoleLog final : public devices::OutputTap {
 
     int fd_;
     bool owned_;
-    std::string path_;            // empty: never rotated
-    uint64_t max_ = 0;            // 0: unbounded
-    uint64_t size_ = 0;           // of the current file, as far as this writer knows
-    FileId id_{};                 // of the current file
-    std::vector<int> followers_;  // descriptors that were the same file (stdout, stderr)
-    std::vector<FileId> reads_;   // never written, whatever name they appear under
-    bool broken_ = false;         // rotation failed: everything is dropped from now on
+    std::string path_;              // empty: never rotated
+    uint64_t max_ = 0;              // 0: unbounded
+    uint64_t size_ = 0;             // of the current file, as far as this writer knows
+    FileId id_{};                   // of the current file
+    std::vector<int> followers_;    // descriptors that were the same file (stdout, stderr)
+    std::vector<InputFile> reads_;  // never written, whatever name they appear under
+    bool broken_ = false;           // rotation failed: everything is dropped from now on
     bool warned_ = false;
     std::atomic<uint64_t> bytes_{0}, rotations_{0}, write_errors_{0}, dropped_{0};
 };
