@@ -37,20 +37,6 @@ constexpr auto kRebootWindow = std::chrono::seconds(10);
 // The process runs one domain; signal and endpoint threads reach it here.
 Domain g_domain;
 
-const char* to_flag(vmm::VmConfig::Backing b) {
-    switch (b) {
-        case vmm::VmConfig::Backing::Anonymous:
-            return "anonymous";
-        case vmm::VmConfig::Backing::Prefault:
-            return "prefault";
-        case vmm::VmConfig::Backing::Locked:
-            return "locked";
-        case vmm::VmConfig::Backing::HugePages:
-            return "hugepages";
-    }
-    return "?";
-}
-
 // Tells the supervisor (if any) why the domain could not start.
 void report_error(int ctl_fd, const std::string& msg) {
     if (ctl_fd < 0) return;
@@ -168,7 +154,8 @@ int run_domain(const DomainSpec& s) {
             return fail_with(fmt::format(
                 "--memory-backing {}: {} MiB of guest memory is allocated before the guest "
                 "starts, but the host has {} MiB available",
-                to_flag(config.backing), config.memory_bytes >> 20, facts.mem_available >> 20));
+                vmm::to_string(config.backing), config.memory_bytes >> 20,
+                facts.mem_available >> 20));
     }
 
     auto hv = hv::Hypervisor::open();

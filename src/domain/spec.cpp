@@ -95,20 +95,12 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
         return fail(ErrorCode::InvalidArgument, "on-crash: \"{}\": use exit or preserve",
                     t.on_crash);
     }
-    using Backing = vmm::VmConfig::Backing;
-    if (t.memory_backing == "anonymous") {
-        s.backing = Backing::Anonymous;
-    } else if (t.memory_backing == "prefault") {
-        s.backing = Backing::Prefault;
-    } else if (t.memory_backing == "locked") {
-        s.backing = Backing::Locked;
-    } else if (t.memory_backing == "hugepages") {
-        s.backing = Backing::HugePages;
-    } else {
+    const auto backing = vmm::parse_backing(t.memory_backing);
+    if (!backing)
         return fail(ErrorCode::InvalidArgument,
                     "memory-backing: \"{}\": use anonymous, prefault, locked or hugepages",
                     t.memory_backing);
-    }
+    s.backing = *backing;
 
     for (const auto& spec : t.disks) {
         auto d = virtio::parse_disk_option(spec);

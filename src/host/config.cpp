@@ -236,18 +236,12 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             r.boolean(v, key, d.allow_software_kvm);
         else if (key == "memory_backing") {
             if (!r.str(v, key, s)) continue;
-            if (s == "anonymous")
-                d.memory_backing = MemoryBacking::Anonymous;
-            else if (s == "prefault")
-                d.memory_backing = MemoryBacking::Prefault;
-            else if (s == "locked")
-                d.memory_backing = MemoryBacking::Locked;
-            else if (s == "hugepages")
-                d.memory_backing = MemoryBacking::Hugepages;
+            if (const auto b = vmm::parse_backing(s))
+                d.memory_backing = *b;
             else
                 p.add(line_of(v), r.prefix + key,
                       fmt::format("\"{}\": use anonymous, prefault, locked or hugepages", s));
-            if (d.memory_backing == MemoryBacking::Hugepages) backing_line = line_of(v);
+            if (d.memory_backing == MemoryBacking::HugePages) backing_line = line_of(v);
         } else if (key == "on_poweroff" || key == "on_reboot" || key == "on_crash") {
             if (!r.str(v, key, s)) continue;
             auto a = parse_action(s);
@@ -384,7 +378,7 @@ Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
     for (const auto& d : cfg.domains) {
         need = saturating_add(need, saturating_add(d.memory, kDomainOverhead));
         if (d.memory_backing == MemoryBacking::Locked) locked = saturating_add(locked, d.memory);
-        if (d.memory_backing == MemoryBacking::Hugepages) huge = saturating_add(huge, d.memory);
+        if (d.memory_backing == MemoryBacking::HugePages) huge = saturating_add(huge, d.memory);
         if (cfg.pools.at(d.pool).policy == PoolPolicy::Pinned) pinned_vcpus[d.pool] += d.vcpus;
     }
     const auto mib = [](uint64_t b) { return b >> 20; };
@@ -424,20 +418,6 @@ const char* to_string(Action a) noexcept {
             return "restart";
         case Action::Preserve:
             return "preserve";
-    }
-    return "?";
-}
-
-const char* to_string(MemoryBacking m) noexcept {
-    switch (m) {
-        case MemoryBacking::Anonymous:
-            return "anonymous";
-        case MemoryBacking::Prefault:
-            return "prefault";
-        case MemoryBacking::Locked:
-            return "locked";
-        case MemoryBacking::Hugepages:
-            return "hugepages";
     }
     return "?";
 }

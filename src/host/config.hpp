@@ -28,7 +28,7 @@ inline constexpr uint64_t kMinDomainMemory = vmm::kMinMemory;
 inline constexpr uint64_t kDomainOverhead = uint64_t{8} << 20;
 
 enum class PoolPolicy { Shared, Pinned };
-enum class MemoryBacking { Anonymous, Prefault, Locked, Hugepages };
+using MemoryBacking = vmm::VmConfig::Backing;  // one enum, one spelling (vmm::to_string)
 enum class Action { Destroy, Restart, Preserve };
 
 struct Pool {
@@ -85,6 +85,5 @@ using vireo::HostFacts;  // base/host_facts.hpp
 Result<void> admit(const HostConfig& config, const HostFacts& facts);
 
 const char* to_string(Action a) noexcept;
-const char* to_string(MemoryBacking m) noexcept;
 
 }  // namespace vireo::host

@@ -89,6 +89,27 @@ cpu_set_t to_cpu_set(const std::vector<int>& cpus) {
 
 }  // namespace
 
+const char* to_string(VmConfig::Backing backing) noexcept {
+    switch (backing) {
+        case VmConfig::Backing::Anonymous:
+            return "anonymous";
+        case VmConfig::Backing::Prefault:
+            return "prefault";
+        case VmConfig::Backing::Locked:
+            return "locked";
+        case VmConfig::Backing::HugePages:
+            return "hugepages";
+    }
+    return "?";
+}
+
+std::optional<VmConfig::Backing> parse_backing(std::string_view name) noexcept {
+    for (auto b : {VmConfig::Backing::Anonymous, VmConfig::Backing::Prefault,
+                   VmConfig::Backing::Locked, VmConfig::Backing::HugePages})
+        if (name == to_string(b)) return b;
+    return std::nullopt;
+}
+
 const char* to_string(Fate fate) noexcept {
     switch (fate) {
         case Fate::PowerOff:

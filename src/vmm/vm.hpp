@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -70,6 +71,11 @@ struct VmConfig {
     /// Also gets the guest's console output (a console socket).
     std::shared_ptr<devices::OutputTap> console_tap;
 };
+
+/// A memory backing's name, as `--memory-backing` and a host config's `memory_backing` spell it.
+const char* to_string(VmConfig::Backing backing) noexcept;
+/// The backing `name` spells (anonymous, prefault, locked, hugepages), or nothing.
+std::optional<VmConfig::Backing> parse_backing(std::string_view name) noexcept;
 
 /// Exits to user space by reason (hv::ExitReason), one slot each.
 inline constexpr size_t kExitReasons = static_cast<size_t>(hv::ExitReason::Unknown) + 1;

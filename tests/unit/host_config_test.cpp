@@ -115,7 +115,7 @@ TEST(HostConfig, HugepagesNeedWholeHugePagesAndNoBalloon) {
     auto good = parse_host_config(
         "[domains.a]\nmemory = \"256M\"\nmemory_backing = \"hugepages\"\n", "h.toml", 4);
     ASSERT_TRUE(good) << good.error().message();
-    EXPECT_EQ(good->domains[0].memory_backing, MemoryBacking::Hugepages);
+    EXPECT_EQ(good->domains[0].memory_backing, MemoryBacking::HugePages);
     auto bad = parse_host_config(
         "[domains.a]\nmemory = 65\nmemory_backing = \"hugepages\"\n"
         "[domains.b]\nmemory_backing = \"hugepages\"\nballoon = true\n",
