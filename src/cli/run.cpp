@@ -59,12 +59,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_flag("--balloon", o.balloon,
                   "A virtio-balloon device (with statistics and free page reporting): "
                   "`vireo mem-set` then shrinks or regrows the running guest");
-    run->add_option("--api-socket", o.api_socket,
+    run->add_option("--api-socket", o.process.api_socket,
                     "Serve the JSON control API on this Unix socket (mode 0600; see docs/api.md)");
-    run->add_option("--console-socket", o.console_socket,
+    run->add_option("--console-socket", o.process.console_socket,
                     "Also serve the serial console on this Unix socket (mode 0600), for "
                     "`vireo console --socket PATH`: attach and detach while the guest runs");
-    run->add_option("--metrics", o.metrics,
+    run->add_option("--metrics", o.process.metrics,
                     "Serve Prometheus metrics at http://ADDR:PORT/metrics (loopback addresses "
                     "only), e.g. 127.0.0.1:9100");
     run->add_option("--memory-backing", o.memory_backing,
@@ -82,25 +82,38 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "and its memory until SIGTERM, for inspection)")
         ->check(CLI::IsMember({"exit", "preserve"}))
         ->capture_default_str();
-    run->add_option("--ready-fd", o.ctl_fd,
-                    "(for vireo up) write ready to this fd once the machine is built, then "
-                    "start the guest only after reading g from it")
+    run->add_option("--launch-fd", o.process.ctl_fd,
+                    "(for vireo up) the launch socket: the domain's spec comes on it, and the "
+                    "guest starts only after the supervisor's go (domain/protocol.hpp)")
         ->group("");
     run->add_option("--name", o.name,
                     "Domain name (the default MAC addresses derive from it, so they stay the "
                     "same from run to run)")
         ->capture_default_str();
     run->add_flag("--rng", o.rng, "A virtio-rng device (entropy from the host's getrandom)");
-    run->add_flag("--allow-software-kvm", o.allow_software_kvm,
+    run->add_flag("--allow-software-kvm", o.process.allow_software_kvm,
                   "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
                   "tiny guests such as PVH test images");
-    run->add_flag("--stats", o.stats,
+    run->add_flag("--stats", o.process.stats,
                   "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo, "
                   "and each virtio device's counters (DEVICE.COUNTER=N)");
     return run;
 }
 
 int run_guest(const RunOptions& o) {
+    if (o.process.ctl_fd >= 0) {
+        // Started by the supervisor: the whole configuration comes on the socket, none from
+        // flags (two sources would be two truths).
+        RunOptions only_fd;
+        only_fd.process.ctl_fd = o.process.ctl_fd;
+        if (!(o == only_fd)) {
+            log::error(
+                "--launch-fd: the domain's configuration comes on the launch socket; "
+                "give no other option");
+            return kExitError;
+        }
+        return domain::run_launched(o.process.ctl_fd, domain::default_guest_dir());
+    }
     auto spec = domain::parse_spec(o, domain::default_guest_dir());
     if (!spec) {
         log::error("--{}", spec.error().message());  // the message starts with the flag's name

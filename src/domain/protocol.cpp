@@ -1,14 +1,63 @@
 #include "domain/protocol.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <nlohmann/json.hpp>
 
 namespace vireo::domain {
 
 namespace {
 
 constexpr std::string_view kErrorPrefix = "error: ";
+constexpr std::string_view kSpecPrefix = "spec ";
+
+// Every field of DomainText, by its name on the wire: encode and decode both walk this one
+// list, so they cannot disagree. (process.ctl_fd is the receiver's own fd, not sent.)
+template <class T, class F>
+void each_field(T& t, F&& f) {
+    f("name", t.name);
+    f("kernel", t.kernel);
+    f("initrd", t.initrd);
+    f("cmdline", t.cmdline);
+    f("append", t.append);
+    f("memory", t.memory);
+    f("cpus", t.cpus);
+    f("console", t.console);
+    f("console_log_max", t.console_log_max);
+    f("on_reboot", t.on_reboot);
+    f("on_crash", t.on_crash);
+    f("disks", t.disks);
+    f("nets", t.nets);
+    f("vsock", t.vsock);
+    f("balloon", t.balloon);
+    f("rng", t.rng);
+    f("memory_backing", t.memory_backing);
+    f("cpu_affinity", t.cpu_affinity);
+    f("pin_vcpus", t.pin_vcpus);
+    f("api_socket", t.process.api_socket);
+    f("console_socket", t.process.console_socket);
+    f("metrics", t.process.metrics);
+    f("stats", t.process.stats);
+    f("allow_software_kvm", t.process.allow_software_kvm);
+}
+
+template <class V>
+bool has_type(const nlohmann::json& j) {
+    if constexpr (std::is_same_v<V, std::string>) {
+        return j.is_string();
+    } else if constexpr (std::is_same_v<V, bool>) {
+        return j.is_boolean();
+    } else if constexpr (std::is_same_v<V, uint32_t>) {
+        return j.is_number_unsigned() && j.get<uint64_t>() <= UINT32_MAX;
+    } else {
+        static_assert(std::is_same_v<V, std::vector<std::string>>);
+        return j.is_array() && std::all_of(j.begin(), j.end(),
+                                           [](const nlohmann::json& e) { return e.is_string(); });
+    }
+}
 
 }  // namespace
 
@@ -67,6 +116,60 @@ std::optional<Message> decode(std::string_view line) {
     if (line.substr(0, kErrorPrefix.size()) == kErrorPrefix)
         return Message{K::Error, std::string(line.substr(kErrorPrefix.size()))};
     return std::nullopt;
+}
+
+std::string encode_spec(const DomainText& text) {
+    nlohmann::json j = nlohmann::json::object();
+    each_field(text, [&](const char* key, const auto& value) { j[key] = value; });
+    // dump() escapes control characters inside strings: the message stays one line.
+    return std::string(kSpecPrefix) + j.dump() + "\n";
+}
+
+Result<DomainText> decode_spec(std::string_view line) {
+    if (line.substr(0, kSpecPrefix.size()) != kSpecPrefix)
+        return fail(ErrorCode::InvalidArgument, "launch protocol: expected the spec message");
+    const auto j = nlohmann::json::parse(line.substr(kSpecPrefix.size()), nullptr, false);
+    if (!j.is_object())
+        return fail(ErrorCode::InvalidArgument, "launch protocol: the spec is not a JSON object");
+    DomainText t;
+    std::string bad;
+    size_t known = 0;
+    each_field(t, [&](const char* key, auto& value) {
+        using V = std::decay_t<decltype(value)>;
+        const auto it = j.find(key);
+        if (it == j.end()) {
+            if (bad.empty()) bad = fmt::format("\"{}\" is missing", key);
+            return;
+        }
+        ++known;
+        if (!has_type<V>(*it)) {
+            if (bad.empty()) bad = fmt::format("\"{}\" has the wrong type", key);
+            return;
+        }
+        value = it->template get<V>();
+    });
+    if (bad.empty() && known != j.size()) bad = "it has a field this vireo does not know";
+    if (!bad.empty()) return fail(ErrorCode::InvalidArgument, "launch protocol: spec: {}", bad);
+    return t;
+}
+
+Result<DomainText> receive_spec(int fd) {
+    // Byte by byte: what follows the line (the go byte) is not the spec's to read.
+    std::string line;
+    for (;;) {
+        char c = 0;
+        const ssize_t n = ::read(fd, &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(errno, "launch protocol: reading the spec");
+        if (n == 0)
+            return fail(ErrorCode::BadState,
+                        "launch protocol: the supervisor closed the socket before the spec");
+        if (c == '\n') return decode_spec(line);
+        if (line.size() == kMaxSpecLine)
+            return fail(ErrorCode::OutOfRange, "launch protocol: the spec is over {} bytes",
+                        kMaxSpecLine);
+        line.push_back(c);
+    }
 }
 
 bool LineReader::feed(std::string_view bytes) {

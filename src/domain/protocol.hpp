@@ -1,14 +1,18 @@
 // The launch protocol between `vireo up` (the supervisor) and one domain process (`vireo run
-// --ready-fd 3`), defined here and nowhere else; both sides encode and decode through it.
+// --launch-fd 3`), defined here and nowhere else; both sides encode and decode through it.
 //
 // One stream socket (a socketpair; the domain's end is its fd 3):
+//   supervisor -> domain, first: the domain's configuration, one line "spec JSON" (every field
+//     of DomainText, domain/spec.hpp, by name; no other key, none missing). The domain parses
+//     it with the same parse_spec() as `vireo run`'s flags, so what a host configuration says
+//     and what the domain runs cannot drift through a re-rendered command line.
 //   domain -> supervisor, one line each:
 //     "ready"          the machine is built (memory allocated, vCPUs created); waiting for go
 //     "error: TEXT"    the build failed (then the process exits, ExitStatus::kExitError)
 //     "paused", "running", "crashed"   state changes while it runs (pause/unpause from its
 //                      API, a crash preserved by --on-crash preserve)
-//   supervisor -> domain: one byte, kGo, once every domain of the host is ready. Nothing else;
-//     the socket's end means the supervisor is gone, and the domain stops.
+//   supervisor -> domain, then: one byte, kGo, once every domain of the host is ready. Nothing
+//     else; the socket's end means the supervisor is gone, and the domain stops.
 // How the domain process ended is its exit status (ExitStatus).
 //
 // The supervisor reads at most kMaxLine bytes of a line: a domain process runs guest-facing
@@ -19,6 +23,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "base/result.hpp"
+#include "domain/spec.hpp"
 
 namespace vireo::domain {
 
@@ -50,7 +57,17 @@ std::string encode(const Message& m);
 /// A line without its '\n'; nullopt if it is not a message of this protocol.
 std::optional<Message> decode(std::string_view line);
 
-/// The supervisor's only byte: start running.
+/// The spec message, '\n' included (process.ctl_fd is not sent: it is the receiver's own).
+std::string encode_spec(const DomainText& text);
+/// A spec line without its '\n'. Every field must be there with its type, and nothing else.
+Result<DomainText> decode_spec(std::string_view line);
+/// Reads the spec line from the supervisor's socket (blocking; at most kMaxSpecLine bytes, and
+/// not one byte past the line).
+Result<DomainText> receive_spec(int fd);
+/// The longest spec line.
+inline constexpr size_t kMaxSpecLine = size_t{256} << 10;
+
+/// The supervisor's byte after the spec: start running.
 inline constexpr char kGo = 'g';
 /// The longest line the supervisor reads (an error's text is cut to fit).
 inline constexpr size_t kMaxLine = 4096;

@@ -15,8 +15,7 @@
 
 #include "api/metrics.hpp"
 #include "api/server.hpp"
-#include "arch/x86/boot/linux.hpp"
-#include "arch/x86/boot/pvh.hpp"
+#include "arch/x86/boot/kernel.hpp"
 #include "base/file_id.hpp"
 #include "base/host_facts.hpp"
 #include "base/log.hpp"
@@ -84,6 +83,24 @@ ExitStatus exit_status_for(vmm::Fate fate) noexcept {
     return kExitError;
 }
 
+int run_launched(int fd, const std::string& default_guest) {
+    auto text = receive_spec(fd);
+    if (!text) {
+        log::error("{}", text.error().message());
+        return kExitError;
+    }
+    text->process.ctl_fd = fd;
+    auto spec = parse_spec(*text, default_guest);
+    if (!spec) {
+        // The supervisor's configuration passed the same parser; this is a host that changed
+        // in between (a default guest removed), said to the supervisor as any build error.
+        report_error(fd, spec.error().message());
+        log::error("{}", spec.error().message());
+        return kExitError;
+    }
+    return run_domain(*spec);
+}
+
 int run_domain(const DomainSpec& s) {
     auto fail_with = [](const std::string& msg) {
         log::error("{}", msg);
@@ -134,15 +151,13 @@ int run_domain(const DomainSpec& s) {
         inputs.push_back({(*disk)->id(), "disk " + opts.path});
         config.disks.push_back(std::move(disk).value());
     }
-    vmm::BootImages images{kernel->bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{},
-                           /*file_mappings=*/true};
-    // Everything that can be checked without KVM is checked first, on any host.
-    if (arch::x86::boot::is_elf(images.kernel)) {
-        if (auto r = arch::x86::boot::parse_pvh(images.kernel); !r)
-            return fail_with(fmt::format("kernel {}: {}", s.kernel_path, r.error().message()));
-    } else if (auto r = arch::x86::boot::parse_bzimage(images.kernel); !r) {
-        return fail_with(fmt::format("kernel {}: {}", s.kernel_path, r.error().message()));
-    }
+    // Everything that can be checked without KVM is checked first, on any host. The kernel is
+    // parsed here, once; every boot loads from this parse.
+    auto parsed = arch::x86::boot::KernelImage::parse(kernel->bytes());
+    if (!parsed)
+        return fail_with(fmt::format("kernel {}: {}", s.kernel_path, parsed.error().message()));
+    const vmm::BootImages images{*parsed, initrd ? initrd->bytes() : std::span<const uint8_t>{},
+                                 /*file_mappings=*/true};
     if (auto r = vmm::Vm::validate(config, images); !r) return fail_with(r.error().message());
 
     // Memory that is allocated before the guest starts must be there: checked against the
@@ -160,7 +175,7 @@ int run_domain(const DomainSpec& s) {
 
     auto hv = hv::Hypervisor::open();
     if (!hv) return fail_with(hv.error().message());
-    if (!hv->hardware_assisted() && !s.allow_software_kvm) {
+    if (!hv->hardware_assisted() && !s.process.allow_software_kvm) {
         log::error(
             "this host's KVM ({}) is a software implementation without VT-x/AMD-V and cannot run "
             "a full kernel; run vireo on a host with hardware virtualization, or inside the test "
@@ -200,10 +215,10 @@ int run_domain(const DomainSpec& s) {
     }
     Domain& dom = g_domain;
     dom.name = s.name;
-    dom.ctl_fd = s.ctl_fd;
+    dom.ctl_fd = s.process.ctl_fd;
     dom.console_log = console_log;
-    if (!s.console_socket.empty()) {
-        auto c = vmm::ConsoleServer::create(s.console_socket);
+    if (!s.process.console_socket.empty()) {
+        auto c = vmm::ConsoleServer::create(s.process.console_socket);
         if (!c) return fail_with(c.error().message());
         dom.console = std::move(c).value();
         config.console_tap = dom.console;
@@ -211,16 +226,16 @@ int run_domain(const DomainSpec& s) {
     }
     dom.config = config;
     std::unique_ptr<api::Server> api_server;
-    if (!s.api_socket.empty()) {
-        auto server = api::Server::create(s.api_socket);
+    if (!s.process.api_socket.empty()) {
+        auto server = api::Server::create(s.process.api_socket);
         if (!server) return fail_with(server.error().message());
         api_server = std::move(server).value();
         add_domain_methods(*api_server, dom);
         if (auto r = api_server->start(); !r) return fail_with(r.error().message());
     }
     std::unique_ptr<api::MetricsEndpoint> metrics;
-    if (!s.metrics.empty()) {
-        auto m = api::MetricsEndpoint::create(s.metrics, [] {
+    if (!s.process.metrics.empty()) {
+        auto m = api::MetricsEndpoint::create(s.process.metrics, [] {
             return api::prometheus_text({{g_domain.name, domain_metrics(g_domain)}});
         });
         if (!m) return fail_with(m.error().message());
@@ -246,7 +261,7 @@ int run_domain(const DomainSpec& s) {
     // One line at exit: the run, then each virtio device's counters of the last boot
     // (DEVICE.COUNTER=N, e.g. virtio-blk@0xd0000000.driver_errors=0).
     auto print_stats = [&](const vmm::Vm& vm) {
-        if (!s.stats) return;
+        if (!s.process.stats) return;
         rusage ru{};
         ::getrusage(RUSAGE_SELF, &ru);
         auto secs =
@@ -274,17 +289,17 @@ int run_domain(const DomainSpec& s) {
         }
         auto vm = vmm::Vm::create(*hv, boot_config, images);
         if (!vm) {
-            report_error(s.ctl_fd, vm.error().message());
+            report_error(s.process.ctl_fd, vm.error().message());
             return fail_with(vm.error().message());
         }
-        if (s.ctl_fd >= 0 && boots == 1) {
+        if (s.process.ctl_fd >= 0 && boots == 1) {
             // Built: memory allocated (and prefaulted or locked), vCPUs created. Report, then
             // start only when the supervisor says every domain is ready.
             const std::string ready = encode({Message::Kind::Ready, {}});
-            (void)!::write(s.ctl_fd, ready.data(), ready.size());
+            (void)!::write(s.process.ctl_fd, ready.data(), ready.size());
             char go = 0;
-            if (::read(s.ctl_fd, &go, 1) != 1 || go != kGo) return 0;
-            watch_supervisor(s.ctl_fd);
+            if (::read(s.process.ctl_fd, &go, 1) != 1 || go != kGo) return 0;
+            watch_supervisor(s.process.ctl_fd);
         }
         log::debug("boot {}: running {} vCPU(s)", boots, config.cpus);
         console.attach((*vm)->serial());

@@ -138,12 +138,7 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
                     "at most {} virtio devices (disks + nets + rng + vsock + balloon)",
                     vmm::kMaxVirtioDevices);
 
-    s.api_socket = t.api_socket;
-    s.console_socket = t.console_socket;
-    s.metrics = t.metrics;
-    s.ctl_fd = t.ctl_fd;
-    s.stats = t.stats;
-    s.allow_software_kvm = t.allow_software_kvm;
+    s.process = t.process;
     return s;
 }
 

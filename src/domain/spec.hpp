@@ -22,8 +22,21 @@ namespace vireo::domain {
 /// The kernel command line when none is given.
 inline constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
 
+/// How the domain process itself is reached and run: the same in text and in spec (nothing to
+/// parse).
+struct ProcessOptions {
+    std::string api_socket;      ///< the domain's JSON API (docs/api.md), or ""
+    std::string console_socket;  ///< its serial console for `vireo console`, or ""
+    std::string metrics;         ///< ADDR:PORT of the Prometheus endpoint, or ""
+    int ctl_fd = -1;             ///< the supervisor's launch socket (domain/protocol.hpp), or -1
+    bool stats = false;          ///< print one line of figures at exit
+    bool allow_software_kvm = false;
+    bool operator==(const ProcessOptions&) const = default;
+};
+
 /// A domain's fields as text, as given on the command line (and defaults as `vireo run` has
-/// them).
+/// them), and as the supervisor sends them to a domain process (domain/protocol.hpp): every
+/// field here is also in protocol.cpp's encode_spec/decode_spec.
 struct DomainText {
     std::string name = "vireo";
     std::string kernel;  ///< empty: the default guest
@@ -44,13 +57,8 @@ struct DomainText {
     std::string memory_backing = "anonymous";
     std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
     std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
-    // Endpoints and process options.
-    std::string api_socket;
-    std::string console_socket;
-    std::string metrics;  ///< ADDR:PORT of the Prometheus endpoint
-    int ctl_fd = -1;      ///< the supervisor's control socket (domain/protocol.hpp)
-    bool stats = false;
-    bool allow_software_kvm = false;
+    ProcessOptions process;
+    bool operator==(const DomainText&) const = default;
 };
 
 enum class OnReboot { Restart, Exit };
@@ -76,9 +84,7 @@ struct DomainSpec {
     bool balloon = false, rng = false;
     std::vector<uint32_t> cpu_affinity;           ///< empty: any host CPU
     std::vector<std::vector<int>> vcpu_affinity;  ///< empty, or one CPU per vCPU
-    std::string api_socket, console_socket, metrics;
-    int ctl_fd = -1;
-    bool stats = false, allow_software_kvm = false;
+    ProcessOptions process;
 };
 
 /// Checks every field of `text`; `default_guest_dir` is where the default guest lives (used

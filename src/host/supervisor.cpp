@@ -25,6 +25,10 @@
 #include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
 #include "domain/protocol.hpp"
+#include "host/cgroups.hpp"
+#include "host/cpu_pools.hpp"
+#include "host/domain_process.hpp"
+#include "host/policy.hpp"
 
 namespace vireo::host {
 
@@ -54,20 +58,19 @@ void log_tap(log::Level level, std::string_view text) noexcept {
 
 struct Dom {
     const Domain* cfg = nullptr;
-    std::string pool;  // can change (cpupool-migrate)
-    pid_t pid = -1;
-    UniqueFd ctl;  // the socketpair end of the launch protocol (domain/protocol.hpp)
-    std::string state = "starting";  // starting, running, crashed, shutoff, destroyed
-    std::string last;                // why it last stopped
-    std::vector<int> pinned;         // host CPU per vCPU (pinned pools)
-    domain::LineReader ctl_lines;    // what the domain wrote on ctl, as lines
-    std::string cgroup;              // cgroup v2 directory, if any
+    std::string pool;    // can change (cpupool-migrate)
+    DomainProcess proc;  // pid -1: no process
+    DomainState state = DomainState::Starting;
+    std::string last;         // why it last stopped
+    std::vector<int> pinned;  // host CPU per vCPU (pinned pools)
+    std::string cgroup;       // cgroup v2 directory, if any
     Clock::time_point started{};
     unsigned boots = 0;
-    unsigned quick_restarts = 0;
+    RestartGuard restarts;
     bool destroying = false;
     bool restarting = false;             // restarted by its policy; "ready" not yet seen
     Clock::time_point ready_deadline{};  // for a restarting domain
+    pid_t pid() const noexcept { return proc.pid; }
 };
 
 // A log in the run directory (which ensure_private_dir made the caller's alone): owner-only,
@@ -75,66 +78,6 @@ struct Dom {
 UniqueFd open_log(const std::string& path) {
     return UniqueFd(::open(
         path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600));
-}
-
-bool write_file(const std::string& path, const std::string& text) {
-    std::ofstream f(path);
-    f << text;
-    f.flush();
-    return static_cast<bool>(f);
-}
-
-// The cgroup v2 mount with the cpu controller, or "".
-std::string cgroup2_root() {
-    std::ifstream m("/proc/mounts");
-    std::string dev, dir, type, rest;
-    while (m >> dev >> dir >> type && std::getline(m, rest)) {
-        if (type != "cgroup2") continue;
-        std::ifstream c(dir + "/cgroup.controllers");
-        std::string ctl;
-        while (c >> ctl)
-            if (ctl == "cpu") return dir;
-    }
-    return "";
-}
-
-std::vector<std::string> domain_args(const Dom& d, const UpOptions& o, const std::string& run_dir,
-                                     const HostConfig& cfg) {
-    const Domain& c = *d.cfg;
-    std::vector<std::string> a{o.vireo_exe,  "run",
-                               "--name",     c.name,
-                               "--memory",   std::to_string(c.memory >> 20) + "M",
-                               "--cpus",     std::to_string(c.vcpus),
-                               "--console",  "append:" + run_dir + "/" + c.name + ".log",
-                               "--ready-fd", "3"};
-    if (!c.kernel.empty()) a.insert(a.end(), {"--kernel", c.kernel});
-    if (!c.initrd.empty()) a.insert(a.end(), {"--initrd", c.initrd});
-    if (!c.cmdline.empty()) a.insert(a.end(), {"--cmdline", c.cmdline});
-    for (const auto& disk : c.disks)
-        a.insert(a.end(), {"--disk", disk});
-    for (const auto& net : c.nets)
-        a.insert(a.end(), {"--net", net});
-    if (!c.vsock.empty()) a.insert(a.end(), {"--vsock", c.vsock});
-    a.insert(a.end(), {"--console-log-max", std::to_string(c.console_log_max) + "B"});
-    if (c.rng) a.push_back("--rng");
-    if (c.balloon) a.push_back("--balloon");
-    if (c.allow_software_kvm) a.push_back("--allow-software-kvm");
-    a.insert(a.end(), {"--api-socket", run_dir + "/" + c.name + ".api"});
-    a.insert(a.end(), {"--memory-backing", to_string(c.memory_backing)});
-    // A reboot restarts in place when that is the policy (resources stay reserved).
-    a.insert(a.end(), {"--on-reboot", c.on_reboot == Action::Restart ? "restart" : "exit"});
-    if (c.on_crash == Action::Preserve) a.insert(a.end(), {"--on-crash", "preserve"});
-    a.insert(a.end(), {"--console-socket", run_dir + "/" + c.name + ".console"});
-    const Pool& pool = cfg.pools.at(d.pool);
-    if (!d.pinned.empty()) {
-        std::string pins;
-        for (int cpu : d.pinned)
-            pins += (pins.empty() ? "" : ",") + std::to_string(cpu);
-        a.insert(a.end(), {"--pin-vcpus", pins, "--cpu-affinity", cpu_list(pool.cpus)});
-    } else {
-        a.insert(a.end(), {"--cpu-affinity", cpu_list(pool.cpus)});
-    }
-    return a;
 }
 
 class Supervisor {
@@ -159,13 +102,15 @@ class Supervisor {
         {
             std::lock_guard lock(mu_);
             for (auto& d : doms_)
-                if (!spawn(d)) return abort_all(d);
+                if (auto r = spawn(d); !r) {
+                    d.last = r.error().message();
+                    return abort_all(d);
+                }
         }
         for (auto& d : doms_) {  // unlocked: API requests leave "starting" domains' sockets alone
-            std::string why;
-            if (!wait_ready(d, why)) {
+            if (auto r = wait_ready(d); !r) {
                 std::lock_guard lock(mu_);
-                d.last = why;
+                d.last = r.error().message();
                 return abort_all(d);
             }
         }
@@ -220,18 +165,8 @@ class Supervisor {
     }
 
     void plan() {
-        // cgroups: <cgroup2>/vireo-<stem>/<pool>/<domain>, cpu (weight, cap) and, where the
-        // controller is there, cpuset (the pool's CPUs) enabled on the way down.
-        const std::string cg = cgroup2_root();
-        if (!cg.empty()) {
-            cg_host_ = cg + "/vireo-" + std::filesystem::path(cfg_.path).stem().string();
-            ::mkdir(cg_host_.c_str(), 0755);
-            (void)write_file(cg + "/cgroup.subtree_control", "+cpu");
-            (void)write_file(cg + "/cgroup.subtree_control", "+cpuset");
-            if (!write_file(cg_host_ + "/cgroup.subtree_control", "+cpu")) cg_host_.clear();
-            (void)write_file(cg_host_ + "/cgroup.subtree_control", "+cpuset");
-        }
-        if (cg_host_.empty())
+        cgroups_ = Cgroups::open(std::filesystem::path(cfg_.path).stem().string());
+        if (!cgroups_.enabled())
             log::warn("no cgroup v2 cpu controller: domain weights and caps are not enforced");
         for (const auto& c : cfg_.domains) {
             if (!c.autostart) continue;
@@ -239,57 +174,26 @@ class Supervisor {
         }
     }
 
-    // Removes an emptied cgroup; the kernel may take a moment to let go of it after its last
-    // process moved out.
-    static void remove_cgroup(const std::string& dir) {
-        if (dir.empty()) return;
-        for (int i = 0; i < 50; ++i) {
-            if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        log::warn("cannot remove cgroup {}: {}", dir, std::strerror(errno));
-    }
-
     // A domain that is starting or has a process keeps its pinned CPUs.
-    static bool holds_cpus(const Dom& d) { return d.pid > 0 || d.state == "starting"; }
+    static bool holds_cpus(const Dom& d) { return d.pid() > 0 || d.state == DomainState::Starting; }
 
-    // CPUs of `pool` no running domain has pinned.
-    std::vector<uint32_t> free_cpus(const std::string& pool, const Dom* except = nullptr) const {
-        const auto& p = cfg_.pools.at(pool);
-        std::set<uint32_t> left(p.cpus.begin(), p.cpus.end());
+    // The CPUs of `pool` pinned by domains other than `except`.
+    std::set<uint32_t> taken_cpus(const std::string& pool, const Dom* except = nullptr) const {
+        std::set<uint32_t> taken;
         for (const auto& d : doms_)
             if (&d != except && d.pool == pool && holds_cpus(d))
                 for (int c : d.pinned)
-                    left.erase(static_cast<uint32_t>(c));
-        return {left.begin(), left.end()};
+                    taken.insert(static_cast<uint32_t>(c));
+        return taken;
     }
 
     std::vector<int> pins_for(const std::string& pool, uint32_t vcpus, const Dom* except) const {
-        std::vector<int> pins;
-        if (cfg_.pools.at(pool).policy != PoolPolicy::Pinned) return pins;
-        const auto left = free_cpus(pool, except);
-        for (uint32_t v = 0; v < vcpus && v < left.size(); ++v)
-            pins.push_back(static_cast<int>(left[v]));
-        return pins;
+        return pick_pins(cfg_.pools.at(pool), vcpus, taken_cpus(pool, except));
     }
 
-    // The domain's cgroup under its pool's (created with the domain's weight and cap).
-    std::string make_cgroup(const Dom& d) {
-        if (cg_host_.empty()) return "";
-        const std::string pool_dir = cg_host_ + "/" + d.pool;
-        if (::mkdir(pool_dir.c_str(), 0755) == 0) {
-            const auto& p = cfg_.pools.at(d.pool);
-            std::set<uint32_t> cpus(p.cpus.begin(), p.cpus.end());
-            (void)write_file(pool_dir + "/cpuset.cpus", cpu_list(cpus));
-            (void)write_file(pool_dir + "/cgroup.subtree_control", "+cpu");
-        }
-        const std::string dir = pool_dir + "/" + d.cfg->name;
-        ::mkdir(dir.c_str(), 0755);
-        (void)write_file(dir + "/cpu.weight", std::to_string(d.cfg->weight));
-        (void)write_file(dir + "/cpu.max", d.cfg->cap == 0
-                                               ? "max 100000"
-                                               : std::to_string(d.cfg->cap * 1000) + " 100000");
-        return dir;
+    std::string make_cgroup(const Dom& d) const {
+        return cgroups_.domain_dir(d.pool, cfg_.pools.at(d.pool).cpus, d.cfg->name, d.cfg->weight,
+                                   d.cfg->cap);
     }
 
     Dom& add_dom(const Domain& c) {
@@ -303,75 +207,24 @@ class Supervisor {
         return added;
     }
 
-    bool spawn(Dom& d) {
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
-        UniqueFd ours(sv[0]), theirs(sv[1]);
+    // Starts the domain's process (its console log opened first, appended to).
+    Result<void> spawn(Dom& d) {
         const std::string log_path = run_dir_ + "/" + d.cfg->name + ".log";
         UniqueFd log_fd = open_log(log_path);
-        if (!log_fd) {
-            d.last = fmt::format("cannot open {}: {}", log_path, std::strerror(errno));
-            return false;
-        }
-        const auto args = domain_args(d, o_, run_dir_, cfg_);
-        std::vector<char*> argv;
-        for (const auto& s : args)
-            argv.push_back(const_cast<char*>(s.c_str()));
-        argv.push_back(nullptr);
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            d.last = fmt::format("fork: {}", std::strerror(errno));
-            return false;
-        }
-        if (pid == 0) {
-            ::setpgid(0, 0);  // its own process group: a ^C on the supervisor is not its
-            if (!d.cgroup.empty()) (void)write_file(d.cgroup + "/cgroup.procs", "0");
-            ::dup2(theirs.get(), 3);
-            const int devnull = ::open("/dev/null", O_RDONLY);
-            ::dup2(devnull, 0);
-            ::dup2(log_fd.get(), 1);
-            ::dup2(log_fd.get(), 2);
-            sigset_t none;
-            sigemptyset(&none);
-            ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            ::execv(argv[0], argv.data());
-            _exit(127);
-        }
-        d.pid = pid;
-        d.ctl = std::move(ours);
-        d.ctl_lines.clear();
-        d.state = "starting";
+        if (!log_fd) return fail_errno(errno, "cannot open {}", log_path);
+        const auto text = launch_text(*d.cfg, run_dir_, cfg_.pools.at(d.pool), d.pinned);
+        VIREO_TRY_ASSIGN(d.proc, DomainProcess::spawn(o_.vireo_exe, text, log_fd.get(), d.cgroup));
+        d.state = DomainState::Starting;
         d.started = Clock::now();
         ++d.boots;
-        return true;
+        return {};
     }
 
-    // The domain's first message (up to `timeout`): nullopt if it sent none, or not one of
-    // the protocol's, or a line past its bound.
-    std::optional<domain::Message> first_message(Dom& d, int timeout_ms) {
-        const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-        for (;;) {
-            if (auto line = d.ctl_lines.next()) return domain::decode(*line);
-            const auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) return std::nullopt;
-            pollfd p{d.ctl.get(), POLLIN, 0};
-            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-            const Ctl r = read_ctl(d);
-            if (r == Ctl::TooLong) return std::nullopt;
-            if (r == Ctl::Closed) {  // a last line may have come before the end
-                auto line = d.ctl_lines.next();
-                return line ? domain::decode(*line) : std::nullopt;
-            }
-        }
-    }
-
-    // Waits (up to 120 s) for a starting domain's Ready; otherwise `why` says what happened.
-    bool wait_ready(Dom& d, std::string& why) {
-        const auto m = first_message(d, kReadyTimeoutMs);
-        if (m && m->kind == domain::Message::Kind::Ready) return true;
-        why = not_ready_reason(d, m);
-        return false;
+    // Waits (up to 120 s) for a starting domain's Ready; the error says what happened instead.
+    Result<void> wait_ready(Dom& d) {
+        const auto m = d.proc.first_message(kReadyTimeoutMs);
+        if (m && m->kind == domain::Message::Kind::Ready) return {};
+        return fail(ErrorCode::System, "{}", not_ready_reason(d, m));
     }
 
     std::string not_ready_reason(const Dom& d, const std::optional<domain::Message>& m) const {
@@ -385,36 +238,20 @@ class Supervisor {
                " (log: " + run_dir_ + "/" + d.cfg->name + ".log)";
     }
 
-    // Feeds what the domain wrote on its control socket to its line reader, without waiting.
-    // Closed: the domain's end is closed (it exited); TooLong: a line grew past the protocol's
-    // bound (the domain is then stopped).
-    enum class Ctl { Open, Closed, TooLong };
-    static Ctl read_ctl(Dom& d) {
-        char buf[256];
-        for (;;) {
-            pollfd p{d.ctl.get(), POLLIN, 0};
-            if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) return Ctl::Open;
-            const ssize_t n = ::read(d.ctl.get(), buf, sizeof buf);
-            if (n == 0) return Ctl::Closed;
-            if (n < 0) return Ctl::Open;  // EINTR, EAGAIN: nothing now
-            if (!d.ctl_lines.feed({buf, static_cast<size_t>(n)})) return Ctl::TooLong;
-        }
-    }
-
     // A domain that broke the launch protocol is not trusted to run on.
     void protocol_error(Dom& d) {
         d.last = fmt::format("broke the launch protocol (a line over {} bytes)", domain::kMaxLine);
         log::error("domain {}: {}; stopping it", d.cfg->name, d.last);
         d.destroying = true;
-        ::kill(d.pid, SIGKILL);
+        ::kill(d.pid(), SIGKILL);
     }
 
     // A domain restarted by its policy: its first control line, without waiting (the
     // supervising thread holds mu_; API requests must not wait for a domain being built).
     void poll_restart(Dom& d) {
-        if (!d.restarting || d.pid <= 0) return;
-        if (read_ctl(d) == Ctl::TooLong) return protocol_error(d);
-        auto line = d.ctl_lines.next();
+        if (!d.restarting || d.pid() <= 0) return;
+        if (d.proc.read() == DomainProcess::Read::TooLong) return protocol_error(d);
+        auto line = d.proc.lines.next();
         if (!line && Clock::now() < d.ready_deadline) return;
         const auto m = line ? domain::decode(*line) : std::nullopt;
         d.restarting = false;
@@ -425,20 +262,20 @@ class Supervisor {
         d.last = "restart failed: " + not_ready_reason(d, m);
         log::error("domain {}: {}", d.cfg->name, d.last);
         d.destroying = true;
-        ::kill(d.pid, SIGKILL);
+        ::kill(d.pid(), SIGKILL);
     }
 
     void go(Dom& d) {
-        (void)!::write(d.ctl.get(), &domain::kGo, 1);
-        d.state = "running";
+        d.proc.go();
+        d.state = DomainState::Running;
     }
 
     int abort_all(const Dom& failed) {
         for (auto& d : doms_)
-            if (d.pid > 0) ::kill(d.pid, SIGKILL);
+            if (d.pid() > 0) ::kill(d.pid(), SIGKILL);
         for (auto& d : doms_)
-            if (d.pid > 0) {
-                ::waitpid(d.pid, nullptr, 0);
+            if (d.pid() > 0) {
+                ::waitpid(d.pid(), nullptr, 0);
                 remove_stale_sockets(d);
             }
         return error(fmt::format("domain {} could not be built: {}; no domain was started",
@@ -454,26 +291,15 @@ class Supervisor {
     // Reads the state lines a domain wrote on its control socket ("paused", "running",
     // "crashed") without waiting. Called with mu_ held, so `list` always shows the latest.
     void drain_ctl(Dom& d) {
-        if (d.pid <= 0 || !d.ctl || d.state == "starting") return;
-        if (read_ctl(d) == Ctl::TooLong) return protocol_error(d);
-        while (auto line = d.ctl_lines.next()) {
+        if (d.pid() <= 0 || !d.proc.ctl || d.state == DomainState::Starting) return;
+        if (d.proc.read() == DomainProcess::Read::TooLong) return protocol_error(d);
+        while (auto line = d.proc.lines.next()) {
             const auto m = domain::decode(*line);
             if (!m) continue;  // not a message: ignored
-            switch (m->kind) {
-                case domain::Message::Kind::Crashed:
-                    d.state = "crashed";
-                    d.last = "crashed (preserved)";
-                    break;
-                case domain::Message::Kind::Paused:
-                    d.state = "paused";
-                    break;
-                case domain::Message::Kind::Running:
-                    d.state = "running";
-                    break;
-                case domain::Message::Kind::Ready:
-                case domain::Message::Kind::Error:
-                    break;  // only first messages
-            }
+            const auto next = state_after(*m);
+            if (!next) continue;
+            d.state = *next;
+            if (*next == DomainState::Crashed) d.last = "crashed (preserved)";
         }
     }
 
@@ -491,13 +317,14 @@ class Supervisor {
     api::Json pool_json(const std::string& name, const Pool& pool) {
         api::Json doms = api::Json::array();
         for (const auto& d : doms_)
-            if (d.pool == name && d.pid > 0) doms.push_back(d.cfg->name);
+            if (d.pool == name && d.pid() > 0) doms.push_back(d.cfg->name);
         return {{"name", name},
                 {"policy", pool.policy == PoolPolicy::Pinned ? "pinned" : "shared"},
                 {"cpus", std::vector<uint32_t>(pool.cpus.begin(), pool.cpus.end())},
                 {"cpu_list", cpu_list(pool.cpus)},
-                {"free_cpus",
-                 pool.policy == PoolPolicy::Pinned ? free_cpus(name).size() : pool.cpus.size()},
+                {"free_cpus", pool.policy == PoolPolicy::Pinned
+                                  ? free_cpus(pool, taken_cpus(name)).size()
+                                  : pool.cpus.size()},
                 {"domains", doms}};
     }
 
@@ -508,7 +335,8 @@ class Supervisor {
         {
             std::lock_guard lock(mu_);
             for (const auto& d : doms_)
-                if (d.pid > 0 && (d.state == "running" || d.state == "paused"))
+                if (d.pid() > 0 &&
+                    (d.state == DomainState::Running || d.state == DomainState::Paused))
                     targets.emplace_back(d.cfg->name, run_dir_ + "/" + d.cfg->name + ".api");
         }
         std::vector<std::pair<std::string, api::Json>> all;
@@ -524,15 +352,16 @@ class Supervisor {
             for (auto& d : doms_) {
                 drain_ctl(d);
                 const double up =
-                    d.pid > 0 ? std::chrono::duration<double>(Clock::now() - d.started).count() : 0;
+                    d.pid() > 0 ? std::chrono::duration<double>(Clock::now() - d.started).count()
+                                : 0;
                 out.push_back({{"name", d.cfg->name},
-                               {"id", d.pid},
-                               {"state", d.state},
+                               {"id", d.pid()},
+                               {"state", to_string(d.state)},
                                {"pool", d.pool},
                                {"vcpus", d.cfg->vcpus},
                                {"memory_bytes", d.cfg->memory},
                                {"uptime_s", up},
-                               {"cpu_s", cpu_seconds(d.pid)},
+                               {"cpu_s", cpu_seconds(d.pid())},
                                {"boots", d.boots},
                                {"last", d.last},
                                {"api", run_dir_ + "/" + d.cfg->name + ".api"},
@@ -544,10 +373,11 @@ class Supervisor {
             std::lock_guard lock(mu_);
             VIREO_TRY_ASSIGN(Dom * dp, named(p));
             Dom& d = *dp;
-            if (d.pid <= 0)
-                return fail(ErrorCode::BadState, "{} is not running ({})", d.cfg->name, d.state);
+            if (d.pid() <= 0)
+                return fail(ErrorCode::BadState, "{} is not running ({})", d.cfg->name,
+                            to_string(d.state));
             d.destroying = true;
-            ::kill(d.pid, SIGKILL);
+            ::kill(d.pid(), SIGKILL);
             log::info("domain {}: destroyed", d.cfg->name);
             return api::Json{{"name", d.cfg->name}, {"state", "destroyed"}};
         });
@@ -579,9 +409,9 @@ class Supervisor {
                 const auto it = cfg_.pools.find(pool);
                 if (it == cfg_.pools.end())
                     return fail(ErrorCode::NotFound, "no pool \"{}\"", pool);
-                if (d.pid <= 0)
+                if (d.pid() <= 0)
                     return fail(ErrorCode::BadState, "{} is not running ({})", d.cfg->name,
-                                d.state);
+                                to_string(d.state));
                 if (d.pool == pool)
                     return fail(ErrorCode::BadState, "{} is in pool {} already", d.cfg->name, pool);
                 if (it->second.cpus.empty())
@@ -606,20 +436,13 @@ class Supervisor {
                 d.pinned = pins;
                 d.cgroup = make_cgroup(d);
                 if (!d.cgroup.empty()) {
-                    if (!write_file(d.cgroup + "/cgroup.procs", std::to_string(d.pid)))
-                        log::warn("domain {}: cannot move it into {}", d.cfg->name, d.cgroup);
+                    if (auto r = Cgroups::move(d.cgroup, std::to_string(d.pid())); !r)
+                        log::warn("domain {}: {}", d.cfg->name, r.error().message());
                     // KVM's per-VM worker thread (NX huge page recovery) is a kernel thread
                     // that KVM put into the domain's cgroup, outside its thread group: move it
                     // too.
-                    if (!old_cg.empty()) {
-                        std::ifstream left(old_cg + "/cgroup.procs");
-                        std::string task;
-                        while (left >> task)
-                            if (!write_file(d.cgroup + "/cgroup.procs", task))
-                                log::warn("domain {}: cannot move task {} into {}", d.cfg->name,
-                                          task, d.cgroup);
-                    }
-                    remove_cgroup(old_cg);
+                    if (!old_cg.empty()) Cgroups::move_all(old_cg, d.cgroup);
+                    Cgroups::remove(old_cg);
                 }
                 const std::string sock = run_dir_ + "/" + d.cfg->name + ".api";
                 lock.unlock();
@@ -627,9 +450,8 @@ class Supervisor {
                 lock.lock();
                 if (!r) {  // back where it was
                     if (!old_cg.empty() && !d.cgroup.empty()) {
-                        if (d.pid > 0)
-                            (void)write_file(old_cg + "/cgroup.procs", std::to_string(d.pid));
-                        remove_cgroup(d.cgroup);
+                        if (d.pid() > 0) (void)Cgroups::move(old_cg, std::to_string(d.pid()));
+                        Cgroups::remove(d.cgroup);
                     }
                     d.pool = old_pool;
                     d.cgroup = old_cg;
@@ -695,8 +517,9 @@ class Supervisor {
             for (const auto& c : more->domains) {
                 created_.push_back(c);
                 Dom& d = add_dom(created_.back());
-                if (!spawn(d)) {
-                    d.state = "failed";
+                if (auto r = spawn(d); !r) {
+                    d.state = DomainState::Failed;
+                    d.last = r.error().message();
                     return fail(ErrorCode::System, "{}: {}", c.name, d.last);
                 }
                 added.push_back(&d);
@@ -706,17 +529,17 @@ class Supervisor {
         // "starting" domains' control sockets alone.
         std::string failed;
         for (Dom* d : added) {
-            std::string why;
-            if (!wait_ready(*d, why) && failed.empty()) failed = d->cfg->name + ": " + why;
+            if (auto r = wait_ready(*d); !r && failed.empty())
+                failed = d->cfg->name + ": " + r.error().message();
         }
         std::lock_guard lock(mu_);
         if (!failed.empty()) {
             for (Dom* d : added) {
-                if (d->pid > 0) {
+                if (d->pid() > 0) {
                     d->destroying = true;
-                    ::kill(d->pid, SIGKILL);
+                    ::kill(d->pid(), SIGKILL);
                 }
-                d->state = "failed";
+                d->state = DomainState::Failed;
             }
             return fail(ErrorCode::System, "not started: {}", failed);
         }
@@ -724,7 +547,7 @@ class Supervisor {
         for (Dom* d : added) {
             go(*d);
             names.push_back(d->cfg->name);
-            log::info("domain {}: created from {} (pid {})", d->cfg->name, path, d->pid);
+            log::info("domain {}: created from {} (pid {})", d->cfg->name, path, d->pid());
         }
         return api::Json{{"created", names}};
     }
@@ -738,62 +561,33 @@ class Supervisor {
 
     void apply_policy(Dom& d, int status) {
         remove_stale_sockets(d);
-        Action action = Action::Destroy;
         d.restarting = false;
-        if (d.state == "starting") {  // died while being built (vireo create reports it)
-            d.state = "failed";
-            d.pid = -1;
+        const Ending end = judge_end(*d.cfg, status, d.state, d.destroying);
+        const pid_t pid = d.pid();
+        d.proc.pid = -1;
+        d.state = end.state;
+        if (!end.last.empty()) d.last = end.last;
+        if (end.state == DomainState::Failed || end.state == DomainState::Destroyed) return;
+        if (WIFSIGNALED(status))
+            log::warn("domain {} (pid {}): {}", d.cfg->name, pid, d.last);
+        else
+            log::debug("domain {}: {}; on_* policy: {}", d.cfg->name, d.last,
+                       to_string(end.action));
+        if (end.action != Action::Restart || down_requested_) return;
+        if (!d.restarts.allow(Clock::now() - d.started)) {
+            d.state = DomainState::Crashed;
+            d.last += fmt::format("; restarted {} times within a second each: given up",
+                                  RestartGuard::kMaxQuickRestarts);
+            log::error("domain {}: {}", d.cfg->name, d.last);
             return;
         }
-        if (d.destroying) {
-            d.last = "destroyed";
-            d.state = "destroyed";
-            d.pid = -1;
+        if (auto r = spawn(d); !r) {
+            d.last = r.error().message();
+            log::error("domain {}: restart failed: {}", d.cfg->name, d.last);
             return;
         }
-        if (WIFSIGNALED(status)) {
-            d.last = fmt::format("killed by signal {}", WTERMSIG(status));
-            log::warn("domain {} (pid {}): {}", d.cfg->name, d.pid, d.last);
-            action = d.cfg->on_crash == Action::Preserve ? Action::Destroy : d.cfg->on_crash;
-            d.state = "crashed";
-        } else {
-            const int code = WEXITSTATUS(status);
-            d.last = domain::describe_exit(code);
-            switch (code) {
-                case domain::kExitPowerOff:
-                    action = d.cfg->on_poweroff;
-                    d.state = "shutoff";
-                    break;
-                case domain::kExitReboot:
-                    action = d.cfg->on_reboot;
-                    d.state = "shutoff";
-                    break;
-                default:
-                    action = d.cfg->on_crash;
-                    d.state = "crashed";
-                    break;
-            }
-            log::debug("domain {}: {}; on_* policy: {}", d.cfg->name, d.last, to_string(action));
-        }
-        d.pid = -1;
-        if (action == Action::Restart && !down_requested_) {
-            // A domain that stops again within a second of every start, ten times in a row,
-            // is not restarted again (it would spin).
-            const bool quick = Clock::now() - d.started < std::chrono::seconds(1);
-            d.quick_restarts = quick ? d.quick_restarts + 1 : 0;
-            if (d.quick_restarts >= 10) {
-                d.state = "crashed";
-                d.last += "; restarted 10 times within a second each: given up";
-                log::error("domain {}: {}", d.cfg->name, d.last);
-                return;
-            }
-            if (spawn(d)) {
-                d.restarting = true;  // supervise() starts it once it reports ready
-                d.ready_deadline = Clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
-            } else {
-                log::error("domain {}: restart failed: {}", d.cfg->name, d.last);
-            }
-        }
+        d.restarting = true;  // supervise() starts it once it reports ready
+        d.ready_deadline = Clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
     }
 
     // The domain's ACPI power button, through its API.
@@ -804,13 +598,13 @@ class Supervisor {
     // Graceful stop of one domain: the ACPI power button, or SIGTERM (a hard but clean stop
     // of vireo run) where the guest cannot take it (crashed, or no answer).
     void press_or_term(Dom& d) {
-        if (d.state == "running" || d.state == "paused") {
+        if (d.state == DomainState::Running || d.state == DomainState::Paused) {
             auto r = press_power_button(d);
             if (r) return;
             log::warn("domain {}: ACPI shutdown: {}; stopping it", d.cfg->name,
                       r.error().message());
         }
-        ::kill(d.pid, SIGTERM);
+        ::kill(d.pid(), SIGTERM);
     }
 
     void supervise() {
@@ -835,7 +629,7 @@ class Supervisor {
             pid_t pid;
             while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0)
                 for (auto& d : doms_)
-                    if (d.pid == pid) apply_policy(d, status);
+                    if (d.pid() == pid) apply_policy(d, status);
             if (down_requested_ && !going_down) {
                 going_down = true;
                 const int timeout = down_timeout_s_.load();
@@ -844,9 +638,9 @@ class Supervisor {
                 down_deadline = Clock::now() + std::chrono::seconds(timeout);
                 next_press = Clock::now() + repeat;
                 for (auto& d : doms_)
-                    if (d.pid > 0) {
+                    if (d.pid() > 0) {
                         if (timeout == 0)
-                            ::kill(d.pid, SIGTERM);
+                            ::kill(d.pid(), SIGTERM);
                         else
                             press_or_term(d);
                     }
@@ -855,25 +649,25 @@ class Supervisor {
             if (going_down && !termed && Clock::now() > next_press) {
                 next_press = Clock::now() + repeat;
                 for (auto& d : doms_)
-                    if (d.pid > 0 && d.state == "running") (void)press_power_button(d);
+                    if (d.pid() > 0 && d.state == DomainState::Running) (void)press_power_button(d);
             }
             if (going_down && !termed && Clock::now() > down_deadline) {
                 termed = true;
                 for (auto& d : doms_)
-                    if (d.pid > 0) {
+                    if (d.pid() > 0) {
                         log::warn(
                             "domain {}: still running after the shutdown timeout; stopping it",
                             d.cfg->name);
-                        ::kill(d.pid, SIGTERM);
+                        ::kill(d.pid(), SIGTERM);
                     }
             }
             if (termed && Clock::now() > down_deadline + std::chrono::seconds(5))
                 for (auto& d : doms_)
-                    if (d.pid > 0) ::kill(d.pid, SIGKILL);
+                    if (d.pid() > 0) ::kill(d.pid(), SIGKILL);
             // Stays up (listing stopped and crashed domains) until `vireo down` or a signal.
             bool any = false;
             for (const auto& d : doms_)
-                any = any || d.pid > 0;
+                any = any || d.pid() > 0;
             if (!any && down_requested_) return;
         }
     }
@@ -888,7 +682,7 @@ class Supervisor {
     std::mutex create_mu_, migrate_mu_;
     std::deque<Dom> doms_;        // a deque: references stay valid as `create` adds domains
     std::deque<Domain> created_;  // configurations of domains added by `vireo create`
-    std::string cg_host_;         // <cgroup2>/vireo-<stem>, or "" without cgroup v2 cpu
+    Cgroups cgroups_;             // <cgroup2>/vireo-<stem>, or none
     std::unique_ptr<api::MetricsEndpoint> metrics_;
     std::atomic<int> down_timeout_s_{30};
     std::atomic<bool> down_requested_{false};

@@ -158,8 +158,8 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
     const uint32_t max_cpus = std::min(kMaxCpus, max_vcpus);
     if (config.cpus == 0 || config.cpus > max_cpus)
         return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
-    if (arch::x86::boot::is_elf(images.kernel)) {
-        VIREO_TRY_ASSIGN(auto pvh, arch::x86::boot::parse_pvh(images.kernel));
+    if (const auto* pvh_info = images.kernel.pvh()) {
+        const auto& pvh = *pvh_info;
         const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
         if (pvh.highest + images.initrd.size() > low)
             return fail(ErrorCode::ResourceExhausted,
@@ -167,12 +167,12 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
                         pvh.highest >> 20, images.initrd.size() >> 20, low >> 20);
         return ok();
     }
-    VIREO_TRY_ASSIGN(auto info, arch::x86::boot::parse_bzimage(images.kernel));
+    const auto& info = *images.kernel.bzimage();
     if (config.cmdline.size() > info.cmdline_size)
         return fail(ErrorCode::InvalidArgument,
                     "kernel command line is {} bytes; this kernel accepts at most {}",
                     config.cmdline.size(), info.cmdline_size);
-    VIREO_TRY(arch::x86::boot::place_linux(info, images.kernel.size() - info.setup_bytes,
+    VIREO_TRY(arch::x86::boot::place_linux(info, images.kernel.bytes().size() - info.setup_bytes,
                                            images.initrd.size(),
                                            std::min(config.memory_bytes, kMmioHoleStart)));
     return ok();
@@ -249,15 +249,15 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
     // The BSP's entry state: PVH for ELF images, the 64-bit Linux boot protocol for bzImages.
     hv::VcpuState entry;
-    if (arch::x86::boot::is_elf(images.kernel)) {
+    if (const auto* pvh = images.kernel.pvh()) {
         VIREO_TRY_ASSIGN(auto loaded,
-                         arch::x86::boot::load_pvh(memory_, images.kernel, images.initrd,
-                                                   config_.cmdline, e820, bl));
+                         arch::x86::boot::load_pvh(memory_, images.kernel.bytes(), *pvh,
+                                                   images.initrd, config_.cmdline, e820, bl));
         entry = arch::x86::boot::pvh_entry_state(loaded, lm.gdt.value());
     } else {
-        VIREO_TRY_ASSIGN(auto loaded,
-                         arch::x86::boot::load_linux(memory_, images.kernel, images.initrd,
-                                                     config_.cmdline, e820, bl));
+        VIREO_TRY_ASSIGN(auto loaded, arch::x86::boot::load_linux(
+                                          memory_, images.kernel.bytes(), *images.kernel.bzimage(),
+                                          images.initrd, config_.cmdline, e820, bl));
         entry = arch::x86::long_mode_state(lm, loaded.entry, 0);
         entry.gprs.rsi = loaded.zero_page;
     }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "arch/x86/acpi/tables.hpp"
+#include "arch/x86/boot/kernel.hpp"
 #include "base/event_loop.hpp"
 #include "base/result.hpp"
 #include "devices/bus.hpp"
@@ -106,9 +107,9 @@ struct DeviceMetrics {
     std::vector<virtio::Counter> counters;
 };
 
-/// The kernel and initrd bytes (owned by the caller; reused across reboots).
+/// The kernel (parsed once) and initrd bytes (owned by the caller; reused across reboots).
 struct BootImages {
-    std::span<const uint8_t> kernel;
+    arch::x86::boot::KernelImage kernel;
     std::span<const uint8_t> initrd;
     /// True when both are read-only file mappings (MappedFile): their pages are then dropped
     /// from vireo's RSS as they are copied into the guest.

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "arch/x86/boot/kernel.hpp"
 #include "arch/x86/boot/linux.hpp"
 #include "base/size.hpp"
 
@@ -29,6 +30,18 @@ std::vector<uint8_t> fake_bzimage(uint16_t version = 0x020f, uint16_t xloadflags
     std::memcpy(img.data() + 0x260, &init_size, 4);
     img[0xa00] = 0xcc;  // first byte of the protected-mode kernel
     return img;
+}
+
+const std::vector<uint8_t> kImage = fake_bzimage();
+
+TEST(KernelImage, ParsedOnceAsWhatItIs) {
+    auto k = KernelImage::parse(kImage);
+    ASSERT_TRUE(k) << k.error().message();
+    ASSERT_NE(k->bzimage(), nullptr);
+    EXPECT_EQ(k->pvh(), nullptr);
+    EXPECT_EQ(k->bzimage()->setup_bytes, parse_bzimage(kImage)->setup_bytes);
+    EXPECT_EQ(k->bytes().data(), kImage.data());  // not copied
+    EXPECT_FALSE(KernelImage::parse(std::vector<uint8_t>(100, 0)));
 }
 
 TEST(BzImage, ParsesTheSetupHeader) {
@@ -60,7 +73,8 @@ TEST(BzImage, LoadsKernelInitrdCmdlineAndE820) {
     BootLayout layout;
     layout.low_ram_end = 64 << 20;
     layout.acpi_rsdp = 0xe0000;
-    auto loaded = load_linux(*mem, fake_bzimage(), initrd, "console=ttyS0", e820, layout);
+    auto loaded =
+        load_linux(*mem, kImage, *parse_bzimage(kImage), initrd, "console=ttyS0", e820, layout);
     ASSERT_TRUE(loaded) << loaded.error().message();
     EXPECT_EQ(loaded->entry, 0x1000200u);
     EXPECT_EQ(*mem->read_obj<uint8_t>(memory::Gpa(0x1000000)), 0xcc);
@@ -83,13 +97,14 @@ TEST(BzImage, RefusesWhatDoesNotFit) {
     ASSERT_TRUE(mem);
     BootLayout layout;
     layout.low_ram_end = 16 << 20;  // the kernel is loaded at 16 MiB: no RAM there at all
-    EXPECT_FALSE(load_linux(*mem, fake_bzimage(), {}, "", {}, layout));
+    EXPECT_FALSE(load_linux(*mem, kImage, *parse_bzimage(kImage), {}, "", {}, layout));
     layout.low_ram_end = 64 << 20;
     std::vector<uint8_t> big(48 << 20, 0);
-    auto r = load_linux(*mem, fake_bzimage(), big, "", {}, layout);
+    auto r = load_linux(*mem, kImage, *parse_bzimage(kImage), big, "", {}, layout);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("initrd"), std::string::npos);
-    EXPECT_FALSE(load_linux(*mem, fake_bzimage(), {}, std::string(3000, 'x'), {}, layout));
+    EXPECT_FALSE(
+        load_linux(*mem, kImage, *parse_bzimage(kImage), {}, std::string(3000, 'x'), {}, layout));
 }
 
 // The initrd goes above the kernel's unpack area, or below the kernel when only that fits.
@@ -114,7 +129,7 @@ TEST(BzImage, PlacesTheInitrdAboveOrBelowTheKernel) {
     BootLayout layout;
     layout.low_ram_end = 26 * kMiB;
     std::vector<uint8_t> initrd(4 * kMiB, 0x42);
-    auto loaded = load_linux(*mem, fake_bzimage(), initrd, "", {}, layout);
+    auto loaded = load_linux(*mem, kImage, *parse_bzimage(kImage), initrd, "", {}, layout);
     ASSERT_TRUE(loaded) << loaded.error().message();
     EXPECT_EQ(loaded->initrd_addr, tight->initrd_addr);
     EXPECT_EQ(*mem->read_obj<uint8_t>(memory::Gpa(loaded->initrd_addr)), 0x42);

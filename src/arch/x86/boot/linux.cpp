@@ -94,9 +94,9 @@ Result<LinuxPlacement> place_linux(const BzImageInfo& info, uint64_t payload_siz
 }
 
 Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const uint8_t> image,
-                               std::span<const uint8_t> initrd, std::string_view cmdline,
-                               const std::vector<E820Entry>& e820, const BootLayout& layout) {
-    VIREO_TRY_ASSIGN(auto info, parse_bzimage(image));
+                               const BzImageInfo& info, std::span<const uint8_t> initrd,
+                               std::string_view cmdline, const std::vector<E820Entry>& e820,
+                               const BootLayout& layout) {
     auto payload = image.subspan(info.setup_bytes);
     VIREO_TRY_ASSIGN(auto place,
                      place_linux(info, payload.size(), initrd.size(), layout.low_ram_end));

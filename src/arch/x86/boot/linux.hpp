@@ -60,10 +60,12 @@ struct LoadedLinux {
     uint64_t initrd_size = 0;
 };
 
-/// Loads the kernel and initrd where place_linux() puts them for layout.low_ram_end, the command
-/// line, and fills the zero page (setup header, e820, RSDP).
+/// Loads the kernel (`image`, which parse_bzimage() made `info` of) and initrd where
+/// place_linux() puts them for layout.low_ram_end, the command line, and fills the zero page
+/// (setup header, e820, RSDP).
 Result<LoadedLinux> load_linux(const memory::GuestMemory& mem, std::span<const uint8_t> image,
-                               std::span<const uint8_t> initrd, std::string_view cmdline,
-                               const std::vector<E820Entry>& e820, const BootLayout& layout);
+                               const BzImageInfo& info, std::span<const uint8_t> initrd,
+                               std::string_view cmdline, const std::vector<E820Entry>& e820,
+                               const BootLayout& layout);
 
 }  // namespace vireo::arch::x86::boot

@@ -102,9 +102,9 @@ Result<PvhInfo> parse_pvh(std::span<const uint8_t> image) {
 }
 
 Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8_t> image,
-                           std::span<const uint8_t> initrd, std::string_view cmdline,
-                           const std::vector<E820Entry>& e820, const BootLayout& layout) {
-    VIREO_TRY_ASSIGN(auto info, parse_pvh(image));
+                           const PvhInfo& info, std::span<const uint8_t> initrd,
+                           std::string_view cmdline, const std::vector<E820Entry>& e820,
+                           const BootLayout& layout) {
     if (info.lowest < 0x100000 || info.highest > layout.low_ram_end)
         return fail(ErrorCode::ResourceExhausted,
                     "ELF segments [{:#x}, {:#x}) do not fit in guest RAM [1 MiB, {:#x})",

@@ -33,11 +33,12 @@ struct LoadedPvh {
     uint64_t initrd_addr = 0;
 };
 
-/// Loads the segments, the initrd (as module 0, as high as fits below low_ram_end), the command
-/// line and the start info with the memory map.
+/// Loads the segments of `image` (which parse_pvh() made `info` of), the initrd (as module 0,
+/// as high as fits below low_ram_end), the command line and the start info with the memory map.
 Result<LoadedPvh> load_pvh(const memory::GuestMemory& mem, std::span<const uint8_t> image,
-                           std::span<const uint8_t> initrd, std::string_view cmdline,
-                           const std::vector<E820Entry>& e820, const BootLayout& layout);
+                           const PvhInfo& info, std::span<const uint8_t> initrd,
+                           std::string_view cmdline, const std::vector<E820Entry>& e820,
+                           const BootLayout& layout);
 
 /// vCPU state (kStateGprs | kStateSegments | kStateCrs) for the PVH entry: flat 32-bit code and
 /// data segments, CR0.PE only, EBX = start info.

@@ -1,0 +1,50 @@
+// One domain's process, as the supervisor sees it: the spec it is launched with (built from
+// the host configuration in one place, launch_text), its start (fork + exec of `vireo run
+// --launch-fd 3`, the spec sent on the socket), and its side of the launch protocol
+// (domain/protocol.hpp), read bounded and without blocking the supervisor.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
+#include "domain/protocol.hpp"
+#include "host/config.hpp"
+
+namespace vireo::host {
+
+/// What a domain of the host configuration runs as: its console to RUN_DIR/NAME.log (rotated
+/// at console_log_max), its API and console sockets in RUN_DIR, its pool's CPUs (and one per
+/// vCPU in a pinned pool). A reboot restarts in place when on_reboot says restart; a crash is
+/// kept in place when on_crash says preserve; everything else ends the process and the
+/// supervisor applies the policy.
+domain::DomainText launch_text(const Domain& domain, const std::string& run_dir, const Pool& pool,
+                               const std::vector<int>& pins);
+
+/// A started domain process and its end of the launch socket.
+struct DomainProcess {
+    pid_t pid = -1;
+    UniqueFd ctl;
+    domain::LineReader lines;  ///< what it wrote, as lines
+
+    /// Starts `exe run --launch-fd 3` in its own process group with stdout and stderr to
+    /// `log_fd`, in cgroup `cgroup` (if not ""), and sends it `text`.
+    static Result<DomainProcess> spawn(const std::string& exe, const domain::DomainText& text,
+                                       int log_fd, const std::string& cgroup);
+
+    enum class Read { Open, Closed, TooLong };
+    /// Feeds what the domain wrote to `lines`, without waiting. Closed: the domain's end is
+    /// closed (it exited); TooLong: a line grew past the protocol's bound.
+    Read read();
+    /// Its first message, waiting up to `timeout_ms`: nullopt if it sent none, not one of the
+    /// protocol's, or a line past the bound.
+    std::optional<domain::Message> first_message(int timeout_ms);
+    /// Tells it to start the guest.
+    void go();
+};
+
+}  // namespace vireo::host

@@ -1,0 +1,70 @@
+#include "host/policy.hpp"
+
+#include <fmt/format.h>
+#include <sys/wait.h>
+
+namespace vireo::host {
+
+const char* to_string(DomainState s) noexcept {
+    switch (s) {
+        case DomainState::Starting:
+            return "starting";
+        case DomainState::Running:
+            return "running";
+        case DomainState::Paused:
+            return "paused";
+        case DomainState::Crashed:
+            return "crashed";
+        case DomainState::Shutoff:
+            return "shutoff";
+        case DomainState::Destroyed:
+            return "destroyed";
+        case DomainState::Failed:
+            return "failed";
+    }
+    return "?";
+}
+
+Ending judge_end(const Domain& cfg, int wait_status, DomainState before, bool destroying) {
+    if (before == DomainState::Starting)  // died while being built (up / create report it)
+        return {DomainState::Failed, Action::Destroy, ""};
+    if (destroying) return {DomainState::Destroyed, Action::Destroy, "destroyed"};
+    if (WIFSIGNALED(wait_status)) {
+        // A killed process preserved nothing: preserve means destroy here.
+        return {DomainState::Crashed,
+                cfg.on_crash == Action::Preserve ? Action::Destroy : cfg.on_crash,
+                fmt::format("killed by signal {}", WTERMSIG(wait_status))};
+    }
+    const int code = WEXITSTATUS(wait_status);
+    const std::string last = domain::describe_exit(code);
+    switch (code) {
+        case domain::kExitPowerOff:
+            return {DomainState::Shutoff, cfg.on_poweroff, last};
+        case domain::kExitReboot:
+            return {DomainState::Shutoff, cfg.on_reboot, last};
+        default:
+            return {DomainState::Crashed, cfg.on_crash, last};
+    }
+}
+
+std::optional<DomainState> state_after(const domain::Message& m) {
+    switch (m.kind) {
+        case domain::Message::Kind::Crashed:
+            return DomainState::Crashed;
+        case domain::Message::Kind::Paused:
+            return DomainState::Paused;
+        case domain::Message::Kind::Running:
+            return DomainState::Running;
+        case domain::Message::Kind::Ready:
+        case domain::Message::Kind::Error:
+            break;  // only first messages
+    }
+    return std::nullopt;
+}
+
+bool RestartGuard::allow(std::chrono::steady_clock::duration ran) noexcept {
+    quick_ = ran < kQuickRun ? quick_ + 1 : 0;
+    return quick_ < kMaxQuickRestarts;
+}
+
+}  // namespace vireo::host
