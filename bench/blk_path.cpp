@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "base/log.hpp"
-#include "virtio/blk.hpp"
+#include "virtio/blk/device.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
 

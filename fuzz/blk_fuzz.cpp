@@ -11,7 +11,7 @@
 
 #include "base/log.hpp"
 #include "descriptors.hpp"
-#include "virtio/blk.hpp"
+#include "virtio/blk/device.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
 

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "base/log.hpp"
-#include "virtio/blk.hpp"
+#include "virtio/blk/device.hpp"
 #include "virtio/mmio.hpp"
-#include "virtio/rng.hpp"
+#include "virtio/rng/device.hpp"
 
 using namespace vireo;
 

@@ -10,7 +10,7 @@
 
 #include "base/log.hpp"
 #include "descriptors.hpp"
-#include "virtio/net.hpp"
+#include "virtio/net/device.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
 

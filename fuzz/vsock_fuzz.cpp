@@ -16,7 +16,7 @@
 #include "descriptors.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
-#include "virtio/vsock.hpp"
+#include "virtio/vsock/device.hpp"
 
 using namespace vireo;
 

@@ -24,5 +24,11 @@ bool set_thread_stack_size() noexcept;
 inline constexpr uint64_t kDefaultConsoleLogMax = uint64_t{16} << 20;
 inline constexpr uint64_t kMinConsoleLogMax = uint64_t{64} << 10;
 inline constexpr uint64_t kMaxConsoleLogMax = uint64_t{1} << 40;
+/// The one check of a console log bound (flags and host configuration alike), and its range as
+/// error messages say it.
+constexpr bool console_log_max_ok(uint64_t bytes) noexcept {
+    return bytes >= kMinConsoleLogMax && bytes <= kMaxConsoleLogMax;
+}
+inline constexpr const char* kConsoleLogMaxRange = "64K to 1T";
 
 }  // namespace vireo

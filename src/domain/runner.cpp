@@ -22,7 +22,7 @@
 #include "base/mapped_file.hpp"
 #include "domain/domain.hpp"
 #include "hv/hypervisor.hpp"
-#include "virtio/slirp.hpp"
+#include "virtio/net/slirp.hpp"
 #include "vmm/console.hpp"
 
 namespace vireo::domain {

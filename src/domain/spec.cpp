@@ -10,6 +10,7 @@
 #include "base/limits.hpp"
 #include "base/size.hpp"
 #include "base/split.hpp"
+#include "domain/device_options.hpp"
 
 namespace vireo::domain {
 
@@ -74,9 +75,9 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
                     "console: \"{}\": use stdio, file:PATH, append:PATH or none", t.console);
     }
     auto log_max = parse_size(t.console_log_max);
-    if (!log_max || *log_max < kMinConsoleLogMax || *log_max > kMaxConsoleLogMax)
-        return fail(ErrorCode::InvalidArgument, "console-log-max: \"{}\": a size from 64K to 1T",
-                    t.console_log_max);
+    if (!log_max || !console_log_max_ok(*log_max))
+        return fail(ErrorCode::InvalidArgument, "console-log-max: \"{}\": a size from {}",
+                    t.console_log_max, kConsoleLogMaxRange);
     s.console_log_max = *log_max;
 
     if (t.on_reboot == "restart") {
@@ -103,17 +104,17 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     s.backing = *backing;
 
     for (const auto& spec : t.disks) {
-        auto d = virtio::parse_disk_option(spec);
+        auto d = parse_disk_option(spec);
         if (!d) return field_error("disk", d.error());
         s.disks.push_back(std::move(d).value());
     }
     for (const auto& spec : t.nets) {
-        auto n = virtio::parse_net_option(spec);
+        auto n = parse_net_option(spec);
         if (!n) return field_error("net", n.error());
         s.nets.push_back(std::move(n).value());
     }
     if (!t.vsock.empty()) {
-        auto v = virtio::parse_vsock_option(t.vsock);
+        auto v = parse_vsock_option(t.vsock);
         if (!v) return field_error("vsock", v.error());
         s.vsock = std::move(v).value();
     }

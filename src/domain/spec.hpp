@@ -12,9 +12,7 @@
 #include <vector>
 
 #include "base/result.hpp"
-#include "virtio/blk.hpp"
-#include "virtio/net.hpp"
-#include "virtio/vsock.hpp"
+#include "domain/device_options.hpp"
 #include "vmm/vm.hpp"
 
 namespace vireo::domain {

@@ -10,9 +10,7 @@
 
 #include "base/checked.hpp"
 #include "base/size.hpp"
-#include "virtio/blk.hpp"
-#include "virtio/net.hpp"
-#include "virtio/vsock.hpp"
+#include "domain/device_options.hpp"
 
 namespace vireo::host {
 
@@ -174,7 +172,7 @@ void parse_pool(const std::string& name, const toml::table& t, uint32_t num_cpus
 }
 
 void parse_domain(const std::string& name, const toml::table& t, Problems& p, HostConfig& cfg) {
-    Domain d;
+    DomainConfig d;
     d.name = name;
     d.line = line_of(t);
     Reader r{p, "domains." + name + "."};
@@ -213,23 +211,23 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             if (!r.strings(v, key, specs)) continue;
             const auto& arr = *v.as_array();
             for (size_t i = first; i < specs.size(); ++i) {
-                auto why = key == "disks" ? error_of(virtio::parse_disk_option(specs[i]))
-                                          : error_of(virtio::parse_net_option(specs[i]));
+                auto why = key == "disks" ? error_of(domain::parse_disk_option(specs[i]))
+                                          : error_of(domain::parse_net_option(specs[i]));
                 if (why) p.add(line_of(arr[i - first]), r.prefix + key, *why);
             }
         } else if (key == "vsock") {
             if (r.str(v, key, d.vsock))
-                if (auto why = error_of(virtio::parse_vsock_option(d.vsock)))
+                if (auto why = error_of(domain::parse_vsock_option(d.vsock)))
                     p.add(line_of(v), r.prefix + key, *why);
         } else if (key == "rng")
             r.boolean(v, key, d.rng);
         else if (key == "balloon")
             r.boolean(v, key, d.balloon);
         else if (key == "console_log_max") {
-            if (r.size(v, key, d.console_log_max) &&
-                (d.console_log_max < kMinConsoleLogMax || d.console_log_max > kMaxConsoleLogMax))
+            if (r.size(v, key, d.console_log_max) && !console_log_max_ok(d.console_log_max))
                 p.add(line_of(v), r.prefix + key,
-                      fmt::format("{} bytes is out of range (64K to 1T)", d.console_log_max));
+                      fmt::format("{} bytes is out of range ({})", d.console_log_max,
+                                  kConsoleLogMaxRange));
         } else if (key == "autostart")
             r.boolean(v, key, d.autostart);
         else if (key == "allow_software_kvm")
@@ -328,7 +326,7 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
     }
     // toml++ keeps tables sorted by key; domains start in file order.
     std::stable_sort(cfg.domains.begin(), cfg.domains.end(),
-                     [](const Domain& a, const Domain& b) { return a.line < b.line; });
+                     [](const DomainConfig& a, const DomainConfig& b) { return a.line < b.line; });
     // The default pool: every CPU no pool names (it may be empty if none is left).
     if (cfg.pools.count("default") == 0) {
         Pool def;

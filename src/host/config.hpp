@@ -38,7 +38,7 @@ struct Pool {
     int line = 0;
 };
 
-struct Domain {
+struct DomainConfig {
     std::string name;
     std::string kernel, initrd, cmdline;  // kernel empty: the default guest
     uint64_t memory = uint64_t{256} << 20;
@@ -64,7 +64,7 @@ struct HostConfig {
     uint64_t reserve = uint64_t{256} << 20;  ///< host memory kept free for the host itself
     std::string run_dir;                ///< default: /run/vireo/<file stem> or $XDG_RUNTIME_DIR
     std::map<std::string, Pool> pools;  ///< including "default" (CPUs no pool names)
-    std::vector<Domain> domains;        ///< in file order
+    std::vector<DomainConfig> domains;  ///< in file order
 };
 
 /// Parses and checks `path`. On failure the error message lists every problem, one per line,

@@ -13,7 +13,7 @@
 
 namespace vireo::host {
 
-domain::DomainText launch_text(const Domain& c, const std::string& run_dir, const Pool& pool,
+domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir, const Pool& pool,
                                const std::vector<int>& pins) {
     domain::DomainText t;
     t.name = c.name;

@@ -22,8 +22,8 @@ namespace vireo::host {
 /// vCPU in a pinned pool). A reboot restarts in place when on_reboot says restart; a crash is
 /// kept in place when on_crash says preserve; everything else ends the process and the
 /// supervisor applies the policy.
-domain::DomainText launch_text(const Domain& domain, const std::string& run_dir, const Pool& pool,
-                               const std::vector<int>& pins);
+domain::DomainText launch_text(const DomainConfig& domain, const std::string& run_dir,
+                               const Pool& pool, const std::vector<int>& pins);
 
 /// A started domain process and its end of the launch socket.
 struct DomainProcess {

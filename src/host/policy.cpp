@@ -25,7 +25,7 @@ const char* to_string(DomainState s) noexcept {
     return "?";
 }
 
-Ending judge_end(const Domain& cfg, int wait_status, DomainState before, bool destroying) {
+Ending judge_end(const DomainConfig& cfg, int wait_status, DomainState before, bool destroying) {
     if (before == DomainState::Starting)  // died while being built (up / create report it)
         return {DomainState::Failed, Action::Destroy, ""};
     if (destroying) return {DomainState::Destroyed, Action::Destroy, "destroyed"};

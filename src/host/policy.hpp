@@ -33,7 +33,7 @@ struct Ending {
 
 /// `wait_status` as waitpid() gave it; `before` is the state it had; `destroying` says the
 /// supervisor killed it on purpose.
-Ending judge_end(const Domain& cfg, int wait_status, DomainState before, bool destroying);
+Ending judge_end(const DomainConfig& cfg, int wait_status, DomainState before, bool destroying);
 
 /// The state a running domain's message moves it to (Paused, Running, Crashed), if any.
 std::optional<DomainState> state_after(const domain::Message& m);

@@ -56,8 +56,8 @@ void log_tap(log::Level level, std::string_view text) noexcept {
     }
 }
 
-struct Dom {
-    const Domain* cfg = nullptr;
+struct SupervisedDomain {
+    const DomainConfig* cfg = nullptr;
     std::string pool;    // can change (cpupool-migrate)
     DomainProcess proc;  // pid -1: no process
     DomainState state = DomainState::Starting;
@@ -175,10 +175,13 @@ class Supervisor {
     }
 
     // A domain that is starting or has a process keeps its pinned CPUs.
-    static bool holds_cpus(const Dom& d) { return d.pid() > 0 || d.state == DomainState::Starting; }
+    static bool holds_cpus(const SupervisedDomain& d) {
+        return d.pid() > 0 || d.state == DomainState::Starting;
+    }
 
     // The CPUs of `pool` pinned by domains other than `except`.
-    std::set<uint32_t> taken_cpus(const std::string& pool, const Dom* except = nullptr) const {
+    std::set<uint32_t> taken_cpus(const std::string& pool,
+                                  const SupervisedDomain* except = nullptr) const {
         std::set<uint32_t> taken;
         for (const auto& d : doms_)
             if (&d != except && d.pool == pool && holds_cpus(d))
@@ -187,28 +190,29 @@ class Supervisor {
         return taken;
     }
 
-    std::vector<int> pins_for(const std::string& pool, uint32_t vcpus, const Dom* except) const {
+    std::vector<int> pins_for(const std::string& pool, uint32_t vcpus,
+                              const SupervisedDomain* except) const {
         return pick_pins(cfg_.pools.at(pool), vcpus, taken_cpus(pool, except));
     }
 
-    std::string make_cgroup(const Dom& d) const {
+    std::string make_cgroup(const SupervisedDomain& d) const {
         return cgroups_.domain_dir(d.pool, cfg_.pools.at(d.pool).cpus, d.cfg->name, d.cfg->weight,
                                    d.cfg->cap);
     }
 
-    Dom& add_dom(const Domain& c) {
-        Dom d;
+    SupervisedDomain& add_dom(const DomainConfig& c) {
+        SupervisedDomain d;
         d.cfg = &c;
         d.pool = c.pool;
         d.pinned = pins_for(c.pool, c.vcpus, nullptr);
         doms_.push_back(std::move(d));
-        Dom& added = doms_.back();
+        SupervisedDomain& added = doms_.back();
         added.cgroup = make_cgroup(added);
         return added;
     }
 
     // Starts the domain's process (its console log opened first, appended to).
-    Result<void> spawn(Dom& d) {
+    Result<void> spawn(SupervisedDomain& d) {
         const std::string log_path = run_dir_ + "/" + d.cfg->name + ".log";
         UniqueFd log_fd = open_log(log_path);
         if (!log_fd) return fail_errno(errno, "cannot open {}", log_path);
@@ -221,13 +225,14 @@ class Supervisor {
     }
 
     // Waits (up to 120 s) for a starting domain's Ready; the error says what happened instead.
-    Result<void> wait_ready(Dom& d) {
+    Result<void> wait_ready(SupervisedDomain& d) {
         const auto m = d.proc.first_message(kReadyTimeoutMs);
         if (m && m->kind == domain::Message::Kind::Ready) return {};
         return fail(ErrorCode::System, "{}", not_ready_reason(d, m));
     }
 
-    std::string not_ready_reason(const Dom& d, const std::optional<domain::Message>& m) const {
+    std::string not_ready_reason(const SupervisedDomain& d,
+                                 const std::optional<domain::Message>& m) const {
         if (m && m->kind == domain::Message::Kind::Error) return m->detail;
         // It exited (or hung) before building: its last log line says why.
         std::ifstream f(run_dir_ + "/" + d.cfg->name + ".log");
@@ -239,7 +244,7 @@ class Supervisor {
     }
 
     // A domain that broke the launch protocol is not trusted to run on.
-    void protocol_error(Dom& d) {
+    void protocol_error(SupervisedDomain& d) {
         d.last = fmt::format("broke the launch protocol (a line over {} bytes)", domain::kMaxLine);
         log::error("domain {}: {}; stopping it", d.cfg->name, d.last);
         d.destroying = true;
@@ -248,7 +253,7 @@ class Supervisor {
 
     // A domain restarted by its policy: its first control line, without waiting (the
     // supervising thread holds mu_; API requests must not wait for a domain being built).
-    void poll_restart(Dom& d) {
+    void poll_restart(SupervisedDomain& d) {
         if (!d.restarting || d.pid() <= 0) return;
         if (d.proc.read() == DomainProcess::Read::TooLong) return protocol_error(d);
         auto line = d.proc.lines.next();
@@ -265,12 +270,12 @@ class Supervisor {
         ::kill(d.pid(), SIGKILL);
     }
 
-    void go(Dom& d) {
+    void go(SupervisedDomain& d) {
         d.proc.go();
         d.state = DomainState::Running;
     }
 
-    int abort_all(const Dom& failed) {
+    int abort_all(const SupervisedDomain& failed) {
         for (auto& d : doms_)
             if (d.pid() > 0) ::kill(d.pid(), SIGKILL);
         for (auto& d : doms_)
@@ -282,7 +287,7 @@ class Supervisor {
                                  failed.cfg->name, failed.last));
     }
 
-    Dom* find(const std::string& name) {
+    SupervisedDomain* find(const std::string& name) {
         for (auto& d : doms_)
             if (d.cfg->name == name) return &d;
         return nullptr;
@@ -290,7 +295,7 @@ class Supervisor {
 
     // Reads the state lines a domain wrote on its control socket ("paused", "running",
     // "crashed") without waiting. Called with mu_ held, so `list` always shows the latest.
-    void drain_ctl(Dom& d) {
+    void drain_ctl(SupervisedDomain& d) {
         if (d.pid() <= 0 || !d.proc.ctl || d.state == DomainState::Starting) return;
         if (d.proc.read() == DomainProcess::Read::TooLong) return protocol_error(d);
         while (auto line = d.proc.lines.next()) {
@@ -307,9 +312,9 @@ class Supervisor {
         return pid <= 0 ? 0 : read_proc_stat("/proc/" + std::to_string(pid) + "/stat").cpu_s;
     }
 
-    Result<Dom*> named(const api::Json& p) {
+    Result<SupervisedDomain*> named(const api::Json& p) {
         VIREO_TRY_ASSIGN(const std::string name, api::string_param(p, "name"));
-        Dom* d = find(name);
+        SupervisedDomain* d = find(name);
         if (d == nullptr) return fail(ErrorCode::NotFound, "no domain \"{}\" on this host", name);
         return d;
     }
@@ -371,8 +376,8 @@ class Supervisor {
         });
         api_->add("destroy", [this](const api::Json& p) -> Result<api::Json> {
             std::lock_guard lock(mu_);
-            VIREO_TRY_ASSIGN(Dom * dp, named(p));
-            Dom& d = *dp;
+            VIREO_TRY_ASSIGN(SupervisedDomain * dp, named(p));
+            SupervisedDomain& d = *dp;
             if (d.pid() <= 0)
                 return fail(ErrorCode::BadState, "{} is not running ({})", d.cfg->name,
                             to_string(d.state));
@@ -403,8 +408,8 @@ class Supervisor {
             [this](const api::Json& p) -> Result<api::Json> {
                 std::lock_guard one(migrate_mu_);  // one migration at a time
                 std::unique_lock lock(mu_);
-                VIREO_TRY_ASSIGN(Dom * dp, named(p));
-                Dom& d = *dp;
+                VIREO_TRY_ASSIGN(SupervisedDomain * dp, named(p));
+                SupervisedDomain& d = *dp;
                 VIREO_TRY_ASSIGN(const std::string pool, api::string_param(p, "pool"));
                 const auto it = cfg_.pools.find(pool);
                 if (it == cfg_.pools.end())
@@ -484,7 +489,7 @@ class Supervisor {
         // would change between its check and its start.
         std::lock_guard one(create_mu_);
         HostConfig base;
-        std::vector<const Dom*> holding;
+        std::vector<const SupervisedDomain*> holding;
         {
             std::lock_guard lock(mu_);
             base = cfg_;
@@ -511,12 +516,12 @@ class Supervisor {
             all.domains.push_back(d);
         if (auto r = admit(all, o_.facts); !r)
             return fail(ErrorCode::BadState, "admission refused: {}", r.error().message());
-        std::vector<Dom*> added;
+        std::vector<SupervisedDomain*> added;
         {
             std::lock_guard lock(mu_);
             for (const auto& c : more->domains) {
                 created_.push_back(c);
-                Dom& d = add_dom(created_.back());
+                SupervisedDomain& d = add_dom(created_.back());
                 if (auto r = spawn(d); !r) {
                     d.state = DomainState::Failed;
                     d.last = r.error().message();
@@ -528,13 +533,13 @@ class Supervisor {
         // Build (unlocked: a large domain takes a while); the supervising thread leaves
         // "starting" domains' control sockets alone.
         std::string failed;
-        for (Dom* d : added) {
+        for (SupervisedDomain* d : added) {
             if (auto r = wait_ready(*d); !r && failed.empty())
                 failed = d->cfg->name + ": " + r.error().message();
         }
         std::lock_guard lock(mu_);
         if (!failed.empty()) {
-            for (Dom* d : added) {
+            for (SupervisedDomain* d : added) {
                 if (d->pid() > 0) {
                     d->destroying = true;
                     ::kill(d->pid(), SIGKILL);
@@ -544,7 +549,7 @@ class Supervisor {
             return fail(ErrorCode::System, "not started: {}", failed);
         }
         api::Json names = api::Json::array();
-        for (Dom* d : added) {
+        for (SupervisedDomain* d : added) {
             go(*d);
             names.push_back(d->cfg->name);
             log::info("domain {}: created from {} (pid {})", d->cfg->name, path, d->pid());
@@ -554,12 +559,12 @@ class Supervisor {
 
     // A domain process that is gone (killed, crashed) cannot remove its own sockets: whatever
     // is still at its paths and answers no one is removed, so nothing stale is left behind.
-    void remove_stale_sockets(const Dom& d) const {
+    void remove_stale_sockets(const SupervisedDomain& d) const {
         for (const char* ext : {".api", ".console"})
             (void)remove_stale_socket(run_dir_ + "/" + d.cfg->name + ext);
     }
 
-    void apply_policy(Dom& d, int status) {
+    void apply_policy(SupervisedDomain& d, int status) {
         remove_stale_sockets(d);
         d.restarting = false;
         const Ending end = judge_end(*d.cfg, status, d.state, d.destroying);
@@ -591,13 +596,13 @@ class Supervisor {
     }
 
     // The domain's ACPI power button, through its API.
-    Result<api::Json> press_power_button(const Dom& d) const {
+    Result<api::Json> press_power_button(const SupervisedDomain& d) const {
         return api::call(run_dir_ + "/" + d.cfg->name + ".api", "shutdown", {}, 1000);
     }
 
     // Graceful stop of one domain: the ACPI power button, or SIGTERM (a hard but clean stop
     // of vireo run) where the guest cannot take it (crashed, or no answer).
-    void press_or_term(Dom& d) {
+    void press_or_term(SupervisedDomain& d) {
         if (d.state == DomainState::Running || d.state == DomainState::Paused) {
             auto r = press_power_button(d);
             if (r) return;
@@ -680,9 +685,9 @@ class Supervisor {
     // Held across a whole create or migration (API workers), before mu_; never by the
     // supervising thread.
     std::mutex create_mu_, migrate_mu_;
-    std::deque<Dom> doms_;        // a deque: references stay valid as `create` adds domains
-    std::deque<Domain> created_;  // configurations of domains added by `vireo create`
-    Cgroups cgroups_;             // <cgroup2>/vireo-<stem>, or none
+    std::deque<SupervisedDomain> doms_;  // a deque: references stay valid as `create` adds domains
+    std::deque<DomainConfig> created_;   // configurations of domains added by `vireo create`
+    Cgroups cgroups_;                    // <cgroup2>/vireo-<stem>, or none
     std::unique_ptr<api::MetricsEndpoint> metrics_;
     std::atomic<int> down_timeout_s_{30};
     std::atomic<bool> down_requested_{false};

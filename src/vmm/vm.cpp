@@ -19,9 +19,9 @@
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
-#include "virtio/balloon.hpp"
-#include "virtio/rng.hpp"
-#include "virtio/vsock.hpp"
+#include "virtio/balloon/device.hpp"
+#include "virtio/rng/device.hpp"
+#include "virtio/vsock/device.hpp"
 
 namespace vireo::vmm {
 

@@ -30,11 +30,11 @@
 #include "hv/stats.hpp"
 #include "hv/vcpu.hpp"
 #include "memory/guest_memory.hpp"
-#include "virtio/balloon.hpp"
-#include "virtio/blk.hpp"
+#include "virtio/balloon/device.hpp"
+#include "virtio/blk/device.hpp"
 #include "virtio/mmio.hpp"
-#include "virtio/net.hpp"
-#include "virtio/vsock.hpp"
+#include "virtio/net/device.hpp"
+#include "virtio/vsock/device.hpp"
 
 namespace vireo::vmm {
 

@@ -13,11 +13,12 @@
 
 #include "api/params.hpp"
 #include "api/server.hpp"
-#include "virtio/balloon.hpp"
-#include "virtio/net.hpp"
+#include "domain/device_options.hpp"
+#include "virtio/balloon/device.hpp"
+#include "virtio/net/device.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
-#include "virtio/vsock.hpp"
+#include "virtio/vsock/device.hpp"
 
 namespace vireo::virtio {
 namespace {
@@ -80,7 +81,8 @@ struct Rig {
 // --- options -----------------------------------------------------------------------------
 
 TEST(NetOptions, ParsesUserAndTap) {
-    auto u = parse_net_option("user,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp::53-10.0.2.15:53");
+    auto u = domain::parse_net_option(
+        "user,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp::53-10.0.2.15:53");
     ASSERT_TRUE(u) << u.error().message();
     EXPECT_EQ(u->kind, NetOptions::Kind::User);
     ASSERT_EQ(u->forwards.size(), 2u);
@@ -88,7 +90,7 @@ TEST(NetOptions, ParsesUserAndTap) {
     EXPECT_EQ(u->forwards[0].guest_port, 80);
     EXPECT_TRUE(u->forwards[1].udp);
     EXPECT_EQ(u->forwards[1].guest_addr, 0x0a00020fu);
-    auto t = parse_net_option("tap=tap0,mac=52:54:00:12:34:56,mtu=9000,queue-size=512");
+    auto t = domain::parse_net_option("tap=tap0,mac=52:54:00:12:34:56,mtu=9000,queue-size=512");
     ASSERT_TRUE(t) << t.error().message();
     EXPECT_EQ(t->tap, "tap0");
     EXPECT_EQ(format_mac(*t->mac), "52:54:00:12:34:56");
@@ -102,7 +104,7 @@ TEST(NetOptions, RefusesBadInputWithAReason) {
           "user,mac=01:00:00:00:00:01", "user,mac=00:00:00:00:00:00", "user,mtu=20",
           "user,queue-size=100", "user,hostfwd=tcp:1.2.3:80-:80", "user,hostfwd=tcp::0-:80",
           "tap=t,hostfwd=tcp::1-:2", "user,color=red"}) {
-        auto r = parse_net_option(bad);
+        auto r = domain::parse_net_option(bad);
         EXPECT_FALSE(r) << bad;
         if (!r) {
             // The value is quoted; the caller names the field (--net, a TOML key).
@@ -121,13 +123,13 @@ TEST(NetOptions, DerivedMacsAreStableLocalUnicast) {
 }
 
 TEST(VsockOptions, ParsesAndRefuses) {
-    auto v = parse_vsock_option("cid=42,socket=/tmp/x.sock");
+    auto v = domain::parse_vsock_option("cid=42,socket=/tmp/x.sock");
     ASSERT_TRUE(v);
     EXPECT_EQ(v->cid, 42u);
     for (const char* bad : {"cid=2,socket=/tmp/a", "cid=x,socket=/tmp/a", "socket=/tmp/a", "cid=5",
                             "cid=5,socket=/tmp/a,speed=1"})
-        EXPECT_FALSE(parse_vsock_option(bad)) << bad;
-    EXPECT_FALSE(parse_vsock_option("cid=5,socket=/" + std::string(120, 'a')));
+        EXPECT_FALSE(domain::parse_vsock_option(bad)) << bad;
+    EXPECT_FALSE(domain::parse_vsock_option("cid=5,socket=/" + std::string(120, 'a')));
 }
 
 // --- virtio-net --------------------------------------------------------------------------

@@ -13,8 +13,8 @@
 namespace vireo::host {
 namespace {
 
-Domain full_domain() {
-    Domain d;
+DomainConfig full_domain() {
+    DomainConfig d;
     d.name = "web";
     d.kernel = "/srv/vmlinuz";
     d.initrd = "/srv/initrd.img";
@@ -34,7 +34,7 @@ Domain full_domain() {
 }
 
 TEST(LaunchSpec, AHostDomainArrivesAsTheSameDomain) {
-    const Domain d = full_domain();
+    const DomainConfig d = full_domain();
     Pool pool;
     pool.name = "fast";
     pool.cpus = {0, 1};  // parse_spec checks them against this machine's CPUs
@@ -78,7 +78,7 @@ TEST(LaunchSpec, AHostDomainArrivesAsTheSameDomain) {
 }
 
 TEST(LaunchSpec, PoliciesTheProcessDoesNotKeepEndIt) {
-    Domain d = full_domain();
+    DomainConfig d = full_domain();
     d.on_reboot = Action::Destroy;
     d.on_crash = Action::Restart;
     const auto text = launch_text(d, "/run", Pool{}, {});
@@ -139,7 +139,7 @@ int killed(int sig) {
 }
 
 TEST(Policy, EachEndingTakesItsPolicy) {
-    Domain d;
+    DomainConfig d;
     d.on_poweroff = Action::Destroy;
     d.on_reboot = Action::Restart;
     d.on_crash = Action::Restart;

@@ -11,8 +11,9 @@
 #include <filesystem>
 #include <vector>
 
-#include "virtio/blk.hpp"
-#include "virtio/rng.hpp"
+#include "domain/device_options.hpp"
+#include "virtio/blk/device.hpp"
+#include "virtio/rng/device.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
 
@@ -431,20 +432,20 @@ TEST_F(BlkTest, MalformedRequestsMeanNeedsReset) {
 }
 
 TEST(DiskOptions, ParsesAndRefuses) {
-    auto o = parse_disk_option("/x.img,readonly,serial=abc");
+    auto o = domain::parse_disk_option("/x.img,readonly,serial=abc");
     ASSERT_TRUE(o);
     EXPECT_EQ(o->path, "/x.img");
     EXPECT_TRUE(o->readonly);
     EXPECT_EQ(o->serial, "abc");
-    EXPECT_FALSE(parse_disk_option(""));
-    EXPECT_FALSE(parse_disk_option("/x.img,bogus"));
-    EXPECT_FALSE(parse_disk_option("/x.img,serial="));
-    EXPECT_FALSE(parse_disk_option("/x.img,serial=123456789012345678901"));
-    EXPECT_FALSE(parse_disk_option("/x.img,serial=a b"));
-    EXPECT_EQ(parse_disk_option("/x.img,queue-size=1024")->queue_size, 1024);
-    EXPECT_FALSE(parse_disk_option("/x.img,queue-size=1000"));
-    EXPECT_FALSE(parse_disk_option("/x.img,queue-size=2048"));
-    EXPECT_FALSE(parse_disk_option("/x.img,queue-size=x"));
+    EXPECT_FALSE(domain::parse_disk_option(""));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,bogus"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,serial="));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,serial=123456789012345678901"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,serial=a b"));
+    EXPECT_EQ(domain::parse_disk_option("/x.img,queue-size=1024")->queue_size, 1024);
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,queue-size=1000"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,queue-size=2048"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,queue-size=x"));
 }
 
 TEST(DiskImage, RefusesWhatCannotBeADisk) {

@@ -1,4 +1,4 @@
-#include "virtio/slirp.hpp"
+#include "virtio/net/slirp.hpp"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>

@@ -1,4 +1,4 @@
-#include "virtio/rng.hpp"
+#include "virtio/rng/device.hpp"
 
 #include <sys/random.h>
 

@@ -1,4 +1,4 @@
-#include "virtio/balloon.hpp"
+#include "virtio/balloon/device.hpp"
 
 #include <sys/mman.h>
 

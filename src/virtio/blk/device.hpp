@@ -19,47 +19,15 @@
 #include "base/file_id.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
+#include "virtio/blk/disk_image.hpp"
 #include "virtio/device.hpp"
 
 namespace vireo::virtio {
-
-/// `--disk PATH[,readonly][,serial=ID][,queue-size=N]`.
-struct DiskOptions {
-    std::string path;
-    bool readonly = false;
-    std::string serial;         ///< up to 20 bytes, reported by VIRTIO_BLK_T_GET_ID
-    uint16_t queue_size = 256;  ///< QueueNumMax: a power of two, 2 to 1024
-};
-/// Parses a --disk value; errors name the part that is wrong.
-Result<DiskOptions> parse_disk_option(std::string_view spec);
-
-/// An opened, locked raw image (regular file or block device). Checked before a guest starts:
-/// exists, readable (and writable unless read-only), not a directory, size a multiple of 512.
-class DiskImage {
-  public:
-    /// A writable disk that is one of `reads` (the kernel, the initrd, earlier disks: files
-    /// vireo reads) is refused first, before its size or lock is looked at.
-    static Result<std::shared_ptr<DiskImage>> open(const DiskOptions& options,
-                                                   std::span<const InputFile> reads = {});
-    int fd() const noexcept { return fd_.get(); }
-    uint64_t size() const noexcept { return size_; }
-    const DiskOptions& options() const noexcept { return options_; }
-    FileId id() const noexcept { return id_; }
-
-  private:
-    DiskImage(UniqueFd fd, uint64_t size, DiskOptions options, FileId id)
-        : fd_(std::move(fd)), size_(size), options_(std::move(options)), id_(id) {}
-    UniqueFd fd_;
-    uint64_t size_;
-    DiskOptions options_;
-    FileId id_;
-};
 
 // Request types and status values (5.2.6).
 inline constexpr uint32_t kBlkIn = 0, kBlkOut = 1, kBlkFlush = 4, kBlkGetId = 8, kBlkDiscard = 11,
                           kBlkWriteZeroes = 13;
 inline constexpr uint8_t kBlkOk = 0, kBlkIoErr = 1, kBlkUnsupp = 2;
-inline constexpr size_t kBlkIdBytes = 20;
 
 /// A request as the chain frames it. The header is the first 16 device-readable bytes, the
 /// status the last device-writable byte; data are iovecs into guest RAM: the writable bytes

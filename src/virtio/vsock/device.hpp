@@ -24,33 +24,11 @@
 #include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
 #include "virtio/device.hpp"
+#include "virtio/vsock/listener.hpp"
 
 namespace vireo::virtio {
 
 inline constexpr uint64_t kVsockHostCid = 2;
-
-struct VsockOptions {
-    uint64_t cid = 0;
-    std::string socket;
-};
-/// `--vsock cid=N,socket=PATH` (CID >= 3; PATH must not exist and must fit a socket address).
-Result<VsockOptions> parse_vsock_option(std::string_view spec);
-
-/// The host-side listener at PATH: created before the guest starts, kept across reboots,
-/// removed when vireo exits (if it is still this listener's socket).
-class VsockListener {
-  public:
-    static Result<std::shared_ptr<VsockListener>> create(const VsockOptions& options);
-    int fd() const noexcept { return listener_.fd(); }
-    uint64_t cid() const noexcept { return cid_; }
-    const std::string& path() const noexcept { return listener_.path(); }
-
-  private:
-    VsockListener(UnixListener listener, uint64_t cid)
-        : listener_(std::move(listener)), cid_(cid) {}
-    UnixListener listener_;
-    uint64_t cid_;
-};
 
 /// The 44-byte packet header (little endian on x86, as the spec requires).
 struct [[gnu::packed]] VsockHeader {

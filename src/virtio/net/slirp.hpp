@@ -14,7 +14,7 @@
 
 #include <memory>
 
-#include "virtio/net.hpp"
+#include "virtio/net/device.hpp"
 
 namespace vireo::virtio {
 

@@ -1,4 +1,4 @@
-#include "virtio/vsock.hpp"
+#include "virtio/vsock/device.hpp"
 
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -36,21 +36,6 @@ constexpr uint32_t kShutdownSend = 2;  // the sender will send no more data
 constexpr size_t kHdr = sizeof(VsockHeader);
 constexpr size_t kMaxHandshake = 32;  // "CONNECT 4294967295\n" and then some
 
-Result<uint64_t> parse_u64(std::string_view spec, std::string_view key, std::string_view v) {
-    uint64_t n = 0;
-    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-    if (v.empty() || ec != std::errc() || p != v.data() + v.size())
-        return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be a number", spec, key);
-    return n;
-}
-
-sockaddr_un unix_address(const std::string& path) {
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::memcpy(a.sun_path, path.data(), std::min(path.size(), sizeof(a.sun_path) - 1));
-    return a;
-}
-
 }  // namespace
 
 struct VsockDevice::Conn {
@@ -80,41 +65,6 @@ struct VsockDevice::Conn {
         return used >= peer_buf_alloc ? 0 : peer_buf_alloc - used;
     }
 };
-
-Result<VsockOptions> parse_vsock_option(std::string_view spec) {
-    VsockOptions o;
-    bool have_cid = false;
-    for (const std::string_view part : split(spec, ',')) {
-        if (part.rfind("cid=", 0) == 0) {
-            VIREO_TRY_ASSIGN(o.cid, parse_u64(spec, "cid", part.substr(4)));
-            if (o.cid < 3 || o.cid > 0xffffffffu)
-                return fail(ErrorCode::InvalidArgument,
-                            "\"{}\": cid must be from 3 to 4294967295 (0-2 are reserved)", spec);
-            have_cid = true;
-        } else if (part.rfind("socket=", 0) == 0) {
-            o.socket = part.substr(7);
-        } else {
-            return fail(ErrorCode::InvalidArgument,
-                        "\"{}\": unknown option \"{}\" (expected cid=N,socket=PATH)", spec, part);
-        }
-    }
-    if (!have_cid || o.socket.empty())
-        return fail(ErrorCode::InvalidArgument, "\"{}\": expected cid=N,socket=PATH", spec);
-    // Guest connections go to PATH_<port>: leave room for the longest port.
-    if (o.socket.size() + 11 >= sizeof(sockaddr_un::sun_path))
-        return fail(ErrorCode::InvalidArgument,
-                    "\"{}\": socket path is {} bytes; at most {} fit a Unix socket address "
-                    "with the _PORT suffix",
-                    spec, o.socket.size(), sizeof(sockaddr_un::sun_path) - 12);
-    return o;
-}
-
-Result<std::shared_ptr<VsockListener>> VsockListener::create(const VsockOptions& o) {
-    // Mode 0600 whatever the umask, and never over an existing path (not even a stale socket:
-    // it may be another domain's that is being restarted).
-    VIREO_TRY_ASSIGN(auto listener, listen_unix(o.socket, "--vsock", /*replace_stale=*/false));
-    return std::shared_ptr<VsockListener>(new VsockListener(std::move(listener), o.cid));
-}
 
 VsockDevice::VsockDevice(std::shared_ptr<VsockListener> listener)
     : listener_(std::move(listener)), chain_(kMaxChain) {

@@ -1,0 +1,213 @@
+#include "domain/device_options.hpp"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+
+#include "base/split.hpp"
+#include "virtio/virtio.hpp"
+
+namespace vireo::domain {
+
+using virtio::DiskOptions;
+using virtio::HostForward;
+using virtio::kBlkIdBytes;
+using virtio::kMaxQueueSize;
+using virtio::NetOptions;
+using virtio::VsockOptions;
+
+namespace {
+
+Result<unsigned long> parse_number(std::string_view spec, std::string_view key,
+                                   std::string_view text, unsigned long lo, unsigned long hi) {
+    const std::string v(text);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long n = std::strtoul(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || n < lo || n > hi || v[0] == '-')
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be a number from {} to {}", spec,
+                    key, lo, hi);
+    return n;
+}
+
+// "[ADDR]:PORT" with ADDR an IPv4 address (empty: `fallback`).
+Result<void> parse_endpoint(std::string_view spec, std::string_view text, uint32_t fallback,
+                            uint32_t& addr, uint16_t& port) {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos)
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\": hostfwd endpoint \"{}\" is not [ADDRESS]:PORT", spec, text);
+    const std::string a(text.substr(0, colon));
+    addr = fallback;
+    if (!a.empty()) {
+        in_addr in{};
+        if (::inet_pton(AF_INET, a.c_str(), &in) != 1)
+            return fail(ErrorCode::InvalidArgument, "\"{}\": \"{}\" is not an IPv4 address", spec,
+                        a);
+        addr = ntohl(in.s_addr);
+    }
+    VIREO_TRY_ASSIGN(auto p,
+                     parse_number(spec, "a hostfwd port", text.substr(colon + 1), 1, 65535));
+    port = static_cast<uint16_t>(p);
+    return ok();
+}
+
+// hostfwd=tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (QEMU's syntax).
+Result<HostForward> parse_hostfwd(std::string_view spec, std::string_view text) {
+    HostForward f;
+    if (text.rfind("tcp:", 0) == 0) {
+        text.remove_prefix(4);
+    } else if (text.rfind("udp:", 0) == 0) {
+        f.udp = true;
+        text.remove_prefix(4);
+    } else {
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\": hostfwd must be tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT "
+                    "(or udp:...)",
+                    spec);
+    }
+    const size_t dash = text.find('-');
+    if (dash == std::string_view::npos)
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\": hostfwd needs HOST-GUEST, e.g. tcp:127.0.0.1:8080-:80", spec);
+    VIREO_TRY(parse_endpoint(spec, text.substr(0, dash), 0x7f000001, f.host_addr, f.host_port));
+    VIREO_TRY(parse_endpoint(spec, text.substr(dash + 1), 0, f.guest_addr, f.guest_port));
+    return f;
+}
+
+Result<uint64_t> parse_u64(std::string_view spec, std::string_view key, std::string_view v) {
+    uint64_t n = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || ec != std::errc() || p != v.data() + v.size())
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be a number", spec, key);
+    return n;
+}
+
+}  // namespace
+
+Result<DiskOptions> parse_disk_option(std::string_view spec) {
+    DiskOptions o;
+    bool first = true;
+    for (const std::string_view part : split(spec, ',')) {
+        if (first) {
+            if (part.empty())
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": expected PATH[,readonly][,serial=ID]", spec);
+            o.path = part;
+            first = false;
+        } else if (part == "readonly" || part == "ro") {
+            o.readonly = true;
+        } else if (part.rfind("serial=", 0) == 0) {
+            o.serial = part.substr(7);
+            if (o.serial.empty() || o.serial.size() > kBlkIdBytes)
+                return fail(ErrorCode::InvalidArgument, "\"{}\": serial must be 1 to {} characters",
+                            spec, kBlkIdBytes);
+            for (char c : o.serial)
+                if (c < 0x21 || c > 0x7e)
+                    return fail(ErrorCode::InvalidArgument,
+                                "\"{}\": serial must be printable ASCII without spaces", spec);
+        } else if (part.rfind("queue-size=", 0) == 0) {
+            const std::string v(part.substr(11));
+            char* end = nullptr;
+            const unsigned long n = std::strtoul(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || n < 2 || n > kMaxQueueSize || (n & (n - 1)) != 0)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": queue-size must be a power of two from 2 to {}", spec,
+                            kMaxQueueSize);
+            o.queue_size = static_cast<uint16_t>(n);
+        } else {
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
+                        "queue-size=N)",
+                        spec, part);
+        }
+    }
+    return o;
+}
+
+Result<NetOptions> parse_net_option(std::string_view spec) {
+    NetOptions o;
+    bool first = true;
+    for (const std::string_view part : split(spec, ',')) {
+        if (first) {
+            first = false;
+            if (part == "user") {
+                o.kind = NetOptions::Kind::User;
+            } else if (part.rfind("tap=", 0) == 0) {
+                o.kind = NetOptions::Kind::Tap;
+                o.tap = part.substr(4);
+                if (o.tap.empty() || o.tap.size() >= IFNAMSIZ ||
+                    o.tap.find('/') != std::string::npos)
+                    return fail(ErrorCode::InvalidArgument,
+                                "\"{}\": the tap name must be 1 to {} characters without '/'", spec,
+                                IFNAMSIZ - 1);
+            } else {
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": expected user[,hostfwd=...] or tap=NAME", spec);
+            }
+        } else if (part.rfind("hostfwd=", 0) == 0) {
+            if (o.kind != NetOptions::Kind::User)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": hostfwd is for user-mode networking only", spec);
+            VIREO_TRY_ASSIGN(auto f, parse_hostfwd(spec, part.substr(8)));
+            o.forwards.push_back(f);
+        } else if (part.rfind("mac=", 0) == 0) {
+            auto mac = virtio::parse_mac(part.substr(4));
+            if (!mac)
+                return fail(ErrorCode::InvalidArgument, "\"{}\": {}", spec, mac.error().message());
+            o.mac = *mac;
+        } else if (part.rfind("mtu=", 0) == 0) {
+            VIREO_TRY_ASSIGN(auto n, parse_number(spec, "mtu", part.substr(4), 68, 65520));
+            o.mtu = static_cast<uint16_t>(n);
+        } else if (part.rfind("queue-size=", 0) == 0) {
+            VIREO_TRY_ASSIGN(auto n,
+                             parse_number(spec, "queue-size", part.substr(11), 64, kMaxQueueSize));
+            if ((n & (n - 1)) != 0)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": queue-size must be a power of two from 64 to {}", spec,
+                            kMaxQueueSize);
+            o.queue_size = static_cast<uint16_t>(n);
+        } else {
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
+                        "queue-size=)",
+                        spec, part);
+        }
+    }
+    return o;
+}
+
+Result<VsockOptions> parse_vsock_option(std::string_view spec) {
+    VsockOptions o;
+    bool have_cid = false;
+    for (const std::string_view part : split(spec, ',')) {
+        if (part.rfind("cid=", 0) == 0) {
+            VIREO_TRY_ASSIGN(o.cid, parse_u64(spec, "cid", part.substr(4)));
+            if (o.cid < 3 || o.cid > 0xffffffffu)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": cid must be from 3 to 4294967295 (0-2 are reserved)", spec);
+            have_cid = true;
+        } else if (part.rfind("socket=", 0) == 0) {
+            o.socket = part.substr(7);
+        } else {
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown option \"{}\" (expected cid=N,socket=PATH)", spec, part);
+        }
+    }
+    if (!have_cid || o.socket.empty())
+        return fail(ErrorCode::InvalidArgument, "\"{}\": expected cid=N,socket=PATH", spec);
+    // Guest connections go to PATH_<port>: leave room for the longest port.
+    if (o.socket.size() + 11 >= sizeof(sockaddr_un::sun_path))
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\": socket path is {} bytes; at most {} fit a Unix socket address "
+                    "with the _PORT suffix",
+                    spec, o.socket.size(), sizeof(sockaddr_un::sun_path) - 12);
+    return o;
+}
+
+}  // namespace vireo::domain
