@@ -38,11 +38,13 @@ function(vireo_add_guest name source)
   add_library(guest_${name} OBJECT ${blob})
 endfunction()
 
-#   vireo_add_elf_guest(NAME SOURCE)
+#   vireo_add_elf_guest(NAME SOURCE [EMBED])
 # links a tiny guest as an ELF executable at 1 MiB (for PVH boot through `vireo run`; the
 # source may #include files, e.g. tests/guests/pvh_entry.inc, and is rebuilt when they change);
-# the file is ${CMAKE_CURRENT_BINARY_DIR}/NAME.elf, built by the target `NAME_elf`.
+# the file is ${CMAKE_CURRENT_BINARY_DIR}/NAME.elf, built by the target `NAME_elf`. With EMBED,
+# the ELF file is also embedded as the object library `guest_NAME_elf` (VIREO_GUEST(NAME_elf)).
 function(vireo_add_elf_guest name source)
+  cmake_parse_arguments(G "EMBED" "" "" ${ARGN})
   set(obj ${CMAKE_CURRENT_BINARY_DIR}/${name}.o)
   set(elf ${CMAKE_CURRENT_BINARY_DIR}/${name}.elf)
   get_filename_component(src ${source} ABSOLUTE)
@@ -56,4 +58,18 @@ function(vireo_add_elf_guest name source)
     COMMENT "Building ELF guest ${name}"
     VERBATIM)
   add_custom_target(${name}_elf ALL DEPENDS ${elf})
+  if(G_EMBED)
+    set(blob ${CMAKE_CURRENT_BINARY_DIR}/guest_${name}_elf_blob.S)
+    file(WRITE ${blob}.in
+      "    .section .rodata\n"
+      "    .balign 16\n"
+      "    .global vireo_guest_${name}_elf_start, vireo_guest_${name}_elf_end\n"
+      "vireo_guest_${name}_elf_start:\n"
+      "    .incbin \"${elf}\"\n"
+      "vireo_guest_${name}_elf_end:\n"
+      "    .section .note.GNU-stack,\"\",@progbits\n")
+    configure_file(${blob}.in ${blob} COPYONLY)
+    set_source_files_properties(${blob} PROPERTIES OBJECT_DEPENDS ${elf})
+    add_library(guest_${name}_elf OBJECT ${blob})
+  endif()
 endfunction()
