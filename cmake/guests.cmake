@@ -8,6 +8,22 @@
 set(VIREO_GUEST_LOAD_ADDR 0x100000 CACHE STRING "Load address of the tiny test guests")
 set(VIREO_GUEST_DIR ${CMAKE_CURRENT_LIST_DIR})
 
+# The object library `guest_NAME` with FILE's bytes between vireo_guest_NAME_start and _end.
+function(vireo_embed_guest name file)
+  set(blob ${CMAKE_CURRENT_BINARY_DIR}/guest_${name}_blob.S)
+  file(WRITE ${blob}.in
+    "    .section .rodata\n"
+    "    .balign 16\n"
+    "    .global vireo_guest_${name}_start, vireo_guest_${name}_end\n"
+    "vireo_guest_${name}_start:\n"
+    "    .incbin \"${file}\"\n"
+    "vireo_guest_${name}_end:\n"
+    "    .section .note.GNU-stack,\"\",@progbits\n")
+  configure_file(${blob}.in ${blob} COPYONLY)
+  set_source_files_properties(${blob} PROPERTIES OBJECT_DEPENDS ${file})
+  add_library(guest_${name} OBJECT ${blob})
+endfunction()
+
 function(vireo_add_guest name source)
   cmake_parse_arguments(G "" "LOAD_ADDR" "" ${ARGN})
   if(NOT G_LOAD_ADDR)
@@ -15,7 +31,6 @@ function(vireo_add_guest name source)
   endif()
   set(obj ${CMAKE_CURRENT_BINARY_DIR}/guest_${name}.o)
   set(bin ${CMAKE_CURRENT_BINARY_DIR}/guest_${name}.bin)
-  set(blob ${CMAKE_CURRENT_BINARY_DIR}/guest_${name}_blob.S)
   get_filename_component(src ${source} ABSOLUTE)
   add_custom_command(
     OUTPUT ${bin}
@@ -25,17 +40,7 @@ function(vireo_add_guest name source)
     DEPENDS ${src}
     COMMENT "Building tiny guest ${name}"
     VERBATIM)
-  file(WRITE ${blob}.in
-    "    .section .rodata\n"
-    "    .balign 16\n"
-    "    .global vireo_guest_${name}_start, vireo_guest_${name}_end\n"
-    "vireo_guest_${name}_start:\n"
-    "    .incbin \"${bin}\"\n"
-    "vireo_guest_${name}_end:\n"
-    "    .section .note.GNU-stack,\"\",@progbits\n")
-  configure_file(${blob}.in ${blob} COPYONLY)
-  set_source_files_properties(${blob} PROPERTIES OBJECT_DEPENDS ${bin})
-  add_library(guest_${name} OBJECT ${blob})
+  vireo_embed_guest(${name} ${bin})
 endfunction()
 
 #   vireo_add_elf_guest(NAME SOURCE [EMBED])
@@ -59,17 +64,6 @@ function(vireo_add_elf_guest name source)
     VERBATIM)
   add_custom_target(${name}_elf ALL DEPENDS ${elf})
   if(G_EMBED)
-    set(blob ${CMAKE_CURRENT_BINARY_DIR}/guest_${name}_elf_blob.S)
-    file(WRITE ${blob}.in
-      "    .section .rodata\n"
-      "    .balign 16\n"
-      "    .global vireo_guest_${name}_elf_start, vireo_guest_${name}_elf_end\n"
-      "vireo_guest_${name}_elf_start:\n"
-      "    .incbin \"${elf}\"\n"
-      "vireo_guest_${name}_elf_end:\n"
-      "    .section .note.GNU-stack,\"\",@progbits\n")
-    configure_file(${blob}.in ${blob} COPYONLY)
-    set_source_files_properties(${blob} PROPERTIES OBJECT_DEPENDS ${elf})
-    add_library(guest_${name}_elf OBJECT ${blob})
+    vireo_embed_guest(${name}_elf ${elf})
   endif()
 endfunction()

@@ -33,55 +33,65 @@ bool wait_output(const CountingTap& tap, uint64_t than) {
     return false;
 }
 
-TEST(VmPause, APausedGuestRunsNoInstructionUntilResumed) {
-    auto kernel = arch::x86::boot::KernelImage::parse(guest_pvh_ticker_elf());
-    ASSERT_TRUE(kernel) << kernel.error().message();
-    auto tap = std::make_shared<CountingTap>();
-    vmm::VmConfig config;
-    config.memory_bytes = 64 << 20;
-    config.console_out = tap;
-    auto vm = vmm::Vm::create(test::hypervisor(), config, vmm::BootImages{*kernel, {}, false});
-    ASSERT_TRUE(vm) << vm.error().message();
+// pvh_ticker's machine, running on its own thread, with its output counted.
+struct TickingVm {
+    TickingVm() {
+        auto kernel = arch::x86::boot::KernelImage::parse(guest_pvh_ticker_elf());
+        if (!kernel) ADD_FAILURE() << kernel.error().message();
+        vmm::VmConfig config;
+        config.memory_bytes = 64 << 20;
+        config.console_out = tap;
+        auto created =
+            vmm::Vm::create(test::hypervisor(), config, vmm::BootImages{*kernel, {}, false});
+        if (!created) {
+            ADD_FAILURE() << created.error().message();
+            std::abort();
+        }
+        vm = std::move(created).value();
+        runner = std::thread([this] { outcome = vm->run(); });
+    }
+    ~TickingVm() {
+        vm->stop(vmm::Fate::Stopped, "test over");
+        if (runner.joinable()) runner.join();
+    }
+    vmm::Outcome join() {
+        runner.join();
+        return outcome;
+    }
+    std::shared_ptr<CountingTap> tap = std::make_shared<CountingTap>();
+    std::unique_ptr<vmm::Vm> vm;
     vmm::Outcome outcome;
-    std::thread runner([&] { outcome = (*vm)->run(); });
+    std::thread runner;
+};
 
-    ASSERT_TRUE(wait_output(*tap, 0)) << "the guest never wrote";
-    ASSERT_TRUE((*vm)->pause());
-    EXPECT_TRUE((*vm)->paused());
-    auto again = (*vm)->pause();
+TEST(VmPause, APausedGuestRunsNoInstructionUntilResumed) {
+    TickingVm t;
+    ASSERT_TRUE(wait_output(*t.tap, 0)) << "the guest never wrote";
+    ASSERT_TRUE(t.vm->pause());
+    EXPECT_TRUE(t.vm->paused());
+    auto again = t.vm->pause();
     ASSERT_FALSE(again);
     EXPECT_EQ(again.error().code(), ErrorCode::BadState);
     // Stopped: whatever it wrote before the pause returned is counted; nothing after.
-    const uint64_t at_pause = tap->bytes.load();
+    const uint64_t at_pause = t.tap->bytes.load();
     std::this_thread::sleep_for(1500ms);  // many ticks' worth, on any KVM
-    EXPECT_EQ(tap->bytes.load(), at_pause) << "the guest ran while paused";
+    EXPECT_EQ(t.tap->bytes.load(), at_pause) << "the guest ran while paused";
 
-    ASSERT_TRUE((*vm)->resume());
-    EXPECT_FALSE((*vm)->paused());
-    EXPECT_FALSE((*vm)->resume());
-    EXPECT_TRUE(wait_output(*tap, at_pause)) << "the guest did not go on after resume";
+    ASSERT_TRUE(t.vm->resume());
+    EXPECT_FALSE(t.vm->paused());
+    EXPECT_FALSE(t.vm->resume());
+    EXPECT_TRUE(wait_output(*t.tap, at_pause)) << "the guest did not go on after resume";
 
-    (*vm)->stop(vmm::Fate::Stopped, "test over");
-    runner.join();
-    EXPECT_EQ(outcome.fate, vmm::Fate::Stopped);
+    t.vm->stop(vmm::Fate::Stopped, "test over");
+    EXPECT_EQ(t.join().fate, vmm::Fate::Stopped);
 }
 
 TEST(VmPause, StopWhilePausedEndsTheRun) {
-    auto kernel = arch::x86::boot::KernelImage::parse(guest_pvh_ticker_elf());
-    ASSERT_TRUE(kernel);
-    auto tap = std::make_shared<CountingTap>();
-    vmm::VmConfig config;
-    config.memory_bytes = 64 << 20;
-    config.console_out = tap;
-    auto vm = vmm::Vm::create(test::hypervisor(), config, vmm::BootImages{*kernel, {}, false});
-    ASSERT_TRUE(vm) << vm.error().message();
-    vmm::Outcome outcome;
-    std::thread runner([&] { outcome = (*vm)->run(); });
-    ASSERT_TRUE(wait_output(*tap, 0));
-    ASSERT_TRUE((*vm)->pause());
-    (*vm)->stop(vmm::Fate::Stopped, "stopped while paused");
-    runner.join();  // a paused machine still stops (vireo down, destroy)
-    EXPECT_EQ(outcome.fate, vmm::Fate::Stopped);
+    TickingVm t;
+    ASSERT_TRUE(wait_output(*t.tap, 0));
+    ASSERT_TRUE(t.vm->pause());
+    t.vm->stop(vmm::Fate::Stopped, "stopped while paused");
+    EXPECT_EQ(t.join().fate, vmm::Fate::Stopped);  // a paused machine still stops
 }
 
 }  // namespace
