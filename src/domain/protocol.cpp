@@ -44,6 +44,16 @@ void each_field(T& t, F&& f) {
     f("allow_software_kvm", t.process.allow_software_kvm);
 }
 
+// A field added to DomainText or ProcessOptions must be added to each_field: until then these
+// bindings (one name per member) stop compiling.
+[[maybe_unused]] void every_field_is_listed(const DomainText& t) {
+    [[maybe_unused]] const auto& [name, kernel, initrd, cmdline, append, memory, cpus, console,
+                                  console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
+                                  rng, memory_backing, cpu_affinity, pin_vcpus, process] = t;
+    [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, stats,
+                                  allow_software_kvm] = t.process;
+}
+
 template <class V>
 bool has_type(const nlohmann::json& j) {
     if constexpr (std::is_same_v<V, std::string>) {

@@ -65,7 +65,11 @@ Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain:
                 ::close(fd);
             }
         }
-        ::dup2(theirs.get(), 3);
+        // dup2 onto itself would keep FD_CLOEXEC, and exec would close the launch socket.
+        if (theirs.get() == 3)
+            ::fcntl(3, F_SETFD, 0);
+        else
+            ::dup2(theirs.get(), 3);
         const int devnull = ::open("/dev/null", O_RDONLY);
         ::dup2(devnull, 0);
         ::dup2(log_fd, 1);

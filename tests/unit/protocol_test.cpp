@@ -60,5 +60,37 @@ TEST(LaunchProtocol, ExitStatusesAreDescribed) {
     EXPECT_EQ(describe_exit(42), "crashed (vireo run exit status 42)");
 }
 
+TEST(LaunchProtocol, EverySpecFieldCrossesTheWire) {
+    DomainText t;
+    t.name = "n";
+    t.kernel = "/k";
+    t.initrd = "/i";
+    t.cmdline = "c";
+    t.append = "a\nb";  // a newline inside a value stays inside the one line
+    t.memory = "1G";
+    t.cpus = 7;
+    t.console = "none";
+    t.console_log_max = "1M";
+    t.on_reboot = "exit";
+    t.on_crash = "preserve";
+    t.disks = {"/d1", "/d2,readonly"};
+    t.nets = {"user"};
+    t.vsock = "cid=3,socket=/s";
+    t.balloon = t.rng = true;
+    t.memory_backing = "locked";
+    t.cpu_affinity = "0-1";
+    t.pin_vcpus = "0,1";
+    t.process.api_socket = "/api";
+    t.process.console_socket = "/con";
+    t.process.metrics = "127.0.0.1:9";
+    t.process.stats = t.process.allow_software_kvm = true;
+    const std::string line = encode_spec(t);
+    ASSERT_EQ(line.find('\n'), line.size() - 1);
+    auto got = decode_spec(std::string_view(line).substr(0, line.size() - 1));
+    ASSERT_TRUE(got) << got.error().message();
+    t.process.ctl_fd = -1;  // never sent
+    EXPECT_EQ(*got, t);
+}
+
 }  // namespace
 }  // namespace vireo::domain
