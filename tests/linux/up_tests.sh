@@ -75,11 +75,23 @@ wait $up
 # host (TCG emulating AMD-V with nested paging on 2 threads) cannot run 64 L2 vCPUs — QEMU+KVM's
 # 64-vCPU guests reset before init there too — and wider guests have triple-faulted or taken the
 # host's own kernel down now and then (once at 8 vCPUs). See docs/test-host.md.
+# A guest the emulated host loses (a triple fault, or no progress in the time limit) is started
+# again once and counted in the PASS line (the clean-clone CI of 8386710 lost this one to a
+# triple fault after init, while the machine also compiled).
 echo 300 >/proc/sys/vm/nr_hugepages
-timeout 300 vireo run --cpus 4 --memory 512M --memory-backing hugepages \
-  --append '-- echo NPROC=$(nproc); poweroff -f' >/tmp/out 2>&1 </dev/null
-if grep -q "NPROC=4" /tmp/out; then ok "a Linux domain on huge pages (4 vCPUs) boots: nproc = 4"
-else bad "huge pages domain: $(tail -5 /tmp/out)"; fi
+hugepage_domain() {
+  timeout 300 vireo run --cpus 4 --memory 512M --memory-backing hugepages \
+    --append '-- echo NPROC=$(nproc); poweroff -f' >/tmp/out 2>&1 </dev/null
+  rc=$?
+}
+losses=0
+hugepage_domain
+if [ $rc = 5 ] || grep -q 'stopped by a signal' /tmp/out; then
+  losses=1; echo "note: huge pages domain lost (status $rc): $(tail -n 2 /tmp/out | tr '\n' ' ')"
+  hugepage_domain
+fi
+if grep -q "NPROC=4" /tmp/out; then ok "a Linux domain on huge pages (4 vCPUs) boots: nproc = 4 ($losses emulated-host losses retried)"
+else bad "huge pages domain ($losses retried): $(tail -5 /tmp/out)"; fi
 echo 0 >/proc/sys/vm/nr_hugepages
 
 echo "$pass passed, $fail failed"
