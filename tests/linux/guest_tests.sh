@@ -29,14 +29,15 @@ else bad "boot with 1 vCPU (status $rc)"; fi
 
 # 4 vCPUs: SMP from the ACPI MADT. In the emulated test host a multi-vCPU L2 guest is now and
 # then lost (a triple fault, or no progress until the time limit; docs/test-host.md). Measured
-# 2026-12-05: 12 of 12 such boots took 4-6 s on an idle machine; the clean-clone CI of 8386710,
-# run while the machine also compiled, lost one (no output in 180 s). A loss is started again
-# once and counted in the PASS line.
+# 2026-12-05: 12 of 12 such boots took 4-6 s outside CI; a clean-clone CI run lost one (no
+# output in 180 s). A loss is started again, at most twice, and counted in the PASS line.
 lost() { [ $rc = 5 ] || has 'stopped by a signal'; }
 losses=0
 vrun --cpus 4 --append '-- echo NPROC=$(nproc); poweroff -f'
-if lost; then losses=1; echo "note: 4-vCPU guest lost (status $rc): $(tail -n 2 /tmp/out | tr '\n' ' ')"
-  vrun --cpus 4 --append '-- echo NPROC=$(nproc); poweroff -f'; fi
+while lost && [ $losses -lt 2 ]; do
+  losses=$((losses + 1)); echo "note: 4-vCPU guest lost (status $rc): $(tail -n 2 /tmp/out | tr '\n' ' ')"
+  vrun --cpus 4 --append '-- echo NPROC=$(nproc); poweroff -f'
+done
 if [ $rc = 0 ] && [ "$(value NPROC)" = 4 ]; then ok "boot with 4 vCPUs: guest sees 4 ($losses emulated-host losses retried)"
 else bad "boot with 4 vCPUs (status $rc, nproc $(value NPROC), $losses retried)"; fi
 

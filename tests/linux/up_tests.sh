@@ -75,21 +75,26 @@ wait $up
 # host (TCG emulating AMD-V with nested paging on 2 threads) cannot run 64 L2 vCPUs — QEMU+KVM's
 # 64-vCPU guests reset before init there too — and wider guests have triple-faulted or taken the
 # host's own kernel down now and then (once at 8 vCPUs). See docs/test-host.md.
-# A guest the emulated host loses (a triple fault, or no progress in the time limit) is started
-# again once and counted in the PASS line (the clean-clone CI of 8386710 lost this one to a
-# triple fault after init, while the machine also compiled).
+# The emulated host also loses a 4-vCPU guest now and then: in two clean-clone CI runs of
+# 2026-12-05 this boot triple-faulted after init once and, in the next run, stopped making
+# progress early in the kernel's boot twice in a row, while 4 of 4 runs of this script and 8 of 8
+# runs of this boot outside CI passed in 4-7 s. A lost boot (a triple fault, or no init within
+# 90 s, where it takes 5) is started again, at most twice, and counted in the PASS line; each
+# loss prints what the test host looked like.
 echo 300 >/proc/sys/vm/nr_hugepages
 hugepage_domain() {
-  timeout 300 vireo run --cpus 4 --memory 512M --memory-backing hugepages \
+  timeout 90 vireo run --cpus 4 --memory 512M --memory-backing hugepages \
     --append '-- echo NPROC=$(nproc); poweroff -f' >/tmp/out 2>&1 </dev/null
   rc=$?
 }
 losses=0
 hugepage_domain
-if [ $rc = 5 ] || grep -q 'stopped by a signal' /tmp/out; then
-  losses=1; echo "note: huge pages domain lost (status $rc): $(tail -n 2 /tmp/out | tr '\n' ' ')"
+while { [ $rc = 5 ] || grep -q 'stopped by a signal' /tmp/out; } && [ $losses -lt 2 ]; do
+  losses=$((losses + 1))
+  echo "note: huge pages domain lost (status $rc, init reached: $(grep -c VIREO-GUEST-INIT /tmp/out)): $(tail -n 2 /tmp/out | tr '\n' ' ')"
+  echo "note: test host: load $(cat /proc/loadavg); $(grep -E 'HugePages_Free|MemAvailable' /proc/meminfo | tr -s ' ' | tr '\n' ' '); kernel: $(dmesg | tail -n 3 | tr '\n' ' ')"
   hugepage_domain
-fi
+done
 if grep -q "NPROC=4" /tmp/out; then ok "a Linux domain on huge pages (4 vCPUs) boots: nproc = 4 ($losses emulated-host losses retried)"
 else bad "huge pages domain ($losses retried): $(tail -5 /tmp/out)"; fi
 echo 0 >/proc/sys/vm/nr_hugepages
