@@ -57,7 +57,7 @@ function(vireo_add_elf_guest name source)
     OUTPUT ${elf}
     COMMAND ${CMAKE_C_COMPILER} -c -m64 -nostdlib -ffreestanding -MD -MF ${obj}.d -o ${obj} ${src}
     COMMAND ${CMAKE_LINKER} -m elf_x86_64 -nostdlib -static -N -Ttext=0x100000 -e _start
-            -z noexecstack --no-warn-rwx-segments -o ${elf} ${obj}
+            -z noexecstack -o ${elf} ${obj}
     DEPENDS ${src}
     DEPFILE ${obj}.d
     COMMENT "Building ELF guest ${name}"
