@@ -80,6 +80,16 @@ Result<HostForward> parse_hostfwd(std::string_view spec, std::string_view text) 
     return f;
 }
 
+// queue-size=N: a power of two from `lo` to kMaxQueueSize (QueueNumMax).
+Result<uint16_t> parse_queue_size(std::string_view spec, std::string_view text, unsigned long lo) {
+    auto n = parse_number(spec, "queue-size", text, lo, kMaxQueueSize);
+    if (!n || (*n & (*n - 1)) != 0)
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\": queue-size must be a power of two from {} to {}", spec, lo,
+                    kMaxQueueSize);
+    return static_cast<uint16_t>(*n);
+}
+
 Result<uint64_t> parse_u64(std::string_view spec, std::string_view key, std::string_view v) {
     uint64_t n = 0;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
@@ -112,14 +122,7 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
                     return fail(ErrorCode::InvalidArgument,
                                 "\"{}\": serial must be printable ASCII without spaces", spec);
         } else if (part.rfind("queue-size=", 0) == 0) {
-            const std::string v(part.substr(11));
-            char* end = nullptr;
-            const unsigned long n = std::strtoul(v.c_str(), &end, 10);
-            if (v.empty() || *end != '\0' || n < 2 || n > kMaxQueueSize || (n & (n - 1)) != 0)
-                return fail(ErrorCode::InvalidArgument,
-                            "\"{}\": queue-size must be a power of two from 2 to {}", spec,
-                            kMaxQueueSize);
-            o.queue_size = static_cast<uint16_t>(n);
+            VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 2));
         } else {
             return fail(ErrorCode::InvalidArgument,
                         "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
@@ -165,13 +168,7 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
             VIREO_TRY_ASSIGN(auto n, parse_number(spec, "mtu", part.substr(4), 68, 65520));
             o.mtu = static_cast<uint16_t>(n);
         } else if (part.rfind("queue-size=", 0) == 0) {
-            VIREO_TRY_ASSIGN(auto n,
-                             parse_number(spec, "queue-size", part.substr(11), 64, kMaxQueueSize));
-            if ((n & (n - 1)) != 0)
-                return fail(ErrorCode::InvalidArgument,
-                            "\"{}\": queue-size must be a power of two from 64 to {}", spec,
-                            kMaxQueueSize);
-            o.queue_size = static_cast<uint16_t>(n);
+            VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 64));
         } else {
             return fail(ErrorCode::InvalidArgument,
                         "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
