@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/log.hpp"
+#include "base/thread_class.hpp"
 #include "base/unix_socket.hpp"
 
 namespace vireo::api {
@@ -212,13 +213,17 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::create(
         ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
                                          : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
     VIREO_TRY_ASSIGN(auto stop, EventFd::create());
-    std::unique_ptr<MetricsEndpoint> e(
+    return std::unique_ptr<MetricsEndpoint>(
         new MetricsEndpoint(std::move(fd), std::move(stop), std::move(render), actual));
-    e->thread_ = std::thread([p = e.get()] {
+}
+
+void MetricsEndpoint::start() {
+    if (thread_.joinable()) return;
+    thread_ = std::thread([p = this] {
         ::pthread_setname_np(::pthread_self(), "vireo-metrics");
+        confine_thread(ThreadClass::Metrics);
         p->serve();
     });
-    return e;
 }
 
 MetricsEndpoint::~MetricsEndpoint() {

@@ -33,9 +33,11 @@ Result<void> check_metrics_address(const std::string& address);
 class MetricsEndpoint {
   public:
     /// `address` is "127.0.0.1:9100", "[::1]:9100" or "localhost:9100"; other addresses are
-    /// refused (metrics are not for the network).
+    /// refused (metrics are not for the network). Listens at once; serves from start() on.
     static Result<std::unique_ptr<MetricsEndpoint>> create(const std::string& address,
                                                            std::function<std::string()> render);
+    /// Starts the serving thread (a domain starts it after entering its sandbox).
+    void start();
     ~MetricsEndpoint();
     uint16_t port() const noexcept { return port_; }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/log.hpp"
+#include "base/thread_class.hpp"
 #include "base/unix_socket.hpp"
 
 namespace vireo::api {
@@ -169,6 +170,7 @@ Result<void> Server::start() {
     try {
         thread_ = std::thread([this] {
             ::pthread_setname_np(::pthread_self(), "vireo-api");
+            confine_thread(ThreadClass::Api);
             serve();
         });
     } catch (const std::system_error& e) {  // no thread (e.g. at the process limit)
@@ -318,7 +320,7 @@ void Server::accept_clients(std::vector<Conn>& clients) {
                                    "\n",
                                0);
             c.reset();
-            spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+            spare_.reset(take_spare());
             return;
         }
         const auto now = Clock::now();
@@ -437,7 +439,7 @@ void Server::serve() {
         // New clients after this round's hang-ups, so that clients which have already gone do
         // not count against the limit.
         if (fds[1].revents & POLLIN) accept_clients(clients);
-        if (!spare_) spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!spare_) spare_.reset(take_spare());
     }
 }
 

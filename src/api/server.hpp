@@ -18,6 +18,8 @@
 // stale one is replaced; the path is removed on exit if it is still this server's socket.
 #pragma once
 
+#include <fcntl.h>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -133,6 +135,9 @@ class Server {
 
     UnixListener listener_;
     EventFd wake_;
+    // The spare descriptor held for accepting at the open-files limit: any descriptor will do,
+    // so a copy of wake_'s (no file system: a jailed domain has none to open).
+    int take_spare() const noexcept { return ::fcntl(wake_.fd(), F_DUPFD_CLOEXEC, 0); }
     UniqueFd spare_;  // an fd given back at the open-files limit, to accept and say "busy"
     std::map<std::string, Method> methods_;
     std::map<std::string, Kind> kinds_;

@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "base/log.hpp"
+#include "base/thread_class.hpp"
 
 namespace vireo {
 
@@ -85,6 +86,7 @@ Result<void> EventLoop::start() {
     stop_.store(false, std::memory_order_release);
     thread_ = std::thread([this] {
         ::pthread_setname_np(::pthread_self(), name_.substr(0, 15).c_str());
+        confine_thread(ThreadClass::IoLoop);
         run();
     });
     return ok();

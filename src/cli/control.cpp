@@ -41,6 +41,21 @@ struct Target {
     std::string name, api, console;
 };
 
+// `vireo info`'s sandbox lines: ids and namespaces, then each thread's class and seccomp mode.
+std::string describe_sandbox(const Json& sb) {
+    if (!sb.value("active", false)) return fmt::format("{:<14} off", "sandbox");
+    std::string ns;
+    for (const auto& n : sb.value("namespaces", Json::array()))
+        ns += (ns.empty() ? "" : " ") + n.get<std::string>();
+    std::string text = fmt::format("{:<14} uid {} gid {}, namespaces: {}", "sandbox",
+                                   sb.value("uid", 0), sb.value("gid", 0), ns);
+    for (const auto& t : sb.value("threads", Json::array()))
+        text += fmt::format("\n{:<14} {:>6} {:<16} {:<14} seccomp {}", "", t.value("tid", 0),
+                            t.value("name", std::string()), t.value("class", std::string()),
+                            t.value("seccomp", std::string()));
+    return text;
+}
+
 int error(const std::string& msg) {
     log::error("{}", msg);
     return kExitError;
@@ -442,9 +457,12 @@ std::function<int()> add_control_commands(CLI::App& app) {
             auto r = domain_call(*t, "info");
             if (!r) return error(r.error().message());
             std::string text;
-            for (const auto& [k, val] : r->items())
+            for (const auto& [k, val] : r->items()) {
+                if (k == "sandbox") continue;
                 text += fmt::format("{}{:<14} {}", text.empty() ? "" : "\n", k,
                                     val.is_string() ? val.get<std::string>() : val.dump());
+            }
+            text += "\n" + describe_sandbox(r->value("sandbox", api::Json::object()));
             print(*o, *r, text);
             return 0;
         }

@@ -18,7 +18,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
         "Console: on a terminal, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n\n"
         "Exit status: 0 guest powered off; 1 vireo error; 3 this host's KVM cannot run a full "
         "kernel; 4 guest kernel panic; 5 guest triple fault; 6 guest rebooted with "
-        "--on-reboot exit; 7 KVM failed to run the guest.");
+        "--on-reboot exit; 7 KVM failed to run the guest; 8 sandbox violation (a vireo thread made "
+        "a system call outside its allow-list; the log line names it).\n\n"
+        "Sandbox (docs/security.md): once the machine is built, vireo runs as an unprivileged "
+        "uid (as root: --uid, default 69999) without capabilities, in its own mount, IPC, UTS, "
+        "PID and (without --net user) network namespaces, with an empty root and a seccomp "
+        "allow-list per thread.");
     run->add_option("--kernel", o.kernel,
                     "bzImage (64-bit boot protocol) or PVH ELF to boot (default: the default "
                     "guest's)");
@@ -94,6 +99,17 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_flag("--allow-software-kvm", o.process.allow_software_kvm,
                   "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
                   "tiny guests such as PVH test images");
+    run->add_option_function<std::string>(
+           "--sandbox", [&o](const std::string& v) { o.process.sandbox = v == "on"; },
+           "on: jail the domain once its machine is built (docs/security.md); off: run it with "
+           "vireo's own privileges (a warning says so) [default: on]")
+        ->check(CLI::IsMember({"on", "off"}));
+    run->add_option("--uid", o.process.uid,
+                    "The unprivileged uid the sandboxed domain runs as, when vireo runs as root "
+                    "(default: 69999)")
+        ->check(CLI::Range(1u, 4294967294u));
+    run->add_option("--gid", o.process.gid, "Its gid (default: the uid given, else 69999)")
+        ->check(CLI::Range(1u, 4294967294u));
     run->add_flag("--stats", o.process.stats,
                   "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo, "
                   "and each virtio device's counters (DEVICE.COUNTER=N)");

@@ -8,6 +8,7 @@
 #include "base/cpu_list.hpp"
 #include "base/log.hpp"
 #include "domain/domain.hpp"
+#include "sandbox/sandbox.hpp"
 
 namespace vireo::domain {
 
@@ -126,6 +127,23 @@ Json domain_metrics(Domain& d) {
     });
 }
 
+// The jail as the domain sees it: its ids, its namespaces, and each thread's seccomp mode
+// and allow-list class ("filter": its class's list stacked on the main thread's).
+Json sandbox_info() {
+    const auto r = sandbox::report();
+    Json threads = Json::array();
+    for (const auto& t : r.threads)
+        threads.push_back({{"tid", t.tid},
+                           {"name", t.name},
+                           {"class", t.thread_class},
+                           {"seccomp", r.active ? "filter" : "disabled"}});
+    return Json{{"active", r.active},
+                {"uid", r.uid},
+                {"gid", r.gid},
+                {"namespaces", r.namespaces},
+                {"threads", threads}};
+}
+
 void add_domain_methods(api::Server& server, Domain& d) {
     server.add("info", [&d](const Json&) -> Result<Json> {
         return d.stop.with_vm([&](vmm::Vm* vm) {
@@ -145,7 +163,8 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"balloon", c.balloon},
                         {"console", d.console != nullptr},
                         {"boots", d.boots.load()},
-                        {"uptime_s", up}};
+                        {"uptime_s", up},
+                        {"sandbox", sandbox_info()}};
         });
     });
     server.add("pause", [&d](const Json&) {

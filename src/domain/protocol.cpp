@@ -42,6 +42,9 @@ void each_field(T& t, F&& f) {
     f("metrics", t.process.metrics);
     f("stats", t.process.stats);
     f("allow_software_kvm", t.process.allow_software_kvm);
+    f("sandbox", t.process.sandbox);
+    f("uid", t.process.uid);
+    f("gid", t.process.gid);
 }
 
 // A field added to DomainText or ProcessOptions must be added to each_field: until then these
@@ -51,7 +54,7 @@ void each_field(T& t, F&& f) {
                                   console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
                                   rng, memory_backing, cpu_affinity, pin_vcpus, process] = t;
     [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, stats,
-                                  allow_software_kvm] = t.process;
+                                  allow_software_kvm, sandbox, uid, gid] = t.process;
 }
 
 template <class V>
@@ -92,6 +95,9 @@ std::string describe_exit(int status) {
             break;
         case kExitKvmError:
             crash = "KVM failed to run the guest";
+            break;
+        case kExitSandboxViolation:
+            crash = "sandbox violation: a system call outside its allow-list (see its log)";
             break;
         default:
             return fmt::format("crashed (vireo run exit status {})", status);

@@ -38,6 +38,7 @@ enum ExitStatus : int {
     kExitTripleFault = 5,    ///< the guest triple-faulted
     kExitReboot = 6,         ///< the guest rebooted and --on-reboot exit was given
     kExitKvmError = 7,       ///< KVM failed to run the guest (internal/entry error)
+    kExitSandboxViolation = 8,  ///< a thread made a system call outside its allow-list
 };
 
 /// What a domain process's exit status means, for logs and `vireo list` ("powered off",

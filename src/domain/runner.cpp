@@ -1,15 +1,20 @@
 #include "domain/runner.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <optional>
 #include <thread>
 
@@ -20,8 +25,11 @@
 #include "base/host_facts.hpp"
 #include "base/log.hpp"
 #include "base/mapped_file.hpp"
+#include "base/thread_class.hpp"
+#include "base/unix_socket.hpp"
 #include "domain/domain.hpp"
 #include "hv/hypervisor.hpp"
+#include "sandbox/sandbox.hpp"
 #include "virtio/net/slirp.hpp"
 #include "vmm/console.hpp"
 
@@ -32,6 +40,11 @@ namespace {
 // Guest reboots restarted at full speed; beyond this many within the window, one a second.
 constexpr size_t kRebootBurst = 10;
 constexpr auto kRebootWindow = std::chrono::seconds(10);
+// A domain's threads besides its vCPUs: I/O loop, API and its workers, console, metrics, slirp,
+// signals, control, and room for a reboot's new threads while the old ones end.
+constexpr uint64_t kThreadsBesideVcpus = 64;
+
+static_assert(static_cast<int>(kExitSandboxViolation) == sandbox::kExitSandboxViolation);
 
 // The process runs one domain; signal and endpoint threads reach it here.
 Domain g_domain;
@@ -49,6 +62,7 @@ void report_error(int ctl_fd, const std::string& msg) {
 void watch_supervisor(int fd) {
     std::thread([fd] {
         ::pthread_setname_np(::pthread_self(), "vireo-ctl");
+        confine_thread(ThreadClass::Control);
         for (;;) {
             pollfd p{fd, POLLIN, 0};
             if (::poll(&p, 1, -1) < 0 && errno == EINTR) continue;
@@ -184,6 +198,19 @@ Result<std::shared_ptr<vmm::ConsoleLog>> open_console(const DomainSpec& s,
     return vmm::ConsoleLog::file(std::move(f), s.console_path, s.console_log_max, inputs);
 }
 
+// The vsock socket by its real directory: guest connections to host port P go to PATH_P, which
+// a jailed domain reaches through a bind of that directory at the same path (and from "/").
+virtio::VsockOptions vsock_options(const virtio::VsockOptions& given) {
+    namespace fs = std::filesystem;
+    virtio::VsockOptions o = given;
+    std::error_code ec;
+    const fs::path p = fs::absolute(given.socket, ec);
+    if (ec) return o;
+    const fs::path dir = fs::canonical(p.parent_path(), ec);
+    if (!ec) o.socket = (dir / p.filename()).string();
+    return o;
+}
+
 // Network back-ends: opened once (taps attached, forwarded ports bound) and kept across
 // reboots, so a guest reboot keeps its network; likewise the vsock listener.
 Result<void> open_network(const DomainSpec& s, vmm::VmConfig& config) {
@@ -198,30 +225,28 @@ Result<void> open_network(const DomainSpec& s, vmm::VmConfig& config) {
              n.queue_size});
     }
     if (s.vsock) {
-        VIREO_TRY_ASSIGN(config.vsock, virtio::VsockListener::create(*s.vsock));
+        VIREO_TRY_ASSIGN(config.vsock, virtio::VsockListener::create(vsock_options(*s.vsock)));
     }
     return {};
 }
 
 // What the domain serves while it runs: its console socket (into `config`), its API and its
-// metrics.
+// metrics. Their sockets are bound here; their threads start after the sandbox is entered.
 struct Endpoints {
     std::unique_ptr<api::Server> api;
     std::unique_ptr<api::MetricsEndpoint> metrics;
 };
 
-Result<Endpoints> serve(const DomainSpec& s, Domain& dom, vmm::VmConfig& config) {
+Result<Endpoints> open_endpoints(const DomainSpec& s, Domain& dom, vmm::VmConfig& config) {
     Endpoints e;
     if (!s.process.console_socket.empty()) {
         VIREO_TRY_ASSIGN(dom.console, vmm::ConsoleServer::create(s.process.console_socket));
         config.console_tap = dom.console;
-        VIREO_TRY(dom.console->start());
     }
     dom.config = config;
     if (!s.process.api_socket.empty()) {
         VIREO_TRY_ASSIGN(e.api, api::Server::create(s.process.api_socket));
         add_domain_methods(*e.api, dom);
-        VIREO_TRY(e.api->start());
     }
     if (!s.process.metrics.empty()) {
         VIREO_TRY_ASSIGN(
@@ -230,6 +255,15 @@ Result<Endpoints> serve(const DomainSpec& s, Domain& dom, vmm::VmConfig& config)
             }));
     }
     return e;
+}
+
+Result<void> start_endpoints(Domain& dom, Endpoints& e, const vmm::VmConfig& config) {
+    if (dom.console) VIREO_TRY(dom.console->start());
+    if (e.api) VIREO_TRY(e.api->start());
+    if (e.metrics) e.metrics->start();
+    for (const auto& n : config.nets)
+        n.backend->start();
+    return {};
 }
 
 // `--stats`: one line at exit: the run, then each virtio device's counters of the last boot
@@ -287,7 +321,7 @@ bool ready_and_wait_for_go(int ctl_fd) {
 
 // Boots the machine, and again after each guest reboot the policy restarts, until it ends.
 int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImages& images,
-              vmm::ConsoleInput& console) {
+              vmm::ConsoleInput& console, std::unique_ptr<vmm::Vm> first) {
     Domain& dom = g_domain;
     const auto started = std::chrono::steady_clock::now();
     unsigned boots = 0;
@@ -301,7 +335,9 @@ int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImag
             std::lock_guard lock(dom.config_mu);  // the API may have re-pinned vCPUs
             boot_config = dom.config;
         }
-        auto vm = vmm::Vm::create(hv, boot_config, images);
+        // The first machine was built before the sandbox; later ones (a guest reboot) here.
+        auto vm = first ? Result<std::unique_ptr<vmm::Vm>>(std::move(first))
+                        : vmm::Vm::create(hv, boot_config, images);
         if (!vm) {
             report_error(s.process.ctl_fd, vm.error().message());
             log::error("{}", vm.error().message());
@@ -351,13 +387,117 @@ int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImag
     }
 }
 
+// The jail of this domain (docs/security.md): its ids, the directories it still reaches by
+// name, the sockets it serves (given to its uid), its locked memory and threads.
+sandbox::Plan sandbox_plan(const DomainSpec& s, const vmm::VmConfig& config) {
+    sandbox::Plan p;
+    p.uid = s.process.uid != 0 ? s.process.uid : sandbox::kDefaultRunUid;
+    p.gid = s.process.gid != 0 ? s.process.gid : p.uid;
+    for (const auto& n : s.nets)
+        if (n.kind == virtio::NetOptions::Kind::User) p.host_network = true;
+    if (config.vsock) {
+        p.binds.push_back(std::filesystem::path(config.vsock->path()).parent_path().string());
+        p.owned_sockets.push_back(config.vsock->path());
+    }
+    for (const auto* path : {&s.process.api_socket, &s.process.console_socket})
+        if (!path->empty()) p.owned_sockets.push_back(*path);
+    if (s.backing == vmm::VmConfig::Backing::Locked) p.locked_bytes = s.memory_bytes;
+    // An id of its own (vireo up gives one per domain): its threads can be counted. The
+    // default id of `vireo run` is shared by every run, so it is not limited per id.
+    if (s.process.uid != 0) p.max_threads = uint64_t{s.cpus} + kThreadsBesideVcpus;
+    return p;
+}
+
+// `vireo run` as root with the sandbox: the domain runs as the first process of a new PID
+// namespace, a child of this one, which stays outside the jail only to pass signals on, wait,
+// and then remove the sockets the jailed domain cannot (its root no longer holds them).
+// Returns the child's exit status (128 + N if a signal N ended it).
+int keep(pid_t child, const DomainSpec& s, const termios* terminal) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD})
+        sigaddset(&set, sig);
+    int status = 0;
+    for (;;) {
+        const int sig = ::sigwaitinfo(&set, nullptr);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            (void)::kill(child, sig);
+            continue;
+        }
+        const pid_t r = ::waitpid(child, &status, WNOHANG);
+        if (r == child) break;
+        if (r < 0 && errno == ECHILD) return kExitError;
+    }
+    for (const auto* path : {&s.process.api_socket, &s.process.console_socket,
+                             s.vsock ? &s.vsock->socket : static_cast<const std::string*>(nullptr)})
+        if (path != nullptr && !path->empty()) (void)remove_stale_socket(*path);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (terminal != nullptr) ::tcsetattr(STDIN_FILENO, TCSANOW, terminal);
+    const int sig = WTERMSIG(status);
+    if (sig == SIGSYS) {
+        // A forbidden call made with signals blocked: the kernel ended it without the handler.
+        log::error(
+            "sandbox violation: the domain made a system call outside its allow-list with "
+            "signals blocked (no handler could name it)");
+        return kExitSandboxViolation;
+    }
+    log::error("the domain was ended by signal {} ({})", sig, ::strsignal(sig));
+    return 128 + sig;
+}
+
 }  // namespace
 
 int run_domain(const DomainSpec& s) {
-    auto fail_with = [](const std::string& msg) {
+    auto fail_with = [&s](const std::string& msg) {
+        report_error(s.process.ctl_fd, msg);
         log::error("{}", msg);
         return kExitError;
     };
+    // The jail needs root for its namespaces and ids; without root a domain runs as its user
+    // (no_new_privs and the seccomp lists still apply).
+    const bool jail = s.process.sandbox && ::geteuid() == 0;
+    if (!s.process.sandbox) {
+        log::warn("the sandbox is off: the domain runs with vireo's own privileges{}",
+                  ::geteuid() == 0 ? " (root)" : "");
+    } else if (!jail) {
+        log::warn(
+            "not root: the domain runs as uid {} without its own namespaces and root; only "
+            "no_new_privs and the seccomp allow-lists confine it",
+            ::getuid());
+    }
+    if (jail && s.process.ctl_fd < 0 && ::getpid() != 1) {
+        termios saved{};
+        const bool tty = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &saved) == 0;
+        if (::unshare(CLONE_NEWPID) != 0)
+            return fail_with(fmt::format("sandbox: new PID namespace: {}", std::strerror(errno)));
+        sigset_t keep_signals;
+        sigemptyset(&keep_signals);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD})
+            sigaddset(&keep_signals, sig);
+        sigset_t old;
+        pthread_sigmask(SIG_BLOCK, &keep_signals, &old);
+        // The keeper holds `alive`'s write end until it ends: the child sees it gone even if
+        // that happened before its parent-death signal was set.
+        int alive[2];
+        if (::pipe2(alive, O_CLOEXEC) != 0)
+            return fail_with(fmt::format("pipe: {}", std::strerror(errno)));
+        const pid_t child = ::fork();
+        if (child < 0) return fail_with(fmt::format("fork: {}", std::strerror(errno)));
+        if (child > 0) {
+            ::close(alive[0]);
+            return keep(child, s, tty ? &saved : nullptr);
+        }
+        ::close(alive[1]);
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        (void)::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        pollfd gone{alive[0], 0, 0};
+        if (::poll(&gone, 1, 0) == 1 && (gone.revents & POLLHUP)) return kExitError;
+        ::close(alive[0]);
+    }
+    if (jail) {
+        if (auto r = sandbox::prepare(); !r) return fail_with(r.error().message());
+    }
     if (auto r = set_process_affinity(s.cpu_affinity); !r) return fail_with(r.error().message());
     // Block SIGINT/SIGTERM before any thread exists (back-ends and the API start threads), so
     // every thread inherits the mask and only the sigwait thread below takes them.
@@ -401,23 +541,44 @@ int run_domain(const DomainSpec& s) {
     dom.name = s.name;
     dom.ctl_fd = s.process.ctl_fd;
     dom.console_log = *console_log;
-    auto endpoints = serve(s, dom, config);
+    auto endpoints = open_endpoints(s, dom, config);
     if (!endpoints) return fail_with(endpoints.error().message());
+
+    // The first machine (memory allocated, prefaulted or locked, vCPUs created), then the jail:
+    // from here on the process has no way back to the host's files, ids or privileges.
+    log::debug("boot 1: building the machine");
+    auto first = vmm::Vm::create(*hv, config, images);
+    if (!first) return fail_with(first.error().message());
+    if (*console_log) {
+        if (auto r = (*console_log)->confine(); !r) return fail_with(r.error().message());
+    }
+    if (s.process.sandbox) {
+        sandbox::Plan plan;
+        if (jail)
+            plan = sandbox_plan(s, config);
+        else
+            plan.unprivileged = true;
+        if (auto r = sandbox::enter(plan); !r) return fail_with(r.error().message());
+    }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they
     // were blocked before any thread started, so only the sigwait thread receives them.
     std::thread([stop_signals] {
+        ::pthread_setname_np(::pthread_self(), "vireo-signals");
+        confine_thread(ThreadClass::Signals);
         int sig = 0;
         while (sigwait(&stop_signals, &sig) == 0) {
             g_domain.stop.request("stopped by a signal");
         }
     }).detach();
+    if (auto r = start_endpoints(dom, *endpoints, config); !r)
+        return fail_with(r.error().message());
 
     vmm::ConsoleInput console([] { g_domain.stop.request("stopped from the console"); });
     if (s.console == ConsoleKind::Stdio) {
         if (auto r = console.start(); !r) return fail_with(r.error().message());
     }
-    return run_boots(s, *hv, images, console);
+    return run_boots(s, *hv, images, console, std::move(*first));
 }
 
 }  // namespace vireo::domain

@@ -29,6 +29,11 @@ struct ProcessOptions {
     int ctl_fd = -1;             ///< the supervisor's launch socket (domain/protocol.hpp), or -1
     bool stats = false;          ///< print one line of figures at exit
     bool allow_software_kvm = false;
+    /// The jail (sandbox/sandbox.hpp): on unless turned off. uid/gid 0: the default
+    /// (sandbox::kDefaultRunUid for `vireo run`, one per domain for `vireo up`).
+    bool sandbox = true;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
     bool operator==(const ProcessOptions&) const = default;
 };
 

@@ -52,21 +52,24 @@ Cgroups Cgroups::open(const std::string& host_stem) {
     const std::string host = root + "/vireo-" + host_stem;
     ::mkdir(host.c_str(), 0755);
     // cpuset is optional (not every kernel delegates it); cpu is what weights and caps need.
-    (void)write_control_file(root + "/cgroup.subtree_control", "+cpu");
-    (void)write_control_file(root + "/cgroup.subtree_control", "+cpuset");
+    for (const char* controller : {"+cpu", "+cpuset", "+memory", "+pids"})
+        (void)write_control_file(root + "/cgroup.subtree_control", controller);
     if (!write_control_file(host + "/cgroup.subtree_control", "+cpu")) return c;
-    (void)write_control_file(host + "/cgroup.subtree_control", "+cpuset");
+    for (const char* controller : {"+cpuset", "+memory", "+pids"})
+        (void)write_control_file(host + "/cgroup.subtree_control", controller);
     c.host_ = host;
     return c;
 }
 
 std::string Cgroups::domain_dir(const std::string& pool, const std::set<uint32_t>& pool_cpus,
-                                const std::string& domain, uint32_t weight, uint32_t cap) const {
+                                const std::string& domain, uint32_t weight, uint32_t cap,
+                                uint64_t memory_max, uint64_t pids_max) const {
     if (host_.empty()) return "";
     const std::string pool_dir = host_ + "/" + pool;
     if (::mkdir(pool_dir.c_str(), 0755) == 0) {
         (void)write_control_file(pool_dir + "/cpuset.cpus", cpu_list(pool_cpus));
-        (void)write_control_file(pool_dir + "/cgroup.subtree_control", "+cpu");
+        for (const char* controller : {"+cpu", "+memory", "+pids"})
+            (void)write_control_file(pool_dir + "/cgroup.subtree_control", controller);
     }
     const std::string dir = pool_dir + "/" + domain;
     ::mkdir(dir.c_str(), 0755);
@@ -75,6 +78,14 @@ std::string Cgroups::domain_dir(const std::string& pool, const std::set<uint32_t
     const std::string max = cap == 0 ? "max 100000" : std::to_string(cap * 1000) + " 100000";
     if (auto r = write_control_file(dir + "/cpu.max", max); !r)
         log::warn("{}", r.error().message());
+    // Memory and tasks: only where the controllers are delegated (a file that is not there is
+    // a controller the host keeps; said once per domain at debug level).
+    if (memory_max != 0)
+        if (auto r = write_control_file(dir + "/memory.max", std::to_string(memory_max)); !r)
+            log::debug("{}", r.error().message());
+    if (pids_max != 0)
+        if (auto r = write_control_file(dir + "/pids.max", std::to_string(pids_max)); !r)
+            log::debug("{}", r.error().message());
     return dir;
 }
 

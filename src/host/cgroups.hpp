@@ -27,8 +27,11 @@ class Cgroups {
     /// The domain's cgroup under its pool's (the pool's made with its CPUs the first time),
     /// with the domain's weight (1-10000) and cap (percent of one CPU; 0: none). "" when
     /// cgroups are not enabled.
+    /// `memory_max` (bytes) and `pids_max` bound its memory and tasks (0: not bounded; each
+    /// only where the host delegates the memory or pids controller).
     std::string domain_dir(const std::string& pool, const std::set<uint32_t>& pool_cpus,
-                           const std::string& domain, uint32_t weight, uint32_t cap) const;
+                           const std::string& domain, uint32_t weight, uint32_t cap,
+                           uint64_t memory_max = 0, uint64_t pids_max = 0) const;
 
     /// Moves a task (a process or thread id; 0: the caller) into `dir`.
     static Result<void> move(const std::string& dir, const std::string& task);

@@ -232,6 +232,8 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             r.boolean(v, key, d.autostart);
         else if (key == "allow_software_kvm")
             r.boolean(v, key, d.allow_software_kvm);
+        else if (key == "sandbox")
+            r.boolean(v, key, d.sandbox);
         else if (key == "memory_backing") {
             if (!r.str(v, key, s)) continue;
             if (const auto b = vmm::parse_backing(s))
@@ -255,7 +257,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
                   "disks, nets, vsock, rng, balloon, console_log_max, memory_backing, "
-                  "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm)");
+                  "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm, sandbox)");
         }
     }
     if (backing_line != 0) {
@@ -301,6 +303,17 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
             top.size(v, key, cfg.reserve);
         } else if (key == "run_dir") {
             top.str(v, key, cfg.run_dir);
+        } else if (key == "uid_base") {
+            int64_t first = 0;
+            if (const auto* i = v.as_integer()) first = i->get();
+            if (v.as_integer() == nullptr || first < 1000 ||
+                first > int64_t{UINT32_MAX} - 1 - kMaxDomainIds)
+                p.add(line_of(v), key,
+                      fmt::format("must be an integer from 1000 to {} (the ids uid_base .. "
+                                  "uid_base + {} are the domains')",
+                                  uint64_t{UINT32_MAX} - 1 - kMaxDomainIds, kMaxDomainIds - 1));
+            else
+                cfg.uid_base = static_cast<uint32_t>(first);
         } else if (key == "pools" || key == "domains") {
             const auto* t = v.as_table();
             if (t == nullptr) {
@@ -321,7 +334,7 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
             }
         } else {
             p.add(line_of(v), key,
-                  "unknown key (known: overcommit, reserve, run_dir, pools, domains)");
+                  "unknown key (known: overcommit, reserve, run_dir, uid_base, pools, domains)");
         }
     }
     // toml++ keeps tables sorted by key; domains start in file order.

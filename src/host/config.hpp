@@ -55,14 +55,25 @@ struct DomainConfig {
     bool autostart = true;
     /// Run on a software KVM (tiny test guests only; see `vireo run --allow-software-kvm`).
     bool allow_software_kvm = false;
+    /// The jail (docs/security.md); `sandbox = false` runs the domain as root, with a warning.
+    bool sandbox = true;
     int line = 0;
 };
+
+/// The first of the ids sandboxed domains run as (host key `uid_base`): above the ids Debian's
+/// adduser hands out (< 60000), below the subordinate ranges of user namespaces (100000+).
+constexpr uint32_t kDefaultUidBase = 70000;
+/// How many ids a host uses from uid_base on: one per domain.
+constexpr uint32_t kMaxDomainIds = 1024;
 
 struct HostConfig {
     std::string path;
     bool overcommit = false;
     uint64_t reserve = uint64_t{256} << 20;  ///< host memory kept free for the host itself
-    std::string run_dir;                ///< default: /run/vireo/<file stem> or $XDG_RUNTIME_DIR
+    std::string run_dir;  ///< default: /run/vireo/<file stem> or $XDG_RUNTIME_DIR
+    /// Sandboxed domains run as uid = gid = uid_base + a slot (0 .. kMaxDomainIds - 1), the
+    /// lowest free one when the domain starts: ids no other domain of the host has meanwhile.
+    uint32_t uid_base = kDefaultUidBase;
     std::map<std::string, Pool> pools;  ///< including "default" (CPUs no pool names)
     std::vector<DomainConfig> domains;  ///< in file order
 };

@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,7 +16,7 @@
 namespace vireo::host {
 
 domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir, const Pool& pool,
-                               const std::vector<int>& pins) {
+                               const std::vector<int>& pins, uint32_t id) {
     domain::DomainText t;
     t.name = c.name;
     t.kernel = c.kernel;
@@ -40,6 +42,9 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
     t.process.api_socket = run_dir + "/" + c.name + ".api";
     t.process.console_socket = run_dir + "/" + c.name + ".console";
     t.process.allow_software_kvm = c.allow_software_kvm;
+    t.process.sandbox = c.sandbox;
+    t.process.uid = id;
+    t.process.gid = id;
     return t;
 }
 
@@ -54,7 +59,12 @@ Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain:
     const std::string spec = domain::encode_spec(text);
     char run[] = "run", flag[] = "--launch-fd", three[] = "3";
     char* const argv[] = {const_cast<char*>(exe.c_str()), run, flag, three, nullptr};
-    const pid_t pid = ::fork();
+    // clone() as fork(), in a new PID namespace: the child only execs (async-signal-safe
+    // calls until then, as after fork).
+    const pid_t pid = text.process.sandbox
+                          ? static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr,
+                                                         nullptr, nullptr, 0))
+                          : ::fork();
     if (pid < 0) return fail_errno(errno, "fork");
     if (pid == 0) {
         ::setpgid(0, 0);  // its own process group: a ^C on the supervisor is not its

@@ -21,9 +21,10 @@ namespace vireo::host {
 /// at console_log_max), its API and console sockets in RUN_DIR, its pool's CPUs (and one per
 /// vCPU in a pinned pool). A reboot restarts in place when on_reboot says restart; a crash is
 /// kept in place when on_crash says preserve; everything else ends the process and the
-/// supervisor applies the policy.
+/// supervisor applies the policy. Sandboxed, it runs as uid = gid = `id` (0: `vireo run`'s
+/// default).
 domain::DomainText launch_text(const DomainConfig& domain, const std::string& run_dir,
-                               const Pool& pool, const std::vector<int>& pins);
+                               const Pool& pool, const std::vector<int>& pins, uint32_t id = 0);
 
 /// A started domain process and its end of the launch socket.
 struct DomainProcess {
@@ -32,7 +33,8 @@ struct DomainProcess {
     domain::LineReader lines;  ///< what it wrote, as lines
 
     /// Starts `exe run --launch-fd 3` in its own process group with stdout and stderr to
-    /// `log_fd`, in cgroup `cgroup` (if not ""), and sends it `text`.
+    /// `log_fd`, in cgroup `cgroup` (if not ""), and sends it `text`. A sandboxed domain starts
+    /// as the first process of a new PID namespace.
     static Result<DomainProcess> spawn(const std::string& exe, const domain::DomainText& text,
                                        int log_fd, const std::string& cgroup);
 

@@ -1,6 +1,7 @@
 #include "host/policy.hpp"
 
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 namespace vireo::host {
@@ -33,7 +34,10 @@ Ending judge_end(const DomainConfig& cfg, int wait_status, DomainState before, b
         // A killed process preserved nothing: preserve means destroy here.
         return {DomainState::Crashed,
                 cfg.on_crash == Action::Preserve ? Action::Destroy : cfg.on_crash,
-                fmt::format("killed by signal {}", WTERMSIG(wait_status))};
+                WTERMSIG(wait_status) == SIGSYS
+                    ? std::string("crashed (sandbox violation: a system call outside its "
+                                  "allow-list, made with signals blocked)")
+                    : fmt::format("killed by signal {}", WTERMSIG(wait_status))};
     }
     const int code = WEXITSTATUS(wait_status);
     const std::string last = domain::describe_exit(code);

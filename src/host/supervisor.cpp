@@ -6,15 +6,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "base/checked.hpp"
 #include "base/private_dir.hpp"
 #include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
+#include "domain/device_options.hpp"
 #include "host/cpu_pools.hpp"
 #include "host/supervisor_impl.hpp"
 
@@ -73,8 +76,10 @@ int Supervisor::run() {
         auto m = api::MetricsEndpoint::create(o_.metrics, [this] { return prometheus(); });
         if (!m)
             log::error("{}", m.error().message());
-        else
+        else {
             metrics_ = std::move(m).value();
+            metrics_->start();
+        }
     }
     supervise();
     metrics_.reset();
@@ -135,12 +140,27 @@ std::vector<int> Supervisor::pins_for(const std::string& pool, uint32_t vcpus,
 }
 
 std::string Supervisor::make_cgroup(const SupervisedDomain& d) const {
+    // The guest's memory and the VMM's own share (its buffers, libraries, page cache of the
+    // disks it reads); every thread: one per vCPU and the VMM's.
+    const uint64_t memory_max = saturating_add(d.cfg->memory, kVmmMemoryShare);
+    const uint64_t pids_max = uint64_t{d.cfg->vcpus} + kVmmThreads;
     return cgroups_.domain_dir(d.pool, cfg_.pools.at(d.pool).cpus, d.cfg->name, d.cfg->weight,
-                               d.cfg->cap);
+                               d.cfg->cap, memory_max, pids_max);
+}
+
+uint32_t Supervisor::free_id() const {
+    for (uint32_t slot = 0; slot < kMaxDomainIds; ++slot) {
+        const uint32_t id = cfg_.uid_base + slot;
+        if (std::none_of(doms_.begin(), doms_.end(),
+                         [id](const SupervisedDomain& d) { return d.uid == id; }))
+            return id;
+    }
+    return 0;  // more domains than ids: admission keeps it from happening
 }
 
 SupervisedDomain& Supervisor::add_dom(const DomainConfig& c) {
     SupervisedDomain d;
+    d.uid = free_id();
     d.cfg = &c;
     d.pool = c.pool;
     d.pinned = pins_for(c.pool, c.vcpus, nullptr);
@@ -154,7 +174,7 @@ Result<void> Supervisor::spawn(SupervisedDomain& d) {
     const std::string log_path = run_dir_ + "/" + d.cfg->name + ".log";
     UniqueFd log_fd = open_log(log_path);
     if (!log_fd) return fail_errno(errno, "cannot open {}", log_path);
-    const auto text = launch_text(*d.cfg, run_dir_, cfg_.pools.at(d.pool), d.pinned);
+    const auto text = launch_text(*d.cfg, run_dir_, cfg_.pools.at(d.pool), d.pinned, d.uid);
     VIREO_TRY_ASSIGN(d.proc, DomainProcess::spawn(o_.vireo_exe, text, log_fd.get(), d.cgroup));
     d.state = DomainState::Starting;
     d.started = Clock::now();
@@ -240,9 +260,14 @@ void Supervisor::drain_ctl(SupervisedDomain& d) {
     }
 }
 
+// A sandboxed domain cannot remove its sockets (its root no longer holds them): the
+// supervisor does, once nothing answers on them.
 void Supervisor::remove_stale_sockets(const SupervisedDomain& d) const {
     for (const char* ext : {".api", ".console"})
         (void)remove_stale_socket(run_dir_ + "/" + d.cfg->name + ext);
+    if (!d.cfg->vsock.empty())
+        if (auto v = domain::parse_vsock_option(d.cfg->vsock); v)
+            (void)remove_stale_socket(v->socket);
 }
 
 void Supervisor::apply_policy(SupervisedDomain& d, int status) {

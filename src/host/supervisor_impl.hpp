@@ -30,6 +30,10 @@ namespace vireo::host {
 using Clock = std::chrono::steady_clock;
 
 inline constexpr int kReadyTimeoutMs = 120000;  // a domain's build, up to its "ready"
+// A domain's cgroup bounds beside its guest memory and vCPUs (memory.max, pids.max): the VMM's
+// buffers, libraries and the page cache of its disks; its own threads and a reboot's overlap.
+inline constexpr uint64_t kVmmMemoryShare = uint64_t{256} << 20;
+inline constexpr uint64_t kVmmThreads = 64;
 
 /// The host log (`vireo dmesg`): the supervisor's last lines, with times.
 void host_log_tap(log::Level level, std::string_view text) noexcept;
@@ -44,6 +48,7 @@ struct SupervisedDomain {
     std::string last;         // why it last stopped
     std::vector<int> pinned;  // host CPU per vCPU (pinned pools)
     std::string cgroup;       // cgroup v2 directory, if any
+    uint32_t uid = 0;         // what it runs as when sandboxed (uid = gid)
     Clock::time_point started{};
     unsigned boots = 0;
     RestartGuard restarts;
@@ -82,6 +87,8 @@ class Supervisor {
                               const SupervisedDomain* except) const;
 
     std::string make_cgroup(const SupervisedDomain& d) const;
+    // The lowest id of uid_base .. uid_base + kMaxDomainIds - 1 no domain has.
+    uint32_t free_id() const;
 
     SupervisedDomain& add_dom(const DomainConfig& c);
 

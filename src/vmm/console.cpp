@@ -1,11 +1,13 @@
 #include "vmm/console.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <vector>
 
 #include "base/log.hpp"
+#include "base/thread_class.hpp"
 
 namespace vireo::vmm {
 
@@ -50,7 +52,11 @@ Result<void> ConsoleInput::start() {
         raw.c_oflag |= OPOST | ONLCR;  // keep output newlines sane for our own messages
         if (::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0) raw_ = true;
     }
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "vireo-stdin");
+        confine_thread(ThreadClass::ConsoleInput);
+        loop();
+    });
     return ok();
 }
 

@@ -79,6 +79,10 @@ void ConsoleLog::drop(const char* why, int err) noexcept {
 // no longer this file (moved by someone else, as logrotate does), it is not renamed: a new
 // PATH is started beside it.
 void ConsoleLog::rotate() noexcept {
+    if (old_) {
+        rotate_in_place();
+        return;
+    }
     struct stat st {};
     const bool ours = ::lstat(path_.c_str(), &st) == 0 && file_id(st) == id_;
     if (ours) {
@@ -123,6 +127,57 @@ ConsoleLog::Stats ConsoleLog::stats() const noexcept {
     return {bytes_.load(std::memory_order_relaxed), rotations_.load(std::memory_order_relaxed),
             write_errors_.load(std::memory_order_relaxed),
             dropped_.load(std::memory_order_relaxed)};
+}
+
+Result<void> ConsoleLog::confine() {
+    if (path_.empty() || max_ == 0 || old_) return {};
+    UniqueFd reader(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY));
+    struct stat st {};
+    if (!reader || ::fstat(reader.get(), &st) != 0 || file_id(st) != id_)
+        return fail(ErrorCode::System, "console {}: cannot reopen it for rotation in the sandbox",
+                    path_);
+    const std::string old_path = path_ + ".1";
+    UniqueFd old(::open(old_path.c_str(),
+                        O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0600));
+    if (!old || ::fstat(old.get(), &st) != 0)
+        return fail_errno(errno, "console {}: open {}", path_, old_path);
+    // PATH.1 someone else put there may be another name of a file vireo reads, or PATH itself.
+    if (!S_ISREG(st.st_mode) || find_input(reads_, st) != nullptr || file_id(st) == id_)
+        return fail(ErrorCode::AlreadyExists,
+                    "console {}: {} is not a regular file of its own (a file vireo reads, or "
+                    "the log itself): refused",
+                    path_, old_path);
+    reader_ = std::move(reader);
+    old_ = std::move(old);
+    return {};
+}
+
+// In the sandbox: PATH's bytes into PATH.1 (emptied first), then PATH emptied; the
+// descriptors stay the same files.
+void ConsoleLog::rotate_in_place() noexcept {
+    if (::ftruncate(old_.get(), 0) != 0) {
+        broken_ = true;
+        drop("rotation (empty .1)", errno);
+        return;
+    }
+    loff_t in = 0, out = 0;
+    for (;;) {
+        const ssize_t n = ::copy_file_range(reader_.get(), &in, old_.get(), &out, 1 << 20, 0);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            broken_ = true;
+            drop("rotation (copy to .1)", errno);
+            return;
+        }
+    }
+    if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) < 0) {
+        broken_ = true;
+        drop("rotation (empty the log)", errno);
+        return;
+    }
+    size_ = 0;
+    rotations_.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace vireo::vmm

@@ -17,6 +17,7 @@
 
 #include "base/file_id.hpp"
 #include "base/limits.hpp"
+#include "base/result.hpp"
 #include "base/unique_fd.hpp"
 #include "devices/legacy/serial.hpp"
 
@@ -46,9 +47,16 @@ class ConsoleLog final : public devices::OutputTap {
     Stats stats() const noexcept;
     int fd() const noexcept { return fd_; }
 
+    /// Before the domain enters its sandbox (no file system afterwards): opens PATH.1 and a
+    /// reader of PATH now, and rotates through them from then on: PATH's content is copied into
+    /// PATH.1 (replacing it) and PATH emptied in place. Same files, same bound; PATH.1 exists
+    /// (empty) from the start. No-op for an unbounded log or a stream.
+    Result<void> confine();
+
   private:
     ConsoleLog(int fd, bool owned, std::string path, uint64_t max_bytes, uint64_t size);
     void rotate() noexcept;
+    void rotate_in_place() noexcept;
     void drop(const char* why, int err) noexcept;
 
     int fd_;
@@ -59,6 +67,7 @@ class ConsoleLog final : public devices::OutputTap {
     FileId id_{};                   // of the current file
     std::vector<int> followers_;    // descriptors that were the same file (stdout, stderr)
     std::vector<InputFile> reads_;  // never written, whatever name they appear under
+    UniqueFd reader_, old_;         // confine(): PATH read-only and PATH.1
     bool broken_ = false;           // rotation failed: everything is dropped from now on
     bool warned_ = false;
     std::atomic<uint64_t> bytes_{0}, rotations_{0}, write_errors_{0}, dropped_{0};

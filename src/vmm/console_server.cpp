@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "base/log.hpp"
+#include "base/thread_class.hpp"
 #include "base/unix_socket.hpp"
 
 namespace vireo::vmm {
@@ -28,6 +29,7 @@ ConsoleServer::~ConsoleServer() {
 Result<void> ConsoleServer::start() {
     thread_ = std::thread([this] {
         ::pthread_setname_np(::pthread_self(), "vireo-console");
+        confine_thread(ThreadClass::Console);
         loop();
     });
     return ok();

@@ -15,6 +15,7 @@
 #include "arch/x86/long_mode.hpp"
 #include "base/log.hpp"
 #include "base/proc_stat.hpp"
+#include "base/thread_class.hpp"
 #include "devices/legacy/acpi_pm.hpp"
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/i8042.hpp"
@@ -576,6 +577,7 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
     char name[16];
     std::snprintf(name, sizeof name, "vireo-vcpu%u", vcpu.id());
     ::pthread_setname_np(::pthread_self(), name);
+    confine_thread(ThreadClass::Vcpu);
     while (!stopping_.load(std::memory_order_acquire)) {
         if (pause_requested_.load(std::memory_order_acquire)) {
             park();

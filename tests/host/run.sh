@@ -131,6 +131,19 @@ done
 printf '%s\n' "$*" > "$root/cmd"
 cat > "$root/init" <<'INIT'
 #!/bin/sh
+# A real host runs from a real root file system, not from the initramfs (rootfs), and vireo's
+# sandbox needs one (pivot_root cannot leave rootfs): first move everything onto a tmpfs and
+# switch to it, as an initramfs hands over to the real root.
+if [ ! -e /.real-root ]; then
+  /bin/busybox mkdir -p /newroot
+  /bin/busybox mount -t tmpfs -o mode=0755 root /newroot
+  for f in /*; do
+    case $f in /newroot|/proc|/sys|/dev) ;; *) /bin/busybox cp -a "$f" /newroot/ ;; esac
+  done
+  /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev
+  /bin/busybox touch /newroot/.real-root
+  exec /bin/busybox switch_root /newroot /init
+fi
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts  # script(1), terminals

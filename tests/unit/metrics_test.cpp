@@ -115,6 +115,7 @@ TEST(MetricsEndpoint, SlowAndSilentClientsDoNotHoldThePageUp) {
     const std::string big(4 << 20, 'x');  // more than a socket buffer: a non-reader stalls
     auto e = MetricsEndpoint::create("127.0.0.1:0", [&] { return big; });
     ASSERT_TRUE(e) << e.error().message();
+    (*e)->start();
     const uint16_t port = (*e)->port();
     std::vector<UniqueFd> hostile;
     for (size_t i = 0; i < MetricsEndpoint::kMaxClients + 8; ++i) {

@@ -83,6 +83,10 @@ class NetBackend {
     virtual ssize_t receive(const iovec* iov, int count) = 0;
     /// Sends one frame, header first. Returns 0 or -errno (the frame is dropped).
     virtual int send(const iovec* iov, int count) = 0;
+    /// Starts the back-end's own thread, if it has one (user networking's poll loop). Called
+    /// once, by the thread that built the domain, after the domain entered its sandbox: a
+    /// thread started before would not be confined.
+    virtual void start() {}
 };
 
 /// Opens (creating it if needed, which takes CAP_NET_ADMIN) the tap device `name` in

@@ -18,6 +18,7 @@
 
 #include "base/event_fd.hpp"
 #include "base/log.hpp"
+#include "base/thread_class.hpp"
 
 namespace vireo::virtio {
 
@@ -140,7 +141,11 @@ class SlirpBackend final : public NetBackend {
         return 0;
     }
 
-    Result<void> start(const NetOptions& o) {
+    void start() override {
+        if (!thread_.joinable()) thread_ = std::thread([this] { poll_loop(); });
+    }
+
+    Result<void> open(const NetOptions& o) {
         SlirpConfig cfg{};
         cfg.version = 4;
         cfg.in_enabled = true;
@@ -181,7 +186,6 @@ class SlirpBackend final : public NetBackend {
                             f.udp ? "udp" : "tcp", a, f.host_port);
             }
         }
-        thread_ = std::thread([this] { poll_loop(); });
         return ok();
     }
 
@@ -243,6 +247,7 @@ class SlirpBackend final : public NetBackend {
 
     void poll_loop() {
         ::pthread_setname_np(::pthread_self(), "vireo-slirp");
+        confine_thread(ThreadClass::Slirp);
         while (!stop_.load(std::memory_order_acquire)) {
             uint32_t timeout = 1000;
             {
@@ -296,7 +301,7 @@ Result<std::shared_ptr<NetBackend>> open_user_network(const NetOptions& options)
     VIREO_TRY_ASSIGN(auto rx, EventFd::create());
     VIREO_TRY_ASSIGN(auto wake, EventFd::create());
     auto backend = std::make_shared<SlirpBackend>(std::move(rx), std::move(wake), options.mtu);
-    VIREO_TRY(backend->start(options));
+    VIREO_TRY(backend->open(options));
     return std::shared_ptr<NetBackend>(std::move(backend));
 }
 

@@ -1,0 +1,51 @@
+#include "hv/ioctls.hpp"
+
+#include "hv/kvm_uapi.hpp"
+
+namespace vireo::hv {
+
+namespace {
+
+constexpr unsigned long kVcpu[] = {
+    KVM_RUN,          KVM_GET_REGS,     KVM_SET_REGS,  KVM_GET_SREGS,       KVM_SET_SREGS,
+    KVM_GET_FPU,      KVM_SET_FPU,      KVM_GET_XSAVE, KVM_SET_XSAVE,       KVM_GET_XCRS,
+    KVM_SET_XCRS,     KVM_GET_LAPIC,    KVM_SET_LAPIC, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+    KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_MSRS,  KVM_SET_MSRS,        KVM_KVMCLOCK_CTRL,
+};
+constexpr unsigned long kInterrupt[] = {KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI};
+constexpr unsigned long kClock[] = {KVM_GET_CLOCK, KVM_SET_CLOCK};
+constexpr unsigned long kBuild[] = {
+    KVM_GET_API_VERSION,
+    KVM_CHECK_EXTENSION,
+    KVM_GET_VCPU_MMAP_SIZE,
+    KVM_GET_SUPPORTED_CPUID,
+    KVM_CREATE_VM,
+    KVM_SET_TSS_ADDR,
+    KVM_CREATE_IRQCHIP,
+    KVM_ENABLE_CAP,
+    KVM_CREATE_PIT2,
+    KVM_SET_USER_MEMORY_REGION,
+    KVM_GET_DIRTY_LOG,
+    KVM_CREATE_VCPU,
+    KVM_SET_CPUID2,
+    KVM_IOEVENTFD,
+    KVM_IRQFD,
+    KVM_GET_STATS_FD,
+};
+
+}  // namespace
+
+std::span<const unsigned long> vcpu_requests() noexcept {
+    return kVcpu;
+}
+std::span<const unsigned long> interrupt_requests() noexcept {
+    return kInterrupt;
+}
+std::span<const unsigned long> clock_requests() noexcept {
+    return kClock;
+}
+std::span<const unsigned long> build_requests() noexcept {
+    return kBuild;
+}
+
+}  // namespace vireo::hv

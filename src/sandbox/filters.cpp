@@ -1,0 +1,284 @@
+#include "sandbox/filters.hpp"
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/seccomp.h>
+#include <linux/sockios.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <initializer_list>
+
+#include "base/unique_fd.hpp"
+#include "hv/ioctls.hpp"
+
+namespace vireo::sandbox {
+
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitizer = true;
+#else
+constexpr bool kSanitizer = false;
+#endif
+#else
+constexpr bool kSanitizer = false;
+#endif
+
+// One filter under construction; the first failing rule is kept and reported by finish().
+class Filter {
+  public:
+    Filter() : ctx_(seccomp_init(SCMP_ACT_TRAP)) {
+        if (ctx_ == nullptr) {
+            err_ = ENOMEM;
+            return;
+        }
+        // A call through another ABI (int 0x80, x32) is a violation too.
+        (void)seccomp_attr_set(ctx_, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_TRAP);
+    }
+    ~Filter() {
+        if (ctx_ != nullptr) seccomp_release(ctx_);
+    }
+    Filter(const Filter&) = delete;
+    Filter& operator=(const Filter&) = delete;
+
+    void allow(std::initializer_list<int> calls) {
+        for (int nr : calls)
+            add(SCMP_ACT_ALLOW, nr, 0, nullptr);
+    }
+    void allow_if(int nr, scmp_arg_cmp cmp) { add(SCMP_ACT_ALLOW, nr, 1, &cmp); }
+    void allow_all(int nr, std::initializer_list<scmp_arg_cmp> cmps) {
+        add(SCMP_ACT_ALLOW, nr, static_cast<unsigned>(cmps.size()), cmps.begin());
+    }
+    void refuse(int nr, int err) {
+        add(SCMP_ACT_ERRNO(static_cast<uint32_t>(err)), nr, 0, nullptr);
+    }
+    void allow_ioctls(std::span<const unsigned long> requests) {
+        for (unsigned long r : requests)
+            allow_if(SCMP_SYS(ioctl), SCMP_A1(SCMP_CMP_EQ, r));
+    }
+    void allow_socket_family(int family) {
+        allow_if(SCMP_SYS(socket), SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(family)));
+    }
+
+    Result<std::vector<sock_filter>> finish(ThreadClass c) {
+        if (err_ != 0) return fail_errno(err_, "seccomp filter for {} threads", to_string(c));
+        // libseccomp 2.5 exports only to a file descriptor.
+        UniqueFd mem(::memfd_create("vireo-seccomp", MFD_CLOEXEC));
+        if (!mem) return fail_errno(errno, "memfd_create");
+        if (int e = seccomp_export_bpf(ctx_, mem.get()); e < 0)
+            return fail_errno(-e, "seccomp filter for {} threads: export", to_string(c));
+        const off_t size = ::lseek(mem.get(), 0, SEEK_END);
+        if (size <= 0 || size % static_cast<off_t>(sizeof(sock_filter)) != 0)
+            return fail(ErrorCode::System, "seccomp filter for {} threads: bad program size {}",
+                        to_string(c), size);
+        std::vector<sock_filter> prog(static_cast<size_t>(size) / sizeof(sock_filter));
+        if (::pread(mem.get(), prog.data(), static_cast<size_t>(size), 0) != size)
+            return fail_errno(errno, "seccomp filter for {} threads: read back", to_string(c));
+        return prog;
+    }
+
+  private:
+    void add(uint32_t action, int nr, unsigned n, const scmp_arg_cmp* cmp) {
+        if (ctx_ == nullptr || err_ != 0) return;
+        const int e = n == 0 ? seccomp_rule_add(ctx_, action, nr, 0)
+                             : seccomp_rule_add_array(ctx_, action, nr, n, cmp);
+        // -EEXIST: the same rule twice (a call in two groups of one class) is fine.
+        if (e < 0 && e != -EEXIST) err_ = -e;
+    }
+
+    scmp_filter_ctx ctx_;
+    int err_ = 0;
+};
+
+// What every thread needs: its memory (never executable), futexes, time, its own signals
+// (tgkill: the pid namespace holds only this process), naming itself, ending.
+void base(Filter& f) {
+    f.allow({SCMP_SYS(read),
+             SCMP_SYS(write),
+             SCMP_SYS(readv),
+             SCMP_SYS(writev),
+             SCMP_SYS(close),
+             SCMP_SYS(futex),
+             SCMP_SYS(set_robust_list),
+             SCMP_SYS(rseq),
+             SCMP_SYS(munmap),
+             SCMP_SYS(mremap),
+             SCMP_SYS(madvise),
+             SCMP_SYS(brk),
+             SCMP_SYS(rt_sigprocmask),
+             SCMP_SYS(rt_sigreturn),
+             SCMP_SYS(clock_gettime),
+             SCMP_SYS(clock_nanosleep),
+             SCMP_SYS(nanosleep),
+             SCMP_SYS(gettimeofday),
+             SCMP_SYS(clock_getres),
+             SCMP_SYS(getpid),
+             SCMP_SYS(gettid),
+             SCMP_SYS(tgkill),
+             SCMP_SYS(exit),
+             SCMP_SYS(exit_group),
+             SCMP_SYS(restart_syscall),
+             SCMP_SYS(sched_yield),
+             SCMP_SYS(fstat),
+             SCMP_SYS(newfstatat),
+             SCMP_SYS(lseek),
+             SCMP_SYS(fcntl),
+             SCMP_SYS(getrandom),
+             SCMP_SYS(poll),
+             SCMP_SYS(ppoll),
+             SCMP_SYS(epoll_wait),
+             SCMP_SYS(epoll_pwait),
+             SCMP_SYS(epoll_ctl)});
+    f.allow_if(SCMP_SYS(mmap), SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    f.allow_if(SCMP_SYS(mprotect), SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    // A thread adds its own class's filter on top of the one it was born with (only ever
+    // narrower: filters stack), without flags (no TSYNC onto other threads).
+    {
+        const scmp_arg_cmp mode = SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER);
+        const scmp_arg_cmp flags = SCMP_A1(SCMP_CMP_EQ, 0);
+        f.allow_all(SCMP_SYS(seccomp), {mode, flags});
+    }
+    f.allow_if(SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
+    f.allow_if(SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME));
+    if (kSanitizer) {
+        // AddressSanitizer's runtime: its own signal stacks and handlers, limits, /proc reads
+        // for a report (which find nothing in the empty root).
+        f.allow({SCMP_SYS(sigaltstack), SCMP_SYS(rt_sigaction), SCMP_SYS(prlimit64),
+                 SCMP_SYS(getrlimit), SCMP_SYS(sched_getaffinity), SCMP_SYS(readlink),
+                 SCMP_SYS(openat), SCMP_SYS(getppid), SCMP_SYS(uname)});
+    }
+}
+
+// Starting threads: clone only for a thread of this process (no fork: no new process), clone3
+// answered ENOSYS so that glibc falls back to clone, whose flags a filter can see.
+void threads(Filter& f) {
+    f.allow_if(SCMP_SYS(clone), SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+    f.refuse(SCMP_SYS(clone3), ENOSYS);
+}
+
+// Serving connections on sockets made before the jail.
+void serving(Filter& f) {
+    f.allow({SCMP_SYS(accept4), SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(sendmsg),
+             SCMP_SYS(recvmsg), SCMP_SYS(shutdown), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt)});
+}
+
+// The devices' work, on whichever thread a notification lands: disks (positioned I/O,
+// io_uring_enter on rings restricted to those operations), taps, eventfds, vsock connections
+// to the host (Unix sockets only), interrupts into the guest.
+void devices(Filter& f) {
+    serving(f);
+    f.allow({SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv), SCMP_SYS(pwritev),
+             SCMP_SYS(preadv2), SCMP_SYS(pwritev2), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
+             SCMP_SYS(fallocate), SCMP_SYS(io_uring_enter), SCMP_SYS(connect),
+             // the console log's rotation in place (vmm/console_log.hpp), on the UART's writer
+             SCMP_SYS(ftruncate), SCMP_SYS(copy_file_range)});
+    f.allow_socket_family(AF_UNIX);
+    f.allow_ioctls(hv::interrupt_requests());
+    static constexpr unsigned long kDeviceIoctls[] = {TUNSETOFFLOAD, FIONREAD};
+    f.allow_ioctls(kDeviceIoctls);
+}
+
+// Reading files, never writing or creating one: the jail's root holds only /proc (the domain's
+// own process directory: its threads' CPU times) and the read-only binds.
+void read_only_files(Filter& f) {
+    f.allow_if(SCMP_SYS(openat),
+               SCMP_A2(SCMP_CMP_MASKED_EQ,
+                       O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE | O_PATH, O_RDONLY));
+    f.allow({SCMP_SYS(getdents64)});
+}
+
+void terminal(Filter& f) {
+    static constexpr unsigned long kTty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF};
+    f.allow_ioctls(kTty);
+}
+
+// libslirp: the host's TCP and UDP sockets for the guest's connections.
+void host_sockets(Filter& f) {
+    serving(f);
+    f.allow({SCMP_SYS(connect), SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(getsockname),
+             SCMP_SYS(getpeername)});
+    f.allow_socket_family(AF_INET);
+    f.allow_socket_family(AF_INET6);
+    static constexpr unsigned long kSlirpIoctls[] = {FIONREAD, FIONBIO};
+    f.allow_ioctls(kSlirpIoctls);
+}
+
+}  // namespace
+
+Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) {
+    Filter f;
+    base(f);
+    switch (c) {
+        case ThreadClass::Main:
+            // The union of every class (threads start under it), and building machines: a
+            // guest reboot rebuilds the machine on this thread (docs/security.md).
+            threads(f);
+            devices(f);
+            terminal(f);
+            read_only_files(f);
+            if (host_network) host_sockets(f);
+            f.allow_ioctls(hv::vcpu_requests());
+            f.allow_ioctls(hv::clock_requests());
+            f.allow_ioctls(hv::build_requests());
+            f.allow({SCMP_SYS(memfd_create), SCMP_SYS(ftruncate), SCMP_SYS(mlock), SCMP_SYS(mlock2),
+                     SCMP_SYS(munlock), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_register),
+                     SCMP_SYS(eventfd2), SCMP_SYS(epoll_create1), SCMP_SYS(sched_setaffinity),
+                     SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait),
+                     SCMP_SYS(dup), SCMP_SYS(dup3)});
+            // The vCPU kick signal's handler, set when vCPUs are made; never SIGSYS's (the
+            // violation handler stays).
+            f.allow_if(SCMP_SYS(rt_sigaction), SCMP_A0(SCMP_CMP_NE, SIGSYS));
+            break;
+        case ThreadClass::Vcpu:
+            devices(f);
+            f.allow_ioctls(hv::vcpu_requests());
+            break;
+        case ThreadClass::IoLoop:
+            devices(f);
+            break;
+        case ThreadClass::Api:
+            // Its workers (create, pin, pause) are threads it starts; pause reads and sets the
+            // VM's clock; pinning moves vCPU threads; shutdown and balloon raise interrupts.
+            threads(f);
+            devices(f);
+            read_only_files(f);
+            f.allow_ioctls(hv::clock_requests());
+            f.allow({SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage),
+                     SCMP_SYS(dup)});
+            break;
+        case ThreadClass::Console:
+            serving(f);
+            break;
+        case ThreadClass::ConsoleInput:
+            terminal(f);
+            break;
+        case ThreadClass::Metrics:
+            serving(f);
+            read_only_files(f);
+            f.allow({SCMP_SYS(pread64), SCMP_SYS(getrusage)});
+            break;
+        case ThreadClass::Slirp:
+            host_sockets(f);
+            break;
+        case ThreadClass::Control:
+            break;
+        case ThreadClass::Signals:
+            f.allow({SCMP_SYS(rt_sigtimedwait)});
+            break;
+    }
+    return f.finish(c);
+}
+
+}  // namespace vireo::sandbox
