@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 #include <vector>
 
 #include "base/log.hpp"
 #include "guests/guest_blob.hpp"
 #include "raw_kvm.hpp"
+#include "sandbox/sandbox.hpp"
 #include "vmm/flat_vm.hpp"
 
 VIREO_GUEST(pio_loop)
@@ -44,6 +46,21 @@ class VireoLoop {
         VireoLoop loop(std::move(vm), expect);
         VIREO_TRY_ASSIGN(loop.vcpu_, loop.vm_.create_vcpu(0, init));
         return loop;
+    }
+
+    // With `confined`, on a new thread under a vCPU thread's filters (installed before the
+    // clock starts).
+    Result<uint64_t> loop(uint64_t exits, bool confined) {
+        if (!confined) return loop(exits);
+        Result<uint64_t> r = fail(ErrorCode::System, "not run");
+        std::thread([&] {
+            if (auto s = sandbox::install(ThreadClass::Vcpu); !s) {
+                r = Unexpected{std::move(s).error()};
+                return;
+            }
+            r = loop(exits);
+        }).join();
+        return r;
     }
 
     Result<uint64_t> loop(uint64_t exits) {
@@ -103,8 +120,8 @@ int run_exits(const ExitsOptions& o) {
 
     // Warm up every loop (page faults, caches, CPU frequency).
     const uint64_t warm = std::max<uint64_t>(o.iterations / 10, 100);
-    check(vireo_pio.loop(warm), "pio"), check(raw_pio.loop(warm, false), "raw pio");
-    check(vireo_mmio.loop(warm), "mmio"), check(raw_mmio.loop(warm, true), "raw mmio");
+    check(vireo_pio.loop(warm, o.sandbox), "pio"), check(raw_pio.loop(warm, false), "raw pio");
+    check(vireo_mmio.loop(warm, o.sandbox), "mmio"), check(raw_mmio.loop(warm, true), "raw mmio");
 
     std::vector<double> pio, mmio, rpio, rmmio, cpuid;
     const auto n = static_cast<double>(o.iterations);
@@ -112,30 +129,36 @@ int run_exits(const ExitsOptions& o) {
     for (int r = 0; r < o.runs; ++r) {
         // Alternate which side goes first so drift affects both alike.
         if (r % 2 == 0) {
-            pio.push_back(static_cast<double>(check(vireo_pio.loop(o.iterations), "pio")) / n);
+            pio.push_back(
+                static_cast<double>(check(vireo_pio.loop(o.iterations, o.sandbox), "pio")) / n);
             rpio.push_back(static_cast<double>(check(raw_pio.loop(o.iterations, false), "raw")) /
                            n);
-            mmio.push_back(static_cast<double>(check(vireo_mmio.loop(o.iterations), "mmio")) / n);
+            mmio.push_back(
+                static_cast<double>(check(vireo_mmio.loop(o.iterations, o.sandbox), "mmio")) / n);
             rmmio.push_back(static_cast<double>(check(raw_mmio.loop(o.iterations, true), "raw")) /
                             n);
         } else {
             rpio.push_back(static_cast<double>(check(raw_pio.loop(o.iterations, false), "raw")) /
                            n);
-            pio.push_back(static_cast<double>(check(vireo_pio.loop(o.iterations), "pio")) / n);
+            pio.push_back(
+                static_cast<double>(check(vireo_pio.loop(o.iterations, o.sandbox), "pio")) / n);
             rmmio.push_back(static_cast<double>(check(raw_mmio.loop(o.iterations, true), "raw")) /
                             n);
-            mmio.push_back(static_cast<double>(check(vireo_mmio.loop(o.iterations), "mmio")) / n);
+            mmio.push_back(
+                static_cast<double>(check(vireo_mmio.loop(o.iterations, o.sandbox), "mmio")) / n);
         }
-        cpuid.push_back(static_cast<double>(check(vireo_cpuid.loop(cpuid_reports), "cpuid")) /
-                        static_cast<double>(cpuid_reports * kCpuidPerReport));
+        cpuid.push_back(
+            static_cast<double>(check(vireo_cpuid.loop(cpuid_reports, o.sandbox), "cpuid")) /
+            static_cast<double>(cpuid_reports * kCpuidPerReport));
     }
 
     auto sp = stats(pio), sm = stats(mmio), srp = stats(rpio), srm = stats(rmmio),
          sc = stats(cpuid);
     const char* ring = user ? "user" : "kernel";
-    std::printf("vireo-bench exits: %llu exits x %d runs, guest loops in ring %s, KVM %s\n",
+    std::printf("vireo-bench exits: %llu exits x %d runs, guest loops in ring %s, KVM %s%s\n",
                 static_cast<unsigned long long>(o.iterations), o.runs, user ? "3" : "0",
-                hv.flavor().empty() ? "unknown" : hv.flavor().c_str());
+                hv.flavor().empty() ? "unknown" : hv.flavor().c_str(),
+                o.sandbox ? ", vireo under a vCPU thread's seccomp filters" : "");
     std::printf("%-22s %10s %10s %10s %22s\n", "exit", "vireo ns", "raw ns", "vireo/raw",
                 "vireo min..max ns");
     auto row = [](const char* name, Stats v, Stats raw) {
@@ -148,12 +171,13 @@ int run_exits(const ExitsOptions& o) {
                 "-", sc.min, sc.max);
     if (o.json) {
         std::printf(
-            "{\"bench\":\"exits\",\"ring\":\"%s\",\"kvm\":\"%s\",\"iterations\":%llu,\"runs\":%d,"
+            "{\"bench\":\"exits\",\"sandbox\":%s,\"ring\":\"%s\",\"kvm\":\"%s\",\"iterations\":%"
+            "llu,\"runs\":%d,"
             "\"pio_ns\":%.1f,\"mmio_ns\":%.1f,\"raw_pio_ns\":%.1f,\"raw_mmio_ns\":%.1f,"
             "\"cpuid_ns\":%.1f,\"pio_ratio\":%.4f,\"mmio_ratio\":%.4f}\n",
-            ring, hv.flavor().c_str(), static_cast<unsigned long long>(o.iterations), o.runs,
-            sp.median, sm.median, srp.median, srm.median, sc.median, sp.median / srp.median,
-            sm.median / srm.median);
+            o.sandbox ? "true" : "false", ring, hv.flavor().c_str(),
+            static_cast<unsigned long long>(o.iterations), o.runs, sp.median, sm.median, srp.median,
+            srm.median, sc.median, sp.median / srp.median, sm.median / srm.median);
     }
     return 0;
 }

@@ -8,9 +8,12 @@ namespace vireo::bench {
 
 struct ExitsOptions {
     uint64_t iterations = 20000;  ///< exits per timed run
-    int runs = 7;                 ///< timed runs per loop (median reported)
-    bool user_mode = false;       ///< run the guest loops in ring 3 instead of ring 0
-    bool json = false;            ///< end with one JSON line
+    /// Drive vireo's loops from a thread under a domain vCPU thread's seccomp filters (the
+    /// main thread's and the vcpu class's, as sandboxed domains run); raw KVM stays unfiltered.
+    bool sandbox = false;
+    int runs = 7;            ///< timed runs per loop (median reported)
+    bool user_mode = false;  ///< run the guest loops in ring 3 instead of ring 0
+    bool json = false;       ///< end with one JSON line
 };
 
 int run_exits(const ExitsOptions& options);

@@ -156,7 +156,11 @@ metric() {  # metric API_SOCKET KEY
 "$vireo" run --allow-software-kvm --memory 64M --kernel "$flood" --console "file:$work/flood.log" \
   --console-log-max 64K --api-socket "$work/flood.sock" >"$work/flood.out" 2>&1 </dev/null &
 fpid=$!
-n=0; while [ ! -e "$work/flood.log.1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+# (A sandboxed domain opens PATH.1 up front and rotates in place: wait for the rotation.)
+n=0
+while r=$(metric "$work/flood.sock" console_log_rotations); [ "${r:-0}" -lt 1 ] && [ $n -lt 600 ]; do
+  sleep 0.1; n=$((n + 1))
+done
 rot=$(metric "$work/flood.sock" console_log_rotations)
 kill $fpid; wait $fpid 2>/dev/null
 if [ -e "$work/flood.log.1" ] && [ "$(size "$work/flood.log.1")" -le 65536 ] &&
@@ -196,10 +200,11 @@ allow_software_kvm = true
 TOML
 "$vireo" up "$work/flood.toml" >"$work/upf.out" 2>&1 &
 up=$!
-n=0; while [ ! -e "$work/runf/f.log.1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+# (PATH.1 exists, empty, from the start in the sandbox: wait for content.)
+n=0; while [ ! -s "$work/runf/f.log.1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
 "$vireo" down --timeout 0 --run-dir "$work/runf" >/dev/null
 wait $up
-if [ -e "$work/runf/f.log.1" ] && [ "$(size "$work/runf/f.log.1")" -le 66560 ] &&
+if [ -s "$work/runf/f.log.1" ] && [ "$(size "$work/runf/f.log.1")" -le 66560 ] &&
    [ "$(size "$work/runf/f.log")" -le 66560 ] && grep -q FLOOD "$work/runf/f.log"; then
   ok "vireo up: a flooding domain's NAME.log rotates at console_log_max"
 else bad "vireo up log rotation: $(ls -l "$work"/runf/ 2>&1); $(tail -3 "$work/upf.out")"; fi

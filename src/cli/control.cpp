@@ -10,8 +10,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "api/server.hpp"
@@ -39,7 +41,33 @@ struct Opts {
 // A domain to talk to: its API socket (and console socket), found through the host.
 struct Target {
     std::string name, api, console;
+    int pid = 0;  ///< the domain process's pid on this host, when the host's list gave one
 };
+
+// A sandboxed domain is PID 1 of its own PID namespace and reports its threads' ids there.
+// The host's id of each (what ps, taskset and /proc here use), from NSpid in
+// /proc/PID/task/*/status: "NSpid: HOST_TID NS_TID". 0 where it cannot be read.
+int host_tid(int pid, int ns_tid) {
+    if (pid <= 0) return ns_tid;
+    std::error_code ec;
+    for (const auto& t :
+         std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+        std::ifstream f(t.path() / "status");
+        std::string line;
+        while (std::getline(f, line)) {
+            if (line.rfind("NSpid:", 0) != 0) continue;
+            std::istringstream in(line.substr(6));
+            std::vector<int> ids;
+            int id = 0;
+            while (in >> id)
+                ids.push_back(id);
+            if (ids.size() >= 2 && ids.back() == ns_tid) return ids.front();
+            if (ids.size() == 1 && ids.front() == ns_tid) return ns_tid;  // no namespace
+            break;
+        }
+    }
+    return 0;
+}
 
 // `vireo info`'s sandbox lines: ids and namespaces, then each thread's class and seccomp mode.
 std::string describe_sandbox(const Json& sb) {
@@ -93,6 +121,7 @@ Result<Target> resolve(const Opts& o, size_t want_rest, std::vector<std::string>
                         found->value("last", std::string()));
         t.api = found->value("api", std::string());
         t.console = found->value("console", std::string());
+        t.pid = found->value("id", 0);
     }
     if (args.size() != want_rest)
         return fail(ErrorCode::InvalidArgument, "expected {} argument(s) after the domain, got {}",
@@ -475,6 +504,11 @@ std::function<int()> add_control_commands(CLI::App& app) {
         if (w == "vcpu-list") {
             auto r = domain_call(*t, "vcpu.list");
             if (!r) return error(r.error().message());
+            // The host's thread ids (the domain's own, in its PID namespace, kept beside).
+            for (auto& c : *r) {
+                c["tid_in_domain"] = c.value("tid", 0);
+                c["tid"] = host_tid(t->pid, c.value("tid", 0));
+            }
             std::string text = fmt::format("{:<5} {:>8} {:>4} {:<16} {:>9} {}", "VCPU", "TID",
                                            "CPU", "AFFINITY", "TIME(s)", "STATE");
             for (const auto& c : *r)

@@ -466,6 +466,7 @@ int run_domain(const DomainSpec& s) {
             "no_new_privs and the seccomp allow-lists confine it",
             ::getuid());
     }
+    const bool in_foreground = vmm::stdin_in_foreground();
     if (jail && s.process.ctl_fd < 0 && ::getpid() != 1) {
         termios saved{};
         const bool tty = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &saved) == 0;
@@ -576,7 +577,7 @@ int run_domain(const DomainSpec& s) {
 
     vmm::ConsoleInput console([] { g_domain.stop.request("stopped from the console"); });
     if (s.console == ConsoleKind::Stdio) {
-        if (auto r = console.start(); !r) return fail_with(r.error().message());
+        if (auto r = console.start(in_foreground); !r) return fail_with(r.error().message());
     }
     return run_boots(s, *hv, images, console, std::move(*first));
 }

@@ -13,7 +13,7 @@ constexpr unsigned long kVcpu[] = {
     KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_MSRS,  KVM_SET_MSRS,        KVM_KVMCLOCK_CTRL,
 };
 constexpr unsigned long kInterrupt[] = {KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI};
-constexpr unsigned long kClock[] = {KVM_GET_CLOCK, KVM_SET_CLOCK};
+constexpr unsigned long kPause[] = {KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_KVMCLOCK_CTRL};
 constexpr unsigned long kBuild[] = {
     KVM_GET_API_VERSION,
     KVM_CHECK_EXTENSION,
@@ -41,8 +41,8 @@ std::span<const unsigned long> vcpu_requests() noexcept {
 std::span<const unsigned long> interrupt_requests() noexcept {
     return kInterrupt;
 }
-std::span<const unsigned long> clock_requests() noexcept {
-    return kClock;
+std::span<const unsigned long> pause_requests() noexcept {
+    return kPause;
 }
 std::span<const unsigned long> build_requests() noexcept {
     return kBuild;

@@ -14,8 +14,10 @@ std::span<const unsigned long> vcpu_requests() noexcept;
 /// Interrupts raised by devices: KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI.
 std::span<const unsigned long> interrupt_requests() noexcept;
 
-/// The VM's clock, read and set around a pause: KVM_GET_CLOCK, KVM_SET_CLOCK.
-std::span<const unsigned long> clock_requests() noexcept;
+/// Pausing and resuming the guest from outside its vCPU threads: the VM's clock read and set
+/// (KVM_GET_CLOCK, KVM_SET_CLOCK), each vCPU's kvmclock told it was paused
+/// (KVM_KVMCLOCK_CTRL).
+std::span<const unsigned long> pause_requests() noexcept;
 
 /// Building a machine: opening KVM, creating the VM, its memory slots, irqchip, PIT,
 /// ioeventfds/irqfds, vCPUs and their CPUID, reading capabilities and statistics. Only the

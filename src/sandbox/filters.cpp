@@ -126,6 +126,10 @@ void base(Filter& f) {
              SCMP_SYS(clock_getres),
              SCMP_SYS(getpid),
              SCMP_SYS(gettid),
+             SCMP_SYS(getuid),
+             SCMP_SYS(geteuid),
+             SCMP_SYS(getgid),
+             SCMP_SYS(getegid),
              SCMP_SYS(tgkill),
              SCMP_SYS(exit),
              SCMP_SYS(exit_group),
@@ -192,15 +196,18 @@ void devices(Filter& f) {
 
 // Reading files, never writing or creating one: the jail's root holds only /proc (the domain's
 // own process directory: its threads' CPU times) and the read-only binds.
+// O_TMPFILE's own bit: glibc's O_TMPFILE includes O_DIRECTORY, which reading a directory sets.
+constexpr unsigned kTmpfileBit = 020000000;
+
 void read_only_files(Filter& f) {
     f.allow_if(SCMP_SYS(openat),
                SCMP_A2(SCMP_CMP_MASKED_EQ,
-                       O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE | O_PATH, O_RDONLY));
+                       O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | kTmpfileBit | O_PATH, O_RDONLY));
     f.allow({SCMP_SYS(getdents64)});
 }
 
 void terminal(Filter& f) {
-    static constexpr unsigned long kTty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF};
+    static constexpr unsigned long kTty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGPGRP};
     f.allow_ioctls(kTty);
 }
 
@@ -230,13 +237,15 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             read_only_files(f);
             if (host_network) host_sockets(f);
             f.allow_ioctls(hv::vcpu_requests());
-            f.allow_ioctls(hv::clock_requests());
+            f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::build_requests());
             f.allow({SCMP_SYS(memfd_create), SCMP_SYS(ftruncate), SCMP_SYS(mlock), SCMP_SYS(mlock2),
                      SCMP_SYS(munlock), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_register),
                      SCMP_SYS(eventfd2), SCMP_SYS(epoll_create1), SCMP_SYS(sched_setaffinity),
                      SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait),
                      SCMP_SYS(dup), SCMP_SYS(dup3)});
+            // Naming the guest's memory in /proc/PID/maps (a reboot's new machine).
+            f.allow_if(SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_VMA));
             // The vCPU kick signal's handler, set when vCPUs are made; never SIGSYS's (the
             // violation handler stays).
             f.allow_if(SCMP_SYS(rt_sigaction), SCMP_A0(SCMP_CMP_NE, SIGSYS));
@@ -254,7 +263,7 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             threads(f);
             devices(f);
             read_only_files(f);
-            f.allow_ioctls(hv::clock_requests());
+            f.allow_ioctls(hv::pause_requests());
             f.allow({SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage),
                      SCMP_SYS(dup)});
             break;

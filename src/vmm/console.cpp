@@ -29,16 +29,22 @@ ConsoleInput::~ConsoleInput() {
     restore_terminal();
 }
 
-Result<void> ConsoleInput::start() {
+bool stdin_in_foreground() {
+    if (::isatty(STDIN_FILENO) != 1) return true;
+    // No controlling terminal: -1.
+    const pid_t foreground = ::tcgetpgrp(STDIN_FILENO);
+    return foreground == -1 || foreground == ::getpgrp();
+}
+
+Result<void> ConsoleInput::start(bool in_foreground) {
     VIREO_TRY_ASSIGN(auto efd, EventFd::create());
     stop_ = std::make_unique<EventFd>(std::move(efd));
     tty_ = ::isatty(STDIN_FILENO) == 1;
     if (tty_) {
         // Started in the background of a job-control shell (`vireo run ... &`): reading the
         // terminal or setting it raw would stop the whole process, guest and all, with
-        // SIGTTIN/SIGTTOU. The console stays output-only. (No controlling terminal: -1.)
-        const pid_t foreground = ::tcgetpgrp(STDIN_FILENO);
-        if (foreground != -1 && foreground != ::getpgrp()) {
+        // SIGTTIN/SIGTTOU. The console stays output-only.
+        if (!in_foreground) {
             tty_ = false;
             log::info(
                 "stdin is a terminal this process does not own (started in the "

@@ -17,6 +17,10 @@
 
 namespace vireo::vmm {
 
+/// Whether standard input is a terminal this process may read and set raw: not one at all, or
+/// one whose foreground process group is this process's (not `vireo run ... &` of a shell).
+bool stdin_in_foreground();
+
 class ConsoleInput {
   public:
     /// `on_escape` runs (on the console thread) when the user types Ctrl-A x.
@@ -25,7 +29,9 @@ class ConsoleInput {
 
     /// Starts reading stdin (no-op if stdin is closed, or a terminal whose foreground process
     /// group is not ours). Call once.
-    Result<void> start();
+    /// `in_foreground`: stdin_in_foreground(), asked before the process entered a PID
+    /// namespace (inside one, the shell's process groups are not visible).
+    Result<void> start(bool in_foreground);
     /// Where input goes from now on (nullptr: dropped).
     void attach(std::shared_ptr<devices::Serial> serial);
     /// True if stdin is a terminal (raw mode and the escape key apply).

@@ -25,6 +25,35 @@ wait_for() {
 # Complete console lines only (they end in CR LF): the guest may be mid-line as we read.
 guest_value() { grep "$(printf '\r')\$" /tmp/out | tr -d '\r' | sed -n "s/^$1=\([^ ]*\).*/\1/p" | tail -n1; }
 
+# The sandbox (docs/security.md), from the host's side: `vireo run` as root keeps a small
+# keeper process; the domain is its child. jail_report PID prints the domain's thread count
+# and then what is wrong with its threads, root and namespaces (nothing when all is right).
+cat >/tmp/jail.sh <<'EOF'
+vmm_pid() { c=$(cat /proc/$1/task/$1/children 2>/dev/null | cut -d' ' -f1); echo "${c:-$1}"; }
+jail_report() {
+  d=$(vmm_pid "$1"); n=0; wrong=""
+  for t in /proc/$d/task/*; do
+    n=$((n + 1)); st=$(cat "$t/status"); c=$(cat "$t/comm")
+    echo "$st" | grep -q '^Uid:[[:space:]]*69999[[:space:]]' || wrong="$wrong $c:uid"
+    echo "$st" | grep -q '^CapEff:[[:space:]]*0000000000000000$' || wrong="$wrong $c:CapEff"
+    echo "$st" | grep -q '^NoNewPrivs:[[:space:]]*1$' || wrong="$wrong $c:NoNewPrivs"
+    echo "$st" | grep -q '^Seccomp:[[:space:]]*2$' || wrong="$wrong $c:Seccomp"
+  done
+  [ "$(stat -L -c %d:%i /proc/$d/root)" != "$(stat -L -c %d:%i /)" ] || wrong="$wrong root"
+  [ "$(readlink /proc/$d/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ] || wrong="$wrong mnt-ns"
+  [ "$(readlink /proc/$d/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] || wrong="$wrong pid-ns"
+  echo "$n$wrong"
+}
+EOF
+. /tmp/jail.sh
+jailed() {  # jailed PID WHAT
+  r=$(jail_report "$1")
+  case $r in
+    *" "*) bad "$2: the domain is not jailed as documented: threads $r" ;;
+    *) ok "$2: all $r threads of the domain: uid 69999, CapEff 0, NoNewPrivs 1, Seccomp 2; own root, mount and PID namespaces" ;;
+  esac
+}
+
 mkdir -p /tmp/www
 : >/tmp/out
 head -c 3000000 /dev/urandom >/tmp/www/blob
@@ -54,6 +83,7 @@ wget -q -O /tmp/fwd http://127.0.0.1:18080/g
 if [ -s /tmp/fwd ] && [ "$(sha /tmp/fwd)" = "$(guest_value GUEST-HAS)" ]; then
   ok "user mode: hostfwd tcp:127.0.0.1:18080 reaches the guest's httpd on port 80, checksum matches"
 else bad "user mode: hostfwd into the guest"; fi
+jailed $pid "sandbox with user networking (slirp thread, host network)"
 kill $pid; wait $pid
 
 # --- tap, in a network namespace of the test's own -----------------------------------------
@@ -77,6 +107,10 @@ ip link set vtap0 up
 httpd -p 192.168.77.1:8080 -h /tmp/www
 n=0; while ! grep -q GUEST-SERVING /tmp/out && [ $n -lt 90 ]; do sleep 1; n=$((n + 1)); done
 wget -q -O /tmp/hb http://192.168.77.2:8081/g
+. /tmp/jail.sh
+r=$(jail_report $pid)
+[ "$(readlink /proc/$(vmm_pid $pid)/ns/net)" != "$(readlink /proc/self/ns/net)" ] || r="$r net-ns"
+echo "$r" >/tmp/tap-jail
 kill $pid; wait $pid
 EOF
 rm -f /tmp/hb
@@ -87,6 +121,10 @@ else bad "tap: host -> guest"; fi
 if [ -s /tmp/hb ] && [ "$(sha /tmp/hb)" = "$(guest_value GUEST-HAS)" ]; then
   ok "tap: host fetched 2 MB from the guest, checksum matches"
 else bad "tap: guest -> host"; fi
+case "$(cat /tmp/tap-jail 2>/dev/null)" in
+  *" "*|"") bad "sandbox with a tap: the domain is not jailed as documented: threads $(cat /tmp/tap-jail 2>/dev/null)" ;;
+  *) ok "sandbox with a tap: all $(cat /tmp/tap-jail) threads jailed, in a network namespace of its own" ;;
+esac
 
 # --- vsock: host -> guest and guest -> host, 1 MiB echoed intact each way ------------------
 I=/guest/net-initrd.img
@@ -110,6 +148,7 @@ else bad "vsock guest -> host"; fi
 if ! netbench send fc:/tmp/v.sock:5999 16 >/tmp/h2g 2>&1 && grep -q "no OK" /tmp/h2g; then
   ok "vsock: CONNECT to a port the guest does not listen on is refused"
 else bad "vsock: refused port ($(cat /tmp/h2g))"; fi
+jailed $pid "sandbox with vsock (its socket's directory bound read-only)"
 kill $pid $echo_pid 2>/dev/null; wait $pid
 if [ ! -e /tmp/v.sock ]; then ok "vsock: the socket is removed when vireo exits"
 else bad "vsock: /tmp/v.sock left behind"; fi
@@ -123,10 +162,13 @@ while true; do echo "MEMKB=$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/memi
 EOF
 script_disk /tmp/balloon.sh /tmp/balloon.img
 rm -f /tmp/api.sock
-vireo run --memory 1G --balloon --api-socket /tmp/api.sock --disk /tmp/balloon.img \
+vireo run --memory 1G --balloon --rng --api-socket /tmp/api.sock --disk /tmp/balloon.img \
   --append '-- sh /dev/vda' >/tmp/out 2>&1 </dev/null &
 pid=$!
 wait_for GUEST-FILLED
+jailed $pid "sandbox with a disk, balloon, rng and the API"
+keeper=$pid
+pid=$(vmm_pid $pid)  # RSS is the domain's, not its keeper's
 sleep 1
 rss_full=$(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$pid/status)
 mem_full=$(guest_value MEMKB)
@@ -161,7 +203,7 @@ else bad "API: balloon.set 2G"; fi
 if vireo api /tmp/api.sock no.such.method 2>&1 | grep -q "unknown-method"; then
   ok "API: unknown methods get a structured error"
 else bad "API: unknown method"; fi
-kill $pid; wait $pid
+kill $keeper; wait $keeper
 if [ ! -e /tmp/api.sock ]; then ok "API: the socket is removed when vireo exits"
 else bad "API: /tmp/api.sock left behind"; fi
 

@@ -36,6 +36,7 @@ on_crash = "preserve"
 [domains.tiny]
 kernel = "/boot/tiny.elf"
 memory = "64M"
+sandbox = false
 )";
 
 TEST(HostConfig, ParsesAGoodFile) {
@@ -53,6 +54,23 @@ TEST(HostConfig, ParsesAGoodFile) {
     EXPECT_EQ(c->pools.at("fast").policy, PoolPolicy::Pinned);
     EXPECT_EQ(c->pools.at("batch").cpus, (std::set<uint32_t>{4, 6, 7}));
     EXPECT_EQ(c->pools.at("default").cpus, (std::set<uint32_t>{0, 1, 5}));  // the rest
+    EXPECT_TRUE(c->domains[0].sandbox);                                     // on unless turned off
+    EXPECT_FALSE(c->domains[2].sandbox);
+    EXPECT_EQ(c->uid_base, kDefaultUidBase);
+}
+
+TEST(HostConfig, UidBaseIsARangeOfUnprivilegedIds) {
+    auto c = parse_host_config("uid_base = 500000\n", "host.toml", 8);
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c->uid_base, 500000u);
+    for (const char* bad : {"uid_base = 0\n", "uid_base = 999\n", "uid_base = \"70000\"\n",
+                            "uid_base = 4294967295\n"}) {
+        auto r = parse_host_config(bad, "host.toml", 8);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().message().find("host.toml:1: uid_base: must be an integer"),
+                  std::string::npos)
+            << r.error().message();
+    }
 }
 
 TEST(HostConfig, ReportsEveryProblemWithFileLineAndKey) {

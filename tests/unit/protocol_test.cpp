@@ -84,6 +84,9 @@ TEST(LaunchProtocol, EverySpecFieldCrossesTheWire) {
     t.process.console_socket = "/con";
     t.process.metrics = "127.0.0.1:9";
     t.process.stats = t.process.allow_software_kvm = true;
+    t.process.sandbox = false;  // not the default
+    t.process.uid = 70001;
+    t.process.gid = 70002;
     const std::string line = encode_spec(t);
     ASSERT_EQ(line.find('\n'), line.size() - 1);
     auto got = decode_spec(std::string_view(line).substr(0, line.size() - 1));

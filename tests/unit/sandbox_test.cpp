@@ -4,6 +4,7 @@
 // the child with kExitSandboxViolation and one line naming the call.
 #include "sandbox/sandbox.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/kvm.h>
@@ -175,6 +176,26 @@ INSTANTIATE_TEST_SUITE_P(EveryClass, Filters, ::testing::ValuesIn(kAll), [](cons
     std::erase(n, '-');
     return n;
 });
+
+// Reading (the domain's own /proc in its jail) but never writing: the API (vCPU threads' CPU
+// times, every thread for a pool's CPUs) and the metrics.
+TEST(Filters, ReadOnlyFilesWhereListed) {
+    const auto list_tasks = [] {
+        DIR* d = ::opendir("/proc/self/task");
+        if (d == nullptr) ::_exit(5);
+        while (::readdir(d) != nullptr) {
+        }
+        ::closedir(d);
+        const int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) ::_exit(6);
+        ::close(fd);
+    };
+    expect_allowed(ThreadClass::Api, "reading /proc/self", list_tasks);
+    expect_allowed(ThreadClass::Metrics, "reading /proc/self", list_tasks);
+    expect_violation(ThreadClass::Vcpu, "openat", list_tasks);
+    expect_violation(ThreadClass::Api, "openat",
+                     [] { ::open("/proc/self/stat", O_RDWR | O_CLOEXEC); });
+}
 
 // Threads a thread of a class starts inherit its filters: the API's workers. A vCPU thread
 // may not start threads at all.

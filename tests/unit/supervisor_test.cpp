@@ -30,6 +30,7 @@ DomainConfig full_domain() {
     d.on_reboot = Action::Restart;
     d.on_crash = Action::Preserve;
     d.allow_software_kvm = true;
+    d.sandbox = false;
     return d;
 }
 
@@ -39,7 +40,7 @@ TEST(LaunchSpec, AHostDomainArrivesAsTheSameDomain) {
     pool.name = "fast";
     pool.cpus = {0, 1};  // parse_spec checks them against this machine's CPUs
     pool.policy = PoolPolicy::Pinned;
-    const auto text = launch_text(d, "/run/vireo/h", pool, {1, 0});
+    const auto text = launch_text(d, "/run/vireo/h", pool, {1, 0}, 70005);
     // Over the wire (one line) and back: exactly the same text.
     const std::string line = domain::encode_spec(text);
     ASSERT_EQ(line.find('\n'), line.size() - 1);
@@ -74,6 +75,9 @@ TEST(LaunchSpec, AHostDomainArrivesAsTheSameDomain) {
     EXPECT_EQ(spec->process.api_socket, "/run/vireo/h/web.api");
     EXPECT_EQ(spec->process.console_socket, "/run/vireo/h/web.console");
     EXPECT_TRUE(spec->process.allow_software_kvm);
+    EXPECT_FALSE(spec->process.sandbox);
+    EXPECT_EQ(spec->process.uid, 70005u);
+    EXPECT_EQ(spec->process.gid, 70005u);
     EXPECT_EQ(spec->process.ctl_fd, -1);  // the receiver's own, never sent
 }
 
