@@ -4,10 +4,11 @@
 # rate, and memory: the supervisor's RSS and each domain process's PSS (proportional set
 # size: shared library pages split among the processes that map them) and RSS.
 # usage: bench/up.sh [N...]   (default 1 16 64 128; after building into build/)
+# VIREO_UP_SANDBOX=false: the domains without their sandbox (`sandbox = false`), to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-vireo=$PWD/build/vireo
-idle=$PWD/build/tests/pvh_idle.elf
+vireo=${VIREO:-$PWD/build/vireo}            # VIREO, VIREO_IDLE: other builds (the test host's)
+idle=${VIREO_IDLE:-$PWD/build/tests/pvh_idle.elf}
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 16 64 128)
 work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-upbench.XXXXXX")
@@ -20,7 +21,8 @@ for n in "${counts[@]}"; do
     echo "run_dir = \"$dir/run\""
     echo 'reserve = "64M"'
     for i in $(seq 1 "$n"); do
-      printf '[domains.d%d]\nkernel = "%s"\nmemory = "64M"\nallow_software_kvm = true\n' "$i" "$idle"
+      printf '[domains.d%d]\nkernel = "%s"\nmemory = "64M"\nallow_software_kvm = true\nsandbox = %s\n' \
+        "$i" "$idle" "${VIREO_UP_SANDBOX:-true}"
     done
   } >"$dir/host.toml"
   start=$(date +%s%N)
@@ -31,14 +33,15 @@ for n in "${counts[@]}"; do
   sleep 0.5
   sup=$(awk '/^VmRSS/ {print $2}' /proc/$up_pid/status)
   pss=0; rss=0; k=0
-  for p in $(pgrep -f "vireo run --name d"); do
+  for p in $(pgrep -P "$up_pid"); do  # the domain processes: the supervisor's children
     pss=$((pss + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup)))
     rss=$((rss + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
     k=$((k + 1))
   done
   "$vireo" down --run-dir "$dir/run"
   wait $up_pid || true
-  secs=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
+  secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
   printf '%8d %10s %14s %13s KiB %14s KiB %14s KiB\n' "$n" "$secs" \
-    "$(echo "scale=1; $n / $secs" | bc)" "$sup" "$((pss / k))" "$((rss / k))"
+    "$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')" "$sup" \
+    "$((pss / (k > 0 ? k : 1)))" "$((rss / (k > 0 ? k : 1)))"
 done

@@ -36,6 +36,12 @@ constexpr bool kSanitizer = false;
 constexpr bool kSanitizer = false;
 #endif
 
+// A comparison of system call argument `index` (libseccomp's SCMP_An macros leave the second
+// datum out, which clang's -Wmissing-field-initializers does not accept).
+constexpr scmp_arg_cmp arg(unsigned index, scmp_compare op, scmp_datum_t a, scmp_datum_t b = 0) {
+    return scmp_arg_cmp{index, op, a, b};
+}
+
 // One filter under construction; the first failing rule is kept and reported by finish().
 class Filter {
   public:
@@ -61,15 +67,18 @@ class Filter {
     void allow_all(int nr, std::initializer_list<scmp_arg_cmp> cmps) {
         add(SCMP_ACT_ALLOW, nr, static_cast<unsigned>(cmps.size()), cmps.begin());
     }
+    void refuse_if(int nr, scmp_arg_cmp cmp, int err) {
+        add(SCMP_ACT_ERRNO(static_cast<uint32_t>(err)), nr, 1, &cmp);
+    }
     void refuse(int nr, int err) {
         add(SCMP_ACT_ERRNO(static_cast<uint32_t>(err)), nr, 0, nullptr);
     }
     void allow_ioctls(std::span<const unsigned long> requests) {
         for (unsigned long r : requests)
-            allow_if(SCMP_SYS(ioctl), SCMP_A1(SCMP_CMP_EQ, r));
+            allow_if(SCMP_SYS(ioctl), arg(1, SCMP_CMP_EQ, r));
     }
     void allow_socket_family(int family) {
-        allow_if(SCMP_SYS(socket), SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(family)));
+        allow_if(SCMP_SYS(socket), arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(family)));
     }
 
     Result<std::vector<sock_filter>> finish(ThreadClass c) {
@@ -145,17 +154,17 @@ void base(Filter& f) {
              SCMP_SYS(epoll_wait),
              SCMP_SYS(epoll_pwait),
              SCMP_SYS(epoll_ctl)});
-    f.allow_if(SCMP_SYS(mmap), SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    f.allow_if(SCMP_SYS(mprotect), SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    f.allow_if(SCMP_SYS(mmap), arg(2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    f.allow_if(SCMP_SYS(mprotect), arg(2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
     // A thread adds its own class's filter on top of the one it was born with (only ever
     // narrower: filters stack), without flags (no TSYNC onto other threads).
     {
-        const scmp_arg_cmp mode = SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER);
-        const scmp_arg_cmp flags = SCMP_A1(SCMP_CMP_EQ, 0);
+        const scmp_arg_cmp mode = arg(0, SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER);
+        const scmp_arg_cmp flags = arg(1, SCMP_CMP_EQ, 0);
         f.allow_all(SCMP_SYS(seccomp), {mode, flags});
     }
-    f.allow_if(SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
-    f.allow_if(SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME));
+    f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_SET_NAME));
+    f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_GET_NAME));
     if (kSanitizer) {
         // AddressSanitizer's runtime: its own signal stacks and handlers, limits, /proc reads
         // for a report (which find nothing in the empty root).
@@ -168,7 +177,7 @@ void base(Filter& f) {
 // Starting threads: clone only for a thread of this process (no fork: no new process), clone3
 // answered ENOSYS so that glibc falls back to clone, whose flags a filter can see.
 void threads(Filter& f) {
-    f.allow_if(SCMP_SYS(clone), SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+    f.allow_if(SCMP_SYS(clone), arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
     f.refuse(SCMP_SYS(clone3), ENOSYS);
 }
 
@@ -178,11 +187,26 @@ void serving(Filter& f) {
              SCMP_SYS(recvmsg), SCMP_SYS(shutdown), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt)});
 }
 
+// libslirp: the host's TCP and UDP sockets for the guest's connections.
+void host_sockets(Filter& f) {
+    serving(f);
+    f.allow({SCMP_SYS(connect), SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(accept),
+             SCMP_SYS(getsockname),
+             SCMP_SYS(getpeername)});
+    f.allow_socket_family(AF_INET);
+    f.allow_socket_family(AF_INET6);
+    static constexpr unsigned long kSlirpIoctls[] = {FIONREAD, FIONBIO};
+    f.allow_ioctls(kSlirpIoctls);
+}
+
 // The devices' work, on whichever thread a notification lands: disks (positioned I/O,
 // io_uring_enter on rings restricted to those operations), taps, eventfds, vsock connections
 // to the host (Unix sockets only), interrupts into the guest.
-void devices(Filter& f) {
+void devices(Filter& f, bool host_network) {
     serving(f);
+    // User networking's slirp takes the guest's frames on the thread that handles them and
+    // makes its host sockets there.
+    if (host_network) host_sockets(f);
     f.allow({SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv), SCMP_SYS(pwritev),
              SCMP_SYS(preadv2), SCMP_SYS(pwritev2), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
              SCMP_SYS(fallocate), SCMP_SYS(io_uring_enter), SCMP_SYS(connect),
@@ -198,29 +222,26 @@ void devices(Filter& f) {
 // own process directory: its threads' CPU times) and the read-only binds.
 // O_TMPFILE's own bit: glibc's O_TMPFILE includes O_DIRECTORY, which reading a directory sets.
 constexpr unsigned kTmpfileBit = 020000000;
+constexpr scmp_arg_cmp kReadOnlyOpen =
+    arg(2, SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | kTmpfileBit | O_PATH,
+        O_RDONLY);
 
 void read_only_files(Filter& f) {
-    f.allow_if(SCMP_SYS(openat),
-               SCMP_A2(SCMP_CMP_MASKED_EQ,
-                       O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | kTmpfileBit | O_PATH, O_RDONLY));
+    f.allow_if(SCMP_SYS(openat), kReadOnlyOpen);
     f.allow({SCMP_SYS(getdents64)});
 }
+
+// Classes that read no file: an open for reading fails with ENOENT, as it would in the jail's
+// empty root anyway, instead of ending the domain, so that a lazy read inside glibc (malloc's
+// /proc/sys/vm/overcommit_memory when it trims a thread's heap) cannot kill a guest. An open
+// for writing or creating is still a violation.
+void no_files(Filter& f) { f.refuse_if(SCMP_SYS(openat), kReadOnlyOpen, ENOENT); }
 
 void terminal(Filter& f) {
     static constexpr unsigned long kTty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGPGRP};
     f.allow_ioctls(kTty);
 }
 
-// libslirp: the host's TCP and UDP sockets for the guest's connections.
-void host_sockets(Filter& f) {
-    serving(f);
-    f.allow({SCMP_SYS(connect), SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(getsockname),
-             SCMP_SYS(getpeername)});
-    f.allow_socket_family(AF_INET);
-    f.allow_socket_family(AF_INET6);
-    static constexpr unsigned long kSlirpIoctls[] = {FIONREAD, FIONBIO};
-    f.allow_ioctls(kSlirpIoctls);
-}
 
 }  // namespace
 
@@ -232,7 +253,7 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             // The union of every class (threads start under it), and building machines: a
             // guest reboot rebuilds the machine on this thread (docs/security.md).
             threads(f);
-            devices(f);
+            devices(f, host_network);
             terminal(f);
             read_only_files(f);
             if (host_network) host_sockets(f);
@@ -245,33 +266,36 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
                      SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait),
                      SCMP_SYS(dup), SCMP_SYS(dup3)});
             // Naming the guest's memory in /proc/PID/maps (a reboot's new machine).
-            f.allow_if(SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_VMA));
+            f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_SET_VMA));
             // The vCPU kick signal's handler, set when vCPUs are made; never SIGSYS's (the
             // violation handler stays).
-            f.allow_if(SCMP_SYS(rt_sigaction), SCMP_A0(SCMP_CMP_NE, SIGSYS));
+            f.allow_if(SCMP_SYS(rt_sigaction), arg(0, SCMP_CMP_NE, SIGSYS));
             break;
         case ThreadClass::Vcpu:
-            devices(f);
+            devices(f, host_network);
             f.allow_ioctls(hv::vcpu_requests());
             break;
         case ThreadClass::IoLoop:
-            devices(f);
+            devices(f, host_network);
             break;
         case ThreadClass::Api:
             // Its workers (create, pin, pause) are threads it starts; pause reads and sets the
             // VM's clock; pinning moves vCPU threads; shutdown and balloon raise interrupts.
             threads(f);
-            devices(f);
+            devices(f, host_network);
             read_only_files(f);
             f.allow_ioctls(hv::pause_requests());
             f.allow({SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage),
                      SCMP_SYS(dup)});
             break;
         case ThreadClass::Console:
+            // What a client types goes into the UART, which raises its interrupt.
             serving(f);
+            f.allow_ioctls(hv::interrupt_requests());
             break;
         case ThreadClass::ConsoleInput:
             terminal(f);
+            f.allow_ioctls(hv::interrupt_requests());
             break;
         case ThreadClass::Metrics:
             serving(f);
@@ -287,6 +311,10 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             f.allow({SCMP_SYS(rt_sigtimedwait)});
             break;
     }
+    // (Sanitizer builds allow every open already.)
+    if (!kSanitizer && c != ThreadClass::Main && c != ThreadClass::Api &&
+        c != ThreadClass::Metrics)
+        no_files(f);
     return f.finish(c);
 }
 

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 
 #include "base/log.hpp"
@@ -276,6 +277,9 @@ Result<void> confine_process() {
     // a new arena beyond its test count (to cap arenas at 8 per CPU): fixed here to what it
     // would compute, so that it never opens a file in the jail.
     (void)::mallopt(M_ARENA_MAX, 8 * ::get_nprocs());
+    // glibc reads /etc/localtime at its first time conversion (even gmtime_r, the RTC's):
+    // here, not in the jail.
+    ::tzset();
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         return fail_errno(errno, "sandbox: no_new_privs");
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail_errno(errno, "sandbox: dumpable");
@@ -356,6 +360,7 @@ Result<void> install(ThreadClass c) {
     resolve_names();
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail_errno(errno, "no_new_privs");
     (void)::mallopt(M_ARENA_MAX, 8 * ::get_nprocs());
+    ::tzset();
     VIREO_TRY(install_handler());
     VIREO_TRY(load(g_programs[static_cast<size_t>(ThreadClass::Main)], ThreadClass::Main));
     if (c != ThreadClass::Main) VIREO_TRY(load(g_programs[static_cast<size_t>(c)], c));

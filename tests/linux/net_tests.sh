@@ -131,6 +131,9 @@ I=/guest/net-initrd.img
 rm -f /tmp/v.sock
 netbench echo unix:/tmp/v.sock_6000 >/tmp/host-echo 2>&1 &
 echo_pid=$!
+# The sandboxed domain connects as its own uid (69999): the host side's socket lets it.
+n=0; while [ ! -S /tmp/v.sock_6000 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+chown 69999 /tmp/v.sock_6000
 vireo run --initrd $I --vsock cid=7,socket=/tmp/v.sock --append \
   '-- netbench echo vsock:5000 & sleep 1; echo GUEST-LISTENING; netbench send vsock:2:6000 1048576; sleep 60' \
   >/tmp/out 2>&1 </dev/null &

@@ -128,7 +128,8 @@ TEST_P(Filters, KvmCallsOnlyWhereListed) {
         expect_allowed(c, "KVM_RUN", run);
     else
         expect_violation(c, "ioctl", run);
-    if (c == ThreadClass::Vcpu || c == ThreadClass::IoLoop || c == ThreadClass::Api)
+    if (c == ThreadClass::Vcpu || c == ThreadClass::IoLoop || c == ThreadClass::Api ||
+        c == ThreadClass::Console || c == ThreadClass::ConsoleInput)
         expect_allowed(c, "KVM_IRQ_LINE", irq);
     else
         expect_violation(c, "ioctl", irq);
@@ -192,7 +193,10 @@ TEST(Filters, ReadOnlyFilesWhereListed) {
     };
     expect_allowed(ThreadClass::Api, "reading /proc/self", list_tasks);
     expect_allowed(ThreadClass::Metrics, "reading /proc/self", list_tasks);
-    expect_violation(ThreadClass::Vcpu, "openat", list_tasks);
+    // Elsewhere an open for reading fails (ENOENT, as in the jail's empty root) rather than
+    // ending the domain: glibc reads files lazily (malloc trimming a thread's heap).
+    const auto o = in_child(ThreadClass::Vcpu, list_tasks);
+    EXPECT_EQ(o.status, 5) << o.err;
     expect_violation(ThreadClass::Api, "openat",
                      [] { ::open("/proc/self/stat", O_RDWR | O_CLOEXEC); });
 }
