@@ -191,8 +191,7 @@ void serving(Filter& f) {
 void host_sockets(Filter& f) {
     serving(f);
     f.allow({SCMP_SYS(connect), SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(accept),
-             SCMP_SYS(getsockname),
-             SCMP_SYS(getpeername)});
+             SCMP_SYS(getsockname), SCMP_SYS(getpeername)});
     f.allow_socket_family(AF_INET);
     f.allow_socket_family(AF_INET6);
     static constexpr unsigned long kSlirpIoctls[] = {FIONREAD, FIONBIO};
@@ -235,13 +234,14 @@ void read_only_files(Filter& f) {
 // empty root anyway, instead of ending the domain, so that a lazy read inside glibc (malloc's
 // /proc/sys/vm/overcommit_memory when it trims a thread's heap) cannot kill a guest. An open
 // for writing or creating is still a violation.
-void no_files(Filter& f) { f.refuse_if(SCMP_SYS(openat), kReadOnlyOpen, ENOENT); }
+void no_files(Filter& f) {
+    f.refuse_if(SCMP_SYS(openat), kReadOnlyOpen, ENOENT);
+}
 
 void terminal(Filter& f) {
     static constexpr unsigned long kTty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGPGRP};
     f.allow_ioctls(kTty);
 }
-
 
 }  // namespace
 
@@ -312,8 +312,7 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             break;
     }
     // (Sanitizer builds allow every open already.)
-    if (!kSanitizer && c != ThreadClass::Main && c != ThreadClass::Api &&
-        c != ThreadClass::Metrics)
+    if (!kSanitizer && c != ThreadClass::Main && c != ThreadClass::Api && c != ThreadClass::Metrics)
         no_files(f);
     return f.finish(c);
 }
