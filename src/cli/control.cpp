@@ -3,12 +3,15 @@
 // Human output by default, --json for scripts.
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -19,6 +22,7 @@
 #include "api/server.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
+#include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
 #include "cli/run.hpp"
 
@@ -43,6 +47,20 @@ struct Target {
     std::string name, api, console;
     int pid = 0;  ///< the domain process's pid on this host, when the host's list gave one
 };
+
+// The pid of the process serving the Unix socket `path`, as this process sees it; 0 if none.
+int peer_pid(const std::string& path) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (!fd || path.size() >= sizeof a.sun_path) return 0;
+    std::memcpy(a.sun_path, path.data(), path.size());
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return 0;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
+    return cred.pid;
+}
 
 // A sandboxed domain is PID 1 of its own PID namespace and reports its threads' ids there.
 // The host's id of each (what ps, taskset and /proc here use), from NSpid in
@@ -504,10 +522,13 @@ std::function<int()> add_control_commands(CLI::App& app) {
         if (w == "vcpu-list") {
             auto r = domain_call(*t, "vcpu.list");
             if (!r) return error(r.error().message());
-            // The host's thread ids (the domain's own, in its PID namespace, kept beside).
+            // The host's thread ids (the domain's own, in its PID namespace, kept beside). The
+            // domain's pid: the host's list, else the API socket's peer (SO_PEERCRED gives it
+            // in this process's PID namespace).
+            const int pid = t->pid > 0 ? t->pid : peer_pid(t->api);
             for (auto& c : *r) {
                 c["tid_in_domain"] = c.value("tid", 0);
-                c["tid"] = host_tid(t->pid, c.value("tid", 0));
+                c["tid"] = host_tid(pid, c.value("tid", 0));
             }
             std::string text = fmt::format("{:<5} {:>8} {:>4} {:<16} {:>9} {}", "VCPU", "TID",
                                            "CPU", "AFFINITY", "TIME(s)", "STATE");

@@ -487,6 +487,7 @@ int run_domain(const DomainSpec& s) {
         if (child < 0) return fail_with(fmt::format("fork: {}", std::strerror(errno)));
         if (child > 0) {
             ::close(alive[0]);
+            sandbox::mark_keeper();
             return keep(child, s, tty ? &saved : nullptr);
         }
         ::close(alive[1]);

@@ -167,10 +167,14 @@ void base(Filter& f) {
     f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_GET_NAME));
     if (kSanitizer) {
         // AddressSanitizer's runtime: its own signal stacks and handlers, limits, /proc reads
-        // for a report (which find nothing in the empty root).
+        // for a report (which find nothing in the empty root), a pipe to probe whether memory
+        // is readable (IsAccessibleMemoryRange).
         f.allow({SCMP_SYS(sigaltstack), SCMP_SYS(rt_sigaction), SCMP_SYS(prlimit64),
                  SCMP_SYS(getrlimit), SCMP_SYS(sched_getaffinity), SCMP_SYS(readlink),
-                 SCMP_SYS(openat), SCMP_SYS(getppid), SCMP_SYS(uname)});
+                 SCMP_SYS(openat), SCMP_SYS(getppid), SCMP_SYS(uname), SCMP_SYS(pipe2),
+                 SCMP_SYS(pipe)});
+        static constexpr unsigned long kIsatty[] = {TCGETS};  // a report's colours
+        f.allow_ioctls(kIsatty);
     }
 }
 

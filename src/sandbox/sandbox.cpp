@@ -41,6 +41,7 @@ constexpr const char* kRootOptions = "mode=0755,size=64k,nr_inodes=256";
 constexpr int kMaxSyscall = 512;
 
 std::atomic<bool> g_active{false};
+std::atomic<bool> g_keeper{false};
 std::array<std::vector<sock_filter>, kThreadClasses> g_programs;
 std::array<const char*, kMaxSyscall> g_names{};  // resolved before the jail (they allocate)
 std::vector<std::string> g_namespaces;
@@ -342,6 +343,13 @@ Result<void> enter(const Plan& plan) {
 
 bool active() noexcept {
     return g_active.load(std::memory_order_acquire);
+}
+
+void mark_keeper() noexcept {
+    g_keeper.store(true, std::memory_order_relaxed);
+}
+bool is_keeper() noexcept {
+    return g_keeper.load(std::memory_order_relaxed);
 }
 
 Report report() {

@@ -69,6 +69,11 @@ Result<void> enter(const Plan& plan);
 /// Whether enter() succeeded in this process.
 bool active() noexcept;
 
+/// `vireo run`'s keeper (the parent left outside the jail) says so: sanitizer builds skip their
+/// leak check in it as in the jailed domain.
+void mark_keeper() noexcept;
+bool is_keeper() noexcept;
+
 /// What `vireo info` shows of the jail.
 struct ThreadReport {
     int tid = 0;

@@ -196,7 +196,10 @@ echo 0 >/proc/sys/vm/nr_hugepages
 
 # vcpu-pin moves a vCPU thread (a single domain with the whole host's CPUs).
 vireo run --cpus 2 --memory 256M --api-socket /tmp/pin.api --console file:/tmp/pin.log &
-vm=$!
+keeper=$!
+# As root, vireo run keeps a small process outside the sandbox; the domain is its child.
+n=0; while [ -z "$(cat /proc/$keeper/task/$keeper/children 2>/dev/null)" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+vm=$(cut -d' ' -f1 /proc/$keeper/task/$keeper/children)
 n=0; while ! grep -q VIREO-GUEST-INIT /tmp/pin.log 2>/dev/null && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
 vireo vcpu-pin --api-socket /tmp/pin.api 1 0 >/dev/null
 tid=$(vireo vcpu-list --api-socket /tmp/pin.api --json | tr -d ' \n' | sed 's/},{/}\n{/g' | grep '"vcpu":1' | sed -n 's/.*"tid":\([0-9]*\).*/\1/p')
