@@ -60,12 +60,13 @@ TEST(HostConfig, ParsesAGoodFile) {
 }
 
 TEST(HostConfig, UidBaseIsARangeOfUnprivilegedIds) {
-    auto c = parse_host_config("uid_base = 500000\n", "host.toml", 8);
+    const std::string domain = "[domains.a]\nmemory = \"64M\"\n";
+    auto c = parse_host_config("uid_base = 500000\n" + domain, "host.toml", 8);
     ASSERT_TRUE(c) << c.error().message();
     EXPECT_EQ(c->uid_base, 500000u);
     for (const char* bad : {"uid_base = 0\n", "uid_base = 999\n", "uid_base = \"70000\"\n",
                             "uid_base = 4294967295\n"}) {
-        auto r = parse_host_config(bad, "host.toml", 8);
+        auto r = parse_host_config(bad + domain, "host.toml", 8);
         ASSERT_FALSE(r) << bad;
         EXPECT_NE(r.error().message().find("host.toml:1: uid_base: must be an integer"),
                   std::string::npos)
