@@ -10,10 +10,10 @@
 //              thread's seccomp filter.
 //
 // Every thread the domain starts afterwards calls confine_thread() (base/thread_class.hpp) with
-// its class first thing: it adds
-// that class's own, narrower allow-list on top of the main thread's (filters stack; every one
-// must allow a call). A call outside the lists raises SIGSYS; the handler writes one line naming
-// the call and the thread and ends the process with kExitSandboxViolation.
+// its class first thing: it adds that class's own, narrower allow-list on top of the main
+// thread's (filters stack; every one must allow a call). A call outside the lists raises
+// SIGSYS; the handler writes one line naming the call and the thread and ends the process with
+// kExitSandboxViolation.
 //
 // Nothing here is on a hot path: confine_thread() loads a program built once in enter().
 #pragma once
