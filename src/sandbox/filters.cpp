@@ -111,6 +111,12 @@ class Filter {
     int err_ = 0;
 };
 
+// O_TMPFILE's own bit: glibc's O_TMPFILE includes O_DIRECTORY, which reading a directory sets.
+constexpr unsigned kTmpfileBit = 020000000;
+constexpr scmp_arg_cmp kReadOnlyOpen =
+    arg(2, SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | kTmpfileBit | O_PATH,
+        O_RDONLY);
+
 // What every thread needs: its memory (never executable), futexes, time, its own signals
 // (tgkill: the pid namespace holds only this process), naming itself, ending.
 void base(Filter& f) {
@@ -171,10 +177,11 @@ void base(Filter& f) {
         // is readable (IsAccessibleMemoryRange).
         f.allow({SCMP_SYS(sigaltstack), SCMP_SYS(rt_sigaction), SCMP_SYS(prlimit64),
                  SCMP_SYS(getrlimit), SCMP_SYS(sched_getaffinity), SCMP_SYS(readlink),
-                 SCMP_SYS(openat), SCMP_SYS(getppid), SCMP_SYS(uname), SCMP_SYS(pipe2),
-                 SCMP_SYS(pipe)});
+                 SCMP_SYS(getppid), SCMP_SYS(uname), SCMP_SYS(pipe2), SCMP_SYS(pipe)});
         static constexpr unsigned long kIsatty[] = {TCGETS};  // a report's colours
         f.allow_ioctls(kIsatty);
+        f.allow_if(SCMP_SYS(openat), kReadOnlyOpen);  // its /proc reads (never a write)
+        f.allow({SCMP_SYS(getdents64)});
     }
 }
 
@@ -223,11 +230,6 @@ void devices(Filter& f, bool host_network) {
 
 // Reading files, never writing or creating one: the jail's root holds only /proc (the domain's
 // own process directory: its threads' CPU times) and the read-only binds.
-// O_TMPFILE's own bit: glibc's O_TMPFILE includes O_DIRECTORY, which reading a directory sets.
-constexpr unsigned kTmpfileBit = 020000000;
-constexpr scmp_arg_cmp kReadOnlyOpen =
-    arg(2, SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | kTmpfileBit | O_PATH,
-        O_RDONLY);
 
 void read_only_files(Filter& f) {
     f.allow_if(SCMP_SYS(openat), kReadOnlyOpen);
@@ -315,7 +317,7 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             f.allow({SCMP_SYS(rt_sigtimedwait)});
             break;
     }
-    // (Sanitizer builds allow every open already.)
+    // (Sanitizer builds allow reading already.)
     if (!kSanitizer && c != ThreadClass::Main && c != ThreadClass::Api && c != ThreadClass::Metrics)
         no_files(f);
     return f.finish(c);
