@@ -19,22 +19,11 @@
 
 #include "base/unique_fd.hpp"
 #include "hv/ioctls.hpp"
+#include "sandbox/sandbox.hpp"
 
 namespace vireo::sandbox {
 
 namespace {
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitizer = true;
-#else
-constexpr bool kSanitizer = false;
-#endif
-#else
-constexpr bool kSanitizer = false;
-#endif
 
 // A comparison of system call argument `index` (libseccomp's SCMP_An macros leave the second
 // datum out, which clang's -Wmissing-field-initializers does not accept).
@@ -171,7 +160,7 @@ void base(Filter& f) {
     }
     f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_SET_NAME));
     f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_GET_NAME));
-    if (kSanitizer) {
+    if (kSanitizerBuild) {
         // AddressSanitizer's runtime: its own signal stacks and handlers, limits, /proc reads
         // for a report (which find nothing in the empty root), a pipe to probe whether memory
         // is readable (IsAccessibleMemoryRange).
@@ -318,7 +307,8 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             break;
     }
     // (Sanitizer builds allow reading already.)
-    if (!kSanitizer && c != ThreadClass::Main && c != ThreadClass::Api && c != ThreadClass::Metrics)
+    if (!kSanitizerBuild && c != ThreadClass::Main && c != ThreadClass::Api &&
+        c != ThreadClass::Metrics)
         no_files(f);
     return f.finish(c);
 }

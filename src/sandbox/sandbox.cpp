@@ -271,16 +271,19 @@ Result<void> drop_identity(uid_t uid, gid_t gid) {
     return {};
 }
 
+// What glibc reads from files once, lazily, is read here, not in the jail. malloc reads
+// /sys/devices/system/cpu/online the first time a thread would need a new arena beyond its test
+// count (to cap arenas at 8 per CPU): fixed to what it would compute. The first time conversion
+// (even gmtime_r, the RTC's) reads /etc/localtime.
+void read_glibc_files_now() {
+    (void)::mallopt(M_ARENA_MAX, 8 * ::get_nprocs());
+    ::tzset();
+}
+
 // The last steps, root or not: no_new_privs, not dumpable, the violation handler, the main
 // thread's filter; then threads confine themselves.
 Result<void> confine_process() {
-    // glibc's malloc reads /sys/devices/system/cpu/online the first time a thread would need
-    // a new arena beyond its test count (to cap arenas at 8 per CPU): fixed here to what it
-    // would compute, so that it never opens a file in the jail.
-    (void)::mallopt(M_ARENA_MAX, 8 * ::get_nprocs());
-    // glibc reads /etc/localtime at its first time conversion (even gmtime_r, the RTC's):
-    // here, not in the jail.
-    ::tzset();
+    read_glibc_files_now();
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         return fail_errno(errno, "sandbox: no_new_privs");
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail_errno(errno, "sandbox: dumpable");
@@ -367,8 +370,7 @@ Result<void> install(ThreadClass c) {
     VIREO_TRY(build_all(/*host_network=*/c == ThreadClass::Slirp));
     resolve_names();
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail_errno(errno, "no_new_privs");
-    (void)::mallopt(M_ARENA_MAX, 8 * ::get_nprocs());
-    ::tzset();
+    read_glibc_files_now();
     VIREO_TRY(install_handler());
     VIREO_TRY(load(g_programs[static_cast<size_t>(ThreadClass::Main)], ThreadClass::Main));
     if (c != ThreadClass::Main) VIREO_TRY(load(g_programs[static_cast<size_t>(c)], c));
@@ -379,14 +381,7 @@ Result<void> install(ThreadClass c) {
 
 }  // namespace vireo::sandbox
 
-#if defined(__SANITIZE_ADDRESS__)
-#define VIREO_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define VIREO_ASAN 1
-#endif
-#endif
-#ifdef VIREO_ASAN
+#ifdef VIREO_SANITIZER_BUILD
 // LeakSanitizer's check at exit stops the world with ptrace and reads /proc: neither exists in
 // the sandbox. A sandboxed process skips it (docs/security.md); tests of the code itself and
 // unsandboxed runs keep it.

@@ -28,7 +28,23 @@
 #include "base/result.hpp"
 #include "base/thread_class.hpp"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define VIREO_SANITIZER_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VIREO_SANITIZER_BUILD 1
+#endif
+#endif
+
 namespace vireo::sandbox {
+
+/// An AddressSanitizer build: its runtime makes calls of its own, which the allow-lists add
+/// (docs/security.md).
+#ifdef VIREO_SANITIZER_BUILD
+constexpr bool kSanitizerBuild = true;
+#else
+constexpr bool kSanitizerBuild = false;
+#endif
 
 /// Why a sandboxed process ended: a system call outside its thread's allow-list.
 constexpr int kExitSandboxViolation = 8;

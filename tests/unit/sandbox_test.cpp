@@ -59,18 +59,6 @@ Outcome in_child(ThreadClass c, const std::function<void()>& attempt) {
     return o;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitizerBuild = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitizerBuild = true;
-#else
-constexpr bool kSanitizerBuild = false;
-#endif
-#else
-constexpr bool kSanitizerBuild = false;
-#endif
-
 constexpr ThreadClass kAll[] = {
     ThreadClass::Main,    ThreadClass::Vcpu,         ThreadClass::IoLoop,  ThreadClass::Api,
     ThreadClass::Console, ThreadClass::ConsoleInput, ThreadClass::Metrics, ThreadClass::Slirp,
