@@ -6,6 +6,7 @@
 #include "blk_path.hpp"
 #include "boot.hpp"
 #include "exits.hpp"
+#include "jail.hpp"
 
 int main(int argc, char** argv) {
     CLI::App app{"vireo benchmarks", "vireo-bench"};
@@ -78,7 +79,18 @@ int main(int argc, char** argv) {
     api_cmd->add_option("--clients", api_opts.clients, "Concurrent clients")->capture_default_str();
     api_cmd->add_flag("--json", api_opts.json, "End with one line of JSON");
 
+    vireo::bench::JailOptions jail;
+    auto* jail_cmd = app.add_subcommand(
+        "jail",
+        "A domain's jail at start-up, without KVM (as root): keeper, PID namespace, prepare, "
+        "enter, confined threads, against the same threads unconfined");
+    jail_cmd->add_option("-r,--runs", jail.runs, "Runs per case")->capture_default_str();
+    jail_cmd->add_option("--threads", jail.threads, "Threads the domain starts")
+        ->capture_default_str();
+    jail_cmd->add_flag("--json", jail.json, "End with one line of JSON");
+
     CLI11_PARSE(app, argc, argv);
+    if (*jail_cmd) return vireo::bench::run_jail(jail);
     if (*api_cmd) return vireo::bench::run_api(api_opts);
     if (*blk_cmd) return vireo::bench::run_blk_path(blk);
     if (*cmd) return vireo::bench::run_exits(exits);

@@ -561,6 +561,11 @@ int run_domain(const DomainSpec& s) {
         else
             plan.unprivileged = true;
         if (auto r = sandbox::enter(plan); !r) return fail_with(r.error().message());
+        const auto t = sandbox::step_times();
+        log::debug(
+            "sandbox entered: namespaces {} µs, network {} µs, root {} µs, ids {} µs, "
+            "filter {} µs",
+            t.prepare_us, t.network_us, t.root_us, t.identity_us, t.filter_us);
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they

@@ -41,6 +41,11 @@ class Filter {
         }
         // A call through another ABI (int 0x80, x32) is a violation too.
         (void)seccomp_attr_set(ctx_, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_TRAP);
+        // A binary tree of system call numbers instead of a chain: every call (a vCPU exit's
+        // ioctl included) walks O(log n) instructions, and the kernel's per-call action cache,
+        // which runs the program once per system call number when it is loaded, is built
+        // faster.
+        if (int e = seccomp_attr_set(ctx_, SCMP_FLTATR_CTL_OPTIMIZE, 2); e < 0) err_ = -e;
     }
     ~Filter() {
         if (ctx_ != nullptr) seccomp_release(ctx_);

@@ -8,7 +8,6 @@
 #include <linux/seccomp.h>
 #include <malloc.h>
 #include <sched.h>
-#include <seccomp.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -19,7 +18,6 @@
 #include <sys/ucontext.h>
 #include <unistd.h>
 
-#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -27,7 +25,7 @@
 #include <mutex>
 
 #include "base/log.hpp"
-#include "sandbox/filters.hpp"
+#include "sandbox/programs.hpp"
 
 namespace vireo::sandbox {
 
@@ -38,13 +36,25 @@ namespace {
 constexpr rlim_t kFdHeadroom = 512;
 // The empty root: a few directories for the binds, nothing else.
 constexpr const char* kRootOptions = "mode=0755,size=64k,nr_inodes=256";
-constexpr int kMaxSyscall = 512;
-
 std::atomic<bool> g_active{false};
 std::atomic<bool> g_keeper{false};
-std::array<std::vector<sock_filter>, kThreadClasses> g_programs;
-std::array<const char*, kMaxSyscall> g_names{};  // resolved before the jail (they allocate)
+bool g_host_network = false;  // set before any thread confines itself
 std::vector<std::string> g_namespaces;
+StepTimes g_steps;
+
+// Microseconds since `from`, and `from` moved to now.
+uint32_t lap(timespec& from) {
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const int64_t us = (now.tv_sec - from.tv_sec) * 1000000 + (now.tv_nsec - from.tv_nsec) / 1000;
+    from = now;
+    return static_cast<uint32_t>(us);
+}
+timespec now() {
+    timespec t{};
+    ::clock_gettime(CLOCK_MONOTONIC, &t);
+    return t;
+}
 
 thread_local int t_class = -1;
 thread_local char t_name[16] = "?";
@@ -92,22 +102,22 @@ void on_violation(int, siginfo_t* info, void* context) {
     l.add(" (");
     l.add(t_class >= 0 ? to_string(static_cast<ThreadClass>(t_class)).data() : "main");
     l.add(") called ");
-    const char* name = nr >= 0 && nr < kMaxSyscall ? g_names[static_cast<size_t>(nr)] : nullptr;
+    const char* name = syscall_name(nr);
     l.add(name != nullptr ? name : "an unknown system call");
     l.add(" (");
     l.add_number(static_cast<unsigned long>(nr));
     l.add(")");
-    if (nr == SCMP_SYS(ioctl) && context != nullptr) {
+    if (nr == SYS_ioctl && context != nullptr) {
         l.add(" request ");
         l.add_number(static_cast<unsigned long>(
                          static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RSI]),
                      16);
     }
-    if ((nr == SCMP_SYS(openat) || nr == SCMP_SYS(open)) && context != nullptr) {
+    if ((nr == SYS_openat || nr == SYS_open) && context != nullptr) {
         // The path, from the caller's own memory (what it tried to open says who it was).
         const auto& regs = static_cast<ucontext_t*>(context)->uc_mcontext.gregs;
         const auto* path =
-            reinterpret_cast<const char*>(nr == SCMP_SYS(open) ? regs[REG_RDI] : regs[REG_RSI]);
+            reinterpret_cast<const char*>(nr == SYS_open ? regs[REG_RDI] : regs[REG_RSI]);
         if (path != nullptr) {
             l.add(" on ");
             char cut[96] = {};
@@ -135,25 +145,11 @@ Result<void> install_handler() {
     return {};
 }
 
-void resolve_names() {
-    for (int nr = 0; nr < kMaxSyscall; ++nr)
-        if (g_names[static_cast<size_t>(nr)] == nullptr)
-            g_names[static_cast<size_t>(nr)] =
-                seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-}
-
-Result<void> load(const std::vector<sock_filter>& prog, ThreadClass c) {
+Result<void> load(ThreadClass c) {
+    const auto prog = program(c, g_host_network);
     sock_fprog p{static_cast<unsigned short>(prog.size()), const_cast<sock_filter*>(prog.data())};
     if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &p) != 0)
         return fail_errno(errno, "seccomp filter for {} threads", to_string(c));
-    return {};
-}
-
-Result<void> build_all(bool host_network) {
-    for (int i = 0; i < kThreadClasses; ++i) {
-        VIREO_TRY_ASSIGN(g_programs[static_cast<size_t>(i)],
-                         build_filter(static_cast<ThreadClass>(i), host_network));
-    }
     return {};
 }
 
@@ -168,7 +164,7 @@ void record(ThreadClass c) {
 void confine_hook(ThreadClass c) noexcept {
     if (t_class >= 0 || c == ThreadClass::Main) return;  // once per thread
     ::prctl(PR_GET_NAME, t_name);                        // for a violation report from here on
-    if (auto r = load(g_programs[static_cast<size_t>(c)], c); !r) {
+    if (auto r = load(c); !r) {
         // Only a kernel out of memory gets here; a thread without its own list still runs
         // under the main thread's.
         log::error("sandbox: {}", r.error().message());
@@ -254,9 +250,10 @@ Result<void> set_limit(int resource, rlim_t value, const char* what) {
 
 Result<void> drop_identity(uid_t uid, gid_t gid) {
     // Bounding set first: dropping needs CAP_SETPCAP, which the uid change takes away.
-    for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap) >= 0; ++cap) {
-        if (::prctl(PR_CAPBSET_DROP, cap) != 0)
-            return fail_errno(errno, "sandbox: drop capability {} from the bounding set", cap);
+    for (int cap = 0;; ++cap) {
+        if (::prctl(PR_CAPBSET_DROP, cap) == 0) continue;
+        if (errno == EINVAL) break;  // past the last capability this kernel knows
+        return fail_errno(errno, "sandbox: drop capability {} from the bounding set", cap);
     }
     if (::setgroups(0, nullptr) != 0) return fail_errno(errno, "sandbox: setgroups");
     if (::setresgid(gid, gid, gid) != 0) return fail_errno(errno, "sandbox: setresgid {}", gid);
@@ -283,12 +280,11 @@ void read_glibc_files_now() {
 // The last steps, root or not: no_new_privs, not dumpable, the violation handler, the main
 // thread's filter; then threads confine themselves.
 Result<void> confine_process() {
-    read_glibc_files_now();
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         return fail_errno(errno, "sandbox: no_new_privs");
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail_errno(errno, "sandbox: dumpable");
     VIREO_TRY(install_handler());
-    VIREO_TRY(load(g_programs[static_cast<size_t>(ThreadClass::Main)], ThreadClass::Main));
+    VIREO_TRY(load(ThreadClass::Main));
     record(ThreadClass::Main);
     set_confine_hook(confine_hook);
     g_active.store(true, std::memory_order_release);
@@ -298,6 +294,7 @@ Result<void> confine_process() {
 }  // namespace
 
 Result<void> prepare() {
+    timespec t = now();
     if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
         return fail_errno(errno, "sandbox: new mount, IPC and UTS namespaces");
     // Nothing mounted or unmounted here reaches the host, and the host's changes stay out.
@@ -305,13 +302,14 @@ Result<void> prepare() {
         return fail_errno(errno, "sandbox: make the mounts private");
     (void)::sethostname("vireo", 5);
     g_namespaces = {"mnt", "ipc", "uts"};
+    g_steps.prepare_us = lap(t);
     return {};
 }
 
 Result<void> enter(const Plan& plan) {
+    read_glibc_files_now();  // while the host's files are still there
     if (plan.unprivileged) {
-        VIREO_TRY(build_all(true));
-        resolve_names();
+        g_host_network = true;
         VIREO_TRY(set_limit(RLIMIT_CORE, 0, "core size"));
         return confine_process();
     }
@@ -319,8 +317,8 @@ Result<void> enter(const Plan& plan) {
         return fail(ErrorCode::InvalidArgument,
                     "sandbox: the domain must not run as uid or gid 0 (--uid/--gid)");
     if (g_namespaces.empty()) VIREO_TRY(prepare());
-    VIREO_TRY(build_all(plan.host_network));
-    resolve_names();
+    timespec t = now();
+    g_host_network = plan.host_network;
     for (const auto& s : plan.owned_sockets)
         if (::fchownat(AT_FDCWD, s.c_str(), plan.uid, plan.gid, AT_SYMLINK_NOFOLLOW) != 0)
             return fail_errno(errno, "sandbox: give {} to uid {}", s, plan.uid);
@@ -329,9 +327,11 @@ Result<void> enter(const Plan& plan) {
             return fail_errno(errno, "sandbox: new network namespace");
         g_namespaces.push_back("net");
     }
+    g_steps.network_us = lap(t);
     if (::getpid() == 1) g_namespaces.push_back("pid");
     const rlim_t files = static_cast<rlim_t>(highest_fd()) + 1 + kFdHeadroom;
     VIREO_TRY(pivot(plan.binds));
+    g_steps.root_us = lap(t);
     VIREO_TRY(set_limit(RLIMIT_NOFILE, files, "open files"));
     VIREO_TRY(set_limit(RLIMIT_CORE, 0, "core size"));
     VIREO_TRY(set_limit(RLIMIT_MEMLOCK, plan.locked_bytes, "locked memory"));
@@ -341,7 +341,14 @@ Result<void> enter(const Plan& plan) {
     (void)::prctl(PR_GET_PDEATHSIG, &death_signal);
     VIREO_TRY(drop_identity(plan.uid, plan.gid));
     if (death_signal != 0) (void)::prctl(PR_SET_PDEATHSIG, death_signal);
-    return confine_process();
+    g_steps.identity_us = lap(t);
+    VIREO_TRY(confine_process());
+    g_steps.filter_us = lap(t);
+    return {};
+}
+
+StepTimes step_times() noexcept {
+    return g_steps;
 }
 
 bool active() noexcept {
@@ -367,13 +374,12 @@ Report report() {
 }
 
 Result<void> install(ThreadClass c) {
-    VIREO_TRY(build_all(/*host_network=*/c == ThreadClass::Slirp));
-    resolve_names();
+    g_host_network = c == ThreadClass::Slirp;
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail_errno(errno, "no_new_privs");
     read_glibc_files_now();
     VIREO_TRY(install_handler());
-    VIREO_TRY(load(g_programs[static_cast<size_t>(ThreadClass::Main)], ThreadClass::Main));
-    if (c != ThreadClass::Main) VIREO_TRY(load(g_programs[static_cast<size_t>(c)], c));
+    VIREO_TRY(load(ThreadClass::Main));
+    if (c != ThreadClass::Main) VIREO_TRY(load(c));
     t_class = static_cast<int>(c);
     ::prctl(PR_GET_NAME, t_name);
     return {};
