@@ -320,8 +320,8 @@ bool ready_and_wait_for_go(int ctl_fd) {
 }
 
 // Boots the machine, and again after each guest reboot the policy restarts, until it ends.
-int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImages& images,
-              vmm::ConsoleInput& console, std::unique_ptr<vmm::Vm> first) {
+int run_boots(const DomainSpec& s, const vmm::BootImages& images, vmm::ConsoleInput& console,
+              std::unique_ptr<vmm::Vm> vm) {
     Domain& dom = g_domain;
     const auto started = std::chrono::steady_clock::now();
     unsigned boots = 0;
@@ -329,29 +329,27 @@ int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImag
     for (;;) {
         ++boots;
         dom.boots = boots;
-        log::debug("boot {}: building the machine", boots);
-        vmm::VmConfig boot_config;
-        {
-            std::lock_guard lock(dom.config_mu);  // the API may have re-pinned vCPUs
-            boot_config = dom.config;
-        }
-        // The first machine was built before the sandbox; later ones (a guest reboot) here.
-        auto vm = first ? Result<std::unique_ptr<vmm::Vm>>(std::move(first))
-                        : vmm::Vm::create(hv, boot_config, images);
-        if (!vm) {
-            report_error(s.process.ctl_fd, vm.error().message());
-            log::error("{}", vm.error().message());
-            return kExitError;
+        // The machine was built before the sandbox; a guest reboot resets it in place.
+        if (boots > 1) {
+            std::vector<std::vector<int>> affinity;
+            {
+                std::lock_guard lock(dom.config_mu);  // the API may have re-pinned vCPUs
+                affinity = dom.config.vcpu_affinity;
+            }
+            if (auto r = vm->reboot(images, std::move(affinity)); !r) {
+                log::error("guest reboot: {}", r.error().message());
+                return kExitError;
+            }
         }
         if (s.process.ctl_fd >= 0 && boots == 1 && !ready_and_wait_for_go(s.process.ctl_fd))
             return kExitPowerOff;
         log::debug("boot {}: running {} vCPU(s)", boots, s.cpus);
-        console.attach((*vm)->serial());
-        if (dom.console) dom.console->attach((*vm)->serial());
+        console.attach(vm->serial());
+        if (dom.console) dom.console->attach(vm->serial());
         if (const uint64_t want = dom.guest_memory_request.load(); want != 0)
-            (void)(*vm)->set_guest_memory(want);  // a balloon request outlives a reboot
-        dom.stop.set(vm->get());
-        auto outcome = (*vm)->run();
+            (void)vm->set_guest_memory(want);  // a balloon request outlives a reboot
+        dom.stop.set(vm.get());
+        auto outcome = vm->run();
         dom.stop.set(nullptr);
         console.attach(nullptr);
         if (dom.console) dom.console->attach(nullptr);
@@ -359,7 +357,7 @@ int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImag
             !dom.stop.requested()) {
             log::info("guest rebooted: restarting it");
             if (throttle.pass(dom)) continue;
-            print_stats(s, boots, started, **vm);
+            print_stats(s, boots, started, *vm);
             return kExitPowerOff;
         }
         if (s.on_crash == OnCrash::Preserve &&
@@ -372,7 +370,7 @@ int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImag
             dom.report(Message::Kind::Crashed);
             while (!dom.stop.requested())
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            print_stats(s, boots, started, **vm);
+            print_stats(s, boots, started, *vm);
             return exit_status_for(outcome.fate);
         }
         if (outcome.fate == vmm::Fate::PowerOff) {
@@ -382,7 +380,7 @@ int run_boots(const DomainSpec& s, const hv::Hypervisor& hv, const vmm::BootImag
         } else {
             log::error("{}: {}", vmm::to_string(outcome.fate), outcome.detail);
         }
-        print_stats(s, boots, started, **vm);
+        print_stats(s, boots, started, *vm);
         return exit_status_for(outcome.fate);
     }
 }
@@ -585,7 +583,7 @@ int run_domain(const DomainSpec& s) {
     if (s.console == ConsoleKind::Stdio) {
         if (auto r = console.start(in_foreground); !r) return fail_with(r.error().message());
     }
-    return run_boots(s, *hv, images, console, std::move(*first));
+    return run_boots(s, images, console, std::move(*first));
 }
 
 }  // namespace vireo::domain

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -37,6 +38,20 @@ Result<std::vector<CpuidEntry>> read_supported_cpuid(int fd) {
         out.push_back({e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx});
     }
     return out;
+}
+
+Result<std::vector<uint32_t>> read_msr_list(int fd) {
+    kvm_msr_list probe{};
+    if (kvm_ioctl(fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+        return fail_errno(errno, "KVM_GET_MSR_INDEX_LIST");
+    // Room for what KVM said, and a little more in case the list grew in between.
+    const uint32_t room = probe.nmsrs + 16;
+    std::vector<uint32_t> buf(room + 1);
+    auto* list = reinterpret_cast<kvm_msr_list*>(buf.data());
+    list->nmsrs = room;
+    if (kvm_ioctl(fd, KVM_GET_MSR_INDEX_LIST, list) < 0)
+        return fail_errno(errno, "KVM_GET_MSR_INDEX_LIST");
+    return std::vector<uint32_t>(list->indices, list->indices + std::min(list->nmsrs, room));
 }
 
 std::string detect_flavor() {
@@ -116,6 +131,7 @@ Result<Hypervisor> Hypervisor::open(const std::string& path) {
     hv.mmap_size_ = static_cast<uint32_t>(mmap_size);
 
     VIREO_TRY_ASSIGN(hv.cpuid_, read_supported_cpuid(fd));
+    VIREO_TRY_ASSIGN(hv.msrs_, read_msr_list(fd));
     l.phys_addr_bits = 36;
     for (const auto& e : hv.cpuid_) {
         if (e.function == 0x80000008 && (e.eax & 0xff) != 0)

@@ -54,6 +54,9 @@ class Hypervisor {
     bool has(Feature feature) const noexcept;
     /// CPUID leaves KVM can expose to a guest (KVM_GET_SUPPORTED_CPUID), read once at open().
     const std::vector<CpuidEntry>& supported_cpuid() const noexcept { return cpuid_; }
+    /// The MSRs KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST), read once at
+    /// open(): what a vCPU's complete state holds of its MSRs.
+    const std::vector<uint32_t>& saved_msrs() const noexcept { return msrs_; }
     /// Name of the KVM implementation module if known ("kvm_intel", "kvm_amd", "kvm_pvm", "").
     const std::string& flavor() const noexcept { return flavor_; }
     /// True if this host's KVM runs guest ring 0 on hardware (VT-x/AMD-V), so a full OS kernel
@@ -73,6 +76,7 @@ class Hypervisor {
     std::string path_;
     Limits limits_;
     std::vector<CpuidEntry> cpuid_;
+    std::vector<uint32_t> msrs_;
     std::string flavor_;
     uint32_t mmap_size_ = 0;
     uint32_t features_ = 0;

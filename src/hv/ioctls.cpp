@@ -7,18 +7,21 @@ namespace vireo::hv {
 namespace {
 
 constexpr unsigned long kVcpu[] = {
-    KVM_RUN,          KVM_GET_REGS,     KVM_SET_REGS,  KVM_GET_SREGS,       KVM_SET_SREGS,
-    KVM_GET_FPU,      KVM_SET_FPU,      KVM_GET_XSAVE, KVM_SET_XSAVE,       KVM_GET_XCRS,
-    KVM_SET_XCRS,     KVM_GET_LAPIC,    KVM_SET_LAPIC, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
-    KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_MSRS,  KVM_SET_MSRS,        KVM_KVMCLOCK_CTRL,
+    KVM_RUN,           KVM_GET_REGS,     KVM_SET_REGS,  KVM_GET_SREGS,       KVM_SET_SREGS,
+    KVM_GET_FPU,       KVM_SET_FPU,      KVM_GET_XSAVE, KVM_SET_XSAVE,       KVM_GET_XCRS,
+    KVM_SET_XCRS,      KVM_GET_LAPIC,    KVM_SET_LAPIC, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+    KVM_GET_MP_STATE,  KVM_SET_MP_STATE, KVM_GET_MSRS,  KVM_SET_MSRS,        KVM_KVMCLOCK_CTRL,
+    KVM_SET_DEBUGREGS,
 };
 constexpr unsigned long kInterrupt[] = {KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI};
 constexpr unsigned long kPause[] = {KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_KVMCLOCK_CTRL};
+constexpr unsigned long kReset[] = {KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2};
 constexpr unsigned long kBuild[] = {
     KVM_GET_API_VERSION,
     KVM_CHECK_EXTENSION,
     KVM_GET_VCPU_MMAP_SIZE,
     KVM_GET_SUPPORTED_CPUID,
+    KVM_GET_MSR_INDEX_LIST,
     KVM_CREATE_VM,
     KVM_SET_TSS_ADDR,
     KVM_CREATE_IRQCHIP,
@@ -43,6 +46,9 @@ std::span<const unsigned long> interrupt_requests() noexcept {
 }
 std::span<const unsigned long> pause_requests() noexcept {
     return kPause;
+}
+std::span<const unsigned long> reset_requests() noexcept {
+    return kReset;
 }
 std::span<const unsigned long> build_requests() noexcept {
     return kBuild;

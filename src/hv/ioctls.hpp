@@ -7,8 +7,9 @@
 
 namespace vireo::hv {
 
-/// A vCPU's own calls: KVM_RUN, its state (get/set registers, MSRs, events, LAPIC, MP state)
-/// and KVM_KVMCLOCK_CTRL. Made by the vCPU's thread (and by the thread that builds it).
+/// A vCPU's own calls: KVM_RUN, its state (get/set registers, MSRs, events, LAPIC, MP state,
+/// debug registers) and KVM_KVMCLOCK_CTRL. Made by the vCPU's thread (and by the thread that
+/// builds it and resets it at a guest reboot).
 std::span<const unsigned long> vcpu_requests() noexcept;
 
 /// Interrupts raised by devices: KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI.
@@ -19,9 +20,13 @@ std::span<const unsigned long> interrupt_requests() noexcept;
 /// (KVM_KVMCLOCK_CTRL).
 std::span<const unsigned long> pause_requests() noexcept;
 
+/// Putting the in-kernel interrupt controllers and PIT back to their power-on state at a guest
+/// reboot (KVM_GET/SET_IRQCHIP, KVM_GET/SET_PIT2): the machine is reset in place.
+std::span<const unsigned long> reset_requests() noexcept;
+
 /// Building a machine: opening KVM, creating the VM, its memory slots, irqchip, PIT,
-/// ioeventfds/irqfds, vCPUs and their CPUID, reading capabilities and statistics. Only the
-/// thread that builds machines has them.
+/// ioeventfds/irqfds, vCPUs and their CPUID, reading capabilities and statistics. Made once,
+/// before a domain enters its sandbox; no thread of a jailed domain has them.
 std::span<const unsigned long> build_requests() noexcept;
 
 }  // namespace vireo::hv

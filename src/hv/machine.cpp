@@ -4,6 +4,7 @@
 
 #include <bit>
 #include <cerrno>
+#include <cstring>
 
 #include "base/checked.hpp"
 #include "hv/kvm_ioctl.hpp"
@@ -84,6 +85,7 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
         kvm_pit_config config{};
         if (kvm_ioctl(fd, KVM_CREATE_PIT2, &config) < 0)
             return fail_errno(errno, "KVM_CREATE_PIT2");
+        pit_ = true;
     }
     irqchip_.store(mode, std::memory_order_release);
     return ok();
@@ -221,6 +223,48 @@ Result<void> Machine::set_clock(uint64_t ns) {
     kvm_clock_data c{};
     c.clock = ns;
     if (kvm_ioctl(fd_.get(), KVM_SET_CLOCK, &c) != 0) return fail_errno(errno, "KVM_SET_CLOCK");
+    return ok();
+}
+
+Result<ChipState> Machine::save_chips() const {
+    if (irqchip() != IrqchipMode::Kernel)
+        return fail(ErrorCode::Unsupported, "saving the interrupt controllers: not in the kernel");
+    ChipState st;
+    for (uint32_t chip : {0u, 1u, 2u}) {  // KVM_IRQCHIP_PIC_MASTER, _SLAVE, _IOAPIC
+        kvm_irqchip c{};
+        c.chip_id = chip;
+        if (kvm_ioctl(fd_.get(), KVM_GET_IRQCHIP, &c) != 0)
+            return fail_errno(errno, "KVM_GET_IRQCHIP {}", chip);
+        auto& out = chip == 0 ? st.pic_primary : chip == 1 ? st.pic_secondary : st.ioapic;
+        const auto* bytes = reinterpret_cast<const uint8_t*>(&c);
+        out.assign(bytes, bytes + sizeof c);
+    }
+    if (pit_) {
+        kvm_pit_state2 p{};
+        if (kvm_ioctl(fd_.get(), KVM_GET_PIT2, &p) != 0) return fail_errno(errno, "KVM_GET_PIT2");
+        const auto* bytes = reinterpret_cast<const uint8_t*>(&p);
+        st.pit.assign(bytes, bytes + sizeof p);
+    }
+    return st;
+}
+
+Result<void> Machine::restore_chips(const ChipState& st) {
+    for (const auto* chip : {&st.pic_primary, &st.pic_secondary, &st.ioapic}) {
+        kvm_irqchip c{};
+        if (chip->size() != sizeof c)
+            return fail(ErrorCode::InvalidArgument, "interrupt controller state of {} bytes",
+                        chip->size());
+        std::memcpy(&c, chip->data(), sizeof c);
+        if (kvm_ioctl(fd_.get(), KVM_SET_IRQCHIP, &c) != 0)
+            return fail_errno(errno, "KVM_SET_IRQCHIP {}", c.chip_id);
+    }
+    if (!st.pit.empty()) {
+        kvm_pit_state2 p{};
+        if (st.pit.size() != sizeof p)
+            return fail(ErrorCode::InvalidArgument, "PIT state of {} bytes", st.pit.size());
+        std::memcpy(&p, st.pit.data(), sizeof p);
+        if (kvm_ioctl(fd_.get(), KVM_SET_PIT2, &p) != 0) return fail_errno(errno, "KVM_SET_PIT2");
+    }
     return ok();
 }
 

@@ -69,6 +69,13 @@ struct DirtyBitmap {
     uint64_t count() const noexcept;
 };
 
+/// The in-kernel interrupt controllers' and PIT's state (KVM's layouts, opaque here): what a
+/// machine's power-on state holds of them, to be put back at a guest reboot.
+struct ChipState {
+    std::vector<uint8_t> pic_primary, pic_secondary, ioapic;  ///< KVM_GET_IRQCHIP each
+    std::vector<uint8_t> pit;                                 ///< KVM_GET_PIT2; empty: no PIT
+};
+
 class Machine {
   public:
     Machine(const Machine&) = delete;
@@ -119,6 +126,11 @@ class Machine {
     Result<uint64_t> get_clock() const;
     Result<void> set_clock(uint64_t ns);
 
+    /// The in-kernel PIC, IOAPIC and PIT state (needs IrqchipMode::Kernel), and putting it
+    /// back: a guest reboot returns the chips to their power-on state without a new machine.
+    Result<ChipState> save_chips() const;
+    Result<void> restore_chips(const ChipState& state);
+
   private:
     friend class Hypervisor;
     Machine(UniqueFd fd, const Hypervisor& hv, const MachineConfig& config);
@@ -139,6 +151,7 @@ class Machine {
     UniqueFd fd_;
     MachineConfig config_;
     std::atomic<IrqchipMode> irqchip_{IrqchipMode::None};
+    bool pit_ = false;  // written once by enable_irqchip(), before any vCPU
     Limits limits_;
     uint32_t mmap_size_;
     uint32_t features_;

@@ -367,6 +367,52 @@ Result<void> Vcpu::set_msrs(std::span<const MsrEntry> msrs) {
     return ok();
 }
 
+Result<std::vector<MsrEntry>> Vcpu::read_msrs(std::span<const uint32_t> indices) const {
+    std::vector<MsrEntry> out;
+    out.reserve(indices.size());
+    MsrBuffer buf(indices.size());
+    size_t i = 0;
+    while (i < indices.size()) {
+        const size_t n = indices.size() - i;
+        buf.get()->nmsrs = static_cast<uint32_t>(n);
+        for (size_t k = 0; k < n; ++k)
+            buf.get()->entries[k].index = indices[i + k];
+        const int got = kvm_ioctl(fd_.get(), KVM_GET_MSRS, buf.get());
+        if (got < 0) return fail_errno(errno, "KVM_GET_MSRS");
+        for (size_t k = 0; k < static_cast<size_t>(got); ++k)
+            out.push_back({indices[i + k], buf.get()->entries[k].data});
+        i += static_cast<size_t>(got) + 1;  // past the one KVM could not read
+    }
+    return out;
+}
+
+Result<size_t> Vcpu::write_msrs(std::span<const MsrEntry> msrs) {
+    MsrBuffer buf(msrs.size());
+    size_t refused = 0, i = 0;
+    while (i < msrs.size()) {
+        const size_t n = msrs.size() - i;
+        buf.get()->nmsrs = static_cast<uint32_t>(n);
+        for (size_t k = 0; k < n; ++k) {
+            buf.get()->entries[k].index = msrs[i + k].index;
+            buf.get()->entries[k].data = msrs[i + k].value;
+        }
+        const int got = kvm_ioctl(fd_.get(), KVM_SET_MSRS, buf.get());
+        if (got < 0) return fail_errno(errno, "KVM_SET_MSRS");
+        if (static_cast<size_t>(got) < n) ++refused;
+        i += static_cast<size_t>(got) + 1;
+    }
+    return refused;
+}
+
+Result<void> Vcpu::clear_debug_registers() {
+    kvm_debugregs d{};
+    d.dr6 = 0xffff0ff0;
+    d.dr7 = 0x400;
+    if (kvm_ioctl(fd_.get(), KVM_SET_DEBUGREGS, &d) < 0)
+        return fail_errno(errno, "KVM_SET_DEBUGREGS");
+    return ok();
+}
+
 Result<void> Vcpu::set_cpuid(std::span<const CpuidEntry> entries) {
     std::vector<uint64_t> storage(
         (sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2)) / 8 + 1);

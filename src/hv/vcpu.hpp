@@ -42,6 +42,13 @@ class Vcpu {
     Result<void> get_msrs(std::span<MsrEntry> msrs) const;
     /// Writes MSRs; fails naming the first MSR KVM refused.
     Result<void> set_msrs(std::span<const MsrEntry> msrs);
+    /// Reads every MSR of `indices` that KVM can read for this vCPU, leaving out those it
+    /// cannot (which depend on the CPUID set): a vCPU's MSR state.
+    Result<std::vector<MsrEntry>> read_msrs(std::span<const uint32_t> indices) const;
+    /// Writes `msrs`, going on past any KVM refuses; returns how many it refused.
+    Result<size_t> write_msrs(std::span<const MsrEntry> msrs);
+    /// Debug registers back to their reset values (DR0-3 0, DR6 0xffff0ff0, DR7 0x400).
+    Result<void> clear_debug_registers();
 
     /// Sets the CPUID leaves the guest sees.
     Result<void> set_cpuid(std::span<const CpuidEntry> entries);

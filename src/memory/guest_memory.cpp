@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace vireo::memory {
 
@@ -152,6 +153,17 @@ Result<void> GuestMemory::discard(Gpa gpa, uint64_t len) const {
             return fail_errno(errno, "guest memory: discarding {} bytes at {:#x}", n, gpa.value());
         return ok();
     });
+}
+
+Result<void> GuestMemory::clear(bool keep_pages) const {
+    for (const auto& r : regions_) {
+        if (keep_pages) {
+            std::memset(host_bytes(r), 0, r.size);
+        } else if (::madvise(host_bytes(r), r.size, MADV_DONTNEED) != 0) {
+            return fail_errno(errno, "guest memory: dropping {} MiB", r.size >> 20);
+        }
+    }
+    return ok();
 }
 
 Result<void> GuestMemory::populate(bool lock) const {

@@ -81,6 +81,10 @@ class GuestMemory {
     /// Touches every page now (so nothing fails later for lack of host memory) and, with
     /// `lock`, locks them in RAM (never swapped; needs RLIMIT_MEMLOCK).
     Result<void> populate(bool lock) const;
+    /// Zeroes all guest RAM (a machine reset). With `keep_pages` every page stays allocated
+    /// (prefaulted, locked or huge-page memory: nothing may fail later for lack of memory);
+    /// otherwise the pages go back to the host and come back zeroed on first touch.
+    Result<void> clear(bool keep_pages) const;
     /// True if backed by 2 MiB huge pages (pages cannot be freed one 4 KiB page at a time).
     bool huge_pages() const noexcept { return static_cast<bool>(fd_); }  // only they have a memfd
 

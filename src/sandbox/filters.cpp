@@ -250,8 +250,11 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
     base(f);
     switch (c) {
         case ThreadClass::Main:
-            // The union of every class (threads start under it), and building machines: a
-            // guest reboot rebuilds the machine on this thread (docs/security.md).
+            // The union of every class (threads start under it), and resetting the machine
+            // in place at a guest reboot: vCPU state, the interrupt controllers and PIT, guest
+            // memory cleared. The machine was built before the jail; no thread may build one
+            // (KVM_CREATE_VM, KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION, io_uring_setup,
+            // memfd_create are nowhere in these lists).
             threads(f);
             devices(f, host_network);
             terminal(f);
@@ -259,16 +262,11 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             if (host_network) host_sockets(f);
             f.allow_ioctls(hv::vcpu_requests());
             f.allow_ioctls(hv::pause_requests());
-            f.allow_ioctls(hv::build_requests());
-            f.allow({SCMP_SYS(memfd_create), SCMP_SYS(ftruncate), SCMP_SYS(mlock), SCMP_SYS(mlock2),
-                     SCMP_SYS(munlock), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_register),
-                     SCMP_SYS(eventfd2), SCMP_SYS(epoll_create1), SCMP_SYS(sched_setaffinity),
-                     SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait),
-                     SCMP_SYS(dup), SCMP_SYS(dup3)});
-            // Naming the guest's memory in /proc/PID/maps (a reboot's new machine).
-            f.allow_if(SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_SET_VMA));
-            // The vCPU kick signal's handler, set when vCPUs are made; never SIGSYS's (the
-            // violation handler stays).
+            f.allow_ioctls(hv::reset_requests());
+            f.allow({SCMP_SYS(eventfd2), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity),
+                     SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(dup),
+                     SCMP_SYS(dup3)});
+            // Signal handlers (the console's); never SIGSYS's (the violation handler stays).
             f.allow_if(SCMP_SYS(rt_sigaction), arg(0, SCMP_CMP_NE, SIGSYS));
             break;
         case ThreadClass::Vcpu:

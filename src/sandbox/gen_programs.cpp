@@ -3,6 +3,7 @@
 #include <seccomp.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -51,9 +52,12 @@ int main(int argc, char** argv) {
             ok = ok && write_program(out, static_cast<vireo::ThreadClass>(i), host_network);
     std::fprintf(out, "\nconstexpr const char* kNames[%d] = {\n", kMaxSyscall);
     for (int nr = 0; nr < kMaxSyscall; ++nr) {
-        const char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86_64, nr);
-        std::fprintf(out, "    %s%s%s,\n", name != nullptr ? "\"" : "",
-                     name != nullptr ? name : "nullptr", name != nullptr ? "\"" : "");
+        char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86_64, nr);  // malloc'd
+        if (name != nullptr)
+            std::fprintf(out, "    \"%s\",\n", name);
+        else
+            std::fprintf(out, "    nullptr,\n");
+        std::free(name);
     }
     std::fprintf(out,
                  "};\n// clang-format on\n\n}  // namespace\n\n"

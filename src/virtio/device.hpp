@@ -66,6 +66,10 @@ class Device {
     /// The driver reset the device (or it failed): forget the queues. Requests still in
     /// flight in a back-end complete without touching the rings.
     virtual void reset() = 0;
+    /// Before the machine is reset in place (a guest reboot; the loop is stopped, no vCPU
+    /// runs, the device mutex is held): waits until nothing still in flight in a back-end can
+    /// write guest memory, which is about to be reloaded.
+    virtual void quiesce() {}
 
     /// The device's I/O counters (operations, bytes, errors, drops). Takes the device mutex;
     /// for the control API, not the data path.

@@ -321,6 +321,12 @@ void MmioTransport::write_register(uint64_t offset, uint32_t v) {
     }
 }
 
+void MmioTransport::reset_for_reboot() {
+    std::lock_guard lock(device_->mutex());
+    device_->quiesce();
+    reset_locked();
+}
+
 void MmioTransport::reset_locked() {
     device_->reset();
     for (auto& q : queues_)

@@ -77,6 +77,10 @@ class MmioTransport final : public devices::Device, public Transport {
     void signal_used() override;
     void device_error(std::string_view what) override;
 
+    /// The machine is reset in place (a guest reboot; no vCPU runs, the loop is stopped): the
+    /// device's in-flight work drained, then reset as if the driver had written status 0.
+    void reset_for_reboot();
+
     uint32_t status() const noexcept { return status_.load(std::memory_order_acquire); }
     uint32_t interrupt_status() const noexcept {
         return std::atomic_ref<uint32_t>(*isr_).load(std::memory_order_acquire);

@@ -209,59 +209,20 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     VIREO_TRY(machine_->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
 
     // Devices.
-    auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
-    serial_ = std::make_shared<devices::Serial>(std::make_shared<KvmIrqLine>(*machine_, kCom1Irq),
-                                                config_.console_out, config_.console_tap);
-    VIREO_TRY(pio_.attach(kCom1, 8, serial_));
-    VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
-    VIREO_TRY(pio_.attach(0x70, 2, std::make_shared<devices::Cmos>()));
-    VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
+    VIREO_TRY(attach_port_devices());
     VIREO_TRY(mmio_.attach(kPvPanicBase, devices::PvPanic::kSize,
-                           std::make_shared<devices::PvPanic>(sink)));
-
-    arch::x86::acpi::PlatformDesc desc;
-    VIREO_TRY(connect_virtio_devices(desc));
-
-    // ACPI.
-    desc.num_cpus = config_.cpus;
-    desc.serial_port = kCom1;
-    desc.serial_irq = kCom1Irq;
-    desc.pm_port = devices::AcpiPm::kPort;
-    desc.pm_reset_value = devices::AcpiPm::kResetValue;
-    desc.s5_sleep_type = devices::AcpiPm::kS5SleepType;
-    desc.pvpanic_base = kPvPanicBase;
-    desc.ged_gsi = kGedGsi;
-    VIREO_TRY_ASSIGN(Gpa rsdp,
-                     arch::x86::acpi::write_tables(memory_, Gpa(kAcpiBase), kAcpiSize, desc));
-
-    // e820 and the kernel.
-    using arch::x86::boot::E820Type;
-    const uint64_t low_end = memory_.regions()[0].end();
-    std::vector<arch::x86::boot::E820Entry> e820{{0, 0xa0000, E820Type::Ram},
-                                                 {kAcpiBase, kAcpiSize, E820Type::Reserved},
-                                                 {0x100000, low_end - 0x100000, E820Type::Ram}};
-    if (memory_.regions().size() > 1)
-        e820.push_back({k4GiB, memory_.regions()[1].size, E820Type::Ram});
-    arch::x86::boot::BootLayout bl;
-    bl.low_ram_end = low_end;
-    bl.acpi_rsdp = rsdp.value();
-    bl.images_are_file_mappings = images.file_mappings;
-    arch::x86::LongModeLayout lm;
-    VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
-    // The BSP's entry state: PVH for ELF images, the 64-bit Linux boot protocol for bzImages.
-    hv::VcpuState entry;
-    if (const auto* pvh = images.kernel.pvh()) {
-        VIREO_TRY_ASSIGN(auto loaded,
-                         arch::x86::boot::load_pvh(memory_, images.kernel.bytes(), *pvh,
-                                                   images.initrd, config_.cmdline, e820, bl));
-        entry = arch::x86::boot::pvh_entry_state(loaded, lm.gdt.value());
-    } else {
-        VIREO_TRY_ASSIGN(auto loaded, arch::x86::boot::load_linux(
-                                          memory_, images.kernel.bytes(), *images.kernel.bzimage(),
-                                          images.initrd, config_.cmdline, e820, bl));
-        entry = arch::x86::long_mode_state(lm, loaded.entry, 0);
-        entry.gprs.rsi = loaded.zero_page;
-    }
+                           std::make_shared<devices::PvPanic>(
+                               [this](devices::PlatformEvent e) { on_platform_event(e); })));
+    VIREO_TRY(connect_virtio_devices(platform_));
+    platform_.num_cpus = config_.cpus;
+    platform_.serial_port = kCom1;
+    platform_.serial_irq = kCom1Irq;
+    platform_.pm_port = devices::AcpiPm::kPort;
+    platform_.pm_reset_value = devices::AcpiPm::kResetValue;
+    platform_.s5_sleep_type = devices::AcpiPm::kS5SleepType;
+    platform_.pvpanic_base = kPvPanicBase;
+    platform_.ged_gsi = kGedGsi;
+    VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
 
     // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
     // (NMI) wired as firmware leaves them, and enters the kernel in long mode. The APs keep
@@ -284,6 +245,98 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
         }
         vcpus_.push_back(std::move(vcpu));
     }
+
+    // The machine's power-on state, put back at each guest reboot: the machine is reset in
+    // place, never built again (a sandboxed domain cannot create VMs, vCPUs or memory slots).
+    VIREO_TRY_ASSIGN(power_on_.chips, machine_->save_chips());
+    power_on_.vcpus.resize(vcpus_.size());
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+        VIREO_TRY(vcpus_[i]->get_state(hv::kStateAll & ~hv::kStateMsrs, power_on_.vcpus[i]));
+        VIREO_TRY_ASSIGN(power_on_.vcpus[i].msrs, vcpus_[i]->read_msrs(hv.saved_msrs()));
+    }
+    return ok();
+}
+
+// The port I/O devices (a reboot makes them anew: power-on registers, empty FIFOs).
+Result<void> Vm::attach_port_devices() {
+    auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
+    serial_ = std::make_shared<devices::Serial>(std::make_shared<KvmIrqLine>(*machine_, kCom1Irq),
+                                                config_.console_out, config_.console_tap);
+    VIREO_TRY(pio_.attach(kCom1, 8, serial_));
+    VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
+    VIREO_TRY(pio_.attach(0x70, 2, std::make_shared<devices::Cmos>()));
+    VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
+    return ok();
+}
+
+// What the guest finds in memory at power-on: ACPI tables, page tables, the kernel, its
+// initrd and boot parameters. Returns the BSP's entry state.
+Result<hv::VcpuState> Vm::load_guest(const BootImages& images) {
+    VIREO_TRY_ASSIGN(Gpa rsdp,
+                     arch::x86::acpi::write_tables(memory_, Gpa(kAcpiBase), kAcpiSize, platform_));
+    using arch::x86::boot::E820Type;
+    const uint64_t low_end = memory_.regions()[0].end();
+    std::vector<arch::x86::boot::E820Entry> e820{{0, 0xa0000, E820Type::Ram},
+                                                 {kAcpiBase, kAcpiSize, E820Type::Reserved},
+                                                 {0x100000, low_end - 0x100000, E820Type::Ram}};
+    if (memory_.regions().size() > 1)
+        e820.push_back({k4GiB, memory_.regions()[1].size, E820Type::Ram});
+    arch::x86::boot::BootLayout bl;
+    bl.low_ram_end = low_end;
+    bl.acpi_rsdp = rsdp.value();
+    bl.images_are_file_mappings = images.file_mappings;
+    arch::x86::LongModeLayout lm;
+    VIREO_TRY(arch::x86::write_long_mode_tables(memory_, lm));
+    // The BSP's entry state: PVH for ELF images, the 64-bit Linux boot protocol for bzImages.
+    if (const auto* pvh = images.kernel.pvh()) {
+        VIREO_TRY_ASSIGN(auto loaded,
+                         arch::x86::boot::load_pvh(memory_, images.kernel.bytes(), *pvh,
+                                                   images.initrd, config_.cmdline, e820, bl));
+        return arch::x86::boot::pvh_entry_state(loaded, lm.gdt.value());
+    }
+    VIREO_TRY_ASSIGN(auto loaded, arch::x86::boot::load_linux(
+                                      memory_, images.kernel.bytes(), *images.kernel.bzimage(),
+                                      images.initrd, config_.cmdline, e820, bl));
+    hv::VcpuState entry = arch::x86::long_mode_state(lm, loaded.entry, 0);
+    entry.gprs.rsi = loaded.zero_page;
+    return entry;
+}
+
+Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> vcpu_affinity) {
+    if (paused()) return fail(ErrorCode::BadState, "reboot: the machine is paused");
+    // run() returned: no vCPU thread runs and the device loop is stopped. Devices first: what
+    // a back-end still has in flight lands before memory is cleared.
+    for (const auto& t : virtio_)
+        t->reset_for_reboot();
+    const bool keep_pages = config_.backing != VmConfig::Backing::Anonymous;
+    VIREO_TRY(memory_.clear(keep_pages));
+    VIREO_TRY(machine_->restore_chips(power_on_.chips));
+    pio_ = devices::Bus("port I/O");
+    VIREO_TRY(attach_port_devices());
+    VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+        auto& v = *vcpus_[i];
+        VIREO_TRY(v.set_state(hv::kStateAll & ~hv::kStateMsrs, power_on_.vcpus[i]));
+        VIREO_TRY_ASSIGN(const size_t refused, v.write_msrs(power_on_.vcpus[i].msrs));
+        if (refused != 0) log::debug("reboot: vCPU {}: KVM refused {} MSR(s)", i, refused);
+        VIREO_TRY(v.clear_debug_registers());
+    }
+    VIREO_TRY(vcpus_[0]->set_state(arch::x86::kLongModeStateFlags, entry));
+    config_.vcpu_affinity = std::move(vcpu_affinity);
+    for (uint32_t i = 0; i < config_.cpus; ++i) {
+        slots_[i].tid.store(0, std::memory_order_relaxed);
+        for (auto& n : slots_[i].exits)
+            n.store(0, std::memory_order_relaxed);
+    }
+    {
+        std::lock_guard lock(fate_mu_);
+        fate_set_ = false;
+        stop_called_ = false;
+        last_words_until_.reset();
+        outcome_ = Outcome{};
+    }
+    pause_requested_.store(false, std::memory_order_release);
+    stopping_.store(false, std::memory_order_release);
     return ok();
 }
 

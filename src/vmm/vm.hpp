@@ -172,6 +172,12 @@ class Vm {
     Result<void> press_power_button();
     /// Resets the machine from the host (as if the guest had rebooted).
     void reset() { stop(Fate::Reboot, "reset by the host"); }
+    /// After run() returned: puts the machine back to its power-on state in place — devices
+    /// drained and reset, guest RAM zeroed, the interrupt controllers, PIT and every vCPU's
+    /// registers, MSRs and LAPIC as they were before the first run, the guest loaded again —
+    /// so run() boots it anew. Creates no VM, vCPU or memory slot (a sandboxed domain may
+    /// not). `vcpu_affinity` replaces the configuration's (vcpu-pin changes).
+    Result<void> reboot(const BootImages& images, std::vector<std::vector<int>> vcpu_affinity);
     /// Restricts vCPU `id`'s thread to `cpus` (empty: the process affinity).
     Result<void> pin_vcpu(uint32_t id, const std::vector<int>& cpus);
     std::vector<VcpuInfo> vcpu_info() const;
@@ -196,6 +202,8 @@ class Vm {
     Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
     Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
     Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
+    Result<void> attach_port_devices();
+    Result<hv::VcpuState> load_guest(const BootImages& images);
     struct alignas(64) VcpuSlot {  // written by its vCPU thread only
         std::atomic<pid_t> tid{0};
         std::array<std::atomic<uint64_t>, kExitReasons> exits{};
@@ -216,6 +224,12 @@ class Vm {
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;
     std::shared_ptr<virtio::MmioTransport> balloon_transport_;
+
+    arch::x86::acpi::PlatformDesc platform_;  // what the ACPI tables describe
+    struct PowerOn {
+        hv::ChipState chips;
+        std::vector<hv::VcpuState> vcpus;  // every part, MSRs included
+    } power_on_;
 
     std::unique_ptr<VcpuSlot[]> slots_;
     // Pause: vCPU threads park on pause_cv_ while pause_requested_; pause() waits for all.

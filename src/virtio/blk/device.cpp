@@ -167,6 +167,18 @@ void BlockDevice::reset() {
     ++generation_;
 }
 
+void BlockDevice::quiesce() {
+    if (!ring_ok_) return;
+    reset();  // what completes from here on is dropped, its slot released
+    submit_pending();
+    while (in_flight_ > 0) {
+        io_uring_cqe* cqe = nullptr;
+        if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;  // one is there; reap() takes it
+        reap();
+        submit_pending();
+    }
+}
+
 Result<void> BlockDevice::process(size_t) {
     return run_queue();
 }

@@ -66,6 +66,7 @@ class BlockDevice final : public Device {
                           uint64_t features, Transport& transport) override;
     Result<void> process(size_t index) override;
     void reset() override;
+    void quiesce() override;
 
     /// Handles finished I/O (what the completion eventfd triggers on the loop).
     void complete();
