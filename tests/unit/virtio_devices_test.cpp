@@ -482,3 +482,57 @@ TEST(DiskImage, AWritableDiskThatVireoReadsIsRefusedFirst) {
 
 }  // namespace
 }  // namespace vireo::virtio
+
+namespace vireo::virtio {
+namespace {
+
+// A disk's io_uring takes only what a disk submits: seccomp does not see the operations a ring
+// carries out, so the ring's own restrictions are what keeps a compromised device thread from
+// opening files or sockets through it.
+TEST(DiskRing, TakesOnlyWhatADiskSubmits) {
+    io_uring ring{};
+    ASSERT_TRUE(init_disk_ring(ring, 8, -1));
+    char path[] = "/tmp/vireo-ring-XXXXXX";
+    const int fd = ::mkstemp(path);
+    ASSERT_GE(fd, 0);
+    ::unlink(path);
+    const auto result_of = [&](auto prepare) {
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+        prepare(sqe);
+        EXPECT_EQ(io_uring_submit(&ring), 1);
+        io_uring_cqe* cqe = nullptr;
+        EXPECT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+        const int res = cqe->res;
+        io_uring_cqe_seen(&ring, cqe);
+        return res;
+    };
+    char buf[16] = "vireo";
+    iovec iov{buf, sizeof buf};
+    EXPECT_EQ(result_of([&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, &iov, 1, 0); }),
+              static_cast<int>(sizeof buf));
+    EXPECT_EQ(result_of([&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, &iov, 1, 0); }),
+              static_cast<int>(sizeof buf));
+    EXPECT_EQ(result_of([&](io_uring_sqe* s) { io_uring_prep_fsync(s, fd, 0); }), 0);
+    // Refused: opening a file, a socket, reading without a vector, a linked request.
+    EXPECT_EQ(result_of([&](io_uring_sqe* s) {
+                  io_uring_prep_openat(s, AT_FDCWD, "/etc/hostname", O_RDONLY, 0);
+              }),
+              -EACCES);
+    EXPECT_EQ(
+        result_of([&](io_uring_sqe* s) { io_uring_prep_socket(s, AF_INET, SOCK_STREAM, 0, 0); }),
+        -EACCES);
+    EXPECT_EQ(result_of([&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, sizeof buf, 0); }),
+              -EACCES);
+    EXPECT_EQ(result_of([&](io_uring_sqe* s) {
+                  io_uring_prep_readv(s, fd, &iov, 1, 0);
+                  io_uring_sqe_set_flags(s, IOSQE_IO_LINK);
+              }),
+              -EACCES);
+    // No registration once enabled.
+    EXPECT_EQ(io_uring_register_files(&ring, &fd, 1), -EACCES);
+    ::close(fd);
+    io_uring_queue_exit(&ring);
+}
+
+}  // namespace
+}  // namespace vireo::virtio

@@ -44,6 +44,12 @@ struct BlkRequest {
 /// are driver rule violations (no room for header or status, data in the wrong direction).
 Result<BlkRequest> parse_blk_request(const Chain& chain, std::span<iovec> iov);
 
+/// Sets up `ring` (`depth` entries) as a disk uses it: created disabled, completions signalled
+/// on `eventfd` (if >= 0), restricted to positioned vector reads and writes, fsync and fallocate
+/// without SQE flags and no further registration, then enabled. On failure the ring may be set
+/// up (check ring.ring_fd) and must be exited.
+Result<void> init_disk_ring(io_uring& ring, unsigned depth, int eventfd);
+
 class BlockDevice final : public Device {
   public:
     static constexpr uint16_t kQueueSize = 256;    ///< QueueNumMax
