@@ -147,6 +147,9 @@ fi
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts  # script(1), terminals
+# The unified cgroup hierarchy, where a real host's init (systemd) mounts it: vireo up's pools
+# and per-domain limits (memory.max, pids.max) live there.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "vireo test host: no cgroup2"
 for m in irqbypass kvm kvm-amd tun $(cat /extra_mods); do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
 ip link set lo up
 export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
