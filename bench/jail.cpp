@@ -38,6 +38,8 @@ constexpr ThreadClass kClasses[] = {ThreadClass::Vcpu,    ThreadClass::IoLoop,
                                     ThreadClass::Metrics, ThreadClass::Signals};
 
 // The domain: (jail) prepare, enter, then its threads, each confining itself; reports and ends.
+enum class Mode { Plain, Keeper, Jail };
+
 [[noreturn]] void domain(int out, bool jail, int threads) {
     Ready r;
     r.ok = 1;
@@ -74,18 +76,19 @@ struct Sample {
     bool ok = false;
 };
 
-Sample one(bool jail, int threads) {
+Sample one(Mode mode, int threads) {
+    const bool jail = mode == Mode::Jail;
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return {};
     const double t0 = now_ms();
     const pid_t pid = ::fork();
     if (pid == 0) {
         ::close(p[0]);
-        if (jail) {
+        if (mode != Mode::Plain) {
             // `vireo run`'s keeper: the domain is PID 1 of a new PID namespace.
             if (::unshare(CLONE_NEWPID) != 0) ::_exit(3);
             const pid_t d = ::fork();
-            if (d == 0) domain(p[1], true, threads);
+            if (d == 0) domain(p[1], jail, threads);
             int st = 0;
             ::waitpid(d, &st, 0);
             ::_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 4);
@@ -121,14 +124,15 @@ int run_jail(const JailOptions& o) {
         std::fprintf(stderr, "vireo-bench jail: needs root (namespaces, ids), as vireo's jail\n");
         return 2;
     }
-    std::vector<Sample> jail, plain;
+    std::vector<Sample> jail, keeper, plain;
     for (int i = 0; i < o.runs; ++i) {
-        // Alternating, so that the machine's drift lands on both.
-        jail.push_back(one(true, o.threads));
-        plain.push_back(one(false, o.threads));
-        if (!jail.back().ok || !plain.back().ok) {
-            std::fprintf(stderr, "vireo-bench jail: run %d failed (jail %d, plain %d)\n", i,
-                         jail.back().ok, plain.back().ok);
+        // Alternating, so that the machine's drift lands on every case.
+        jail.push_back(one(Mode::Jail, o.threads));
+        keeper.push_back(one(Mode::Keeper, o.threads));
+        plain.push_back(one(Mode::Plain, o.threads));
+        if (!jail.back().ok || !keeper.back().ok || !plain.back().ok) {
+            std::fprintf(stderr, "vireo-bench jail: run %d failed (jail %d, keeper %d, plain %d)\n",
+                         i, jail.back().ok, keeper.back().ok, plain.back().ok);
             return 1;
         }
     }
@@ -142,14 +146,20 @@ int run_jail(const JailOptions& o) {
     const double pr = col(plain, [](const Sample& s) { return s.ready_ms; });
     const double je = col(jail, [](const Sample& s) { return s.exit_ms; });
     const double pe = col(plain, [](const Sample& s) { return s.exit_ms; });
+    const double kr = col(keeper, [](const Sample& s) { return s.ready_ms; });
+    const double ke = col(keeper, [](const Sample& s) { return s.exit_ms; });
     auto step = [&](uint32_t sandbox::StepTimes::*m) {
         return col(jail, [m](const Sample& s) { return (s.steps.*m) / 1000.0; });
     };
     std::printf("vireo-bench jail: %d runs per case, %d threads, medians\n", o.runs, o.threads);
     std::printf("%-10s %14s %14s\n", "case", "ready ms", "exit ms");
     std::printf("%-10s %14.3f %14.3f\n", "jail", jr, je);
+    std::printf("%-10s %14.3f %14.3f\n", "keeper", kr, ke);
     std::printf("%-10s %14.3f %14.3f\n", "plain", pr, pe);
-    std::printf("jail - plain: ready +%.3f ms, exit +%.3f ms\n", jr - pr, je - pe);
+    std::printf(
+        "jail - plain: ready +%.3f ms, exit +%.3f ms (of which the keeper and its PID "
+        "namespace: +%.3f ms, +%.3f ms)\n",
+        jr - pr, je - pe, kr - pr, ke - pe);
     std::printf(
         "jail steps (ms): namespaces %.3f, network %.3f, root %.3f, ids %.3f, filter %.3f\n",
         step(&sandbox::StepTimes::prepare_us), step(&sandbox::StepTimes::network_us),

@@ -1,6 +1,7 @@
 // `vireo-bench jail`: what a domain's jail costs at start-up, without KVM: the same steps a
 // `vireo run` domain takes as root (a keeper, a new PID namespace, sandbox::prepare and enter,
-// every thread confining itself), timed against a process that only starts the same threads.
+// every thread confining itself), timed against a process that only starts the same threads,
+// and against the keeper and PID namespace alone (what the jail's own steps do not include).
 #pragma once
 
 namespace vireo::bench {
