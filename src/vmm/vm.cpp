@@ -303,7 +303,6 @@ Result<hv::VcpuState> Vm::load_guest(const BootImages& images) {
 }
 
 Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> vcpu_affinity) {
-    if (paused()) return fail(ErrorCode::BadState, "reboot: the machine is paused");
     // run() returned: no vCPU thread runs and the device loop is stopped. Devices first: what
     // a back-end still has in flight lands before memory is cleared.
     for (const auto& t : virtio_)
@@ -335,7 +334,16 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
         last_words_until_.reset();
         outcome_ = Outcome{};
     }
-    pause_requested_.store(false, std::memory_order_release);
+    {
+        // A machine reset while paused (the host's `reboot` of a paused domain) boots running,
+        // as a new machine would.
+        std::lock_guard op(pause_op_mu_);
+        std::lock_guard lock(pause_mu_);
+        pause_requested_.store(false, std::memory_order_release);
+        paused_.store(false, std::memory_order_release);
+        parked_ = 0;
+        paused_clock_ = 0;
+    }
     stopping_.store(false, std::memory_order_release);
     return ok();
 }

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "arch/x86/boot/kernel.hpp"
@@ -37,12 +39,16 @@ bool wait_output(const CountingTap& tap, uint64_t than) {
 struct TickingVm {
     TickingVm() {
         auto kernel = arch::x86::boot::KernelImage::parse(guest_pvh_ticker_elf());
-        if (!kernel) ADD_FAILURE() << kernel.error().message();
+        if (!kernel) {
+            ADD_FAILURE() << kernel.error().message();
+            std::abort();
+        }
+        images.emplace(vmm::BootImages{*kernel, {}, false});
         vmm::VmConfig config;
         config.memory_bytes = 64 << 20;
+        config.cpus = 2;
         config.console_out = tap;
-        auto created =
-            vmm::Vm::create(test::hypervisor(), config, vmm::BootImages{*kernel, {}, false});
+        auto created = vmm::Vm::create(test::hypervisor(), config, *images);
         if (!created) {
             ADD_FAILURE() << created.error().message();
             std::abort();
@@ -58,6 +64,10 @@ struct TickingVm {
         runner.join();
         return outcome;
     }
+    void run_again() {
+        runner = std::thread([this] { outcome = vm->run(); });
+    }
+    std::optional<vmm::BootImages> images;
     std::shared_ptr<CountingTap> tap = std::make_shared<CountingTap>();
     std::unique_ptr<vmm::Vm> vm;
     vmm::Outcome outcome;
@@ -92,6 +102,54 @@ TEST(VmPause, StopWhilePausedEndsTheRun) {
     ASSERT_TRUE(t.vm->pause());
     t.vm->stop(vmm::Fate::Stopped, "stopped while paused");
     EXPECT_EQ(t.join().fate, vmm::Fate::Stopped);  // a paused machine still stops
+}
+
+size_t open_fds() {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+        ++n;
+    return n;
+}
+
+// A guest reboot resets the machine in place (no new VM, vCPU or memory slot: a sandboxed
+// domain may not make them) and the guest boots again; over and over, nothing grows.
+TEST(VmReboot, ResetInPlaceBootsTheGuestAgain) {
+    TickingVm t;
+    size_t fds = 0;
+    for (int boot = 1; boot <= 12; ++boot) {
+        ASSERT_TRUE(wait_output(*t.tap, 0)) << "boot " << boot << ": the guest never wrote";
+        t.vm->reset();
+        ASSERT_EQ(t.join().fate, vmm::Fate::Reboot) << "boot " << boot;
+        if (boot == 2) fds = open_fds();  // after the first reboot's lazily opened things
+        if (boot > 2) {
+            EXPECT_EQ(open_fds(), fds) << "boot " << boot;
+        }
+        t.tap->bytes.store(0);
+        ASSERT_TRUE(t.vm->reboot(*t.images, {})) << "boot " << boot;
+        t.run_again();
+    }
+    ASSERT_TRUE(wait_output(*t.tap, 0)) << "the guest did not boot after the last reboot";
+    t.vm->stop(vmm::Fate::Stopped, "test over");
+    EXPECT_EQ(t.join().fate, vmm::Fate::Stopped);
+}
+
+// The host resets a paused domain: the reset machine boots running, as a new one would.
+TEST(VmReboot, ResetWhilePausedBootsRunning) {
+    TickingVm t;
+    ASSERT_TRUE(wait_output(*t.tap, 0));
+    ASSERT_TRUE(t.vm->pause());
+    t.vm->reset();
+    ASSERT_EQ(t.join().fate, vmm::Fate::Reboot);
+    t.tap->bytes.store(0);
+    auto r = t.vm->reboot(*t.images, {});
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_FALSE(t.vm->paused());
+    t.run_again();
+    EXPECT_TRUE(wait_output(*t.tap, 0)) << "the guest did not run after the reset";
+    ASSERT_TRUE(t.vm->pause()) << "pause works again on the reset machine";
+    ASSERT_TRUE(t.vm->resume());
+    t.vm->stop(vmm::Fate::Stopped, "test over");
+    EXPECT_EQ(t.join().fate, vmm::Fate::Stopped);
 }
 
 }  // namespace
