@@ -4,14 +4,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -22,7 +20,6 @@
 #include "api/server.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
-#include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
 #include "cli/run.hpp"
 
@@ -50,15 +47,11 @@ struct Target {
 
 // The pid of the process serving the Unix socket `path`, as this process sees it; 0 if none.
 int peer_pid(const std::string& path) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    if (!fd || path.size() >= sizeof a.sun_path) return 0;
-    std::memcpy(a.sun_path, path.data(), path.size());
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return 0;
+    auto fd = connect_unix(path);
+    if (!fd) return 0;
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
+    if (::getsockopt(fd->get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
     return cred.pid;
 }
 
