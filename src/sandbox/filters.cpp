@@ -259,7 +259,6 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             devices(f, host_network);
             terminal(f);
             read_only_files(f);
-            if (host_network) host_sockets(f);
             f.allow_ioctls(hv::vcpu_requests());
             f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::reset_requests());
