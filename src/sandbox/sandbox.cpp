@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -43,17 +44,11 @@ std::vector<std::string> g_namespaces;
 StepTimes g_steps;
 
 // Microseconds since `from`, and `from` moved to now.
-uint32_t lap(timespec& from) {
-    timespec now{};
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    const int64_t us = (now.tv_sec - from.tv_sec) * 1000000 + (now.tv_nsec - from.tv_nsec) / 1000;
+uint32_t lap(std::chrono::steady_clock::time_point& from) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - from).count();
     from = now;
     return static_cast<uint32_t>(us);
-}
-timespec now() {
-    timespec t{};
-    ::clock_gettime(CLOCK_MONOTONIC, &t);
-    return t;
 }
 
 thread_local int t_class = -1;
@@ -294,7 +289,7 @@ Result<void> confine_process() {
 }  // namespace
 
 Result<void> prepare() {
-    timespec t = now();
+    auto t = std::chrono::steady_clock::now();
     if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
         return fail_errno(errno, "sandbox: new mount, IPC and UTS namespaces");
     // Nothing mounted or unmounted here reaches the host, and the host's changes stay out.
@@ -317,7 +312,7 @@ Result<void> enter(const Plan& plan) {
         return fail(ErrorCode::InvalidArgument,
                     "sandbox: the domain must not run as uid or gid 0 (--uid/--gid)");
     if (g_namespaces.empty()) VIREO_TRY(prepare());
-    timespec t = now();
+    auto t = std::chrono::steady_clock::now();
     g_host_network = plan.host_network;
     for (const auto& s : plan.owned_sockets)
         if (::fchownat(AT_FDCWD, s.c_str(), plan.uid, plan.gid, AT_SYMLINK_NOFOLLOW) != 0)

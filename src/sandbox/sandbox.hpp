@@ -15,7 +15,8 @@
 // SIGSYS; the handler writes one line naming the call and the thread and ends the process with
 // kExitSandboxViolation.
 //
-// Nothing here is on a hot path: confine_thread() loads a program built once in enter().
+// Nothing here is on a hot path: confine_thread() loads a program compiled at build time
+// (programs.hpp).
 #pragma once
 
 #include <sys/types.h>
