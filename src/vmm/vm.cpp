@@ -312,7 +312,8 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
     VIREO_TRY(machine_->restore_chips(power_on_.chips));
     pio_ = devices::Bus("port I/O");
     VIREO_TRY(attach_port_devices());
-    VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
+    // The BSP's entry state is part of its saved power-on state (saved after it was set).
+    VIREO_TRY(load_guest(images));
     for (size_t i = 0; i < vcpus_.size(); ++i) {
         auto& v = *vcpus_[i];
         VIREO_TRY(v.set_state(hv::kStateAll & ~hv::kStateMsrs, power_on_.vcpus[i]));
@@ -320,7 +321,6 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
         if (refused != 0) log::debug("reboot: vCPU {}: KVM refused {} MSR(s)", i, refused);
         VIREO_TRY(v.clear_debug_registers());
     }
-    VIREO_TRY(vcpus_[0]->set_state(arch::x86::kLongModeStateFlags, entry));
     config_.vcpu_affinity = std::move(vcpu_affinity);
     for (uint32_t i = 0; i < config_.cpus; ++i) {
         slots_[i].tid.store(0, std::memory_order_relaxed);
