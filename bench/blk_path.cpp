@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/log.hpp"
+#include "stats.hpp"
 #include "virtio/blk/device.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
@@ -32,11 +33,6 @@ struct Figure {
     double bytes_per_s = 0;
     double requests_per_s = 0;
 };
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 // The host's own figure: pread() of `request` bytes, sequential or at random aligned offsets,
 // into `buffers` rotating buffers (as much memory as the device path's requests in flight).

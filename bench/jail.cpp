@@ -7,7 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +15,7 @@
 
 #include "base/thread_class.hpp"
 #include "sandbox/sandbox.hpp"
+#include "stats.hpp"
 
 namespace vireo::bench {
 
@@ -109,12 +109,6 @@ Sample one(Mode mode, int threads) {
     s.exit_ms = now_ms() - t0;
     s.ok = s.ok && WIFEXITED(st) && WEXITSTATUS(st) == 0;
     return s;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 }  // namespace
