@@ -129,6 +129,32 @@ for f in "${files[@]}"; do
 done
 
 printf '%s\n' "$*" > "$root/cmd"
+# What every process is doing, printed by the host itself shortly before the run's timeout, so
+# a hang is reported with the state it hung in (each vireo thread's kernel stack, the last lines
+# of vireo's logs) instead of only "timed out".
+echo "$timeout" > "$root/timeout"
+cat > "$root/stuck" <<'STUCK'
+#!/bin/sh
+{
+echo "at $(cut -d' ' -f1 /proc/uptime)s the command still runs; its processes:"
+for p in /proc/[0-9]*; do
+  cmd=$(cat "$p/cmdline" 2>/dev/null | tr '\0' ' ' | cut -c1-150)
+  [ -n "$cmd" ] || continue  # a kernel thread
+  echo "  $(basename "$p") $(sed -n 's/^State:\t*//p' "$p/status") wchan=$(cat "$p/wchan") $cmd"
+  case $cmd in *vireo*|*api_load*)  # its threads (the first 16) and their kernel stacks
+    echo "    $(ls "$p/task" | wc -l) threads"
+    for t in $(ls -d "$p"/task/* | head -n 16); do
+      echo "    task $(basename "$t") $(cat "$t/comm") $(sed -n 's/^State:\t*//p' "$t/status") wchan=$(cat "$t/wchan")"
+      head -n 6 "$t/stack" | sed 's/^/      /'
+    done ;;
+  esac
+done
+for f in $(find /tmp -name '*.log' 2>/dev/null | grep vireo | head -n 30); do
+  echo "  == $f"; tail -n 4 "$f" | cut -c1-200 | sed 's/^/     /'
+done
+} 2>&1 | sed 's/^/VIREO-HOST-STUCK| /'
+STUCK
+chmod +x "$root/stuck"
 cat > "$root/init" <<'INIT'
 #!/bin/sh
 # A real host runs from a real root file system, not from the initramfs (rootfs), and vireo's
@@ -156,8 +182,17 @@ export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
 cd /opt/vireo
 if [ -c /dev/kvm ]; then
   echo "VIREO-HOST-READY $(cut -d' ' -f1 /proc/uptime)s"
-  sh /cmd
+  # A heartbeat: run.sh tells a host that stopped (no beat) from a command that hangs.
+  (while :; do sleep 10; echo "VIREO-HOST-ALIVE $(cut -d' ' -f1 /proc/uptime)s"; done) &
+  exec 3<&0  # an asynchronous command's stdin would be /dev/null: keep the console's
+  sh /cmd <&3 3<&- &
+  cmd=$!
+  t=$(cat /timeout)
+  (sleep $((t > 120 ? t - 60 : t * 3 / 4)); /stuck) &
+  stuck=$!
+  wait $cmd
   rc=$?
+  kill $stuck 2>/dev/null
 else
   echo "vireo test host: /dev/kvm did not appear"
   rc=125
@@ -172,18 +207,33 @@ out=$work/console.log
 # The host prints VIREO-HOST-READY a few seconds after QEMU starts. Now and then a TCG host never
 # prints a line at all (its kernel hangs before the console, before anything of vireo runs):
 # such a boot is killed after $ready_secs s.
+# Once up, it beats every 10 s (VIREO-HOST-ALIVE); a host whose beat stops for $frozen_secs s
+# has stopped as a machine (its CPUs no longer run its own processes) and is killed then.
 ready_secs=${VIREO_TEST_HOST_READY_SECS:-120}
+frozen_secs=${VIREO_TEST_HOST_FROZEN_SECS:-120}
 boot_host() {
   : >"$out"
-  rm -f "$work/silent"
+  rm -f "$work/silent" "$work/frozen"
   (
     n=0
-    while [ $n -lt "$ready_secs" ]; do
+    until grep -q -e '^VIREO-HOST-READY' -e '^vireo test host:' "$out" 2>/dev/null; do
+      if [ $n -ge "$ready_secs" ]; then
+        touch "$work/silent"
+        pkill -f -- "-initrd $work/host.img" || true
+        exit 0
+      fi
       sleep 1; n=$((n + 1))
-      grep -q -e '^VIREO-HOST-READY' -e '^vireo test host:' "$out" 2>/dev/null && exit 0
     done
-    touch "$work/silent"
-    pkill -f -- "-initrd $work/host.img" || true
+    beats=0; still=0
+    while sleep 5; do
+      b=$(grep -c '^VIREO-HOST-ALIVE' "$out" 2>/dev/null || true)
+      if [ "$b" != "$beats" ]; then beats=$b; still=0; else still=$((still + 5)); fi
+      if [ $still -ge "$frozen_secs" ]; then
+        touch "$work/frozen"
+        pkill -KILL -f -- "^qemu-system-x86_64 .*-initrd $work/host.img" || true  # not timeout(1)
+        exit 0
+      fi
+    done
   ) &
   local watcher=$!
   set +e
@@ -191,17 +241,20 @@ boot_host() {
     -cpu EPYC,+svm,+npt -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none \
     -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$work/host.img" \
     -append "console=ttyS0 quiet panic=-1 softlockup_panic=1 rdinit=/init" </dev/null 2>"$work/qemu.err" |
-    stdbuf -oL tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep --line-buffered -v -e '^\[' -e '^VIREO-HOST' || true; else cat; fi
+    stdbuf -oL tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep --line-buffered -v -e '^\[' -e '^VIREO-HOST' || true
+                                      else grep --line-buffered -v '^VIREO-HOST-ALIVE' || true; fi
   qemu_rc=${PIPESTATUS[0]}
   set -e
   kill "$watcher" 2>/dev/null || true
   wait "$watcher" 2>/dev/null || true
 }
 
-# When the host itself fails — no sign of life, or its own kernel reports an oops, a panic or a
-# lock-up (softlockup_panic=1: a CPU stuck in the host's kernel, seen for minutes in a domain's
-# main thread at `vireo down`, panics the host instead of hanging it until the timeout) — the
-# command is run once more in a fresh host (VIREO_TEST_HOST_RETRIES, default 1).
+# When the host itself fails — no sign of life, its heartbeat stopping, or its own kernel
+# reporting an oops, a panic or a lock-up (softlockup_panic=1: a CPU stuck in the host's
+# kernel, seen for minutes in a domain's main thread at `vireo down`, panics the host instead of
+# hanging it until the timeout) — the command is run once more in a fresh host
+# (VIREO_TEST_HOST_RETRIES, default 1). A command that hangs in a live host is not retried: near
+# the time limit the host prints what each process is doing (VIREO-HOST-STUCK).
 # A process cannot do that to a correct kernel: it is the emulation (multi-threaded TCG's AMD-V
 # has been seen to take an interrupt with the L2 guest's GS base still loaded; see
 # docs/test-host.md). The command failing, or the whole run timing out, is never retried (a
@@ -213,6 +266,7 @@ while :; do
   rc=$(sed -n 's/^VIREO-HOST-EXIT: \([0-9]*\)$/\1/p' "$out" | tail -n1)
   [ -n "$rc" ] && exit "$rc"
   if [ -e "$work/silent" ]; then echo "vireo test host: no sign of life after ${ready_secs}s ($(wc -l <"$out") console lines)" >&2
+  elif [ -e "$work/frozen" ]; then echo "vireo test host: stopped: no heartbeat for ${frozen_secs}s (its last: $(grep '^VIREO-HOST-ALIVE' "$out" | tail -n1))" >&2
   elif [ "$qemu_rc" = 124 ]; then echo "vireo test host: timed out after ${timeout}s" >&2
   else echo "vireo test host: exited (status $qemu_rc) before the command finished" >&2; fi
   grep -v "TCG doesn't support requested feature" "$work/qemu.err" >&2 || true
@@ -226,10 +280,14 @@ while :; do
     tail -n 8 "$out" >&2
   else
     echo "vireo test host: its console ended with:" >&2
-    tail -n 40 "$out" >&2
+    grep -v -e '^VIREO-HOST-ALIVE' -e '^VIREO-HOST-STUCK| ' "$out" | tail -n 40 >&2
+  fi
+  if grep -q '^VIREO-HOST-STUCK| ' "$out"; then
+    echo "vireo test host: what its processes were doing 60 s before the time limit:" >&2
+    sed -n 's/^VIREO-HOST-STUCK| //p' "$out" | head -n 400 >&2
   fi
   [ -n "${VIREO_TEST_HOST_LOG:-}" ] && cp "$out" "$VIREO_TEST_HOST_LOG"
-  if { [ -e "$work/silent" ] || { [ -n "$first" ] && [ "$qemu_rc" != 124 ]; }; } &&
+  if { [ -e "$work/silent" ] || [ -e "$work/frozen" ] || { [ -n "$first" ] && [ "$qemu_rc" != 124 ]; }; } &&
      [ $attempt -lt $attempts ]; then
     attempt=$((attempt + 1))
     echo "vireo test host: the host failed, not the command; running the command again in a fresh host (attempt $attempt of $attempts)" >&2
