@@ -6,8 +6,9 @@
 //
 // usage: api_load RUN_DIR CLIENTS ROUNDS DOMAIN...
 // Prints the requests, failures and answer times (median, 99th percentile, worst); exits 1 if
-// any request failed. A domain that is still starting is not a failure (the CLI refuses it with
-// a clear error), and neither is a host that answers `busy` (api::call retries it).
+// any request failed or the rounds took longer than two minutes. A domain that is still starting is
+// not a failure (the CLI refuses it with a clear error), and neither is a host that answers `busy`
+// (api::call retries it).
 //
 // usage: api_load --hold SOCKET N SECONDS
 // Opens N connections to SOCKET (as many as the server takes) and holds them, silent, for
@@ -32,7 +33,10 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int kTimeoutMs = 60000;  // a request that takes longer is a failure
+constexpr int kTimeoutMs = 20000;  // a request that takes longer is a failure
+// A client whose rounds are not done by then stops (a failure): the load ends in bounded time
+// even against a server that answers nothing.
+constexpr auto kAllRounds = std::chrono::seconds(120);
 
 }  // namespace
 
@@ -89,9 +93,16 @@ int main(int argc, char** argv) {
         if (!failure.empty()) failures.push_back(failure);
     };
     std::vector<std::thread> threads;
+    const auto deadline = Clock::now() + kAllRounds;
     for (int c = 0; c < clients; ++c)
         threads.emplace_back([&, c] {
             for (int i = 0; i < rounds; ++i) {
+                if (Clock::now() > deadline) {
+                    std::lock_guard lock(mu);
+                    failures.push_back("client " + std::to_string(c) + ": " +
+                                       std::to_string(rounds - i) + " rounds not done in time");
+                    break;
+                }
                 auto t0 = Clock::now();
                 auto list = vireo::api::call(run_dir + "/vireo.sock", "list", {}, kTimeoutMs);
                 note(t0, list ? "" : "list: " + list.error().message());

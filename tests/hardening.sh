@@ -10,10 +10,7 @@ idle=$3
 flood=$4
 reboot=$5
 api_load=$6
-pass=0
-fail=0
-ok() { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vireo-hard.XXXXXX)
 trap '"$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
 run() { "$vireo" run --allow-software-kvm --memory 64M --on-reboot exit "$@" >"$work/out" 2>&1 </dev/null; rc=$?; }
@@ -50,11 +47,12 @@ else bad "console log mode $(stat -c %a "$work/new.log")"; fi
 (umask 000; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
    --vsock "cid=3,socket=$work/v.sock" --api-socket "$work/a.sock" >"$work/vs.out" 2>&1 </dev/null) &
 vpid=$!
-n=0; while { [ ! -S "$work/v.sock" ] || [ ! -S "$work/a.sock" ]; } && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+both_sockets() { [ -S "$work/v.sock" ] && [ -S "$work/a.sock" ]; }
+within 30 both_sockets
 if [ "$(stat -c %a "$work/v.sock" 2>/dev/null)" = 600 ] && [ "$(stat -c %a "$work/a.sock" 2>/dev/null)" = 600 ]; then
   ok "vsock and API sockets are 0600 under umask 000"
 else bad "socket modes: vsock $(stat -c %a "$work/v.sock" 2>&1), api $(stat -c %a "$work/a.sock" 2>&1); $(cat "$work/vs.out")"; fi
-kill $vpid; wait $vpid
+kill $vpid; reap $vpid "vireo run after SIGTERM"
 if [ ! -e "$work/v.sock" ] && [ ! -e "$work/a.sock" ]; then ok "vireo run removes its sockets at exit"
 else bad "sockets left after exit: $(ls "$work")"; fi
 
@@ -116,11 +114,8 @@ memory = "64M"
 allow_software_kvm = true
 on_crash = "destroy"
 TOML
-field() {  # field NAME KEY: from vireo list --json
-  "$vireo" list --run-dir "$work/run" --json 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' |
-    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
-}
-wait_state() { n=0; while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done; [ "$(field "$1" state)" = "$2" ]; }
+field() { field_dir "$work/run" "$@"; }
+wait_state() { wait_state_dir "$work/run" "$@"; }
 "$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
 up=$!
 if wait_state a running && wait_state b running; then
@@ -129,23 +124,23 @@ if wait_state a running && wait_state b running; then
   else bad "modes: run dir $(stat -c %a "$work/run"), log $(stat -c %a "$work/run/a.log")"; fi
   b=$(field b id)
   kill -9 "$b"
-  n=0; while [ -e "$work/run/b.api" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  within 60 test ! -e "$work/run/b.api"
   if wait_state b crashed && [ ! -e "$work/run/b.api" ] && [ ! -e "$work/run/b.console" ]; then
     ok "a killed domain's sockets are removed by the supervisor"
   else bad "killed domain's sockets: $(ls "$work/run")"; fi
   a=$(field a id)
   kill -9 $up
-  wait $up 2>/dev/null
-  n=0; while kill -0 "$a" 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
-  if ! kill -0 "$a" 2>/dev/null && grep -q "supervisor .* is gone" "$work/run/a.log"; then
-    ok "kill -9 of the supervisor: its domain stops within $((n / 10)) s and says why"
+  reap $up "vireo up after SIGKILL"
+  t0=$(now)
+  if within 60 gone "$a" && grep -q "supervisor .* is gone" "$work/run/a.log"; then
+    ok "kill -9 of the supervisor: its domain stops within $(($(now) - t0)) s and says why"
   else bad "domain $a outlived its supervisor: $(tail -3 "$work/run/a.log")"; fi
   "$vireo" up "$work/host.toml" >"$work/up2.out" 2>&1 &
   up=$!
   if wait_state a running; then ok "the same host file comes up again after its supervisor died"
   else bad "second vireo up: $(cat "$work/up2.out")"; fi
   "$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null
-  wait $up
+  reap $up "the second vireo up after vireo down"
 else bad "vireo up: $(cat "$work/up.out")"; fi
 
 # The console log is bounded: a guest that floods its console rotates the file at
@@ -157,12 +152,10 @@ metric() {  # metric API_SOCKET KEY
   --console-log-max 64K --api-socket "$work/flood.sock" >"$work/flood.out" 2>&1 </dev/null &
 fpid=$!
 # (A sandboxed domain opens PATH.1 up front and rotates in place: wait for the rotation.)
-n=0
-while r=$(metric "$work/flood.sock" console_log_rotations); [ "${r:-0}" -lt 1 ] && [ $n -lt 600 ]; do
-  sleep 0.1; n=$((n + 1))
-done
+rotated() { r=$(metric "$work/flood.sock" console_log_rotations); [ "${r:-0}" -ge 1 ]; }
+within 60 rotated
 rot=$(metric "$work/flood.sock" console_log_rotations)
-kill $fpid; wait $fpid 2>/dev/null
+kill $fpid; reap $fpid "the flooding vireo run after SIGTERM"
 if [ -e "$work/flood.log.1" ] && [ "$(size "$work/flood.log.1")" -le 65536 ] &&
    [ "$(size "$work/flood.log")" -le 65536 ] && [ "${rot:-0}" -ge 1 ] &&
    [ "$(stat -c %a "$work/flood.log.1")" = 600 ] && [ "$(stat -c %a "$work/flood.log")" = 600 ] &&
@@ -175,13 +168,12 @@ if mount -t tmpfs -o size=64k tmpfs "$work/full"; then
   "$vireo" run --allow-software-kvm --memory 64M --kernel "$flood" --console "file:$work/full/c.log" \
     --console-log-max 1T --api-socket "$work/full.sock" >"$work/full.out" 2>&1 </dev/null &
   fpid=$!
-  n=0; while [ "$(metric "$work/full.sock" console_log_write_errors)" = "" ] ||
-              [ "$(metric "$work/full.sock" console_log_write_errors)" = 0 ]; do
-    [ $n -lt 600 ] || break; sleep 0.1; n=$((n + 1)); done
+  write_failed() { e=$(metric "$work/full.sock" console_log_write_errors); [ "${e:-0}" -ge 1 ]; }
+  within 60 write_failed
   errs=$(metric "$work/full.sock" console_log_write_errors)
   dropped=$(metric "$work/full.sock" console_log_dropped_bytes)
   alive=$(kill -0 $fpid 2>/dev/null && echo yes)
-  kill $fpid; wait $fpid 2>/dev/null
+  kill $fpid; reap $fpid "the vireo run on a full disk after SIGTERM"
   umount "$work/full"
   if [ "${errs:-0}" -ge 1 ] && [ "${dropped:-0}" -ge "$errs" ] && [ "$alive" = yes ] &&
      [ "$(grep -c "output is dropped and counted" "$work/full.out")" = 1 ]; then
@@ -201,9 +193,9 @@ TOML
 "$vireo" up "$work/flood.toml" >"$work/upf.out" 2>&1 &
 up=$!
 # (PATH.1 exists, empty, from the start in the sandbox: wait for content.)
-n=0; while [ ! -s "$work/runf/f.log.1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+within 60 test -s "$work/runf/f.log.1"
 "$vireo" down --timeout 0 --run-dir "$work/runf" >/dev/null
-wait $up
+reap $up "vireo up of the flooding domain after vireo down"
 if [ -s "$work/runf/f.log.1" ] && [ "$(size "$work/runf/f.log.1")" -le 66560 ] &&
    [ "$(size "$work/runf/f.log")" -le 66560 ] && grep -q FLOOD "$work/runf/f.log"; then
   ok "vireo up: a flooding domain's NAME.log rotates at console_log_max"
@@ -213,13 +205,13 @@ else bad "vireo up log rotation: $(ls -l "$work"/runf/ 2>&1); $(tail -3 "$work/u
 "$vireo" run --allow-software-kvm --memory 64M --kernel "$reboot" --console none \
   --api-socket "$work/rb.sock" >"$work/rb.out" 2>&1 </dev/null &
 rpid=$!
-n=0; while [ "$(metric "$work/rb.sock" boots)" = "" ] || [ "$(metric "$work/rb.sock" boots)" -lt 12 ]; do
-  [ $n -lt 600 ] || break; sleep 0.1; n=$((n + 1)); done
+twelve_boots() { b=$(metric "$work/rb.sock" boots); [ "${b:-0}" -ge 12 ]; }
+within 60 twelve_boots
 # Boots between two samples, against the seconds between them (a sample itself can take
 # seconds in a loaded emulated host): throttled, at most one a second, plus the one under way.
 t1=$(date +%s); b1=$(metric "$work/rb.sock" boots); sleep 4; b2=$(metric "$work/rb.sock" boots); t2=$(date +%s)
 thr=$(metric "$work/rb.sock" reboots_throttled)
-kill $rpid; wait $rpid 2>/dev/null
+kill $rpid; reap $rpid "the rebooting vireo run after SIGTERM"
 if [ "${b1:-0}" -ge 12 ] && [ $((b2 - b1)) -le $((t2 - t1 + 2)) ] && [ "${thr:-0}" -ge 1 ] &&
    [ "$(grep -c "reboots in a loop" "$work/rb.out")" = 1 ]; then
   ok "a reboot loop is throttled to one restart a second ($b1 -> $b2 boots in $((t2 - t1)) s, $thr throttled, logged once)"
@@ -236,13 +228,13 @@ else
   (ulimit -n 64; exec "$vireo" run --allow-software-kvm --memory 64M --kernel "$idle" --console none \
      --api-socket "$work/fd.sock" >"$work/fd.out" 2>&1 </dev/null) &
   fdpid=$!
-  n=0; while [ ! -S "$work/fd.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  within 60 test -S "$work/fd.sock"
   cpu() { awk '{print $14 + $15}' "/proc/$fdpid/stat"; }
   c0=$(cpu)
   held=$("$api_load" --hold "$work/fd.sock" 200 3)
   c1=$(cpu)
   accept_errors=$("$vireo" api "$work/fd.sock" server.stats 2>&1 | tr -d ' \n' | sed -n 's/.*"accept_errors":\([0-9]*\).*/\1/p')
-  kill $fdpid; wait $fdpid 2>/dev/null
+  kill $fdpid; reap $fdpid "vireo run at the open-files limit after SIGTERM"
   if [ "${accept_errors:-0}" -ge 1 ] && [ $((c1 - c0)) -lt 100 ]; then
     ok "at the open-files limit: $held, $accept_errors clients told busy, $((c1 - c0)) CPU ticks in 3 s, answering after"
   else bad "open-files limit: accept_errors $accept_errors, $((c1 - c0)) ticks, $held; $(tail -3 "$work/fd.out")"; fi

@@ -8,24 +8,14 @@ vireo=$1
 ticker=$2
 idle=$3
 api_load=$4
-pass=0
-fail=0
-ok() { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vireo-ctl.XXXXXX)
 R="--run-dir $work/run"
 trap '"$vireo" down --timeout 0 $R >/dev/null 2>&1; sleep 1; rm -rf "$work"' EXIT
 ncpu=$(nproc)
 last=$((ncpu - 1))
-field() {  # field NAME KEY: from `vireo list --json`
-  "$vireo" list $R --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
-    grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
-}
-wait_state() {
-  n=0
-  while [ "$(field "$1" state)" != "$2" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
-  [ "$(field "$1" state)" = "$2" ]
-}
+field() { field_dir "$work/run" "$@"; }
+wait_state() { wait_state_dir "$work/run" "$@"; }
 ticks() { grep -c TICK "$work/run/$1.log"; }
 port=$((20000 + $$ % 20000))
 
@@ -119,7 +109,7 @@ first=$!
 sleep 0.5
 if (sleep 0.3) | "$vireo" console tick $R | grep -q "attached elsewhere"; then ok "console: a second client is refused"
 else bad "console second client"; fi
-wait $first
+reap $first "the first console client"
 
 # create: one more domain, admitted; a duplicate name and too much memory are refused.
 cat >"$work/more.toml" <<TOML
@@ -155,7 +145,7 @@ else bad "pause destroyed: $("$vireo" pause late $R 2>&1)"; fi
 # one process of client threads). Every request must be answered; a domain that is still
 # starting is skipped, as the CLI refuses it with a clear error.
 "$vireo" down --timeout 0 $R >/dev/null
-n=0; while [ -e "$work/run/vireo.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+within 60 test ! -e "$work/run/vireo.sock"
 {
   echo "run_dir = \"$work/run\""
   echo 'reserve = "64M"'
@@ -164,12 +154,14 @@ n=0; while [ -e "$work/run/vireo.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n
   done
 } >"$work/12.toml"
 "$vireo" up "$work/12.toml" >"$work/up12.out" 2>&1 &
-n=0; while [ ! -e "$work/run/vireo.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+within 60 test -e "$work/run/vireo.sock"
 doms=$(for i in $(seq 1 12); do printf 'd%d ' "$i"; done)
 load=$("$api_load" "$work/run" 50 12 $doms 2>&1); load_rc=$?
-running=0; for i in $(seq 1 12); do wait_state "d$i" running && running=$((running + 1)); done
+all_running() { [ "$("$vireo" list $R 2>/dev/null | grep -c ' running')" = 12 ]; }
+within 120 all_running
+running=$("$vireo" list $R 2>/dev/null | grep -c ' running')
 if [ $load_rc = 0 ] && [ "$running" = 12 ]; then ok "50 concurrent clients x 12 rounds while 12 domains boot: all 12 running; $load"
-else bad "concurrent clients: $running of 12 running; $load"; fi
+else bad "concurrent clients: $running of 12 running; $load; vireo up: $(tail -n 3 "$work/up12.out")"; fi
 
 # vcpu-pin in a pool of two CPUs: the thread moves.
 "$vireo" vcpu-pin d1 0 1 $R >/dev/null

@@ -5,24 +5,12 @@
 vireo=$1
 idle=$2
 hello=$3
-pass=0
-fail=0
-ok() { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vireo-up.XXXXXX)
 trap '"$vireo" down --timeout 0 --run-dir "$work/run" >/dev/null 2>&1; rm -rf "$work"' EXIT
 ncpu=$(nproc)
 last=$((ncpu - 1))
-field_dir() {  # field_dir RUN_DIR NAME KEY: from `vireo list --json`
-  "$vireo" list --run-dir "$1" --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
-    grep "\"name\":\"$2\"" | sed -n "s/.*\"$3\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
-}
-wait_state_dir() {  # wait_state_dir RUN_DIR NAME STATE
-  n=0
-  while [ "$(field_dir "$1" "$2" state)" != "$3" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
-  [ "$(field_dir "$1" "$2" state)" = "$3" ]
-}
-# The same for the first host (RUN_DIR $work/run).
+# field_dir and wait_state_dir (lib.sh) for the first host (RUN_DIR $work/run).
 field() { field_dir "$work/run" "$@"; }
 wait_state() { wait_state_dir "$work/run" "$@"; }
 
@@ -82,8 +70,7 @@ if "$vireo" destroy nosuch --run-dir "$work/run" 2>&1 | grep -q "no domain"; the
   ok "vireo destroy of an unknown domain: clear error"
 else bad "destroy unknown"; fi
 "$vireo" down --timeout 0 --run-dir "$work/run"
-n=0; while kill -0 $up_pid 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
-if ! kill -0 $up_pid 2>/dev/null && [ ! -e "$work/run/vireo.sock" ]; then ok "vireo down: supervisor gone, socket removed"
+if reap $up_pid "vireo up after vireo down" && [ ! -e "$work/run/vireo.sock" ]; then ok "vireo down: supervisor gone, socket removed"
 else bad "vireo down"; fi
 
 # Admission: more memory than the host has; nothing may start.
@@ -129,20 +116,17 @@ else bad "validation: $out"; fi
     printf '[domains.d%d]\nkernel = "%s"\nmemory = "64M"\nallow_software_kvm = true\n' "$i" "$idle"
   done
 } >"$work/128.toml"
-start=$(date +%s.%N)
+start=$(now)
 "$vireo" up "$work/128.toml" >"$work/up128.out" 2>&1 &
 up_pid=$!
-n=0
-while [ "$(grep -l PVH-UP "$work"/run128/d*.log 2>/dev/null | wc -l)" -lt 128 ] && [ $n -lt 600 ]; do
-  sleep 0.1; n=$((n + 1))
-done
-end=$(date +%s.%N)
-up=$(grep -l PVH-UP "$work"/run128/d*.log 2>/dev/null | wc -l)
-if [ "$up" = 128 ]; then
-  ok "128 domains from one file all report in ($(echo "$end - $start" | bc | cut -c1-5) s)"
+reported() { grep -l PVH-UP "$work"/run128/d*.log 2>/dev/null | wc -l; }
+all_reported() { [ "$(reported)" -ge 128 ]; }
+within 120 all_reported
+up=$(reported)
+if [ "$up" = 128 ]; then ok "128 domains from one file all report in ($(($(now) - start)) s)"
 else bad "128 domains: $up reported; $(tail -3 "$work/up128.out")"; fi
 "$vireo" down --timeout 0 --run-dir "$work/run128"
-wait $up_pid
+reap $up_pid "vireo up of 128 domains after vireo down"
 
 # Limits: one domain with 1024 vCPUs, one with 256 GiB (untouched; overcommit on this host).
 cat >"$work/limits.toml" <<TOML
@@ -160,15 +144,13 @@ allow_software_kvm = true
 TOML
 "$vireo" up "$work/limits.toml" >"$work/upl.out" 2>&1 &
 up_pid=$!
-n=0
-while [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" -lt 2 ] && [ $n -lt 600 ]; do
-  sleep 0.1; n=$((n + 1))
-done
+both_reported() { [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" -ge 2 ]; }
+within 60 both_reported
 # vCPU 0 reports before the last of 1024 vCPU threads has started (each confines itself to its
 # seccomp list first): wait for them.
 wide_threads() { ls /proc/"$(field_dir "$work/runl" wide id)"/task 2>/dev/null | wc -l; }
-n=0
-while [ "$(wide_threads)" -lt 1024 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+all_threads() { [ "$(wide_threads)" -ge 1024 ]; }
+within 30 all_threads
 if [ "$(cat "$work"/runl/*.log 2>/dev/null | grep -c PVH-UP)" = 2 ] && wait_state_dir "$work/runl" wide running &&
    [ "$(wide_threads)" -ge 1024 ]; then
   ok "limits: a 1024-vCPU domain and a 256 GiB domain run (1024+ threads in the wide one)"
@@ -178,7 +160,7 @@ else
   for f in "$work"/runl/*.log; do echo "---- $f:"; tail -n 5 "$f"; done
 fi
 "$vireo" down --timeout 0 --run-dir "$work/runl"
-wait $up_pid
+reap $up_pid "vireo up of the limits host after vireo down"
 
 # --detach: returns once every domain runs (the host then logs to RUN_DIR/vireo.log), or with
 # the failure when a domain cannot be built.
@@ -196,7 +178,7 @@ if [ $rc = 0 ] && echo "$out" | grep -q "is up in the background" &&
   ok "up --detach: returns with the domain running, supervisor logging to vireo.log"
 else bad "up --detach: rc $rc: $out"; fi
 "$vireo" down --timeout 0 --run-dir "$work/rund" >/dev/null
-n=0; while [ -e "$work/rund/vireo.sock" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+within 60 test ! -e "$work/rund/vireo.sock"
 sed -i "s|kernel = .*|kernel = \"/etc/hostname\"|" "$work/det.toml"
 out=$("$vireo" up --detach "$work/det.toml" 2>&1)
 rc=$?
@@ -231,7 +213,7 @@ TOML
       ok "hugepages: a 64 MiB domain holds 32 huge pages while it runs ($free0 -> $(hfree) free)"
     else bad "hugepages: free $free0 -> $(hfree); $(tail -3 "$work/uph.out"; tail -2 "$work"/runh/*.log)"; fi
     "$vireo" down --timeout 0 --run-dir "$work/runh" >/dev/null
-    wait $up_pid
+    reap $up_pid "vireo up of the huge-page domain after vireo down"
     if [ "$(hfree)" = "$free0" ]; then ok "hugepages: all $free0 free again after the domain stopped"
     else bad "hugepages: $(hfree) free after down, $free0 before"; fi
     sed -i 's/memory = "64M"/memory = "2G"/' "$work/huge.toml"

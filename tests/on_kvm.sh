@@ -16,7 +16,7 @@ if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -z "${VIREO_TEST_I
   exec "$@"
 fi
 echo "on_kvm: no usable /dev/kvm on this machine: running in the test host"
-files=()
+files=(-f "$(dirname "$0")/lib.sh")  # what the shell tests source
 args=()
 for a in "$@"; do
   if [ "$a" = "$build/vireo" ]; then

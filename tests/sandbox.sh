@@ -7,28 +7,22 @@
 # usage: sandbox.sh VIREO PVH_IDLE_ELF
 vireo=$1
 idle=$2
-pass=0
-fail=0
-ok() { echo "PASS: $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL: $1"; fail=$((fail + 1)); }
+. "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vireo-sandbox.XXXXXX)
 R="--run-dir $work/run"
 trap '"$vireo" down --timeout 0 $R >/dev/null 2>&1; kill $run_pid 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 
 # Waits (up to 30 s) for a process of uid $1 whose threads include a vCPU; prints its pid.
-pid_of_uid() {
-  n=0
-  while [ $n -lt 300 ]; do
-    for d in /proc/[0-9]*; do
-      if grep -q "^Uid:[[:space:]]*$1[[:space:]]" "$d/status" 2>/dev/null &&
-         grep -qs '^vireo-vcpu' "$d"/task/*/comm 2>/dev/null; then
-        echo "${d#/proc/}"; return 0
-      fi
-    done
-    sleep 0.1; n=$((n + 1))
+vcpu_process_of() {
+  for d in /proc/[0-9]*; do
+    if grep -q "^Uid:[[:space:]]*$1[[:space:]]" "$d/status" 2>/dev/null &&
+       grep -qs '^vireo-vcpu' "$d"/task/*/comm 2>/dev/null; then
+      echo "${d#/proc/}"; return 0
+    fi
   done
   return 1
 }
+pid_of_uid() { within 30 vcpu_process_of "$1"; }
 same_file() { [ "$(stat -L -c %d:%i "$1")" = "$(stat -L -c %d:%i "$2")" ]; }
 
 # Every thread: uid, capabilities, no_new_privs, seccomp; the root; the namespaces.
@@ -80,7 +74,7 @@ if p=$(pid_of_uid 69999); then
     ok "the API's info shows the jail (uid, namespaces, each thread's class and seccomp)"
   else bad "info: $info"; fi
   "$vireo" api "$work/api.sock" sandbox.selftest >/dev/null 2>&1
-  wait $run_pid
+  reap $run_pid "vireo run after its violation"
   rc=$?
   if [ $rc = 8 ] && grep -q "sandbox violation: thread vireo-api.* (api) called ptrace" "$work/run.out"; then
     ok "a violation ends vireo run with status 8, naming the call and the thread"
@@ -101,7 +95,7 @@ sleep 2
 if grep -q "the sandbox is off" "$work/off.out" && grep -q '^Seccomp:[[:space:]]*0' /proc/$off_pid/status; then
   ok "--sandbox off: a warning, no filter"
 else bad "--sandbox off: $(cat "$work/off.out")"; fi
-kill $off_pid; wait $off_pid 2>/dev/null
+kill $off_pid; reap $off_pid "vireo run --sandbox off after SIGTERM"
 if "$vireo" run --kernel "$idle" --uid 0 >"$work/uid0.out" 2>&1; then bad "--uid 0 accepted"
 elif grep -q "uid" "$work/uid0.out"; then ok "--uid 0 is refused"
 else bad "--uid 0: $(cat "$work/uid0.out")"; fi
@@ -134,8 +128,8 @@ if "$vireo" up "$work/host.toml" --detach >"$work/up.out" 2>&1; then
     else bad "cgroup $cg: memory.max $mm pids.max $pm"; fi
   else echo "SKIP: no delegated memory controller here ($cg)"; fi
   "$vireo" api "$work/run/a.api" sandbox.selftest >/dev/null 2>&1
-  n=0
-  while ! "$vireo" list $R | grep -q "^a .*crashed" && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  a_crashed() { "$vireo" list $R | grep -q "^a .*crashed"; }
+  within 30 a_crashed
   list=$("$vireo" list $R)
   if echo "$list" | grep -q "^a .*crashed" && echo "$list" | grep -q "^b .*running" &&
      grep -q "called ptrace" "$work/run/a.log"; then
