@@ -48,7 +48,7 @@ class VireoLoop {
         return loop;
     }
 
-    // With `confined`, on a new thread under a vCPU thread's filters (installed before the
+    // With `confined`, on a new thread under a vCPU thread's filter (installed before the
     // clock starts).
     Result<uint64_t> loop(uint64_t exits, bool confined) {
         if (!confined) return loop(exits);
@@ -158,7 +158,7 @@ int run_exits(const ExitsOptions& o) {
     std::printf("vireo-bench exits: %llu exits x %d runs, guest loops in ring %s, KVM %s%s\n",
                 static_cast<unsigned long long>(o.iterations), o.runs, user ? "3" : "0",
                 hv.flavor().empty() ? "unknown" : hv.flavor().c_str(),
-                o.sandbox ? ", vireo under a vCPU thread's seccomp filters" : "");
+                o.sandbox ? ", vireo under a vCPU thread's seccomp filter" : "");
     std::printf("%-22s %10s %10s %10s %22s\n", "exit", "vireo ns", "raw ns", "vireo/raw",
                 "vireo min..max ns");
     auto row = [](const char* name, Stats v, Stats raw) {

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     cmd->add_flag("--user", exits.user_mode, "Run the guest loops in ring 3 instead of ring 0");
     cmd->add_flag("--json", exits.json, "End with one line of JSON");
     cmd->add_flag("--sandbox", exits.sandbox,
-                  "Run vireo's loops on a thread under a sandboxed vCPU thread's seccomp filters "
+                  "Run vireo's loops on a thread under a sandboxed vCPU thread's seccomp filter "
                   "(raw KVM unfiltered)");
 
     vireo::bench::BootOptions boot;

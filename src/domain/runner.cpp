@@ -558,12 +558,13 @@ int run_domain(const DomainSpec& s) {
             plan = sandbox_plan(s, config);
         else
             plan.unprivileged = true;
+        plan.vcpu_threads = s.cpus;
         if (auto r = sandbox::enter(plan); !r) return fail_with(r.error().message());
         const auto t = sandbox::step_times();
         log::debug(
             "sandbox entered: namespaces {} µs, network {} µs, root {} µs, ids {} µs, "
-            "filter {} µs",
-            t.prepare_us, t.network_us, t.root_us, t.identity_us, t.filter_us);
+            "vCPU threads {} µs, main filter {} µs",
+            t.prepare_us, t.network_us, t.root_us, t.identity_us, t.vcpus_us, t.filter_us);
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they

@@ -41,6 +41,10 @@ constexpr unsigned long kBuild[] = {
 std::span<const unsigned long> vcpu_requests() noexcept {
     return kVcpu;
 }
+std::span<const unsigned long> vcpu_state_requests() noexcept {
+    static_assert(kVcpu[0] == KVM_RUN);
+    return std::span<const unsigned long>(kVcpu).subspan(1);
+}
 std::span<const unsigned long> interrupt_requests() noexcept {
     return kInterrupt;
 }

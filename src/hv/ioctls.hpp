@@ -8,9 +8,12 @@
 namespace vireo::hv {
 
 /// A vCPU's own calls: KVM_RUN, its state (get/set registers, MSRs, events, LAPIC, MP state,
-/// debug registers) and KVM_KVMCLOCK_CTRL. Made by the vCPU's thread (and by the thread that
-/// builds it and resets it at a guest reboot).
+/// debug registers) and KVM_KVMCLOCK_CTRL. Made by the vCPU's thread.
 std::span<const unsigned long> vcpu_requests() noexcept;
+
+/// The same without KVM_RUN: a vCPU's state, read and set by the thread that resets the machine
+/// at a guest reboot (and that builds it).
+std::span<const unsigned long> vcpu_state_requests() noexcept;
 
 /// Interrupts raised by devices: KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI.
 std::span<const unsigned long> interrupt_requests() noexcept;

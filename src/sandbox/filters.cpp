@@ -250,16 +250,18 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
     base(f);
     switch (c) {
         case ThreadClass::Main:
-            // The union of every class (threads start under it), and resetting the machine
-            // in place at a guest reboot: vCPU state, the interrupt controllers and PIT, guest
-            // memory cleared. The machine was built before the jail; no thread may build one
-            // (KVM_CREATE_VM, KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION, io_uring_setup,
-            // memfd_create are nowhere in these lists).
+            // The union of every class started under it (all but the vCPU threads, started
+            // before its filter), and resetting the machine in place at a guest reboot: vCPU
+            // state (not KVM_RUN: no guest instruction runs on this thread), the interrupt
+            // controllers and PIT, guest memory cleared. The machine was built before the
+            // jail; no thread may build one (KVM_CREATE_VM, KVM_CREATE_VCPU,
+            // KVM_SET_USER_MEMORY_REGION, io_uring_setup, memfd_create are nowhere in these
+            // lists).
             threads(f);
             devices(f, host_network);
             terminal(f);
             read_only_files(f);
-            f.allow_ioctls(hv::vcpu_requests());
+            f.allow_ioctls(hv::vcpu_state_requests());
             f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::reset_requests());
             f.allow({SCMP_SYS(eventfd2), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity),

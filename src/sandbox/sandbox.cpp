@@ -156,16 +156,17 @@ void record(ThreadClass c) {
     g_threads.push_back({t_entry.tid, t_name, std::string(to_string(c))});
 }
 
-void confine_hook(ThreadClass c) noexcept {
-    if (t_class >= 0 || c == ThreadClass::Main) return;  // once per thread
-    ::prctl(PR_GET_NAME, t_name);                        // for a violation report from here on
+bool confine_hook(ThreadClass c) noexcept {
+    if (t_class >= 0 || c == ThreadClass::Main) return true;  // once per thread
+    ::prctl(PR_GET_NAME, t_name);                             // for a violation report from here on
     if (auto r = load(c); !r) {
         // Only a kernel out of memory gets here; a thread without its own list still runs
-        // under the main thread's.
+        // under the main thread's (a vCPU worker, born before it, ends instead).
         log::error("sandbox: {}", r.error().message());
-        return;
+        return false;
     }
     record(c);
+    return true;
 }
 
 // mkdir -p inside the new root; every directory 0755 and root's.
@@ -272,17 +273,23 @@ void read_glibc_files_now() {
     ::tzset();
 }
 
-// The last steps, root or not: no_new_privs, not dumpable, the violation handler, the main
-// thread's filter; then threads confine themselves.
-Result<void> confine_process() {
+// The last steps, root or not: no_new_privs, not dumpable, the violation handler; the vCPU
+// threads, each under its own list alone (born before the main thread's filter, they do not
+// inherit it); the main thread's filter. Threads started after that confine themselves on top
+// of it.
+Result<void> confine_process(uint32_t vcpu_threads) {
+    auto t = std::chrono::steady_clock::now();
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         return fail_errno(errno, "sandbox: no_new_privs");
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return fail_errno(errno, "sandbox: dumpable");
     VIREO_TRY(install_handler());
-    VIREO_TRY(load(ThreadClass::Main));
-    record(ThreadClass::Main);
     set_confine_hook(confine_hook);
     g_active.store(true, std::memory_order_release);
+    VIREO_TRY(start_workers(ThreadClass::Vcpu, vcpu_threads, "vireo-vcpu"));
+    g_steps.vcpus_us = lap(t);
+    VIREO_TRY(load(ThreadClass::Main));
+    record(ThreadClass::Main);
+    g_steps.filter_us = lap(t);
     return {};
 }
 
@@ -306,7 +313,7 @@ Result<void> enter(const Plan& plan) {
     if (plan.unprivileged) {
         g_host_network = true;
         VIREO_TRY(set_limit(RLIMIT_CORE, 0, "core size"));
-        return confine_process();
+        return confine_process(plan.vcpu_threads);
     }
     if (plan.uid == 0 || plan.gid == 0)
         return fail(ErrorCode::InvalidArgument,
@@ -337,9 +344,7 @@ Result<void> enter(const Plan& plan) {
     VIREO_TRY(drop_identity(plan.uid, plan.gid));
     if (death_signal != 0) (void)::prctl(PR_SET_PDEATHSIG, death_signal);
     g_steps.identity_us = lap(t);
-    VIREO_TRY(confine_process());
-    g_steps.filter_us = lap(t);
-    return {};
+    return confine_process(plan.vcpu_threads);
 }
 
 StepTimes step_times() noexcept {
@@ -373,7 +378,9 @@ Result<void> install(ThreadClass c) {
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail_errno(errno, "no_new_privs");
     read_glibc_files_now();
     VIREO_TRY(install_handler());
-    VIREO_TRY(load(ThreadClass::Main));
+    // As in a domain: vCPU threads carry their own list alone; the others are born under the
+    // main thread's and add their own.
+    if (c != ThreadClass::Vcpu) VIREO_TRY(load(ThreadClass::Main));
     if (c != ThreadClass::Main) VIREO_TRY(load(c));
     t_class = static_cast<int>(c);
     ::prctl(PR_GET_NAME, t_name);

@@ -6,14 +6,16 @@
 //   enter()    once the first machine is built, still with one thread: an empty read-only root
 //              (pivot_root) holding only the directories the domain reaches at run time, a new
 //              network namespace unless a device needs the host's, tight rlimits, an
-//              unprivileged uid/gid, no capabilities, no_new_privs, not dumpable, and the main
-//              thread's seccomp filter.
+//              unprivileged uid/gid, no capabilities, no_new_privs, not dumpable; then the
+//              vCPU threads (parked workers, base/thread_class.hpp), each under its own list
+//              alone; then the main thread's seccomp filter.
 //
 // Every thread the domain starts afterwards calls confine_thread() (base/thread_class.hpp) with
 // its class first thing: it adds that class's own, narrower allow-list on top of the main
-// thread's (filters stack; every one must allow a call). A call outside the lists raises
-// SIGSYS; the handler writes one line naming the call and the thread and ends the process with
-// kExitSandboxViolation.
+// thread's (filters stack; every one must allow a call). The vCPU threads, born before the
+// main thread's filter, carry one filter: a vCPU exit's KVM_RUN runs one program, not two.
+// A call outside the lists raises SIGSYS; the handler writes one line naming the call and the
+// thread and ends the process with kExitSandboxViolation.
 //
 // Nothing here is on a hot path: confine_thread() loads a program compiled at build time
 // (programs.hpp).
@@ -70,6 +72,9 @@ struct Plan {
     uint64_t locked_bytes = 0;
     /// Threads the domain may run (RLIMIT_NPROC, per uid); 0: not limited by vireo.
     uint64_t max_threads = 0;
+    /// vCPU threads to start before the main thread's filter (one per vCPU): they run every
+    /// boot's vCPU loops (start_thread(ThreadClass::Vcpu, ...)).
+    uint32_t vcpu_threads = 0;
 };
 
 /// The default id of `vireo run`'s domain when run as root (also its gid).
@@ -98,7 +103,8 @@ struct StepTimes {
     uint32_t network_us = 0;   ///< sockets' owners, the network namespace
     uint32_t root_us = 0;      ///< the empty root (tmpfs, pivot_root, binds, /proc, detach)
     uint32_t identity_us = 0;  ///< rlimits, capabilities, uid/gid
-    uint32_t filter_us = 0;    ///< no_new_privs, the violation handler, the main filter
+    uint32_t vcpus_us = 0;     ///< no_new_privs, the handler, the vCPU threads (own filters)
+    uint32_t filter_us = 0;    ///< the main thread's filter
 };
 StepTimes step_times() noexcept;
 
@@ -118,7 +124,8 @@ struct Report {
 Report report();
 
 /// Installs on the calling thread what a domain's thread of class `c` runs under: the main
-/// thread's filter, then the class's own, and the violation handler. For tests and audits: the
+/// thread's filter, then the class's own (a vCPU thread: its own alone), and the violation
+/// handler. For tests and audits: the
 /// same code the domains use (with the host's network for Slirp, as user networking has it).
 /// Sets no_new_privs; irreversible.
 Result<void> install(ThreadClass c);

@@ -723,16 +723,21 @@ Outcome Vm::run() {
     if (loop_) {
         if (auto r = loop_->start(); !r) return Outcome{Fate::HostError, r.error().message()};
     }
-    std::vector<std::thread> threads;
+    // A vCPU thread not pinned by the configuration gets the domain's CPUs, as a new thread
+    // inherits them: a parked vCPU worker (a sandboxed domain's) keeps what it had last boot.
+    cpu_set_t domain_cpus;
+    const bool have_domain_cpus = ::sched_getaffinity(0, sizeof domain_cpus, &domain_cpus) == 0;
+    std::vector<ClassThread> threads;
     threads.reserve(vcpus_.size());
     for (size_t i = 0; i < vcpus_.size(); ++i) {
-        threads.emplace_back(
-            [this, vcpu = vcpus_[i].get(), slot = &slots_[i]] { vcpu_loop(*vcpu, *slot); });
-        if (i < config_.vcpu_affinity.size() && !config_.vcpu_affinity[i].empty()) {
-            const cpu_set_t set = to_cpu_set(config_.vcpu_affinity[i]);
-            if (::pthread_setaffinity_np(threads.back().native_handle(), sizeof set, &set) != 0)
-                log::warn("vCPU {}: cannot pin it to the CPUs asked for", i);
-        }
+        threads.push_back(start_thread(
+            ThreadClass::Vcpu,
+            [this, vcpu = vcpus_[i].get(), slot = &slots_[i]] { vcpu_loop(*vcpu, *slot); }));
+        const bool pinned = i < config_.vcpu_affinity.size() && !config_.vcpu_affinity[i].empty();
+        const cpu_set_t set = pinned ? to_cpu_set(config_.vcpu_affinity[i]) : domain_cpus;
+        if ((pinned || have_domain_cpus) &&
+            ::pthread_setaffinity_np(threads.back().native_handle(), sizeof set, &set) != 0)
+            log::warn("vCPU {}: cannot pin it to the CPUs asked for", i);
     }
     {
         std::unique_lock lock(fate_mu_);
