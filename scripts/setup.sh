@@ -8,6 +8,7 @@ PACKAGES=(
   clang clang-format libclang-rt-14-dev             # clang 14: sanitizer/fuzzing builds, format
   libfmt-dev libcli11-dev liburing-dev libslirp-dev  # libraries
   libseccomp-dev                                    # the sandbox's system call filters
+  zlib1g-dev                                        # snapshot checksums (CRC-32)
   nlohmann-json3-dev libtomlplusplus-dev            # the API (JSON), host config (TOML)
   libgtest-dev acpica-tools                         # tests (iasl decodes our ACPI tables)
   curl procps                                       # tests: the metrics page, pgrep
