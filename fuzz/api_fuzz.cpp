@@ -5,7 +5,6 @@
 // input is handled on a thread with the production stack size (kThreadStackSize, 1 MiB, as the
 // API thread has), not on libFuzzer's 8 MiB main stack, so recursion that only the real stack
 // cannot take shows up here; scripts/fuzz.sh feeds it requests up to past kMaxRequest.
-#include <pthread.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -15,6 +14,7 @@
 #include "api/params.hpp"
 #include "api/server.hpp"
 #include "base/limits.hpp"
+#include "production_stack.hpp"
 
 namespace {
 
@@ -75,12 +75,6 @@ void* handle(void* arg) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Input in{std::string_view(reinterpret_cast<const char*>(data), size)};
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, vireo::kThreadStackSize);
-    pthread_t t;
-    if (pthread_create(&t, &attr, handle, &in) != 0) std::abort();
-    pthread_join(t, nullptr);
-    pthread_attr_destroy(&attr);
+    vireo::fuzz::on_production_stack(handle, &in);
     return 0;
 }

@@ -77,7 +77,7 @@ Source memory_source(std::span<const uint8_t> bytes) {
     s.size = bytes.size();
     s.read = [bytes](uint64_t offset, std::span<uint8_t> out) {
         if (offset > bytes.size() || out.size() > bytes.size() - offset) return false;
-        std::memcpy(out.data(), bytes.data() + offset, out.size());
+        if (!out.empty()) std::memcpy(out.data(), bytes.data() + offset, out.size());
         return true;
     };
     return s;
@@ -172,7 +172,7 @@ Result<Reader> Reader::open(Source src) {
         std::vector<uint8_t> payload;
         if (!mapped) {
             payload.resize(static_cast<size_t>(s.length));
-            if (!src.read(s.offset, payload))
+            if (!payload.empty() && !src.read(s.offset, payload))
                 return fail(ErrorCode::System, "snapshot: cannot read section {}", name);
             if (crc32(payload) != s.crc)
                 return fail(ErrorCode::InvalidArgument,
