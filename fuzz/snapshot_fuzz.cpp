@@ -12,6 +12,7 @@
 #include "production_stack.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/state.hpp"
+#include "snapshot/vcpu.hpp"
 
 namespace {
 
@@ -60,6 +61,10 @@ void* parse(void* arg) {
         (void)d.bytes(4096);
         (void)d.u64();
         (void)d.finish();
+        vireo::hv::VcpuState vcpu;  // and as a vCPU's state
+        vireo::snapshot::Decoder v(r->bytes(s), "vCPU");
+        vireo::snapshot::decode(v, vcpu);
+        (void)v.finish();
     }
     return nullptr;
 }

@@ -1,3 +1,5 @@
+#include "snapshot/vcpu.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -219,6 +221,43 @@ TEST(Vcpu, StateRoundTrip) {
     EXPECT_EQ(e.io.value(), 0xbeefu);
     ASSERT_TRUE(vcpu->get_state(hv::kStateGprs, back));
     EXPECT_GT(back.gprs.rip, vm.config().load_addr);
+}
+
+// A vCPU's state written as a snapshot section and read back into a vCPU of another machine
+// (same guest image): that vCPU goes on from where the first one stood.
+TEST(Vcpu, StateMovesThroughASnapshotSection) {
+    auto source = make_vm(guest_io_roundtrip());
+    auto from = make_vcpu(source);
+    const uint32_t flags = hv::kStateGprs | hv::kStateSegments | hv::kStateCrs | hv::kStateMsrs |
+                           hv::kStateXsave | hv::kStateXcrs | hv::kStateEvents | hv::kStateMpState;
+    hv::VcpuState st;
+    st.msrs = {{0x174, 0}, {0x175, 0}};
+    ASSERT_TRUE(from->get_state(flags, st));
+    st.gprs.rdi = 0xcafe;
+    st.msrs[1].value = 0xffff9000;
+    ASSERT_TRUE(from->set_state(flags, st));
+    hv::VcpuState saved;
+    saved.msrs = st.msrs;
+    ASSERT_TRUE(from->get_state(flags, saved));
+
+    snapshot::Encoder e;
+    snapshot::encode(e, saved);
+    hv::VcpuState loaded;
+    snapshot::Decoder d(e.data(), "vCPU 0");
+    snapshot::decode(d, loaded);
+    ASSERT_TRUE(d.finish());
+
+    auto target = make_vm(guest_io_roundtrip());
+    auto to = make_vcpu(target);
+    ASSERT_TRUE(to->set_state(flags, loaded));
+    hv::VcpuState check;
+    check.msrs = {{0x174, 0}, {0x175, 0}};
+    ASSERT_TRUE(to->get_state(flags, check));
+    EXPECT_EQ(check.msrs[1].value, 0xffff9000u);
+    EXPECT_EQ(check.crs.cr3, saved.crs.cr3);
+    auto exit = run(*to);
+    ASSERT_EQ(exit.reason, ExitReason::Io);
+    EXPECT_EQ(exit.io.value(), 0xcafeu);
 }
 
 TEST(Vcpu, RefusedMsrIsNamed) {

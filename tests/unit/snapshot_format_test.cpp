@@ -13,6 +13,7 @@
 #include "base/unique_fd.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/state.hpp"
+#include "snapshot/vcpu.hpp"
 
 namespace vireo::snapshot {
 namespace {
@@ -226,6 +227,99 @@ TEST(SnapshotState, ShortLongAndInvalidFieldsAreMalformed) {
         EXPECT_TRUE(d.bytes(4096).empty());
         EXPECT_FALSE(d.finish());
     }
+}
+
+// A vCPU in long mode with a pending interrupt, MSRs, FPU, XSAVE and LAPIC contents.
+hv::VcpuState busy_vcpu() {
+    hv::VcpuState s;
+    s.gprs.rax = 0x1122334455667788;
+    s.gprs.r15 = 15;
+    s.gprs.rip = 0xffffffff81000000;
+    s.gprs.rflags = 0x246;
+    s.segments.cs = {0, 0xffffffff, 0x10, 11, true, 0, false, true, true, true, false, false};
+    s.segments.tr.type = 11;
+    s.segments.ldt.unusable = true;
+    s.segments.gdt = {0xfffffe0000001000, 0x7f};
+    s.crs = {0x80050033, 0x7f0000001000, 0x1000, 0x3606f0, 0, 0xd01, 0xfee00900};
+    s.msrs = {{0xc0000080, 0xd01}, {0x10, 123456789}, {0x4b564d01, 0x2001}};
+    s.fpu.fpr[3][7] = 0x42;
+    s.fpu.xmm[15][0] = 0x99;
+    s.fpu.mxcsr = 0x1fa0;
+    for (size_t i = 0; i < s.xsave.region.size(); ++i)
+        s.xsave.region[i] = static_cast<uint32_t>(i * 2654435761u);
+    s.xcr0 = 7;
+    s.lapic.regs[0x20] = 1;
+    s.lapic.regs[0x3f0] = 0xfe;
+    s.events.interrupt = {true, 0xec, false, 1};
+    s.events.nmi.masked = true;
+    s.events.sipi_vector = 9;
+    s.mp_state = hv::MpState::Halted;
+    return s;
+}
+
+TEST(SnapshotVcpu, EveryPartRoundTrips) {
+    const hv::VcpuState in = busy_vcpu();
+    Encoder e;
+    encode(e, in);
+    hv::VcpuState out;
+    Decoder d(e.data(), "vCPU 0");
+    decode(d, out);
+    ASSERT_TRUE(d.finish()) << d.finish().error().message();
+    EXPECT_EQ(out.gprs.rax, in.gprs.rax);
+    EXPECT_EQ(out.gprs.r15, 15u);
+    EXPECT_EQ(out.gprs.rip, in.gprs.rip);
+    EXPECT_EQ(out.segments.cs.selector, 0x10);
+    EXPECT_TRUE(out.segments.cs.l && out.segments.cs.present && !out.segments.cs.db);
+    EXPECT_TRUE(out.segments.ldt.unusable);
+    EXPECT_EQ(out.segments.gdt.base, in.segments.gdt.base);
+    EXPECT_EQ(out.crs.cr3, 0x1000u);
+    EXPECT_EQ(out.crs.apic_base, 0xfee00900u);
+    ASSERT_EQ(out.msrs.size(), 3u);
+    EXPECT_EQ(out.msrs[2].index, 0x4b564d01u);
+    EXPECT_EQ(out.msrs[1].value, 123456789u);
+    EXPECT_EQ(out.fpu.fpr[3][7], 0x42);
+    EXPECT_EQ(out.fpu.xmm[15][0], 0x99);
+    EXPECT_EQ(out.fpu.mxcsr, 0x1fa0u);
+    EXPECT_EQ(out.xsave.region, in.xsave.region);
+    EXPECT_EQ(out.xcr0, 7u);
+    EXPECT_EQ(out.lapic.regs, in.lapic.regs);
+    EXPECT_TRUE(out.events.interrupt.injected);
+    EXPECT_EQ(out.events.interrupt.vector, 0xec);
+    EXPECT_EQ(out.events.interrupt.shadow, 1);
+    EXPECT_TRUE(out.events.nmi.masked);
+    EXPECT_EQ(out.events.sipi_vector, 9u);
+    EXPECT_EQ(out.mp_state, hv::MpState::Halted);
+    EXPECT_NE(vcpu_tag(0), vcpu_tag(1));
+    EXPECT_NE(vcpu_tag(1023), vcpu_tag(0));
+}
+
+TEST(SnapshotVcpu, MalformedStateIsRefused) {
+    Encoder e;
+    encode(e, busy_vcpu());
+    const std::vector<uint8_t> good = e.data();
+    auto decode_error = [](std::span<const uint8_t> bytes) {
+        hv::VcpuState s;
+        Decoder d(bytes, "vCPU 3");
+        decode(d, s);
+        const auto r = d.finish();
+        return r ? std::string() : r.error().message();
+    };
+    EXPECT_NE(decode_error(std::span(good).first(good.size() - 1))
+                  .find("vCPU 3 state is "
+                        "malformed: truncated"),
+              std::string::npos);
+    // The MSR count sits after 18 GPRs, 8 segments of 23 bytes, 2 tables and 7 CRs.
+    const size_t msr_count = 18 * 8 + 8 * 23 + 2 * 10 + 7 * 8;
+    ASSERT_EQ(good[msr_count], 3);
+    auto hostile = good;
+    hostile[msr_count + 3] = 0x7f;  // 2 billion MSRs
+    EXPECT_NE(decode_error(hostile).find("the MSR count"), std::string::npos);
+    auto mp = good;
+    mp[mp.size() - 4] = 9;  // no such MP state
+    EXPECT_NE(decode_error(mp).find("the MP state"), std::string::npos);
+    auto flag = good;
+    flag[18 * 8 + 16] = 2;  // CS's "present" flag: neither 0 nor 1
+    EXPECT_NE(decode_error(flag).find("a flag"), std::string::npos);
 }
 
 }  // namespace
