@@ -1,14 +1,21 @@
 // libFuzzer target: the snapshot parser (snapshot::Reader over a file's bytes) and the state
-// decoder over every section it accepts, read as a device would (fixed fields, a bounded
-// length-prefixed field, finish()). Any input must give a parse or a clear error, never a
-// crash, an over-long allocation or a read outside the input. Each input is parsed on a thread
-// with the production stack size (kThreadStackSize, as a restoring domain's main thread has);
-// scripts/fuzz.sh gives it files up to 256 KiB (a real snapshot's state sections are KiBs;
-// guest memory is a mapped section, never read by the parser).
+// decoders over every section it accepts: generic fields, the UART's and the CMOS's restore, a
+// vCPU's state. Any input must give a parse or a clear error, never a crash, an over-long
+// allocation or a read outside the input. Each input is parsed on a thread with the production
+// stack size (kThreadStackSize, as a restoring domain's main thread has); scripts/fuzz.sh gives
+// it files up to 256 KiB (a real snapshot's state sections are KiBs; guest memory is a mapped
+// section, never read by the parser).
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <span>
 #include <vector>
 
+#include "devices/legacy/cmos.hpp"
+#include "devices/legacy/serial.hpp"
 #include "production_stack.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/state.hpp"
@@ -61,6 +68,15 @@ void* parse(void* arg) {
         (void)d.bytes(4096);
         (void)d.u64();
         (void)d.finish();
+        // ... as the UART's and the CMOS's state,
+        vireo::devices::Serial uart(nullptr, nullptr);
+        vireo::snapshot::Decoder u(r->bytes(s), "serial");
+        uart.restore(u);
+        (void)u.finish();
+        vireo::devices::Cmos cmos;
+        vireo::snapshot::Decoder c(r->bytes(s), "cmos");
+        cmos.restore(c);
+        (void)c.finish();
         vireo::hv::VcpuState vcpu;  // and as a vCPU's state
         vireo::snapshot::Decoder v(r->bytes(s), "vCPU");
         vireo::snapshot::decode(v, vcpu);
@@ -69,15 +85,44 @@ void* parse(void* arg) {
     return nullptr;
 }
 
+// Inputs starting with 'W' describe sections instead: [tag choice u8][length u16][bytes]...,
+// written by snapshot::Writer as vireo writes a snapshot, so every decoder sees well-formed
+// files with hostile payloads.
+std::vector<uint8_t> written(std::span<const uint8_t> in) {
+    namespace s = vireo::snapshot;
+    const uint32_t tags[] = {s::vcpu_tag(0), s::tag("UART"), s::tag("CMOS"), s::vcpu_tag(1)};
+    const int fd = ::memfd_create("fuzz", MFD_CLOEXEC);
+    if (fd < 0) std::abort();
+    s::Writer w(fd);
+    std::vector<uint32_t> used;
+    while (in.size() >= 3) {
+        const uint32_t t = tags[in[0] % 4];
+        const size_t len = std::min<size_t>(in[1] | size_t{in[2]} << 8, in.size() - 3);
+        if (std::find(used.begin(), used.end(), t) == used.end()) {
+            used.push_back(t);
+            (void)w.add(t, 1, in.subspan(3, len));
+        }
+        in = in.subspan(3 + len);
+    }
+    (void)w.finish();
+    std::vector<uint8_t> out(static_cast<size_t>(::lseek(fd, 0, SEEK_END)));
+    if (::pread(fd, out.data(), out.size(), 0) != static_cast<ssize_t>(out.size())) out.clear();
+    ::close(fd);
+    return out;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    std::vector<uint8_t> sealed;
+    std::vector<uint8_t> made;
     Input in{std::span<const uint8_t>(data, size)};
-    if (size > 0 && (data[size - 1] & 1) != 0) {
-        sealed.assign(data, data + size);
-        seal(sealed);
-        in.bytes = sealed;
+    if (size > 0 && data[0] == 'W') {
+        made = written(in.bytes.subspan(1));
+        in.bytes = made;
+    } else if (size > 0 && (data[size - 1] & 1) != 0) {
+        made.assign(data, data + size);
+        seal(made);
+        in.bytes = made;
     }
     vireo::fuzz::on_production_stack(parse, &in);
     return 0;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <span>
 
+#include "snapshot/state.hpp"
+
 namespace vireo::devices {
 
 /// A device occupying one range of a bus. `offset` is relative to the range's base. Called from
@@ -17,6 +19,11 @@ class Device {
     virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;
     /// Guest writes of `data` (1..8 bytes).
     virtual void write(uint64_t offset, std::span<const uint8_t> data) = 0;
+    /// Its state for a snapshot (docs/snapshot.md): every field the guest can observe, in a
+    /// fixed order; restore() reads them back (into a device built the same way) and marks the
+    /// decoder invalid for a value it cannot hold. The default: a device without state.
+    virtual void save(snapshot::Encoder&) const {}
+    virtual void restore(snapshot::Decoder&) {}
 };
 
 /// An interrupt line the device can drive (level). Implemented by the VMM over KVM.

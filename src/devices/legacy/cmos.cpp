@@ -1,5 +1,6 @@
 #include "devices/legacy/cmos.hpp"
 
+#include <algorithm>
 #include <ctime>
 
 namespace vireo::devices {
@@ -43,6 +44,23 @@ uint8_t Cmos::read_reg(uint8_t index) {
         default:
             return nvram_[index & 0x7f];
     }
+}
+
+void Cmos::save(snapshot::Encoder& e) const {
+    std::lock_guard lock(mu_);
+    e.u8(index_);
+    e.bytes(nvram_);
+}
+
+void Cmos::restore(snapshot::Decoder& d) {
+    std::lock_guard lock(mu_);
+    const uint8_t index = d.u8();
+    const auto nvram = d.bytes(nvram_.size());
+    if (index >= 0x80) d.invalid("the CMOS index");
+    if (nvram.size() != nvram_.size()) d.invalid("the CMOS NVRAM");
+    if (!d.ok()) return;
+    index_ = index;
+    std::copy(nvram.begin(), nvram.end(), nvram_.begin());
 }
 
 void Cmos::read(uint64_t offset, std::span<uint8_t> data) {

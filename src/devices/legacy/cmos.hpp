@@ -16,10 +16,13 @@ class Cmos final : public Device {
     const char* name() const noexcept override { return "cmos"; }
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    /// The selected index and the NVRAM (the clock itself is the host's time again).
+    void save(snapshot::Encoder& e) const override;
+    void restore(snapshot::Decoder& d) override;
 
   private:
     uint8_t read_reg(uint8_t index);
-    std::mutex mu_;
+    mutable std::mutex mu_;
     uint8_t index_ = 0;
     std::array<uint8_t, 128> nvram_{};
 };

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <vector>
+
 namespace vireo::devices {
 
 namespace {
@@ -133,6 +135,40 @@ void Serial::update_irq() {
         irq_level_ = level;
         if (irq_) irq_->set_level(level);
     }
+}
+
+void Serial::save(snapshot::Encoder& e) const {
+    std::lock_guard lock(mu_);
+    for (uint8_t r : {ier_, lcr_, mcr_, scr_, dll_, dlm_})
+        e.u8(r);
+    e.boolean(fifo_enabled_);
+    e.boolean(thre_pending_);
+    const std::vector<uint8_t> rx(rx_.begin(), rx_.end());
+    e.bytes(rx);
+}
+
+void Serial::restore(snapshot::Decoder& d) {
+    uint8_t regs[6];
+    for (uint8_t& r : regs)
+        r = d.u8();
+    const bool fifo_enabled = d.boolean();
+    const bool thre_pending = d.boolean();
+    const auto rx = d.bytes(kFifoSize);
+    if (!d.ok()) return;  // a malformed section changes nothing
+    std::lock_guard lock(mu_);
+    ier_ = regs[0];
+    lcr_ = regs[1];
+    mcr_ = regs[2];
+    scr_ = regs[3];
+    dll_ = regs[4];
+    dlm_ = regs[5];
+    fifo_enabled_ = fifo_enabled;
+    thre_pending_ = thre_pending;
+    rx_.assign(rx.begin(), rx.end());
+    // The line as the registers say (the interrupt controller's own state comes back with
+    // the machine's).
+    irq_level_ = false;
+    update_irq();
 }
 
 size_t Serial::enqueue_input(std::span<const uint8_t> bytes) {

@@ -30,6 +30,9 @@ class Serial final : public Device {
     const char* name() const noexcept override { return "serial"; }
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    /// Registers, the receive FIFO's bytes, the pending transmit interrupt.
+    void save(snapshot::Encoder& e) const override;
+    void restore(snapshot::Decoder& d) override;
 
     /// Feeds console input to the guest. Blocks while the receive FIFO is full (back-pressure
     /// instead of unbounded buffering) until `stop_waiting()` is called. Returns bytes accepted.
@@ -49,7 +52,7 @@ class Serial final : public Device {
     std::shared_ptr<IrqLine> irq_;
     std::shared_ptr<OutputTap> out_;
     std::shared_ptr<OutputTap> tap_;
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::condition_variable rx_space_;
     bool stopping_ = false;
     std::deque<uint8_t> rx_;
