@@ -1,10 +1,10 @@
 // libFuzzer target: the snapshot parser (snapshot::Reader over a file's bytes) and the state
-// decoders over every section it accepts: generic fields, the UART's and the CMOS's restore, a
-// vCPU's state. Any input must give a parse or a clear error, never a crash, an over-long
-// allocation or a read outside the input. Each input is parsed on a thread with the production
-// stack size (kThreadStackSize, as a restoring domain's main thread has); scripts/fuzz.sh gives
-// it files up to 256 KiB (a real snapshot's state sections are KiBs; guest memory is a mapped
-// section, never read by the parser).
+// decoders over every section it accepts: generic fields, the UART's and the CMOS's restore, the
+// machine's clock and chips, a vCPU's state. Any input must give a parse or a clear error, never a
+// crash, an over-long allocation or a read outside the input. Each input is parsed on a thread with
+// the production stack size (kThreadStackSize, as a restoring domain's main thread has);
+// scripts/fuzz.sh gives it files up to 256 KiB (a real snapshot's state sections are KiBs; guest
+// memory is a mapped section, never read by the parser).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -18,6 +18,7 @@
 #include "devices/legacy/serial.hpp"
 #include "production_stack.hpp"
 #include "snapshot/format.hpp"
+#include "snapshot/machine.hpp"
 #include "snapshot/state.hpp"
 #include "snapshot/vcpu.hpp"
 
@@ -77,6 +78,10 @@ void* parse(void* arg) {
         vireo::snapshot::Decoder c(r->bytes(s), "cmos");
         cmos.restore(c);
         (void)c.finish();
+        vireo::snapshot::MachineState machine;  // as the machine's
+        vireo::snapshot::Decoder m(r->bytes(s), "machine");
+        vireo::snapshot::decode(m, machine);
+        (void)m.finish();
         vireo::hv::VcpuState vcpu;  // and as a vCPU's state
         vireo::snapshot::Decoder v(r->bytes(s), "vCPU");
         vireo::snapshot::decode(v, vcpu);
@@ -90,7 +95,7 @@ void* parse(void* arg) {
 // files with hostile payloads.
 std::vector<uint8_t> written(std::span<const uint8_t> in) {
     namespace s = vireo::snapshot;
-    const uint32_t tags[] = {s::vcpu_tag(0), s::tag("UART"), s::tag("CMOS"), s::vcpu_tag(1)};
+    const uint32_t tags[] = {s::vcpu_tag(0), s::tag("UART"), s::tag("CMOS"), s::kMachineTag};
     const int fd = ::memfd_create("fuzz", MFD_CLOEXEC);
     if (fd < 0) std::abort();
     s::Writer w(fd);

@@ -1,3 +1,5 @@
+#include "snapshot/machine.hpp"
+
 #include <sys/mman.h>
 
 #include "base/event_fd.hpp"
@@ -247,6 +249,59 @@ TEST(Machine, IrqchipIsExplicitAndOnce) {
     auto after_vcpu = (*late)->enable_irqchip(hv::IrqchipMode::Kernel);
     ASSERT_FALSE(after_vcpu);
     EXPECT_NE(after_vcpu.error().message().find("before any vCPU"), std::string::npos);
+}
+
+// The clock, the interrupt controllers and the PIT written as a snapshot section and read into
+// another machine: it reports the same state, and bytes naming the wrong controller are refused
+// before KVM sees them.
+TEST(Machine, ChipsAndClockMoveThroughASnapshotSection) {
+    hv::MachineConfig config;
+    config.irqchip = hv::IrqchipMode::Kernel;
+    config.pit = true;
+    auto a = hypervisor().create_machine(config);
+    ASSERT_TRUE(a) << a.error().message();
+    ASSERT_TRUE((*a)->set_irq_line(4, true));  // something to see in the IOAPIC's state
+    ASSERT_TRUE((*a)->set_clock(5'000'000'000));
+    snapshot::MachineState saved;
+    auto chips = (*a)->save_chips();
+    ASSERT_TRUE(chips) << chips.error().message();
+    saved.chips = *chips;
+    auto clock = (*a)->get_clock();
+    ASSERT_TRUE(clock);
+    saved.clock_ns = *clock;
+    EXPECT_FALSE(saved.chips.pit.empty());
+
+    snapshot::Encoder e;
+    snapshot::encode(e, saved);
+    snapshot::MachineState loaded;
+    snapshot::Decoder d(e.data(), "machine");
+    snapshot::decode(d, loaded);
+    ASSERT_TRUE(d.finish());
+
+    auto b = hypervisor().create_machine(config);
+    ASSERT_TRUE(b) << b.error().message();
+    ASSERT_TRUE((*b)->restore_chips(loaded.chips));
+    ASSERT_TRUE((*b)->set_clock(loaded.clock_ns));
+    auto again = (*b)->save_chips();
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->ioapic, saved.chips.ioapic);
+    EXPECT_EQ(again->pic_primary, saved.chips.pic_primary);
+    auto clock_b = (*b)->get_clock();
+    ASSERT_TRUE(clock_b);
+    EXPECT_GE(*clock_b, saved.clock_ns);
+    EXPECT_LT(*clock_b, saved.clock_ns + 5'000'000'000) << "the clock went on from the saved one";
+
+    // The IOAPIC's bytes in the primary PIC's place.
+    auto swapped = saved;
+    std::swap(swapped.chips.pic_primary, swapped.chips.ioapic);
+    snapshot::Encoder bad;
+    snapshot::encode(bad, swapped);
+    snapshot::MachineState refused;
+    snapshot::Decoder bd(bad.data(), "machine");
+    snapshot::decode(bd, refused);
+    const auto r = bd.finish();
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("interrupt controller"), std::string::npos);
 }
 
 }  // namespace
