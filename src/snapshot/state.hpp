@@ -58,4 +58,27 @@ class Decoder {
     std::string error_;
 };
 
+/// One field list for both directions: a section's layout is written once, as
+///   template <class F, class S> void fields(F& f, S& s) { f.u64(s.rip); f.flag(s.l); ... }
+/// and run with Save (S const: encode) or Load (decode), so that the two cannot disagree on
+/// order or width. Load's checks mark the decoder invalid, as Decoder's own do.
+struct Save {
+    static constexpr bool kLoading = false;
+    Encoder& e;
+    void u8(const uint8_t& v) { e.u8(v); }
+    void u16(const uint16_t& v) { e.u16(v); }
+    void u32(const uint32_t& v) { e.u32(v); }
+    void u64(const uint64_t& v) { e.u64(v); }
+    void flag(const bool& v) { e.boolean(v); }
+};
+struct Load {
+    static constexpr bool kLoading = true;
+    Decoder& d;
+    void u8(uint8_t& v) { v = d.u8(); }
+    void u16(uint16_t& v) { v = d.u16(); }
+    void u32(uint32_t& v) { v = d.u32(); }
+    void u64(uint64_t& v) { v = d.u64(); }
+    void flag(bool& v) { v = d.boolean(); }
+};
+
 }  // namespace vireo::snapshot
