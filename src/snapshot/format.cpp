@@ -43,6 +43,16 @@ constexpr size_t kHdrVersion = 8, kHdrSize = 12, kHdrSections = 16, kHdrFlags = 
 constexpr size_t kSecTag = 0, kSecVersion = 4, kSecFlags = 8, kSecCrc = 12, kSecOffset = 16,
                  kSecLength = 24;
 
+// A section header's 32 bytes.
+void put_section(uint8_t* sh, const SectionInfo& s) {
+    put32(sh + kSecTag, s.tag);
+    put32(sh + kSecVersion, s.version);
+    put32(sh + kSecFlags, s.flags);
+    put32(sh + kSecCrc, s.crc);
+    put64(sh + kSecOffset, s.offset);
+    put64(sh + kSecLength, s.length);
+}
+
 uint32_t header_crc(std::span<const uint8_t, kHeaderBytes> h) {
     uint8_t copy[kHeaderBytes];
     std::memcpy(copy, h.data(), kHeaderBytes);
@@ -228,11 +238,7 @@ Result<void> Writer::add(uint32_t t, uint32_t version, std::span<const uint8_t> 
         return fail(ErrorCode::OutOfRange, "snapshot: section {} is {} bytes (over {})",
                     tag_name(t), payload.size(), kMaxSectionBytes);
     uint8_t sh[kSectionHeaderBytes] = {};
-    put32(sh + kSecTag, t);
-    put32(sh + kSecVersion, version);
-    put32(sh + kSecCrc, crc32(payload));
-    put64(sh + kSecOffset, end_ + kSectionHeaderBytes);
-    put64(sh + kSecLength, payload.size());
+    put_section(sh, {t, version, 0, end_ + kSectionHeaderBytes, payload.size(), crc32(payload)});
     VIREO_TRY(put(end_, sh));
     VIREO_TRY(put(end_ + kSectionHeaderBytes, payload));
     const auto next = align_up(end_ + kSectionHeaderBytes + payload.size(), 8);
@@ -250,11 +256,7 @@ Result<uint64_t> Writer::add_mapped(uint32_t t, uint32_t version, uint64_t lengt
     const auto next = end ? align_up(*end, 8) : std::nullopt;
     if (!next) return fail(ErrorCode::OutOfRange, "snapshot: file too long");
     uint8_t sh[kSectionHeaderBytes] = {};
-    put32(sh + kSecTag, t);
-    put32(sh + kSecVersion, version);
-    put32(sh + kSecFlags, kSectionMapped);
-    put64(sh + kSecOffset, *offset);
-    put64(sh + kSecLength, length);
+    put_section(sh, {t, version, kSectionMapped, *offset, length, 0});
     VIREO_TRY(put(end_, sh));
     end_ = *next;
     ++count_;
