@@ -19,6 +19,7 @@
 #include "production_stack.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/machine.hpp"
+#include "snapshot/memory.hpp"
 #include "snapshot/state.hpp"
 #include "snapshot/vcpu.hpp"
 
@@ -62,6 +63,7 @@ void* parse(void* arg) {
     const auto* in = static_cast<const Input*>(arg);
     auto r = vireo::snapshot::Reader::open(vireo::snapshot::memory_source(in->bytes));
     if (!r) return nullptr;
+    (void)vireo::snapshot::memory_layout(*r);  // the RAM layout against its sections
     for (const auto& s : r->sections()) {
         vireo::snapshot::Decoder d(r->bytes(s), vireo::snapshot::tag_name(s.tag));
         (void)d.u32();
@@ -95,17 +97,21 @@ void* parse(void* arg) {
 // files with hostile payloads.
 std::vector<uint8_t> written(std::span<const uint8_t> in) {
     namespace s = vireo::snapshot;
-    const uint32_t tags[] = {s::vcpu_tag(0), s::tag("UART"), s::tag("CMOS"), s::kMachineTag};
+    const uint32_t tags[] = {s::vcpu_tag(0), s::tag("UART"), s::tag("CMOS"), s::kMachineTag,
+                             s::kRamTag,     s::ram_tag(0),  s::ram_tag(1)};
     const int fd = ::memfd_create("fuzz", MFD_CLOEXEC);
     if (fd < 0) std::abort();
     s::Writer w(fd);
     std::vector<uint32_t> used;
     while (in.size() >= 3) {
-        const uint32_t t = tags[in[0] % 4];
+        const uint32_t t = tags[in[0] % std::size(tags)];
         const size_t len = std::min<size_t>(in[1] | size_t{in[2]} << 8, in.size() - 3);
         if (std::find(used.begin(), used.end(), t) == used.end()) {
             used.push_back(t);
-            (void)w.add(t, 1, in.subspan(3, len));
+            if ((t & 0xff) == 'R' && t != s::kRamTag)  // a RAM region's bytes: pages, a hole
+                (void)w.add_mapped(t, 1, uint64_t{in[1]} << 12);
+            else
+                (void)w.add(t, 1, in.subspan(3, len));
         }
         in = in.subspan(3 + len);
     }

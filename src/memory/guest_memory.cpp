@@ -42,14 +42,12 @@ Result<uint8_t*> map_anonymous(uint64_t size, const std::string& name) {
 
 }  // namespace
 
-Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, const std::string& name,
-                                        bool huge_pages) {
-    if (layout.empty()) return fail(ErrorCode::InvalidArgument, "guest memory: no RAM regions");
-    std::vector<RegionSpec> sorted(layout.begin(), layout.end());
+Result<void> GuestMemory::check_layout(std::vector<RegionSpec>& sorted, bool huge_pages,
+                                       uint64_t& total) {
+    if (sorted.empty()) return fail(ErrorCode::InvalidArgument, "guest memory: no RAM regions");
     std::sort(sorted.begin(), sorted.end(),
               [](const RegionSpec& a, const RegionSpec& b) { return a.start < b.start; });
-
-    uint64_t total = 0;
+    total = 0;
     for (size_t i = 0; i < sorted.size(); ++i) {
         const auto& r = sorted[i];
         if (r.size == 0)
@@ -76,6 +74,14 @@ Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, cons
         if (!t) return fail(ErrorCode::OutOfRange, "guest memory: total size overflows");
         total = *t;
     }
+    return ok();
+}
+
+Result<GuestMemory> GuestMemory::create(std::span<const RegionSpec> layout, const std::string& name,
+                                        bool huge_pages) {
+    std::vector<RegionSpec> sorted(layout.begin(), layout.end());
+    uint64_t total = 0;
+    VIREO_TRY(check_layout(sorted, huge_pages, total));
 
     GuestMemory mem;
     if (!huge_pages) {
@@ -117,10 +123,56 @@ Result<GuestMemory> GuestMemory::create_flat(uint64_t size) {
     return create(std::span<const RegionSpec>(&spec, 1));
 }
 
+Result<GuestMemory> GuestMemory::map_file(std::span<const FileRegion> layout, int fd,
+                                          const std::string& name) {
+    std::vector<RegionSpec> sorted;
+    for (const auto& r : layout) {
+        if (!is_aligned(r.file_offset, kPageSize))
+            return fail(
+                ErrorCode::InvalidArgument,
+                "guest memory: file offset {:#x} of the region at {:#x} is not 4 KiB-aligned",
+                r.file_offset, r.spec.start.value());
+        if (r.file_offset > static_cast<uint64_t>(INT64_MAX) - r.spec.size)
+            return fail(ErrorCode::OutOfRange, "guest memory: file offset {:#x} too large",
+                        r.file_offset);
+        sorted.push_back(r.spec);
+    }
+    uint64_t total = 0;
+    VIREO_TRY(check_layout(sorted, false, total));
+    GuestMemory mem;
+    mem.file_backed_ = true;
+    for (const auto& spec : sorted) {
+        const auto it = std::find_if(layout.begin(), layout.end(), [&](const FileRegion& r) {
+            return r.spec.start == spec.start;
+        });
+        // A 2 MiB-aligned reservation (as for anonymous memory), the file mapped over it.
+        VIREO_TRY_ASSIGN(uint8_t * p, map_anonymous(spec.size, name));
+        mem.regions_.push_back(Region{spec.start, spec.size, Hva(p), 0});
+        if (::mmap(p, spec.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+                   fd, static_cast<off_t>(it->file_offset)) == MAP_FAILED)
+            return fail_errno(errno, "guest memory: mapping {} MiB of the snapshot at guest {:#x}",
+                              spec.size >> 20, spec.start.value());
+        (void)::madvise(p, spec.size, MADV_DONTFORK);
+    }
+    mem.total_size_ = total;
+    return mem;
+}
+
+Result<void> GuestMemory::replace_with_anonymous(uint8_t* host, uint64_t n) {
+    // SAFETY: [host, host + n) is page-aligned and lies within one region this object maps;
+    // MAP_FIXED replaces only those pages (KVM follows through its MMU notifier).
+    if (::mmap(host, n, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+        return fail_errno(errno, "guest memory: replacing {} bytes of snapshot memory", n);
+    (void)::madvise(host, n, MADV_DONTFORK);
+    return ok();
+}
+
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::move(other.regions_)),
       total_size_(std::exchange(other.total_size_, 0)),
-      fd_(std::move(other.fd_)) {
+      fd_(std::move(other.fd_)),
+      file_backed_(std::exchange(other.file_backed_, false)) {
     other.regions_.clear();
 }
 
@@ -131,6 +183,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
         other.regions_.clear();
         total_size_ = std::exchange(other.total_size_, 0);
         fd_ = std::move(other.fd_);
+        file_backed_ = std::exchange(other.file_backed_, false);
     }
     return *this;
 }
@@ -148,6 +201,7 @@ Result<void> GuestMemory::discard(Gpa gpa, uint64_t len) const {
     // MADV_REMOVE punches the pages out of the file itself.
     const int advice = huge_pages() ? MADV_REMOVE : MADV_DONTNEED;
     return for_each_chunk(gpa, len, [&](uint8_t* host, uint64_t, uint64_t n) -> Result<void> {
+        if (file_backed_) return replace_with_anonymous(host, n);
         // SAFETY: host..host+n lies within one mapped region, page-aligned (checked above).
         if (::madvise(host, n, advice) != 0)
             return fail_errno(errno, "guest memory: discarding {} bytes at {:#x}", n, gpa.value());
@@ -159,6 +213,9 @@ Result<void> GuestMemory::clear(bool keep_pages) const {
     for (const auto& r : regions_) {
         if (keep_pages) {
             std::memset(host_bytes(r), 0, r.size);
+        } else if (file_backed_) {
+            VIREO_TRY(replace_with_anonymous(host_bytes(r), r.size));
+            (void)::madvise(host_bytes(r), r.size, MADV_HUGEPAGE);
         } else if (::madvise(host_bytes(r), r.size, MADV_DONTNEED) != 0) {
             return fail_errno(errno, "guest memory: dropping {} MiB", r.size >> 20);
         }

@@ -62,6 +62,20 @@ class GuestMemory {
     static constexpr uint64_t kHugePageSize = uint64_t{2} << 20;
     /// Convenience: a single region [0, size).
     static Result<GuestMemory> create_flat(uint64_t size);
+    /// One region of a restore: RAM at `spec` that starts as the bytes at `file_offset` of a
+    /// snapshot file (page-aligned).
+    struct FileRegion {
+        RegionSpec spec;
+        uint64_t file_offset = 0;
+    };
+    /// Guest RAM mapped copy-on-write from the file `fd` (a restore, snapshot/memory.hpp):
+    /// nothing is read or copied now; a page is read from the file (its page cache, which
+    /// several clones of one snapshot share) when the guest first touches it, and becomes
+    /// this guest's own when it is written. The file is never written. The layout is checked
+    /// as create() checks it. discard() and clear() put zeroed anonymous memory over the
+    /// pages they drop (dropping a file page would bring the snapshot's bytes back).
+    static Result<GuestMemory> map_file(std::span<const FileRegion> layout, int fd,
+                                        const std::string& name = "vireo-guest-ram");
 
     GuestMemory(GuestMemory&&) noexcept;
     GuestMemory& operator=(GuestMemory&&) noexcept;
@@ -87,6 +101,8 @@ class GuestMemory {
     Result<void> clear(bool keep_pages) const;
     /// True if backed by 2 MiB huge pages (pages cannot be freed one 4 KiB page at a time).
     bool huge_pages() const noexcept { return static_cast<bool>(fd_); }  // only they have a memfd
+    /// True if (some of) the memory still maps a snapshot file (map_file()).
+    bool file_backed() const noexcept { return file_backed_; }
 
     /// True if every byte of [gpa, gpa + len) is RAM. len 0 is in range iff gpa is in RAM.
     bool contains(Gpa gpa, uint64_t len) const noexcept;
@@ -124,6 +140,10 @@ class GuestMemory {
   private:
     GuestMemory() = default;
     void release() noexcept;
+    static Result<void> check_layout(std::vector<RegionSpec>& sorted, bool huge_pages,
+                                     uint64_t& total);
+    // Zeroed anonymous memory over [host, host + n) (a file-backed range's discard).
+    static Result<void> replace_with_anonymous(uint8_t* host, uint64_t n);
 
     // Checks the whole range first, then calls fn(host_ptr, offset_in_access, chunk_len) for
     // each piece (one per region crossed). fn's return (void or Result<void>) stops it early.
@@ -133,6 +153,7 @@ class GuestMemory {
     std::vector<Region> regions_;
     uint64_t total_size_ = 0;
     UniqueFd fd_;  ///< the hugetlbfs memfd; none for anonymous memory
+    bool file_backed_ = false;
 };
 
 }  // namespace vireo::memory
