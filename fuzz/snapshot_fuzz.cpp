@@ -1,10 +1,12 @@
 // libFuzzer target: the snapshot parser (snapshot::Reader over a file's bytes) and the state
 // decoders over every section it accepts: generic fields, the UART's and the CMOS's restore, the
-// machine's clock and chips, a vCPU's state. Any input must give a parse or a clear error, never a
-// crash, an over-long allocation or a read outside the input. Each input is parsed on a thread with
-// the production stack size (kThreadStackSize, as a restoring domain's main thread has);
-// scripts/fuzz.sh gives it files up to 256 KiB (a real snapshot's state sections are KiBs; guest
-// memory is a mapped section, never read by the parser).
+// machine's clock and chips, the RAM layout, a virtio-mmio transport's restore (with the rng's
+// and the balloon's state, its queues activated against a small guest RAM), a vCPU's state. Any
+// input must give a parse or a clear error, never a crash, an over-long allocation or a read
+// outside the input. Each input is parsed on a thread with the production stack size
+// (kThreadStackSize, as a restoring domain's main thread has); scripts/fuzz.sh gives it files up to
+// 256 KiB (a real snapshot's state sections are KiBs; guest memory is a mapped section, never read
+// by the parser).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -22,6 +24,9 @@
 #include "snapshot/memory.hpp"
 #include "snapshot/state.hpp"
 #include "snapshot/vcpu.hpp"
+#include "virtio/balloon/device.hpp"
+#include "virtio/mmio.hpp"
+#include "virtio/rng/device.hpp"
 
 namespace {
 
@@ -64,6 +69,14 @@ void* parse(void* arg) {
     auto r = vireo::snapshot::Reader::open(vireo::snapshot::memory_source(in->bytes));
     if (!r) return nullptr;
     (void)vireo::snapshot::memory_layout(*r);  // the RAM layout against its sections
+    // Virtio transports over a small guest RAM (a restore activates queues against it).
+    static const auto mem = vireo::memory::GuestMemory::create_flat(1 << 20).value();
+    auto rng = vireo::virtio::MmioTransport::create(
+                   mem, std::make_shared<vireo::virtio::EntropyDevice>(), 0xd0000000)
+                   .value();
+    auto balloon = vireo::virtio::MmioTransport::create(
+                       mem, std::make_shared<vireo::virtio::BalloonDevice>(), 0xd0001000)
+                       .value();
     for (const auto& s : r->sections()) {
         vireo::snapshot::Decoder d(r->bytes(s), vireo::snapshot::tag_name(s.tag));
         (void)d.u32();
@@ -84,6 +97,11 @@ void* parse(void* arg) {
         vireo::snapshot::Decoder m(r->bytes(s), "machine");
         vireo::snapshot::decode(m, machine);
         (void)m.finish();
+        for (auto* t : {rng.get(), balloon.get()}) {  // as a virtio transport's
+            vireo::snapshot::Decoder v(r->bytes(s), "virtio");
+            t->restore(v);
+            (void)v.finish();
+        }
         vireo::hv::VcpuState vcpu;  // and as a vCPU's state
         vireo::snapshot::Decoder v(r->bytes(s), "vCPU");
         vireo::snapshot::decode(v, vcpu);

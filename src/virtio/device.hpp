@@ -15,6 +15,7 @@
 #include "base/event_loop.hpp"
 #include "base/result.hpp"
 #include "memory/guest_memory.hpp"
+#include "snapshot/state.hpp"
 #include "virtio/queue.hpp"
 
 namespace vireo::virtio {
@@ -70,6 +71,24 @@ class Device {
     /// runs, the device mutex is held): waits until nothing still in flight in a back-end can
     /// write guest memory, which is about to be reloaded.
     virtual void quiesce() {}
+
+    // Snapshots (docs/snapshot.md). The machine is paused, the event loop stopped, the device
+    // mutex held.
+    /// Finishes every request in flight in a back-end, completing it into the used ring (a
+    /// disk's reads and writes), so that the queues can be saved with nothing in flight.
+    virtual void drain() {}
+    /// Gives back (Queue::unpop) the chains it holds without a request in flight (receive
+    /// buffers waiting for data, a statistics buffer) and forgets them: its next pop, or the
+    /// restored device's, returns them again. Right before the save.
+    virtual void release_held() {}
+    /// The device's own state (not the transport's): what the guest can observe that a fresh
+    /// device configured the same way would not have (a balloon's target). restore() runs
+    /// after activate() when the driver had set DRIVER_OK, before it otherwise.
+    virtual void save(snapshot::Encoder&) const {}
+    virtual void restore(snapshot::Decoder&) {}
+    /// After a restore, once active: what a device owes its driver (vsock's transport reset
+    /// event: connections do not survive).
+    virtual void restored() {}
 
     /// The device's I/O counters (operations, bytes, errors, drops). Takes the device mutex;
     /// for the control API, not the data path.

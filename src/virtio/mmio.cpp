@@ -339,6 +339,146 @@ void MmioTransport::reset_locked() {
     std::atomic_ref<uint32_t>(*isr_).store(0, std::memory_order_release);
 }
 
+Result<void> MmioTransport::prepare_save() {
+    std::lock_guard lock(device_->mutex());
+    device_->drain();
+    device_->release_held();
+    for (size_t q = 0; q < queues_.size(); ++q)
+        if (queues_[q].active() && queues_[q].in_flight() != 0)
+            return fail(ErrorCode::BadState, "{}: queue {} still has {} requests in flight", name_,
+                        q, queues_[q].in_flight());
+    // The loop takes what was given back (a running domain) when it runs again.
+    for (auto& n : notify_)
+        (void)n.signal();
+    return ok();
+}
+
+namespace {
+
+// The transport's part of a snapshot, in one field list for both directions.
+struct TransportState {
+    uint32_t status = 0, isr = 0, config_generation = 0;
+    uint32_t device_features_sel = 0, driver_features_sel = 0, queue_sel = 0;
+    uint64_t driver_features = 0;
+    struct QueueState {
+        QueueConfig config;
+        bool active = false;
+        Queue::Position position;
+    };
+    std::vector<QueueState> queues;
+};
+
+template <class F, class S>
+void queue_fields(F& f, S& q) {
+    f.u16(q.config.size);
+    f.flag(q.config.ready);
+    f.u64(q.config.desc);
+    f.u64(q.config.driver);
+    f.u64(q.config.device);
+    f.flag(q.active);
+    f.u16(q.position.next_used);
+    f.u16(q.position.signalled_used);
+}
+
+template <class F, class S>
+void transport_fields(F& f, S& s) {
+    f.u32(s.status);
+    f.u32(s.isr);
+    f.u32(s.config_generation);
+    f.u32(s.device_features_sel);
+    f.u32(s.driver_features_sel);
+    f.u32(s.queue_sel);
+    f.u64(s.driver_features);
+    for (auto& q : s.queues)
+        queue_fields(f, q);
+}
+
+constexpr uint32_t kKnownStatus = kStatusAcknowledge | kStatusDriver | kStatusDriverOk |
+                                  kStatusFeaturesOk | kStatusNeedsReset | kStatusFailed;
+constexpr uint32_t kKnownIsr = kInterruptUsedBuffer | kInterruptConfigChange;
+
+}  // namespace
+
+void MmioTransport::save(snapshot::Encoder& e) const {
+    std::lock_guard lock(device_->mutex());
+    TransportState s;
+    s.status = status_.load(std::memory_order_acquire);
+    s.isr = std::atomic_ref<uint32_t>(*isr_).load(std::memory_order_acquire);
+    s.config_generation = config_generation_;
+    s.device_features_sel = device_features_sel_;
+    s.driver_features_sel = driver_features_sel_;
+    s.queue_sel = queue_sel_;
+    s.driver_features = driver_features_;
+    for (size_t q = 0; q < queues_.size(); ++q)
+        s.queues.push_back({configs_[q], queues_[q].active(), queues_[q].position()});
+    snapshot::Save f{e};
+    e.u32(static_cast<uint32_t>(queues_.size()));
+    transport_fields(f, s);
+    device_->save(e);
+}
+
+void MmioTransport::restore(snapshot::Decoder& d) {
+    std::lock_guard lock(device_->mutex());
+    TransportState s;
+    if (d.u32() != queues_.size()) d.invalid("queue count");
+    if (!d.ok()) return;
+    s.queues.resize(queues_.size());
+    snapshot::Load f{d};
+    transport_fields(f, s);
+    if ((s.status & ~kKnownStatus) != 0) d.invalid("status");
+    if ((s.isr & ~kKnownIsr) != 0) d.invalid("interrupt status");
+    const bool running = (s.status & kStatusDriverOk) != 0 && (s.status & kStatusNeedsReset) == 0;
+    const uint64_t offered = device_->device_features() | kFeatureVersion1;
+    if ((s.driver_features & ~offered) != 0) d.invalid("driver features");
+    if (running && (s.status & kStatusFeaturesOk) == 0) d.invalid("status");
+    for (const auto& q : s.queues)
+        if (q.active && (!running || !q.config.ready)) d.invalid("queue state");
+    if (!d.ok()) return;
+
+    reset_locked();
+    configs_.clear();
+    for (const auto& q : s.queues)
+        configs_.push_back(q.config);
+    driver_features_ = s.driver_features;
+    device_features_sel_ = s.device_features_sel;
+    driver_features_sel_ = s.driver_features_sel;
+    queue_sel_ = s.queue_sel;
+    config_generation_ = s.config_generation;
+    if (running) {
+        const bool event_idx = (driver_features_ & kFeatureEventIdx) != 0;
+        const bool indirect = (driver_features_ & kFeatureIndirectDesc) != 0;
+        for (size_t q = 0; q < queues_.size(); ++q) {
+            if (!s.queues[q].active) continue;
+            if (!queues_[q].activate(mem_, configs_[q], device_->max_queue_size(),
+                                     device_->max_chain(), event_idx, indirect)) {
+                d.invalid("queue rings");  // outside guest RAM, or not a valid size
+                reset_locked();
+                return;
+            }
+            queues_[q].set_position(s.queues[q].position);
+        }
+        if (!device_->activate(mem_, queues_, driver_features_, *this)) {
+            d.invalid("device activation");
+            reset_locked();
+            return;
+        }
+    }
+    device_->restore(d);
+    if (!d.ok()) {
+        reset_locked();
+        return;
+    }
+    status_.store(s.status, std::memory_order_release);
+    std::atomic_ref<uint32_t>(*isr_).store(s.isr, std::memory_order_release);
+    refresh_page();
+    if (running) device_->restored();
+    // Buffers made available while the domain was saved or restored, and an interrupt the
+    // guest may not have taken (a spurious one is harmless: the handler reads the status).
+    for (auto& n : notify_)
+        (void)n.signal();
+    if (s.isr != 0) (void)irq_.signal();
+}
+
 void MmioTransport::write_status(uint32_t v) {
     if (v == 0) {
         reset_locked();

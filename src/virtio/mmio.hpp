@@ -81,6 +81,18 @@ class MmioTransport final : public devices::Device, public Transport {
     /// device's in-flight work drained, then reset as if the driver had written status 0.
     void reset_for_reboot();
 
+    /// Snapshots (no vCPU runs, the loop is stopped). prepare_save() drains the device and
+    /// gives back the buffers it holds; save() then writes the transport's registers, each
+    /// queue's configuration and place in its rings, and the device's own state. restore()
+    /// (into a transport built the same way, over the restored guest memory) checks every
+    /// field before it changes anything, activates the queues as DRIVER_OK would (the rings
+    /// checked against guest RAM), puts them where they stood, restores the device, and wakes
+    /// the loop and the guest for anything that arrived meanwhile. A malformed section, or rings
+    /// outside guest RAM, marks the decoder invalid.
+    Result<void> prepare_save();
+    void save(snapshot::Encoder& e) const override;
+    void restore(snapshot::Decoder& d) override;
+
     uint32_t status() const noexcept { return status_.load(std::memory_order_acquire); }
     uint32_t interrupt_status() const noexcept {
         return std::atomic_ref<uint32_t>(*isr_).load(std::memory_order_acquire);

@@ -105,6 +105,26 @@ class Queue {
     /// Chains popped and not yet returned.
     uint16_t in_flight() const noexcept { return static_cast<uint16_t>(last_avail_ - next_used_); }
 
+    /// The device's place in the rings, for a snapshot: the next used index and the used index
+    /// the driver was last interrupted for (next_avail is next_used: a queue is saved with
+    /// nothing in flight).
+    struct Position {
+        uint16_t next_used = 0;
+        uint16_t signalled_used = 0;
+    };
+    Position position() const noexcept { return {next_used_, signalled_used_}; }
+    /// Puts a just-activated queue where a saved one stood (any 16-bit indices are valid: the
+    /// rings' indices wrap; pop() checks the driver's avail index against them as always).
+    void set_position(Position p) noexcept {
+        last_avail_ = next_used_ = p.next_used;
+        signalled_used_ = p.signalled_used;
+    }
+    /// Gives back the last `n` chains popped and not returned (receive buffers a device held):
+    /// the next pop() returns them again. At most in_flight().
+    void unpop(uint16_t n) noexcept {
+        if (n <= in_flight()) last_avail_ = static_cast<uint16_t>(last_avail_ - n);
+    }
+
   private:
     uint16_t avail_idx() const noexcept;
 

@@ -14,6 +14,7 @@
 #include "api/params.hpp"
 #include "api/server.hpp"
 #include "domain/device_options.hpp"
+#include "snapshot/state.hpp"
 #include "virtio/balloon/device.hpp"
 #include "virtio/net/device.hpp"
 #include "virtio/testing/driver.hpp"
@@ -352,6 +353,42 @@ TEST(Balloon, InflateReturnsPagesAndStatsArrive) {
     EXPECT_EQ(num_pages, (64u << 20) / 4096);
     rig.drv.write32(0x104, 1000);
     EXPECT_EQ(dev->info().actual_pages, 1000u);
+}
+
+TEST(Balloon, TheHeldStatisticsBufferAndTheSizesMoveThroughASnapshot) {
+    auto dev = std::make_shared<BalloonDevice>();
+    Rig rig(dev, 3);
+    ASSERT_EQ(rig.start(kFeatureEventIdx | kBalloonFStatsVq) & kStatusDriverOk, kStatusDriverOk);
+    uint8_t stat[10] = {4, 0, 1};
+    const uint64_t s = rig.alloc(4096);
+    ASSERT_TRUE(put(rig.mem, s, stat, sizeof stat));
+    Buf sb[] = {{s, 10}};
+    rig.dqs[2]->add(sb);
+    rig.drv.notify(2);
+    ASSERT_TRUE(run_until(*rig.loop, [&] { return dev->info().stats_updates == 1; }));
+    dev->set_target_bytes(64 << 20);
+    rig.drv.write32(0x104, 1000);
+    // The device holds the statistics buffer; a save gives it back to the queue.
+    ASSERT_TRUE(rig.transport->prepare_save());
+    snapshot::Encoder e;
+    rig.transport->save(e);
+
+    auto dev2 = std::make_shared<BalloonDevice>();
+    auto t2 = MmioTransport::create(rig.mem, dev2, 0xd0001000).value();
+    ASSERT_TRUE(t2->attach_loop(*rig.loop));
+    snapshot::Decoder d(e.data(), "virtio-balloon");
+    t2->restore(d);
+    ASSERT_TRUE(d.finish()) << d.finish().error().message();
+    EXPECT_EQ(dev2->info().target_pages, (64u << 20) / 4096);
+    EXPECT_EQ(dev2->info().actual_pages, 1000u);
+    uint32_t num_pages = 0;
+    t2->read(0x100, std::span(reinterpret_cast<uint8_t*>(&num_pages), 4));
+    EXPECT_EQ(num_pages, (64u << 20) / 4096);
+    // The restored device takes the same buffer again (the restore wakes its queues) and can
+    // hand it back to the driver for fresh statistics.
+    ASSERT_TRUE(run_until(*rig.loop, [&] { return dev2->info().stats_updates == 1; }));
+    EXPECT_TRUE(dev2->request_stats());
+    EXPECT_TRUE(rig.dqs[2]->next_used());
 }
 
 // --- API ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "domain/device_options.hpp"
+#include "snapshot/state.hpp"
 #include "virtio/blk/device.hpp"
 #include "virtio/rng/device.hpp"
 #include "virtio/testing/driver.hpp"
@@ -163,6 +164,80 @@ TEST(MmioTransport, BadRingAddressesMeanNeedsResetAndResetRecovers) {
     EXPECT_TRUE(rig.drv.ack_interrupt() & kInterruptConfigChange);
     rig.dq = DriverQueue(rig.mem, kRings, 64);
     EXPECT_EQ(rig.start(0) & (kStatusNeedsReset | kStatusDriverOk), kStatusDriverOk);
+}
+
+// --- snapshots ------------------------------------------------------------------------------
+
+std::vector<uint8_t> saved_state(MmioTransport& t) {
+    EXPECT_TRUE(t.prepare_save());
+    snapshot::Encoder e;
+    t.save(e);
+    return e.data();
+}
+
+TEST(MmioTransport, StateMovesThroughASnapshotIntoAnotherTransport) {
+    Rig rig(std::make_shared<EntropyDevice>());
+    ASSERT_TRUE(rig.start(kFeatureEventIdx) & kStatusDriverOk);
+    const uint64_t buf = rig.alloc(64);
+    for (int i = 0; i < 3; ++i) {  // the rings' indices move on from 0
+        Buf b[] = {{buf, 64, true}};
+        rig.dq.add(b);
+        rig.drv.notify(0);
+        ASSERT_TRUE(rig.wait_used());
+    }
+    const auto state = saved_state(*rig.transport);
+
+    // A transport built the same way over the same memory, as a restore builds it.
+    auto t2 = MmioTransport::create(rig.mem, std::make_shared<EntropyDevice>(), 0xd0000000);
+    ASSERT_TRUE(t2);
+    ASSERT_TRUE((*t2)->attach_loop(*rig.loop));
+    snapshot::Decoder d(state, "virtio-rng");
+    (*t2)->restore(d);
+    ASSERT_TRUE(d.finish()) << d.finish().error().message();
+    MmioDriver drv2(**t2);
+    EXPECT_EQ(drv2.read32(0x070), rig.drv.read32(0x070));  // Status: DRIVER_OK and the rest
+    drv2.write32(0x030, 0);
+    EXPECT_EQ(drv2.read32(0x044), 1u);  // QueueReady
+    // The driver goes on with the same rings: the fourth buffer comes back as the fourth.
+    Buf b[] = {{buf, 64, true}};
+    rig.dq.add(b);
+    drv2.notify(0);
+    auto u = rig.wait_used();
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->len, 64u);
+}
+
+TEST(MmioTransport, AMalformedStateChangesNothing) {
+    Rig rig(std::make_shared<EntropyDevice>());
+    ASSERT_TRUE(rig.start(0) & kStatusDriverOk);
+    const auto state = saved_state(*rig.transport);
+    auto fresh = [&] {
+        return MmioTransport::create(rig.mem, std::make_shared<EntropyDevice>(), 0xd0000000)
+            .value();
+    };
+    for (size_t cut = 0; cut < state.size(); ++cut) {  // every truncation
+        auto t = fresh();
+        snapshot::Decoder d(std::span<const uint8_t>(state).first(cut), "virtio-rng");
+        t->restore(d);
+        EXPECT_FALSE(d.finish()) << cut;
+        EXPECT_EQ(t->status(), 0u) << cut;
+    }
+    // Rings moved outside guest RAM: refused, the transport left reset.
+    auto bad = state;
+    const uint64_t outside = kRam - 0x10;
+    std::memcpy(bad.data() + 4 + 32 + 3, &outside, 8);  // queue 0's descriptor table
+    auto t = fresh();
+    snapshot::Decoder d(bad, "virtio-rng");
+    t->restore(d);
+    EXPECT_NE(d.finish().error().message().find("queue rings"), std::string::npos);
+    EXPECT_EQ(t->status(), 0u);
+    // Unknown status bits.
+    bad = state;
+    bad[4] |= 0x20;
+    t = fresh();
+    snapshot::Decoder s(bad, "virtio-rng");
+    t->restore(s);
+    EXPECT_NE(s.finish().error().message().find("status"), std::string::npos);
 }
 
 // --- virtio-rng ----------------------------------------------------------------------------
@@ -401,6 +476,22 @@ TEST_F(BlkTest, ManyRequestsInFlightAllComplete) {
         EXPECT_EQ(status_at(s), kBlkOk);
     EXPECT_EQ(guest_bytes(buf, 1000 * 512),
               std::vector<uint8_t>(image_.data().begin(), image_.data().begin() + 1000 * 512));
+}
+
+TEST_F(BlkTest, ASaveCompletesEveryRequestInFlightFirst) {
+    open(false, 256);
+    const uint64_t buf = rig_->alloc(80 * 512);
+    std::vector<uint64_t> st;
+    for (uint32_t i = 0; i < 80; ++i)  // 3 descriptors each
+        st.push_back(submit(kBlkIn, i, {{buf + 512 * i, 512}}));
+    rig_->transport->process_queue(0);  // taken and submitted, not waited for
+    ASSERT_TRUE(rig_->transport->prepare_save());
+    int n = 0;
+    while (rig_->dq.next_used())
+        ++n;
+    EXPECT_EQ(n, 80);  // in the used ring before the state is written
+    for (auto s : st)
+        EXPECT_EQ(status_at(s), kBlkOk);
 }
 
 TEST_F(BlkTest, MalformedRequestsMeanNeedsReset) {

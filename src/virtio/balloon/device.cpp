@@ -172,6 +172,34 @@ uint64_t BalloonDevice::set_target_bytes(uint64_t bytes) {
     return pages;
 }
 
+void BalloonDevice::release_held() {
+    if (stats_held_ && stats_q_ != nullptr) stats_q_->unpop(1);
+    stats_held_ = false;
+}
+
+void BalloonDevice::save(snapshot::Encoder& e) const {
+    e.u64(info_.target_pages);
+    e.u64(info_.actual_pages);
+    e.u64(info_.inflated_pages);
+    e.u64(info_.deflated_pages);
+    e.u64(info_.reported_bytes);
+}
+
+void BalloonDevice::restore(snapshot::Decoder& d) {
+    const uint64_t target = d.u64(), actual = d.u64();
+    const uint64_t inflated = d.u64(), deflated = d.u64(), reported = d.u64();
+    if (target > 0xffffffffu || actual > 0xffffffffu) d.invalid("balloon size");
+    if (!d.ok()) return;
+    const auto t32 = static_cast<uint32_t>(target), a32 = static_cast<uint32_t>(actual);
+    std::memcpy(config_.data(), &t32, 4);
+    std::memcpy(config_.data() + 4, &a32, 4);
+    info_.target_pages = target;
+    info_.actual_pages = actual;
+    info_.inflated_pages = inflated;
+    info_.deflated_pages = deflated;
+    info_.reported_bytes = reported;
+}
+
 bool BalloonDevice::request_stats() {
     std::lock_guard lock(mutex());
     if (stats_q_ == nullptr || !stats_held_) return false;

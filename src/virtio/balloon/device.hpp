@@ -68,6 +68,12 @@ class BalloonDevice final : public Device {
                 {"reported_bytes", b.reported_bytes}};
     }
 
+    /// The statistics buffer it holds goes back to its queue.
+    void release_held() override;
+    /// The target and actual sizes, and the page counters.
+    void save(snapshot::Encoder& e) const override;
+    void restore(snapshot::Decoder& d) override;
+
   private:
     Result<void> inflate(Queue& q);
     Result<void> deflate(Queue& q);

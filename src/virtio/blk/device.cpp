@@ -204,6 +204,18 @@ void BlockDevice::quiesce() {
     }
 }
 
+void BlockDevice::drain() {
+    if (!ring_ok_) return;
+    submit_pending();
+    while (in_flight_ > 0) {
+        io_uring_cqe* cqe = nullptr;
+        if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
+        reap();            // completes into the used ring (or drops an old generation's)
+        submit_pending();  // the rest of a short transfer
+    }
+    if (queue_ != nullptr && queue_->needs_interrupt()) transport_->signal_used();
+}
+
 Result<void> BlockDevice::process(size_t) {
     return run_queue();
 }

@@ -73,6 +73,9 @@ class BlockDevice final : public Device {
     Result<void> process(size_t index) override;
     void reset() override;
     void quiesce() override;
+    /// Waits for every request in flight and completes it into the used ring (takes no new
+    /// ones), then interrupts the guest if it asked to be.
+    void drain() override;
 
     /// Handles finished I/O (what the completion eventfd triggers on the loop).
     void complete();

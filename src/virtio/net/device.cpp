@@ -111,6 +111,12 @@ void NetDevice::reset() {
     set_rx_watch(false);
 }
 
+void NetDevice::release_held() {
+    if (rx_ != nullptr) rx_->unpop(static_cast<uint16_t>(rx_chains_.size()));
+    rx_chains_.clear();
+    rx_iov_.clear();
+}
+
 Result<void> NetDevice::process(size_t index) {
     if (rx_ == nullptr) return ok();
     if (index == kTxQueue) return transmit();

@@ -51,6 +51,8 @@ class NetDevice final : public Device {
                           uint64_t features, Transport& transport) override;
     Result<void> process(size_t index) override;
     void reset() override;
+    /// The receive buffers it holds go back to the receive queue.
+    void release_held() override;
 
     NetStats stats() noexcept {
         std::lock_guard lock(mutex());

@@ -102,14 +102,30 @@ Result<void> VsockDevice::activate(const memory::GuestMemory&, std::span<Queue> 
     if (queues.size() != 3 || !queues[0].active() || !queues[1].active())
         return fail(ErrorCode::InvalidArgument, "receive and transmit queues not set up");
     rx_ = &queues[0];
-    tx_ = &queues[1];  // the event queue (2) is only used for transport resets (migration)
+    tx_ = &queues[1];
+    event_ = queues[2].active() ? &queues[2] : nullptr;  // only for transport resets (restore)
     transport_ = &transport;
     rx_starved_ = false;
     return ok();
 }
 
+void VsockDevice::restored() {
+    // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (id 0): the driver drops every connection and
+    // re-reads the guest CID (a clone's may differ).
+    auto got = event_ != nullptr ? event_->pop(chain_) : Result<bool>(false);
+    if (!got || !*got || chain_.writable_bytes() < 4) {
+        if (got && *got) event_->push_used(chain_.head(), 0);
+        log::warn("virtio-vsock: no event buffer for the transport reset after the restore");
+        return;
+    }
+    const uint8_t reset_event[4] = {0, 0, 0, 0};
+    scatter(chain_.writable(), reset_event);
+    event_->push_used(chain_.head(), 4);
+    if (event_->needs_interrupt()) transport_->signal_used();
+}
+
 void VsockDevice::reset() {
-    rx_ = tx_ = nullptr;
+    rx_ = tx_ = event_ = nullptr;
     for (auto& [key, c] : conns_)
         close_conn(*c);
     for (auto& c : handshaking_)

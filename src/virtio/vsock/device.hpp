@@ -73,6 +73,8 @@ class VsockDevice final : public Device {
                           uint64_t features, Transport& transport) override;
     Result<void> process(size_t index) override;
     void reset() override;
+    /// Connections do not survive a snapshot: the driver gets a transport reset event.
+    void restored() override;
 
     VsockStats stats() noexcept {
         std::lock_guard lock(mutex());
@@ -114,6 +116,7 @@ class VsockDevice final : public Device {
     Chain chain_;
     Queue* rx_ = nullptr;
     Queue* tx_ = nullptr;
+    Queue* event_ = nullptr;
     Transport* transport_ = nullptr;
     bool rx_starved_ = false;
     bool interrupt_pending_ = false;
