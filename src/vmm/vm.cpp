@@ -20,8 +20,12 @@
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
+#include "snapshot/machine.hpp"
+#include "snapshot/state.hpp"
+#include "snapshot/vcpu.hpp"
 #include "virtio/balloon/device.hpp"
 #include "virtio/rng/device.hpp"
+#include "virtio/virtio.hpp"
 #include "virtio/vsock/device.hpp"
 
 namespace vireo::vmm {
@@ -197,7 +201,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig&
     return vm;
 }
 
-Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
+Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool boot) {
     // The machine starts bare. Memory slots (guest RAM, the virtio register pages) are
     // registered before the interrupt controller exists: a slot update waits for an SRCU grace
     // period, which is immediate on a fresh VM but takes milliseconds once the irqchip and PIT
@@ -222,7 +226,11 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
     platform_.s5_sleep_type = devices::AcpiPm::kS5SleepType;
     platform_.pvpanic_base = kPvPanicBase;
     platform_.ged_gsi = kGedGsi;
-    VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
+    hv::VcpuState entry;
+    if (boot) {
+        VIREO_TRY_ASSIGN(entry, load_guest(images));
+    }
+    saved_msrs_ = hv.saved_msrs();
 
     // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
     // (NMI) wired as firmware leaves them, and enters the kernel in long mode. The APs keep
@@ -233,10 +241,8 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images) {
         VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
         VIREO_TRY(vcpu->set_cpuid(arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus)));
         VIREO_TRY(vcpu->set_msrs(msrs));
-        if (id == 0) {
-            VIREO_TRY(set_lints(*vcpu));
-            VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
-        }
+        if (id == 0) VIREO_TRY(set_lints(*vcpu));
+        if (id == 0 && boot) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
         // KVM's statistics fd now: KVM_GET_STATS_FD is a vCPU ioctl and would wait for a vCPU
         // blocked in KVM_RUN; reading the fd later needs no lock.
         if (hv.has(hv::Feature::BinaryStats)) {
@@ -264,7 +270,8 @@ Result<void> Vm::attach_port_devices() {
                                                 config_.console_out, config_.console_tap);
     VIREO_TRY(pio_.attach(kCom1, 8, serial_));
     VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
-    VIREO_TRY(pio_.attach(0x70, 2, std::make_shared<devices::Cmos>()));
+    cmos_ = std::make_shared<devices::Cmos>();
+    VIREO_TRY(pio_.attach(0x70, 2, cmos_));
     VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
     return ok();
 }
@@ -312,8 +319,7 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
     VIREO_TRY(machine_->restore_chips(power_on_.chips));
     pio_ = devices::Bus("port I/O");
     VIREO_TRY(attach_port_devices());
-    // The BSP's entry state is part of its saved power-on state (saved after it was set).
-    VIREO_TRY(load_guest(images));
+    VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
     for (size_t i = 0; i < vcpus_.size(); ++i) {
         auto& v = *vcpus_[i];
         VIREO_TRY(v.set_state(hv::kStateAll & ~hv::kStateMsrs, power_on_.vcpus[i]));
@@ -321,6 +327,9 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
         if (refused != 0) log::debug("reboot: vCPU {}: KVM refused {} MSR(s)", i, refused);
         VIREO_TRY(v.clear_debug_registers());
     }
+    // The BSP's entry state (a booted machine's power-on state has it already; a restored
+    // one's was taken before any was set).
+    VIREO_TRY(vcpus_[0]->set_state(arch::x86::kLongModeStateFlags, entry));
     config_.vcpu_affinity = std::move(vcpu_affinity);
     for (uint32_t i = 0; i < config_.cpus; ++i) {
         slots_[i].tid.store(0, std::memory_order_relaxed);
@@ -345,6 +354,220 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
         paused_clock_ = 0;
     }
     stopping_.store(false, std::memory_order_release);
+    return ok();
+}
+
+// --- snapshots (docs/snapshot.md) ------------------------------------------------------------
+
+namespace {
+
+constexpr uint32_t kConfigTag = snapshot::tag("CONF");
+constexpr uint32_t kUartTag = snapshot::tag("UART");
+constexpr uint32_t kCmosTag = snapshot::tag("CMOS");
+constexpr uint32_t kStateVersion = 1;
+// Virtio transport `i`'s section.
+constexpr uint32_t virtio_tag(uint32_t i) {
+    return static_cast<uint32_t>('v') | i << 8;
+}
+
+// What must match between a snapshot's machine and the one it is restored into.
+struct MachineShape {
+    uint64_t memory_bytes = 0;
+    uint32_t cpus = 0;
+    std::vector<uint32_t> devices;  // virtio device ids, in order
+};
+
+MachineShape shape_of(const VmConfig& c) {
+    MachineShape s{c.memory_bytes, c.cpus, {}};
+    for (size_t i = 0; i < c.disks.size(); ++i)
+        s.devices.push_back(virtio::kDeviceBlock);
+    for (size_t i = 0; i < c.nets.size(); ++i)
+        s.devices.push_back(virtio::kDeviceNet);
+    if (c.rng) s.devices.push_back(virtio::kDeviceEntropy);
+    if (c.vsock) s.devices.push_back(virtio::kDeviceVsock);
+    if (c.balloon) s.devices.push_back(virtio::kDeviceBalloon);
+    return s;
+}
+
+std::string device_list(const std::vector<uint32_t>& ids) {
+    auto name = [](uint32_t id) -> std::string {
+        switch (id) {
+            case virtio::kDeviceBlock:
+                return "blk";
+            case virtio::kDeviceNet:
+                return "net";
+            case virtio::kDeviceEntropy:
+                return "rng";
+            case virtio::kDeviceVsock:
+                return "vsock";
+            case virtio::kDeviceBalloon:
+                return "balloon";
+            default:
+                return fmt::format("device {}", id);
+        }
+    };
+    std::string out;
+    for (uint32_t id : ids)
+        out += fmt::format("{}{}", out.empty() ? "" : ", ", name(id));
+    return out.empty() ? "none" : out;
+}
+
+// A section's bytes, or an error naming what is missing.
+Result<std::span<const uint8_t>> section(const snapshot::Reader& r, uint32_t t, const char* what) {
+    const snapshot::SectionInfo* s = r.find(t);
+    if (s == nullptr || (s->flags & snapshot::kSectionMapped) != 0)
+        return fail(ErrorCode::InvalidArgument, "snapshot: no {} state (section {})", what,
+                    snapshot::tag_name(t));
+    if (s->version != kStateVersion)
+        return fail(ErrorCode::Unsupported,
+                    "snapshot: {} state version {}; this vireo reads version {}", what, s->version,
+                    kStateVersion);
+    return r.bytes(*s);
+}
+
+// Decodes a device's section into it with `restore`, or says why it was malformed.
+template <class Fn>
+Result<void> load_section(const snapshot::Reader& r, uint32_t t, const char* what, Fn&& restore) {
+    VIREO_TRY_ASSIGN(auto bytes, section(r, t, what));
+    snapshot::Decoder d(bytes, what);
+    restore(d);
+    return d.finish();
+}
+
+}  // namespace
+
+Result<snapshot::MemorySaveStats> Vm::save(int fd) {
+    if (!paused()) return fail(ErrorCode::BadState, "save: the domain must be paused first");
+    // The device loop holds still while the state is written: nothing reaches guest memory
+    // or the rings between the devices' state and the RAM.
+    if (loop_) loop_->stop();
+    struct Restart {
+        EventLoop* loop;
+        ~Restart() {
+            if (loop != nullptr)
+                if (auto r = loop->start(); !r) log::error("save: {}", r.error().message());
+        }
+    } restart{loop_.get()};
+    for (const auto& t : virtio_)
+        VIREO_TRY(t->prepare_save());
+
+    snapshot::Writer w(fd);
+    const MachineShape shape = shape_of(config_);
+    snapshot::Encoder conf;
+    conf.u64(shape.memory_bytes);
+    conf.u32(shape.cpus);
+    conf.u32(static_cast<uint32_t>(shape.devices.size()));
+    for (uint32_t id : shape.devices)
+        conf.u32(id);
+    VIREO_TRY(w.add(kConfigTag, kStateVersion, conf.data()));
+
+    snapshot::MachineState machine;
+    machine.clock_ns = paused_clock_;
+    VIREO_TRY_ASSIGN(machine.chips, machine_->save_chips());
+    snapshot::Encoder mach;
+    snapshot::encode(mach, machine);
+    VIREO_TRY(w.add(snapshot::kMachineTag, snapshot::kMachineVersion, mach.data()));
+
+    for (const auto& v : vcpus_) {
+        hv::VcpuState st;
+        VIREO_TRY(v->get_state(hv::kStateAll & ~hv::kStateMsrs, st));
+        VIREO_TRY_ASSIGN(st.msrs, v->read_msrs(saved_msrs_));
+        snapshot::Encoder e;
+        snapshot::encode(e, st);
+        VIREO_TRY(w.add(snapshot::vcpu_tag(v->id()), snapshot::kVcpuVersion, e.data()));
+    }
+    snapshot::Encoder uart, cmos;
+    serial_->save(uart);
+    cmos_->save(cmos);
+    VIREO_TRY(w.add(kUartTag, kStateVersion, uart.data()));
+    VIREO_TRY(w.add(kCmosTag, kStateVersion, cmos.data()));
+    for (uint32_t i = 0; i < virtio_.size(); ++i) {
+        snapshot::Encoder e;
+        virtio_[i]->save(e);
+        VIREO_TRY(w.add(virtio_tag(i), kStateVersion, e.data()));
+    }
+    VIREO_TRY_ASSIGN(auto stats, snapshot::save_memory(w, fd, memory_));
+    VIREO_TRY(w.finish());
+    return stats;
+}
+
+Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig& config,
+                                        const BootImages& images, int fd) {
+    VIREO_TRY_ASSIGN(auto source, snapshot::file_source(fd));
+    VIREO_TRY_ASSIGN(auto reader, snapshot::Reader::open(std::move(source)));
+    // The machine's shape first: a snapshot of another machine is refused before anything is
+    // built.
+    VIREO_TRY_ASSIGN(auto conf, section(reader, kConfigTag, "machine configuration"));
+    snapshot::Decoder d(conf, "machine configuration");
+    MachineShape saved;
+    saved.memory_bytes = d.u64();
+    saved.cpus = d.u32();
+    const uint32_t n = d.u32();
+    if (n > kMaxVirtioDevices) d.invalid("device count");
+    for (uint32_t i = 0; i < n && d.ok(); ++i)
+        saved.devices.push_back(d.u32());
+    VIREO_TRY(d.finish());
+    const MachineShape want = shape_of(config);
+    if (saved.memory_bytes != want.memory_bytes)
+        return fail(
+            ErrorCode::InvalidArgument,
+            "snapshot: the saved machine has {} MiB of memory; this one is asked for {} MiB",
+            saved.memory_bytes >> 20, want.memory_bytes >> 20);
+    if (saved.cpus != want.cpus)
+        return fail(ErrorCode::InvalidArgument,
+                    "snapshot: the saved machine has {} vCPUs; this one is asked for {}",
+                    saved.cpus, want.cpus);
+    if (saved.devices != want.devices)
+        return fail(ErrorCode::InvalidArgument,
+                    "snapshot: the saved machine's virtio devices are [{}]; this one's [{}]",
+                    device_list(saved.devices), device_list(want.devices));
+    if (config.backing == VmConfig::Backing::HugePages)
+        return fail(ErrorCode::Unsupported,
+                    "snapshot: a restore maps guest memory from the file; huge-page backing "
+                    "cannot (use anonymous, prefault or locked)");
+    VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
+
+    VIREO_TRY_ASSIGN(auto layout, snapshot::memory_layout(reader));
+    VIREO_TRY_ASSIGN(auto mem, memory::GuestMemory::map_file(layout, fd));
+    if (mem.total_size() != config.memory_bytes)
+        return fail(ErrorCode::InvalidArgument, "snapshot: RAM regions do not add up to {} MiB",
+                    config.memory_bytes >> 20);
+    if (config.backing != VmConfig::Backing::Anonymous)
+        VIREO_TRY(mem.populate(config.backing == VmConfig::Backing::Locked));
+    std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
+    VIREO_TRY(vm->build(hv, images, /*boot=*/false));
+    VIREO_TRY(vm->restore_state(reader));
+    return vm;
+}
+
+Result<void> Vm::restore_state(const snapshot::Reader& r) {
+    snapshot::MachineState machine;
+    VIREO_TRY(load_section(r, snapshot::kMachineTag, "machine",
+                           [&](snapshot::Decoder& d) { snapshot::decode(d, machine); }));
+    VIREO_TRY(machine_->restore_chips(machine.chips));
+    for (const auto& v : vcpus_) {
+        hv::VcpuState st;
+        const std::string what = fmt::format("vCPU {}", v->id());
+        VIREO_TRY(load_section(r, snapshot::vcpu_tag(v->id()), what.c_str(),
+                               [&](snapshot::Decoder& d) { snapshot::decode(d, st); }));
+        VIREO_TRY(v->set_state(hv::kStateAll & ~hv::kStateMsrs, st));
+        VIREO_TRY_ASSIGN(const size_t refused, v->write_msrs(st.msrs));
+        // As at a reboot: KVM lists some MSRs it reads but will not take back (read-only or
+        // locked ones); the rest are set.
+        if (refused != 0)
+            log::debug("restore: vCPU {}: KVM refused {} of {} MSRs", v->id(), refused,
+                       st.msrs.size());
+    }
+    VIREO_TRY(
+        load_section(r, kUartTag, "UART", [&](snapshot::Decoder& d) { serial_->restore(d); }));
+    VIREO_TRY(load_section(r, kCmosTag, "CMOS", [&](snapshot::Decoder& d) { cmos_->restore(d); }));
+    for (uint32_t i = 0; i < virtio_.size(); ++i) {
+        const std::string what = virtio_[i]->name();
+        VIREO_TRY(load_section(r, virtio_tag(i), what.c_str(),
+                               [&](snapshot::Decoder& d) { virtio_[i]->restore(d); }));
+    }
+    // Guest time goes on from the moment of the save.
+    if (machine.clock_ns != 0) VIREO_TRY(machine_->set_clock(machine.clock_ns));
     return ok();
 }
 

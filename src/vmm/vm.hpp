@@ -23,6 +23,7 @@
 #include "base/event_loop.hpp"
 #include "base/result.hpp"
 #include "devices/bus.hpp"
+#include "devices/legacy/cmos.hpp"
 #include "devices/legacy/serial.hpp"
 #include "devices/platform_event.hpp"
 #include "hv/hypervisor.hpp"
@@ -30,6 +31,8 @@
 #include "hv/stats.hpp"
 #include "hv/vcpu.hpp"
 #include "memory/guest_memory.hpp"
+#include "snapshot/format.hpp"
+#include "snapshot/memory.hpp"
 #include "virtio/balloon/device.hpp"
 #include "virtio/blk/device.hpp"
 #include "virtio/mmio.hpp"
@@ -153,6 +156,15 @@ class Vm {
     /// Builds the machine and loads the guest. Nothing runs until run().
     static Result<std::unique_ptr<Vm>> create(const hv::Hypervisor& hv, const VmConfig& config,
                                               const BootImages& images);
+    /// Builds the machine a snapshot holds instead of booting one (docs/snapshot.md): `config`
+    /// must describe the same machine — memory size, vCPU count, the virtio devices in the
+    /// same order — which is checked against the snapshot with a one-line reason; guest RAM
+    /// is mapped from `fd` copy-on-write (read as the guest touches it; `fd` is never written
+    /// and must stay unchanged while the machine runs); then the clock, the interrupt
+    /// controllers, every vCPU, the UART, the CMOS and every virtio device are put back.
+    /// `images` are loaded only if the guest later reboots. Nothing runs until run().
+    static Result<std::unique_ptr<Vm>> restore(const hv::Hypervisor& hv, const VmConfig& config,
+                                               const BootImages& images, int fd);
     ~Vm();
 
     /// Runs every vCPU on its own thread until the guest powers off, resets, panics or fails,
@@ -170,6 +182,11 @@ class Vm {
     bool paused() const noexcept { return paused_.load(std::memory_order_acquire); }
     /// Presses the ACPI power button (the guest decides what to do: normally power off).
     Result<void> press_power_button();
+    /// Writes the paused machine (pause() first; it stays paused) to `fd`, a new empty
+    /// regular file the caller opened: the devices drain and give back the buffers they hold,
+    /// the event loop is held still while the state and guest RAM (only its non-zero pages)
+    /// are written. Returns the RAM figures.
+    Result<snapshot::MemorySaveStats> save(int fd);
     /// Resets the machine from the host (as if the guest had rebooted).
     void reset() { stop(Fate::Reboot, "reset by the host"); }
     /// After run() returned: puts the machine back to its power-on state in place — devices
@@ -199,7 +216,9 @@ class Vm {
 
   private:
     Vm(memory::GuestMemory mem, const VmConfig& config);
-    Result<void> build(const hv::Hypervisor& hv, const BootImages& images);
+    /// `boot`: load the guest and set the BSP's entry state (false: a restore fills them in).
+    Result<void> build(const hv::Hypervisor& hv, const BootImages& images, bool boot = true);
+    Result<void> restore_state(const snapshot::Reader& r);
     Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
     Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
     Result<void> attach_port_devices();
@@ -220,6 +239,8 @@ class Vm {
     devices::Bus pio_{"port I/O"};
     devices::Bus mmio_{"MMIO"};
     std::shared_ptr<devices::Serial> serial_;
+    std::shared_ptr<devices::Cmos> cmos_;
+    std::vector<uint32_t> saved_msrs_;  // the MSRs a vCPU's state holds (KVM's list)
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;

@@ -1,0 +1,34 @@
+# A PVH guest that counts: "C=<8 hex digits>" and a newline on COM1, the count kept in memory
+# and incremented before each line, with a spin between lines. A machine saved and restored
+# mid-run goes on with the next number; one that booted again would start at 1. For the
+# snapshot tests (tests/kvm/snapshot_test.cpp).
+#include "pvh_entry.inc"
+_start:
+    cli
+    mov $0x3f8, %dx
+1:  incl counter
+    mov $'C', %al
+    out %al, %dx
+    mov $'=', %al
+    out %al, %dx
+    mov counter, %ebx
+    mov $8, %ecx
+2:  rol $4, %ebx
+    mov %ebx, %eax
+    and $0xf, %eax
+    movb hexdigits(%eax), %al
+    out %al, %dx
+    dec %ecx
+    jnz 2b
+    mov $'\n', %al
+    out %al, %dx
+    mov $100000, %ecx
+3:  dec %ecx
+    jnz 3b
+    jmp 1b
+
+hexdigits: .ascii "0123456789abcdef"
+    .data
+    .balign 4
+counter: .long 0
+    .section .note.GNU-stack,"",@progbits

@@ -1,0 +1,197 @@
+// Save and restore of a whole vmm::Vm with a tiny PVH guest (pvh_counter: "C=<count>" lines,
+// the count in guest memory): a machine saved while paused and restored into a new one goes on
+// counting from where it stood — in registers, memory, the UART and the interrupt controllers —
+// and two restores of one file are independent clones. A snapshot of another machine shape is
+// refused with one line. Judged by the guest's output, not by clocks.
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "arch/x86/boot/kernel.hpp"
+#include "base/unique_fd.hpp"
+#include "kvm_test.hpp"
+#include "vmm/vm.hpp"
+
+VIREO_GUEST(pvh_counter_elf)
+
+namespace vireo {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Keeps what the guest writes on COM1.
+class Recorder final : public devices::OutputTap {
+  public:
+    void put(uint8_t c) noexcept override {
+        std::lock_guard lock(mu_);
+        text_ += static_cast<char>(c);
+    }
+    std::string text() const {
+        std::lock_guard lock(mu_);
+        return text_;
+    }
+    size_t lines() const {
+        const std::string t = text();
+        return static_cast<size_t>(std::count(t.begin(), t.end(), '\n'));
+    }
+
+  private:
+    mutable std::mutex mu_;
+    std::string text_;
+};
+
+// The counts of the complete lines of `text`; a line that is not "C=<8 hex digits>" is -1.
+std::vector<long> counts(const std::string& text) {
+    std::vector<long> out;
+    size_t at = 0;
+    for (size_t nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1) {
+        const std::string line = text.substr(at, nl - at);
+        out.push_back(line.size() == 10 && line.starts_with("C=")
+                          ? std::stol(line.substr(2), nullptr, 16)
+                          : -1);
+    }
+    return out;
+}
+
+bool wait_lines(const Recorder& r, size_t n) {
+    for (int i = 0; i < 600 && r.lines() < n; ++i)
+        std::this_thread::sleep_for(100ms);
+    return r.lines() >= n;
+}
+
+vmm::BootImages images() {
+    auto kernel = arch::x86::boot::KernelImage::parse(guest_pvh_counter_elf());
+    if (!kernel) {
+        ADD_FAILURE() << kernel.error().message();
+        std::abort();
+    }
+    return vmm::BootImages{*kernel, {}, false};
+}
+
+vmm::VmConfig config(std::shared_ptr<Recorder> out, uint32_t cpus = 2) {
+    vmm::VmConfig c;
+    c.memory_bytes = 64 << 20;
+    c.cpus = cpus;
+    c.console_out = std::move(out);
+    c.rng = true;  // a virtio transport in the snapshot too (the guest does not drive it)
+    return c;
+}
+
+// A machine running on its own thread.
+struct Running {
+    explicit Running(std::unique_ptr<vmm::Vm> v) : vm(std::move(v)) {
+        runner = std::thread([this] { outcome = vm->run(); });
+    }
+    ~Running() {
+        vm->stop(vmm::Fate::Stopped, "test over");
+        runner.join();
+    }
+    std::unique_ptr<vmm::Vm> vm;
+    vmm::Outcome outcome;
+    std::thread runner;
+};
+
+// Boots the counter, lets it write `lines` lines, pauses and saves it; returns the file and
+// what the guest had written.
+struct Saved {
+    UniqueFd fd;
+    std::string text;
+    snapshot::MemorySaveStats stats;
+};
+Saved boot_and_save(size_t lines) {
+    static const vmm::BootImages img = images();
+    auto out = std::make_shared<Recorder>();
+    auto vm = vmm::Vm::create(test::hypervisor(), config(out), img);
+    EXPECT_TRUE(vm) << vm.error().message();
+    Running r(std::move(*vm));
+    EXPECT_TRUE(wait_lines(*out, lines)) << "the guest did not count";
+    EXPECT_TRUE(r.vm->pause());
+    Saved s{UniqueFd(::memfd_create("vireo-snapshot-test", MFD_CLOEXEC)), {}, {}};
+    auto stats = r.vm->save(s.fd.get());
+    EXPECT_TRUE(stats) << stats.error().message();
+    if (stats) s.stats = *stats;
+    s.text = out->text();  // paused: nothing more comes
+    return s;
+}
+
+TEST(Snapshot, ARestoredMachineGoesOnCountingWhereTheSavedOneStood) {
+    Saved s = boot_and_save(3);
+    EXPECT_EQ(s.stats.guest_bytes, 64u << 20);
+    EXPECT_LT(s.stats.written_bytes, 4u << 20);  // the guest touched a few pages, not 64 MiB
+
+    auto out = std::make_shared<Recorder>();
+    auto vm = vmm::Vm::restore(test::hypervisor(), config(out), images(), s.fd.get());
+    ASSERT_TRUE(vm) << vm.error().message();
+    Running r(std::move(*vm));
+    ASSERT_TRUE(wait_lines(*out, 3)) << "the restored guest did not go on";
+    // The two outputs are one stream: every count once, in order, from 1 (a line cut by the
+    // save is finished by the restored machine).
+    const auto all = counts(s.text + out->text());
+    ASSERT_GE(all.size(), 6u);
+    for (size_t i = 0; i < all.size(); ++i)
+        EXPECT_EQ(all[i], static_cast<long>(i + 1)) << "line " << i << " of\n"
+                                                    << s.text << "|\n"
+                                                    << out->text();
+}
+
+TEST(Snapshot, TwoRestoresOfOneFileAreIndependentClones) {
+    Saved s = boot_and_save(2);
+    const size_t before = counts(s.text).size();
+    auto out_a = std::make_shared<Recorder>(), out_b = std::make_shared<Recorder>();
+    auto a = vmm::Vm::restore(test::hypervisor(), config(out_a), images(), s.fd.get());
+    ASSERT_TRUE(a) << a.error().message();
+    Running ra(std::move(*a));
+    ASSERT_TRUE(wait_lines(*out_a, 4));
+    // b starts later, from the same file: a's progress (its own copies of written pages) is
+    // not in it.
+    auto b = vmm::Vm::restore(test::hypervisor(), config(out_b), images(), s.fd.get());
+    ASSERT_TRUE(b) << b.error().message();
+    Running rb(std::move(*b));
+    ASSERT_TRUE(wait_lines(*out_b, 2));
+    for (const auto* out : {out_a.get(), out_b.get()}) {
+        const auto all = counts(s.text + out->text());
+        ASSERT_GT(all.size(), before);
+        for (size_t i = 0; i < all.size(); ++i)
+            EXPECT_EQ(all[i], static_cast<long>(i + 1)) << "line " << i;
+    }
+}
+
+TEST(Snapshot, AnotherMachineShapeIsRefusedWithOneLine) {
+    Saved s = boot_and_save(1);
+    auto out = std::make_shared<Recorder>();
+    auto more_cpus = vmm::Vm::restore(test::hypervisor(), config(out, 3), images(), s.fd.get());
+    ASSERT_FALSE(more_cpus);
+    EXPECT_NE(more_cpus.error().message().find("the saved machine has 2 vCPUs; this one is asked "
+                                               "for 3"),
+              std::string::npos);
+    auto c = config(out);
+    c.memory_bytes = 128 << 20;
+    auto bigger = vmm::Vm::restore(test::hypervisor(), c, images(), s.fd.get());
+    ASSERT_FALSE(bigger);
+    EXPECT_NE(bigger.error().message().find("64 MiB of memory"), std::string::npos);
+    c = config(out);
+    c.rng = false;
+    c.balloon = true;
+    auto devices = vmm::Vm::restore(test::hypervisor(), c, images(), s.fd.get());
+    ASSERT_FALSE(devices);
+    EXPECT_NE(devices.error().message().find("virtio devices are [rng]; this one's [balloon]"),
+              std::string::npos);
+    // A truncated file.
+    struct stat st {};
+    ASSERT_EQ(::fstat(s.fd.get(), &st), 0);
+    ASSERT_EQ(::ftruncate(s.fd.get(), st.st_size / 2), 0);
+    auto cut = vmm::Vm::restore(test::hypervisor(), config(out), images(), s.fd.get());
+    ASSERT_FALSE(cut);
+    EXPECT_NE(cut.error().message().find("snapshot"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace vireo
