@@ -10,6 +10,10 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}
 mkdir -p "$cache"
+# One at a time (parallel test hosts each ask for the guest): the others wait, then find it
+# built.
+exec 9>"$cache/.setup.lock"
+flock 9
 
 need() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if ! need busybox-static || ! need cpio || ! need kmod; then

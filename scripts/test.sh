@@ -15,6 +15,9 @@ git ls-files -- '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
 
 jobs=$(nproc)
 
+step "default guest (Debian's kernel, fetched once into the cache)"
+./scripts/guest-image.sh
+
 step "GCC build and tests"
 VIREO_BUILD_DIR=build ./scripts/build.sh -DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++
 ctest --test-dir build --output-on-failure -j "$jobs"

@@ -55,13 +55,20 @@ shift $((OPTIND - 1))
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || { echo "usage: $0 [options] -- COMMAND..." >&2; exit 2; }
 
+cache=${VIREO_CACHE:-$HOME/.cache/vireo}
+mkdir -p "$cache"
 need() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if ! need qemu-system-x86 || ! need busybox-static || ! need cpio; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio >/dev/null
+  # One installer at a time: ctest starts several test hosts at once (apt's own lock fails
+  # the second instead of waiting). scripts/setup.sh installs these first in the test command.
+  (
+    flock 9
+    if ! need qemu-system-x86 || ! need busybox-static || ! need cpio; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio >/dev/null
+    fi
+  ) 9>"$cache/.setup.lock"
 fi
-
-cache=${VIREO_CACHE:-$HOME/.cache/vireo}
 guest=$("$repo/scripts/guest-image.sh")
 release=$(cat "$cache/kernel/release")
 kmods=$cache/kernel/lib/modules/$release/kernel
