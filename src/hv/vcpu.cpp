@@ -174,6 +174,17 @@ Result<Stats> Vcpu::open_stats() const {
     return Stats::from_fd(UniqueFd(fd));
 }
 
+Result<void> Vcpu::complete_pending() {
+    auto* run = static_cast<kvm_run*>(run_);
+    std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_relaxed);
+    const int r = ::ioctl(fd_.get(), KVM_RUN, 0);
+    const int err = errno;
+    std::atomic_ref<uint8_t>(run->immediate_exit).store(0, std::memory_order_relaxed);
+    if (r < 0 && err != EINTR && err != EAGAIN)
+        return fail_errno(err, "KVM_RUN (completing an exit) on vCPU {}", id_);
+    return ok();
+}
+
 void Vcpu::request_stop() noexcept {
     auto* run = static_cast<kvm_run*>(run_);
     std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_release);

@@ -32,6 +32,11 @@ class Vcpu {
     /// Makes a run() in progress (or the next one) return ExitReason::Interrupted promptly.
     /// Safe from any thread and from signal handlers.
     void request_stop() noexcept;
+    /// Finishes the instruction of the last Io/Mmio exit (KVM moves RIP past it, or stores a
+    /// read's data, only when KVM_RUN is entered again) without running any further guest
+    /// instruction: KVM_RUN with immediate_exit set. Before the state is read for a snapshot,
+    /// or the saved state would repeat the instruction (KVM's API documentation, KVM_RUN).
+    Result<void> complete_pending();
 
     /// Reads the parts of the state selected by `flags` into `state`.
     Result<void> get_state(uint32_t flags, VcpuState& state) const;

@@ -864,6 +864,12 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
     confine_thread(ThreadClass::Vcpu);
     while (!stopping_.load(std::memory_order_acquire)) {
         if (pause_requested_.load(std::memory_order_acquire)) {
+            // The last exit's instruction is finished first, so the paused state (which a
+            // snapshot saves) does not repeat it.
+            if (auto r = vcpu.complete_pending(); !r) {
+                stop(Fate::HostError, r.error().message());
+                return;
+            }
             park();
             continue;
         }
