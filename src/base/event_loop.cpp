@@ -77,8 +77,36 @@ size_t EventLoop::poll_once(int timeout_ms) {
 }
 
 void EventLoop::run() {
-    while (!stop_.load(std::memory_order_acquire))
+    while (!stop_.load(std::memory_order_acquire)) {
+        if (hold_.load(std::memory_order_acquire)) {
+            std::unique_lock lock(hold_mu_);
+            held_ = true;
+            hold_cv_.notify_all();
+            hold_cv_.wait(lock, [&] {
+                return !hold_.load(std::memory_order_acquire) ||
+                       stop_.load(std::memory_order_acquire);
+            });
+            held_ = false;
+            continue;
+        }
         poll_once(-1);
+    }
+}
+
+void EventLoop::hold() {
+    if (!thread_.joinable()) return;
+    std::unique_lock lock(hold_mu_);
+    hold_.store(true, std::memory_order_release);
+    (void)wake_->signal();
+    hold_cv_.wait(lock, [&] { return held_ || stop_.load(std::memory_order_acquire); });
+}
+
+void EventLoop::release() {
+    {
+        std::lock_guard lock(hold_mu_);
+        hold_.store(false, std::memory_order_release);
+    }
+    hold_cv_.notify_all();
 }
 
 Result<void> EventLoop::start() {
@@ -93,7 +121,11 @@ Result<void> EventLoop::start() {
 }
 
 void EventLoop::stop() {
-    stop_.store(true, std::memory_order_release);
+    {
+        std::lock_guard lock(hold_mu_);  // a held loop wakes up to stop
+        stop_.store(true, std::memory_order_release);
+    }
+    hold_cv_.notify_all();
     if (wake_) (void)wake_->signal();
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -35,6 +37,11 @@ class EventLoop {
     Result<void> start();
     /// Stops and joins the loop thread (idempotent). Handlers are not called afterwards.
     void stop();
+    /// Parks the loop thread between two dispatches until release(): no handler runs
+    /// meanwhile (a snapshot holds the devices still). Returns once it is parked, or at once
+    /// if the loop thread is not running. Any thread but the loop's; one hold at a time.
+    void hold();
+    void release();
     /// Runs the loop on the calling thread until stop() is called from another thread or a
     /// handler (for tests and benchmarks that want no extra thread).
     void run();
@@ -54,6 +61,10 @@ class EventLoop {
     std::unique_ptr<EventFd> wake_;
     std::vector<std::unique_ptr<Entry>> entries_;
     std::atomic<bool> stop_{false};
+    std::atomic<bool> hold_{false};
+    std::mutex hold_mu_;
+    std::condition_variable hold_cv_;
+    bool held_ = false;  // guarded by hold_mu_
     std::thread thread_;
 };
 
