@@ -113,8 +113,12 @@ std::string dispatch(const std::map<std::string, Method>& methods, const Request
                               fmt::format("unknown method \"{}\" (known: {})", r.method, known))
             .dump();
     }
+    return dispatch_one(it->second, r);
+}
+
+std::string dispatch_one(const Method& method, const Request& r) {
     try {
-        auto result = it->second(r.params);
+        auto result = method(r.params);
         if (!result)
             return error_response(r.id, api_error_code(result.error().code()),
                                   result.error().message())
@@ -166,6 +170,14 @@ void Server::add(std::string name, Method method, Kind kind) {
     methods_[std::move(name)] = std::move(method);
 }
 
+void Server::add(std::string name, FdMethod method, Kind kind) {
+    // Listed with the others; called through the connection's descriptor (handle_lines).
+    auto shared = std::make_shared<FdMethod>(std::move(method));
+    add(
+        name, [shared](const Json& p) { return (*shared)(p, UniqueFd()); }, kind);
+    fd_methods_[std::move(name)] = *shared;
+}
+
 Result<void> Server::start() {
     try {
         thread_ = std::thread([this] {
@@ -198,7 +210,21 @@ struct Server::Conn {
     Clock::time_point last_sent{};        // last time the client took some of `out`
     bool running = false;                 // its request runs on a worker
     bool eof = false;                     // it will send no more: close once answered
+    UniqueFd passed;                      // a descriptor sent with its next request
 };
+
+// Keeps the descriptor a message carried (the newest one; any other is closed).
+static void take_passed(UniqueFd& passed, msghdr& msg) {
+    for (cmsghdr* h = CMSG_FIRSTHDR(&msg); h != nullptr; h = CMSG_NXTHDR(&msg, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
+        const size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+            int fd;
+            std::memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+            passed.reset(fd);
+        }
+    }
+}
 
 // Sends what the socket takes now. False: the peer is gone.
 bool Server::flush(Conn& c, Clock::time_point now) {
@@ -238,9 +264,17 @@ void Server::handle_lines(Conn& c) {
             continue;
         }
         auto& req = std::get<Request>(parsed);
+        // A descriptor sent with this request goes to it if its method takes one; it is
+        // closed otherwise, and in any case once the request is done.
+        Method method;
+        if (auto fm = fd_methods_.find(req.method); fm != fd_methods_.end()) {
+            auto fd = std::make_shared<UniqueFd>(std::move(c.passed));
+            method = [fm = fm->second, fd](const Json& p) { return fm(p, std::move(*fd)); };
+        }
+        c.passed.reset();
         const auto kind = kinds_.find(req.method);
         if (kind == kinds_.end() || kind->second == Kind::Inline) {
-            queue_reply(c, dispatch(methods_, req), now);
+            queue_reply(c, method ? dispatch_one(method, req) : dispatch(methods_, req), now);
             c.last_done = now;
             continue;
         }
@@ -260,16 +294,17 @@ void Server::handle_lines(Conn& c) {
         }
         c.running = true;
         Worker& w = workers_.emplace_back();
-        w.thread = std::thread([this, &w, serial = c.serial, req = std::move(req)] {
-            ::pthread_setname_np(::pthread_self(), "vireo-api-work");
-            std::string reply = dispatch(methods_, req);
-            {
-                std::lock_guard lock(done_mu_);
-                done_.emplace_back(serial, std::move(reply));
-            }
-            w.done.store(true, std::memory_order_release);
-            (void)wake_.signal();
-        });
+        w.thread = std::thread(
+            [this, &w, serial = c.serial, req = std::move(req), method = std::move(method)] {
+                ::pthread_setname_np(::pthread_self(), "vireo-api-work");
+                std::string reply = method ? dispatch_one(method, req) : dispatch(methods_, req);
+                {
+                    std::lock_guard lock(done_mu_);
+                    done_.emplace_back(serial, std::move(reply));
+                }
+                w.done.store(true, std::memory_order_release);
+                (void)wake_.signal();
+            });
     }
 }
 
@@ -389,7 +424,16 @@ void Server::serve() {
             bool drop = false;
             if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
                 char chunk[4096];
-                const ssize_t n = ::recv(c.fd.get(), chunk, sizeof chunk, MSG_DONTWAIT);
+                // Room for one descriptor: the kernel closes any more (MSG_CTRUNC).
+                alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+                iovec iov{chunk, sizeof chunk};
+                msghdr msg{};
+                msg.msg_iov = &iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = control;
+                msg.msg_controllen = sizeof control;
+                const ssize_t n = ::recvmsg(c.fd.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (n > 0) take_passed(c.passed, msg);
                 if (n > 0) {
                     if (c.in.empty()) c.request_started = now;
                     c.in.append(chunk, static_cast<size_t>(n));
@@ -449,12 +493,42 @@ Result<Client> Client::connect(const std::string& path, int timeout_ms) {
 }
 
 Result<Json> Client::call(const std::string& method, const Json& params) {
+    return call_impl(method, params, -1);
+}
+
+Result<Json> Client::call_with_fd(const std::string& method, const Json& params, int pass_fd) {
+    return call_impl(method, params, pass_fd);
+}
+
+Result<Json> Client::call_impl(const std::string& method, const Json& params, int pass_fd) {
     Json req{{"id", ++next_id_}, {"method", method}};
     if (!params.is_null()) req["params"] = params;
+    std::string out = req.dump() + "\n";
+    if (pass_fd >= 0) {
+        // The descriptor rides on the request's first byte; the rest follows as usual.
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+        iovec iov{out.data(), 1};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* h = CMSG_FIRSTHDR(&msg);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(h), &pass_fd, sizeof pass_fd);
+        ssize_t n;
+        do {
+            n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n != 1) return fail_errno(errno, "sending a file descriptor to {}", path_);
+        out.erase(0, 1);
+    }
     // A server at its client limit answers "busy" and closes without reading: the request may
     // not go out, but the answer is there to read, so a failed send is reported only if no
     // answer follows.
-    const bool sent = send_all(fd_.get(), req.dump() + "\n", timeout_ms_);
+    const bool sent = send_all(fd_.get(), out, timeout_ms_);
     const int send_errno = errno;
     size_t nl;
     while ((nl = buf_.find('\n')) == std::string::npos) {

@@ -53,6 +53,10 @@ using Json = nlohmann::json;
 /// A method answers with its result, or fails with an Error whose ErrorCode becomes the
 /// reply's error code (api_error_code()). The one error convention: no method throws.
 using Method = std::function<Result<Json>(const Json& params)>;
+/// A method that takes a file descriptor the client sent with the request (SCM_RIGHTS on the
+/// request's bytes): a file a jailed domain cannot open itself, such as a snapshot to write.
+/// It gets an empty UniqueFd when none came.
+using FdMethod = std::function<Result<Json>(const Json& params, UniqueFd fd)>;
 
 /// The API error code of an ErrorCode, mapped here only: InvalidArgument and OutOfRange are
 /// "invalid-params", NotFound "not-found", BadState "bad-state", anything else "failed".
@@ -90,6 +94,8 @@ std::variant<Request, RequestError> parse_request(std::string_view line);
 
 /// Calls the request's method; returns the response line (without newline).
 std::string dispatch(const std::map<std::string, Method>& methods, const Request& request);
+/// Calls `method` for `request` (its result or error as the response line).
+std::string dispatch_one(const Method& method, const Request& request);
 
 /// parse_request, then dispatch. Exposed for the fuzzer and unit tests.
 std::string handle_request(const std::map<std::string, Method>& methods, std::string_view line);
@@ -117,6 +123,10 @@ class Server {
 
     /// Registers a method. Before start().
     void add(std::string name, Method method, Kind kind = Kind::Inline);
+    /// Registers a method that takes a descriptor sent with its request. A descriptor goes to
+    /// the next request of its connection and no further: any other method closes it; at most
+    /// one is held per connection (a newer one replaces it; extra ones in a message are closed).
+    void add(std::string name, FdMethod method, Kind kind = Kind::Inline);
     Result<void> start();
     void stop();
     const ServerStats& stats() const noexcept { return stats_; }
@@ -140,6 +150,7 @@ class Server {
     int take_spare() const noexcept { return ::fcntl(wake_.fd(), F_DUPFD_CLOEXEC, 0); }
     UniqueFd spare_;  // an fd given back at the open-files limit, to accept and say "busy"
     std::map<std::string, Method> methods_;
+    std::map<std::string, FdMethod> fd_methods_;
     std::map<std::string, Kind> kinds_;
     std::atomic<bool> stop_{false};
     std::thread thread_;
@@ -163,8 +174,11 @@ class Client {
     /// Sends one request and returns the response's "result", or the error as a failed Result
     /// with message "code: message" (ErrorCode NotFound / BadState for those codes).
     Result<Json> call(const std::string& method, const Json& params = {});
+    /// The same, sending descriptor `pass_fd` with the request (SCM_RIGHTS).
+    Result<Json> call_with_fd(const std::string& method, const Json& params, int pass_fd);
 
   private:
+    Result<Json> call_impl(const std::string& method, const Json& params, int pass_fd);
     Client(UniqueFd fd, std::string path, int timeout_ms)
         : fd_(std::move(fd)), path_(std::move(path)), timeout_ms_(timeout_ms) {}
     UniqueFd fd_;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -214,6 +215,49 @@ TEST(ApiServer, SocketIsOwnerOnlyAndRemovedOnlyIfStillItsOwn) {
         EXPECT_NE(::lstat(rig.path.c_str(), &st), 0);
     }
     ::umask(old);
+}
+
+}  // namespace
+}  // namespace vireo::api
+
+namespace vireo::api {
+namespace {
+
+// A descriptor sent with a request reaches a method that takes one (a jailed domain gets the
+// snapshot file this way), goes no further than that request, and a method that takes one
+// but got none says so.
+TEST(ApiServer, ADescriptorSentWithARequestReachesItsMethodOnly) {
+    char tmpl[] = "/tmp/vireo-api-test.XXXXXX";
+    const std::string dir = ::mkdtemp(tmpl), path = dir + "/api.sock";
+    auto server = Server::create(path);
+    ASSERT_TRUE(server);
+    (*server)->add("echo", [](const Json& p) -> Result<Json> { return p; });
+    (*server)->add("size", [](const Json&, UniqueFd fd) -> Result<Json> {
+        if (!fd) return fail(ErrorCode::InvalidArgument, "no descriptor");
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "fstat");
+        return Json(static_cast<uint64_t>(st.st_size));
+    });
+    ASSERT_TRUE((*server)->start());
+    UniqueFd file(::memfd_create("api-fd-test", MFD_CLOEXEC));
+    ASSERT_EQ(::ftruncate(file.get(), 12345), 0);
+    auto client = Client::connect(path, 5000);
+    ASSERT_TRUE(client);
+    auto r = client->call_with_fd("size", Json::object(), file.get());
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->get<uint64_t>(), 12345u);
+    // The next request on the connection has none: the first went with its request.
+    auto again = client->call("size", Json::object());
+    ASSERT_FALSE(again);
+    EXPECT_NE(again.error().message().find("no descriptor"), std::string::npos);
+    // Sent to a method that takes none: it answers as usual (and the descriptor is closed).
+    auto echo = client->call_with_fd("echo", Json{{"a", 1}}, file.get());
+    ASSERT_TRUE(echo);
+    EXPECT_EQ((*echo)["a"], 1);
+    auto none = client->call("size", Json::object());
+    EXPECT_FALSE(none);
+    server->reset();
+    ::rmdir(dir.c_str());
 }
 
 }  // namespace
