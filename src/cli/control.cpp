@@ -1,6 +1,7 @@
 // The control verbs: xl's habits over vireo's JSON API. Domain verbs take a domain NAME on
 // the running host (`vireo up`), or --api-socket PATH for a single `vireo run --api-socket`.
 // Human output by default, --json for scripts.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -33,7 +34,7 @@ using Clock = std::chrono::steady_clock;
 struct Opts {
     std::vector<std::string> args;  // NAME and the verb's own arguments
     std::string run_dir, api_socket, console_socket, device = "/dev/kvm";
-    bool json = false, wait = false;
+    bool json = false, wait = false, keep_running = false;
     int force_after = -1, timeout = 120;
     double delay = 1.0;
     int iterations = 0;
@@ -230,6 +231,32 @@ int console(const Target& t) {
 
 // --- shutdown --------------------------------------------------------------------------------
 
+// `vireo save`: a new file (created here, 0600, never one that exists) handed to the domain,
+// which writes its state into it; removed again if the save fails.
+int save(const Opts& o, const Target& t, const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) {
+        std::fprintf(
+            stderr, "vireo: %s: %s%s\n", path.c_str(), std::strerror(errno),
+            errno == EEXIST ? " (a snapshot goes into a new file; vireo never replaces one)" : "");
+        return 1;
+    }
+    auto client = api::Client::connect(t.api, 600000);  // a large guest takes a while
+    auto r = client ? client->call_with_fd("save", Json{{"keep_running", o.keep_running}}, fd.get())
+                    : Result<Json>(Unexpected{client.error()});
+    if (!r) {
+        ::unlink(path.c_str());  // created above by this process: nothing of the user's
+        std::fprintf(stderr, "vireo: %s: %s\n", t.name.c_str(), r.error().message().c_str());
+        return 1;
+    }
+    print(o, *r,
+          fmt::format("{}: saved to {} in {:.0f} ms ({} MiB of {} MiB guest memory written){}",
+                      t.name, path, r->value("ms", 0.0), r->value("written_bytes", 0ull) >> 20,
+                      r->value("guest_bytes", 0ull) >> 20,
+                      o.keep_running ? "" : "; the domain stopped"));
+    return 0;
+}
+
 // True once the domain no longer runs: its API is gone (a single vireo run), or the host
 // lists it as stopped.
 bool gone(const Opts& o, const Target& t) {
@@ -394,6 +421,12 @@ std::function<int()> add_control_commands(CLI::App& app) {
     verb("pause", "Stop all of a domain's vCPUs (guest time stands still; I/O in flight completes)",
          "NAME");
     verb("unpause", "Resume a paused domain", "NAME");
+    auto* sv = verb("save",
+                    "Save a domain's whole state to a new snapshot FILE (mode 0600; never an "
+                    "existing file) and stop it, as xl save; vireo run --restore FILE continues it",
+                    "NAME FILE");
+    sv->add_flag("--keep-running", o->keep_running,
+                 "Leave the domain running after the save (paused while it is written)");
     auto* sd =
         verb("shutdown", "Press the domain's ACPI power button (the guest powers off)", "NAME");
     sd->add_flag("--wait", o->wait, "Wait until the domain has powered off");
@@ -481,7 +514,7 @@ std::function<int()> add_control_commands(CLI::App& app) {
         }
         // Domain verbs.
         const char* verbs[] = {"info",    "pause",     "unpause",  "shutdown", "reboot",
-                               "console", "vcpu-list", "vcpu-pin", "mem-set"};
+                               "console", "vcpu-list", "vcpu-pin", "mem-set",  "save"};
         const char* which = nullptr;
         for (const char* n : verbs)
             if (is(n)) which = n;
@@ -489,7 +522,7 @@ std::function<int()> add_control_commands(CLI::App& app) {
         const std::string w = which;
         if (w == "info" && o->args.empty() && o->api_socket.empty())
             return print_kvm_info(o->device);
-        auto t = target(w == "vcpu-pin" ? 2 : w == "mem-set" ? 1 : 0);
+        auto t = target(w == "vcpu-pin" ? 2 : (w == "mem-set" || w == "save") ? 1 : 0);
         if (!t) return error(t.error().message());
         if (w == "console") return console(*t);
         if (w == "shutdown") return shutdown(*o, *t);
@@ -512,6 +545,7 @@ std::function<int()> add_control_commands(CLI::App& app) {
             print(*o, *r, t->name + ": " + (*r)["state"].get<std::string>());
             return 0;
         }
+        if (w == "save") return save(*o, *t, rest[0]);
         if (w == "vcpu-list") {
             auto r = domain_call(*t, "vcpu.list");
             if (!r) return error(r.error().message());

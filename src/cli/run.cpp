@@ -99,6 +99,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "same from run to run)")
         ->capture_default_str();
     run->add_flag("--rng", o.rng, "A virtio-rng device (entropy from the host's getrandom)");
+    run->add_option(
+           "--restore", o.process.restore,
+           "Go on from a snapshot (vireo save) instead of booting: the same memory, "
+           "--cpus and devices in the same order must be given (checked; docs/snapshot.md); "
+           "--kernel is booted if the guest later reboots")
+        ->check(CLI::ExistingFile);
     run->add_flag("--allow-software-kvm", o.process.allow_software_kvm,
                   "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
                   "tiny guests such as PVH test images");

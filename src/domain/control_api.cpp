@@ -1,8 +1,11 @@
 // The control API of one domain (`vireo run --api-socket`, and every domain of `vireo up`).
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 
 #include "api/params.hpp"
@@ -190,6 +193,62 @@ void add_domain_methods(api::Server& server, Domain& d) {
             return Json{{"name", d.name}, {"state", "paused"}};
         });
     });
+    server.add(
+        "save",
+        [&d](const Json& params, UniqueFd fd) -> Result<Json> {
+            // The file comes as a descriptor (a jailed domain opens nothing): vireo save creates
+            // it, new and empty, and sends it with the request.
+            if (!fd)
+                return fail(
+                    ErrorCode::InvalidArgument,
+                    "save: send the snapshot file's descriptor with the request (SCM_RIGHTS; "
+                    "vireo save does)");
+            struct stat st {};
+            const int flags = ::fcntl(fd.get(), F_GETFL);
+            if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+                return fail(ErrorCode::InvalidArgument,
+                            "save: the descriptor is not a regular file");
+            if (st.st_size != 0)
+                return fail(ErrorCode::InvalidArgument,
+                            "save: the file is not empty (a snapshot goes into a new file)");
+            if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY)
+                return fail(ErrorCode::InvalidArgument, "save: the file is not open for writing");
+            bool keep = false;
+            if (auto it = params.find("keep_running"); it != params.end()) {
+                if (!it->is_boolean())
+                    return fail(ErrorCode::InvalidArgument,
+                                "\"keep_running\" must be true or false");
+                keep = it->get<bool>();
+            }
+            return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+                const bool was_paused = vm.paused();
+                if (!was_paused) VIREO_TRY(vm.pause());
+                const auto t0 = std::chrono::steady_clock::now();
+                auto stats = vm.save(fd.get());
+                if (stats && ::fsync(fd.get()) != 0)
+                    stats = fail_errno(errno, "save: writing the snapshot out");
+                const double ms =
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count();
+                if (!stats || keep) {
+                    if (!was_paused) {
+                        if (auto r = vm.resume(); !r)
+                            log::warn("{}: {}", d.name, r.error().message());
+                    }
+                    if (!stats) return Unexpected{stats.error()};
+                }
+                log::info("{}: saved in {:.1f} ms ({} of {} MiB of guest memory written){}", d.name,
+                          ms, stats->written_bytes >> 20, stats->guest_bytes >> 20,
+                          keep ? "" : "; stopping");
+                if (!keep) vm.stop(vmm::Fate::Stopped, "saved to a snapshot");
+                return Json{{"name", d.name},
+                            {"state", keep ? (was_paused ? "paused" : "running") : "saved"},
+                            {"guest_bytes", stats->guest_bytes},
+                            {"written_bytes", stats->written_bytes},
+                            {"ms", ms}};
+            });
+        },
+        api::Server::Kind::Blocking);
     server.add("unpause", [&d](const Json&) {
         return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
             VIREO_TRY(vm.resume());

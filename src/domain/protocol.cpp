@@ -45,6 +45,7 @@ void each_field(T& t, F&& f) {
     f("sandbox", t.process.sandbox);
     f("uid", t.process.uid);
     f("gid", t.process.gid);
+    f("restore", t.process.restore);
 }
 
 // A field added to DomainText or ProcessOptions must be added to each_field: until then these
@@ -54,7 +55,7 @@ void each_field(T& t, F&& f) {
                                   console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
                                   rng, memory_backing, cpu_affinity, pin_vcpus, process] = t;
     [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, stats,
-                                  allow_software_kvm, sandbox, uid, gid] = t.process;
+                                  allow_software_kvm, sandbox, uid, gid, restore] = t.process;
 }
 
 template <class V>

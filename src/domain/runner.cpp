@@ -521,6 +521,14 @@ int run_domain(const DomainSpec& s) {
     if (auto r = vmm::Vm::validate(config, images); !r) return fail_with(r.error().message());
     if (auto r = check_preallocation(config); !r) return fail_with(r.error().message());
 
+    // A snapshot to restore is an input: opened (read-only) before any output is created.
+    UniqueFd snapshot;
+    if (!s.process.restore.empty()) {
+        snapshot.reset(::open(s.process.restore.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!snapshot)
+            return fail_with(
+                fmt::format("--restore {}: {}", s.process.restore, std::strerror(errno)));
+    }
     auto hv = hv::Hypervisor::open();
     if (!hv) return fail_with(hv.error().message());
     if (!hv->hardware_assisted() && !s.process.allow_software_kvm) {
@@ -546,9 +554,11 @@ int run_domain(const DomainSpec& s) {
 
     // The first machine (memory allocated, prefaulted or locked, vCPUs created), then the jail:
     // from here on the process has no way back to the host's files, ids or privileges.
-    log::debug("boot 1: building the machine");
-    auto first = vmm::Vm::create(*hv, config, images);
+    log::debug("boot 1: building the machine{}", snapshot ? " from the snapshot" : "");
+    auto first = snapshot ? vmm::Vm::restore(*hv, config, images, snapshot.get())
+                          : vmm::Vm::create(*hv, config, images);
     if (!first) return fail_with(first.error().message());
+    snapshot.reset();  // guest RAM maps the file; the descriptor is not needed
     if (*console_log) {
         if (auto r = (*console_log)->confine(); !r) return fail_with(r.error().message());
     }

@@ -34,6 +34,8 @@ struct ProcessOptions {
     bool sandbox = true;
     uint32_t uid = 0;
     uint32_t gid = 0;
+    /// A snapshot (vireo save) to go on from instead of booting, or "" (docs/snapshot.md).
+    std::string restore;
     bool operator==(const ProcessOptions&) const = default;
 };
 

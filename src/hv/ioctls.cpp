@@ -16,6 +16,11 @@ constexpr unsigned long kVcpu[] = {
 constexpr unsigned long kInterrupt[] = {KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI};
 constexpr unsigned long kPause[] = {KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_KVMCLOCK_CTRL};
 constexpr unsigned long kReset[] = {KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2};
+constexpr unsigned long kSnapshot[] = {
+    KVM_GET_REGS, KVM_GET_SREGS,   KVM_GET_FPU,         KVM_GET_XSAVE,
+    KVM_GET_XCRS, KVM_GET_LAPIC,   KVM_GET_VCPU_EVENTS, KVM_GET_MP_STATE,
+    KVM_GET_MSRS, KVM_GET_IRQCHIP, KVM_GET_PIT2,
+};
 constexpr unsigned long kBuild[] = {
     KVM_GET_API_VERSION,
     KVM_CHECK_EXTENSION,
@@ -53,6 +58,9 @@ std::span<const unsigned long> pause_requests() noexcept {
 }
 std::span<const unsigned long> reset_requests() noexcept {
     return kReset;
+}
+std::span<const unsigned long> snapshot_requests() noexcept {
+    return kSnapshot;
 }
 std::span<const unsigned long> build_requests() noexcept {
     return kBuild;

@@ -27,6 +27,11 @@ std::span<const unsigned long> pause_requests() noexcept;
 /// reboot (KVM_GET/SET_IRQCHIP, KVM_GET/SET_PIT2): the machine is reset in place.
 std::span<const unsigned long> reset_requests() noexcept;
 
+/// Saving a paused machine (a snapshot, from the control API's worker): reading every vCPU's
+/// state (KVM_GET_REGS, SREGS, FPU, XSAVE, XCRS, LAPIC, VCPU_EVENTS, MP_STATE, MSRS) and the
+/// in-kernel interrupt controllers and PIT (KVM_GET_IRQCHIP, KVM_GET_PIT2). Reads only.
+std::span<const unsigned long> snapshot_requests() noexcept;
+
 /// Building a machine: opening KVM, creating the VM, its memory slots, irqchip, PIT,
 /// ioeventfds/irqfds, vCPUs and their CPUID, reading capabilities and statistics. Made once,
 /// before a domain enters its sandbox; no thread of a jailed domain has them.

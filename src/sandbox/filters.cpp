@@ -278,12 +278,15 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             devices(f, host_network);
             break;
         case ThreadClass::Api:
-            // Its workers (create, pin, pause) are threads it starts; pause reads and sets the
-            // VM's clock; pinning moves vCPU threads; shutdown and balloon raise interrupts.
+            // Its workers (create, pin, pause, save) are threads it starts; pause reads and sets
+            // the VM's clock; pinning moves vCPU threads; shutdown and balloon raise
+            // interrupts; save reads the paused machine's state (and writes the file it was
+            // handed, as a device writes its disk).
             threads(f);
             devices(f, host_network);
             read_only_files(f);
             f.allow_ioctls(hv::pause_requests());
+            f.allow_ioctls(hv::snapshot_requests());
             f.allow({SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage),
                      SCMP_SYS(dup)});
             break;

@@ -440,14 +440,15 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd) {
     if (!paused()) return fail(ErrorCode::BadState, "save: the domain must be paused first");
     // The device loop holds still while the state is written: nothing reaches guest memory
     // or the rings between the devices' state and the RAM.
-    if (loop_) loop_->stop();
-    struct Restart {
+    struct Hold {
         EventLoop* loop;
-        ~Restart() {
-            if (loop != nullptr)
-                if (auto r = loop->start(); !r) log::error("save: {}", r.error().message());
+        explicit Hold(EventLoop* l) : loop(l) {
+            if (loop != nullptr) loop->hold();
         }
-    } restart{loop_.get()};
+        ~Hold() {
+            if (loop != nullptr) loop->release();
+        }
+    } hold(loop_.get());
     for (const auto& t : virtio_)
         VIREO_TRY(t->prepare_save());
 

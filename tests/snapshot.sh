@@ -1,0 +1,86 @@
+#!/bin/sh
+# vireo save / vireo run --restore with a tiny counting guest on /dev/kvm (pvh_counter prints
+# "C=<count>" lines, the count in guest memory), the domain jailed as by default:
+#  - save writes a new 0600 file the domain could not open itself (handed to it as a
+#    descriptor) and stops the domain; the restored one prints the next counts, not 1 again;
+#  - --keep-running leaves the domain counting; two restores of one file both go on;
+#  - save never replaces a file; a restore with another machine shape is refused in one line.
+# usage: snapshot.sh VIREO PVH_COUNTER_ELF
+vireo=$1
+counter=$2
+. "$(dirname "$0")/lib.sh"
+work=$(mktemp -d /tmp/vireo-snapshot.XXXXXX)
+trap 'kill $p1 $p2 $p3 $p4 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
+RUN="run --kernel $counter --memory 64M --cpus 2 --rng --allow-software-kvm"
+
+lines() { grep -c '^C=' "$1" 2>/dev/null || echo 0; }
+has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
+last_count() { grep '^C=[0-9a-f]\{8\}$' "$1" | tail -1 | cut -c3-; }
+first_count() { grep '^C=[0-9a-f]\{8\}$' "$1" | head -1 | cut -c3-; }
+
+# A domain counting, saved (it stops), restored (it goes on).
+"$vireo" $RUN --console "file:$work/a.log" --api-socket "$work/a.sock" 2>"$work/a.err" &
+p1=$!
+within 60 has_lines "$work/a.log" 3 || bad "the guest did not count: $(cat "$work/a.err")"
+if "$vireo" save --api-socket "$work/a.sock" "$work/snap" >"$work/save.out" 2>&1; then
+  ok "save: $(cat "$work/save.out")"
+else
+  bad "save failed: $(cat "$work/save.out")"
+fi
+reap $p1 "the saved domain" 60
+st=$?
+[ $st -eq 0 ] && ok "the saved domain stopped (status 0)" || bad "the saved domain ended with $st"
+mode=$(stat -c %a "$work/snap" 2>/dev/null)
+[ "$mode" = 600 ] && ok "the snapshot is mode 0600" || bad "the snapshot's mode is $mode"
+saved_last=$(last_count "$work/a.log")
+
+"$vireo" $RUN --restore "$work/snap" --console "file:$work/b.log" --api-socket "$work/b.sock" \
+  2>"$work/b.err" &
+p2=$!
+within 60 has_lines "$work/b.log" 2 || bad "the restored guest printed nothing: $(cat "$work/b.err")"
+first=$(first_count "$work/b.log")
+# The restored guest finishes the line the save cut, then counts on: its first whole line is
+# the saved last count + 1, or + 2 when a line was cut.
+if [ -n "$first" ] && [ $((0x$first)) -gt $((0x$saved_last)) ] &&
+   [ $((0x$first)) -le $((0x$saved_last + 2)) ]; then
+  ok "the restored guest counts on: $saved_last, then $first"
+else
+  bad "the restored guest's first count is ${first:-none} after $saved_last"
+fi
+grep -q '^C=00000001$' "$work/b.log" && bad "the restored guest booted again (count 1)"
+
+# A clone from the same file while the first restore runs, and --keep-running.
+"$vireo" $RUN --restore "$work/snap" --console "file:$work/c.log" 2>"$work/c.err" &
+p3=$!
+within 60 has_lines "$work/c.log" 2 && ok "a second restore of the same file runs too" ||
+  bad "the second restore printed nothing: $(cat "$work/c.err")"
+kill $p3
+if "$vireo" save --keep-running --api-socket "$work/b.sock" "$work/snap2" >"$work/save2.out" 2>&1; then
+  n=$(lines "$work/b.log")
+  within 30 has_lines "$work/b.log" $((n + 2)) && ok "--keep-running: the domain counts on" ||
+    bad "--keep-running: the domain stopped counting"
+else
+  bad "save --keep-running failed: $(cat "$work/save2.out")"
+fi
+
+# Never over an existing file; another machine shape refused.
+echo keep >"$work/exists"
+if "$vireo" save --api-socket "$work/b.sock" "$work/exists" >"$work/save3.out" 2>&1; then
+  bad "save wrote over an existing file"
+else
+  grep -q keep "$work/exists" && ok "save refuses an existing file: $(cat "$work/save3.out")" ||
+    bad "save changed an existing file"
+fi
+kill $p2
+"$vireo" run --kernel "$counter" --memory 64M --cpus 1 --rng --allow-software-kvm \
+  --console "file:$work/d.log" --restore "$work/snap" >"$work/d.out" 2>&1 &
+p4=$!
+reap $p4 "the mismatched restore" 60
+if grep -q "the saved machine has 2 vCPUs; this one is asked for 1" "$work/d.out"; then
+  ok "another vCPU count is refused: $(grep -m1 vCPU "$work/d.out")"
+else
+  bad "a restore with another vCPU count: $(cat "$work/d.out")"
+fi
+
+echo "snapshot: $pass passed, $fail failed"
+[ $fail -eq 0 ]
