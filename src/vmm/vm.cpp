@@ -183,12 +183,23 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
     return ok();
 }
 
+namespace {
+
+// Guest RAM around the MMIO hole: below it from 0, the rest from 4 GiB. The one layout a
+// machine has, booted or restored (the ACPI tables and e820 describe it).
+std::vector<memory::RegionSpec> ram_layout(uint64_t memory_bytes) {
+    const uint64_t low = std::min(memory_bytes, kMmioHoleStart);
+    std::vector<memory::RegionSpec> layout{{Gpa(0), low}};
+    if (memory_bytes > low) layout.push_back({Gpa(k4GiB), memory_bytes - low});
+    return layout;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Vm>> Vm::create(const hv::Hypervisor& hv, const VmConfig& config,
                                        const BootImages& images) {
     VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
-    const uint64_t low = std::min(config.memory_bytes, kMmioHoleStart);
-    std::vector<memory::RegionSpec> layout{{Gpa(0), low}};
-    if (config.memory_bytes > low) layout.push_back({Gpa(k4GiB), config.memory_bytes - low});
+    const auto layout = ram_layout(config.memory_bytes);
     VIREO_TRY_ASSIGN(auto mem,
                      memory::GuestMemory::create(layout, "vireo-guest-ram",
                                                  config.backing == VmConfig::Backing::HugePages));
@@ -412,23 +423,26 @@ std::string device_list(const std::vector<uint32_t>& ids) {
     return out.empty() ? "none" : out;
 }
 
-// A section's bytes, or an error naming what is missing.
-Result<std::span<const uint8_t>> section(const snapshot::Reader& r, uint32_t t, const char* what) {
+// A section's bytes, or an error naming what is missing or of another version than `version`
+// (the one its writer in this vireo writes).
+Result<std::span<const uint8_t>> section(const snapshot::Reader& r, uint32_t t, uint32_t version,
+                                         const char* what) {
     const snapshot::SectionInfo* s = r.find(t);
     if (s == nullptr || (s->flags & snapshot::kSectionMapped) != 0)
         return fail(ErrorCode::InvalidArgument, "snapshot: no {} state (section {})", what,
                     snapshot::tag_name(t));
-    if (s->version != kStateVersion)
+    if (s->version != version)
         return fail(ErrorCode::Unsupported,
                     "snapshot: {} state version {}; this vireo reads version {}", what, s->version,
-                    kStateVersion);
+                    version);
     return r.bytes(*s);
 }
 
 // Decodes a device's section into it with `restore`, or says why it was malformed.
 template <class Fn>
-Result<void> load_section(const snapshot::Reader& r, uint32_t t, const char* what, Fn&& restore) {
-    VIREO_TRY_ASSIGN(auto bytes, section(r, t, what));
+Result<void> load_section(const snapshot::Reader& r, uint32_t t, uint32_t version, const char* what,
+                          Fn&& restore) {
+    VIREO_TRY_ASSIGN(auto bytes, section(r, t, version, what));
     snapshot::Decoder d(bytes, what);
     restore(d);
     return d.finish();
@@ -498,7 +512,8 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
     VIREO_TRY_ASSIGN(auto reader, snapshot::Reader::open(std::move(source)));
     // The machine's shape first: a snapshot of another machine is refused before anything is
     // built.
-    VIREO_TRY_ASSIGN(auto conf, section(reader, kConfigTag, "machine configuration"));
+    VIREO_TRY_ASSIGN(auto conf,
+                     section(reader, kConfigTag, kStateVersion, "machine configuration"));
     snapshot::Decoder d(conf, "machine configuration");
     MachineShape saved;
     saved.memory_bytes = d.u64();
@@ -529,10 +544,18 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
     VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
 
     VIREO_TRY_ASSIGN(auto layout, snapshot::memory_layout(reader));
-    VIREO_TRY_ASSIGN(auto mem, memory::GuestMemory::map_file(layout, fd));
-    if (mem.total_size() != config.memory_bytes)
-        return fail(ErrorCode::InvalidArgument, "snapshot: RAM regions do not add up to {} MiB",
+    // Exactly the regions a boot of this machine has (a file's own layout could put RAM over
+    // the MMIO hole, where the devices are).
+    const auto want_layout = ram_layout(config.memory_bytes);
+    bool same = layout.size() == want_layout.size();
+    for (size_t i = 0; same && i < layout.size(); ++i)
+        same = layout[i].spec.start == want_layout[i].start &&
+               layout[i].spec.size == want_layout[i].size;
+    if (!same)
+        return fail(ErrorCode::InvalidArgument,
+                    "snapshot: its RAM regions are not those of a {} MiB machine",
                     config.memory_bytes >> 20);
+    VIREO_TRY_ASSIGN(auto mem, memory::GuestMemory::map_file(layout, fd));
     if (config.backing != VmConfig::Backing::Anonymous)
         VIREO_TRY(mem.populate(config.backing == VmConfig::Backing::Locked));
     std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
@@ -543,13 +566,13 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
 
 Result<void> Vm::restore_state(const snapshot::Reader& r) {
     snapshot::MachineState machine;
-    VIREO_TRY(load_section(r, snapshot::kMachineTag, "machine",
+    VIREO_TRY(load_section(r, snapshot::kMachineTag, snapshot::kMachineVersion, "machine",
                            [&](snapshot::Decoder& d) { snapshot::decode(d, machine); }));
     VIREO_TRY(machine_->restore_chips(machine.chips));
     for (const auto& v : vcpus_) {
         hv::VcpuState st;
         const std::string what = fmt::format("vCPU {}", v->id());
-        VIREO_TRY(load_section(r, snapshot::vcpu_tag(v->id()), what.c_str(),
+        VIREO_TRY(load_section(r, snapshot::vcpu_tag(v->id()), snapshot::kVcpuVersion, what.c_str(),
                                [&](snapshot::Decoder& d) { snapshot::decode(d, st); }));
         VIREO_TRY(v->set_state(hv::kStateAll & ~hv::kStateMsrs, st));
         VIREO_TRY_ASSIGN(const size_t refused, v->write_msrs(st.msrs));
@@ -559,12 +582,13 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
             log::debug("restore: vCPU {}: KVM refused {} of {} MSRs", v->id(), refused,
                        st.msrs.size());
     }
-    VIREO_TRY(
-        load_section(r, kUartTag, "UART", [&](snapshot::Decoder& d) { serial_->restore(d); }));
-    VIREO_TRY(load_section(r, kCmosTag, "CMOS", [&](snapshot::Decoder& d) { cmos_->restore(d); }));
+    VIREO_TRY(load_section(r, kUartTag, kStateVersion, "UART",
+                           [&](snapshot::Decoder& d) { serial_->restore(d); }));
+    VIREO_TRY(load_section(r, kCmosTag, kStateVersion, "CMOS",
+                           [&](snapshot::Decoder& d) { cmos_->restore(d); }));
     for (uint32_t i = 0; i < virtio_.size(); ++i) {
         const std::string what = virtio_[i]->name();
-        VIREO_TRY(load_section(r, virtio_tag(i), what.c_str(),
+        VIREO_TRY(load_section(r, virtio_tag(i), kStateVersion, what.c_str(),
                                [&](snapshot::Decoder& d) { virtio_[i]->restore(d); }));
     }
     // Guest time goes on from the moment of the save.
