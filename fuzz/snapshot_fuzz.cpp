@@ -1,7 +1,8 @@
 // libFuzzer target: the snapshot parser (snapshot::Reader over a file's bytes) and the state
 // decoders over every section it accepts: generic fields, the UART's and the CMOS's restore, the
-// machine's clock and chips, the RAM layout, a virtio-mmio transport's restore (with the rng's
-// and the balloon's state, its queues activated against a small guest RAM), a vCPU's state. Any
+// machine's clock and chips, the RAM layout, the saved domain configuration (JSON), a virtio-mmio
+// transport's restore (with the rng's and the balloon's state, its queues activated against a
+// small guest RAM), a vCPU's state. Any
 // input must give a parse or a clear error, never a crash, an over-long allocation or a read
 // outside the input. Each input is parsed on a thread with the production stack size
 // (kThreadStackSize, as a restoring domain's main thread has); scripts/fuzz.sh gives it files up to
@@ -18,6 +19,7 @@
 
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/serial.hpp"
+#include "domain/protocol.hpp"
 #include "production_stack.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/machine.hpp"
@@ -102,6 +104,10 @@ void* parse(void* arg) {
             t->restore(v);
             (void)v.finish();
         }
+        // ... as a saved domain configuration (vireo restore reads it),
+        (void)vireo::domain::parse_spec_json(
+            std::string_view(reinterpret_cast<const char*>(r->bytes(s).data()), r->bytes(s).size()),
+            "domain");
         vireo::hv::VcpuState vcpu;  // and as a vCPU's state
         vireo::snapshot::Decoder v(r->bytes(s), "vCPU");
         vireo::snapshot::decode(v, vcpu);
@@ -116,7 +122,7 @@ void* parse(void* arg) {
 std::vector<uint8_t> written(std::span<const uint8_t> in) {
     namespace s = vireo::snapshot;
     const uint32_t tags[] = {s::vcpu_tag(0), s::tag("UART"), s::tag("CMOS"), s::kMachineTag,
-                             s::kRamTag,     s::ram_tag(0),  s::ram_tag(1)};
+                             s::kRamTag,     s::ram_tag(0),  s::ram_tag(1),  s::tag("DOMN")};
     const int fd = ::memfd_create("fuzz", MFD_CLOEXEC);
     if (fd < 0) std::abort();
     s::Writer w(fd);

@@ -224,7 +224,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                 const bool was_paused = vm.paused();
                 if (!was_paused) VIREO_TRY(vm.pause());
                 const auto t0 = std::chrono::steady_clock::now();
-                auto stats = vm.save(fd.get());
+                auto stats = vm.save(fd.get(), d.snapshot_config);
                 if (stats && ::fsync(fd.get()) != 0)
                     stats = fail_errno(errno, "save: writing the snapshot out");
                 const double ms =

@@ -53,6 +53,8 @@ class StopControl {
 
 struct Domain {
     std::string name;
+    /// The machine's configuration as a snapshot keeps it (spec_json of DomainSpec::machine).
+    std::string snapshot_config;
     StopControl stop;
     /// What the next boot is built from. The API changes vCPU pins in it; the boot loop copies
     /// it under `config_mu` before each build.

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "api/server.hpp"
+
 namespace vireo::domain {
 
 namespace {
@@ -135,19 +137,20 @@ std::optional<Message> decode(std::string_view line) {
     return std::nullopt;
 }
 
-std::string encode_spec(const DomainText& text) {
+std::string spec_json(const DomainText& text) {
     nlohmann::json j = nlohmann::json::object();
     each_field(text, [&](const char* key, const auto& value) { j[key] = value; });
-    // dump() escapes control characters inside strings: the message stays one line.
-    return std::string(kSpecPrefix) + j.dump() + "\n";
+    // dump() escapes control characters inside strings: the text stays one line.
+    return j.dump();
 }
 
-Result<DomainText> decode_spec(std::string_view line) {
-    if (line.substr(0, kSpecPrefix.size()) != kSpecPrefix)
-        return fail(ErrorCode::InvalidArgument, "launch protocol: expected the spec message");
-    const auto j = nlohmann::json::parse(line.substr(kSpecPrefix.size()), nullptr, false);
-    if (!j.is_object())
-        return fail(ErrorCode::InvalidArgument, "launch protocol: the spec is not a JSON object");
+Result<DomainText> parse_spec_json(std::string_view json, std::string_view what) {
+    // A spec is an object of strings, numbers and arrays of strings: two levels.
+    if (json.size() > kMaxSpecLine || !api::within_depth(json, 2))
+        return fail(ErrorCode::InvalidArgument, "{}: not a spec (over {} bytes or nested deeper)",
+                    what, kMaxSpecLine);
+    const auto j = nlohmann::json::parse(json, nullptr, false);
+    if (!j.is_object()) return fail(ErrorCode::InvalidArgument, "{}: not a JSON object", what);
     DomainText t;
     std::string bad;
     size_t known = 0;
@@ -166,8 +169,18 @@ Result<DomainText> decode_spec(std::string_view line) {
         value = it->template get<V>();
     });
     if (bad.empty() && known != j.size()) bad = "it has a field this vireo does not know";
-    if (!bad.empty()) return fail(ErrorCode::InvalidArgument, "launch protocol: spec: {}", bad);
+    if (!bad.empty()) return fail(ErrorCode::InvalidArgument, "{}: {}", what, bad);
     return t;
+}
+
+std::string encode_spec(const DomainText& text) {
+    return std::string(kSpecPrefix) + spec_json(text) + "\n";
+}
+
+Result<DomainText> decode_spec(std::string_view line) {
+    if (line.substr(0, kSpecPrefix.size()) != kSpecPrefix)
+        return fail(ErrorCode::InvalidArgument, "launch protocol: expected the spec message");
+    return parse_spec_json(line.substr(kSpecPrefix.size()), "launch protocol: spec");
 }
 
 Result<DomainText> receive_spec(int fd) {

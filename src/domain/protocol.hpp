@@ -58,6 +58,12 @@ std::string encode(const Message& m);
 /// A line without its '\n'; nullopt if it is not a message of this protocol.
 std::optional<Message> decode(std::string_view line);
 
+/// Every field of `text` as one line of JSON (the spec message's body; a snapshot's domain
+/// configuration, docs/snapshot.md).
+std::string spec_json(const DomainText& text);
+/// Reads spec_json's form back: every field must be there with its type, and nothing else;
+/// at most kMaxSpecLine bytes, nested two levels. `what` starts each error.
+Result<DomainText> parse_spec_json(std::string_view json, std::string_view what);
 /// The spec message, '\n' included (process.ctl_fd is not sent: it is the receiver's own).
 std::string encode_spec(const DomainText& text);
 /// A spec line without its '\n'. Every field must be there with its type, and nothing else.

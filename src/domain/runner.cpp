@@ -547,6 +547,7 @@ int run_domain(const DomainSpec& s) {
     if (auto r = open_network(s, config); !r) return fail_with(r.error().message());
     Domain& dom = g_domain;
     dom.name = s.name;
+    dom.snapshot_config = spec_json(s.machine);
     dom.ctl_fd = s.process.ctl_fd;
     dom.console_log = *console_log;
     auto endpoints = open_endpoints(s, dom, config);

@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -140,7 +141,54 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
                     vmm::kMaxVirtioDevices);
 
     s.process = t.process;
+    s.machine = machine_text(t, s);
     return s;
+}
+
+namespace {
+
+// `path` made absolute against the current directory ("" stays "").
+std::string absolute_path(const std::string& path) {
+    if (path.empty()) return path;
+    std::error_code ec;
+    auto p = std::filesystem::absolute(path, ec);
+    return ec ? path : p.lexically_normal().string();
+}
+
+// A device option with its path made absolute: the text before the first ',' (a disk), or the
+// value of `key=` (a vsock socket).
+std::string absolute_option(const std::string& spec, std::string_view key) {
+    size_t start = 0;
+    if (!key.empty()) {
+        const size_t at = spec.find(key);
+        if (at == std::string::npos || (at != 0 && spec[at - 1] != ',')) return spec;
+        start = at + key.size();
+    }
+    const size_t end = std::min(spec.find(',', start), spec.size());
+    return spec.substr(0, start) + absolute_path(spec.substr(start, end - start)) +
+           spec.substr(end);
+}
+
+}  // namespace
+
+DomainText machine_text(const DomainText& t, const DomainSpec& s) {
+    DomainText m;
+    m.name = t.name;
+    m.kernel = absolute_path(s.kernel_path);
+    m.initrd = absolute_path(s.initrd_path);
+    m.cmdline = s.cmdline;
+    m.memory = t.memory;
+    m.cpus = t.cpus;
+    m.on_reboot = t.on_reboot;
+    m.on_crash = t.on_crash;
+    for (const auto& d : t.disks)
+        m.disks.push_back(absolute_option(d, ""));
+    m.nets = t.nets;
+    m.vsock = t.vsock.empty() ? t.vsock : absolute_option(t.vsock, "socket=");
+    m.balloon = t.balloon;
+    m.rng = t.rng;
+    m.memory_backing = t.memory_backing;
+    return m;
 }
 
 }  // namespace vireo::domain

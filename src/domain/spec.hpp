@@ -90,11 +90,20 @@ struct DomainSpec {
     std::vector<uint32_t> cpu_affinity;           ///< empty: any host CPU
     std::vector<std::vector<int>> vcpu_affinity;  ///< empty, or one CPU per vCPU
     ProcessOptions process;
+    /// The machine as a snapshot records it (`vireo restore` starts from it): machine_text().
+    DomainText machine;
 };
 
 /// Checks every field of `text`; `default_guest_dir` is where the default guest lives (used
 /// when no kernel is given).
 Result<DomainSpec> parse_spec(const DomainText& text, const std::string& default_guest_dir);
+
+/// The machine part of `t` (whose checked form is `s`), as a snapshot records it for `vireo
+/// restore`: the kernel and initrd resolved, every path absolute (a restore may run from another
+/// directory), the complete command line; the guest's devices, size and reactions. Not the
+/// host-side placement, console or process options: a restore gives those anew. Paths are made
+/// absolute against the current directory, so this is called before the sandbox.
+DomainText machine_text(const DomainText& t, const DomainSpec& s);
 
 /// Where the default guest lives: $VIREO_GUEST_DIR, $VIREO_CACHE/guest or
 /// ~/.cache/vireo/guest.

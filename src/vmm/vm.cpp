@@ -375,6 +375,8 @@ namespace {
 constexpr uint32_t kConfigTag = snapshot::tag("CONF");
 constexpr uint32_t kUartTag = snapshot::tag("UART");
 constexpr uint32_t kCmosTag = snapshot::tag("CMOS");
+constexpr uint32_t kDomainTag = snapshot::tag("DOMN");
+constexpr size_t kMaxDomainText = size_t{256} << 10;
 constexpr uint32_t kStateVersion = 1;
 // Virtio transport `i`'s section.
 constexpr uint32_t virtio_tag(uint32_t i) {
@@ -450,7 +452,7 @@ Result<void> load_section(const snapshot::Reader& r, uint32_t t, uint32_t versio
 
 }  // namespace
 
-Result<snapshot::MemorySaveStats> Vm::save(int fd) {
+Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
     if (!paused()) return fail(ErrorCode::BadState, "save: the domain must be paused first");
     // The device loop holds still while the state is written: nothing reaches guest memory
     // or the rings between the devices' state and the RAM.
@@ -475,6 +477,12 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd) {
     for (uint32_t id : shape.devices)
         conf.u32(id);
     VIREO_TRY(w.add(kConfigTag, kStateVersion, conf.data()));
+    if (domain.size() > kMaxDomainText)
+        return fail(ErrorCode::OutOfRange, "save: the domain's configuration is over {} bytes",
+                    kMaxDomainText);
+    if (!domain.empty())
+        VIREO_TRY(w.add(kDomainTag, kStateVersion,
+                        std::span(reinterpret_cast<const uint8_t*>(domain.data()), domain.size())));
 
     snapshot::MachineState machine;
     machine.clock_ns = paused_clock_;
@@ -504,6 +512,20 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd) {
     VIREO_TRY_ASSIGN(auto stats, snapshot::save_memory(w, fd, memory_));
     VIREO_TRY(w.finish());
     return stats;
+}
+
+Result<std::string> Vm::saved_domain(int fd) {
+    VIREO_TRY_ASSIGN(auto source, snapshot::file_source(fd));
+    VIREO_TRY_ASSIGN(auto reader, snapshot::Reader::open(std::move(source)));
+    if (reader.find(kDomainTag) == nullptr)
+        return fail(ErrorCode::NotFound,
+                    "the snapshot holds no domain configuration (it was saved without one): "
+                    "use vireo run --restore with the machine's options");
+    VIREO_TRY_ASSIGN(auto bytes, section(reader, kDomainTag, kStateVersion, "domain"));
+    if (bytes.size() > kMaxDomainText)
+        return fail(ErrorCode::InvalidArgument,
+                    "snapshot: the domain's configuration is over {} bytes", kMaxDomainText);
+    return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
 Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig& config,

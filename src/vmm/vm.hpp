@@ -185,8 +185,13 @@ class Vm {
     /// Writes the paused machine (pause() first; it stays paused) to `fd`, a new empty
     /// regular file the caller opened: the devices drain and give back the buffers they hold,
     /// the event loop is held still while the state and guest RAM (only its non-zero pages)
-    /// are written. Returns the RAM figures.
-    Result<snapshot::MemorySaveStats> save(int fd);
+    /// are written. `domain` (if not empty) is the domain's configuration as text, kept in the
+    /// file for `vireo restore` (saved_domain() reads it back; the machine ignores it).
+    /// Returns the RAM figures.
+    Result<snapshot::MemorySaveStats> save(int fd, std::string_view domain = {});
+    /// The domain configuration a snapshot holds (save's `domain`), checked like every section
+    /// (at most 256 KiB); an error if the file is no snapshot or holds none.
+    static Result<std::string> saved_domain(int fd);
     /// Resets the machine from the host (as if the guest had rebooted).
     void reset() { stop(Fate::Reboot, "reset by the host"); }
     /// After run() returned: puts the machine back to its power-on state in place — devices

@@ -1,6 +1,8 @@
 // A domain's configuration: text (flags) to a checked, typed spec; every error names its field.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "domain/spec.hpp"
 
 namespace vireo::domain {
@@ -78,6 +80,47 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
     auto s = parse_spec(DomainText{}, "/nowhere");
     ASSERT_FALSE(s);
     EXPECT_EQ(s.error().message().rfind("kernel: none given", 0), 0u) << s.error().message();
+}
+
+TEST(DomainSpec, TheMachineTextHoldsTheMachineWithAbsolutePaths) {
+    DomainText t;
+    t.name = "web";
+    t.kernel = "k/vmlinuz";  // relative: made absolute against the current directory
+    t.append = "-- true";
+    t.memory = "512M";
+    t.cpus = 2;
+    t.console = "file:/var/log/web.log";
+    t.disks = {"img/a.img,readonly,serial=A1", "/srv/b.img"};
+    t.nets = {"user,hostfwd=tcp::8080-:80"};
+    t.vsock = "cid=3,socket=run/web.vsock";
+    t.rng = true;
+    t.cpu_affinity = "0";
+    t.process.api_socket = "/run/web.sock";
+    auto s = parse_spec(t, "/nowhere");
+    ASSERT_TRUE(s) << s.error().message();
+    const std::string cwd = std::filesystem::current_path().string();
+    const DomainText& m = s->machine;
+    EXPECT_EQ(m.name, "web");
+    EXPECT_EQ(m.kernel, cwd + "/k/vmlinuz");
+    EXPECT_EQ(m.initrd, "");
+    EXPECT_EQ(m.cmdline, std::string(kDefaultCmdline) + " -- true");
+    EXPECT_EQ(m.append, "");
+    EXPECT_EQ(m.memory, "512M");
+    EXPECT_EQ(m.cpus, 2u);
+    EXPECT_EQ(m.disks,
+              (std::vector<std::string>{cwd + "/img/a.img,readonly,serial=A1", "/srv/b.img"}));
+    EXPECT_EQ(m.nets, t.nets);
+    EXPECT_EQ(m.vsock, "cid=3,socket=" + cwd + "/run/web.vsock");
+    EXPECT_TRUE(m.rng);
+    // Not the machine's: how it runs on this host is given again at a restore.
+    EXPECT_EQ(m.console, DomainText{}.console);
+    EXPECT_EQ(m.cpu_affinity, "");
+    EXPECT_EQ(m.process, ProcessOptions{});
+    // And it is a spec of the same machine.
+    auto again = parse_spec(m, "/nowhere");
+    ASSERT_TRUE(again) << again.error().message();
+    EXPECT_EQ(again->cmdline, s->cmdline);
+    EXPECT_EQ(again->machine, m);
 }
 
 }  // namespace

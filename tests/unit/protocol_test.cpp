@@ -95,5 +95,21 @@ TEST(LaunchProtocol, EverySpecFieldCrossesTheWire) {
     EXPECT_EQ(*got, t);
 }
 
+TEST(LaunchProtocol, ASpecThatIsNotOneIsRefusedWithItsSource) {
+    const std::string good = spec_json(DomainText{});
+    ASSERT_TRUE(parse_spec_json(good, "file"));
+    // Nested deeper than a spec ever is, or larger than the bound: refused before parsing.
+    const std::string deep = "{\"disks\":" + std::string(1000, '[') + std::string(1000, ']') + "}";
+    auto r = parse_spec_json(deep, "snap: the saved domain configuration");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().message().rfind("snap: the saved domain configuration: not a spec", 0), 0u)
+        << r.error().message();
+    EXPECT_FALSE(parse_spec_json(std::string(kMaxSpecLine + 1, ' '), "file"));
+    EXPECT_FALSE(parse_spec_json("[]", "file"));
+    auto extra = parse_spec_json(good.substr(0, good.size() - 1) + ",\"x\":1}", "file");
+    ASSERT_FALSE(extra);
+    EXPECT_EQ(extra.error().message(), "file: it has a field this vireo does not know");
+}
+
 }  // namespace
 }  // namespace vireo::domain
