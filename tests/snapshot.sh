@@ -3,7 +3,8 @@
 # "C=<count>" lines, the count in guest memory), the domain jailed as by default:
 #  - save writes a new 0600 file the domain could not open itself (handed to it as a
 #    descriptor) and stops the domain; the restored one prints the next counts, not 1 again;
-#  - --keep-running leaves the domain counting; two restores of one file both go on;
+#  - --keep-running leaves the domain counting; two restores of one file both go on, the
+#    second with vireo restore (the machine's configuration from the snapshot);
 #  - save never replaces a file; a restore with another machine shape is refused in one line.
 # usage: snapshot.sh VIREO PVH_COUNTER_ELF
 vireo=$1
@@ -49,12 +50,21 @@ else
 fi
 grep -q '^C=00000001$' "$work/b.log" && bad "the restored guest booted again (count 1)"
 
-# A clone from the same file while the first restore runs, and --keep-running.
-"$vireo" $RUN --restore "$work/snap" --console "file:$work/c.log" 2>"$work/c.err" &
+# A clone from the same file while the first restore runs, with vireo restore: the machine
+# (kernel, memory, vCPUs, devices) comes from the snapshot, from another directory.
+(cd / && "$vireo" restore "$work/snap" --name clone --allow-software-kvm \
+  --console "file:$work/c.log" 2>"$work/c.err") &
 p3=$!
-within 60 has_lines "$work/c.log" 2 && ok "a second restore of the same file runs too" ||
-  bad "the second restore printed nothing: $(cat "$work/c.err")"
+within 60 has_lines "$work/c.log" 2 && ok "vireo restore: a second restore of the same file runs too" ||
+  bad "vireo restore printed nothing: $(cat "$work/c.err")"
 kill $p3
+if "$vireo" restore "$work/snap" --allow-software-kvm --disk /dev/null >"$work/e.out" 2>&1; then
+  bad "vireo restore took a disk the saved domain does not have"
+else
+  grep -q "the saved domain has 0 disk(s)" "$work/e.out" &&
+    ok "vireo restore refuses a disk the saved domain lacks: $(cat "$work/e.out")" ||
+    bad "vireo restore --disk: $(cat "$work/e.out")"
+fi
 if "$vireo" save --keep-running --api-socket "$work/b.sock" "$work/snap2" >"$work/save2.out" 2>&1; then
   n=$(lines "$work/b.log")
   within 30 has_lines "$work/b.log" $((n + 2)) && ok "--keep-running: the domain counts on" ||

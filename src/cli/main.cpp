@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
 
     vireo::cli::RunOptions run_options;
     auto* run = vireo::cli::add_run_command(app, run_options);
+    vireo::cli::RestoreOptions restore_options;
+    auto* restore = vireo::cli::add_restore_command(app, restore_options);
     auto run_client = vireo::cli::add_client_commands(app);
     auto run_host = vireo::cli::add_host_commands(app);
     auto run_control = vireo::cli::add_control_commands(app);
@@ -79,6 +81,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     if (*run) return vireo::cli::run_guest(run_options);
+    if (*restore) return vireo::cli::restore_guest(restore_options);
     if (*demo) return vireo::cli::run_demo(quiet);
     if (int rc = run_client(); rc >= 0) return rc;
     if (int rc = run_host(); rc >= 0) return rc;

@@ -1,15 +1,64 @@
 #include "cli/run.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "api/server.hpp"
 #include "base/log.hpp"
+#include "base/unique_fd.hpp"
 #include "domain/runner.hpp"
 #include "sandbox/sandbox.hpp"
 
 namespace vireo::cli {
+
+namespace {
+
+// The options of how a domain runs on this host — its console, sockets, placement, jail — which
+// `vireo run` and `vireo restore` share (a snapshot holds the machine, not these).
+void add_host_side_options(CLI::App* cmd, RunOptions& o) {
+    cmd->add_option("--console", o.console,
+                    "Serial console: stdio, file:PATH (emptied first), append:PATH or none")
+        ->capture_default_str();
+    cmd->add_option("--console-log-max", o.console_log_max,
+                    "A console file (file:/append:) is renamed PATH.1 and started again when it "
+                    "reaches this size: 64K to 1T")
+        ->capture_default_str();
+    cmd->add_option("--api-socket", o.process.api_socket,
+                    "Serve the JSON control API on this Unix socket (mode 0600; see docs/api.md)");
+    cmd->add_option("--console-socket", o.process.console_socket,
+                    "Also serve the serial console on this Unix socket (mode 0600), for "
+                    "`vireo console --socket PATH`: attach and detach while the guest runs");
+    cmd->add_option("--metrics", o.process.metrics,
+                    "Serve Prometheus metrics at http://ADDR:PORT/metrics (loopback addresses "
+                    "only), e.g. 127.0.0.1:9100");
+    cmd->add_option("--cpu-affinity", o.cpu_affinity,
+                    "Host CPUs vireo's threads may run on, e.g. 0-3,^1");
+    cmd->add_option("--pin-vcpus", o.pin_vcpus,
+                    "One host CPU per vCPU, comma-separated (vCPU i runs only on the i-th)");
+    cmd->add_flag("--allow-software-kvm", o.process.allow_software_kvm,
+                  "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
+                  "tiny guests such as PVH test images");
+    cmd->add_option_function<std::string>(
+           "--sandbox", [&o](const std::string& v) { o.process.sandbox = v == "on"; },
+           "on: jail the domain once its machine is built (docs/security.md); off: run it with "
+           "vireo's own privileges (a warning says so) [default: on]")
+        ->check(CLI::IsMember({"on", "off"}));
+    cmd->add_option("--uid", o.process.uid,
+                    "The unprivileged uid the sandboxed domain runs as, when vireo runs as root "
+                    "(default: 69999)")
+        ->check(CLI::Range(1u, 4294967294u));
+    cmd->add_option("--gid", o.process.gid, "Its gid (default: the uid given, else 69999)")
+        ->check(CLI::Range(1u, 4294967294u));
+    cmd->add_flag("--stats", o.process.stats,
+                  "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo, "
+                  "and each virtio device's counters (DEVICE.COUNTER=N)");
+}
+
+}  // namespace
 
 CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     auto* run = app.add_subcommand("run", "Boot a Linux guest in the foreground");
@@ -40,13 +89,6 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("-c,--cpus", o.cpus,
                     "vCPUs, 1 to 1024 (Linux guests: up to 255 with xAPIC; more need x2APIC)")
         ->capture_default_str();
-    run->add_option("--console", o.console,
-                    "Serial console: stdio, file:PATH (emptied first), append:PATH or none")
-        ->capture_default_str();
-    run->add_option("--console-log-max", o.console_log_max,
-                    "A console file (file:/append:) is renamed PATH.1 and started again when it "
-                    "reaches this size: 64K to 1T")
-        ->capture_default_str();
     run->add_option("--on-reboot", o.on_reboot, "What a guest reboot does")
         ->check(CLI::IsMember({"restart", "exit"}))
         ->capture_default_str();
@@ -67,24 +109,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_flag("--balloon", o.balloon,
                   "A virtio-balloon device (with statistics and free page reporting): "
                   "`vireo mem-set` then shrinks or regrows the running guest");
-    run->add_option("--api-socket", o.process.api_socket,
-                    "Serve the JSON control API on this Unix socket (mode 0600; see docs/api.md)");
-    run->add_option("--console-socket", o.process.console_socket,
-                    "Also serve the serial console on this Unix socket (mode 0600), for "
-                    "`vireo console --socket PATH`: attach and detach while the guest runs");
-    run->add_option("--metrics", o.process.metrics,
-                    "Serve Prometheus metrics at http://ADDR:PORT/metrics (loopback addresses "
-                    "only), e.g. 127.0.0.1:9100");
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "
                     "huge pages (/proc/sys/vm/nr_hugepages), reserved before the guest starts")
         ->check(CLI::IsMember({"anonymous", "prefault", "locked", "hugepages"}))
         ->capture_default_str();
-    run->add_option("--cpu-affinity", o.cpu_affinity,
-                    "Host CPUs vireo's threads may run on, e.g. 0-3,^1");
-    run->add_option("--pin-vcpus", o.pin_vcpus,
-                    "One host CPU per vCPU, comma-separated (vCPU i runs only on the i-th)");
     run->add_option("--on-crash", o.on_crash,
                     "After a guest panic or failure: exit, or preserve (keep the stopped domain "
                     "and its memory until SIGTERM, for inspection)")
@@ -99,29 +129,13 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "same from run to run)")
         ->capture_default_str();
     run->add_flag("--rng", o.rng, "A virtio-rng device (entropy from the host's getrandom)");
+    add_host_side_options(run, o);
     run->add_option(
            "--restore", o.process.restore,
            "Go on from a snapshot (vireo save) instead of booting: the same memory, "
            "--cpus and devices in the same order must be given (checked; docs/snapshot.md); "
            "--kernel is booted if the guest later reboots")
         ->check(CLI::ExistingFile);
-    run->add_flag("--allow-software-kvm", o.process.allow_software_kvm,
-                  "Run even on a software KVM (e.g. kvm_pvm) that cannot run a full kernel: for "
-                  "tiny guests such as PVH test images");
-    run->add_option_function<std::string>(
-           "--sandbox", [&o](const std::string& v) { o.process.sandbox = v == "on"; },
-           "on: jail the domain once its machine is built (docs/security.md); off: run it with "
-           "vireo's own privileges (a warning says so) [default: on]")
-        ->check(CLI::IsMember({"on", "off"}));
-    run->add_option("--uid", o.process.uid,
-                    "The unprivileged uid the sandboxed domain runs as, when vireo runs as root "
-                    "(default: 69999)")
-        ->check(CLI::Range(1u, 4294967294u));
-    run->add_option("--gid", o.process.gid, "Its gid (default: the uid given, else 69999)")
-        ->check(CLI::Range(1u, 4294967294u));
-    run->add_flag("--stats", o.process.stats,
-                  "At exit, print one line: boots, wall time, guest memory, peak RSS of vireo, "
-                  "and each virtio device's counters (DEVICE.COUNTER=N)");
     return run;
 }
 
@@ -138,6 +152,107 @@ int finish(int status) {
 }
 
 }  // namespace
+
+CLI::App* add_restore_command(CLI::App& app, RestoreOptions& r) {
+    auto* cmd = app.add_subcommand(
+        "restore", "Go on with a saved domain (vireo save) in the foreground, like vireo run");
+    cmd->footer(
+        "The snapshot holds the machine: its kernel, initrd and command line, memory, vCPUs and "
+        "devices (disk images by absolute path, as they were given). Everything about how it "
+        "runs here is given anew, as to vireo run: console, sockets, placement, sandbox. "
+        "Disks are not copied into the snapshot: keep each image exactly as it was at the save "
+        "(a disk written since corrupts the guest's file system), or give a copy taken then "
+        "with --disk. A restore is a clone: restoring one snapshot several times gives "
+        "independent domains; give each its own --name, --vsock (cid=, socket=) and sockets "
+        "(docs/snapshot.md says what clones share).\n\n"
+        "Exit status: as vireo run.");
+    cmd->add_option("FILE", r.file, "The snapshot")->required()->check(CLI::ExistingFile);
+    r.name = cmd->add_option("--name", r.given.name, "Domain name (default: the saved one)");
+    r.disks = cmd->add_option("--disk", r.given.disks,
+                              "Replaces the saved disks, one each in the same order (same "
+                              "options as vireo run --disk)")
+                  ->allow_extra_args(false);
+    r.nets = cmd->add_option("--net", r.given.nets,
+                             "Replaces the saved network devices, one each in the same order "
+                             "(e.g. to give a clone its own mac=)")
+                 ->allow_extra_args(false);
+    r.vsock = cmd->add_option("--vsock", r.given.vsock,
+                              "Replaces the saved vsock device: cid=N,socket=PATH (the guest "
+                              "learns the new CID with the transport reset a restore sends)");
+    r.on_reboot = cmd->add_option("--on-reboot", r.given.on_reboot,
+                                  "What a guest reboot does (default: the saved setting)")
+                      ->check(CLI::IsMember({"restart", "exit"}));
+    r.on_crash = cmd->add_option("--on-crash", r.given.on_crash,
+                                 "exit or preserve (default: the saved setting)")
+                     ->check(CLI::IsMember({"exit", "preserve"}));
+    r.backing = cmd->add_option("--memory-backing", r.given.memory_backing,
+                                "anonymous, prefault or locked (default: the saved one; guest "
+                                "memory is mapped from the snapshot, so hugepages cannot be used)")
+                    ->check(CLI::IsMember({"anonymous", "prefault", "locked"}));
+    add_host_side_options(cmd, r.given);
+    return cmd;
+}
+
+int restore_guest(const RestoreOptions& r) {
+    // The machine from the snapshot; read here, before anything is opened or created.
+    UniqueFd fd(::open(r.file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        log::error("{}: {}", r.file, std::strerror(errno));
+        return kExitError;
+    }
+    auto saved = vmm::Vm::saved_domain(fd.get());
+    if (!saved) {
+        log::error("{}: {}", r.file, saved.error().message());
+        return kExitError;
+    }
+    auto text = domain::parse_spec_json(*saved, r.file + ": the saved domain configuration");
+    if (!text) {
+        log::error("{}", text.error().message());
+        return kExitError;
+    }
+    RunOptions t = std::move(text).value();
+    const RunOptions& g = r.given;
+    if (r.name->count() > 0) t.name = g.name;
+    if (r.disks->count() > 0) {
+        if (g.disks.size() != t.disks.size()) {
+            log::error("--disk: the saved domain has {} disk(s); give as many, in order",
+                       t.disks.size());
+            return kExitError;
+        }
+        t.disks = g.disks;
+    }
+    if (r.nets->count() > 0) {
+        if (g.nets.size() != t.nets.size()) {
+            log::error("--net: the saved domain has {} network device(s); give as many, in order",
+                       t.nets.size());
+            return kExitError;
+        }
+        t.nets = g.nets;
+    }
+    if (r.vsock->count() > 0) {
+        if (t.vsock.empty()) {
+            log::error("--vsock: the saved domain has no vsock device");
+            return kExitError;
+        }
+        t.vsock = g.vsock;
+    }
+    if (r.on_reboot->count() > 0) t.on_reboot = g.on_reboot;
+    if (r.on_crash->count() > 0) t.on_crash = g.on_crash;
+    if (r.backing->count() > 0) t.memory_backing = g.memory_backing;
+    t.console = g.console;
+    t.console_log_max = g.console_log_max;
+    t.cpu_affinity = g.cpu_affinity;
+    t.pin_vcpus = g.pin_vcpus;
+    t.process = g.process;
+    t.process.restore = r.file;
+    auto spec = domain::parse_spec(t, domain::default_guest_dir());
+    if (!spec) {
+        log::error("restore: {}", spec.error().message());
+        return kExitError;
+    }
+    fd.reset();
+    return finish(domain::run_domain(*spec));
+}
 
 int run_guest(const RunOptions& o) {
     if (o.process.ctl_fd >= 0) {

@@ -24,6 +24,19 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& options);
 /// Runs it; returns the process exit status.
 int run_guest(const RunOptions& options);
 
+/// `vireo restore FILE`'s flags: how the saved domain runs here, and which of the machine's
+/// saved fields the flags replace (an option given: `count() > 0`).
+struct RestoreOptions {
+    std::string file;
+    RunOptions given;
+    CLI::Option *name = nullptr, *disks = nullptr, *nets = nullptr, *vsock = nullptr,
+                *on_reboot = nullptr, *on_crash = nullptr, *backing = nullptr;
+};
+/// Adds the `restore` subcommand.
+CLI::App* add_restore_command(CLI::App& app, RestoreOptions& options);
+/// Runs it: the machine from the snapshot's saved configuration, the rest from the flags.
+int restore_guest(const RestoreOptions& options);
+
 /// Adds the API client commands (`mem-set`, `api`); returns a function that runs whichever
 /// was given (or returns -1 if none was).
 std::function<int()> add_client_commands(CLI::App& app);
