@@ -5,13 +5,14 @@
 #    descriptor) and stops the domain; the restored one prints the next counts, not 1 again;
 #  - --keep-running leaves the domain counting; two restores of one file both go on, the
 #    second with vireo restore (the machine's configuration from the snapshot);
-#  - save never replaces a file; a restore with another machine shape is refused in one line.
+#  - save never replaces a file; a restore with another machine shape is refused in one line;
+#  - a host file's domain with restore = FILE (vireo up) goes on from the snapshot.
 # usage: snapshot.sh VIREO PVH_COUNTER_ELF
 vireo=$1
 counter=$2
 . "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/vireo-snapshot.XXXXXX)
-trap 'kill $p1 $p2 $p3 $p4 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
+trap 'kill $p1 $p2 $p3 $p4 $p5 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 RUN="run --kernel $counter --memory 64M --cpus 2 --rng --allow-software-kvm"
 
 lines() { grep -c '^C=' "$1" 2>/dev/null || echo 0; }
@@ -91,6 +92,31 @@ if grep -q "the saved machine has 2 vCPUs; this one is asked for 1" "$work/d.out
 else
   bad "a restore with another vCPU count: $(cat "$work/d.out")"
 fi
+
+# A host file's domain restored from the snapshot (its machine from the snapshot, nothing else
+# given): vireo up goes on counting from the saved count.
+cat >"$work/host.toml" <<TOML
+run_dir = "$work/run"
+reserve = "64M"
+[domains.again]
+restore = "$work/snap"
+allow_software_kvm = true
+TOML
+"$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
+p5=$!
+if within 60 has_lines "$work/run/again.log" 2; then
+  first=$(first_count "$work/run/again.log")
+  if [ -n "$first" ] && [ $((0x$first)) -gt $((0x$saved_last)) ] &&
+     [ $((0x$first)) -le $((0x$saved_last + 2)) ]; then
+    ok "vireo up: a domain with restore = FILE counts on: $saved_last, then $first"
+  else
+    bad "vireo up: the restored domain's first count is ${first:-none} after $saved_last"
+  fi
+else
+  bad "vireo up: the restored domain printed nothing: $(cat "$work/up.out")"
+fi
+"$vireo" down --run-dir "$work/run" >/dev/null 2>&1
+reap $p5 "vireo up" 60
 
 echo "snapshot: $pass passed, $fail failed"
 [ $fail -eq 0 ]

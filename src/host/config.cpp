@@ -1,16 +1,23 @@
 #include "host/config.hpp"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "base/checked.hpp"
 #include "base/size.hpp"
+#include "base/unique_fd.hpp"
 #include "domain/device_options.hpp"
+#include "domain/protocol.hpp"
+#include "vmm/vm.hpp"
 
 namespace vireo::host {
 
@@ -171,12 +178,86 @@ void parse_pool(const std::string& name, const toml::table& t, uint32_t num_cpus
     cfg.pools[name] = std::move(pool);
 }
 
+// `restore = "FILE"`: the machine keys the table does not give come from the snapshot's saved
+// configuration (as `vireo restore` takes them); the ones it gives must describe the same
+// machine (the lists as many devices), else the domain could not be restored.
+void take_machine_from_snapshot(const toml::table& t, int line, Reader& r, DomainConfig& d) {
+    const std::string key = r.prefix + "restore";
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(d.restore, ec);
+    if (!ec) d.restore = abs.lexically_normal().string();
+    UniqueFd fd(::open(d.restore.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        r.p.add(line, key, fmt::format("{}: {}", d.restore, std::strerror(errno)));
+        return;
+    }
+    auto saved = vmm::Vm::saved_domain(fd.get());
+    if (!saved) {
+        r.p.add(line, key, fmt::format("{}: {}", d.restore, saved.error().message()));
+        return;
+    }
+    auto m = domain::parse_spec_json(*saved, d.restore);
+    if (!m) {
+        r.p.add(line, key, m.error().message());
+        return;
+    }
+    auto given = [&t](const char* k) { return t.contains(k); };
+    auto differs = [&](const char* k, const std::string& why) {
+        r.p.add(line, key, fmt::format("the snapshot's machine {}; {} says otherwise", why, k));
+    };
+    if (!given("kernel")) d.kernel = m->kernel;
+    if (!given("initrd")) d.initrd = m->initrd;
+    if (!given("cmdline")) d.cmdline = m->cmdline;
+    const auto memory = parse_size(m->memory);
+    if (!memory) {
+        r.p.add(line, key, fmt::format("{}: memory: {}", d.restore, memory.error().message()));
+        return;
+    }
+    if (!given("memory"))
+        d.memory = *memory;
+    else if (d.memory != *memory)
+        differs("memory", fmt::format("has {} MiB", *memory >> 20));
+    if (!given("vcpus"))
+        d.vcpus = m->cpus;
+    else if (d.vcpus != m->cpus)
+        differs("vcpus", fmt::format("has {} vCPUs", m->cpus));
+    auto list = [&](const char* k, std::vector<std::string>& mine,
+                    const std::vector<std::string>& saved_list, const char* what) {
+        if (!given(k))
+            mine = saved_list;
+        else if (mine.size() != saved_list.size())
+            differs(k, fmt::format("has {} {}", saved_list.size(), what));
+    };
+    list("disks", d.disks, m->disks, "disk(s)");
+    list("nets", d.nets, m->nets, "network device(s)");
+    if (!given("vsock"))
+        d.vsock = m->vsock;
+    else if (m->vsock.empty())
+        differs("vsock", "has no vsock device");
+    if (!given("rng"))
+        d.rng = m->rng;
+    else if (d.rng != m->rng)
+        differs("rng", m->rng ? "has an rng" : "has no rng");
+    if (!given("balloon"))
+        d.balloon = m->balloon;
+    else if (d.balloon != m->balloon)
+        differs("balloon", m->balloon ? "has a balloon" : "has no balloon");
+    if (!given("memory_backing")) {
+        if (const auto b = vmm::parse_backing(m->memory_backing)) d.memory_backing = *b;
+    }
+    if (d.memory_backing == MemoryBacking::HugePages)
+        r.p.add(line, key,
+                "a snapshot's memory is mapped from its file: hugepages cannot be used (set "
+                "memory_backing)");
+}
+
 void parse_domain(const std::string& name, const toml::table& t, Problems& p, HostConfig& cfg) {
     DomainConfig d;
     d.name = name;
     d.line = line_of(t);
     Reader r{p, "domains." + name + "."};
     int backing_line = 0;  // of memory_backing = "hugepages"
+    int restore_line = 0;
     if (!valid_name(name))
         p.add(d.line, "domains." + name, "a name is 1-64 letters, digits, -, _, . (not first)");
     for (auto&& [k, v] : t) {
@@ -234,6 +315,9 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             r.boolean(v, key, d.allow_software_kvm);
         else if (key == "sandbox")
             r.boolean(v, key, d.sandbox);
+        else if (key == "restore") {
+            if (r.str(v, key, d.restore)) restore_line = line_of(v);
+        }
         else if (key == "memory_backing") {
             if (!r.str(v, key, s)) continue;
             if (const auto b = vmm::parse_backing(s))
@@ -257,9 +341,11 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
                   "disks, nets, vsock, rng, balloon, console_log_max, memory_backing, "
-                  "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm, sandbox)");
+                  "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm, sandbox, "
+                  "restore)");
         }
     }
+    if (restore_line != 0) take_machine_from_snapshot(t, restore_line, r, d);
     if (backing_line != 0) {
         if (d.memory % (uint64_t{2} << 20) != 0)
             p.add(backing_line, r.prefix + "memory_backing",

@@ -57,6 +57,9 @@ struct DomainConfig {
     bool allow_software_kvm = false;
     /// The jail (docs/security.md); `sandbox = false` runs the domain as root, with a warning.
     bool sandbox = true;
+    /// A snapshot (vireo save) the domain goes on from instead of booting (absolute), or "".
+    /// Its machine fills the keys the table does not give (parse_host_config).
+    std::string restore;
     int line = 0;
 };
 

@@ -45,6 +45,7 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
     t.process.sandbox = c.sandbox;
     t.process.uid = id;
     t.process.gid = id;
+    t.process.restore = c.restore;
     return t;
 }
 

@@ -2,7 +2,15 @@
 // once), CPU lists, and admission against given host facts.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "base/unique_fd.hpp"
+#include "domain/protocol.hpp"
 #include "host/config.hpp"
+#include "snapshot/format.hpp"
 
 namespace vireo::host {
 namespace {
@@ -147,6 +155,65 @@ TEST(HostConfig, HugepagesNeedWholeHugePagesAndNoBalloon) {
     EXPECT_NE(m.find("h.toml:5: domains.b.memory_backing: hugepages cannot be used with balloon"),
               std::string::npos)
         << m;
+}
+
+// A snapshot file holding a saved domain configuration, as vireo save writes it (its machine
+// state is not read by the host file's parser).
+std::string snapshot_with(const domain::DomainText& machine) {
+    char path[] = "/tmp/vireo-host-config-snap.XXXXXX";
+    UniqueFd fd(::mkstemp(path));
+    EXPECT_TRUE(fd);
+    const std::string json = domain::spec_json(machine);
+    snapshot::Writer w(fd.get());
+    EXPECT_TRUE(w.add(snapshot::tag("DOMN"), 1,
+                      std::span(reinterpret_cast<const uint8_t*>(json.data()), json.size())));
+    EXPECT_TRUE(w.finish());
+    return path;
+}
+
+TEST(HostConfig, ADomainRestoredFromASnapshotTakesItsMachineFromIt) {
+    domain::DomainText m;
+    m.kernel = "/boot/vmlinuz";
+    m.cmdline = "console=ttyS0 -- true";
+    m.memory = "512M";
+    m.cpus = 2;
+    m.disks = {"/srv/a.img"};
+    m.nets = {"user"};
+    m.rng = true;
+    const std::string snap = snapshot_with(m);
+    auto c = parse_host_config(
+        "[domains.a]\nrestore = \"" + snap + "\"\n[domains.b]\nrestore = \"" + snap +
+            "\"\ndisks = [\"/srv/b.img\"]\nnets = [\"user,mac=52:54:00:00:00:0b\"]\n",
+        "h.toml", 4);
+    ASSERT_TRUE(c) << c.error().message();
+    const auto& a = c->domains[0];
+    EXPECT_EQ(a.restore, snap);
+    EXPECT_EQ(a.kernel, "/boot/vmlinuz");
+    EXPECT_EQ(a.cmdline, "console=ttyS0 -- true");
+    EXPECT_EQ(a.memory, uint64_t{512} << 20);  // admission counts the snapshot's memory
+    EXPECT_EQ(a.vcpus, 2u);
+    EXPECT_EQ(a.disks, m.disks);
+    EXPECT_TRUE(a.rng);
+    EXPECT_EQ(c->domains[1].disks, std::vector<std::string>{"/srv/b.img"});  // a clone's own
+    EXPECT_EQ(c->domains[1].nets, std::vector<std::string>{"user,mac=52:54:00:00:00:0b"});
+
+    auto bad = parse_host_config("[domains.a]\nrestore = \"" + snap +
+                                     "\"\nvcpus = 3\ndisks = []\n[domains.b]\nrestore = "
+                                     "\"/nonexistent.snap\"\n",
+                                 "h.toml", 4);
+    ASSERT_FALSE(bad);
+    const std::string e = bad.error().message();
+    EXPECT_NE(e.find("h.toml:2: domains.a.restore: the snapshot's machine has 2 vCPUs; vcpus says "
+                     "otherwise"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(e.find("domains.a.restore: the snapshot's machine has 1 disk(s); disks says otherwise"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(e.find("h.toml:6: domains.b.restore: /nonexistent.snap: No such file or directory"),
+              std::string::npos)
+        << e;
+    ::unlink(snap.c_str());
 }
 
 TEST(HostConfig, RefusesDuplicatesAndOverlaps) {
