@@ -12,7 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev libtomlplusplus-dev            # the API (JSON), host config (TOML)
   libgtest-dev acpica-tools                         # tests (iasl decodes our ACPI tables)
   curl procps                                       # tests: the metrics page, pgrep
-  qemu-system-x86 busybox-static cpio kmod          # the test host and the default guest
+  qemu-system-x86 busybox-static cpio kmod e2fsprogs          # the test host and the default guest
 )
 
 missing=()
