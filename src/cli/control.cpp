@@ -423,7 +423,7 @@ std::function<int()> add_control_commands(CLI::App& app) {
     verb("unpause", "Resume a paused domain", "NAME");
     auto* sv = verb("save",
                     "Save a domain's whole state to a new snapshot FILE (mode 0600; never an "
-                    "existing file) and stop it, as xl save; vireo run --restore FILE continues it",
+                    "existing file) and stop it, as xl save; vireo restore FILE continues it",
                     "NAME FILE");
     sv->add_flag("--keep-running", o->keep_running,
                  "Leave the domain running after the save (paused while it is written)");
