@@ -99,6 +99,7 @@ Sample launch(const std::string& cmd, const BootOptions& o) {
             if (pending.find(o.marker) != std::string::npos) {
                 s.marker_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
                 s.peak_overhead_kib = std::max(s.peak_overhead_kib, overhead_kib(pid, ram_min));
+                if (o.stop_at_marker) ::kill(pid, SIGTERM);
             }
             if (pending.size() > 65536) pending.erase(0, pending.size() - o.marker.size());
         }

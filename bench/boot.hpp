@@ -17,6 +17,7 @@ struct BootOptions {
     bool json = false;
     int timeout_s = 120;
     int pause_ms = 0;  ///< idle time between runs (lets the kernel finish tearing a VM down)
+    bool stop_at_marker = false;  ///< SIGTERM the VMM once the marker appears
 };
 
 int run_boot(const BootOptions& options);

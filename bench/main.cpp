@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
                      "finish in the kernel)")
         ->capture_default_str();
     boot_cmd->add_flag("--json", boot.json, "End with one line of JSON");
+    boot_cmd->add_flag("--stop-at-marker", boot.stop_at_marker,
+                       "Send the VMM SIGTERM once its marker appears (for guests that do not "
+                       "end by themselves; the time to exit is then the time to stop)");
 
     vireo::bench::BlkPathOptions blk;
     auto* blk_cmd = app.add_subcommand(

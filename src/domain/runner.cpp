@@ -344,6 +344,11 @@ int run_boots(const DomainSpec& s, const vmm::BootImages& images, vmm::ConsoleIn
         if (s.process.ctl_fd >= 0 && boots == 1 && !ready_and_wait_for_go(s.process.ctl_fd))
             return kExitPowerOff;
         log::debug("boot {}: running {} vCPU(s)", boots, s.cpus);
+        if (boots == 1 && !s.process.restore.empty())
+            log::info("restored from {}: running, {:.1f} ms after vireo started", s.process.restore,
+                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                                dom.started)
+                          .count());
         console.attach(vm->serial());
         if (dom.console) dom.console->attach(vm->serial());
         if (const uint64_t want = dom.guest_memory_request.load(); want != 0)
