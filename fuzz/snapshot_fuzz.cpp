@@ -1,13 +1,12 @@
 // libFuzzer target: the snapshot parser (snapshot::Reader over a file's bytes) and the state
 // decoders over every section it accepts: generic fields, the UART's and the CMOS's restore, the
-// machine's clock and chips, the RAM layout, the saved domain configuration (JSON), a virtio-mmio
-// transport's restore (with the rng's and the balloon's state, its queues activated against a
-// small guest RAM), a vCPU's state. Any
-// input must give a parse or a clear error, never a crash, an over-long allocation or a read
-// outside the input. Each input is parsed on a thread with the production stack size
-// (kThreadStackSize, as a restoring domain's main thread has); scripts/fuzz.sh gives it files up to
-// 256 KiB (a real snapshot's state sections are KiBs; guest memory is a mapped section, never read
-// by the parser).
+// machine's clock and chips, the RAM layout, the saved domain configuration (JSON), the CPUID the
+// guest saw, a virtio-mmio transport's restore (with the rng's and the balloon's state, its queues
+// activated against a small guest RAM), a vCPU's state. Any input must give a parse or a clear
+// error, never a crash, an over-long allocation or a read outside the input. Each input is parsed
+// on a thread with the production stack size (kThreadStackSize, as a restoring domain's main thread
+// has); scripts/fuzz.sh gives it files up to 256 KiB (a real snapshot's state sections are KiBs;
+// guest memory is a mapped section, never read by the parser).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -108,6 +107,10 @@ void* parse(void* arg) {
         (void)vireo::domain::parse_spec_json(
             std::string_view(reinterpret_cast<const char*>(r->bytes(s).data()), r->bytes(s).size()),
             "domain");
+        std::vector<vireo::hv::CpuidEntry> cpuid;  // as the CPUID the guest saw,
+        vireo::snapshot::Decoder cp(r->bytes(s), "CPUID");
+        vireo::snapshot::decode(cp, cpuid);
+        (void)cp.finish();
         vireo::hv::VcpuState vcpu;  // and as a vCPU's state
         vireo::snapshot::Decoder v(r->bytes(s), "vCPU");
         vireo::snapshot::decode(v, vcpu);

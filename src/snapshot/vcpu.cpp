@@ -120,4 +120,20 @@ void decode(Decoder& d, hv::VcpuState& s) {
     if (s.events.exception.vector > 31) d.invalid("the pending exception's vector");
 }
 
+void encode(Encoder& e, const std::vector<hv::CpuidEntry>& cpuid) {
+    e.u32(static_cast<uint32_t>(cpuid.size()));
+    for (const auto& c : cpuid)
+        for (uint32_t v : {c.function, c.index, c.flags, c.eax, c.ebx, c.ecx, c.edx})
+            e.u32(v);
+}
+
+void decode(Decoder& d, std::vector<hv::CpuidEntry>& cpuid) {
+    const uint32_t n = d.u32();
+    if (n > kMaxCpuidEntries) d.invalid("the CPUID entry count");
+    cpuid.assign(d.ok() ? n : 0, {});
+    for (auto& c : cpuid)
+        for (uint32_t* v : {&c.function, &c.index, &c.flags, &c.eax, &c.ebx, &c.ecx, &c.edx})
+            *v = d.u32();
+}
+
 }  // namespace vireo::snapshot

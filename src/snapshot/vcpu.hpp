@@ -5,9 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "base/result.hpp"
 #include "hv/vcpu_state.hpp"
+#include "snapshot/format.hpp"
 #include "snapshot/state.hpp"
 
 namespace vireo::snapshot {
@@ -22,5 +24,13 @@ uint32_t vcpu_tag(uint32_t index);
 void encode(Encoder& e, const hv::VcpuState& s);
 /// Fills `s` from the section; the decoder's finish() says whether it was well-formed.
 void decode(Decoder& d, hv::VcpuState& s);
+
+/// The CPUID a machine's guest saw (section "CPUI", version 1): vCPU 0's entries, at most
+/// kMaxCpuidEntries (KVM_GET_SUPPORTED_CPUID gives about 60).
+inline constexpr uint32_t kCpuidTag = tag("CPUI");
+inline constexpr uint32_t kCpuidVersion = 1;
+inline constexpr uint32_t kMaxCpuidEntries = 256;
+void encode(Encoder& e, const std::vector<hv::CpuidEntry>& cpuid);
+void decode(Decoder& d, std::vector<hv::CpuidEntry>& cpuid);
 
 }  // namespace vireo::snapshot

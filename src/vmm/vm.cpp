@@ -250,7 +250,9 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     slots_ = std::make_unique<VcpuSlot[]>(config_.cpus);
     for (uint32_t id = 0; id < config_.cpus; ++id) {
         VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
-        VIREO_TRY(vcpu->set_cpuid(arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus)));
+        auto cpuid = arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus);
+        VIREO_TRY(vcpu->set_cpuid(cpuid));
+        if (id == 0) cpuid0_ = std::move(cpuid);
         VIREO_TRY(vcpu->set_msrs(msrs));
         if (id == 0) VIREO_TRY(set_lints(*vcpu));
         if (id == 0 && boot) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
@@ -483,6 +485,9 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
     if (!domain.empty())
         VIREO_TRY(w.add(kDomainTag, kStateVersion,
                         std::span(reinterpret_cast<const uint8_t*>(domain.data()), domain.size())));
+    snapshot::Encoder cpuid;  // what the guest saw: a restore checks the host still offers it
+    snapshot::encode(cpuid, cpuid0_);
+    VIREO_TRY(w.add(snapshot::kCpuidTag, snapshot::kCpuidVersion, cpuid.data()));
 
     snapshot::MachineState machine;
     machine.clock_ns = paused_clock_;
@@ -564,6 +569,13 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
                     "snapshot: a restore maps guest memory from the file; huge-page backing "
                     "cannot (use anonymous, prefault or locked)");
     VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
+    // The CPU the guest saw: every feature it may have detected must be offered here too.
+    std::vector<hv::CpuidEntry> saved_cpuid;
+    VIREO_TRY(load_section(reader, snapshot::kCpuidTag, snapshot::kCpuidVersion, "CPUID",
+                           [&](snapshot::Decoder& c) { snapshot::decode(c, saved_cpuid); }));
+    if (auto why = arch::x86::cpuid_cannot_continue(
+            saved_cpuid, arch::x86::guest_cpuid(hv.supported_cpuid(), 0, config.cpus)))
+        return fail(ErrorCode::Unsupported, "snapshot: {}", *why);
 
     VIREO_TRY_ASSIGN(auto layout, snapshot::memory_layout(reader));
     // Exactly the regions a boot of this machine has (a file's own layout could put RAM over
@@ -596,6 +608,14 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
         const std::string what = fmt::format("vCPU {}", v->id());
         VIREO_TRY(load_section(r, snapshot::vcpu_tag(v->id()), snapshot::kVcpuVersion, what.c_str(),
                                [&](snapshot::Decoder& d) { snapshot::decode(d, st); }));
+        // An MSR the guest had set that this host's KVM does not keep would be lost.
+        for (const auto& m : st.msrs)
+            if (m.value != 0 &&
+                std::find(saved_msrs_.begin(), saved_msrs_.end(), m.index) == saved_msrs_.end())
+                return fail(ErrorCode::Unsupported,
+                            "snapshot: the saved {} has MSR {:#x} set, which this host's KVM does "
+                            "not save or restore",
+                            what, m.index);
         VIREO_TRY(v->set_state(hv::kStateAll & ~hv::kStateMsrs, st));
         VIREO_TRY_ASSIGN(const size_t refused, v->write_msrs(st.msrs));
         // As at a reboot: KVM lists some MSRs it reads but will not take back (read-only or

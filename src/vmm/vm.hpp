@@ -245,7 +245,8 @@ class Vm {
     devices::Bus mmio_{"MMIO"};
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::Cmos> cmos_;
-    std::vector<uint32_t> saved_msrs_;  // the MSRs a vCPU's state holds (KVM's list)
+    std::vector<uint32_t> saved_msrs_;    // the MSRs a vCPU's state holds (KVM's list)
+    std::vector<hv::CpuidEntry> cpuid0_;  // vCPU 0's CPUID, as the guest sees it
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;

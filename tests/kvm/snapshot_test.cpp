@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -18,6 +19,8 @@
 #include "arch/x86/boot/kernel.hpp"
 #include "base/unique_fd.hpp"
 #include "kvm_test.hpp"
+#include "snapshot/format.hpp"
+#include "snapshot/state.hpp"
 #include "vmm/vm.hpp"
 
 VIREO_GUEST(pvh_counter_elf)
@@ -191,6 +194,37 @@ TEST(Snapshot, AnotherMachineShapeIsRefusedWithOneLine) {
     auto cut = vmm::Vm::restore(test::hypervisor(), config(out), images(), s.fd.get());
     ASSERT_FALSE(cut);
     EXPECT_NE(cut.error().message().find("snapshot"), std::string::npos);
+}
+
+TEST(Snapshot, AGuestThatSawAnotherCpuIsRefusedWithOneLine) {
+    Saved s = boot_and_save(1);
+    auto reader = snapshot::Reader::open(snapshot::file_source(s.fd.get()).value());
+    ASSERT_TRUE(reader) << reader.error().message();
+    // The same machine, but its guest saw a CPU of another vendor than this host's.
+    const auto* conf = reader->find(snapshot::tag("CONF"));
+    ASSERT_NE(conf, nullptr);
+    UniqueFd other(::memfd_create("vireo-snapshot-test", MFD_CLOEXEC));
+    snapshot::Writer w(other.get());
+    ASSERT_TRUE(w.add(conf->tag, conf->version, reader->bytes(*conf)));
+    bool amd = false;
+    for (const auto& e : test::hypervisor().supported_cpuid())
+        if (e.function == 0) amd = e.ebx == 0x68747541;  // "Auth"
+    const char* vendor = amd ? "GenuineIntel" : "AuthenticAMD";
+    snapshot::Encoder cpuid;
+    cpuid.u32(1);
+    uint32_t v[3];
+    std::memcpy(v, vendor, 12);
+    for (uint32_t x : {0u, 0u, 0u, 0xdu, v[0], v[2], v[1]})  // function, index, flags, a, b, c, d
+        cpuid.u32(x);
+    ASSERT_TRUE(w.add(snapshot::tag("CPUI"), 1, cpuid.data()));
+    ASSERT_TRUE(w.finish());
+    auto out = std::make_shared<Recorder>();
+    auto vm = vmm::Vm::restore(test::hypervisor(), config(out), images(), other.get());
+    ASSERT_FALSE(vm);
+    EXPECT_NE(vm.error().message().find("snapshot: the saved guest ran on a CPU from " +
+                                        std::string(vendor)),
+              std::string::npos)
+        << vm.error().message();
 }
 
 }  // namespace
