@@ -5,10 +5,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -242,8 +244,31 @@ int save(const Opts& o, const Target& t, const std::string& path) {
         return 1;
     }
     auto client = api::Client::connect(t.api, 600000);  // a large guest takes a while
+    // On a terminal, a save that takes over a second shows what it has written so far (the
+    // domain writes into the file this process created: its allocated size is the progress).
+    std::atomic<bool> done{false};
+    std::thread progress;
+    if (::isatty(STDERR_FILENO) == 1 && !o.json) {
+        progress = std::thread([&done, &fd, &t] {
+            const auto t0 = Clock::now();
+            bool shown = false;
+            while (!done.load()) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+                struct stat st {};
+                if (done.load() || secs < 1 || ::fstat(fd.get(), &st) != 0) continue;
+                std::fprintf(stderr, "\rvireo: saving %s: %lld MiB written, %.0f s ",
+                             t.name.c_str(), static_cast<long long>(st.st_blocks) * 512 >> 20,
+                             secs);
+                shown = true;
+            }
+            if (shown) std::fprintf(stderr, "\r\033[K");
+        });
+    }
     auto r = client ? client->call_with_fd("save", Json{{"keep_running", o.keep_running}}, fd.get())
                     : Result<Json>(Unexpected{client.error()});
+    done.store(true);
+    if (progress.joinable()) progress.join();
     if (!r) {
         ::unlink(path.c_str());  // created above by this process: nothing of the user's
         std::fprintf(stderr, "vireo: %s: %s\n", t.name.c_str(), r.error().message().c_str());
