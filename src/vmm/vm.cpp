@@ -3,10 +3,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "arch/x86/acpi/tables.hpp"
 #include "arch/x86/boot/linux.hpp"
@@ -44,6 +46,11 @@ constexpr uint32_t kCom1Irq = 4;
 // The Generic Event Device (power button): an ISA line no platform device uses (12 would be
 // a PS/2 mouse, which this machine does not have). Edge-triggered, active high.
 constexpr uint32_t kGedGsi = 12;
+constexpr uint32_t kMsrTsc = 0x10;  // IA32_TIME_STAMP_COUNTER
+// The VM Generation ID: its 16 bytes in the last page of the ACPI area (reserved in the E820
+// map), and the GSI of the GED that tells the guest it changed.
+constexpr uint64_t kVmgenidAddr = kAcpiBase + kAcpiSize - 0x1000;
+constexpr uint32_t kVmgenidGsi = 9;
 constexpr uint32_t kVirtioGsis[] = {16, 17, 18, 19, 20, 21, 22, 23, 5, 6, 7, 10, 11, 14, 15};
 static_assert(std::size(kVirtioGsis) == kMaxVirtioDevices);
 
@@ -237,6 +244,9 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     platform_.s5_sleep_type = devices::AcpiPm::kS5SleepType;
     platform_.pvpanic_base = kPvPanicBase;
     platform_.ged_gsi = kGedGsi;
+    platform_.vmgenid_addr = kVmgenidAddr;
+    platform_.vmgenid_gsi = kVmgenidGsi;
+    VIREO_TRY(new_generation_id());
     hv::VcpuState entry;
     if (boot) {
         VIREO_TRY_ASSIGN(entry, load_guest(images));
@@ -292,8 +302,9 @@ Result<void> Vm::attach_port_devices() {
 // What the guest finds in memory at power-on: ACPI tables, page tables, the kernel, its
 // initrd and boot parameters. Returns the BSP's entry state.
 Result<hv::VcpuState> Vm::load_guest(const BootImages& images) {
-    VIREO_TRY_ASSIGN(Gpa rsdp,
-                     arch::x86::acpi::write_tables(memory_, Gpa(kAcpiBase), kAcpiSize, platform_));
+    VIREO_TRY_ASSIGN(Gpa rsdp, arch::x86::acpi::write_tables(memory_, Gpa(kAcpiBase),
+                                                             kVmgenidAddr - kAcpiBase, platform_));
+    VIREO_TRY(write_generation_id());
     using arch::x86::boot::E820Type;
     const uint64_t low_end = memory_.regions()[0].end();
     std::vector<arch::x86::boot::E820Entry> e820{{0, 0xa0000, E820Type::Ram},
@@ -365,6 +376,8 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
         paused_.store(false, std::memory_order_release);
         parked_ = 0;
         paused_clock_ = 0;
+        paused_tsc_.clear();
+        time_on_run_ = false;
     }
     stopping_.store(false, std::memory_order_release);
     return ok();
@@ -500,6 +513,10 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
         hv::VcpuState st;
         VIREO_TRY(v->get_state(hv::kStateAll & ~hv::kStateMsrs, st));
         VIREO_TRY_ASSIGN(st.msrs, v->read_msrs(saved_msrs_));
+        // The TSC as it was when the clock was frozen (pause()), not as it ticked on since.
+        for (auto& m : st.msrs)
+            if (m.index == kMsrTsc && v->id() < paused_tsc_.size() && paused_tsc_[v->id()] != 0)
+                m.value = paused_tsc_[v->id()];
         snapshot::Encoder e;
         snapshot::encode(e, st);
         VIREO_TRY(w.add(snapshot::vcpu_tag(v->id()), snapshot::kVcpuVersion, e.data()));
@@ -595,6 +612,12 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
     std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
     VIREO_TRY(vm->build(hv, images, /*boot=*/false));
     VIREO_TRY(vm->restore_state(reader));
+    // A restored machine is a new generation (a clone, or the same machine later): the guest
+    // gets a new VM Generation ID and is told (a GED edge; its kernel reseeds its random number
+    // generator, if it has the driver).
+    VIREO_TRY(vm->write_generation_id());
+    VIREO_TRY(vm->machine_->set_irq_line(kVmgenidGsi, true));
+    VIREO_TRY(vm->machine_->set_irq_line(kVmgenidGsi, false));
     return vm;
 }
 
@@ -603,6 +626,10 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
     VIREO_TRY(load_section(r, snapshot::kMachineTag, snapshot::kMachineVersion, "machine",
                            [&](snapshot::Decoder& d) { snapshot::decode(d, machine); }));
     VIREO_TRY(machine_->restore_chips(machine.chips));
+    // The vCPUs; their TSCs and the clock are kept for run(): each vCPU's TSC (an MSR) and the
+    // kvm-clock must start again from their saved values at about the same moment (a gap
+    // between them is a skew the guest's clocksource watchdog sees: it stops trusting the TSC).
+    std::vector<std::pair<const hv::Vcpu*, hv::MsrEntry>> tscs;
     for (const auto& v : vcpus_) {
         hv::VcpuState st;
         const std::string what = fmt::format("vCPU {}", v->id());
@@ -617,6 +644,13 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
                             "not save or restore",
                             what, m.index);
         VIREO_TRY(v->set_state(hv::kStateAll & ~hv::kStateMsrs, st));
+        // The TSC apart, set last with the clock.
+        auto tsc = std::find_if(st.msrs.begin(), st.msrs.end(),
+                                [](const hv::MsrEntry& m) { return m.index == kMsrTsc; });
+        if (tsc != st.msrs.end()) {
+            tscs.push_back({v.get(), *tsc});
+            st.msrs.erase(tsc);
+        }
         VIREO_TRY_ASSIGN(const size_t refused, v->write_msrs(st.msrs));
         // As at a reboot: KVM lists some MSRs it reads but will not take back (read-only or
         // locked ones); the rest are set.
@@ -624,6 +658,15 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
             log::debug("restore: vCPU {}: KVM refused {} of {} MSRs", v->id(), refused,
                        st.msrs.size());
     }
+    // Guest time goes on from the moment of the save: run() sets each TSC and the clock just
+    // before the vCPUs start.
+    paused_tsc_.assign(vcpus_.size(), 0);
+    for (auto& [v, m] : tscs)
+        paused_tsc_[v->id()] = m.value;
+    paused_clock_ = machine.clock_ns;
+    time_on_run_ = true;
+    // The devices after the vCPUs: an interrupt one raises as it is restored lands in a
+    // restored local APIC (setting a LAPIC's state would drop it).
     VIREO_TRY(load_section(r, kUartTag, kStateVersion, "UART",
                            [&](snapshot::Decoder& d) { serial_->restore(d); }));
     VIREO_TRY(load_section(r, kCmosTag, kStateVersion, "CMOS",
@@ -633,8 +676,6 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
         VIREO_TRY(load_section(r, virtio_tag(i), kStateVersion, what.c_str(),
                                [&](snapshot::Decoder& d) { virtio_[i]->restore(d); }));
     }
-    // Guest time goes on from the moment of the save.
-    if (machine.clock_ns != 0) VIREO_TRY(machine_->set_clock(machine.clock_ns));
     return ok();
 }
 
@@ -770,6 +811,15 @@ void Vm::stop(Fate fate, std::string detail) {
     fate_cv_.notify_all();
 }
 
+// The TSC `vcpu` had when the clock was frozen (pause(), or the snapshot's), put back as it
+// runs again.
+void Vm::put_back_tsc(hv::Vcpu& vcpu) {
+    const uint32_t id = vcpu.id();
+    if (id >= paused_tsc_.size() || paused_tsc_[id] == 0) return;
+    const hv::MsrEntry tsc[] = {{kMsrTsc, paused_tsc_[id]}};
+    if (auto r = vcpu.write_msrs(tsc); !r) log::debug("vCPU {}: TSC: {}", id, r.error().message());
+}
+
 void Vm::park() {
     std::unique_lock lock(pause_mu_);
     ++parked_;
@@ -805,8 +855,26 @@ Result<void> Vm::pause() {
         }
     }
     // Every vCPU is out of KVM_RUN: freeze guest time and tell the guest it was stopped.
+    // Each vCPU's TSC goes on ticking while it is parked, so it is put back when the vCPUs
+    // resume (and saved), in step with the frozen kvm-clock (a skew between them makes the
+    // guest stop trusting its TSC). The TSC at the clock's moment: the middle of a read before
+    // and one after it (in mirrored order, so the middle is the clock's moment for each).
+    static constexpr uint32_t kTsc[] = {kMsrTsc};
+    auto read_tsc = [&](size_t i) -> uint64_t {
+        auto m = vcpus_[i]->read_msrs(kTsc);
+        return m && m->size() == 1 ? (*m)[0].value : 0;
+    };
+    std::vector<uint64_t> before(vcpus_.size());
+    for (size_t i = 0; i < vcpus_.size(); ++i)
+        before[i] = read_tsc(i);
     auto clock = machine_->get_clock();
     paused_clock_ = clock ? *clock : 0;
+    paused_tsc_.assign(vcpus_.size(), 0);
+    for (size_t i = vcpus_.size(); i-- > 0;) {
+        const uint64_t after = read_tsc(i);
+        if (before[i] != 0 && after >= before[i])
+            paused_tsc_[i] = before[i] + (after - before[i]) / 2;
+    }
     for (auto& v : vcpus_)
         if (auto r = v->notify_paused(); !r) log::debug("{}", r.error().message());
     paused_.store(true, std::memory_order_release);
@@ -827,6 +895,21 @@ Result<void> Vm::resume() {
     }
     pause_cv_.notify_all();
     return ok();
+}
+
+Result<void> Vm::new_generation_id() {
+    size_t got = 0;
+    while (got < generation_id_.size()) {
+        const ssize_t n = ::getrandom(generation_id_.data() + got, generation_id_.size() - got, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(errno, "VM generation ID: getrandom");
+        got += static_cast<size_t>(n);
+    }
+    return ok();
+}
+
+Result<void> Vm::write_generation_id() {
+    return memory_.write(Gpa(kVmgenidAddr), std::as_bytes(std::span(generation_id_)));
 }
 
 Result<void> Vm::press_power_button() {
@@ -938,6 +1021,7 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
                 return;
             }
             park();
+            if (!stopping_.load(std::memory_order_acquire)) put_back_tsc(vcpu);
             continue;
         }
         auto exit = vcpu.run();
@@ -1018,6 +1102,16 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
 Outcome Vm::run() {
     if (loop_) {
         if (auto r = loop_->start(); !r) return Outcome{Fate::HostError, r.error().message()};
+    }
+    // A restored machine's time, set just before its vCPUs start: each TSC, then the clock,
+    // back to back.
+    if (std::exchange(time_on_run_, false)) {
+        for (auto& v : vcpus_)
+            put_back_tsc(*v);
+        if (paused_clock_ != 0) {
+            if (auto r = machine_->set_clock(paused_clock_); !r)
+                return Outcome{Fate::HostError, r.error().message()};
+        }
     }
     // A vCPU thread not pinned by the configuration gets the domain's CPUs, as a new thread
     // inherits them: a parked vCPU worker (a sandboxed domain's) keeps what it had last boot.

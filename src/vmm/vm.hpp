@@ -192,6 +192,9 @@ class Vm {
     /// The domain configuration a snapshot holds (save's `domain`), checked like every section
     /// (at most 256 KiB); an error if the file is no snapshot or holds none.
     static Result<std::string> saved_domain(int fd);
+    /// The VM Generation ID the guest reads (ACPI VGEN): random at build, new at each restore
+    /// (so clones of one snapshot differ), the same across guest reboots.
+    const std::array<uint8_t, 16>& generation_id() const noexcept { return generation_id_; }
     /// Resets the machine from the host (as if the guest had rebooted).
     void reset() { stop(Fate::Reboot, "reset by the host"); }
     /// After run() returned: puts the machine back to its power-on state in place — devices
@@ -224,6 +227,9 @@ class Vm {
     /// `boot`: load the guest and set the BSP's entry state (false: a restore fills them in).
     Result<void> build(const hv::Hypervisor& hv, const BootImages& images, bool boot = true);
     Result<void> restore_state(const snapshot::Reader& r);
+    Result<void> new_generation_id();
+    void put_back_tsc(hv::Vcpu& vcpu);
+    Result<void> write_generation_id();
     Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
     Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
     Result<void> attach_port_devices();
@@ -247,6 +253,9 @@ class Vm {
     std::shared_ptr<devices::Cmos> cmos_;
     std::vector<uint32_t> saved_msrs_;    // the MSRs a vCPU's state holds (KVM's list)
     std::vector<hv::CpuidEntry> cpuid0_;  // vCPU 0's CPUID, as the guest sees it
+    std::vector<uint64_t> paused_tsc_;    // each vCPU's TSC when pause() froze the clock
+    bool time_on_run_ = false;            // restored: run() sets the clock, the vCPUs their TSCs
+    std::array<uint8_t, 16> generation_id_{};  // the VM Generation ID (new at each restore)
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;

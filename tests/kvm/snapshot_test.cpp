@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -108,6 +109,7 @@ struct Saved {
     UniqueFd fd;
     std::string text;
     snapshot::MemorySaveStats stats;
+    std::array<uint8_t, 16> generation_id{};
 };
 Saved boot_and_save(size_t lines) {
     static const vmm::BootImages img = images();
@@ -117,7 +119,10 @@ Saved boot_and_save(size_t lines) {
     Running r(std::move(*vm));
     EXPECT_TRUE(wait_lines(*out, lines)) << "the guest did not count";
     EXPECT_TRUE(r.vm->pause());
-    Saved s{UniqueFd(::memfd_create("vireo-snapshot-test", MFD_CLOEXEC)), {}, {}};
+    Saved s{UniqueFd(::memfd_create("vireo-snapshot-test", MFD_CLOEXEC)),
+            {},
+            {},
+            r.vm->generation_id()};
     auto stats = r.vm->save(s.fd.get());
     EXPECT_TRUE(stats) << stats.error().message();
     if (stats) s.stats = *stats;
@@ -159,6 +164,17 @@ TEST(Snapshot, TwoRestoresOfOneFileAreIndependentClones) {
     ASSERT_TRUE(b) << b.error().message();
     Running rb(std::move(*b));
     ASSERT_TRUE(wait_lines(*out_b, 2));
+    // Each clone is a new generation: its own VM Generation ID, in its guest's memory where the
+    // ACPI VGEN device's ADDR points.
+    EXPECT_NE(ra.vm->generation_id(), s.generation_id);
+    EXPECT_NE(rb.vm->generation_id(), s.generation_id);
+    EXPECT_NE(ra.vm->generation_id(), rb.vm->generation_id());
+    for (const auto* r : {&ra, &rb}) {
+        std::array<uint8_t, 16> in_guest{};
+        ASSERT_TRUE(r->vm->memory().read(memory::Gpa(0xff000),
+                                         std::as_writable_bytes(std::span(in_guest))));
+        EXPECT_EQ(in_guest, r->vm->generation_id());
+    }
     for (const auto* out : {out_a.get(), out_b.get()}) {
         const auto all = counts(s.text + out->text());
         ASSERT_GT(all.size(), before);

@@ -136,6 +136,8 @@ TEST(AcpiTables, DsdtDisassembles) {
     d.pvpanic_base = 0xfe000000;
     d.mmio_devices.push_back({"LNRO0005", 0xd0000000, 0x200, 5});
     d.ged_gsi = 12;
+    d.vmgenid_addr = 0xff000;
+    d.vmgenid_gsi = 9;
     auto dsdt = build_dsdt(d);
     char dir[] = "/tmp/vireo-acpi-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
@@ -149,7 +151,9 @@ TEST(AcpiTables, DsdtDisassembles) {
     std::string text((std::istreambuf_iterator<char>(dsl)), std::istreambuf_iterator<char>());
     for (const char* needle :
          {"PNP0501", "PNP0B00", "QEMU0001", "LNRO0005", "_S5_", "0xFE000000", "0xD0000000",
-          "IO (Decode16", "ACPI0013", "PNP0C0C", "Method (_EVT, 1", "Notify (\\_SB.PWRB, 0x80)"}) {
+          "IO (Decode16", "ACPI0013", "PNP0C0C", "Method (_EVT, 1", "Notify (\\_SB.PWRB, 0x80)",
+          "Device (VGEN)", "\"VMGENCTR\"", "\"VM_Gen_Counter\"", "Name (ADDR, Package",
+          "0x000FF000", "Notify (\\_SB.VGEN, 0x80)"}) {
         EXPECT_NE(text.find(needle), std::string::npos) << needle << " missing in:\n" << text;
     }
     std::system(("rm -rf " + std::string(dir)).c_str());

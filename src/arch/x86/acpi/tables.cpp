@@ -87,6 +87,19 @@ std::vector<uint8_t> build_dsdt(const PlatformDesc& d) {
                                      name("_CRS", resource_template({interrupt(d.ged_gsi, false)})),
                                      method("_EVT", 1, {notify("\\_SB_.PWRB", 0x80)})}));
     }
+    if (d.vmgenid_addr != 0) {
+        // VGEN: its ID's address in ADDR (a package of the low and high 32 bits); _HID matches
+        // Linux's driver, _CID Windows' ("VM_Gen_Counter"). GED1's one event: the ID changed.
+        sb.push_back(device(
+            "VGEN", {name("_HID", string("VMGENCTR")), name("_CID", string("VM_Gen_Counter")),
+                     name("_DDN", string("VM_Gen_Counter")),
+                     name("ADDR", package({integer(d.vmgenid_addr & 0xffffffff),
+                                           integer(d.vmgenid_addr >> 32)}))}));
+        sb.push_back(
+            device("GED1", {name("_HID", string("ACPI0013")), name("_UID", integer(1)),
+                            name("_CRS", resource_template({interrupt(d.vmgenid_gsi, false)})),
+                            method("_EVT", 1, {notify("\\_SB_.VGEN", 0x80)})}));
+    }
     for (size_t i = 0; i < d.mmio_devices.size(); ++i) {
         const auto& m = d.mmio_devices[i];
         const std::string dev_name = fmt::format("V{:03}", i % 1000);  // at most 1000 devices

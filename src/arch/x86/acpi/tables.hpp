@@ -34,6 +34,11 @@ struct PlatformDesc {
     /// GSI of the Generic Event Device (ACPI0013) whose event is the power button (PNP0C0C);
     /// 0: neither is declared. An edge on this GSI makes the guest see a button press.
     uint32_t ged_gsi = 0;
+    /// A VM Generation ID device (Microsoft's "Virtual Machine Generation ID" spec, as Linux's
+    /// vmgenid driver and Windows read it): the guest-physical address of its 16-byte ID and the
+    /// GSI of a second GED whose event notifies it (0x80) when the ID changed. 0: none.
+    uint64_t vmgenid_addr = 0;
+    uint32_t vmgenid_gsi = 0;
     uint64_t ioapic_base = 0xfec00000;
     uint64_t lapic_base = 0xfee00000;
     std::vector<MmioDeviceDesc> mmio_devices;
