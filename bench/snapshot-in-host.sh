@@ -6,8 +6,10 @@
 #  tiny guest (256 MiB), a Debian guest idle at 256 MiB and at 1 GiB, and the 1 GiB one after it
 #  wrote 200 MiB.
 #  Restore: process start -> the guest's next console line (vireo restore; QEMU -incoming from
-#  the file), alternating, RUNS each (vireo-bench boot --stop-at-marker); and for vireo,
-#  process start -> "running" (its log line just before the vCPUs start).
+#  the file), alternating, RUNS each (vireo-bench boot --stop-at-marker), with a fresh boot of
+#  the tiny guest under vireo for scale; and for vireo, process start -> "running" (its log
+#  line just before the vCPUs start), jailed and not, against `vireo --version` (the floor of
+#  starting the process in this emulated host).
 runs=${1:-5}
 CNT=/opt/vireo/files/pvh_counter.elf
 K=/guest/vmlinuz
@@ -83,13 +85,16 @@ echo
 echo "== restore: process start -> the guest's next console line"
 vireo-bench boot --runs "$runs" --marker C= --stop-at-marker --pause-ms 200 \
   --case "vireo=exec vireo restore /tmp/tiny-256M.vsnap --console stdio" \
+  --case "vireo-boot=exec vireo run --kernel $CNT --memory 256M --console stdio" \
   --case "qemu-microvm=exec $Q -m 256M -kernel $CNT -serial stdio -incoming 'exec:cat /tmp/tiny-256M.qsnap'"
 vireo-bench boot --runs "$runs" --marker TICK --stop-at-marker --pause-ms 200 \
   --case "vireo=exec vireo restore /tmp/linux-256M.vsnap --console stdio" \
   --case "qemu-microvm=exec $Q -m 256M -kernel $K -initrd $I -append '$L -- $TICKS' -serial stdio -incoming 'exec:cat /tmp/linux-256M.qsnap'"
 echo
-echo "== vireo restore: process start -> running (its log line as the vCPUs start)"
+echo "== vireo restore: process start -> running (its log line as the vCPUs start); the floor:"
+echo "   the same binary printing its version ($(vireo-bench boot --runs 3 --marker vireo --case "v=exec vireo --version" | sed -n 's/^v  *\([0-9]*\).*/\1/p') ms)"
 vireo-bench boot --runs "$runs" --marker "running," --stop-at-marker --pause-ms 200 \
   --case "vireo-tiny-256M=exec vireo restore /tmp/tiny-256M.vsnap --console none" \
+  --case "vireo-tiny-256M-no-sandbox=exec vireo restore /tmp/tiny-256M.vsnap --console none --sandbox off" \
   --case "vireo-linux-256M=exec vireo restore /tmp/linux-256M.vsnap --console none" \
   --case "vireo-linux-1G-wrote-200M=exec vireo restore /tmp/linux-1G-wrote-200M.vsnap --console none"
