@@ -6,7 +6,8 @@
 #  - --keep-running leaves the domain counting; two restores of one file both go on, the
 #    second with vireo restore (the machine's configuration from the snapshot);
 #  - save never replaces a file; a restore with another machine shape is refused in one line;
-#  - a host file's domain with restore = FILE (vireo up) goes on from the snapshot.
+#  - a host file's domain with restore = FILE (vireo up) goes on from the snapshot;
+#  - a truncated, corrupted or newer-format file is refused in one line, creating nothing.
 # usage: snapshot.sh VIREO PVH_COUNTER_ELF
 vireo=$1
 counter=$2
@@ -117,6 +118,24 @@ else
 fi
 "$vireo" down --run-dir "$work/run" >/dev/null 2>&1
 reap $p5 "vireo up" 60
+
+# Damaged files: one line each, and nothing created (the console file is an output).
+head -c 1000 "$work/snap" >"$work/cut.snap"
+cp "$work/snap" "$work/bad.snap"
+printf '\377' | dd of="$work/bad.snap" bs=1 seek=200 conv=notrunc 2>/dev/null
+cp "$work/snap" "$work/new.snap"
+printf '\011' | dd of="$work/new.snap" bs=1 seek=8 conv=notrunc 2>/dev/null  # format version 9
+for f in cut bad new; do
+  if "$vireo" restore "$work/$f.snap" --allow-software-kvm --console "file:$work/$f.log" \
+    >"$work/$f.out" 2>&1; then
+    bad "a damaged snapshot ($f) was restored"
+  elif [ "$(wc -l <"$work/$f.out")" = 1 ] && grep -q "^vireo: error: .*$f.snap" "$work/$f.out" &&
+       [ ! -e "$work/$f.log" ]; then
+    ok "a damaged snapshot ($f) is refused in one line: $(cat "$work/$f.out")"
+  else
+    bad "a damaged snapshot ($f): $(cat "$work/$f.out"); console file $(ls "$work/$f.log" 2>&1)"
+  fi
+done
 
 echo "snapshot: $pass passed, $fail failed"
 [ $fail -eq 0 ]
