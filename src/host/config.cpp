@@ -317,8 +317,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             r.boolean(v, key, d.sandbox);
         else if (key == "restore") {
             if (r.str(v, key, d.restore)) restore_line = line_of(v);
-        }
-        else if (key == "memory_backing") {
+        } else if (key == "memory_backing") {
             if (!r.str(v, key, s)) continue;
             if (const auto b = vmm::parse_backing(s))
                 d.memory_backing = *b;

@@ -1,8 +1,7 @@
 // The host configuration: parsing, every validation error (file, line, key, reason, all at
 // once), CPU lists, and admission against given host facts.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -207,8 +206,9 @@ TEST(HostConfig, ADomainRestoredFromASnapshotTakesItsMachineFromIt) {
                      "otherwise"),
               std::string::npos)
         << e;
-    EXPECT_NE(e.find("domains.a.restore: the snapshot's machine has 1 disk(s); disks says otherwise"),
-              std::string::npos)
+    EXPECT_NE(
+        e.find("domains.a.restore: the snapshot's machine has 1 disk(s); disks says otherwise"),
+        std::string::npos)
         << e;
     EXPECT_NE(e.find("h.toml:6: domains.b.restore: /nonexistent.snap: No such file or directory"),
               std::string::npos)
