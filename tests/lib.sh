@@ -45,3 +45,13 @@ reap() {
   wait "$1" 2>/dev/null
   return 124
 }
+
+# script_disk SCRIPT IMAGE: a raw image holding SCRIPT, padded with newlines to whole sectors,
+# for a guest to run with `sh /dev/vdX`.
+script_disk() {
+  cp "$1" "$2"
+  _size=$(wc -c <"$2")
+  _pad=$(((512 - _size % 512) % 512))
+  [ $_pad -gt 0 ] && head -c $_pad /dev/zero | tr '\0' '\n' >>"$2"
+  true
+}

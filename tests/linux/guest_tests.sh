@@ -2,6 +2,7 @@
 # Linux guest tests. Runs inside the test host (tests/host/run.sh), where /dev/kvm is real
 # hardware-style KVM and the default guest is in $VIREO_GUEST_DIR. Each case boots Debian's
 # cloud kernel under vireo and checks what the guest reports. Ends with "N passed, M failed".
+. /opt/vireo/files/lib.sh  # script_disk, within, reap (its ok and bad are replaced below)
 pass=0
 fail=0
 ok() { echo "PASS: $1"; pass=$((pass + 1)); }
@@ -9,14 +10,6 @@ bad() { echo "FAIL: $1"; fail=$((fail + 1)); echo "---- output"; tail -n 25 /tmp
 # vrun ARGS...: runs vireo with a time limit; output in /tmp/out, status in $rc.
 vrun() { timeout 180 vireo run "$@" >/tmp/out 2>&1 </dev/null; rc=$?; }
 has() { grep -q -- "$1" /tmp/out; }
-# script_disk SCRIPT IMAGE: a raw image holding SCRIPT, padded with newlines to whole sectors.
-script_disk() {
-  cp "$1" "$2"
-  size=$(wc -c <"$2")
-  pad=$(( (512 - size % 512) % 512 ))
-  [ $pad -gt 0 ] && head -c $pad /dev/zero | tr '\0' '\n' >>"$2"
-  true
-}
 value() { sed -n "s/^$1=\([0-9]*\).*/\1/p" /tmp/out | tail -n1; }
 
 # 1 vCPU: init marker, nproc, no ACPI errors, clean poweroff.

@@ -2,19 +2,12 @@
 # Network and host-channel tests: virtio-net (user mode and tap), virtio-vsock, virtio-balloon.
 # Runs inside the test host (tests/host/run.sh) with Debian's cloud kernel as the guest. Each
 # guest gets its script as a raw disk (/dev/vda). Ends with "N passed, M failed".
+. /opt/vireo/files/lib.sh  # script_disk, within, reap (its ok and bad are replaced below)
 pass=0
 fail=0
 ok() { echo "PASS: $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $1"; fail=$((fail + 1)); echo "---- output"; tail -n 30 /tmp/out; echo "----"; }
 has() { grep -q -- "$1" /tmp/out; }
-# script_disk SCRIPT IMAGE: a raw image holding SCRIPT, padded with newlines to whole sectors.
-script_disk() {
-  cp "$1" "$2"
-  size=$(wc -c <"$2")
-  pad=$(( (512 - size % 512) % 512 ))
-  [ $pad -gt 0 ] && head -c $pad /dev/zero | tr '\0' '\n' >>"$2"
-  true
-}
 sha() { sha256sum "$1" | cut -c1-64; }
 # wait_for TEXT [SECONDS]: until TEXT appears in /tmp/out.
 wait_for() {

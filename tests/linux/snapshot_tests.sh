@@ -15,15 +15,8 @@ vireo=vireo
 . /opt/vireo/files/lib.sh
 # A console log's complete lines (a save may cut the last one), without their CR.
 log() { [ -f "$1" ] && grep "$(printf '\r')\$" "$1" | tr -d '\r'; }
-# script_disk SCRIPT IMAGE: a raw image holding SCRIPT, padded with newlines to whole sectors
-# (a guest runs it with `sh /dev/vdX`: the kernel passes init at most 32 words).
-script_disk() {
-  cp "$1" "$2"
-  size=$(wc -c <"$2")
-  pad=$(((512 - size % 512) % 512))
-  [ $pad -gt 0 ] && head -c $pad /dev/zero | tr '\0' '\n' >>"$2"
-  true
-}
+# (A guest's script comes on a disk, lib.sh's script_disk: the kernel passes init at most 32
+# words.)
 
 count_of() { log "$1" | grep -c "^$2"; }
 has_line() { log "$1" | grep -q "^$2"; }
