@@ -270,7 +270,13 @@ int save(const Opts& o, const Target& t, const std::string& path) {
     done.store(true);
     if (progress.joinable()) progress.join();
     if (!r) {
-        ::unlink(path.c_str());  // created above by this process: nothing of the user's
+        // Created above by this process: removed again, but only if the name still leads to
+        // it (in a shared directory another user could have put something else there since).
+        struct stat ours {
+        }, now{};
+        if (::fstat(fd.get(), &ours) == 0 && ::lstat(path.c_str(), &now) == 0 &&
+            ours.st_dev == now.st_dev && ours.st_ino == now.st_ino)
+            ::unlink(path.c_str());
         std::fprintf(stderr, "vireo: %s: %s\n", t.name.c_str(), r.error().message().c_str());
         return 1;
     }
