@@ -272,8 +272,8 @@ int save(const Opts& o, const Target& t, const std::string& path) {
     if (!r) {
         // Created above by this process: removed again, but only if the name still leads to
         // it (in a shared directory another user could have put something else there since).
-        struct stat ours {
-        }, now{};
+        struct stat ours {};
+        struct stat now {};
         if (::fstat(fd.get(), &ours) == 0 && ::lstat(path.c_str(), &now) == 0 &&
             ours.st_dev == now.st_dev && ours.st_ino == now.st_ino)
             ::unlink(path.c_str());

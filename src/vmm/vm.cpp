@@ -1109,8 +1109,10 @@ Outcome Vm::run() {
         for (auto& v : vcpus_)
             put_back_tsc(*v);
         if (paused_clock_ != 0) {
-            if (auto r = machine_->set_clock(paused_clock_); !r)
+            if (auto r = machine_->set_clock(paused_clock_); !r) {
+                if (loop_) loop_->stop();
                 return Outcome{Fate::HostError, r.error().message()};
+            }
         }
     }
     // A vCPU thread not pinned by the configuration gets the domain's CPUs, as a new thread
