@@ -208,9 +208,13 @@ void take_machine_from_snapshot(const toml::table& t, int line, Reader& r, Domai
     if (!given("kernel")) d.kernel = m->kernel;
     if (!given("initrd")) d.initrd = m->initrd;
     if (!given("cmdline")) d.cmdline = m->cmdline;
+    // The file is input like the table: its sizes are held to the same limits.
     const auto memory = parse_size(m->memory);
-    if (!memory) {
-        r.p.add(line, key, fmt::format("{}: memory: {}", d.restore, memory.error().message()));
+    if (!memory || *memory < kMinDomainMemory || *memory > kMaxDomainMemory || m->cpus < 1 ||
+        m->cpus > kMaxDomainVcpus) {
+        r.p.add(
+            line, key,
+            fmt::format("{}: the saved machine's memory or vCPU count is out of range", d.restore));
         return;
     }
     if (!given("memory"))

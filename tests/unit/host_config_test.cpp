@@ -214,6 +214,15 @@ TEST(HostConfig, ADomainRestoredFromASnapshotTakesItsMachineFromIt) {
               std::string::npos)
         << e;
     ::unlink(snap.c_str());
+
+    // A file whose machine is out of the limits a table is held to.
+    m.cpus = 0;
+    const std::string odd = snapshot_with(m);
+    auto out = parse_host_config("[domains.a]\nrestore = \"" + odd + "\"\n", "h.toml", 4);
+    ASSERT_FALSE(out);
+    EXPECT_NE(out.error().message().find("memory or vCPU count is out of range"), std::string::npos)
+        << out.error().message();
+    ::unlink(odd.c_str());
 }
 
 TEST(HostConfig, RefusesDuplicatesAndOverlaps) {
