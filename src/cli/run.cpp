@@ -1,15 +1,11 @@
 #include "cli/run.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 
 #include "api/server.hpp"
 #include "base/log.hpp"
-#include "base/unique_fd.hpp"
 #include "domain/runner.hpp"
 #include "sandbox/sandbox.hpp"
 
@@ -195,40 +191,29 @@ CLI::App* add_restore_command(CLI::App& app, RestoreOptions& r) {
 
 int restore_guest(const RestoreOptions& r) {
     // The machine from the snapshot; read here, before anything is opened or created.
-    UniqueFd fd(::open(r.file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        log::error("{}: {}", r.file, std::strerror(errno));
-        return kExitError;
-    }
-    auto saved = vmm::Vm::saved_domain(fd.get());
+    auto saved = domain::saved_machine(r.file);
     if (!saved) {
-        log::error("{}: {}", r.file, saved.error().message());
+        log::error("{}", saved.error().message());
         return kExitError;
     }
-    auto text = domain::parse_spec_json(*saved, r.file + ": the saved domain configuration");
-    if (!text) {
-        log::error("{}", text.error().message());
-        return kExitError;
-    }
-    RunOptions t = std::move(text).value();
+    RunOptions t = std::move(saved).value();
     const RunOptions& g = r.given;
     if (r.name->count() > 0) t.name = g.name;
-    if (r.disks->count() > 0) {
-        if (g.disks.size() != t.disks.size()) {
-            log::error("--disk: the saved domain has {} disk(s); give as many, in order",
-                       t.disks.size());
-            return kExitError;
+    // A list given replaces the saved one, device for device.
+    auto replace = [](const CLI::Option* opt, const std::vector<std::string>& given,
+                      std::vector<std::string>& into, const char* what) {
+        if (opt->count() == 0) return true;
+        if (given.size() != into.size()) {
+            log::error("{}: the saved domain has {} {}; give as many, in order", opt->get_name(),
+                       into.size(), what);
+            return false;
         }
-        t.disks = g.disks;
-    }
-    if (r.nets->count() > 0) {
-        if (g.nets.size() != t.nets.size()) {
-            log::error("--net: the saved domain has {} network device(s); give as many, in order",
-                       t.nets.size());
-            return kExitError;
-        }
-        t.nets = g.nets;
-    }
+        into = given;
+        return true;
+    };
+    if (!replace(r.disks, g.disks, t.disks, "disk(s)") ||
+        !replace(r.nets, g.nets, t.nets, "network device(s)"))
+        return kExitError;
     if (r.vsock->count() > 0) {
         if (t.vsock.empty()) {
             log::error("--vsock: the saved domain has no vsock device");
@@ -250,7 +235,6 @@ int restore_guest(const RestoreOptions& r) {
         log::error("restore: {}", spec.error().message());
         return kExitError;
     }
-    fd.reset();
     return finish(domain::run_domain(*spec));
 }
 

@@ -1,17 +1,22 @@
 #include "domain/spec.hpp"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "base/cpu_list.hpp"
 #include "base/limits.hpp"
 #include "base/size.hpp"
 #include "base/split.hpp"
+#include "base/unique_fd.hpp"
 #include "domain/device_options.hpp"
+#include "domain/protocol.hpp"
 
 namespace vireo::domain {
 
@@ -189,6 +194,14 @@ DomainText machine_text(const DomainText& t, const DomainSpec& s) {
     m.rng = t.rng;
     m.memory_backing = t.memory_backing;
     return m;
+}
+
+Result<DomainText> saved_machine(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return fail(ErrorCode::NotFound, "{}: {}", path, std::strerror(errno));
+    auto saved = vmm::Vm::saved_domain(fd.get());
+    if (!saved) return fail(saved.error().code(), "{}: {}", path, saved.error().message());
+    return parse_spec_json(*saved, path + ": the saved domain configuration");
 }
 
 }  // namespace vireo::domain

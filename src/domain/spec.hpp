@@ -105,6 +105,10 @@ Result<DomainSpec> parse_spec(const DomainText& text, const std::string& default
 /// absolute against the current directory, so this is called before the sandbox.
 DomainText machine_text(const DomainText& t, const DomainSpec& s);
 
+/// The machine a snapshot (vireo save) keeps for `vireo restore` (its DOMN section, checked as
+/// every section is), read from `path`; errors start with the path.
+Result<DomainText> saved_machine(const std::string& path);
+
 /// Where the default guest lives: $VIREO_GUEST_DIR, $VIREO_CACHE/guest or
 /// ~/.cache/vireo/guest.
 std::string default_guest_dir();

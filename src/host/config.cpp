@@ -1,23 +1,18 @@
 #include "host/config.hpp"
 
-#include <fcntl.h>
 #include <sys/resource.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "base/checked.hpp"
 #include "base/size.hpp"
-#include "base/unique_fd.hpp"
 #include "domain/device_options.hpp"
-#include "domain/protocol.hpp"
-#include "vmm/vm.hpp"
+#include "domain/spec.hpp"
 
 namespace vireo::host {
 
@@ -186,17 +181,7 @@ void take_machine_from_snapshot(const toml::table& t, int line, Reader& r, Domai
     std::error_code ec;
     const auto abs = std::filesystem::absolute(d.restore, ec);
     if (!ec) d.restore = abs.lexically_normal().string();
-    UniqueFd fd(::open(d.restore.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        r.p.add(line, key, fmt::format("{}: {}", d.restore, std::strerror(errno)));
-        return;
-    }
-    auto saved = vmm::Vm::saved_domain(fd.get());
-    if (!saved) {
-        r.p.add(line, key, fmt::format("{}: {}", d.restore, saved.error().message()));
-        return;
-    }
-    auto m = domain::parse_spec_json(*saved, d.restore);
+    auto m = domain::saved_machine(d.restore);
     if (!m) {
         r.p.add(line, key, m.error().message());
         return;
