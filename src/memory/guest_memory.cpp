@@ -172,7 +172,8 @@ GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::move(other.regions_)),
       total_size_(std::exchange(other.total_size_, 0)),
       fd_(std::move(other.fd_)),
-      file_backed_(std::exchange(other.file_backed_, false)) {
+      file_backed_(std::exchange(other.file_backed_, false)),
+      dirty_(std::exchange(other.dirty_, std::make_unique<DirtyLog>())) {
     other.regions_.clear();
 }
 
@@ -184,8 +185,69 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
         total_size_ = std::exchange(other.total_size_, 0);
         fd_ = std::move(other.fd_);
         file_backed_ = std::exchange(other.file_backed_, false);
+        dirty_ = std::exchange(other.dirty_, std::make_unique<DirtyLog>());
     }
     return *this;
+}
+
+Result<void> GuestMemory::start_dirty_log() const {
+    if (dirty_->words.empty()) {
+        for (const auto& r : regions_) {
+            const uint64_t n = (r.size / kPageSize + 63) / 64;
+            dirty_->words.push_back(std::make_unique<std::atomic<uint64_t>[]>(n));
+        }
+    }
+    for (size_t i = 0; i < regions_.size(); ++i) {
+        const uint64_t n = (regions_[i].size / kPageSize + 63) / 64;
+        for (uint64_t w = 0; w < n; ++w)
+            dirty_->words[i][w].store(0, std::memory_order_relaxed);
+    }
+    dirty_->on.store(true, std::memory_order_release);
+    return ok();
+}
+
+void GuestMemory::stop_dirty_log() const noexcept {
+    dirty_->on.store(false, std::memory_order_release);
+}
+
+void GuestMemory::mark_region(size_t index, uint64_t offset, uint64_t len) const noexcept {
+    if (len == 0) return;
+    const uint64_t first = offset / kPageSize;
+    const uint64_t last = (offset + len - 1) / kPageSize;  // offset + len <= region size
+    auto* words = dirty_->words[index].get();
+    for (uint64_t p = first; p <= last; ++p)
+        words[p / 64].fetch_or(uint64_t{1} << (p % 64), std::memory_order_relaxed);
+}
+
+void GuestMemory::mark_dirty(Gpa gpa, uint64_t len) const noexcept {
+    if (!dirty_logging()) return;
+    for (size_t i = 0; i < regions_.size(); ++i) {
+        const Region& r = regions_[i];
+        const uint64_t a = std::max(gpa.value(), r.start.value());
+        const uint64_t end = gpa.value() + std::min(len, UINT64_MAX - gpa.value());
+        const uint64_t b = std::min(end, r.end());
+        if (a < b) mark_region(i, a - r.start.value(), b - a);
+    }
+}
+
+void GuestMemory::mark_dirty_host(const void* host, uint64_t len) const noexcept {
+    if (!dirty_logging()) return;
+    const auto h = reinterpret_cast<uintptr_t>(host);
+    for (size_t i = 0; i < regions_.size(); ++i) {
+        const auto base = reinterpret_cast<uintptr_t>(regions_[i].host.ptr());
+        if (h < base || h - base >= regions_[i].size) continue;
+        const uint64_t off = h - base;
+        mark_region(i, off, std::min<uint64_t>(len, regions_[i].size - off));
+        return;
+    }
+}
+
+void GuestMemory::take_dirty(size_t index, std::span<uint64_t> words) const noexcept {
+    if (index >= dirty_->words.size()) return;
+    const uint64_t n =
+        std::min<uint64_t>(words.size(), (regions_[index].size / kPageSize + 63) / 64);
+    for (uint64_t w = 0; w < n; ++w)
+        words[w] |= dirty_->words[index][w].exchange(0, std::memory_order_acq_rel);
 }
 
 GuestMemory::~GuestMemory() {

@@ -16,9 +16,11 @@
 // hugetlbfs memfd (explicit 2 MiB pages, reserved up front, never swapped).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -137,7 +139,32 @@ class GuestMemory {
     /// The region containing `gpa`, or nullptr.
     const Region* find(Gpa gpa) const noexcept;
 
+    // Writes by vireo itself (live migration). KVM logs the pages the guest writes; the pages
+    // vireo's device back-ends write from user space (buffers completed to the driver, the used
+    // rings) are logged here by the devices, while a log is on: a migration resends both.
+
+    /// Starts logging (allocates one bit per page, once; every bit clear). Not thread-safe
+    /// against another start or stop; marks from other threads may run meanwhile.
+    Result<void> start_dirty_log() const;
+    /// Stops logging (marks become no-ops again; the bitmap is kept for the next start).
+    void stop_dirty_log() const noexcept;
+    bool dirty_logging() const noexcept {
+        return dirty_ != nullptr && dirty_->on.load(std::memory_order_acquire);
+    }
+    /// Marks the pages of [gpa, gpa + len) written (nothing outside RAM; a no-op when not
+    /// logging: one load). Any thread.
+    void mark_dirty(Gpa gpa, uint64_t len) const noexcept;
+    /// The same for a host range inside guest RAM (an iovec a device filled).
+    void mark_dirty_host(const void* host, uint64_t len) const noexcept;
+    /// ORs region `index`'s log into `words` (bit i: page i of the region) and clears it.
+    void take_dirty(size_t index, std::span<uint64_t> words) const noexcept;
+
   private:
+    struct DirtyLog {
+        std::atomic<bool> on{false};
+        std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> words;  // per region
+    };
+    void mark_region(size_t index, uint64_t offset, uint64_t len) const noexcept;
     GuestMemory() = default;
     void release() noexcept;
     static Result<void> check_layout(std::vector<RegionSpec>& sorted, bool huge_pages,
@@ -154,6 +181,7 @@ class GuestMemory {
     uint64_t total_size_ = 0;
     UniqueFd fd_;  ///< the hugetlbfs memfd; none for anonymous memory
     bool file_backed_ = false;
+    std::unique_ptr<DirtyLog> dirty_ = std::make_unique<DirtyLog>();
 };
 
 }  // namespace vireo::memory

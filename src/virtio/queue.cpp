@@ -69,6 +69,7 @@ Result<bool> Queue::pop(Chain& out) {
         // Ask for a notification at the next buffer, then look again: the driver may have
         // added one before it could see the new avail_event.
         used_.store_u16(4 + 8 * uint64_t{size_}, last_avail_, kRelease);
+        mem_->mark_dirty(used_.gpa(), used_.size());
         std::atomic_thread_fence(std::memory_order_seq_cst);
         avail = avail_idx();
         if (avail == last_avail_) return false;
@@ -154,6 +155,24 @@ void Queue::push_used(uint16_t head, uint32_t len) noexcept {
     used_.write_at(elem, std::span(reinterpret_cast<const uint8_t*>(entry), sizeof entry));
     ++next_used_;
     used_.store_u16(2, next_used_, kRelease);  // the element is visible before the index
+    mem_->mark_dirty(used_.gpa(), used_.size());
+}
+
+void Queue::push_used(const Chain& chain, uint32_t len) noexcept {
+    mark_written(chain);
+    push_used(chain.head(), len);
+}
+
+void Queue::mark_written(const Chain& chain) const noexcept {
+    if (!mem_->dirty_logging()) return;
+    for (const auto& s : chain.writable())
+        mem_->mark_dirty(s.buf.gpa(), s.buf.size());
+}
+
+void Queue::mark_written(std::span<const iovec> iov) const noexcept {
+    if (!mem_->dirty_logging()) return;
+    for (const auto& v : iov)
+        mem_->mark_dirty_host(v.iov_base, v.iov_len);
 }
 
 bool Queue::needs_interrupt() noexcept {

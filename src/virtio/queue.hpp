@@ -98,6 +98,13 @@ class Queue {
     Result<bool> pop(Chain& out);
     /// Returns a chain to the driver with `len` bytes written into its writable buffers.
     void push_used(uint16_t head, uint32_t len) noexcept;
+    /// The same, and logs the chain's writable buffers as written by vireo (live migration
+    /// resends them; GuestMemory::mark_dirty): what a device that wrote into them calls.
+    void push_used(const Chain& chain, uint32_t len) noexcept;
+    /// Logs buffers as written by vireo (a device that returns chains by head: it marks the
+    /// host ranges it filled). No-op unless a migration logs.
+    void mark_written(const Chain& chain) const noexcept;
+    void mark_written(std::span<const iovec> iov) const noexcept;
     /// After a batch of push_used(): true if the driver wants an interrupt for it (EVENT_IDX's
     /// used_event, or VIRTQ_AVAIL_F_NO_INTERRUPT without it).
     bool needs_interrupt() noexcept;

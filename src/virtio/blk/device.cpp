@@ -384,7 +384,7 @@ void BlockDevice::finish(Request& r, uint8_t status) {
                              : r.req.type == kBlkGetId                ? r.done
                                                                       : 0;
     (void)r.req.status.write_obj(0, status);  // one byte, always inside
-    queue_->push_used(r.chain.head(), static_cast<uint32_t>(written + 1));
+    queue_->push_used(r.chain, static_cast<uint32_t>(written + 1));
     release(r);
 }
 

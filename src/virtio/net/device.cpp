@@ -211,6 +211,7 @@ Result<void> NetDevice::receive() {
         }
         const uint16_t num_buffers = static_cast<uint16_t>(chains);
         scatter_write(rx_iov_.data(), iovs, kNumBuffersOffset, &num_buffers, 2);
+        rx_->mark_written(std::span<const iovec>(rx_iov_.data(), iovs));
         size_t left = static_cast<size_t>(n);
         for (size_t i = 0; i < chains; ++i) {
             const uint32_t used =

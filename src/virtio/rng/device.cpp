@@ -51,7 +51,7 @@ Result<void> EntropyDevice::process(size_t) {
             if (got_here < want || written == kMaxBytesPerRequest) break;
         }
         bytes_ += written;
-        queue_->push_used(chain_.head(), written);
+        queue_->push_used(chain_, written);
     }
     if (queue_->needs_interrupt()) transport_->signal_used();
     return ok();

@@ -120,7 +120,7 @@ void VsockDevice::restored() {
     }
     const uint8_t reset_event[4] = {0, 0, 0, 0};
     scatter(chain_.writable(), reset_event);
-    event_->push_used(chain_.head(), 4);
+    event_->push_used(chain_, 4);
     if (event_->needs_interrupt()) transport_->signal_used();
 }
 
@@ -524,7 +524,7 @@ Result<bool> VsockDevice::send_to_guest(Conn& c) {
     h.buf_alloc = kBufAlloc;
     h.fwd_cnt = c.fwd_cnt;
     scatter(chain_.writable(), std::span(reinterpret_cast<const uint8_t*>(&h), kHdr));
-    rx_->push_used(chain_.head(), static_cast<uint32_t>(kHdr) + len);
+    rx_->push_used(chain_, static_cast<uint32_t>(kHdr) + len);
     interrupt_pending_ = true;
     c.fwd_cnt_sent = c.fwd_cnt;
     c.owe_credit = false;
@@ -576,7 +576,7 @@ void VsockDevice::flush_rx() {
             return;
         }
         scatter(chain_.writable(), std::span(reinterpret_cast<const uint8_t*>(&h), kHdr));
-        rx_->push_used(chain_.head(), static_cast<uint32_t>(kHdr));
+        rx_->push_used(chain_, static_cast<uint32_t>(kHdr));
         interrupt_pending_ = true;
         resets_.pop_back();
     }
