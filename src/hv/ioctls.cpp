@@ -21,6 +21,10 @@ constexpr unsigned long kSnapshot[] = {
     KVM_GET_XCRS, KVM_GET_LAPIC,   KVM_GET_VCPU_EVENTS, KVM_GET_MP_STATE,
     KVM_GET_MSRS, KVM_GET_IRQCHIP, KVM_GET_PIT2,
 };
+// Live migration's dirty-page log: switched on and off per RAM slot (a slot's flags are set
+// again through KVM_SET_USER_MEMORY_REGION, which therefore a migrating thread may call: it can
+// map only this process's own memory into its own guest) and read.
+constexpr unsigned long kMigration[] = {KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG};
 constexpr unsigned long kBuild[] = {
     KVM_GET_API_VERSION,
     KVM_CHECK_EXTENSION,
@@ -61,6 +65,9 @@ std::span<const unsigned long> reset_requests() noexcept {
 }
 std::span<const unsigned long> snapshot_requests() noexcept {
     return kSnapshot;
+}
+std::span<const unsigned long> migration_requests() noexcept {
+    return kMigration;
 }
 std::span<const unsigned long> build_requests() noexcept {
     return kBuild;

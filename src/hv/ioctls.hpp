@@ -32,9 +32,13 @@ std::span<const unsigned long> reset_requests() noexcept;
 /// in-kernel interrupt controllers and PIT (KVM_GET_IRQCHIP, KVM_GET_PIT2). Reads only.
 std::span<const unsigned long> snapshot_requests() noexcept;
 
+/// Live migration: the dirty-page log (on, off, read) of RAM slots.
+std::span<const unsigned long> migration_requests() noexcept;
+
 /// Building a machine: opening KVM, creating the VM, its memory slots, irqchip, PIT,
 /// ioeventfds/irqfds, vCPUs and their CPUID, reading capabilities and statistics. Made once,
-/// before a domain enters its sandbox; no thread of a jailed domain has them.
+/// before a domain enters its sandbox; no thread of a jailed domain has them (but the API
+/// worker's migration_requests()).
 std::span<const unsigned long> build_requests() noexcept;
 
 }  // namespace vireo::hv

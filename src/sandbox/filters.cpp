@@ -254,9 +254,9 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             // before its filter), and resetting the machine in place at a guest reboot: vCPU
             // state (not KVM_RUN: no guest instruction runs on this thread), the interrupt
             // controllers and PIT, guest memory cleared. The machine was built before the
-            // jail; no thread may build one (KVM_CREATE_VM, KVM_CREATE_VCPU,
-            // KVM_SET_USER_MEMORY_REGION, io_uring_setup, memfd_create are nowhere in these
-            // lists).
+            // jail; no thread may build one (KVM_CREATE_VM, KVM_CREATE_VCPU, io_uring_setup,
+            // memfd_create are nowhere in these lists; KVM_SET_USER_MEMORY_REGION only to turn
+            // a migration's dirty log on and off).
             threads(f);
             devices(f, host_network);
             terminal(f);
@@ -264,6 +264,7 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             f.allow_ioctls(hv::vcpu_state_requests());
             f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::reset_requests());
+            f.allow_ioctls(hv::migration_requests());  // the API worker's (filters stack)
             f.allow({SCMP_SYS(eventfd2), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity),
                      SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(dup),
                      SCMP_SYS(dup3)});
@@ -287,6 +288,8 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             read_only_files(f);
             f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::snapshot_requests());
+            // migrate: the dirty log (hv/ioctls.cpp says why a slot's flags may change).
+            f.allow_ioctls(hv::migration_requests());
             f.allow({SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage),
                      SCMP_SYS(dup)});
             break;

@@ -220,6 +220,13 @@ std::span<const uint8_t> Reader::bytes(const SectionInfo& s) const {
 }
 
 Result<void> Writer::put(uint64_t offset, std::span<const uint8_t> bytes) {
+    if (buffer_ != nullptr) {
+        if (offset > kMaxSectionBytes * 4 || bytes.size() > kMaxSectionBytes * 4)
+            return fail(ErrorCode::OutOfRange, "snapshot: state too long for memory");
+        if (buffer_->size() < offset + bytes.size()) buffer_->resize(offset + bytes.size());
+        std::copy(bytes.begin(), bytes.end(), buffer_->begin() + static_cast<ptrdiff_t>(offset));
+        return {};
+    }
     size_t done = 0;
     while (done < bytes.size()) {
         const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done,
@@ -251,6 +258,8 @@ Result<void> Writer::add(uint32_t t, uint32_t version, std::span<const uint8_t> 
 Result<uint64_t> Writer::add_mapped(uint32_t t, uint32_t version, uint64_t length) {
     if (finished_ || count_ + 1 >= kMaxSections)
         return fail(ErrorCode::BadState, "snapshot: no more sections");
+    if (buffer_ != nullptr)
+        return fail(ErrorCode::Unsupported, "snapshot: no mapped section in memory");
     const auto offset = align_up(end_ + kSectionHeaderBytes, kMappedAlign);
     const auto end = offset ? checked_add(*offset, length) : std::nullopt;
     const auto next = end ? align_up(*end, 8) : std::nullopt;
@@ -278,6 +287,10 @@ Result<void> Writer::finish() {
     put32(h + kHdrFlags, 0);
     put32(h + kHdrCrc, header_crc(std::span<const uint8_t, kHeaderBytes>(h)));
     VIREO_TRY(put(0, h));
+    if (buffer_ != nullptr) {
+        buffer_->resize(end_);
+        return {};
+    }
     if (::ftruncate(fd_, static_cast<off_t>(end_)) != 0)
         return fail_errno(errno, "snapshot: set the file's size");
     return {};

@@ -89,6 +89,8 @@ class Reader {
 class Writer {
   public:
     explicit Writer(int fd) : fd_(fd) {}
+    /// Writes into `buffer` instead (the state a live migration sends; no mapped sections).
+    explicit Writer(std::vector<uint8_t>* buffer) : buffer_(buffer) {}
     Result<void> add(uint32_t tag, uint32_t version, std::span<const uint8_t> payload);
     /// Reserves `length` bytes at a kMappedAlign-aligned offset; returns that offset.
     Result<uint64_t> add_mapped(uint32_t tag, uint32_t version, uint64_t length);
@@ -96,7 +98,8 @@ class Writer {
 
   private:
     Result<void> put(uint64_t offset, std::span<const uint8_t> bytes);
-    int fd_;
+    int fd_ = -1;
+    std::vector<uint8_t>* buffer_ = nullptr;
     uint64_t end_ = kHeaderBytes;
     uint32_t count_ = 0;
     bool finished_ = false;

@@ -225,8 +225,11 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     // period, which is immediate on a fresh VM but takes milliseconds once the irqchip and PIT
     // have been created (measured on kvm_pvm: 0.1 ms before, 4-8 ms after).
     VIREO_TRY_ASSIGN(machine_, hv.create_machine(hv::MachineConfig{}));
-    for (const auto& r : memory_.regions())
-        VIREO_TRY(machine_->map(r.start, r.host.ptr(), r.size));  // lives as long as the Vm
+    ram_slots_.clear();
+    for (const auto& r : memory_.regions()) {
+        VIREO_TRY_ASSIGN(auto slot, machine_->map(r.start, r.host.ptr(), r.size));
+        ram_slots_.push_back(slot);  // the memory lives as long as the Vm
+    }
     VIREO_TRY(create_virtio_devices(hv));
     VIREO_TRY(machine_->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
 
@@ -467,23 +470,35 @@ Result<void> load_section(const snapshot::Reader& r, uint32_t t, uint32_t versio
 
 }  // namespace
 
-Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
-    if (!paused()) return fail(ErrorCode::BadState, "save: the domain must be paused first");
+Vm::DeviceHold::DeviceHold(EventLoop* loop) : loop_(loop) {
+    if (loop_ != nullptr) loop_->hold();
+}
+
+Vm::DeviceHold::~DeviceHold() {
+    if (loop_ != nullptr) loop_->release();
+}
+
+Result<std::unique_ptr<Vm::DeviceHold>> Vm::quiesce_devices() {
+    if (!paused()) return fail(ErrorCode::BadState, "the domain must be paused first");
     // The device loop holds still while the state is written: nothing reaches guest memory
     // or the rings between the devices' state and the RAM.
-    struct Hold {
-        EventLoop* loop;
-        explicit Hold(EventLoop* l) : loop(l) {
-            if (loop != nullptr) loop->hold();
-        }
-        ~Hold() {
-            if (loop != nullptr) loop->release();
-        }
-    } hold(loop_.get());
+    auto hold = std::make_unique<DeviceHold>(loop_.get());
     for (const auto& t : virtio_)
         VIREO_TRY(t->prepare_save());
+    return hold;
+}
 
+Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
+    if (!paused()) return fail(ErrorCode::BadState, "save: the domain must be paused first");
+    VIREO_TRY_ASSIGN(auto hold, quiesce_devices());
     snapshot::Writer w(fd);
+    VIREO_TRY(write_state(w, domain));
+    VIREO_TRY_ASSIGN(auto stats, snapshot::save_memory(w, fd, memory_));
+    VIREO_TRY(w.finish());
+    return stats;
+}
+
+Result<void> Vm::write_state(snapshot::Writer& w, std::string_view domain) {
     const MachineShape shape = shape_of(config_);
     snapshot::Encoder conf;
     conf.u64(shape.memory_bytes);
@@ -531,9 +546,7 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
         virtio_[i]->save(e);
         VIREO_TRY(w.add(virtio_tag(i), kStateVersion, e.data()));
     }
-    VIREO_TRY_ASSIGN(auto stats, snapshot::save_memory(w, fd, memory_));
-    VIREO_TRY(w.finish());
-    return stats;
+    return ok();
 }
 
 Result<std::string> Vm::saved_domain(int fd) {
@@ -550,12 +563,12 @@ Result<std::string> Vm::saved_domain(int fd) {
     return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig& config,
-                                        const BootImages& images, int fd) {
-    VIREO_TRY_ASSIGN(auto source, snapshot::file_source(fd));
-    VIREO_TRY_ASSIGN(auto reader, snapshot::Reader::open(std::move(source)));
-    // The machine's shape first: a snapshot of another machine is refused before anything is
-    // built.
+namespace {
+
+// The saved machine's shape against `config`'s, and the CPU the guest saw against what this
+// host offers (`host_cpuid`: the guest CPUID this host's KVM would give vCPU 0).
+Result<void> check_saved_machine(const snapshot::Reader& reader, const VmConfig& config,
+                                 const std::vector<hv::CpuidEntry>& host_cpuid) {
     VIREO_TRY_ASSIGN(auto conf,
                      section(reader, kConfigTag, kStateVersion, "machine configuration"));
     snapshot::Decoder d(conf, "machine configuration");
@@ -581,18 +594,30 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
         return fail(ErrorCode::InvalidArgument,
                     "snapshot: the saved machine's virtio devices are [{}]; this one's [{}]",
                     device_list(saved.devices), device_list(want.devices));
+    // The CPU the guest saw: every feature it may have detected must be offered here too.
+    std::vector<hv::CpuidEntry> saved_cpuid;
+    VIREO_TRY(load_section(reader, snapshot::kCpuidTag, snapshot::kCpuidVersion, "CPUID",
+                           [&](snapshot::Decoder& c) { snapshot::decode(c, saved_cpuid); }));
+    if (auto why = arch::x86::cpuid_cannot_continue(saved_cpuid, host_cpuid))
+        return fail(ErrorCode::Unsupported, "snapshot: {}", *why);
+    return ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig& config,
+                                        const BootImages& images, int fd) {
+    VIREO_TRY_ASSIGN(auto source, snapshot::file_source(fd));
+    VIREO_TRY_ASSIGN(auto reader, snapshot::Reader::open(std::move(source)));
+    // The machine's shape first: a snapshot of another machine is refused before anything is
+    // built.
     if (config.backing == VmConfig::Backing::HugePages)
         return fail(ErrorCode::Unsupported,
                     "snapshot: a restore maps guest memory from the file; huge-page backing "
                     "cannot (use anonymous, prefault or locked)");
     VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
-    // The CPU the guest saw: every feature it may have detected must be offered here too.
-    std::vector<hv::CpuidEntry> saved_cpuid;
-    VIREO_TRY(load_section(reader, snapshot::kCpuidTag, snapshot::kCpuidVersion, "CPUID",
-                           [&](snapshot::Decoder& c) { snapshot::decode(c, saved_cpuid); }));
-    if (auto why = arch::x86::cpuid_cannot_continue(
-            saved_cpuid, arch::x86::guest_cpuid(hv.supported_cpuid(), 0, config.cpus)))
-        return fail(ErrorCode::Unsupported, "snapshot: {}", *why);
+    VIREO_TRY(check_saved_machine(reader, config,
+                                  arch::x86::guest_cpuid(hv.supported_cpuid(), 0, config.cpus)));
 
     VIREO_TRY_ASSIGN(auto layout, snapshot::memory_layout(reader));
     // Exactly the regions a boot of this machine has (a file's own layout could put RAM over
@@ -619,6 +644,71 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
     VIREO_TRY(vm->machine_->set_irq_line(kVmgenidGsi, true));
     VIREO_TRY(vm->machine_->set_irq_line(kVmgenidGsi, false));
     return vm;
+}
+
+Result<void> Vm::start_dirty_log() {
+    for (size_t i = 0; i < ram_slots_.size(); ++i) {
+        if (auto r = machine_->set_dirty_logging(ram_slots_[i], true); !r) {
+            for (size_t j = 0; j < i; ++j)
+                (void)machine_->set_dirty_logging(ram_slots_[j], false);
+            return r;
+        }
+    }
+    return memory_.start_dirty_log();
+}
+
+void Vm::stop_dirty_log() noexcept {
+    memory_.stop_dirty_log();
+    for (auto slot : ram_slots_)
+        if (auto r = machine_->set_dirty_logging(slot, false); !r)
+            log::warn("dirty log: {}", r.error().message());
+}
+
+Result<void> Vm::take_dirty(std::vector<std::vector<uint64_t>>& bitmaps) {
+    bitmaps.resize(ram_slots_.size());
+    for (size_t i = 0; i < ram_slots_.size(); ++i) {
+        VIREO_TRY_ASSIGN(auto kvm, machine_->fetch_dirty_log(ram_slots_[i]));
+        auto& b = bitmaps[i];
+        if (b.size() < kvm.words.size()) b.resize(kvm.words.size(), 0);
+        for (size_t w = 0; w < kvm.words.size(); ++w)
+            b[w] |= kvm.words[w];
+        memory_.take_dirty(i, b);
+    }
+    return ok();
+}
+
+void Vm::throttle(std::chrono::microseconds d) {
+    if (d.count() <= 0) {
+        throttle_until_ns_.store(0, std::memory_order_release);
+        return;
+    }
+    const auto until = std::chrono::steady_clock::now() + d;
+    throttle_until_ns_.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count(),
+        std::memory_order_release);
+    for (auto& v : vcpus_)
+        v->request_stop();
+}
+
+Result<std::unique_ptr<Vm>> Vm::prepare_incoming(const hv::Hypervisor& hv, const VmConfig& config,
+                                                 const BootImages& images) {
+    VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
+    VIREO_TRY_ASSIGN(auto mem,
+                     memory::GuestMemory::create(ram_layout(config.memory_bytes), "vireo-guest-ram",
+                                                 config.backing == VmConfig::Backing::HugePages));
+    if (config.backing != VmConfig::Backing::Anonymous)
+        VIREO_TRY(mem.populate(config.backing == VmConfig::Backing::Locked));
+    std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
+    VIREO_TRY(vm->build(hv, images, /*boot=*/false));
+    vm->host_cpuid_ = arch::x86::guest_cpuid(hv.supported_cpuid(), 0, config.cpus);
+    return vm;
+}
+
+Result<void> Vm::finish_incoming(const snapshot::Reader& state) {
+    VIREO_TRY(check_saved_machine(state, config_, host_cpuid_));
+    VIREO_TRY(restore_state(state));
+    // The guest's generation ID came with its memory: kept for a reboot to write again.
+    return memory_.read(Gpa(kVmgenidAddr), std::as_writable_bytes(std::span(generation_id_)));
 }
 
 Result<void> Vm::restore_state(const snapshot::Reader& r) {
@@ -1013,6 +1103,11 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
     ::pthread_setname_np(::pthread_self(), name);
     confine_thread(ThreadClass::Vcpu);
     while (!stopping_.load(std::memory_order_acquire)) {
+        if (const int64_t until = throttle_until_ns_.load(std::memory_order_relaxed); until != 0) {
+            // Auto-converge: out of the guest until then (one load when not throttled).
+            const std::chrono::steady_clock::time_point t{std::chrono::nanoseconds(until)};
+            if (std::chrono::steady_clock::now() < t) std::this_thread::sleep_until(t);
+        }
         if (pause_requested_.load(std::memory_order_acquire)) {
             // The last exit's instruction is finished first, so the paused state (which a
             // snapshot saves) does not repeat it.

@@ -189,6 +189,46 @@ class Vm {
     /// file for `vireo restore` (saved_domain() reads it back; the machine ignores it).
     /// Returns the RAM figures.
     Result<snapshot::MemorySaveStats> save(int fd, std::string_view domain = {});
+    /// The device loop held still (released when destroyed): what quiesce_devices() returns.
+    class DeviceHold {
+      public:
+        explicit DeviceHold(EventLoop* loop);
+        ~DeviceHold();
+        DeviceHold(const DeviceHold&) = delete;
+        DeviceHold& operator=(const DeviceHold&) = delete;
+
+      private:
+        EventLoop* loop_;
+    };
+    /// For a paused machine: holds the device loop still and has every virtio device finish
+    /// the requests in flight and give back the buffers it holds, so that nothing writes guest
+    /// memory or the rings until the hold ends. save() and a migration's last pass.
+    Result<std::unique_ptr<DeviceHold>> quiesce_devices();
+    /// Writes every section but guest RAM into `w` (paused and quiesced; `domain` as save's).
+    Result<void> write_state(snapshot::Writer& w, std::string_view domain = {});
+
+    // Live migration (docs/migration.md).
+    /// Logs the pages written from now on: by the guest (KVM's dirty log on every RAM slot)
+    /// and by vireo's devices (GuestMemory::mark_dirty).
+    Result<void> start_dirty_log();
+    void stop_dirty_log() noexcept;
+    /// ORs into `bitmaps` (per RAM region, memory().regions() order, one bit per 4 KiB page)
+    /// the pages written since the last call or the start, both logs; clears the logs. The
+    /// caller clears `bitmaps` once it has sent those pages (a page taken is logged no more).
+    Result<void> take_dirty(std::vector<std::vector<uint64_t>>& bitmaps);
+    /// Holds every vCPU out of the guest for `d` (auto-converge): each sleeps on its next exit,
+    /// which a kick forces now. Guest time goes on.
+    void throttle(std::chrono::microseconds d);
+    /// Builds the machine an incoming migration fills (memory allocated as the backing says,
+    /// the vCPUs created, nothing loaded; the CPU this host offers noted for the check):
+    /// write the pages into memory(), then finish_incoming() with the state.
+    static Result<std::unique_ptr<Vm>> prepare_incoming(const hv::Hypervisor& hv,
+                                                        const VmConfig& config,
+                                                        const BootImages& images);
+    /// Checks the sent state as a restore checks a snapshot (the machine's shape, the CPU) and
+    /// puts it back. The guest keeps its VM Generation ID (a migration is no clone).
+    Result<void> finish_incoming(const snapshot::Reader& state);
+
     /// The domain configuration a snapshot holds (save's `domain`), checked like every section
     /// (at most 256 KiB); an error if the file is no snapshot or holds none.
     static Result<std::string> saved_domain(int fd);
@@ -251,10 +291,13 @@ class Vm {
     devices::Bus mmio_{"MMIO"};
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::Cmos> cmos_;
-    std::vector<uint32_t> saved_msrs_;    // the MSRs a vCPU's state holds (KVM's list)
-    std::vector<hv::CpuidEntry> cpuid0_;  // vCPU 0's CPUID, as the guest sees it
-    std::vector<uint64_t> paused_tsc_;    // each vCPU's TSC when pause() froze the clock
-    bool time_on_run_ = false;            // restored: run() sets the clock, the vCPUs their TSCs
+    std::vector<uint32_t> saved_msrs_;           // the MSRs a vCPU's state holds (KVM's list)
+    std::vector<hv::CpuidEntry> cpuid0_;         // vCPU 0's CPUID, as the guest sees it
+    std::vector<hv::CpuidEntry> host_cpuid_;     // what this host offers (an incoming check)
+    std::vector<hv::SlotId> ram_slots_;          // one per memory_ region, in order
+    std::atomic<int64_t> throttle_until_ns_{0};  // steady clock; vCPUs sleep until then
+    std::vector<uint64_t> paused_tsc_;           // each vCPU's TSC when pause() froze the clock
+    bool time_on_run_ = false;  // restored: run() sets the clock, the vCPUs their TSCs
     std::array<uint8_t, 16> generation_id_{};  // the VM Generation ID (new at each restore)
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
