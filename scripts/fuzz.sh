@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
-# path, the control API's request parser and the snapshot file parser, each for SECONDS
+# path, the control API's request parser, the snapshot file parser and the live-migration
+# stream's receiving side, each for SECONDS
 # (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
@@ -19,7 +20,7 @@ fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
 printf '%-10s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock api snapshot; do
+for t in virtqueue mmio blk net vsock api snapshot migration; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
@@ -27,6 +28,7 @@ for t in virtqueue mmio blk net vsock api snapshot; do
   max_len=4096
   [ $t = api ] && max_len=70000
   [ $t = snapshot ] && max_len=262144
+  [ $t = migration ] && max_len=262144
   set +e
   ASAN_OPTIONS=detect_leaks=1 "$build/fuzz/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 \
     -artifact_prefix="$dir/" -max_len=$max_len "$dir/corpus" >"$log" 2>&1

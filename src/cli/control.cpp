@@ -37,6 +37,10 @@ struct Opts {
     std::vector<std::string> args;  // NAME and the verb's own arguments
     std::string run_dir, api_socket, console_socket, device = "/dev/kvm";
     bool json = false, wait = false, keep_running = false;
+    // migrate
+    bool cancel = false, auto_converge = false;
+    int downtime_ms = 100, migrate_timeout = 600, max_bandwidth = 0;
+    std::string token;
     int force_after = -1, timeout = 120;
     double delay = 1.0;
     int iterations = 0;
@@ -288,6 +292,55 @@ int save(const Opts& o, const Target& t, const std::string& path) {
     return 0;
 }
 
+// `vireo migrate`: connects to the destination here (the jailed domain connects nowhere) and
+// hands the connection to the domain, which sends itself; on a terminal a progress line.
+int migrate(const Opts& o, const Target& t, const std::string& dest) {
+    auto conn = connect_migration(dest);
+    if (!conn) return error(conn.error().message());
+    auto client = api::Client::connect(t.api, (o.migrate_timeout + 300) * 1000);
+    if (!client) return error(client.error().message());
+    std::atomic<bool> done{false};
+    std::thread progress;
+    if (::isatty(STDERR_FILENO) == 1 && !o.json) {
+        progress = std::thread([&done, &t] {
+            bool shown = false;
+            while (!done.load()) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(250));
+                auto s = done.load() ? Result<Json>(Json()) : domain_call(t, "migrate.status");
+                if (done.load() || !s || !s->value("active", false)) continue;
+                std::fprintf(
+                    stderr,
+                    "\rvireo: migrating %s: pass %u, %llu MiB sent, dirty %.0f MiB/s, link %.0f "
+                    "MiB/s, ~%llu ms left%s \033[K",
+                    t.name.c_str(), s->value("pass", 0u),
+                    static_cast<unsigned long long>(s->value("bytes", 0ull) >> 20),
+                    s->value("dirty_rate", 0.0) / 1048576, s->value("bandwidth", 0.0) / 1048576,
+                    static_cast<unsigned long long>(s->value("remaining_ms", 0ull)),
+                    s->value("throttle_percent", 0u) > 0
+                        ? fmt::format(", throttled {}%", s->value("throttle_percent", 0u)).c_str()
+                        : "");
+                shown = true;
+            }
+            if (shown) std::fprintf(stderr, "\r\033[K");
+        });
+    }
+    Json params{{"downtime_ms", o.downtime_ms},
+                {"timeout_s", o.migrate_timeout},
+                {"auto_converge", o.auto_converge},
+                {"max_bandwidth_mib", o.max_bandwidth}};
+    if (!o.token.empty()) params["token"] = o.token;
+    auto r = client->call_with_fd("migrate", params, conn->get());
+    done.store(true);
+    if (progress.joinable()) progress.join();
+    if (!r) return error(t.name + ": " + r.error().message());
+    print(
+        o, *r,
+        fmt::format("{}: migrated to {} in {:.0f} ms (downtime {:.1f} ms, {} passes, {} MiB sent)",
+                    t.name, dest, r->value("total_ms", 0.0), r->value("downtime_ms", 0.0),
+                    r->value("passes", 0), r->value("bytes", 0ull) >> 20));
+    return 0;
+}
+
 // True once the domain no longer runs: its API is gone (a single vireo run), or the host
 // lists it as stopped.
 bool gone(const Opts& o, const Target& t) {
@@ -458,6 +511,35 @@ std::function<int()> add_control_commands(CLI::App& app) {
                     "NAME FILE");
     sv->add_flag("--keep-running", o->keep_running,
                  "Leave the domain running after the save (paused while it is written)");
+    auto* mg = verb("migrate",
+                    "Move a running domain to another vireo (vireo run --incoming ADDR, on this "
+                    "host or another) while it runs: memory is copied while the guest runs, "
+                    "then the guest stops for at most about --downtime-ms and goes on there; "
+                    "this one exits once the destination runs it. Disks are not copied: both "
+                    "must reach the same images (shared storage, or the same path here)",
+                    "NAME DEST");
+    mg->footer("DEST: unix:PATH or tcp:HOST:PORT (the destination's --incoming).");
+    mg->add_option("--downtime-ms", o->downtime_ms,
+                   "The longest the guest may stand still at the switch (estimated from the "
+                   "measured bandwidth)")
+        ->check(CLI::Range(1, 60000))
+        ->capture_default_str();
+    mg->add_option("--timeout", o->migrate_timeout,
+                   "Give up (the domain runs on here) if it has not converged after this many "
+                   "seconds")
+        ->check(CLI::Range(1, 86400))
+        ->capture_default_str();
+    mg->add_flag("--auto-converge", o->auto_converge,
+                 "Slow the vCPUs down (20%, then 10% more every pass) while the guest dirties "
+                 "memory faster than the link can move it");
+    mg->add_option("--max-bandwidth", o->max_bandwidth,
+                   "MiB/s the copy may use while the guest runs (0: all the link gives); the "
+                   "last pass, with the guest stopped, is never limited")
+        ->check(CLI::Range(0, 1 << 20))
+        ->capture_default_str();
+    mg->add_option("--token", o->token, "The destination's --token");
+    mg->add_flag("--cancel", o->cancel,
+                 "Cancel NAME's migration in progress (the domain runs on here); no DEST");
     auto* sd =
         verb("shutdown", "Press the domain's ACPI power button (the guest powers off)", "NAME");
     sd->add_flag("--wait", o->wait, "Wait until the domain has powered off");
@@ -544,8 +626,8 @@ std::function<int()> add_control_commands(CLI::App& app) {
             return 0;
         }
         // Domain verbs.
-        const char* verbs[] = {"info",    "pause",     "unpause",  "shutdown", "reboot",
-                               "console", "vcpu-list", "vcpu-pin", "mem-set",  "save"};
+        const char* verbs[] = {"info",      "pause",    "unpause", "shutdown", "reboot", "console",
+                               "vcpu-list", "vcpu-pin", "mem-set", "save",     "migrate"};
         const char* which = nullptr;
         for (const char* n : verbs)
             if (is(n)) which = n;
@@ -553,7 +635,8 @@ std::function<int()> add_control_commands(CLI::App& app) {
         const std::string w = which;
         if (w == "info" && o->args.empty() && o->api_socket.empty())
             return print_kvm_info(o->device);
-        auto t = target(w == "vcpu-pin" ? 2 : (w == "mem-set" || w == "save") ? 1 : 0);
+        const bool one_more = w == "mem-set" || w == "save" || (w == "migrate" && !o->cancel);
+        auto t = target(w == "vcpu-pin" ? 2 : one_more ? 1 : 0);
         if (!t) return error(t.error().message());
         if (w == "console") return console(*t);
         if (w == "shutdown") return shutdown(*o, *t);
@@ -577,6 +660,13 @@ std::function<int()> add_control_commands(CLI::App& app) {
             return 0;
         }
         if (w == "save") return save(*o, *t, rest[0]);
+        if (w == "migrate" && o->cancel) {
+            auto r = domain_call(*t, "migrate.cancel");
+            if (!r) return error(r.error().message());
+            print(*o, *r, t->name + ": cancelling the migration (the domain runs on here)");
+            return 0;
+        }
+        if (w == "migrate") return migrate(*o, *t, rest[0]);
         if (w == "vcpu-list") {
             auto r = domain_call(*t, "vcpu.list");
             if (!r) return error(r.error().message());

@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
 
     vireo::cli::RunOptions run_options;
     auto* run = vireo::cli::add_run_command(app, run_options);
+    vireo::cli::IncomingOptions incoming;
+    vireo::cli::add_incoming_options(run, incoming);
     vireo::cli::RestoreOptions restore_options;
     auto* restore = vireo::cli::add_restore_command(app, restore_options);
     auto run_client = vireo::cli::add_client_commands(app);
@@ -80,7 +82,9 @@ int main(int argc, char** argv) {
         vireo::log::error("{} (see vireo --help)", e.what());
         return 1;
     }
-    if (*run) return vireo::cli::run_guest(run_options);
+    if (*run)
+        return incoming.address.empty() ? vireo::cli::run_guest(run_options)
+                                        : vireo::cli::incoming_guest(run_options, incoming);
     if (*restore) return vireo::cli::restore_guest(restore_options);
     if (*demo) return vireo::cli::run_demo(quiet);
     if (int rc = run_client(); rc >= 0) return rc;

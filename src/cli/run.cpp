@@ -149,6 +149,10 @@ int finish(int status) {
 
 }  // namespace
 
+int finish_domain(int status) {
+    return finish(status);
+}
+
 CLI::App* add_restore_command(CLI::App& app, RestoreOptions& r) {
     auto* cmd = app.add_subcommand(
         "restore", "Go on with a saved domain (vireo save) in the foreground, like vireo run");

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/result.hpp"
+#include "base/unique_fd.hpp"
 #include "domain/protocol.hpp"
 #include "domain/spec.hpp"
 
@@ -36,6 +37,20 @@ struct RestoreOptions {
 CLI::App* add_restore_command(CLI::App& app, RestoreOptions& options);
 /// Runs it: the machine from the snapshot's saved configuration, the rest from the flags.
 int restore_guest(const RestoreOptions& options);
+
+/// `vireo run --incoming`'s flags (cli/migrate.cpp).
+struct IncomingOptions {
+    std::string address;  ///< unix:PATH or tcp:HOST:PORT; empty: no migration
+    std::string token;
+};
+void add_incoming_options(CLI::App* run, IncomingOptions& options);
+/// Waits for one migrated domain on the address and runs it: the machine from the sender, how it
+/// runs here from `given`'s host-side options.
+int incoming_guest(const RunOptions& given, const IncomingOptions& incoming);
+/// Connects to a migration's destination (unix:PATH or tcp:HOST:PORT).
+Result<UniqueFd> connect_migration(const std::string& dest);
+/// How a foreground domain's process ends (a jailed one: _exit, see run.cpp).
+int finish_domain(int status);
 
 /// Adds the API client commands (`mem-set`, `api`); returns a function that runs whichever
 /// was given (or returns -1 if none was).

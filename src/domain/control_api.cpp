@@ -2,9 +2,11 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -249,6 +251,94 @@ void add_domain_methods(api::Server& server, Domain& d) {
             });
         },
         api::Server::Kind::Blocking);
+    server.add(
+        "migrate",
+        [&d](const Json& params, UniqueFd fd) -> Result<Json> {
+            // The connection comes as a descriptor (a jailed domain connects nowhere): vireo
+            // migrate connects to the destination and sends it with the request.
+            int type = 0;
+            socklen_t len = sizeof type;
+            if (!fd || ::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+                type != SOCK_STREAM)
+                return fail(ErrorCode::InvalidArgument,
+                            "migrate: send a connected stream socket to the destination with the "
+                            "request (SCM_RIGHTS; vireo migrate does)");
+            MigrationOptions o;
+            if (params.contains("downtime_ms")) {
+                VIREO_TRY_ASSIGN(const uint64_t v, api::uint_param(params, "downtime_ms", 60000));
+                o.downtime_ms = static_cast<uint32_t>(v);
+            }
+            if (params.contains("timeout_s")) {
+                VIREO_TRY_ASSIGN(const uint64_t v, api::uint_param(params, "timeout_s", 86400));
+                o.timeout_s = static_cast<uint32_t>(std::max<uint64_t>(v, 1));
+            }
+            if (params.contains("max_bandwidth_mib")) {
+                VIREO_TRY_ASSIGN(const uint64_t v,
+                                 api::uint_param(params, "max_bandwidth_mib", 1u << 20));
+                o.max_bandwidth_mib = static_cast<uint32_t>(v);
+            }
+            if (auto it = params.find("auto_converge"); it != params.end()) {
+                if (!it->is_boolean())
+                    return fail(ErrorCode::InvalidArgument,
+                                "\"auto_converge\" must be true or false");
+                o.auto_converge = it->get<bool>();
+            }
+            if (auto it = params.find("token"); it != params.end()) {
+                if (!it->is_string() || it->get<std::string>().size() > 256)
+                    return fail(ErrorCode::InvalidArgument,
+                                "\"token\" must be a string of at most 256 bytes");
+                o.token = it->get<std::string>();
+            }
+            if (d.migration.active.exchange(true))
+                return fail(ErrorCode::BadState, "a migration is already in progress");
+            d.migration.cancel.store(false);
+            d.migration.pass.store(0);
+            d.migration.bytes.store(0);
+            d.migration.started_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now().time_since_epoch())
+                                             .count());
+            auto r = on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+                log::info("{}: migrating (downtime {} ms, timeout {} s{})", d.name, o.downtime_ms,
+                          o.timeout_s, o.auto_converge ? ", auto-converge" : "");
+                auto out = migrate_out(vm, d.snapshot_config, fd.get(), o, d.migration);
+                if (out) {
+                    log::info("{}: migrated in {:.0f} ms (downtime {:.1f} ms, {} passes, {} MiB)",
+                              d.name, (*out)["total_ms"].get<double>(),
+                              (*out)["downtime_ms"].get<double>(), (*out)["passes"].get<int>(),
+                              (*out)["bytes"].get<uint64_t>() >> 20);
+                    (*out)["name"] = d.name;
+                } else {
+                    log::warn("{}: migration failed: {}", d.name, out.error().message());
+                }
+                return out;
+            });
+            d.migration.active.store(false);
+            return r;
+        },
+        api::Server::Kind::Blocking);
+    server.add("migrate.status", [&d](const Json&) -> Result<Json> {
+        const auto& m = d.migration;
+        if (!m.active.load()) return Json{{"name", d.name}, {"active", false}};
+        const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count();
+        return Json{{"name", d.name},
+                    {"active", true},
+                    {"pass", m.pass.load()},
+                    {"bytes", m.bytes.load()},
+                    {"dirty_pages", m.dirty_pages.load()},
+                    {"dirty_rate", m.dirty_rate.load()},
+                    {"bandwidth", m.bandwidth.load()},
+                    {"remaining_ms", m.remaining_ms.load()},
+                    {"throttle_percent", m.throttle_percent.load()},
+                    {"elapsed_ms", now - m.started_ms.load()}};
+    });
+    server.add("migrate.cancel", [&d](const Json&) -> Result<Json> {
+        if (!d.migration.active.load())
+            return fail(ErrorCode::BadState, "{}: no migration in progress", d.name);
+        d.migration.cancel.store(true);
+        return Json{{"name", d.name}, {"state", "cancelling"}};
+    });
     server.add("unpause", [&d](const Json&) {
         return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
             VIREO_TRY(vm.resume());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "api/server.hpp"
+#include "domain/migrate.hpp"
 #include "domain/protocol.hpp"
 #include "vmm/console_log.hpp"
 #include "vmm/console_server.hpp"
@@ -70,6 +71,7 @@ struct Domain {
     std::shared_ptr<vmm::ConsoleServer> console;
     std::shared_ptr<vmm::ConsoleLog> console_log;  ///< where console output goes, or nullptr
     int ctl_fd = -1;                               ///< the supervisor's socket (vireo up), or -1
+    MigrationProgress migration;                   ///< the migration in progress, if any
 
     /// Tells the supervisor of a state change (Paused, Running, Crashed).
     void report(Message::Kind state);

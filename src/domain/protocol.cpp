@@ -17,7 +17,8 @@ constexpr std::string_view kErrorPrefix = "error: ";
 constexpr std::string_view kSpecPrefix = "spec ";
 
 // Every field of DomainText, by its name on the wire: encode and decode both walk this one
-// list, so they cannot disagree. (process.ctl_fd is the receiver's own fd, not sent.)
+// list, so they cannot disagree. (process.ctl_fd and incoming_fd are the receiver's own fds,
+// not sent.)
 template <class T, class F>
 void each_field(T& t, F&& f) {
     f("name", t.name);
@@ -56,7 +57,7 @@ void each_field(T& t, F&& f) {
     [[maybe_unused]] const auto& [name, kernel, initrd, cmdline, append, memory, cpus, console,
                                   console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
                                   rng, memory_backing, cpu_affinity, pin_vcpus, process] = t;
-    [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, stats,
+    [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, incoming_fd, stats,
                                   allow_software_kvm, sandbox, uid, gid, restore] = t.process;
 }
 

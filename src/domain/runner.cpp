@@ -28,8 +28,10 @@
 #include "base/thread_class.hpp"
 #include "base/unix_socket.hpp"
 #include "domain/domain.hpp"
+#include "domain/migrate.hpp"
 #include "hv/hypervisor.hpp"
 #include "sandbox/sandbox.hpp"
+#include "snapshot/stream.hpp"
 #include "virtio/net/slirp.hpp"
 #include "vmm/console.hpp"
 
@@ -452,8 +454,13 @@ int keep(pid_t child, const DomainSpec& s, const termios* terminal) {
 }  // namespace
 
 int run_domain(const DomainSpec& s) {
-    auto fail_with = [&s](const std::string& msg) {
+    const int incoming = s.process.incoming_fd;
+    auto fail_with = [&s, incoming](const std::string& msg) {
         report_error(s.process.ctl_fd, msg);
+        if (incoming >= 0) {  // the sender learns why (its domain runs on)
+            snapshot::stream::Channel ch(incoming, 1000);
+            (void)snapshot::stream::send_reply(ch, snapshot::stream::Reply::Error, msg);
+        }
         log::error("{}", msg);
         return kExitError;
     };
@@ -490,6 +497,7 @@ int run_domain(const DomainSpec& s) {
         if (child < 0) return fail_with(fmt::format("fork: {}", std::strerror(errno)));
         if (child > 0) {
             ::close(alive[0]);
+            if (incoming >= 0) ::close(incoming);  // the domain's alone: its end is the end
             sandbox::mark_keeper();
             return keep(child, s, tty ? &saved : nullptr);
         }
@@ -560,9 +568,12 @@ int run_domain(const DomainSpec& s) {
 
     // The first machine (memory allocated, prefaulted or locked, vCPUs created), then the jail:
     // from here on the process has no way back to the host's files, ids or privileges.
-    log::debug("boot 1: building the machine{}", snapshot ? " from the snapshot" : "");
-    auto first = snapshot ? vmm::Vm::restore(*hv, config, images, snapshot.get())
-                          : vmm::Vm::create(*hv, config, images);
+    log::debug("boot 1: building the machine{}", snapshot        ? " from the snapshot"
+                                                 : incoming >= 0 ? " for the incoming domain"
+                                                                 : "");
+    auto first = snapshot        ? vmm::Vm::restore(*hv, config, images, snapshot.get())
+                 : incoming >= 0 ? vmm::Vm::prepare_incoming(*hv, config, images)
+                                 : vmm::Vm::create(*hv, config, images);
     if (!first) return fail_with(first.error().message());
     snapshot.reset();  // guest RAM maps the file; the descriptor is not needed
     if (*console_log) {
@@ -581,6 +592,16 @@ int run_domain(const DomainSpec& s) {
             "sandbox entered: namespaces {} µs, network {} µs, root {} µs, ids {} µs, "
             "vCPU threads {} µs, main filter {} µs",
             t.prepare_us, t.network_us, t.root_us, t.identity_us, t.vcpus_us, t.filter_us);
+    }
+
+    // An incoming migration: memory and state come now, parsed in the jail.
+    if (incoming >= 0) {
+        if (auto r = receive_in(**first, incoming); !r)
+            return fail_with(fmt::format("incoming migration: {}", r.error().message()));
+        snapshot::stream::Channel ch(incoming, 1000);
+        (void)snapshot::stream::send_reply(ch, snapshot::stream::Reply::Running);
+        ::close(incoming);
+        log::info("migration: {} received; running", s.name);
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they

@@ -27,7 +27,10 @@ struct ProcessOptions {
     std::string console_socket;  ///< its serial console for `vireo console`, or ""
     std::string metrics;         ///< ADDR:PORT of the Prometheus endpoint, or ""
     int ctl_fd = -1;             ///< the supervisor's launch socket (domain/protocol.hpp), or -1
-    bool stats = false;          ///< print one line of figures at exit
+    /// A migration's connection, hello read (vireo run --incoming): the machine's memory and
+    /// state come on it instead of a boot (domain/migrate.hpp), or -1. Not sent.
+    int incoming_fd = -1;
+    bool stats = false;  ///< print one line of figures at exit
     bool allow_software_kvm = false;
     /// The jail (sandbox/sandbox.hpp): on unless turned off. uid/gid 0: the default
     /// (sandbox::kDefaultRunUid for `vireo run`, one per domain for `vireo up`).

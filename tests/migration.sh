@@ -1,0 +1,236 @@
+#!/bin/sh
+# Live migration (vireo migrate, vireo run --incoming) with tiny guests on /dev/kvm, every
+# domain jailed as by default:
+#  - a counting guest (pvh_counter: "C=<count>" lines, the count in guest memory) moves over
+#    unix: and back over tcp:127.0.0.1 with a token; the counts go on with no number repeated
+#    and none lost, the source exits 0, --json reports downtime_ms, total_ms, bytes, passes;
+#  - ping-pong: it moves 10 times more, back and forth;
+#  - a wrong token is refused, and the source keeps running;
+#  - a guest dirtying 32 MiB per line (pvh_dirtier, which checks that every page still holds
+#    its last write: a lost or stale page prints BAD) does not converge with a 1 ms downtime
+#    over a link limited to 8 MiB/s (--max-bandwidth: in the emulated test host a guest
+#    dirties pages far slower than on hardware, each first write a nested fault):
+#    the migration fails at --timeout and the source runs on; --cancel and a destination
+#    killed mid-way leave the source running too; with --auto-converge it completes and the
+#    migrated guest finds every page intact.
+# usage: migration.sh VIREO PVH_COUNTER_ELF PVH_DIRTIER_ELF
+vireo=$1
+counter=$2
+dirtier=$3
+. "$(dirname "$0")/lib.sh"
+work=$(mktemp -d /tmp/vireo-migration.XXXXXX)
+pids=""
+trap 'kill $pids 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
+port=$((40000 + $$ % 20000))
+
+lines() { grep -c '^C=' "$1" 2>/dev/null || echo 0; }
+has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
+# The counts in LOGs, read as one stream: a line the switch cut in two (the source printed its
+# start, the destination its end) is whole again.
+counts() { cat "$@" | grep '^C=[0-9a-f]\{8\}$' | cut -c3-; }
+counting() {  # counting LOG: two more lines appear
+  _n=$(lines "$1")
+  within 30 has_lines "$1" $((_n + 2))
+}
+
+# source NAME KERNEL: a domain with its console in NAME.log and API at NAME.sock.
+source_domain() {
+  "$vireo" run --kernel "$2" --memory 64M --cpus 2 --rng --allow-software-kvm \
+    --console "file:$work/$1.log" --api-socket "$work/$1.sock" 2>"$work/$1.err" &
+  last=$!
+  pids="$pids $last"
+}
+# incoming NAME ADDR [ARGS]: a destination waiting on ADDR.
+incoming() {
+  _name=$1
+  _addr=$2
+  shift 2
+  "$vireo" run --incoming "$_addr" --allow-software-kvm --console "file:$work/$_name.log" \
+    --api-socket "$work/$_name.sock" "$@" 2>"$work/$_name.err" &
+  last=$!
+  pids="$pids $last"
+  # Listening once the socket (unix:) or the log line (tcp:) is there.
+  within 30 grep -q "waiting for an incoming domain" "$work/$_name.err" ||
+    bad "$_name: the destination did not listen: $(cat "$work/$_name.err")"
+}
+# no_repeat_no_gap LOG...: the counts across the logs go up by one at a time.
+no_repeat_no_gap() {
+  _prev=
+  _res=0
+  for _c in $(counts "$@"); do
+    _v=$((0x$_c))
+    if [ -n "$_prev" ] && [ "$_v" -ne $((_prev + 1)) ]; then
+      echo "$_prev then $_v"
+      _res=1
+    fi
+    _prev=$_v
+  done
+  [ $_res -eq 0 ] || echo "(each log's counts: $(spans "$@"))"
+  return $_res
+}
+# spans LOG...: each log's first and last whole count.
+spans() {
+  for _l in "$@"; do
+    printf '%s:%s-%s ' "$(basename "$_l" .log)" "$(counts "$_l" | head -1)" "$(counts "$_l" | tail -1)"
+  done
+}
+
+# --- unix: the counter moves, then back over tcp: with a token --------------------------------
+source_domain a "$counter"
+pa=$last
+within 60 has_lines "$work/a.log" 3 || bad "the guest did not count: $(cat "$work/a.err")"
+incoming b "unix:$work/in-b.sock"
+pb=$last
+if "$vireo" migrate --api-socket "$work/a.sock" "unix:$work/in-b.sock" --json >"$work/m1.json" \
+  2>"$work/m1.err"; then
+  ok "unix: migrated: $(tr -d ' \n' <"$work/m1.json")"
+else
+  bad "unix: migrate failed: $(cat "$work/m1.err")"
+fi
+for k in downtime_ms total_ms bytes passes; do
+  grep -q "\"$k\"" "$work/m1.json" || bad "--json lacks $k"
+done
+reap $pa "the source after the migration" 60
+st=$?
+[ $st -eq 0 ] && ok "the source exited 0 after handing over" || bad "the source ended with $st"
+counting "$work/b.log" && ok "the migrated guest counts on at the destination" ||
+  bad "the destination does not count: $(cat "$work/b.err")"
+[ ! -e "$work/in-b.sock" ] && ok "the destination's listening socket is gone" ||
+  bad "the destination's listening socket is still there"
+if gaps=$(no_repeat_no_gap "$work/a.log" "$work/b.log"); then
+  ok "no count repeated or lost: $(counts "$work/a.log" | tail -1) at the source, then $(counts "$work/b.log" | head -1)"
+else
+  bad "counts across the migration: $gaps"
+fi
+
+# A wrong token: refused, the source runs on.
+incoming c "tcp:127.0.0.1:$port" --token secret
+pc=$last
+if "$vireo" migrate --api-socket "$work/b.sock" "tcp:127.0.0.1:$port" --token guess \
+  >"$work/m2.out" 2>&1; then
+  bad "a wrong token was accepted"
+else
+  grep -q "token" "$work/m2.out" && ok "a wrong token is refused: $(cat "$work/m2.out")" ||
+    bad "a wrong token: $(cat "$work/m2.out")"
+fi
+reap $pc "the destination given a wrong token" 30
+counting "$work/b.log" && ok "after the refusal the source counts on" ||
+  bad "the source stopped after a refused migration"
+
+incoming c "tcp:127.0.0.1:$port" --token secret
+pc=$last
+if "$vireo" migrate --api-socket "$work/b.sock" "tcp:127.0.0.1:$port" --token secret \
+  >"$work/m3.out" 2>&1; then
+  ok "tcp: migrated back: $(cat "$work/m3.out")"
+else
+  bad "tcp: migrate failed: $(cat "$work/m3.out")"
+fi
+reap $pb "the source of the tcp: migration" 60
+counting "$work/c.log" && ok "the guest counts on after tcp:" || bad "no count after tcp:"
+
+# --- ping-pong: 10 more moves ---------------------------------------------------------------
+from=c
+pfrom=$pc
+logs="$work/a.log $work/b.log $work/c.log"
+moved=0
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  to=p$i
+  incoming $to "unix:$work/in-$to.sock"
+  pto=$last
+  if "$vireo" migrate --api-socket "$work/$from.sock" "unix:$work/in-$to.sock" --json \
+    >"$work/$to.json" 2>"$work/$to.mig"; then
+    moved=$((moved + 1))
+  else
+    bad "ping-pong move $i failed: $(cat "$work/$to.mig")"
+    break
+  fi
+  reap $pfrom "ping-pong source $i" 60 >/dev/null
+  counting "$work/$to.log" || bad "ping-pong $i: no count at the destination"
+  logs="$logs $work/$to.log"
+  from=$to
+  pfrom=$pto
+done
+downtimes=$(cat "$work"/p*.json 2>/dev/null | sed -n 's/.*"downtime_ms": *\([0-9.]*\).*/\1/p' |
+  awk '{ printf "%.0f ", $1 }')
+[ $moved -eq 10 ] && ok "ping-pong: 10 moves (downtimes in ms: $downtimes)"
+if gaps=$(no_repeat_no_gap $logs); then
+  ok "ping-pong: one unbroken count over $(echo $logs | wc -w) domains ($(counts $logs | wc -l) lines)"
+else
+  bad "ping-pong counts: $gaps"
+fi
+kill $pfrom
+
+# --- a guest that dirties memory faster than a 1 ms downtime allows -------------------------
+source_domain d "$dirtier"
+pd=$last
+within 60 has_lines "$work/d.log" 3 || bad "the dirtying guest did not count: $(cat "$work/d.err")"
+incoming e "unix:$work/in-e.sock"
+pe=$last
+if "$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-e.sock" --downtime-ms 1 \
+  --max-bandwidth 8 --timeout 5 >"$work/m4.out" 2>&1; then
+  bad "a migration that cannot converge completed: $(cat "$work/m4.out")"
+else
+  grep -q "did not converge in 5 s" "$work/m4.out" &&
+    ok "no convergence: fails at --timeout: $(cat "$work/m4.out")" ||
+    bad "no convergence: $(cat "$work/m4.out")"
+fi
+reap $pe "the destination of the failed migration" 30
+counting "$work/d.log" && ok "after the timeout the source runs on" ||
+  bad "the source stopped after a failed migration"
+
+# Cancelled mid-way.
+incoming f "unix:$work/in-f.sock"
+pf=$last
+"$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-f.sock" --downtime-ms 1 \
+  --max-bandwidth 8 --timeout 60 >"$work/m5.out" 2>&1 &
+pm=$!
+sleep 2
+"$vireo" migrate --cancel --api-socket "$work/d.sock" >"$work/cancel.out" 2>&1 ||
+  bad "--cancel: $(cat "$work/cancel.out")"
+reap $pm "the cancelled migration" 30
+grep -q "cancelled" "$work/m5.out" && ok "--cancel: $(cat "$work/m5.out")" ||
+  bad "--cancel: the migration said: $(cat "$work/m5.out")"
+reap $pf "the destination of the cancelled migration" 30
+counting "$work/d.log" && ok "after --cancel the source runs on" ||
+  bad "the source stopped after --cancel"
+
+# The destination killed mid-way.
+incoming g "unix:$work/in-g.sock"
+pg=$last
+"$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-g.sock" --downtime-ms 1 \
+  --max-bandwidth 8 --timeout 60 >"$work/m6.out" 2>&1 &
+pm=$!
+sleep 2
+kill -9 $pg
+reap $pm "the migration to a killed destination" 60
+if [ -s "$work/m6.out" ] && ! grep -q migrated "$work/m6.out"; then
+  ok "a killed destination fails the migration: $(cat "$work/m6.out")"
+else
+  bad "a killed destination: $(cat "$work/m6.out")"
+fi
+counting "$work/d.log" && ok "after the destination died the source runs on" ||
+  bad "the source stopped when the destination died"
+
+# With auto-converge it completes, every page intact.
+incoming h "unix:$work/in-h.sock"
+ph=$last
+if "$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-h.sock" --downtime-ms 30 \
+  --max-bandwidth 8 --timeout 120 --auto-converge --json >"$work/m7.json" 2>"$work/m7.err"; then
+  ok "--auto-converge: migrated: $(tr -d ' \n' <"$work/m7.json")"
+else
+  bad "--auto-converge: $(cat "$work/m7.err")"
+fi
+reap $pd "the dirtying source" 60
+counting "$work/h.log" && ok "the dirtying guest counts on at the destination" ||
+  bad "the dirtying guest does not count at the destination: $(cat "$work/h.err")"
+grep -q BAD "$work/d.log" "$work/h.log" && bad "a page was lost or stale: the guest printed BAD" ||
+  ok "every page the guest wrote arrived (no BAD)"
+if gaps=$(no_repeat_no_gap "$work/d.log" "$work/h.log"); then
+  ok "the dirtying guest's counts go on unbroken"
+else
+  bad "the dirtying guest's counts: $gaps"
+fi
+kill $ph
+
+echo "migration: $pass passed, $fail failed"
+[ $fail -eq 0 ]
