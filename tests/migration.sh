@@ -1,8 +1,9 @@
 #!/bin/sh
 # Live migration (vireo migrate, vireo run --incoming) with tiny guests on /dev/kvm, every
 # domain jailed as by default:
-#  - a counting guest (pvh_counter: "C=<count>" lines, the count in guest memory) moves over
-#    unix: and back over tcp:127.0.0.1 with a token; the counts go on with no number repeated
+#  - a counting guest (pvh_counter: "C=<count>" lines, the count in guest memory) with a disk
+#    (whose lock each destination takes at the hand-over) moves over unix: and back over
+#    tcp:127.0.0.1 with a token; the counts go on with no number repeated
 #    and none lost, the source exits 0, --json reports downtime_ms, total_ms, bytes, passes;
 #  - ping-pong: it moves 10 times more, back and forth;
 #  - a wrong token is refused, and the source keeps running;
@@ -33,10 +34,13 @@ counting() {  # counting LOG: two more lines appear
   within 30 has_lines "$1" $((_n + 2))
 }
 
-# source NAME KERNEL: a domain with its console in NAME.log and API at NAME.sock.
+# source NAME KERNEL [ARGS]: a domain with its console in NAME.log and API at NAME.sock.
 source_domain() {
-  "$vireo" run --kernel "$2" --memory 64M --cpus 2 --rng --allow-software-kvm \
-    --console "file:$work/$1.log" --api-socket "$work/$1.sock" 2>"$work/$1.err" &
+  _name=$1
+  _kernel=$2
+  shift 2
+  "$vireo" run --kernel "$_kernel" --memory 64M --cpus 2 --rng --allow-software-kvm \
+    --console "file:$work/$_name.log" --api-socket "$work/$_name.sock" "$@" 2>"$work/$_name.err" &
   last=$!
   pids="$pids $last"
 }
@@ -76,7 +80,9 @@ spans() {
 }
 
 # --- unix: the counter moves, then back over tcp: with a token --------------------------------
-source_domain a "$counter"
+# With a disk: its lock goes to the destination at the hand-over (both open the same image).
+head -c 1048576 /dev/zero >"$work/disk.img"
+source_domain a "$counter" --disk "$work/disk.img"
 pa=$last
 within 60 has_lines "$work/a.log" 3 || bad "the guest did not count: $(cat "$work/a.err")"
 incoming b "unix:$work/in-b.sock"

@@ -299,10 +299,32 @@ Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
                   : Error(ready.error().code(),
                           fmt::format("the destination did not confirm the state: {}",
                                       ready.error().message())))};
-    if (auto r = stream::send_record(ch, stream::Record::Go); !r)
+    // The disks' locks go to the destination (it takes them before it runs): from here this
+    // side writes its disks no more.
+    for (const auto& d : vm.disks())
+        d->unlock();
+    auto relock = [&]() -> Result<void> {
+        for (const auto& d : vm.disks())
+            VIREO_TRY(d->lock());
+        return ok();
+    };
+    if (auto r = stream::send_record(ch, stream::Record::Go); !r) {
+        if (auto l = relock(); !l) return Unexpected{l.error()};
         return Unexpected{go_on_here(r.error())};
+    }
     ch.set_timeout(30000);
     auto running = stream::read_reply(ch);
+    if (running && running->kind == stream::Reply::Error) {
+        // It will not run: the domain goes on here, with its disks again.
+        if (auto l = relock(); !l)
+            return fail(ErrorCode::BadState,
+                        "the destination could not start the domain ({}), and this side cannot "
+                        "take its disk back ({}): the domain stays paused here",
+                        running->text, l.error().message());
+        return Unexpected{go_on_here(
+            Error(ErrorCode::BadState,
+                  fmt::format("the destination could not start the domain: {}", running->text)))};
+    }
     if (!running || running->kind != stream::Reply::Running) {
         // Told to go, silent since: it may run. Two copies of one guest must never run (their
         // disks), so this one stays paused for the operator to decide.
@@ -342,6 +364,9 @@ Result<void> receive_in(vmm::Vm& vm, int fd) {
     if (auto r = vm.finish_incoming(*reader); !r) return Unexpected{refuse(r.error())};
     VIREO_TRY(stream::send_reply(ch, stream::Reply::Ready));
     VIREO_TRY(stream::receive_go(ch));
+    // The source has let its disks go: this side takes them before the guest runs.
+    for (const auto& d : vm.disks())
+        if (auto r = d->lock(); !r) return Unexpected{refuse(r.error())};
     log::info("migration: received {} pages and {} zeroed in {} records, {:.0f} ms", stats.pages,
               stats.zero_pages, stats.records, ms_since(t0));
     return ok();

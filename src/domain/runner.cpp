@@ -160,7 +160,10 @@ Result<Inputs> open_inputs(const DomainSpec& s, vmm::VmConfig& config) {
         in.ids.push_back({in.initrd->id(), "initrd " + s.initrd_path});
     }
     for (const auto& opts : s.disks) {
-        VIREO_TRY_ASSIGN(auto disk, virtio::DiskImage::open(opts, in.ids));
+        // An incoming domain's source holds its disks' locks until it hands the domain over:
+        // they are taken then (domain::receive_in).
+        VIREO_TRY_ASSIGN(auto disk,
+                         virtio::DiskImage::open(opts, in.ids, s.process.incoming_fd < 0));
         in.ids.push_back({disk->id(), "disk " + opts.path});
         config.disks.push_back(std::move(disk));
     }

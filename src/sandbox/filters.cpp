@@ -265,9 +265,10 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::reset_requests());
             f.allow_ioctls(hv::migration_requests());  // the API worker's (filters stack)
+            // flock: an incoming migration takes its disks' locks at the hand-over.
             f.allow({SCMP_SYS(eventfd2), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity),
-                     SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(dup),
-                     SCMP_SYS(dup3)});
+                     SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(dup), SCMP_SYS(dup3),
+                     SCMP_SYS(flock)});
             // Signal handlers (the console's); never SIGSYS's (the violation handler stays).
             f.allow_if(SCMP_SYS(rt_sigaction), arg(0, SCMP_CMP_NE, SIGSYS));
             break;
@@ -290,8 +291,9 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             f.allow_ioctls(hv::snapshot_requests());
             // migrate: the dirty log (hv/ioctls.cpp says why a slot's flags may change).
             f.allow_ioctls(hv::migration_requests());
+            // migrate: the disks' locks handed over (flock on images opened before the jail).
             f.allow({SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity), SCMP_SYS(getrusage),
-                     SCMP_SYS(dup)});
+                     SCMP_SYS(dup), SCMP_SYS(flock)});
             break;
         case ThreadClass::Console:
             // What a client types goes into the UART, which raises its interrupt.

@@ -257,6 +257,10 @@ class Vm {
     /// waits briefly for them.
     Result<virtio::BalloonInfo> balloon_info(bool refresh);
     uint64_t memory_bytes() const noexcept { return config_.memory_bytes; }
+    /// The disks (a migration hands their locks over).
+    const std::vector<std::shared_ptr<virtio::DiskImage>>& disks() const noexcept {
+        return config_.disks;
+    }
 
     /// COM1, for console input.
     const std::shared_ptr<devices::Serial>& serial() const noexcept { return serial_; }

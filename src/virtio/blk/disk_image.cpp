@@ -12,7 +12,7 @@
 namespace vireo::virtio {
 
 Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o,
-                                                   std::span<const InputFile> reads) {
+                                                   std::span<const InputFile> reads, bool lock) {
     // O_NONBLOCK while it is checked: a FIFO would otherwise wait for its other end forever.
     const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
     UniqueFd fd(::open(o.path.c_str(), flags));
@@ -49,14 +49,24 @@ Result<std::shared_ptr<DiskImage>> DiskImage::open(const DiskOptions& o,
     // Back to blocking: io_uring answers EAGAIN instead of waiting for an O_NONBLOCK file.
     if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0)
         return fail_errno(errno, "disk {}: fcntl", o.path);
-    if (::flock(fd.get(), (o.readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    auto disk = std::shared_ptr<DiskImage>(new DiskImage(std::move(fd), size, o, file_id(st)));
+    if (lock) VIREO_TRY(disk->lock());
+    return disk;
+}
+
+Result<void> DiskImage::lock() {
+    if (::flock(fd_.get(), (options_.readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
             return fail(ErrorCode::AlreadyExists,
                         "disk {}: in use (locked by another vireo or QEMU, or given twice)",
-                        o.path);
-        return fail_errno(errno, "disk {}: flock", o.path);
+                        options_.path);
+        return fail_errno(errno, "disk {}: flock", options_.path);
     }
-    return std::shared_ptr<DiskImage>(new DiskImage(std::move(fd), size, o, file_id(st)));
+    return {};
+}
+
+void DiskImage::unlock() noexcept {
+    (void)::flock(fd_.get(), LOCK_UN);
 }
 
 }  // namespace vireo::virtio

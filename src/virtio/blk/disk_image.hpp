@@ -31,8 +31,16 @@ class DiskImage {
   public:
     /// A writable disk that is one of `reads` (the kernel, the initrd, earlier disks: files
     /// vireo reads) is refused first, before its size or lock is looked at.
+    /// Without `lock`, the image is opened and checked but not locked yet (a migration's
+    /// destination: the source holds the lock until it hands the domain over): lock() then.
     static Result<std::shared_ptr<DiskImage>> open(const DiskOptions& options,
-                                                   std::span<const InputFile> reads = {});
+                                                   std::span<const InputFile> reads = {},
+                                                   bool lock = true);
+    /// Takes the lock (exclusive, or shared for a read-only image); an error naming the image
+    /// if another holds it.
+    Result<void> lock();
+    /// Gives the lock up (a migration's source, stopped, before the destination takes it).
+    void unlock() noexcept;
     int fd() const noexcept { return fd_.get(); }
     uint64_t size() const noexcept { return size_; }
     const DiskOptions& options() const noexcept { return options_; }
