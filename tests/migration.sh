@@ -7,7 +7,7 @@
 #    and none lost, the source exits 0, --json reports downtime_ms, total_ms, bytes, passes;
 #  - ping-pong: it moves 10 times more, back and forth;
 #  - a wrong token is refused, and the source keeps running;
-#  - a guest dirtying 32 MiB per line (pvh_dirtier, which checks that every page still holds
+#  - a guest dirtying 16 MiB per line (pvh_dirtier, which checks that every page still holds
 #    its last write: a lost or stale page prints BAD) does not converge with a 1 ms downtime
 #    over a link limited to 8 MiB/s (--max-bandwidth: in the emulated test host a guest
 #    dirties pages far slower than on hardware, each first write a nested fault):

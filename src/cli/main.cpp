@@ -82,6 +82,10 @@ int main(int argc, char** argv) {
         vireo::log::error("{} (see vireo --help)", e.what());
         return 1;
     }
+    if (*run && incoming.address.empty() && !incoming.token.empty()) {
+        vireo::log::error("--token: only with --incoming");
+        return 1;
+    }
     if (*run)
         return incoming.address.empty() ? vireo::cli::run_guest(run_options)
                                         : vireo::cli::incoming_guest(run_options, incoming);

@@ -127,6 +127,10 @@ int incoming_guest(const RunOptions& given, const IncomingOptions& in) {
         log::error("{}", addr.error().message());
         return kExitError;
     }
+    if (given.process.ctl_fd >= 0) {
+        log::error("--incoming: not with --launch-fd (a host's domain comes from its supervisor)");
+        return kExitError;
+    }
     if (in.token.size() > snapshot::stream::kMaxToken) {
         log::error("--token: at most {} bytes", snapshot::stream::kMaxToken);
         return kExitError;

@@ -9,30 +9,16 @@
 #include <chrono>
 #include <cstring>
 
+#include "snapshot/le.hpp"
+
 namespace vireo::snapshot::stream {
 
 namespace {
 
-void put32(uint8_t* p, uint32_t v) {
-    for (int i = 0; i < 4; ++i)
-        p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void put64(uint8_t* p, uint64_t v) {
-    for (int i = 0; i < 8; ++i)
-        p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t get32(const uint8_t* p) {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; --i)
-        v = v << 8 | p[i];
-    return v;
-}
-uint64_t get64(const uint8_t* p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; --i)
-        v = v << 8 | p[i];
-    return v;
-}
+using le::get32;
+using le::get64;
+using le::put32;
+using le::put64;
 
 Result<uint32_t> read32(Input& in) {
     uint8_t b[4];

@@ -1,6 +1,6 @@
 # A PVH guest that counts like pvh_counter ("C=<8 hex digits>" lines on COM1, the count in
-# memory) and between two lines writes the count into every 4 KiB page of [16 MiB, 48 MiB):
-# 8192 pages dirtied per line, as fast as the vCPU runs. A live migration cannot converge on it
+# memory) and between two lines writes the count into every 4 KiB page of [16 MiB, 32 MiB):
+# 4096 pages dirtied per line, as fast as the vCPU runs. A live migration cannot converge on it
 # with a small downtime unless the vCPU is slowed (auto-converge); the last count it wrote is in
 # every page, which a migrated guest checks before each sweep ("BAD" on COM1 and a halt if a
 # page holds another: a page lost or stale in the migration). For tests/migration.sh.
@@ -14,7 +14,7 @@ _start:
 4:  cmp %eax, (%edi)
     jne bad
     add $0x1000, %edi
-    cmp $0x3000000, %edi
+    cmp $0x2000000, %edi
     jb 4b
     incl counter
     mov $'C', %al
@@ -37,7 +37,7 @@ _start:
     mov $0x1000000, %edi
 3:  mov %eax, (%edi)
     add $0x1000, %edi
-    cmp $0x3000000, %edi
+    cmp $0x2000000, %edi
     jb 3b
     jmp 1b
 

@@ -13,86 +13,28 @@
 
 #include "arch/x86/boot/kernel.hpp"
 #include "base/unique_fd.hpp"
+#include "counter_guest.hpp"
 #include "domain/migrate.hpp"
 #include "kvm_test.hpp"
 #include "snapshot/stream.hpp"
 #include "vmm/vm.hpp"
-
-VIREO_GUEST(pvh_counter_elf)
 
 namespace vireo {
 namespace {
 
 using namespace std::chrono_literals;
 
-class Recorder final : public devices::OutputTap {
-  public:
-    void put(uint8_t c) noexcept override {
-        std::lock_guard lock(mu_);
-        text_ += static_cast<char>(c);
-    }
-    std::string text() const {
-        std::lock_guard lock(mu_);
-        return text_;
-    }
-    size_t lines() const {
-        const std::string t = text();
-        return static_cast<size_t>(std::count(t.begin(), t.end(), '\n'));
-    }
+using test::config;
+using test::counts;
+using test::Recorder;
+using test::Running;
+using test::wait_lines;
 
-  private:
-    mutable std::mutex mu_;
-    std::string text_;
-};
-
-std::vector<long> counts(const std::string& text) {
-    std::vector<long> out;
-    size_t at = 0;
-    for (size_t nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1) {
-        const std::string line = text.substr(at, nl - at);
-        out.push_back(line.size() == 10 && line.starts_with("C=")
-                          ? std::stol(line.substr(2), nullptr, 16)
-                          : -1);
-    }
-    return out;
-}
-
-bool wait_lines(const Recorder& r, size_t n) {
-    for (int i = 0; i < 600 && r.lines() < n; ++i)
-        std::this_thread::sleep_for(100ms);
-    return r.lines() >= n;
-}
-
+// One parse of the guest for every machine of these tests.
 const vmm::BootImages& images() {
-    static const vmm::BootImages img = [] {
-        auto kernel = arch::x86::boot::KernelImage::parse(guest_pvh_counter_elf());
-        if (!kernel) std::abort();
-        return vmm::BootImages{*kernel, {}, false};
-    }();
+    static const vmm::BootImages img = test::images();
     return img;
 }
-
-vmm::VmConfig config(std::shared_ptr<Recorder> out) {
-    vmm::VmConfig c;
-    c.memory_bytes = 64 << 20;
-    c.cpus = 2;
-    c.console_out = std::move(out);
-    c.rng = true;
-    return c;
-}
-
-struct Running {
-    explicit Running(std::unique_ptr<vmm::Vm> v) : vm(std::move(v)) {
-        runner = std::thread([this] { outcome = vm->run(); });
-    }
-    ~Running() {
-        vm->stop(vmm::Fate::Stopped, "test over");
-        runner.join();
-    }
-    std::unique_ptr<vmm::Vm> vm;
-    vmm::Outcome outcome;
-    std::thread runner;
-};
 
 uint64_t bits(const std::vector<std::vector<uint64_t>>& b) {
     uint64_t n = 0;
