@@ -485,6 +485,28 @@ void Server::serve() {
         if (fds[1].revents & POLLIN) accept_clients(clients);
         if (!spare_) spare_.reset(take_spare());
     }
+    // Stopping: the requests still running finish (stop() waits for them in any case) and
+    // their clients get the answers — a save or a migration that ends the domain answers as it
+    // ends —, all of them within kStopFlushMs; nothing new is started.
+    for (auto& w : workers_)
+        if (w.thread.joinable()) w.thread.join();
+    std::vector<std::pair<uint64_t, std::string>> done;
+    {
+        std::lock_guard lock(done_mu_);
+        done.swap(done_);
+    }
+    const auto now = Clock::now();
+    for (auto& [serial, reply] : done)
+        for (auto& c : clients)
+            if (c.serial == serial && c.fd) queue_reply(c, reply, now);
+    const auto until = now + milliseconds(kStopFlushMs);
+    for (auto& c : clients) {
+        while (c.fd && !c.out.empty() && Clock::now() < until) {
+            if (!flush(c, Clock::now()) || c.out.empty()) break;
+            pollfd p{c.fd.get(), POLLOUT, 0};
+            (void)::poll(&p, 1, 50);
+        }
+    }
 }
 
 Result<Client> Client::connect(const std::string& path, int timeout_ms) {

@@ -47,6 +47,9 @@ inline constexpr size_t kMaxClients = 128;
 inline constexpr size_t kMaxPendingOutput = 4 * 1024 * 1024;
 inline constexpr int kRequestTimeoutMs = 5000;
 inline constexpr int kSendTimeoutMs = 5000;
+/// At stop(), how long the clients of requests that were still running get to take their
+/// answers (all together).
+inline constexpr int kStopFlushMs = 1000;
 inline constexpr size_t kMaxWorkers = 4;
 
 using Json = nlohmann::json;

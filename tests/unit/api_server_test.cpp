@@ -260,5 +260,21 @@ TEST(ApiServer, ADescriptorSentWithARequestReachesItsMethodOnly) {
     ::rmdir(dir.c_str());
 }
 
+// A request still running when the server stops (a save or a migration that ends the domain
+// it was asked of) is answered before the server goes.
+TEST(ApiServer, ARequestRunningAtStopIsStillAnswered) {
+    Rig rig(/*with_blocking=*/true);
+    auto fd = connect_to(rig.path);
+    const std::string req = R"({"id":1,"method":"slow"})"
+                            "\n";
+    ASSERT_EQ(::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(req.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the worker runs
+    std::thread stopper([&] { rig.server->stop(); });
+    const std::string line = read_line(fd.get(), 5000);
+    stopper.join();
+    EXPECT_NE(line.find("\"done\""), std::string::npos) << line;
+}
+
 }  // namespace
 }  // namespace vireo::api
