@@ -20,13 +20,8 @@ Q="qemu-system-x86_64 -accel kvm -cpu host -nodefaults -no-user-config -display 
 LOOP='while :; do read u x </proc/uptime; echo $u; done'
 DIRTY='(while :; do yes abcdefgh | head -c 67108864 >/tmp/x; sleep 1; done)&'
 
-until_in() {
-  end=$(($(cut -d. -f1 /proc/uptime) + $1))
-  while ! grep -q "$3" "$2" 2>/dev/null; do
-    [ "$(cut -d. -f1 /proc/uptime)" -lt $end ] || return 1
-    sleep 0.1
-  done
-}
+# lib.sh (packed by bench/migrate.sh): within SECS COMMAND..., waits bounded by wall time.
+. /opt/vireo/files/lib.sh
 # gaps LOG...: "largest gap in ms" over the uptime lines of the logs read as one stream.
 gap() {
   cat "$@" | tr -d '\r' | grep '^[0-9]*\.[0-9][0-9]$' |
@@ -38,12 +33,12 @@ vireo_move() {  # vireo_move NAME CMDLINE-TAIL
   vireo run --memory 1G --cmdline "$L -- $2" --api-socket /tmp/va.sock --console file:/tmp/va.log \
     >/tmp/va.err 2>&1 </dev/null &
   pa=$!
-  until_in 120 /tmp/va.log '^[0-9]' || { echo "vireo: the guest did not start"; kill $pa; return; }
+  within 120 grep -qs '^[0-9]' /tmp/va.log || { echo "vireo: the guest did not start"; kill $pa; return; }
   sleep 3
   vireo run --incoming unix:/tmp/vin.sock --console file:/tmp/vb.log --api-socket /tmp/vb.sock \
     >/tmp/vb.err 2>&1 </dev/null &
   pb=$!
-  until_in 30 /tmp/vb.err waiting || { echo "vireo: no destination"; kill $pa $pb; return; }
+  within 30 grep -qs waiting /tmp/vb.err || { echo "vireo: no destination"; kill $pa $pb; return; }
   before=$(gap /tmp/va.log)
   out=$(vireo migrate --api-socket /tmp/va.sock unix:/tmp/vin.sock --json 2>&1 | tr -d ' \n')
   wait $pa
@@ -64,13 +59,12 @@ qemu_move() {  # qemu_move NAME CMDLINE-TAIL
     </tmp/qa.mon >/tmp/qa.out 2>&1 &
   pa=$!
   exec 3>/tmp/qa.mon
-  until_in 120 /tmp/qa.log '^[0-9]' || { echo "qemu: the guest did not start"; kill $pa; exec 3>&-; return; }
+  within 120 grep -qs '^[0-9]' /tmp/qa.log || { echo "qemu: the guest did not start"; kill $pa; exec 3>&-; return; }
   sleep 3
   $Q -m 1G -kernel $K -initrd $I -append "$L -- $2" -serial file:/tmp/qb.log -monitor none \
     -incoming unix:/tmp/qin.sock >/tmp/qb.out 2>&1 &
   pb=$!
-  end=$(($(cut -d. -f1 /proc/uptime) + 30))
-  while [ ! -S /tmp/qin.sock ] && [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do sleep 0.1; done
+  within 30 test -S /tmp/qin.sock
   before=$(gap /tmp/qa.log)
   echo "migrate_set_parameter downtime-limit 100" >&3
   echo "migrate unix:/tmp/qin.sock" >&3

@@ -16,16 +16,10 @@ K=/guest/vmlinuz
 I=/guest/initrd.img
 Q="qemu-system-x86_64 -accel kvm -cpu host -nodefaults -no-user-config -display none -M microvm"
 TICKS='while :; do echo TICK; usleep 20000; done'
-now() { cut -d' ' -f1 /proc/uptime; }
 
 # until SECS FILE TEXT: waits for TEXT in FILE.
-until_in() {
-  end=$(($(cut -d. -f1 /proc/uptime) + $1))
-  while ! grep -q "$3" "$2" 2>/dev/null; do
-    [ "$(cut -d. -f1 /proc/uptime)" -lt $end ] || return 1
-    sleep 0.1
-  done
-}
+# lib.sh (packed by bench/snapshot.sh): within SECS COMMAND..., waits bounded by wall time.
+. /opt/vireo/files/lib.sh
 size_of() { echo "$(($(stat -c %s "$1") >> 20)) MiB, $(($(du -k "$1" | cut -f1) >> 10)) MiB on disk"; }
 
 # vireo_save NAME MARKER RUN-ARGS...: boots, waits for MARKER, saves to /tmp/NAME.vsnap.
@@ -35,7 +29,7 @@ vireo_save() {
   rm -f /tmp/$n.vsnap /tmp/$n.vsock
   vireo run "$@" --api-socket /tmp/$n.vsock --console file:/tmp/$n.vcon >/tmp/$n.verr 2>&1 </dev/null &
   p=$!
-  until_in 120 /tmp/$n.vcon "$m" || { echo "$n: vireo: no $m: $(tail -n 3 /tmp/$n.verr)"; kill $p; return; }
+  within 120 grep -qs "$m" /tmp/$n.vcon || { echo "$n: vireo: no $m: $(tail -n 3 /tmp/$n.verr)"; kill $p; return; }
   sleep 1
   out=$(vireo save --api-socket /tmp/$n.vsock /tmp/$n.vsnap 2>&1)
   wait $p
@@ -53,7 +47,7 @@ qemu_save() {
   $Q "$@" -serial file:/tmp/$n.qcon -monitor stdio </tmp/$n.mon >/tmp/$n.qout 2>&1 &
   p=$!
   exec 3>/tmp/$n.mon
-  until_in 120 /tmp/$n.qcon "$m" || { echo "$n: qemu: no $m: $(tail -n 3 /tmp/$n.qout)"; kill $p; exec 3>&-; return; }
+  within 120 grep -qs "$m" /tmp/$n.qcon || { echo "$n: qemu: no $m: $(tail -n 3 /tmp/$n.qout)"; kill $p; exec 3>&-; return; }
   sleep 1
   echo "migrate \"exec:cat > /tmp/$n.qsnap\"" >&3
   end=$(($(cut -d. -f1 /proc/uptime) + 300))

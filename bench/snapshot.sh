@@ -6,5 +6,5 @@
 # usage: bench/snapshot.sh [RUNS]   (after building vireo into build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec tests/host/run.sh -Q -s 1 -m 4G -t 3000 -q -f build/tests/pvh_counter.elf \
+exec tests/host/run.sh -Q -s 1 -m 4G -t 3000 -q -f tests/lib.sh -f build/tests/pvh_counter.elf \
   -f bench/snapshot-in-host.sh -- sh /opt/vireo/files/snapshot-in-host.sh "${1:-5}"

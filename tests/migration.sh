@@ -184,13 +184,21 @@ reap $pe "the destination of the failed migration" 30
 counting "$work/d.log" && ok "after the timeout the source runs on" ||
   bad "the source stopped after a failed migration"
 
+# long_migration NAME OUT: the dirtying guest sent to a new destination NAME in the background
+# (1 ms downtime over 8 MiB/s: it runs until stopped); after 2 s the caller interrupts it.
+# Sets pdest (the destination) and pm (the migration).
+long_migration() {
+  incoming "$1" "unix:$work/in-$1.sock"
+  pdest=$last
+  "$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-$1.sock" --downtime-ms 1 \
+    --max-bandwidth 8 --timeout 60 >"$2" 2>&1 &
+  pm=$!
+  sleep 2
+}
+
 # Cancelled mid-way.
-incoming f "unix:$work/in-f.sock"
-pf=$last
-"$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-f.sock" --downtime-ms 1 \
-  --max-bandwidth 8 --timeout 60 >"$work/m5.out" 2>&1 &
-pm=$!
-sleep 2
+long_migration f "$work/m5.out"
+pf=$pdest
 "$vireo" migrate --cancel --api-socket "$work/d.sock" >"$work/cancel.out" 2>&1 ||
   bad "--cancel: $(cat "$work/cancel.out")"
 reap $pm "the cancelled migration" 30
@@ -201,13 +209,8 @@ counting "$work/d.log" && ok "after --cancel the source runs on" ||
   bad "the source stopped after --cancel"
 
 # The destination killed mid-way.
-incoming g "unix:$work/in-g.sock"
-pg=$last
-"$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-g.sock" --downtime-ms 1 \
-  --max-bandwidth 8 --timeout 60 >"$work/m6.out" 2>&1 &
-pm=$!
-sleep 2
-kill -9 $pg
+long_migration g "$work/m6.out"
+kill -9 $pdest
 reap $pm "the migration to a killed destination" 60
 if [ -s "$work/m6.out" ] && ! grep -q migrated "$work/m6.out"; then
   ok "a killed destination fails the migration: $(cat "$work/m6.out")"

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -237,6 +238,39 @@ int console(const Target& t) {
 
 // --- shutdown --------------------------------------------------------------------------------
 
+// On a terminal (and without --json), one line on stderr that `text` rewrites every `every`
+// until stop() (then it is erased); a tick where `text` gives "" shows nothing new.
+class ProgressLine {
+  public:
+    ProgressLine(const Opts& o, std::chrono::milliseconds every,
+                 std::function<std::string()> text) {
+        if (::isatty(STDERR_FILENO) != 1 || o.json) return;
+        thread_ = std::thread([this, every, text = std::move(text)] {
+            bool shown = false;
+            while (!done_.load()) {
+                std::this_thread::sleep_for(every);
+                if (done_.load()) break;
+                const std::string line = text();
+                if (line.empty() || done_.load()) continue;
+                std::fprintf(stderr, "\r%s \033[K", line.c_str());
+                shown = true;
+            }
+            if (shown) std::fprintf(stderr, "\r\033[K");
+        });
+    }
+    ProgressLine(const ProgressLine&) = delete;
+    ProgressLine& operator=(const ProgressLine&) = delete;
+    ~ProgressLine() { stop(); }
+    void stop() {
+        done_.store(true);
+        if (thread_.joinable()) thread_.join();
+    }
+
+  private:
+    std::atomic<bool> done_{false};
+    std::thread thread_;
+};
+
 // `vireo save`: a new file (created here, 0600, never one that exists) handed to the domain,
 // which writes its state into it; removed again if the save fails.
 int save(const Opts& o, const Target& t, const std::string& path) {
@@ -250,29 +284,17 @@ int save(const Opts& o, const Target& t, const std::string& path) {
     auto client = api::Client::connect(t.api, 600000);  // a large guest takes a while
     // On a terminal, a save that takes over a second shows what it has written so far (the
     // domain writes into the file this process created: its allocated size is the progress).
-    std::atomic<bool> done{false};
-    std::thread progress;
-    if (::isatty(STDERR_FILENO) == 1 && !o.json) {
-        progress = std::thread([&done, &fd, &t] {
-            const auto t0 = Clock::now();
-            bool shown = false;
-            while (!done.load()) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(200));
-                const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-                struct stat st {};
-                if (done.load() || secs < 1 || ::fstat(fd.get(), &st) != 0) continue;
-                std::fprintf(stderr, "\rvireo: saving %s: %lld MiB written, %.0f s ",
-                             t.name.c_str(), static_cast<long long>(st.st_blocks) * 512 >> 20,
-                             secs);
-                shown = true;
-            }
-            if (shown) std::fprintf(stderr, "\r\033[K");
-        });
-    }
+    const auto t0 = Clock::now();
+    ProgressLine progress(o, std::chrono::milliseconds(200), [&fd, &t, t0]() -> std::string {
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        struct stat st {};
+        if (secs < 1 || ::fstat(fd.get(), &st) != 0) return {};
+        return fmt::format("vireo: saving {}: {} MiB written, {:.0f} s", t.name,
+                           static_cast<long long>(st.st_blocks) * 512 >> 20, secs);
+    });
     auto r = client ? client->call_with_fd("save", Json{{"keep_running", o.keep_running}}, fd.get())
                     : Result<Json>(Unexpected{client.error()});
-    done.store(true);
-    if (progress.joinable()) progress.join();
+    progress.stop();
     if (!r) {
         // Created above by this process: removed again, but only if the name still leads to
         // it (in a shared directory another user could have put something else there since).
@@ -299,39 +321,25 @@ int migrate(const Opts& o, const Target& t, const std::string& dest) {
     if (!conn) return error(conn.error().message());
     auto client = api::Client::connect(t.api, (o.migrate_timeout + 300) * 1000);
     if (!client) return error(client.error().message());
-    std::atomic<bool> done{false};
-    std::thread progress;
-    if (::isatty(STDERR_FILENO) == 1 && !o.json) {
-        progress = std::thread([&done, &t] {
-            bool shown = false;
-            while (!done.load()) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(250));
-                auto s = done.load() ? Result<Json>(Json()) : domain_call(t, "migrate.status");
-                if (done.load() || !s || !s->value("active", false)) continue;
-                std::fprintf(
-                    stderr,
-                    "\rvireo: migrating %s: pass %u, %llu MiB sent, dirty %.0f MiB/s, link %.0f "
-                    "MiB/s, ~%llu ms left%s \033[K",
-                    t.name.c_str(), s->value("pass", 0u),
-                    static_cast<unsigned long long>(s->value("bytes", 0ull) >> 20),
-                    s->value("dirty_rate", 0.0) / 1048576, s->value("bandwidth", 0.0) / 1048576,
-                    static_cast<unsigned long long>(s->value("remaining_ms", 0ull)),
-                    s->value("throttle_percent", 0u) > 0
-                        ? fmt::format(", throttled {}%", s->value("throttle_percent", 0u)).c_str()
-                        : "");
-                shown = true;
-            }
-            if (shown) std::fprintf(stderr, "\r\033[K");
-        });
-    }
+    ProgressLine progress(o, std::chrono::milliseconds(250), [&t]() -> std::string {
+        auto s = domain_call(t, "migrate.status");
+        if (!s || !s->value("active", false)) return {};
+        const unsigned throttle = s->value("throttle_percent", 0u);
+        return fmt::format(
+            "vireo: migrating {}: pass {}, {} MiB sent, dirty {:.0f} MiB/s, link {:.0f} MiB/s, "
+            "~{} ms left{}",
+            t.name, s->value("pass", 0u), s->value("bytes", 0ull) >> 20,
+            s->value("dirty_rate", 0.0) / 1048576, s->value("bandwidth", 0.0) / 1048576,
+            s->value("remaining_ms", 0ull),
+            throttle > 0 ? fmt::format(", throttled {}%", throttle) : std::string());
+    });
     Json params{{"downtime_ms", o.downtime_ms},
                 {"timeout_s", o.migrate_timeout},
                 {"auto_converge", o.auto_converge},
                 {"max_bandwidth_mib", o.max_bandwidth}};
     if (!o.token.empty()) params["token"] = o.token;
     auto r = client->call_with_fd("migrate", params, conn->get());
-    done.store(true);
-    if (progress.joinable()) progress.join();
+    progress.stop();
     if (!r) return error(t.name + ": " + r.error().message());
     print(
         o, *r,

@@ -291,12 +291,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
             }
             if (d.migration.active.exchange(true))
                 return fail(ErrorCode::BadState, "a migration is already in progress");
-            d.migration.cancel.store(false);
-            d.migration.pass.store(0);
-            d.migration.bytes.store(0);
-            d.migration.started_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             std::chrono::steady_clock::now().time_since_epoch())
-                                             .count());
+            d.migration.begin();
             auto r = on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
                 log::info("{}: migrating (downtime {} ms, timeout {} s{})", d.name, o.downtime_ms,
                           o.timeout_s, o.auto_converge ? ", auto-converge" : "");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -34,6 +35,21 @@ struct MigrationProgress {
     std::atomic<uint64_t> bandwidth{0};     ///< bytes/s of the last pass
     std::atomic<uint64_t> remaining_ms{0};  ///< estimated, at that bandwidth
     std::atomic<int64_t> started_ms{0};     ///< steady clock
+
+    /// A new migration: every figure from zero (none left from the last one), not cancelled.
+    void begin() noexcept {
+        cancel.store(false);
+        pass.store(0);
+        throttle_percent.store(0);
+        bytes.store(0);
+        dirty_pages.store(0);
+        dirty_rate.store(0);
+        bandwidth.store(0);
+        remaining_ms.store(0);
+        started_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count());
+    }
 };
 
 /// Sends the domain's machine over the connected socket `fd`: memory while it runs (pre-copy

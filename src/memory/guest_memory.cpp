@@ -191,16 +191,15 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
 }
 
 Result<void> GuestMemory::start_dirty_log() const {
-    if (dirty_->words.empty()) {
-        for (const auto& r : regions_) {
-            const uint64_t n = (r.size / kPageSize + 63) / 64;
-            dirty_->words.push_back(std::make_unique<std::atomic<uint64_t>[]>(n));
-        }
-    }
+    const bool first = dirty_->words.empty();
     for (size_t i = 0; i < regions_.size(); ++i) {
         const uint64_t n = (regions_[i].size / kPageSize + 63) / 64;
-        for (uint64_t w = 0; w < n; ++w)
-            dirty_->words[i][w].store(0, std::memory_order_relaxed);
+        if (first) {
+            dirty_->words.push_back(std::make_unique<std::atomic<uint64_t>[]>(n));  // zeroed
+        } else {
+            for (uint64_t w = 0; w < n; ++w)
+                dirty_->words[i][w].store(0, std::memory_order_relaxed);
+        }
     }
     dirty_->on.store(true, std::memory_order_release);
     return ok();

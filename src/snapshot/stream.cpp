@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 
 #include "snapshot/le.hpp"
+#include "snapshot/state.hpp"
 
 namespace vireo::snapshot::stream {
 
@@ -37,11 +39,18 @@ Result<std::string> read_text(Input& in, size_t max, const char* what) {
     return s;
 }
 
-void append_text(std::vector<uint8_t>& out, std::string_view s) {
-    uint8_t n[4];
-    put32(n, static_cast<uint32_t>(s.size()));
-    out.insert(out.end(), n, n + 4);
-    out.insert(out.end(), s.begin(), s.end());
+std::span<const uint8_t> as_bytes(std::string_view s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// A page or zero-run record's header: kind, guest address, page count.
+using RecordHeader = std::array<uint8_t, 13>;
+RecordHeader record_header(Record kind, memory::Gpa gpa, uint32_t count) {
+    RecordHeader h{};
+    h[0] = static_cast<uint8_t>(kind);
+    put64(h.data() + 1, gpa.value());
+    put32(h.data() + 9, count);
+    return h;
 }
 
 }  // namespace
@@ -127,13 +136,13 @@ Result<void> MemoryInput::read(std::span<uint8_t> out) {
 }
 
 std::vector<uint8_t> encode_hello(std::string_view token, std::string_view spec) {
-    std::vector<uint8_t> out(kMagic, kMagic + sizeof kMagic);
-    uint8_t v[4];
-    put32(v, kVersion);
-    out.insert(out.end(), v, v + 4);
-    append_text(out, token);
-    append_text(out, spec);
-    return out;
+    Encoder e;
+    for (char c : kMagic)
+        e.u8(static_cast<uint8_t>(c));
+    e.u32(kVersion);
+    e.bytes(as_bytes(token));
+    e.bytes(as_bytes(spec));
+    return e.data();
 }
 
 Result<Hello> read_hello(Input& in) {
@@ -152,9 +161,10 @@ Result<Hello> read_hello(Input& in) {
 }
 
 Result<void> send_reply(Output& out, Reply kind, std::string_view text) {
-    std::vector<uint8_t> b{static_cast<uint8_t>(kind)};
-    append_text(b, text.substr(0, kMaxMessage));
-    return out.write(std::span<const uint8_t>(b));
+    Encoder e;
+    e.u8(static_cast<uint8_t>(kind));
+    e.bytes(as_bytes(text.substr(0, kMaxMessage)));
+    return out.write(std::span<const uint8_t>(e.data()));
 }
 
 Result<ReplyMessage> read_reply(Input& in) {
@@ -180,19 +190,13 @@ Result<void> send_pages(Output& out, const memory::GuestMemory& mem, memory::Gpa
     if (count == 0 || count > kMaxPagesPerRecord)
         return fail(ErrorCode::InvalidArgument, "send_pages: {} pages", count);
     VIREO_TRY_ASSIGN(auto slice, mem.slice(gpa, uint64_t{count} * kPage));
-    uint8_t h[13];
-    h[0] = static_cast<uint8_t>(Record::Pages);
-    put64(h + 1, gpa.value());
-    put32(h + 9, count);
-    const iovec iov[2] = {{h, sizeof h}, slice.iov()};
+    RecordHeader h = record_header(Record::Pages, gpa, count);
+    const iovec iov[2] = {{h.data(), h.size()}, slice.iov()};
     return out.write(std::span<const iovec>(iov));
 }
 
 Result<void> send_zeros(Output& out, memory::Gpa gpa, uint32_t count) {
-    uint8_t h[13];
-    h[0] = static_cast<uint8_t>(Record::Zeros);
-    put64(h + 1, gpa.value());
-    put32(h + 9, count);
+    const RecordHeader h = record_header(Record::Zeros, gpa, count);
     return out.write(std::span<const uint8_t>(h));
 }
 

@@ -3,25 +3,12 @@
 # mid-run goes on with the next number; one that booted again would start at 1. For the
 # snapshot tests (tests/kvm/snapshot_test.cpp).
 #include "pvh_entry.inc"
+#include "pvh_count_line.inc"
 _start:
     cli
     mov $0x3f8, %dx
 1:  incl counter
-    mov $'C', %al
-    out %al, %dx
-    mov $'=', %al
-    out %al, %dx
-    mov counter, %ebx
-    mov $8, %ecx
-2:  rol $4, %ebx
-    mov %ebx, %eax
-    and $0xf, %eax
-    movb hexdigits(%eax), %al
-    out %al, %dx
-    dec %ecx
-    jnz 2b
-    mov $'\n', %al
-    out %al, %dx
+    count_line
     mov $100000, %ecx
 3:  dec %ecx
     jnz 3b

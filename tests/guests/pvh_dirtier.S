@@ -5,6 +5,7 @@
 # every page, which a migrated guest checks before each sweep ("BAD" on COM1 and a halt if a
 # page holds another: a page lost or stale in the migration). For tests/migration.sh.
 #include "pvh_entry.inc"
+#include "pvh_count_line.inc"
 _start:
     cli
     mov $0x3f8, %dx
@@ -17,21 +18,7 @@ _start:
     cmp $0x2000000, %edi
     jb 4b
     incl counter
-    mov $'C', %al
-    out %al, %dx
-    mov $'=', %al
-    out %al, %dx
-    mov counter, %ebx
-    mov $8, %ecx
-2:  rol $4, %ebx
-    mov %ebx, %eax
-    and $0xf, %eax
-    movb hexdigits(%eax), %al
-    out %al, %dx
-    dec %ecx
-    jnz 2b
-    mov $'\n', %al
-    out %al, %dx
+    count_line
     # The sweep: the new count into every page.
     mov counter, %eax
     mov $0x1000000, %edi
