@@ -24,7 +24,7 @@ pids=""
 trap 'kill $pids 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 port=$((40000 + $$ % 20000))
 
-lines() { grep -c '^C=' "$1" 2>/dev/null || echo 0; }
+lines() { _n=$(grep -c '^C=' "$1" 2>/dev/null); echo "${_n:-0}"; }
 has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
 # The counts in LOGs, read as one stream: a line the switch cut in two (the source printed its
 # start, the destination its end) is whole again.

@@ -16,7 +16,7 @@ work=$(mktemp -d /tmp/vireo-snapshot.XXXXXX)
 trap 'kill $p1 $p2 $p3 $p4 $p5 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 RUN="run --kernel $counter --memory 64M --cpus 2 --rng --allow-software-kvm"
 
-lines() { grep -c '^C=' "$1" 2>/dev/null || echo 0; }
+lines() { _n=$(grep -c '^C=' "$1" 2>/dev/null); echo "${_n:-0}"; }
 has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
 last_count() { grep '^C=[0-9a-f]\{8\}$' "$1" | tail -1 | cut -c3-; }
 first_count() { grep '^C=[0-9a-f]\{8\}$' "$1" | head -1 | cut -c3-; }
@@ -103,9 +103,23 @@ reserve = "64M"
 restore = "$work/snap"
 allow_software_kvm = true
 TOML
-"$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
-p5=$!
-if within 60 has_lines "$work/run/again.log" 2; then
+# In the emulated test host (no /dev/kvm here) a 2-vCPU L2 guest is now and then lost
+# (docs/test-host.md; a clean-clone CI run, 2026-12-05: running, silent for 60 s, while the
+# restores above had counted): there, a silent domain is noted and started once more.
+up_again() {
+  "$vireo" up "$work/host.toml" >"$work/up.out" 2>&1 &
+  p5=$!
+  within 60 has_lines "$work/run/again.log" 2
+}
+if up_again; then
+  restored=yes
+elif [ -d /opt/vireo/files ]; then
+  echo "note: the restored domain printed nothing in 60 s in the test host: $("$vireo" list --run-dir "$work/run" 2>&1 | tail -n 1)"
+  "$vireo" down --run-dir "$work/run" >/dev/null 2>&1
+  reap $p5 "vireo up" 60
+  up_again && restored=yes
+fi
+if [ "${restored:-}" = yes ]; then
   first=$(first_count "$work/run/again.log")
   if [ -n "$first" ] && [ $((0x$first)) -gt $((0x$saved_last)) ] &&
      [ $((0x$first)) -le $((0x$saved_last + 2)) ]; then

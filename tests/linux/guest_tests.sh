@@ -69,16 +69,28 @@ else bad "reboot -f restart ($boots boots, status $rc)"; fi
 # The reboot resets the machine in place (same KVM VM, vCPUs and memory slots; the sandboxed
 # domain could not build another): with two vCPUs and a disk being read as the guest reboots,
 # every boot sees both CPUs and the whole disk again.
+# Like the 4-vCPU boot above, a 2-vCPU guest is now and then lost in the emulated host (a
+# clean-clone ASan CI run, 2026-12-05: no console output at all in 150 s): a run that only fell
+# short of three boots, every boot it made right and no violation, is started again, at most twice.
 dd if=/dev/zero of=/tmp/r.img bs=1M count=8 2>/dev/null
-vireo run --cpus 2 --disk /tmp/r.img --append '-- echo BOOTED NCPU=$(grep -c ^processor /proc/cpuinfo) VDA=$(cat /sys/block/vda/size); dd if=/dev/vda of=/dev/null bs=4k & reboot -f' >/tmp/out 2>&1 </dev/null &
-pid=$!
-n=0
-while [ $n -lt 150 ] && [ "$(grep -c '^BOOTED' /tmp/out)" -lt 3 ]; do sleep 1; n=$((n + 1)); done
-kill $pid 2>/dev/null; wait $pid; rc=$?
-good=$(grep -c '^BOOTED NCPU=2 VDA=16384' /tmp/out)
-if [ "$good" -ge 3 ] && [ "$good" = "$(grep -c '^BOOTED' /tmp/out)" ] && [ $rc = 0 ] && ! has "violation"; then
-  ok "reboot in place with 2 vCPUs and a busy disk: $good boots, each with both CPUs and the disk"
-else bad "reboot in place: $(grep '^BOOTED' /tmp/out | sort | uniq -c | tr '\n' ' ') status $rc; $(grep -i 'error\|violation' /tmp/out | head -3)"; fi
+reboots() {
+  vireo run --cpus 2 --disk /tmp/r.img --append '-- echo BOOTED NCPU=$(grep -c ^processor /proc/cpuinfo) VDA=$(cat /sys/block/vda/size); dd if=/dev/vda of=/dev/null bs=4k & reboot -f' >/tmp/out 2>&1 </dev/null &
+  pid=$!
+  n=0
+  while [ $n -lt 150 ] && [ "$(grep -c '^BOOTED' /tmp/out)" -lt 3 ]; do sleep 1; n=$((n + 1)); done
+  kill $pid 2>/dev/null; wait $pid; rc=$?
+  good=$(grep -c '^BOOTED NCPU=2 VDA=16384' /tmp/out)
+  all=$(grep -c '^BOOTED' /tmp/out)
+}
+losses=0
+reboots
+while [ "$all" -lt 3 ] && [ "$good" = "$all" ] && [ $rc = 0 ] && ! has "violation" && [ $losses -lt 2 ]; do
+  losses=$((losses + 1)); echo "note: 2-vCPU rebooting guest lost after $all boots: $(tail -n 2 /tmp/out | tr '\n' ' ')"
+  reboots
+done
+if [ "$good" -ge 3 ] && [ "$good" = "$all" ] && [ $rc = 0 ] && ! has "violation"; then
+  ok "reboot in place with 2 vCPUs and a busy disk: $good boots, each with both CPUs and the disk ($losses emulated-host losses retried)"
+else bad "reboot in place: $(grep '^BOOTED' /tmp/out | sort | uniq -c | tr '\n' ' ') status $rc, $losses retried; $(grep -i 'error\|violation' /tmp/out | head -3)"; fi
 # ...and exits with status 6 under --on-reboot exit.
 vrun --on-reboot exit --append '-- reboot -f'
 if [ $rc = 6 ] && [ "$(grep -c VIREO-GUEST-INIT /tmp/out)" = 1 ]; then ok "--on-reboot exit: status 6"

@@ -2,7 +2,9 @@
 # Live migration with a Debian guest, inside the test host (tests/linux/migration.sh packs this,
 # tests/lib.sh and e2fsprogs). Every wait is bounded by wall time (lib.sh's within).
 # The guest prints a counter every 0.1 s and, every 10 counts, writes a file to an ext4 disk
-# (synced, acknowledged with its checksum). It moves between vireo processes:
+# (synced, acknowledged with its checksum) and reads a control disk (O_DIRECT): it counts on
+# until the test writes STOP there after the moves, so the test waits for the moves, not for
+# a fixed count. It moves between vireo processes:
 #  1. over unix:, then back over tcp:127.0.0.1 with a token: the count goes on, the source
 #     exits 0 after each hand-over;
 #  2. ping-pong: 10 more moves back and forth over unix:;
@@ -15,14 +17,15 @@ vireo=vireo
 # The console logs of the moves, in order, as one stream: a line the switch cut in two (the
 # source printed its start, the destination its end) is whole again; without CRs.
 joined() { cat "$@" | tr -d '\r'; }
-has_line() { tr -d '\r' <"$1" 2>/dev/null | grep -q "^$2"; }
+has_line() { tr -d '\r' 2>/dev/null <"$1" | grep -q "^$2"; }
 
 /usr/sbin/mke2fs -q -F -t ext4 /tmp/fs.img 64M
+head -c 4096 /dev/zero >/tmp/ctl.img
 cat >/tmp/mover.sh <<'EOS'
 mkdir -p /mnt
 mount -t ext4 /dev/vda /mnt || echo MOUNT-FAILED
 i=0
-while [ $i -lt 1500 ]; do
+while [ $i -lt 6000 ]; do
   i=$((i + 1))
   echo "CNT=$i"
   if [ $((i % 10)) = 0 ]; then
@@ -30,6 +33,7 @@ while [ $i -lt 1500 ]; do
     s=$(sha256sum /mnt/f$i | cut -c1-16)
     sync
     echo "ACK=$i $s"
+    dd if=/dev/vdc bs=512 count=1 iflag=direct 2>/dev/null | grep -q STOP && break
   fi
   [ $i = 50 ] && echo MOVE-READY
   sleep 0.1
@@ -44,8 +48,8 @@ EOS
 script_disk /tmp/mover.sh /tmp/mover.img
 
 logs=""
-# The first domain (the guest counts to 1500, about three minutes, then checks its disk).
-vireo run --memory 256M --disk /tmp/fs.img --disk /tmp/mover.img --api-socket /tmp/m0.sock \
+# The first domain (the guest counts until STOP, then checks its disk).
+vireo run --memory 256M --disk /tmp/fs.img --disk /tmp/mover.img --disk /tmp/ctl.img --api-socket /tmp/m0.sock \
   --console file:/tmp/m0.log --append '-- sh /dev/vdb' >/tmp/m0.err 2>&1 </dev/null &
 pid=$!
 logs=/tmp/m0.log
@@ -88,8 +92,9 @@ while [ $i -lt 12 ]; do
 done
 [ $moves = 12 ] && ok "ping-pong: 10 more moves ($(cat /tmp/m[3-9].json /tmp/m1[0-2].json | sed -n 's/.*"downtime_ms": *\([0-9.]*\).*/\1/p' | awk '{ printf "%.0f ", $1 }')ms downtime)"
 
-# The last destination: the guest finishes, lists its files, powers off (status 0).
-within 200 has_line /tmp/m12.log DISK-DONE || bad "the guest did not finish: $(tail -n 3 /tmp/m12.err)"
+# The last destination: told to stop, the guest finishes, lists its files, powers off (status 0).
+printf 'STOP\n' | dd of=/tmp/ctl.img conv=notrunc 2>/dev/null
+within 120 has_line /tmp/m12.log DISK-DONE || bad "the guest did not finish: $(tail -n 3 /tmp/m12.err)"
 reap $pid "the last destination" 60
 rc=$?
 joined $logs >/tmp/all.log
