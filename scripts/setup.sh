@@ -11,7 +11,7 @@ PACKAGES=(
   zlib1g-dev                                        # snapshot checksums (CRC-32)
   nlohmann-json3-dev libtomlplusplus-dev            # the API (JSON), host config (TOML)
   libgtest-dev acpica-tools                         # tests (iasl decodes our ACPI tables)
-  curl procps                                       # tests: the metrics page, pgrep
+  curl procps socat                                 # tests: the metrics page, pgrep, a relay
   qemu-system-x86 busybox-static cpio kmod e2fsprogs          # the test host and the default guest
 )
 

@@ -12,7 +12,8 @@
 #    over a link limited to 8 MiB/s (--max-bandwidth: in the emulated test host a guest
 #    dirties pages far slower than on hardware, each first write a nested fault):
 #    the migration fails at --timeout and the source runs on; --cancel and a destination
-#    killed mid-way leave the source running too; with --auto-converge it completes and the
+#    killed mid-way, or the connection cut silently (a socat relay stopped), leave the source
+#    running too; with --auto-converge it completes and the
 #    migrated guest finds every page intact.
 # usage: migration.sh VIREO PVH_COUNTER_ELF PVH_DIRTIER_ELF
 vireo=$1
@@ -219,6 +220,37 @@ else
 fi
 counting "$work/d.log" && ok "after the destination died the source runs on" ||
   bad "the source stopped when the destination died"
+
+# The connection cut mid-way, silently (a relay between the two stops forwarding, as a cable
+# pulled out would: no FIN, no RST): the source's next write times out (30 s) and it runs on.
+if command -v socat >/dev/null; then
+  incoming cut "unix:$work/in-cut.sock"
+  pdest=$last
+  socat "UNIX-LISTEN:$work/relay.sock" "UNIX-CONNECT:$work/in-cut.sock" 2>/dev/null &
+  prelay=$!
+  pids="$pids $prelay"
+  within 10 test -S "$work/relay.sock" || bad "the relay did not listen"
+  "$vireo" migrate --api-socket "$work/d.sock" "unix:$work/relay.sock" --downtime-ms 1 \
+    --max-bandwidth 8 --timeout 120 >"$work/m8.out" 2>&1 &
+  pm=$!
+  sleep 2
+  kill -STOP $prelay
+  reap $pm "the migration over a cut connection" 90
+  if [ -s "$work/m8.out" ] && ! grep -q migrated "$work/m8.out"; then
+    ok "a connection cut silently fails the migration: $(cat "$work/m8.out")"
+  else
+    bad "a cut connection: $(cat "$work/m8.out")"
+  fi
+  counting "$work/d.log" && ok "after the cut the source runs on" ||
+    bad "the source stopped when the connection was cut"
+  kill -9 $prelay  # the destination sees its connection end and gives up
+  reap $pdest "the destination of the cut connection" 30
+  st=$?
+  [ $st -ne 0 ] && ok "the destination of the cut connection gave up (status $st)" ||
+    bad "the destination of the cut connection ended with 0"
+else
+  echo "note: no socat here: the cut-connection case did not run"
+fi
 
 # With auto-converge it completes, every page intact.
 incoming h "unix:$work/in-h.sock"

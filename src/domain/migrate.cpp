@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "base/log.hpp"
@@ -148,7 +150,7 @@ uint64_t count_bits(const std::vector<std::vector<uint64_t>>& bitmaps) {
 }
 
 // Auto-converge: while `percent` is above 0, keeps the vCPUs out of the guest for that share
-// of every 20 ms.
+// of their time (periods of 20 ms, longer when this thread wakes late).
 class Throttle {
   public:
     explicit Throttle(vmm::Vm& vm, MigrationProgress& p) : vm_(vm), p_(p) {}
@@ -158,25 +160,49 @@ class Throttle {
         if (percent > 0 && !thread_.joinable())
             thread_ = std::thread([this] {
                 ::pthread_setname_np(::pthread_self(), "vireo-throttle");
+                // Each period the vCPUs sit out `percent` of it. The pause is reckoned from how
+                // long they actually ran since the last one, so a late wake-up of this thread
+                // (a loaded host) does not hand the guest the time it overslept.
+                using std::chrono::microseconds;
+                auto released = std::chrono::steady_clock::now();
                 while (!done_.load(std::memory_order_acquire)) {
-                    const uint32_t pct = p_.throttle_percent.load(std::memory_order_relaxed);
-                    vm_.throttle(std::chrono::microseconds(kPeriodUs * pct / 100));
-                    std::this_thread::sleep_for(std::chrono::microseconds(kPeriodUs));
+                    const uint64_t pct =
+                        std::min<uint32_t>(99, p_.throttle_percent.load(std::memory_order_relaxed));
+                    const microseconds window(kPeriodUs * (100 - pct) / 100);
+                    const auto ran = std::chrono::duration_cast<microseconds>(
+                        std::chrono::steady_clock::now() - released);
+                    const auto run = std::max(ran, window);
+                    const microseconds pause(std::min<uint64_t>(
+                        kMaxPauseUs, static_cast<uint64_t>(run.count()) * pct / (100 - pct)));
+                    vm_.throttle(pause);
+                    released = std::chrono::steady_clock::now() + pause;
+                    std::unique_lock lock(mutex_);
+                    wake_.wait_until(lock, released + window,
+                                     [this] { return done_.load(std::memory_order_acquire); });
                 }
-                vm_.throttle(std::chrono::microseconds(0));
+                vm_.throttle(microseconds(0));
             });
     }
     void stop() {
-        done_.store(true, std::memory_order_release);
+        {
+            std::lock_guard lock(mutex_);
+            done_.store(true, std::memory_order_release);
+        }
+        wake_.notify_all();
         if (thread_.joinable()) thread_.join();
         p_.throttle_percent.store(0, std::memory_order_relaxed);
     }
 
   private:
     static constexpr uint64_t kPeriodUs = 20000;
+    // The guest runs at least every 100 ms (a vCPU sits out its pause before it sees a pause
+    // request: this bounds what the throttle adds to the downtime).
+    static constexpr uint64_t kMaxPauseUs = 100000;
     vmm::Vm& vm_;
     MigrationProgress& p_;
     std::atomic<bool> done_{false};
+    std::mutex mutex_;
+    std::condition_variable wake_;
     std::thread thread_;
 };
 
