@@ -185,16 +185,28 @@ reap $pe "the destination of the failed migration" 30
 counting "$work/d.log" && ok "after the timeout the source runs on" ||
   bad "the source stopped after a failed migration"
 
-# long_migration NAME OUT: the dirtying guest sent to a new destination NAME in the background
-# (1 ms downtime over 8 MiB/s: it runs until stopped); after 2 s the caller interrupts it.
-# Sets pdest (the destination) and pm (the migration).
+# long_migration NAME OUT [ADDR]: the dirtying guest sent to a new destination NAME (through
+# ADDR, default its own socket) in the background (1 ms downtime over 8 MiB/s: it runs until
+# stopped); after 2 s the caller interrupts it. Sets pdest (the destination) and pm (the
+# migration).
 long_migration() {
   incoming "$1" "unix:$work/in-$1.sock"
   pdest=$last
-  "$vireo" migrate --api-socket "$work/d.sock" "unix:$work/in-$1.sock" --downtime-ms 1 \
-    --max-bandwidth 8 --timeout 60 >"$2" 2>&1 &
+  "$vireo" migrate --api-socket "$work/d.sock" "${3:-unix:$work/in-$1.sock}" --downtime-ms 1 \
+    --max-bandwidth 8 --timeout 120 >"$2" 2>&1 &
   pm=$!
   sleep 2
+}
+# failed_runs_on OUT WHAT: the interrupted migration (its output in OUT) failed with a reason,
+# and the source counts on.
+failed_runs_on() {
+  if [ -s "$1" ] && ! grep -q migrated "$1"; then
+    ok "$2 fails the migration: $(cat "$1")"
+  else
+    bad "$2: $(cat "$1")"
+  fi
+  counting "$work/d.log" && ok "after that ($2) the source runs on" ||
+    bad "the source stopped ($2)"
 }
 
 # Cancelled mid-way.
@@ -213,36 +225,19 @@ counting "$work/d.log" && ok "after --cancel the source runs on" ||
 long_migration g "$work/m6.out"
 kill -9 $pdest
 reap $pm "the migration to a killed destination" 60
-if [ -s "$work/m6.out" ] && ! grep -q migrated "$work/m6.out"; then
-  ok "a killed destination fails the migration: $(cat "$work/m6.out")"
-else
-  bad "a killed destination: $(cat "$work/m6.out")"
-fi
-counting "$work/d.log" && ok "after the destination died the source runs on" ||
-  bad "the source stopped when the destination died"
+failed_runs_on "$work/m6.out" "a killed destination"
 
 # The connection cut mid-way, silently (a relay between the two stops forwarding, as a cable
 # pulled out would: no FIN, no RST): the source's next write times out (30 s) and it runs on.
 if command -v socat >/dev/null; then
-  incoming cut "unix:$work/in-cut.sock"
-  pdest=$last
   socat "UNIX-LISTEN:$work/relay.sock" "UNIX-CONNECT:$work/in-cut.sock" 2>/dev/null &
   prelay=$!
   pids="$pids $prelay"
   within 10 test -S "$work/relay.sock" || bad "the relay did not listen"
-  "$vireo" migrate --api-socket "$work/d.sock" "unix:$work/relay.sock" --downtime-ms 1 \
-    --max-bandwidth 8 --timeout 120 >"$work/m8.out" 2>&1 &
-  pm=$!
-  sleep 2
+  long_migration cut "$work/m8.out" "unix:$work/relay.sock"
   kill -STOP $prelay
   reap $pm "the migration over a cut connection" 90
-  if [ -s "$work/m8.out" ] && ! grep -q migrated "$work/m8.out"; then
-    ok "a connection cut silently fails the migration: $(cat "$work/m8.out")"
-  else
-    bad "a cut connection: $(cat "$work/m8.out")"
-  fi
-  counting "$work/d.log" && ok "after the cut the source runs on" ||
-    bad "the source stopped when the connection was cut"
+  failed_runs_on "$work/m8.out" "a connection cut silently"
   kill -9 $prelay  # the destination sees its connection end and gives up
   reap $pdest "the destination of the cut connection" 30
   st=$?

@@ -310,14 +310,16 @@ void Server::handle_lines(Conn& c) {
 
 // Replies of finished workers go to their clients (if still connected); finished threads are
 // joined.
-void Server::finish_workers(std::vector<Conn>& clients) {
+std::vector<std::pair<uint64_t, std::string>> Server::take_done() {
     std::vector<std::pair<uint64_t, std::string>> done;
-    {
-        std::lock_guard lock(done_mu_);
-        done.swap(done_);
-    }
+    std::lock_guard lock(done_mu_);
+    done.swap(done_);
+    return done;
+}
+
+void Server::finish_workers(std::vector<Conn>& clients) {
     const auto now = Clock::now();
-    for (auto& [serial, reply] : done)
+    for (auto& [serial, reply] : take_done())
         for (auto& c : clients)
             if (c.serial == serial) {
                 queue_reply(c, reply, now);
@@ -490,13 +492,8 @@ void Server::serve() {
     // ends —, all of them within kStopFlushMs; nothing new is started.
     for (auto& w : workers_)
         if (w.thread.joinable()) w.thread.join();
-    std::vector<std::pair<uint64_t, std::string>> done;
-    {
-        std::lock_guard lock(done_mu_);
-        done.swap(done_);
-    }
     const auto now = Clock::now();
-    for (auto& [serial, reply] : done)
+    for (auto& [serial, reply] : take_done())
         for (auto& c : clients)
             if (c.serial == serial && c.fd) queue_reply(c, reply, now);
     const auto until = now + milliseconds(kStopFlushMs);

@@ -145,6 +145,8 @@ class Server {
     void accept_clients(std::vector<Conn>& clients);
     void handle_lines(Conn& c);
     void finish_workers(std::vector<Conn>& clients);
+    // The replies finished workers left, taken out (by connection serial).
+    std::vector<std::pair<uint64_t, std::string>> take_done();
 
     UnixListener listener_;
     EventFd wake_;
