@@ -39,9 +39,9 @@ struct Opts {
     std::string run_dir, api_socket, console_socket, device = "/dev/kvm";
     bool json = false, wait = false, keep_running = false;
     // migrate
-    bool cancel = false, auto_converge = false;
+    bool cancel = false, auto_converge = false, allow_software_kvm = false;
     int downtime_ms = 100, migrate_timeout = 600, max_bandwidth = 0;
-    std::string token;
+    std::string token, to_host, pool;
     int force_after = -1, timeout = 120;
     double delay = 1.0;
     int iterations = 0;
@@ -349,6 +349,38 @@ int migrate(const Opts& o, const Target& t, const std::string& dest) {
     return 0;
 }
 
+// `vireo migrate NAME --to-host RUN_DIR`: the host up in RUN_DIR admits the domain (its vCPUs
+// and memory as its `info` says) and starts it listening in its run directory; the domain goes
+// there as to any destination, and its own host drops it when it has left.
+int migrate_to_host(const Opts& o, const Target& t) {
+    if (!o.token.empty()) return error("--token: not with --to-host (its address is private)");
+    auto info = domain_call(t, "info");
+    if (!info) return error(t.name + ": " + info.error().message());
+    Json params{{"name", t.name},
+                {"vcpus", info->value("vcpus", 0u)},
+                {"memory_bytes", info->value("memory_bytes", uint64_t{0})}};
+    if (!o.pool.empty()) params["pool"] = o.pool;
+    if (o.allow_software_kvm) params["allow_software_kvm"] = true;
+    auto host = find_host_socket(o.to_host);
+    if (!host) return error("--to-host: " + host.error().message());
+    auto r = api::call(*host, "receive", params, 150000);
+    if (!r)
+        return error(fmt::format("{}: the host in {} does not take it: {}", t.name, o.to_host,
+                                 r.error().message()));
+    const int rc = migrate(o, t, r->value("address", std::string()));
+    if (rc != 0) {
+        // The waiting domain goes, unless it may run (the source then stays paused: the
+        // operator decides which copy lives).
+        auto list = api::call(*host, "list", {}, 5000);
+        if (list)
+            for (const auto& d : *list)
+                if (d.value("name", std::string()) == t.name &&
+                    d.value("state", std::string()) == "incoming")
+                    (void)api::call(*host, "destroy", Json{{"name", t.name}}, 5000);
+    }
+    return rc;
+}
+
 // True once the domain no longer runs: its API is gone (a single vireo run), or the host
 // lists it as stopped.
 bool gone(const Opts& o, const Target& t) {
@@ -526,7 +558,15 @@ std::function<int()> add_control_commands(CLI::App& app) {
                     "this one exits once the destination runs it. Disks are not copied: both "
                     "must reach the same images (shared storage, or the same path here)",
                     "NAME DEST");
-    mg->footer("DEST: unix:PATH or tcp:HOST:PORT (the destination's --incoming).");
+    mg->footer(
+        "DEST: unix:PATH or tcp:HOST:PORT (the destination's --incoming); or, instead of DEST, "
+        "--to-host RUN_DIR: a vireo up host on this machine takes it into its table.");
+    mg->add_option("--to-host", o->to_host,
+                   "The run directory of a vireo up host on this machine (its vireo.sock): it "
+                   "admits the domain and receives it; this host drops it once it has left");
+    mg->add_option("--pool", o->pool, "With --to-host: the CPU pool there (default: default)");
+    mg->add_flag("--allow-software-kvm", o->allow_software_kvm,
+                 "With --to-host: the domain may run on a software KVM there (tiny test guests)");
     mg->add_option("--downtime-ms", o->downtime_ms,
                    "The longest the guest may stand still at the switch (estimated from the "
                    "measured bandwidth)")
@@ -643,7 +683,8 @@ std::function<int()> add_control_commands(CLI::App& app) {
         const std::string w = which;
         if (w == "info" && o->args.empty() && o->api_socket.empty())
             return print_kvm_info(o->device);
-        const bool one_more = w == "mem-set" || w == "save" || (w == "migrate" && !o->cancel);
+        const bool one_more =
+            w == "mem-set" || w == "save" || (w == "migrate" && !o->cancel && o->to_host.empty());
         auto t = target(w == "vcpu-pin" ? 2 : one_more ? 1 : 0);
         if (!t) return error(t.error().message());
         if (w == "console") return console(*t);
@@ -674,6 +715,7 @@ std::function<int()> add_control_commands(CLI::App& app) {
             print(*o, *r, t->name + ": cancelling the migration (the domain runs on here)");
             return 0;
         }
+        if (w == "migrate" && !o->to_host.empty()) return migrate_to_host(*o, *t);
         if (w == "migrate") return migrate(*o, *t, rest[0]);
         if (w == "vcpu-list") {
             auto r = domain_call(*t, "vcpu.list");

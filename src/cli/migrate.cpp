@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 
 #include "base/log.hpp"
+#include "base/size.hpp"
 #include "base/unix_socket.hpp"
 #include "cli/run.hpp"
 #include "domain/protocol.hpp"
@@ -70,11 +72,17 @@ bool same_token(const std::string& a, const std::string& b) {
     return diff == 0;
 }
 
-// Accepts exactly one connection on `a`; the listener is gone when this returns.
-Result<UniqueFd> accept_one(const Address& a, const std::string& shown) {
+// Accepts exactly one connection on `a`; the listener is gone when this returns. `listening`
+// runs once the address is bound (false: give up).
+Result<UniqueFd> accept_one(const Address& a, const std::string& shown,
+                            const std::function<bool()>& listening) {
+    auto not_listening = [] {
+        return fail(ErrorCode::BadState, "--incoming: the supervisor went away");
+    };
     if (a.unix_socket) {
         VIREO_TRY_ASSIGN(auto l, listen_unix(a.path, "--incoming", /*replace_stale=*/false));
         log::info("waiting for an incoming domain on {}", shown);
+        if (!listening()) return not_listening();
         pollfd p{l.fd(), POLLIN, 0};
         while (::poll(&p, 1, -1) < 0)
             if (errno != EINTR) return fail_errno(errno, "--incoming: poll");
@@ -92,6 +100,7 @@ Result<UniqueFd> accept_one(const Address& a, const std::string& shown) {
         return fail_errno(errno, "--incoming: bind {}", shown);
     if (::listen(l.get(), 1) != 0) return fail_errno(errno, "--incoming: listen");
     log::info("waiting for an incoming domain on {}", shown);
+    if (!listening()) return not_listening();
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     UniqueFd c;
@@ -121,19 +130,35 @@ void add_incoming_options(CLI::App* run, IncomingOptions& o) {
                     "migrate --token); at most 256 bytes");
 }
 
-int incoming_guest(const RunOptions& given, const IncomingOptions& in) {
+int incoming_guest(const RunOptions& flags, const IncomingOptions& in) {
     auto addr = parse_address(in.address, "--incoming");
     if (!addr) {
         log::error("{}", addr.error().message());
         return kExitError;
     }
-    if (given.process.ctl_fd >= 0) {
-        log::error("--incoming: not with --launch-fd (a host's domain comes from its supervisor)");
-        return kExitError;
-    }
     if (in.token.size() > snapshot::stream::kMaxToken) {
         log::error("--token: at most {} bytes", snapshot::stream::kMaxToken);
         return kExitError;
+    }
+    // Under vireo up (vireo migrate --to-host): how it runs here comes on the launch socket, as
+    // for any of the host's domains, with the vCPUs and memory the host admitted; the machine
+    // comes on the stream and must match them.
+    const int ctl_fd = flags.process.ctl_fd;
+    RunOptions given = flags;
+    if (ctl_fd >= 0) {
+        RunOptions only_fd;
+        only_fd.process.ctl_fd = ctl_fd;
+        if (!(flags == only_fd)) {
+            log::error("--launch-fd: the domain's configuration comes on the launch socket");
+            return kExitError;
+        }
+        auto text = domain::receive_spec(ctl_fd);
+        if (!text) {
+            log::error("{}", text.error().message());
+            return kExitError;
+        }
+        given = std::move(text).value();
+        given.process.ctl_fd = ctl_fd;
     }
     // The machine comes from the sender: a machine flag here would be a second truth.
     const RunOptions defaults;
@@ -154,12 +179,16 @@ int incoming_guest(const RunOptions& given, const IncomingOptions& in) {
         {"--restore", !given.process.restore.empty()},
     };
     for (const auto& [flag, set] : machine_flags)
-        if (set) {
+        if (set && ctl_fd < 0) {
             log::error("{}: the incoming domain brings its machine; give only how it runs here",
                        flag);
             return kExitError;
         }
-    auto conn = accept_one(*addr, in.address);
+    // The host's domain is ready once it listens; the supervisor's go lets it take the
+    // migration (it runs as soon as that has arrived).
+    auto conn = accept_one(*addr, in.address, [ctl_fd] {
+        return ctl_fd < 0 || domain::ready_and_wait_for_go(ctl_fd);
+    });
     if (!conn) {
         log::error("{}", conn.error().message());
         return kExitError;
@@ -178,6 +207,13 @@ int incoming_guest(const RunOptions& given, const IncomingOptions& in) {
     auto machine = domain::parse_spec_json(hello->spec, "the incoming domain's configuration");
     if (!machine) return refuse(machine.error().message());
     RunOptions t = std::move(machine).value();
+    if (ctl_fd >= 0) {
+        const auto want = parse_size(given.memory), got = parse_size(t.memory);
+        if (t.cpus != given.cpus || !want || !got || *want != *got)
+            return refuse(fmt::format(
+                "this host admitted {} with {} vCPUs and {} of memory; it has {} and {}",
+                given.name, given.cpus, given.memory, t.cpus, t.memory));
+    }
     if (given.name != defaults.name) t.name = given.name;
     if (given.memory_backing != defaults.memory_backing) t.memory_backing = given.memory_backing;
     t.console = given.console;
@@ -186,6 +222,7 @@ int incoming_guest(const RunOptions& given, const IncomingOptions& in) {
     t.pin_vcpus = given.pin_vcpus;
     t.process = given.process;
     t.process.incoming_fd = conn->get();
+    t.process.go_given = ctl_fd >= 0;
     auto spec = domain::parse_spec(t, domain::default_guest_dir());
     if (!spec) return refuse(spec.error().message());
     log::info("incoming domain {}: {} vCPUs, {} of memory", t.name, t.cpus, t.memory);

@@ -302,6 +302,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                               (*out)["downtime_ms"].get<double>(), (*out)["passes"].get<int>(),
                               (*out)["bytes"].get<uint64_t>() >> 20);
                     (*out)["name"] = d.name;
+                    d.report(Message::Kind::Migrated);  // vireo up drops it from its table
                 } else {
                     log::warn("{}: migration failed: {}", d.name, out.error().message());
                 }

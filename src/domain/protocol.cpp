@@ -18,7 +18,7 @@ constexpr std::string_view kSpecPrefix = "spec ";
 
 // Every field of DomainText, by its name on the wire: encode and decode both walk this one
 // list, so they cannot disagree. (process.ctl_fd and incoming_fd are the receiver's own fds,
-// not sent.)
+// and go_given its own state: not sent.)
 template <class T, class F>
 void each_field(T& t, F&& f) {
     f("name", t.name);
@@ -57,8 +57,9 @@ void each_field(T& t, F&& f) {
     [[maybe_unused]] const auto& [name, kernel, initrd, cmdline, append, memory, cpus, console,
                                   console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
                                   rng, memory_backing, cpu_affinity, pin_vcpus, process] = t;
-    [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, incoming_fd, stats,
-                                  allow_software_kvm, sandbox, uid, gid, restore] = t.process;
+    [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, incoming_fd,
+                                  go_given, stats, allow_software_kvm, sandbox, uid, gid, restore] =
+        t.process;
 }
 
 template <class V>
@@ -119,6 +120,8 @@ std::string encode(const Message& m) {
             return "running\n";
         case Message::Kind::Crashed:
             return "crashed\n";
+        case Message::Kind::Migrated:
+            return "migrated\n";
         case Message::Kind::Error:
             break;
     }
@@ -133,6 +136,7 @@ std::optional<Message> decode(std::string_view line) {
     if (line == "paused") return Message{K::Paused, {}};
     if (line == "running") return Message{K::Running, {}};
     if (line == "crashed") return Message{K::Crashed, {}};
+    if (line == "migrated") return Message{K::Migrated, {}};
     if (line.substr(0, kErrorPrefix.size()) == kErrorPrefix)
         return Message{K::Error, std::string(line.substr(kErrorPrefix.size()))};
     return std::nullopt;
@@ -182,6 +186,16 @@ Result<DomainText> decode_spec(std::string_view line) {
     if (line.substr(0, kSpecPrefix.size()) != kSpecPrefix)
         return fail(ErrorCode::InvalidArgument, "launch protocol: expected the spec message");
     return parse_spec_json(line.substr(kSpecPrefix.size()), "launch protocol: spec");
+}
+
+bool ready_and_wait_for_go(int fd) {
+    const std::string ready = encode({Message::Kind::Ready, {}});
+    (void)!::write(fd, ready.data(), ready.size());
+    char go = 0;
+    ssize_t n;
+    while ((n = ::read(fd, &go, 1)) < 0 && errno == EINTR) {
+    }
+    return n == 1 && go == kGo;
 }
 
 Result<DomainText> receive_spec(int fd) {

@@ -10,7 +10,12 @@
 //     "ready"          the machine is built (memory allocated, vCPUs created); waiting for go
 //     "error: TEXT"    the build failed (then the process exits, ExitStatus::kExitError)
 //     "paused", "running", "crashed"   state changes while it runs (pause/unpause from its
-//                      API, a crash preserved by --on-crash preserve)
+//                      API, a crash preserved by --on-crash preserve; an incoming domain's
+//                      "running" once its migration arrived)
+//     "migrated"       the domain went to another vireo (vireo migrate); the process exits 0
+//                      and is not the host's any more
+//   An incoming domain (vireo migrate --to-host: the supervisor runs it with --incoming) says
+//   "ready" once it listens, and gets go before the migration arrives.
 //   supervisor -> domain, then: one byte, kGo, once every domain of the host is ready. Nothing
 //     else; the socket's end means the supervisor is gone, and the domain stops.
 // How the domain process ended is its exit status (ExitStatus).
@@ -47,7 +52,7 @@ std::string describe_exit(int status);
 
 /// A line from the domain.
 struct Message {
-    enum class Kind { Ready, Error, Paused, Running, Crashed };
+    enum class Kind { Ready, Error, Paused, Running, Crashed, Migrated };
     Kind kind;
     std::string detail;  ///< Error: what failed
     bool operator==(const Message&) const = default;
@@ -71,6 +76,9 @@ Result<DomainText> decode_spec(std::string_view line);
 /// Reads the spec line from the supervisor's socket (blocking; at most kMaxSpecLine bytes, and
 /// not one byte past the line).
 Result<DomainText> receive_spec(int fd);
+/// The domain's side of the handshake: says "ready", then waits for the supervisor's go.
+/// False: the supervisor went away (or sent something else).
+bool ready_and_wait_for_go(int fd);
 /// The longest spec line.
 inline constexpr size_t kMaxSpecLine = size_t{256} << 10;
 

@@ -314,13 +314,11 @@ class RebootThrottle {
 };
 
 // The launch handshake, once the first machine is built (memory allocated, prefaulted or
-// locked, vCPUs created): say ready, then start only on the supervisor's go. False: no go.
-bool ready_and_wait_for_go(int ctl_fd) {
-    const std::string ready = encode({Message::Kind::Ready, {}});
-    (void)!::write(ctl_fd, ready.data(), ready.size());
-    char go = 0;
-    if (::read(ctl_fd, &go, 1) != 1 || go != kGo) return false;
-    watch_supervisor(ctl_fd);
+// locked, vCPUs created): say ready, then start only on the supervisor's go (an incoming
+// domain had it already). False: no go.
+bool go_from_supervisor(const ProcessOptions& p) {
+    if (!p.go_given && !ready_and_wait_for_go(p.ctl_fd)) return false;
+    watch_supervisor(p.ctl_fd);
     return true;
 }
 
@@ -346,7 +344,7 @@ int run_boots(const DomainSpec& s, const vmm::BootImages& images, vmm::ConsoleIn
                 return kExitError;
             }
         }
-        if (s.process.ctl_fd >= 0 && boots == 1 && !ready_and_wait_for_go(s.process.ctl_fd))
+        if (s.process.ctl_fd >= 0 && boots == 1 && !go_from_supervisor(s.process))
             return kExitPowerOff;
         log::debug("boot {}: running {} vCPU(s)", boots, s.cpus);
         if (boots == 1 && !s.process.restore.empty())
@@ -605,6 +603,7 @@ int run_domain(const DomainSpec& s) {
         (void)snapshot::stream::send_reply(ch, snapshot::stream::Reply::Running);
         ::close(incoming);
         log::info("migration: {} received; running", s.name);
+        dom.report(Message::Kind::Running);  // vireo up lists it running from here
     }
 
     // SIGINT/SIGTERM stop the guest cleanly (the terminal is restored on the way out); they

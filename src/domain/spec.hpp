@@ -30,6 +30,9 @@ struct ProcessOptions {
     /// A migration's connection, hello read (vireo run --incoming): the machine's memory and
     /// state come on it instead of a boot (domain/migrate.hpp), or -1. Not sent.
     int incoming_fd = -1;
+    /// The supervisor's go came already (an incoming domain of vireo up gets it once it
+    /// listens, before its migration arrives). Not sent.
+    bool go_given = false;
     bool stats = false;  ///< print one line of figures at exit
     bool allow_software_kvm = false;
     /// The jail (sandbox/sandbox.hpp): on unless turned off. uid/gid 0: the default

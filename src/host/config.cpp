@@ -45,14 +45,6 @@ std::optional<Action> parse_action(std::string_view s) {
     return std::nullopt;
 }
 
-bool valid_name(std::string_view n) {
-    if (n.empty() || n.size() > 64) return false;
-    for (char c : n)
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
-            return false;
-    return n[0] != '.' && n[0] != '-';
-}
-
 // Typed getters: a wrong type is a problem, absence leaves the default.
 struct Reader {
     Problems& p;
@@ -347,6 +339,14 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
 }
 
 }  // namespace
+
+bool valid_name(std::string_view n) {
+    if (n.empty() || n.size() > 64) return false;
+    for (char c : n)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+            return false;
+    return n[0] != '.' && n[0] != '-';
+}
 
 Result<HostConfig> parse_host_config(std::string_view text, const std::string& path,
                                      uint32_t num_cpus, const HostConfig* base) {

@@ -60,6 +60,10 @@ struct DomainConfig {
     /// A snapshot (vireo save) the domain goes on from instead of booting (absolute), or "".
     /// Its machine fills the keys the table does not give (parse_host_config).
     std::string restore;
+    /// A domain received from another vireo (vireo migrate --to-host): the unix: address its
+    /// process listens on for the migration, its machine coming with it; "" for the others.
+    /// Not a key of the file.
+    std::string incoming;
     int line = 0;
 };
 
@@ -99,5 +103,8 @@ using vireo::HostFacts;  // base/host_facts.hpp
 Result<void> admit(const HostConfig& config, const HostFacts& facts);
 
 const char* to_string(Action a) noexcept;
+
+/// A pool's or domain's name: 1-64 letters, digits, -, _, . (not . or - first).
+bool valid_name(std::string_view n);
 
 }  // namespace vireo::host

@@ -50,7 +50,8 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
 }
 
 Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain::DomainText& text,
-                                           int log_fd, const std::string& cgroup) {
+                                           int log_fd, const std::string& cgroup,
+                                           const std::string& incoming) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return fail_errno(errno, "socketpair");
@@ -58,8 +59,14 @@ Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain:
     // Everything the child needs is made before fork: after it, only async-signal-safe calls.
     const std::string procs = cgroup.empty() ? "" : cgroup + "/cgroup.procs";
     const std::string spec = domain::encode_spec(text);
-    char run[] = "run", flag[] = "--launch-fd", three[] = "3";
-    char* const argv[] = {const_cast<char*>(exe.c_str()), run, flag, three, nullptr};
+    char run[] = "run", flag[] = "--launch-fd", three[] = "3", in_flag[] = "--incoming";
+    char* const argv[] = {const_cast<char*>(exe.c_str()),
+                          run,
+                          flag,
+                          three,
+                          incoming.empty() ? nullptr : in_flag,
+                          const_cast<char*>(incoming.c_str()),
+                          nullptr};
     // clone() as fork(), in a new PID namespace: the child only execs (async-signal-safe
     // calls until then, as after fork).
     const pid_t pid = text.process.sandbox

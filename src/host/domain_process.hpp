@@ -35,8 +35,10 @@ struct DomainProcess {
     /// Starts `exe run --launch-fd 3` in its own process group with stdout and stderr to
     /// `log_fd`, in cgroup `cgroup` (if not ""), and sends it `text`. A sandboxed domain starts
     /// as the first process of a new PID namespace.
+    /// `incoming`: the address an incoming domain listens on (vireo run --incoming), or "".
     static Result<DomainProcess> spawn(const std::string& exe, const domain::DomainText& text,
-                                       int log_fd, const std::string& cgroup);
+                                       int log_fd, const std::string& cgroup,
+                                       const std::string& incoming = {});
 
     enum class Read { Open, Closed, TooLong };
     /// Feeds what the domain wrote to `lines`, without waiting. Closed: the domain's end is

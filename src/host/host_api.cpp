@@ -83,6 +83,7 @@ void Supervisor::add_methods() {
         std::lock_guard lock(mu_);
         api::Json out = api::Json::array();
         for (auto& d : doms_) {
+            if (d.gone) continue;
             drain_ctl(d);
             const double up =
                 d.pid() > 0 ? std::chrono::duration<double>(Clock::now() - d.started).count() : 0;
@@ -203,6 +204,10 @@ void Supervisor::add_methods() {
             return create(path);
         },
         api::Server::Kind::Blocking);
+    // Blocking: it waits for the incoming domain to listen (its machine allocated).
+    api_->add(
+        "receive", [this](const api::Json& p) -> Result<api::Json> { return receive(p); },
+        api::Server::Kind::Blocking);
 }
 
 Result<api::Json> Supervisor::create(const std::string& path) {
@@ -210,37 +215,80 @@ Result<api::Json> Supervisor::create(const std::string& path) {
     // would change between its check and its start.
     std::lock_guard one(create_mu_);
     HostConfig base;
-    std::vector<const SupervisedDomain*> holding;
     {
         std::lock_guard lock(mu_);
         base = cfg_;
         base.domains.clear();
-        for (const auto& d : doms_) {
-            base.domains.push_back(*d.cfg);  // every name, for the duplicate check
-            if (holds_cpus(d)) holding.push_back(&d);
-        }
+        for (const auto& d : doms_)
+            if (!d.gone) base.domains.push_back(*d.cfg);  // every name, for the duplicate check
     }
     auto more = load_host_config(path, o_.facts.num_cpus, &base);
     if (!more) return fail(ErrorCode::InvalidArgument, "{}", more.error().message());
-    // Admission: the domains that hold resources now, plus the new ones.
-    HostConfig all = base;
-    all.domains.clear();
+    return add_domains(more->domains, path);
+}
+
+Result<api::Json> Supervisor::receive(const api::Json& p) {
+    std::lock_guard one(create_mu_);  // admission as create's, one at a time with it
+    VIREO_TRY_ASSIGN(const std::string name, api::string_param(p, "name"));
+    VIREO_TRY_ASSIGN(const uint64_t vcpus, api::uint_param(p, "vcpus", kMaxDomainVcpus));
+    VIREO_TRY_ASSIGN(const uint64_t memory, api::uint_param(p, "memory_bytes", kMaxDomainMemory));
+    DomainConfig c;
+    c.name = name;
+    c.vcpus = static_cast<uint32_t>(vcpus);
+    c.memory = memory;
+    if (p.contains("pool")) {
+        VIREO_TRY_ASSIGN(c.pool, api::string_param(p, "pool"));
+    }
+    if (auto it = p.find("allow_software_kvm"); it != p.end() && it->is_boolean())
+        c.allow_software_kvm = it->get<bool>();
+    // Its machine comes with it; here it only runs: it reboots in place, and when it powers off
+    // or crashes it is not started again (there is no kernel here to boot).
+    c.on_poweroff = c.on_crash = Action::Destroy;
+    c.on_reboot = Action::Restart;
+    c.incoming = "unix:" + run_dir_ + "/" + name + ".incoming";
+    if (vcpus == 0 || memory < kMinDomainMemory)
+        return fail(ErrorCode::InvalidArgument, "receive: {} vCPUs and {} bytes of memory?", vcpus,
+                    memory);
+    if (!valid_name(name))
+        return fail(ErrorCode::InvalidArgument, "receive: \"{}\" is not a domain name", name);
+    if (cfg_.pools.find(c.pool) == cfg_.pools.end())
+        return fail(ErrorCode::NotFound, "receive: no pool \"{}\" on this host", c.pool);
     {
         std::lock_guard lock(mu_);
+        if (SupervisedDomain* d = find(name); d != nullptr) {
+            // A reception that failed before may be tried again; any other domain keeps its name.
+            if (d->cfg->incoming.empty() || d->pid() > 0)
+                return fail(ErrorCode::BadState, "a domain \"{}\" is on this host already ({})",
+                            name, to_string(d->state));
+            d->gone = true;
+        }
+    }
+    VIREO_TRY(add_domains({c}, "a migration"));
+    return api::Json{{"name", name}, {"address", c.incoming}, {"state", "incoming"}};
+}
+
+Result<api::Json> Supervisor::add_domains(const std::vector<DomainConfig>& more,
+                                          const std::string& from) {
+    // Admission: the domains that hold resources now, plus the new ones.
+    HostConfig all;
+    {
+        std::lock_guard lock(mu_);
+        all = cfg_;
+        all.domains.clear();
         for (const auto& d : doms_)
             if (holds_cpus(d)) {
                 all.domains.push_back(*d.cfg);
                 all.domains.back().pool = d.pool;
             }
     }
-    for (const auto& d : more->domains)
+    for (const auto& d : more)
         all.domains.push_back(d);
     if (auto r = admit(all, o_.facts); !r)
         return fail(ErrorCode::BadState, "admission refused: {}", r.error().message());
     std::vector<SupervisedDomain*> added;
     {
         std::lock_guard lock(mu_);
-        for (const auto& c : more->domains) {
+        for (const auto& c : more) {
             created_.push_back(c);
             SupervisedDomain& d = add_dom(created_.back());
             if (auto r = spawn(d); !r) {
@@ -273,7 +321,7 @@ Result<api::Json> Supervisor::create(const std::string& path) {
     for (SupervisedDomain* d : added) {
         go(*d);
         names.push_back(d->cfg->name);
-        log::info("domain {}: created from {} (pid {})", d->cfg->name, path, d->pid());
+        log::info("domain {}: created from {} (pid {})", d->cfg->name, from, d->pid());
     }
     return api::Json{{"created", names}};
 }

@@ -22,6 +22,10 @@ const char* to_string(DomainState s) noexcept {
             return "destroyed";
         case DomainState::Failed:
             return "failed";
+        case DomainState::Incoming:
+            return "incoming";
+        case DomainState::Migrated:
+            return "migrated";
     }
     return "?";
 }
@@ -30,6 +34,17 @@ Ending judge_end(const DomainConfig& cfg, int wait_status, DomainState before, b
     if (before == DomainState::Starting)  // died while being built (up / create report it)
         return {DomainState::Failed, Action::Destroy, ""};
     if (destroying) return {DomainState::Destroyed, Action::Destroy, "destroyed"};
+    // Its migration never arrived (cancelled, failed, destroyed): it never ran here.
+    if (before == DomainState::Incoming)
+        return {DomainState::Failed, Action::Destroy,
+                "the incoming migration did not complete (" +
+                    (WIFEXITED(wait_status) ? domain::describe_exit(WEXITSTATUS(wait_status))
+                                            : fmt::format("signal {}", WTERMSIG(wait_status))) +
+                    ")"};
+    // Gone to another vireo (it said so before it exited): nothing here to restart.
+    if (before == DomainState::Migrated && WIFEXITED(wait_status) &&
+        WEXITSTATUS(wait_status) == domain::kExitPowerOff)
+        return {DomainState::Migrated, Action::Destroy, "migrated to another vireo"};
     if (WIFSIGNALED(wait_status)) {
         // A killed process preserved nothing: preserve means destroy here.
         return {DomainState::Crashed,
@@ -59,6 +74,8 @@ std::optional<DomainState> state_after(const domain::Message& m) {
             return DomainState::Paused;
         case domain::Message::Kind::Running:
             return DomainState::Running;
+        case domain::Message::Kind::Migrated:
+            return DomainState::Migrated;
         case domain::Message::Kind::Ready:
         case domain::Message::Kind::Error:
             break;  // only first messages

@@ -21,6 +21,8 @@ enum class DomainState {
     Shutoff,    ///< powered off or rebooted, and not restarted
     Destroyed,  ///< killed by `vireo destroy` (or a broken launch protocol)
     Failed,     ///< could not be built (or rebuilt)
+    Incoming,   ///< waits for its migration to arrive (vireo migrate --to-host)
+    Migrated,   ///< moved to another vireo: no longer this host's (not listed)
 };
 const char* to_string(DomainState s) noexcept;
 
@@ -35,7 +37,8 @@ struct Ending {
 /// supervisor killed it on purpose.
 Ending judge_end(const DomainConfig& cfg, int wait_status, DomainState before, bool destroying);
 
-/// The state a running domain's message moves it to (Paused, Running, Crashed), if any.
+/// The state a running domain's message moves it to (Paused, Running, Crashed, Migrated), if
+/// any.
 std::optional<DomainState> state_after(const domain::Message& m);
 
 /// A domain that stops within kQuickRun of each start, kMaxQuickRestarts times in a row, is

@@ -152,7 +152,7 @@ uint32_t Supervisor::free_id() const {
     for (uint32_t slot = 0; slot < kMaxDomainIds; ++slot) {
         const uint32_t id = cfg_.uid_base + slot;
         if (std::none_of(doms_.begin(), doms_.end(),
-                         [id](const SupervisedDomain& d) { return d.uid == id; }))
+                         [id](const SupervisedDomain& d) { return !d.gone && d.uid == id; }))
             return id;
     }
     return 0;  // more domains than ids: admission keeps it from happening
@@ -175,7 +175,8 @@ Result<void> Supervisor::spawn(SupervisedDomain& d) {
     UniqueFd log_fd = open_log(log_path);
     if (!log_fd) return fail_errno(errno, "cannot open {}", log_path);
     const auto text = launch_text(*d.cfg, run_dir_, cfg_.pools.at(d.pool), d.pinned, d.uid);
-    VIREO_TRY_ASSIGN(d.proc, DomainProcess::spawn(o_.vireo_exe, text, log_fd.get(), d.cgroup));
+    VIREO_TRY_ASSIGN(
+        d.proc, DomainProcess::spawn(o_.vireo_exe, text, log_fd.get(), d.cgroup, d.cfg->incoming));
     d.state = DomainState::Starting;
     d.started = Clock::now();
     ++d.boots;
@@ -226,7 +227,8 @@ void Supervisor::poll_restart(SupervisedDomain& d) {
 
 void Supervisor::go(SupervisedDomain& d) {
     d.proc.go();
-    d.state = DomainState::Running;
+    // An incoming domain says "running" once its migration has arrived.
+    d.state = d.cfg->incoming.empty() ? DomainState::Running : DomainState::Incoming;
 }
 
 int Supervisor::abort_all(const SupervisedDomain& failed) {
@@ -243,7 +245,7 @@ int Supervisor::abort_all(const SupervisedDomain& failed) {
 
 SupervisedDomain* Supervisor::find(const std::string& name) {
     for (auto& d : doms_)
-        if (d.cfg->name == name) return &d;
+        if (!d.gone && d.cfg->name == name) return &d;
     return nullptr;
 }
 
@@ -263,7 +265,7 @@ void Supervisor::drain_ctl(SupervisedDomain& d) {
 // A sandboxed domain cannot remove its sockets (its root no longer holds them): the
 // supervisor does, once nothing answers on them.
 void Supervisor::remove_stale_sockets(const SupervisedDomain& d) const {
-    for (const char* ext : {".api", ".console"})
+    for (const char* ext : {".api", ".console", ".incoming"})
         (void)remove_stale_socket(run_dir_ + "/" + d.cfg->name + ext);
     if (!d.cfg->vsock.empty())
         if (auto v = domain::parse_vsock_option(d.cfg->vsock); v)
@@ -271,6 +273,7 @@ void Supervisor::remove_stale_sockets(const SupervisedDomain& d) const {
 }
 
 void Supervisor::apply_policy(SupervisedDomain& d, int status) {
+    drain_ctl(d);  // its last lines ("migrated") before its end is judged
     remove_stale_sockets(d);
     d.restarting = false;
     const Ending end = judge_end(*d.cfg, status, d.state, d.destroying);
@@ -279,6 +282,12 @@ void Supervisor::apply_policy(SupervisedDomain& d, int status) {
     d.state = end.state;
     if (!end.last.empty()) d.last = end.last;
     if (end.state == DomainState::Failed || end.state == DomainState::Destroyed) return;
+    if (end.state == DomainState::Migrated) {
+        d.gone = true;  // its CPUs, id and name are free: it is another host's now
+        Cgroups::remove(d.cgroup);
+        log::info("domain {}: migrated to another vireo; no longer on this host", d.cfg->name);
+        return;
+    }
     if (WIFSIGNALED(status))
         log::warn("domain {} (pid {}): {}", d.cfg->name, pid, d.last);
     else

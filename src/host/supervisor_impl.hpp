@@ -53,6 +53,7 @@ struct SupervisedDomain {
     unsigned boots = 0;
     RestartGuard restarts;
     bool destroying = false;
+    bool gone = false;  ///< migrated away (or a failed reception replaced): not listed, no name
     bool restarting = false;             // restarted by its policy; "ready" not yet seen
     Clock::time_point ready_deadline{};  // for a restarting domain
     pid_t pid() const noexcept { return proc.pid; }
@@ -133,6 +134,13 @@ class Supervisor {
     // `vireo create FILE.toml`: more domains on the running host, admitted against what the
     // host was admitted with (its memory, pinned CPUs), built, then started only if all are.
     Result<api::Json> create(const std::string& path);
+    // `vireo migrate NAME --to-host RUN_DIR`: a domain that is to arrive from another vireo,
+    // admitted like create's (its vCPUs and memory as the sender's `info` says; the stream
+    // must match), started listening on RUN_DIR/NAME.incoming; its address is returned.
+    Result<api::Json> receive(const api::Json& p);
+    // create's and receive's second half: admits `more` beside the domains holding resources,
+    // builds them, and starts them only if all are built. `from` names them in the log.
+    Result<api::Json> add_domains(const std::vector<DomainConfig>& more, const std::string& from);
 
     // A domain process that is gone (killed, crashed) cannot remove its own sockets: whatever
     // is still at its paths and answers no one is removed, so nothing stale is left behind.

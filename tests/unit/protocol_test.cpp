@@ -12,7 +12,8 @@ using K = Message::Kind;
 
 TEST(LaunchProtocol, EveryMessageRoundTrips) {
     for (const Message& m : {Message{K::Ready, {}}, Message{K::Paused, {}}, Message{K::Running, {}},
-                             Message{K::Crashed, {}}, Message{K::Error, "kernel k.elf: not ELF"}}) {
+                             Message{K::Crashed, {}}, Message{K::Migrated, {}},
+                             Message{K::Error, "kernel k.elf: not ELF"}}) {
         const std::string line = encode(m);
         ASSERT_EQ(line.back(), '\n');
         EXPECT_EQ(decode(std::string_view(line).substr(0, line.size() - 1)), m) << line;

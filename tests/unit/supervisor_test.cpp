@@ -180,11 +180,29 @@ TEST(Policy, EachEndingTakesItsPolicy) {
     EXPECT_EQ(e.action, Action::Destroy);
 }
 
+TEST(Policy, AMigratedDomainLeavesAndAnIncomingOneThatNeverArrivedFailed) {
+    DomainConfig d;
+    d.on_poweroff = d.on_crash = Action::Restart;
+    // Gone to another vireo: nothing is restarted, whatever the policy.
+    auto e = judge_end(d, exited(domain::kExitPowerOff), DomainState::Migrated, false);
+    EXPECT_EQ(e.state, DomainState::Migrated);
+    EXPECT_EQ(e.action, Action::Destroy);
+    // It said "migrated" and then crashed: a crash, under its policy.
+    e = judge_end(d, exited(domain::kExitPanic), DomainState::Migrated, false);
+    EXPECT_EQ(e.state, DomainState::Crashed);
+    // An incoming domain whose migration failed never ran: failed, and not started again.
+    e = judge_end(d, exited(domain::kExitError), DomainState::Incoming, false);
+    EXPECT_EQ(e.state, DomainState::Failed);
+    EXPECT_EQ(e.action, Action::Destroy);
+    EXPECT_NE(e.last.find("incoming migration did not complete"), std::string::npos) << e.last;
+}
+
 TEST(Policy, RunningDomainsMoveWithTheirMessages) {
     using K = domain::Message::Kind;
     EXPECT_EQ(state_after({K::Paused, {}}), DomainState::Paused);
     EXPECT_EQ(state_after({K::Running, {}}), DomainState::Running);
     EXPECT_EQ(state_after({K::Crashed, {}}), DomainState::Crashed);
+    EXPECT_EQ(state_after({K::Migrated, {}}), DomainState::Migrated);
     EXPECT_FALSE(state_after({K::Ready, {}}));
     EXPECT_FALSE(state_after({K::Error, "x"}));
     EXPECT_STREQ(to_string(DomainState::Shutoff), "shutoff");
