@@ -72,10 +72,24 @@ bool same_token(const std::string& a, const std::string& b) {
     return diff == 0;
 }
 
+// Waits until `listener` has a connection. `supervisor` (the launch socket, or -1): anything
+// on it while waiting means the supervisor is gone (it sends nothing after go).
+Result<void> wait_for_connection(int listener, int supervisor) {
+    pollfd p[2] = {{listener, POLLIN, 0}, {supervisor, POLLIN, 0}};
+    for (;;) {
+        const int n = ::poll(p, supervisor >= 0 ? 2 : 1, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(errno, "--incoming: poll");
+        if (supervisor >= 0 && p[1].revents != 0)
+            return fail(ErrorCode::BadState, "--incoming: the supervisor went away");
+        if (p[0].revents != 0) return {};
+    }
+}
+
 // Accepts exactly one connection on `a`; the listener is gone when this returns. `listening`
-// runs once the address is bound (false: give up).
+// runs once the address is bound (false: give up); `supervisor` as wait_for_connection's.
 Result<UniqueFd> accept_one(const Address& a, const std::string& shown,
-                            const std::function<bool()>& listening) {
+                            const std::function<bool()>& listening, int supervisor) {
     auto not_listening = [] {
         return fail(ErrorCode::BadState, "--incoming: the supervisor went away");
     };
@@ -83,9 +97,7 @@ Result<UniqueFd> accept_one(const Address& a, const std::string& shown,
         VIREO_TRY_ASSIGN(auto l, listen_unix(a.path, "--incoming", /*replace_stale=*/false));
         log::info("waiting for an incoming domain on {}", shown);
         if (!listening()) return not_listening();
-        pollfd p{l.fd(), POLLIN, 0};
-        while (::poll(&p, 1, -1) < 0)
-            if (errno != EINTR) return fail_errno(errno, "--incoming: poll");
+        VIREO_TRY(wait_for_connection(l.fd(), supervisor));
         UniqueFd c(::accept4(l.fd(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!c) return fail_errno(errno, "--incoming: accept");
         return c;
@@ -101,6 +113,7 @@ Result<UniqueFd> accept_one(const Address& a, const std::string& shown,
     if (::listen(l.get(), 1) != 0) return fail_errno(errno, "--incoming: listen");
     log::info("waiting for an incoming domain on {}", shown);
     if (!listening()) return not_listening();
+    VIREO_TRY(wait_for_connection(l.get(), supervisor));
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     UniqueFd c;
@@ -186,9 +199,9 @@ int incoming_guest(const RunOptions& flags, const IncomingOptions& in) {
         }
     // The host's domain is ready once it listens; the supervisor's go lets it take the
     // migration (it runs as soon as that has arrived).
-    auto conn = accept_one(*addr, in.address, [ctl_fd] {
-        return ctl_fd < 0 || domain::ready_and_wait_for_go(ctl_fd);
-    });
+    auto conn = accept_one(
+        *addr, in.address, [ctl_fd] { return ctl_fd < 0 || domain::ready_and_wait_for_go(ctl_fd); },
+        ctl_fd);
     if (!conn) {
         log::error("{}", conn.error().message());
         return kExitError;
