@@ -15,34 +15,6 @@ work=$(mktemp -d /tmp/vireo-hostmig.XXXXXX)
 trap '"$vireo" down --timeout 0 --run-dir "$work/a" >/dev/null 2>&1
       "$vireo" down --timeout 0 --run-dir "$work/b" >/dev/null 2>&1; sleep 1; rm -rf "$work"' EXIT
 
-lines() { _n=$(grep -c '^C=' "$1" 2>/dev/null); echo "${_n:-0}"; }
-has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
-counting() {  # counting LOG: two more lines appear
-  _n=$(lines "$1")
-  within 30 has_lines "$1" $((_n + 2))
-}
-# The counts in LOGs, read as one stream. A host's NAME.log holds the console and vireo's own
-# log lines ("vireo: info: ..."), each written whole but possibly in the middle of a console
-# line: such a line is taken out and the console line joined again; so is a line the move cut
-# in two (its start in one host's log, its end in the other's).
-counts() {
-  cat "$@" | tr -d '\r' |
-    awk '{ i = index($0, "vireo: "); if (i > 0) { pre = pre substr($0, 1, i - 1); next }
-           print pre $0; pre = "" }' |
-    grep '^C=[0-9a-f]\{8\}$' | cut -c3-
-}
-# no_repeat_no_gap LOG...: the counts across the logs go up by one at a time.
-no_repeat_no_gap() {
-  _prev=
-  for _c in $(counts "$@"); do
-    _v=$((0x$_c))
-    if [ -n "$_prev" ] && [ "$_v" -ne $((_prev + 1)) ]; then
-      echo "$_prev then $_v"
-      return 1
-    fi
-    _prev=$_v
-  done
-}
 listed() { "$vireo" list --run-dir "$1" --json 2>/dev/null | tr -d ' \n' | grep -q "\"name\":\"$2\""; }
 not_listed() { ! listed "$@"; }
 

@@ -55,3 +55,47 @@ script_disk() {
   [ $_pad -gt 0 ] && head -c $_pad /dev/zero | tr '\0' '\n' >>"$2"
   true
 }
+
+# The counting guest's console (tests/guests/pvh_counter.S and pvh_dirtier.S: "C=<8 hex
+# digits>" lines, the count in guest memory).
+# lines LOG: how many count lines LOG has (0 if none or no file).
+lines() { _n=$(grep -c '^C=' "$1" 2>/dev/null); echo "${_n:-0}"; }
+# has_lines LOG N: LOG has at least N count lines.
+has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
+# counting LOG: two more count lines appear (within 30 s).
+counting() {
+  _n=$(lines "$1")
+  within 30 has_lines "$1" $((_n + 2))
+}
+# counts LOG...: the counts in the LOGs, read as one stream. A line a move or save cut in two
+# (its start in one log, its end in the next) is whole again; so is one that a vireo log line
+# ("vireo: info: ...", written whole, as into a vireo up host's NAME.log beside the console)
+# interrupted.
+counts() {
+  cat "$@" | tr -d '\r' |
+    awk '{ i = index($0, "vireo: "); if (i > 0) { pre = pre substr($0, 1, i - 1); next }
+           print pre $0; pre = "" }' |
+    grep '^C=[0-9a-f]\{8\}$' | cut -c3-
+}
+# no_repeat_no_gap LOG...: the counts across the LOGs go up by one at a time; else prints where
+# they did not, and each log's first and last count.
+no_repeat_no_gap() {
+  _prev=
+  _res=0
+  for _c in $(counts "$@"); do
+    _v=$((0x$_c))
+    if [ -n "$_prev" ] && [ "$_v" -ne $((_prev + 1)) ]; then
+      echo "$_prev then $_v"
+      _res=1
+    fi
+    _prev=$_v
+  done
+  if [ $_res -ne 0 ]; then
+    printf '(each log: '
+    for _l in "$@"; do
+      printf '%s:%s-%s ' "$(basename "$_l" .log)" "$(counts "$_l" | head -1)" "$(counts "$_l" | tail -1)"
+    done
+    echo ')'
+  fi
+  return $_res
+}

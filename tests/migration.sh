@@ -25,16 +25,6 @@ pids=""
 trap 'kill $pids 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 port=$((40000 + $$ % 20000))
 
-lines() { _n=$(grep -c '^C=' "$1" 2>/dev/null); echo "${_n:-0}"; }
-has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
-# The counts in LOGs, read as one stream: a line the switch cut in two (the source printed its
-# start, the destination its end) is whole again.
-counts() { cat "$@" | grep '^C=[0-9a-f]\{8\}$' | cut -c3-; }
-counting() {  # counting LOG: two more lines appear
-  _n=$(lines "$1")
-  within 30 has_lines "$1" $((_n + 2))
-}
-
 # source NAME KERNEL [ARGS]: a domain with its console in NAME.log and API at NAME.sock.
 source_domain() {
   _name=$1
@@ -58,28 +48,6 @@ incoming() {
   within 30 grep -q "waiting for an incoming domain" "$work/$_name.err" ||
     bad "$_name: the destination did not listen: $(cat "$work/$_name.err")"
 }
-# no_repeat_no_gap LOG...: the counts across the logs go up by one at a time.
-no_repeat_no_gap() {
-  _prev=
-  _res=0
-  for _c in $(counts "$@"); do
-    _v=$((0x$_c))
-    if [ -n "$_prev" ] && [ "$_v" -ne $((_prev + 1)) ]; then
-      echo "$_prev then $_v"
-      _res=1
-    fi
-    _prev=$_v
-  done
-  [ $_res -eq 0 ] || echo "(each log's counts: $(spans "$@"))"
-  return $_res
-}
-# spans LOG...: each log's first and last whole count.
-spans() {
-  for _l in "$@"; do
-    printf '%s:%s-%s ' "$(basename "$_l" .log)" "$(counts "$_l" | head -1)" "$(counts "$_l" | tail -1)"
-  done
-}
-
 # --- unix: the counter moves, then back over tcp: with a token --------------------------------
 # With a disk: its lock goes to the destination at the hand-over (both open the same image).
 head -c 1048576 /dev/zero >"$work/disk.img"

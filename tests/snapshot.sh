@@ -16,8 +16,6 @@ work=$(mktemp -d /tmp/vireo-snapshot.XXXXXX)
 trap 'kill $p1 $p2 $p3 $p4 $p5 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 RUN="run --kernel $counter --memory 64M --cpus 2 --rng --allow-software-kvm"
 
-lines() { _n=$(grep -c '^C=' "$1" 2>/dev/null); echo "${_n:-0}"; }
-has_lines() { [ "$(lines "$1")" -ge "$2" ]; }
 last_count() { grep '^C=[0-9a-f]\{8\}$' "$1" | tail -1 | cut -c3-; }
 first_count() { grep '^C=[0-9a-f]\{8\}$' "$1" | head -1 | cut -c3-; }
 
