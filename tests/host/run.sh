@@ -22,6 +22,10 @@
 #              loaded and loopback is up
 #   -B PATH    also pack this machine's program PATH (same path inside) and the libraries it
 #              loads, e.g. /bin/bash
+#   -N ADDR/PREFIX,NETDEV  also a network card (virtio-net, eth0 inside, address ADDR/PREFIX) on
+#              QEMU's back-end NETDEV: two test hosts joined on this machine's loopback, e.g.
+#              -N 10.9.0.1/24,socket,listen=127.0.0.1:5555 and
+#              -N 10.9.0.2/24,socket,connect=127.0.0.1:5555 (start the listener first)
 # VIREO_TEST_HOST_LOG=FILE keeps the host's whole console there when the host dies.
 # VIREO_TEST_HOST_RETRIES=N (default 1) and VIREO_TEST_HOST_READY_SECS=S (default 120): how
 # often a failed host is booted again, and how long it may take to come up.
@@ -37,7 +41,8 @@ files=()
 with_qemu=0
 kmodules=()
 binaries=()
-while getopts "b:m:s:t:f:k:B:qQ" opt; do
+net=""
+while getopts "b:m:s:t:f:k:B:N:qQ" opt; do
   case $opt in
     b) build=$(cd "$OPTARG" && pwd) ;;
     m) mem=$OPTARG ;;
@@ -48,7 +53,8 @@ while getopts "b:m:s:t:f:k:B:qQ" opt; do
     Q) with_qemu=1 ;;
     k) kmodules+=("$OPTARG") ;;
     B) binaries+=("$OPTARG") ;;
-    *) sed -n '2,28p' "$0" >&2; exit 2 ;;
+    N) net=$OPTARG ;;
+    *) sed -n '2,32p' "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -94,6 +100,19 @@ add_mod() {
   cp "$cache/kernel/lib/modules/$release/$path" "$root/lib/modules/"
   extra_mods="$extra_mods $(basename "$path" .ko)"
 }
+net_args=()
+if [ -n "$net" ]; then
+  addr=${net%%,*}
+  case $addr in
+    *.*.*.*/*) ;;
+    *) echo "vireo test host: -N wants ADDR/PREFIX,NETDEV (got '$net')" >&2; exit 2 ;;
+  esac
+  kmodules+=(virtio_pci virtio_net)
+  echo "$addr" > "$root/netaddr"
+  # A MAC of its own per address (the last octet), so two hosts on one link differ.
+  last=${addr%/*}; last=${last##*.}
+  net_args=(-netdev "${net#*,},id=n0" -device "virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:$(printf %02x "$last")")
+fi
 for m in "${kmodules[@]}"; do add_mod "$m"; done
 echo "$extra_mods" > "$root/extra_mods"
 cp "$guest/vmlinuz" "$guest/initrd.img" "$root/guest/"
@@ -185,6 +204,7 @@ mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts  # script(1)
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "vireo test host: no cgroup2"
 for m in irqbypass kvm kvm-amd tun $(cat /extra_mods); do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
 ip link set lo up
+if [ -e /netaddr ]; then ip link set eth0 up && ip addr add "$(cat /netaddr)" dev eth0 || echo "vireo test host: no eth0"; fi
 export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
 cd /opt/vireo
 if [ -c /dev/kvm ]; then
@@ -246,7 +266,7 @@ boot_host() {
   set +e
   timeout --foreground "$timeout" qemu-system-x86_64 -M q35 -accel tcg,thread=multi \
     -cpu EPYC,+svm,+npt -smp "$smp" -m "$mem" -nodefaults -no-user-config -display none \
-    -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$work/host.img" \
+    -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$work/host.img" "${net_args[@]}" \
     -append "console=ttyS0 quiet panic=-1 softlockup_panic=1 rdinit=/init" </dev/null 2>"$work/qemu.err" |
     stdbuf -oL tr -d '\r' | tee "$out" | if [ $quiet = 1 ]; then grep --line-buffered -v -e '^\[' -e '^VIREO-HOST' || true
                                       else grep --line-buffered -v '^VIREO-HOST-ALIVE' || true; fi
