@@ -290,9 +290,12 @@ Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
 
     // Stop and copy: the guest stands still from here until the destination runs it.
     const bool was_paused = vm.paused();
+    const auto pause_asked = Clock::now();
     if (!was_paused) VIREO_TRY(vm.pause());
     sender.limit(0);  // the guest stands still: as fast as the link goes
     const auto paused_at = Clock::now();
+    // Where the downtime goes (in the result: a slow link, a slow destination, a slow pause).
+    const double pause_ms = ms_since(pause_asked);
     throttle.stop();
     auto go_on_here = [&](Error e) -> Error {
         if (!was_paused)
@@ -315,9 +318,11 @@ Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
         if (r) r = stream::send_state(ch, state);
         if (!r) return Unexpected{go_on_here(r.error())};
     }
+    const double copy_ms = ms_since(paused_at);
     // The destination restores the state; then it is told to go, and says it runs.
     ch.set_timeout(60000);
     auto ready = stream::read_reply(ch);
+    const double restore_ms = ms_since(paused_at) - copy_ms;
     if (!ready || ready->kind != stream::Reply::Ready)
         return Unexpected{go_on_here(
             ready ? Error(ErrorCode::BadState,
@@ -362,16 +367,20 @@ Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
     }
     const double downtime_ms = ms_since(paused_at);
     const double total_ms = ms_since(t0);
+    const double start_ms = downtime_ms - copy_ms - restore_ms;
     vm.stop(vmm::Fate::Stopped, "migrated");
-    return api::Json{{"state", "migrated"},
-                     {"downtime_ms", downtime_ms},
-                     {"total_ms", total_ms},
-                     {"bytes", ch.bytes_sent()},
-                     {"passes", pass + 1},
-                     {"last_pass_pages", last_pages},
-                     {"state_bytes", state.size()},
-                     {"bandwidth_mib_s", bandwidth / 1048576},
-                     {"throttle_percent_max", throttle_max}};
+    return api::Json{
+        {"state", "migrated"},
+        {"downtime_ms", downtime_ms},
+        {"total_ms", total_ms},
+        {"bytes", ch.bytes_sent()},
+        {"passes", pass + 1},
+        {"last_pass_pages", last_pages},
+        {"state_bytes", state.size()},
+        {"bandwidth_mib_s", bandwidth / 1048576},
+        {"throttle_percent_max", throttle_max},
+        {"downtime_parts_ms",
+         {{"pause", pause_ms}, {"copy", copy_ms}, {"restore", restore_ms}, {"start", start_ms}}}};
 }
 
 Result<void> receive_in(vmm::Vm& vm, int fd) {
