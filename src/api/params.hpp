@@ -37,6 +37,15 @@ inline Result<uint64_t> uint_param(const Json& params, const char* key, uint64_t
     return v->get<uint64_t>();
 }
 
+/// An optional true or false: `absent` when the key is not given.
+inline Result<bool> bool_param(const Json& params, const char* key, bool absent) {
+    const auto it = params.find(key);
+    if (it == params.end()) return absent;
+    if (!it->is_boolean())
+        return fail(ErrorCode::InvalidArgument, "\"{}\" must be true or false", key);
+    return it->get<bool>();
+}
+
 inline Result<std::string> string_param(const Json& params, const char* key) {
     VIREO_TRY_ASSIGN(const Json* v, required(params, key));
     if (!v->is_string()) return fail(ErrorCode::InvalidArgument, "\"{}\" must be a string", key);

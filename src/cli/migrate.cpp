@@ -72,6 +72,10 @@ bool same_token(const std::string& a, const std::string& b) {
     return diff == 0;
 }
 
+auto supervisor_gone() {
+    return fail(ErrorCode::BadState, "--incoming: the supervisor went away");
+}
+
 // Waits until `listener` has a connection. `supervisor` (the launch socket, or -1): anything
 // on it while waiting means the supervisor is gone (it sends nothing after go).
 Result<void> wait_for_connection(int listener, int supervisor) {
@@ -80,9 +84,21 @@ Result<void> wait_for_connection(int listener, int supervisor) {
         const int n = ::poll(p, supervisor >= 0 ? 2 : 1, -1);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return fail_errno(errno, "--incoming: poll");
-        if (supervisor >= 0 && p[1].revents != 0)
-            return fail(ErrorCode::BadState, "--incoming: the supervisor went away");
+        if (supervisor >= 0 && p[1].revents != 0) return supervisor_gone();
         if (p[0].revents != 0) return {};
+    }
+}
+
+// The one connection on a bound, listening `listener`.
+Result<UniqueFd> accept_on(int listener, const std::string& shown,
+                           const std::function<bool()>& listening, int supervisor) {
+    log::info("waiting for an incoming domain on {}", shown);
+    if (!listening()) return supervisor_gone();
+    VIREO_TRY(wait_for_connection(listener, supervisor));
+    for (;;) {
+        UniqueFd c(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+        if (c) return c;
+        if (errno != EINTR) return fail_errno(errno, "--incoming: accept");
     }
 }
 
@@ -90,17 +106,9 @@ Result<void> wait_for_connection(int listener, int supervisor) {
 // runs once the address is bound (false: give up); `supervisor` as wait_for_connection's.
 Result<UniqueFd> accept_one(const Address& a, const std::string& shown,
                             const std::function<bool()>& listening, int supervisor) {
-    auto not_listening = [] {
-        return fail(ErrorCode::BadState, "--incoming: the supervisor went away");
-    };
     if (a.unix_socket) {
         VIREO_TRY_ASSIGN(auto l, listen_unix(a.path, "--incoming", /*replace_stale=*/false));
-        log::info("waiting for an incoming domain on {}", shown);
-        if (!listening()) return not_listening();
-        VIREO_TRY(wait_for_connection(l.fd(), supervisor));
-        UniqueFd c(::accept4(l.fd(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (!c) return fail_errno(errno, "--incoming: accept");
-        return c;
+        return accept_on(l.fd(), shown, listening, supervisor);
     }
     VIREO_TRY_ASSIGN(addrinfo * res, resolve(a, true));
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> free_res(res, ::freeaddrinfo);
@@ -111,21 +119,14 @@ Result<UniqueFd> accept_one(const Address& a, const std::string& shown,
     if (::bind(l.get(), res->ai_addr, res->ai_addrlen) != 0)
         return fail_errno(errno, "--incoming: bind {}", shown);
     if (::listen(l.get(), 1) != 0) return fail_errno(errno, "--incoming: listen");
-    log::info("waiting for an incoming domain on {}", shown);
-    if (!listening()) return not_listening();
-    VIREO_TRY(wait_for_connection(l.get(), supervisor));
+    VIREO_TRY_ASSIGN(UniqueFd c, accept_on(l.get(), shown, listening, supervisor));
+    (void)::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
-    UniqueFd c;
-    for (;;) {
-        c.reset(::accept4(l.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
-        if (c || errno != EINTR) break;
-    }
-    if (!c) return fail_errno(errno, "--incoming: accept");
-    (void)::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char host[NI_MAXHOST] = "?";
-    (void)::getnameinfo(reinterpret_cast<sockaddr*>(&peer), len, host, sizeof host, nullptr, 0,
-                        NI_NUMERICHOST);
+    if (::getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &len) == 0)
+        (void)::getnameinfo(reinterpret_cast<sockaddr*>(&peer), len, host, sizeof host, nullptr, 0,
+                            NI_NUMERICHOST);
     log::info("incoming connection from {}", host);
     return c;
 }
@@ -159,12 +160,7 @@ int incoming_guest(const RunOptions& flags, const IncomingOptions& in) {
     const int ctl_fd = flags.process.ctl_fd;
     RunOptions given = flags;
     if (ctl_fd >= 0) {
-        RunOptions only_fd;
-        only_fd.process.ctl_fd = ctl_fd;
-        if (!(flags == only_fd)) {
-            log::error("--launch-fd: the domain's configuration comes on the launch socket");
-            return kExitError;
-        }
+        if (!launch_fd_alone(flags)) return kExitError;
         auto text = domain::receive_spec(ctl_fd);
         if (!text) {
             log::error("{}", text.error().message());

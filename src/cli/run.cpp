@@ -242,18 +242,19 @@ int restore_guest(const RestoreOptions& r) {
     return finish(domain::run_domain(*spec));
 }
 
+bool launch_fd_alone(const RunOptions& o) {
+    RunOptions only_fd;
+    only_fd.process.ctl_fd = o.process.ctl_fd;
+    if (o == only_fd) return true;
+    log::error(
+        "--launch-fd: the domain's configuration comes on the launch socket; give no other "
+        "option");
+    return false;
+}
+
 int run_guest(const RunOptions& o) {
     if (o.process.ctl_fd >= 0) {
-        // Started by the supervisor: the whole configuration comes on the socket, none from
-        // flags (two sources would be two truths).
-        RunOptions only_fd;
-        only_fd.process.ctl_fd = o.process.ctl_fd;
-        if (!(o == only_fd)) {
-            log::error(
-                "--launch-fd: the domain's configuration comes on the launch socket; "
-                "give no other option");
-            return kExitError;
-        }
+        if (!launch_fd_alone(o)) return kExitError;
         return finish(domain::run_launched(o.process.ctl_fd, domain::default_guest_dir()));
     }
     auto spec = domain::parse_spec(o, domain::default_guest_dir());

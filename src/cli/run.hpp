@@ -24,6 +24,10 @@ using RunOptions = domain::DomainText;
 CLI::App* add_run_command(CLI::App& app, RunOptions& options);
 /// Runs it; returns the process exit status.
 int run_guest(const RunOptions& options);
+/// Under `--launch-fd` (started by a supervisor) the whole configuration comes on the launch
+/// socket, none from flags (two sources would be two truths): true when no other flag is
+/// given, else logs which rule was broken.
+bool launch_fd_alone(const RunOptions& options);
 
 /// `vireo restore FILE`'s flags: how the saved domain runs here, and which of the machine's
 /// saved fields the flags replace (an option given: `count() > 0`).

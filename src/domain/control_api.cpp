@@ -215,13 +215,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                             "save: the file is not empty (a snapshot goes into a new file)");
             if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY)
                 return fail(ErrorCode::InvalidArgument, "save: the file is not open for writing");
-            bool keep = false;
-            if (auto it = params.find("keep_running"); it != params.end()) {
-                if (!it->is_boolean())
-                    return fail(ErrorCode::InvalidArgument,
-                                "\"keep_running\" must be true or false");
-                keep = it->get<bool>();
-            }
+            VIREO_TRY_ASSIGN(const bool keep, api::bool_param(params, "keep_running", false));
             return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
                 const bool was_paused = vm.paused();
                 if (!was_paused) VIREO_TRY(vm.pause());
@@ -277,12 +271,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                                  api::uint_param(params, "max_bandwidth_mib", 1u << 20));
                 o.max_bandwidth_mib = static_cast<uint32_t>(v);
             }
-            if (auto it = params.find("auto_converge"); it != params.end()) {
-                if (!it->is_boolean())
-                    return fail(ErrorCode::InvalidArgument,
-                                "\"auto_converge\" must be true or false");
-                o.auto_converge = it->get<bool>();
-            }
+            VIREO_TRY_ASSIGN(o.auto_converge, api::bool_param(params, "auto_converge", false));
             if (auto it = params.find("token"); it != params.end()) {
                 if (!it->is_string() || it->get<std::string>().size() > 256)
                     return fail(ErrorCode::InvalidArgument,

@@ -239,12 +239,7 @@ Result<api::Json> Supervisor::receive(const api::Json& p) {
     if (p.contains("pool")) {
         VIREO_TRY_ASSIGN(c.pool, api::string_param(p, "pool"));
     }
-    if (auto it = p.find("allow_software_kvm"); it != p.end()) {
-        if (!it->is_boolean())
-            return fail(ErrorCode::InvalidArgument,
-                        "receive: \"allow_software_kvm\" must be true or false");
-        c.allow_software_kvm = it->get<bool>();
-    }
+    VIREO_TRY_ASSIGN(c.allow_software_kvm, api::bool_param(p, "allow_software_kvm", false));
     // Its machine comes with it; here it only runs: it reboots in place, and when it powers off
     // or crashes it is not started again (there is no kernel here to boot).
     c.on_poweroff = c.on_crash = Action::Destroy;
