@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
-# path, the control API's request parser, the snapshot file parser and the live-migration
-# stream's receiving side, each for SECONDS
+# path, the control API's request parser, the snapshot file parser, the live-migration
+# stream's receiving side and the PCI bus (configuration ports, BARs, MSI-X), each for SECONDS
 # (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
@@ -20,7 +20,7 @@ fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
 printf '%-10s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock api snapshot migration; do
+for t in virtqueue mmio blk net vsock api snapshot migration pci; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
