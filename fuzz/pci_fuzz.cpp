@@ -3,13 +3,15 @@
 // offset (so any device, function and register, BAR sizing and moves, the command register,
 // the MSI-X capability's control), reads and writes of any width anywhere in the memory and
 // I/O windows the BARs decode in (the MSI-X table and PBA included), and device interrupts on
-// any vector. The bus must never touch memory outside its own state, and what a BAR decodes
-// must always lie inside it.
+// any vector, on a function shaped like ivshmem and on the ivshmem device itself (its
+// registers, doorbell, INTx and MSI-X). The bus must never touch memory outside its own state,
+// and what a BAR decodes must always lie inside it.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "devices/pci/bus.hpp"
+#include "devices/pci/ivshmem.hpp"
 #include "devices/pci/msix.hpp"
 
 using namespace vireo;
@@ -59,6 +61,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto bus = std::make_shared<PciBus>();
     auto f = std::make_shared<Function>();
     if (!bus->add(f) || !bus->add(std::make_shared<Function>())) abort();
+    struct Line final : devices::IrqLine {
+        void set_level(bool) override {}
+    };
+    devices::pci::IvshmemConfig c;
+    c.region_size = 1 << 20;
+    c.vectors = 8;
+    auto ivshmem = devices::pci::Ivshmem::create(
+                       c, std::make_shared<Line>(), [](uint16_t, uint16_t) {},
+                       [](uint16_t, const MsiMessage&) {})
+                       .value();
+    if (!bus->add(ivshmem)) abort();
     ConfigPorts ports(bus);
     // Each access: 12 bytes. op[0]: what; op[1]: width; op[2..3]: offset or vector; op[4..11]:
     // value or address.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "devices/pci/bus.hpp"
+#include "devices/pci/ivshmem.hpp"
 #include "devices/pci/msix.hpp"
 
 namespace vireo::devices::pci {
@@ -330,6 +331,177 @@ TEST(Pci, SnapshotKeepsWhatTheGuestSet) {
     b->config_read(kVendorId, v);
     EXPECT_EQ(v[0], 0xf4);
     EXPECT_EQ(b->decoded(0), 0xd000'0000u);
+}
+
+// ---- ivshmem ----
+
+struct Line final : IrqLine {
+    void set_level(bool l) override {
+        level = l;
+        ++changes;
+    }
+    bool level = false;
+    int changes = 0;
+};
+
+struct Shm {
+    explicit Shm(bool doorbells, uint16_t peer = 3) {
+        IvshmemConfig c;
+        c.region_size = 16 << 20;
+        c.doorbells = doorbells;
+        c.peer = peer;
+        c.vectors = 4;
+        line = std::make_shared<Line>();
+        dev = Ivshmem::create(
+                  c, line,
+                  [this](uint16_t p, uint16_t v) {
+                      rung.push_back({p, v});
+                  },
+                  [this](uint16_t v, const MsiMessage& m) {
+                      sent.push_back({v, m});
+                  })
+                  .value();
+        slot = g.bus->add(dev).value();
+        g.write(slot, kBar0, 0xe000'0000);
+        g.write(slot, kBar0 + 4, 0xe000'1000);
+        g.write(slot, kBar0 + 8, 0);
+        g.write(slot, kBar0 + 12, 0x8);  // BAR2 at 32 GiB
+        g.write(slot, kCommand, kCommandMemory, 2);
+    }
+    uint32_t reg(uint32_t offset) {
+        uint32_t v = 0;
+        EXPECT_TRUE(g.bus->bar_read(false, 0xe000'0000 + offset,
+                                    std::span(reinterpret_cast<uint8_t*>(&v), 4)));
+        return v;
+    }
+    void set(uint32_t offset, uint32_t v) {
+        EXPECT_TRUE(g.bus->bar_write(false, 0xe000'0000 + offset,
+                                     std::span(reinterpret_cast<const uint8_t*>(&v), 4)));
+    }
+    Guest g;
+    std::shared_ptr<Line> line;
+    std::shared_ptr<Ivshmem> dev;
+    uint32_t slot = 0;
+    std::vector<std::pair<uint16_t, uint16_t>> rung;
+    std::vector<std::pair<uint16_t, MsiMessage>> sent;
+};
+
+TEST(Ivshmem, LooksLikeQemusToTheGuest) {
+    Shm s(true);
+    EXPECT_EQ(s.g.read(s.slot, kVendorId), 0x1110'1af4u);
+    EXPECT_EQ(s.g.read(s.slot, 0x08), 0x0500'0001u);  // class RAM, revision 1
+    EXPECT_EQ(s.g.read(s.slot, kSubsystemVendorId), 0x1100'1af4u);
+    EXPECT_EQ(s.g.read(s.slot, kInterruptPin, 1), 1u);
+    // BAR sizes as a kernel finds them.
+    s.g.write(s.slot, kBar0, 0xffff'ffff);
+    EXPECT_EQ(s.g.read(s.slot, kBar0), 0xffff'ff00u);
+    s.g.write(s.slot, kBar0 + 4, 0xffff'ffff);
+    EXPECT_EQ(s.g.read(s.slot, kBar0 + 4), 0xffff'f000u);
+    s.g.write(s.slot, kBar0 + 8, 0xffff'ffff);
+    s.g.write(s.slot, kBar0 + 12, 0xffff'ffff);
+    EXPECT_EQ(s.g.read(s.slot, kBar0 + 8), 0xff00'0000u | 0b1100u);  // 16 MiB, 64-bit, prefetch
+    EXPECT_EQ(s.g.read(s.slot, kBar0 + 12), 0xffff'ffffu);
+    EXPECT_EQ(s.g.read(s.slot, kFirstCapability, 1), kCapabilityMsix);
+    EXPECT_EQ(s.g.read(s.slot, kFirstCapability + 2, 2), 3u);  // 4 vectors
+}
+
+TEST(Ivshmem, PlainHasNoDoorbellsNoMsix) {
+    Shm s(false);
+    EXPECT_EQ(s.reg(kIvshmemIvPosition), 0xffff'ffffu);
+    EXPECT_EQ(s.g.read(s.slot, kCapabilities, 1), 0u);
+    EXPECT_EQ(s.g.read(s.slot, kBar0 + 4), 0u);  // no BAR1
+    s.set(kIvshmemDoorbell, 0x0001'0000);
+    EXPECT_TRUE(s.rung.empty());
+}
+
+TEST(Ivshmem, RegistersAndDoorbell) {
+    Shm s(true, 7);
+    EXPECT_EQ(s.reg(kIvshmemIvPosition), 7u);
+    s.set(kIvshmemIvPosition, 9);  // read-only
+    EXPECT_EQ(s.reg(kIvshmemIvPosition), 7u);
+    s.set(kIvshmemDoorbell, (2u << 16) | 3u);
+    s.set(kIvshmemDoorbell, (65535u << 16) | 0x1ff);  // a wild one: the VMM drops it
+    ASSERT_EQ(s.rung.size(), 2u);
+    EXPECT_EQ(s.rung[0], (std::pair<uint16_t, uint16_t>{2, 3}));
+    EXPECT_EQ(s.rung[1], (std::pair<uint16_t, uint16_t>{65535, 0xff}));
+    EXPECT_EQ(s.reg(kIvshmemDoorbell), 0u);  // write-only
+    // Only aligned 32-bit accesses do anything.
+    const uint16_t half = 1;
+    s.g.bus->bar_write(false, 0xe000'000c, std::span(reinterpret_cast<const uint8_t*>(&half), 2));
+    s.g.bus->bar_write(false, 0xe000'000d, std::span(reinterpret_cast<const uint8_t*>(&half), 2));
+    EXPECT_EQ(s.rung.size(), 2u);
+    EXPECT_EQ(s.dev->doorbell_address(), 0xe000'000cu);
+    s.g.write(s.slot, kCommand, 0, 2);
+    EXPECT_EQ(s.dev->doorbell_address(), PciFunction::kNotDecoded);
+}
+
+// INTx, as uio_pci_generic drives it: the interrupt status bit in config space says "mine",
+// the command register's INTx disable masks it, IntrStatus is cleared by reading it.
+TEST(Ivshmem, IntxFollowsMaskStatusAndDisable) {
+    Shm s(true);
+    s.dev->notify(0);
+    EXPECT_FALSE(s.line->level);  // IntrMask is 0
+    EXPECT_EQ(s.g.read(s.slot, kStatus, 2) & kStatusInterrupt, 0u);
+    s.set(kIvshmemIntrMask, 1);
+    EXPECT_TRUE(s.line->level);
+    EXPECT_NE(s.g.read(s.slot, kStatus, 2) & kStatusInterrupt, 0u);
+    s.g.write(s.slot, kCommand, kCommandMemory | kCommandIntxDisable, 2);
+    EXPECT_FALSE(s.line->level);
+    EXPECT_NE(s.g.read(s.slot, kStatus, 2) & kStatusInterrupt, 0u);  // still pending
+    s.g.write(s.slot, kCommand, kCommandMemory, 2);
+    EXPECT_TRUE(s.line->level);
+    EXPECT_EQ(s.reg(kIvshmemIntrStatus), 1u);  // read: cleared
+    EXPECT_FALSE(s.line->level);
+    EXPECT_EQ(s.reg(kIvshmemIntrStatus), 0u);
+    EXPECT_EQ(s.g.read(s.slot, kStatus, 2) & kStatusInterrupt, 0u);
+    EXPECT_TRUE(s.sent.empty());
+}
+
+TEST(Ivshmem, MsixWhenTheDriverEnablesIt) {
+    Shm s(true);
+    const uint32_t entry = 0xe000'1000 + 16 * 2;  // vector 2 in BAR1
+    auto put = [&](uint64_t a, uint32_t v) {
+        s.g.bus->bar_write(false, a, std::span(reinterpret_cast<const uint8_t*>(&v), 4));
+    };
+    put(entry, 0xfee0'1000);
+    put(entry + 8, 0x31);
+    put(entry + 12, 0);  // unmasked
+    s.g.write(s.slot, kFirstCapability + 2, kMsixEnable, 2);
+    s.set(kIvshmemIntrMask, 1);
+    s.dev->notify(2);
+    ASSERT_EQ(s.sent.size(), 1u);
+    EXPECT_EQ(s.sent[0].first, 2);
+    EXPECT_EQ(s.sent[0].second.address, 0xfee0'1000u);
+    EXPECT_EQ(s.sent[0].second.data, 0x31u);
+    EXPECT_FALSE(s.line->level);  // MSI-X on: no INTx
+    s.dev->notify(1);             // masked vector: pending in the PBA
+    uint32_t pba = 0;
+    s.g.bus->bar_read(false, 0xe000'1800, std::span(reinterpret_cast<uint8_t*>(&pba), 4));
+    EXPECT_EQ(pba, 0b10u);
+}
+
+TEST(Ivshmem, SnapshotAndLimits) {
+    Shm a(true);
+    a.set(kIvshmemIntrMask, 1);
+    a.dev->notify(0);
+    snapshot::Encoder e;
+    a.dev->save(e);
+    Shm b(true);
+    snapshot::Decoder d(e.data(), "ivshmem");
+    b.dev->restore(d);
+    ASSERT_TRUE(d.finish());
+    EXPECT_EQ(b.reg(kIvshmemIntrMask), 1u);
+    EXPECT_TRUE(b.line->level);
+    IvshmemConfig c;
+    c.region_size = 0x3000;
+    EXPECT_FALSE(Ivshmem::create(c, nullptr, {}, [](uint16_t, const MsiMessage&) {}));
+    c.region_size = 0x1000;
+    c.vectors = 0;
+    EXPECT_FALSE(Ivshmem::create(c, nullptr, {}, [](uint16_t, const MsiMessage&) {}));
+    c.vectors = kIvshmemMaxVectors + 1;
+    EXPECT_FALSE(Ivshmem::create(c, nullptr, {}, [](uint16_t, const MsiMessage&) {}));
+    c.doorbells = false;
+    EXPECT_TRUE(Ivshmem::create(c, nullptr, {}, [](uint16_t, const MsiMessage&) {}));
 }
 
 }  // namespace
