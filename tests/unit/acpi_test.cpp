@@ -61,6 +61,23 @@ TEST(Aml, MethodAndNotify) {
     EXPECT_EQ(m, want);
 }
 
+TEST(Aml, AddressSpaceDescriptors) {
+    // WordBusNumber (producer, min/max fixed) for bus 0 only.
+    EXPECT_EQ(aml::word_space(aml::Space::BusNumber, 0, 1),
+              (aml::Bytes{0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00}));
+    const aml::Bytes d = aml::dword_space(aml::Space::Memory, 0xc000'0000, 0x1000'0000);
+    ASSERT_EQ(d.size(), 3u + 23u);
+    EXPECT_EQ(d[0], 0x87);
+    EXPECT_EQ(d[1], 23);
+    EXPECT_EQ(d[5], 0x01);  // read-write
+    EXPECT_EQ((aml::Bytes{d.begin() + 14, d.begin() + 18}),
+              (aml::Bytes{0xff, 0xff, 0xff, 0xcf}));  // max
+    const aml::Bytes q = aml::qword_space(aml::Space::Memory, 0x80'0000'0000, 0x40'0000'0000);
+    ASSERT_EQ(q.size(), 3u + 43u);
+    EXPECT_EQ(q[0], 0x8a);
+    EXPECT_EQ(q[1], 43);
+}
+
 TEST(AcpiTables, ChecksumsAndLengths) {
     PlatformDesc d;
     d.num_cpus = 4;
@@ -138,6 +155,13 @@ TEST(AcpiTables, DsdtDisassembles) {
     d.ged_gsi = 12;
     d.vmgenid_addr = 0xff000;
     d.vmgenid_gsi = 9;
+    PciHostDesc pci;
+    pci.mmio32_base = 0xc0000000;
+    pci.mmio32_size = 0x10000000;
+    pci.mmio64_base = 0x80'0000'0000;
+    pci.mmio64_size = 0x40'0000'0000;
+    pci.routes = {{1, 0, 16}, {2, 0, 17}};
+    d.pci = pci;
     auto dsdt = build_dsdt(d);
     char dir[] = "/tmp/vireo-acpi-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
@@ -150,10 +174,36 @@ TEST(AcpiTables, DsdtDisassembles) {
     std::ifstream dsl(base + ".dsl");
     std::string text((std::istreambuf_iterator<char>(dsl)), std::istreambuf_iterator<char>());
     for (const char* needle :
-         {"PNP0501", "PNP0B00", "QEMU0001", "LNRO0005", "_S5_", "0xFE000000", "0xD0000000",
-          "IO (Decode16", "ACPI0013", "PNP0C0C", "Method (_EVT, 1", "Notify (\\_SB.PWRB, 0x80)",
-          "Device (VGEN)", "\"VMGENCTR\"", "\"VM_Gen_Counter\"", "Name (ADDR, Package",
-          "0x000FF000", "Notify (\\_SB.VGEN, 0x80)"}) {
+         {"PNP0501",
+          "PNP0B00",
+          "QEMU0001",
+          "LNRO0005",
+          "_S5_",
+          "0xFE000000",
+          "0xD0000000",
+          "IO (Decode16",
+          "ACPI0013",
+          "PNP0C0C",
+          "Method (_EVT, 1",
+          "Notify (\\_SB.PWRB, 0x80)",
+          "Device (VGEN)",
+          "\"VMGENCTR\"",
+          "\"VM_Gen_Counter\"",
+          "Name (ADDR, Package",
+          "0x000FF000",
+          "Notify (\\_SB.VGEN, 0x80)",
+          "Device (PCI0)",
+          "PNP0A03",
+          "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode",
+          "0x0CF8,             // Range Minimum",
+          "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite",
+          "0xCFFFFFFF",
+          "QWordMemory (ResourceProducer",
+          "0x000000BFFFFFFFFF",
+          "Name (_PRT, Package (0x02)",
+          "0x0001FFFF",
+          "0x0002FFFF",
+          "0x11"}) {
         EXPECT_NE(text.find(needle), std::string::npos) << needle << " missing in:\n" << text;
     }
     std::system(("rm -rf " + std::string(dir)).c_str());

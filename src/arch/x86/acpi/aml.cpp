@@ -199,6 +199,39 @@ Bytes interrupt(uint32_t gsi, bool level_triggered) {
     return out;
 }
 
+namespace {
+// Word (0x88), DWord (0x87) and QWord (0x8A) address space descriptors share one layout:
+// type, general flags, type-specific flags, then granularity, min, max, translation offset
+// and length, each `width` bytes.
+Bytes address_space(uint8_t tag, int width, Space space, uint64_t min, uint64_t len) {
+    assert(len > 0);
+    Bytes out{tag};
+    put_le(out, static_cast<uint64_t>(3 + 5 * width), 2);  // the length of what follows
+    out.push_back(static_cast<uint8_t>(space));
+    out.push_back(0x0c);  // producer, positive decode, min and max fixed
+    // Memory: read-write, non-cacheable; I/O: both ISA and non-ISA ranges; bus numbers: none.
+    out.push_back(space == Space::Memory ? 0x01 : space == Space::Io ? 0x03 : 0x00);
+    put_le(out, 0, width);              // granularity (fixed windows)
+    put_le(out, min, width);            // minimum
+    put_le(out, min + len - 1, width);  // maximum
+    put_le(out, 0, width);              // translation offset
+    put_le(out, len, width);            // length
+    return out;
+}
+}  // namespace
+
+Bytes word_space(Space space, uint16_t min, uint16_t len) {
+    return address_space(0x88, 2, space, min, len);
+}
+
+Bytes dword_space(Space space, uint32_t min, uint32_t len) {
+    return address_space(0x87, 4, space, min, len);
+}
+
+Bytes qword_space(Space space, uint64_t min, uint64_t len) {
+    return address_space(0x8a, 8, space, min, len);
+}
+
 Bytes method(std::string_view path, uint8_t args, const std::vector<Bytes>& terms) {
     assert(args <= 7);
     Bytes body = name_string(path);

@@ -46,6 +46,14 @@ Bytes io(uint16_t base, uint8_t len);
 Bytes irq_no_flags(uint8_t irq);
 /// Memory32Fixed(ReadWrite, base, len)
 Bytes memory32_fixed(uint32_t base, uint32_t len);
+/// What an address space descriptor's range is of.
+enum class Space : uint8_t { Memory = 0, Io = 1, BusNumber = 2 };
+/// WordBusNumber / WordIO / WordMemory, DWord..., QWord...(ResourceProducer, PosDecode,
+/// MinFixed, MaxFixed, NonCacheable, ReadWrite): a window [min, min + len) a bridge decodes for
+/// the devices behind it (ACPI 6.5, 6.4.3.5). `len` > 0 and the window within the width.
+Bytes word_space(Space space, uint16_t min, uint16_t len);
+Bytes dword_space(Space space, uint32_t min, uint32_t len);
+Bytes qword_space(Space space, uint64_t min, uint64_t len);
 /// Method(path, args, NotSerialized) { terms }
 Bytes method(std::string_view path, uint8_t args, const std::vector<Bytes>& terms);
 /// Notify(path, value)

@@ -109,6 +109,25 @@ std::vector<uint8_t> build_dsdt(const PlatformDesc& d) {
              name("_CRS", resource_template({memory32_fixed(static_cast<uint32_t>(m.base), m.size),
                                              interrupt(m.gsi, false)}))}));
     }
+    if (d.pci) {
+        // PCI0: bus 0 only; its windows as _CRS (the bus number, the configuration ports, the
+        // BAR windows); _PRT's entries are Package {device << 16 | 0xFFFF, pin, 0, GSI}: a
+        // source of 0 names a GSI directly (ACPI 6.5, 6.2.13).
+        const PciHostDesc& p = *d.pci;
+        std::vector<Bytes> crs{word_space(Space::BusNumber, 0, 1), io(0xcf8, 8)};
+        if (p.mmio32_size != 0)
+            crs.push_back(dword_space(Space::Memory, p.mmio32_base, p.mmio32_size));
+        if (p.mmio64_size != 0)
+            crs.push_back(qword_space(Space::Memory, p.mmio64_base, p.mmio64_size));
+        std::vector<Bytes> prt;
+        for (const auto& r : p.routes)
+            prt.push_back(package({integer((uint64_t{r.device} << 16) | 0xffff), integer(r.pin),
+                                   integer(0), integer(r.gsi)}));
+        sb.push_back(
+            device("PCI0", {name("_HID", eisa_id("PNP0A03")), name("_UID", integer(0)),
+                            name("_SEG", integer(0)), name("_BBN", integer(0)),
+                            name("_CRS", resource_template(crs)), name("_PRT", package(prt))}));
+    }
     Bytes body = join(
         {scope("\\_SB_", sb), name("\\_S5_", package({integer(d.s5_sleep_type), integer(0)}))});
     Table t = header("DSDT", 2);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "base/result.hpp"
@@ -21,6 +22,22 @@ struct MmioDeviceDesc {
     uint64_t base;
     uint32_t size;
     uint32_t gsi;
+};
+
+/// A PCI host bridge (PNP0A03) for bus 0, its configuration space at ports 0xCF8..0xCFF
+/// (devices/pci/bus.hpp), the windows BARs are placed in, and _PRT: each device's INTx pin
+/// routed to an IOAPIC input (level, active high).
+struct PciHostDesc {
+    uint32_t mmio32_base = 0;
+    uint32_t mmio32_size = 0;
+    uint64_t mmio64_base = 0;  ///< 64-bit prefetchable BARs; size 0: no such window
+    uint64_t mmio64_size = 0;
+    struct Route {
+        uint8_t device = 0;  ///< 1 to 31
+        uint8_t pin = 0;     ///< 0 = INTA# .. 3 = INTD#
+        uint32_t gsi = 0;
+    };
+    std::vector<Route> routes;
 };
 
 struct PlatformDesc {
@@ -42,6 +59,7 @@ struct PlatformDesc {
     uint64_t ioapic_base = 0xfec00000;
     uint64_t lapic_base = 0xfee00000;
     std::vector<MmioDeviceDesc> mmio_devices;
+    std::optional<PciHostDesc> pci;  ///< none: the guest has no PCI bus
 };
 
 /// Sets the checksum byte at `offset` so that all bytes of `table` sum to 0 (mod 256).
