@@ -106,9 +106,9 @@ vireo_move() {  # vireo_move idle|dirtying
   printf '%-10s vireo  downtime %6.0f ms  total %7.0f ms  %5s MiB  guest gap %5s ms (before: %s ms)\n' \
     "$1" "${dt:-0}" "${tt:-0}" "$(( ${mb:-0} / 1048576 ))" "$(gap /tmp/va.log /tmp/vb.log)" "$before"
   if [ -z "$dt" ]; then echo "  vireo migrate: $out"; return; fi
-  printf '             (%s passes, last %s pages + %s bytes of state, link %.0f MiB/s; downtime: pause %.1f, copy %.1f, restore %.1f, start %.1f ms)\n' \
-    "$(jf passes)" "$(jf last_pass_pages)" "$(jf state_bytes)" "$(jf bandwidth_mib_s)" "$(jf pause)" \
-    "$(jf copy)" "$(jf restore)" "$(jf start)"
+  printf '             (%s passes, last %s pages + %s bytes of state, link %.0f MiB/s, round trip %.1f ms; downtime: pause %.1f, copy %.1f, restore %.1f, start %.1f ms)\n' \
+    "$(jf passes)" "$(jf last_pass_pages)" "$(jf state_bytes)" "$(jf bandwidth_mib_s)" \
+    "$(jf round_trip_ms)" "$(jf pause)" "$(jf copy)" "$(jf restore)" "$(jf start)"
 }
 
 qemu_move() {  # qemu_move idle|dirtying
