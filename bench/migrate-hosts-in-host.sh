@@ -16,21 +16,12 @@ runs=${2:-3}
 me=10.9.0.1
 peer=10.9.0.2
 [ "$role" = dst ] && { me=10.9.0.2; peer=10.9.0.1; }
-K=/guest/vmlinuz
-I=/guest/initrd.img
-L="console=ttyS0 reboot=k panic=-1 quiet"
-Q="qemu-system-x86_64 -accel kvm -cpu host -nodefaults -no-user-config -display none -M microvm"
-LOOP='while :; do read u x </proc/uptime; echo $u; done'
-DIRTY='(while :; do yes abcdefgh | head -c 67108864 >/tmp/x; sleep 1; done)&'
 TOKEN=vireo-bench-token
 tail_of() { case $1 in idle) echo "$LOOP" ;; *) echo "$DIRTY $LOOP" ;; esac; }
 
 . /opt/vireo/files/lib.sh
+. /opt/vireo/files/migrate-lib.sh  # the guest, gap, qemu_migrate
 say() { echo "# $(cut -d' ' -f1 /proc/uptime)s $role: $*" >&2; }  # progress (shown on a failure)
-gap() {
-  cat "$@" | tr -d '\r' | grep '^[0-9]*\.[0-9][0-9]$' |
-    awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 } END { printf "%.0f", m * 1000 }'
-}
 # send PORT [FILE]: the message on stdin (or FILE) to the peer's PORT; tries for up to 10 min (the
 # peer host may still be booting, or busy with its last step).
 send() {
@@ -124,19 +115,7 @@ qemu_move() {  # qemu_move idle|dirtying
   if [ "$answer" != ready ]; then echo "qemu: $answer"; echo quit >&3; exec 3>&-; recv 5001 >/dev/null; return; fi
   say "qemu $1: moving"
   before=$(gap /tmp/qa.log)
-  echo "migrate_set_parameter downtime-limit 100" >&3
-  echo "migrate tcp:$peer:4445" >&3
-  end=$(($(now) + 300))
-  while ! grep -q "Migration status: completed" /tmp/qa.out; do
-    [ "$(now)" -lt $end ] || break
-    grep -q "Migration status: failed" /tmp/qa.out && break
-    echo "info migrate" >&3
-    sleep 0.5
-  done
-  echo "info migrate" >&3
-  sleep 0.5
-  echo quit >&3
-  exec 3>&-
+  qemu_migrate tcp:$peer:4445
   wait $pa
   say "qemu $1: source gone ($(grep -m1 'Migration status' /tmp/qa.out))"
   recv 5001 >/tmp/qb.log

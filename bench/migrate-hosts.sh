@@ -20,8 +20,8 @@ trap 'stop_hosts; rm -rf "$out"' EXIT
 # would wait for its peer forever; the pair is run again instead (below).
 host() {
   TMPDIR=$out VIREO_TEST_HOST_RETRIES=0 setsid tests/host/run.sh -Q -s 1 -m 3G \
-    -t $((600 + runs * 600)) -q -N "$2" -f tests/lib.sh -f bench/migrate-hosts-in-host.sh -- \
-    sh /opt/vireo/files/migrate-hosts-in-host.sh "$1" "$runs" >"$out/$1.out" 2>&1 &
+    -t $((600 + runs * 600)) -q -N "$2" -f tests/lib.sh -f bench/migrate-lib.sh \
+    -f bench/migrate-hosts-in-host.sh -- sh /opt/vireo/files/migrate-hosts-in-host.sh "$1" "$runs" >"$out/$1.out" 2>&1 &
   pid[$1]=$!
 }
 

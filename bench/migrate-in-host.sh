@@ -12,21 +12,10 @@
 # Guests: idle (only the loop) and dirtying (a background job rewriting a 64 MiB file in its
 # RAM-backed root every second, as fast as `yes` fills it), 1 GiB each.
 runs=${1:-3}
-K=/guest/vmlinuz
-I=/guest/initrd.img
-L="console=ttyS0 reboot=k panic=-1 quiet"
-Q="qemu-system-x86_64 -accel kvm -cpu host -nodefaults -no-user-config -display none -M microvm"
-# (The kernel passes init at most 32 words: both fit.)
-LOOP='while :; do read u x </proc/uptime; echo $u; done'
-DIRTY='(while :; do yes abcdefgh | head -c 67108864 >/tmp/x; sleep 1; done)&'
 
 # lib.sh (packed by bench/migrate.sh): within SECS COMMAND..., waits bounded by wall time.
 . /opt/vireo/files/lib.sh
-# gaps LOG...: "largest gap in ms" over the uptime lines of the logs read as one stream.
-gap() {
-  cat "$@" | tr -d '\r' | grep '^[0-9]*\.[0-9][0-9]$' |
-    awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 } END { printf "%.0f", m * 1000 }'
-}
+. /opt/vireo/files/migrate-lib.sh  # the guest, gap, qemu_migrate
 
 vireo_move() {  # vireo_move NAME CMDLINE-TAIL
   rm -f /tmp/va.* /tmp/vb.* /tmp/vin.sock
@@ -66,19 +55,7 @@ qemu_move() {  # qemu_move NAME CMDLINE-TAIL
   pb=$!
   within 30 test -S /tmp/qin.sock
   before=$(gap /tmp/qa.log)
-  echo "migrate_set_parameter downtime-limit 100" >&3
-  echo "migrate unix:/tmp/qin.sock" >&3
-  end=$(($(cut -d. -f1 /proc/uptime) + 300))
-  while ! grep -q "Migration status: completed" /tmp/qa.out; do
-    [ "$(cut -d. -f1 /proc/uptime)" -lt $end ] || break
-    grep -q "Migration status: failed" /tmp/qa.out && break
-    echo "info migrate" >&3
-    sleep 0.5
-  done
-  echo "info migrate" >&3
-  sleep 0.5
-  echo quit >&3
-  exec 3>&-
+  qemu_migrate unix:/tmp/qin.sock
   wait $pa
   sleep 2
   kill $pb

@@ -7,5 +7,5 @@
 # usage: bench/migrate.sh [RUNS]   (after building vireo into build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec tests/host/run.sh -Q -s 1 -m 4G -t 3000 -q -f tests/lib.sh -f bench/migrate-in-host.sh -- \
-  sh /opt/vireo/files/migrate-in-host.sh "${1:-3}"
+exec tests/host/run.sh -Q -s 1 -m 4G -t 3000 -q -f tests/lib.sh -f bench/migrate-lib.sh \
+  -f bench/migrate-in-host.sh -- sh /opt/vireo/files/migrate-in-host.sh "${1:-3}"
