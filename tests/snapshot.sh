@@ -30,7 +30,7 @@ else
 fi
 reap $p1 "the saved domain" 60
 st=$?
-[ $st -eq 0 ] && ok "the saved domain stopped (status 0)" || bad "the saved domain ended with $st"
+[ $st -eq 0 ] && ok "the saved domain stopped (status 0)" || bad "the saved domain ended with $st: $(tail -n 8 "$work/a.err")"
 mode=$(stat -c %a "$work/snap" 2>/dev/null)
 [ "$mode" = 600 ] && ok "the snapshot is mode 0600" || bad "the snapshot's mode is $mode"
 saved_last=$(last_count "$work/a.log")
