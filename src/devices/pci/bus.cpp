@@ -25,8 +25,6 @@ class HostBridge final : public PciFunction {
 Result<void> PciFunction::add_bar(uint32_t bar, BarKind kind, uint64_t size, bool prefetchable) {
     std::lock_guard lock(config_mu_);
     VIREO_TRY(config_.add_bar(bar, kind, size, prefetchable));
-    bar_sizes_[bar] = size;
-    bar_kinds_[bar] = kind;
     decode_locked();
     return ok();
 }
@@ -42,7 +40,7 @@ void PciFunction::decode_locked() noexcept {
     for (uint32_t i = 0; i < kMaxBars; ++i) {
         const uint64_t at = config_.bar_decodes(i) ? config_.bar_address(i) : kNotDecoded;
         // Mid-sizing (all ones written), a BAR's address wraps past the top: not decoded.
-        const bool fits = at != kNotDecoded && at + bar_sizes_[i] > at;
+        const bool fits = at != kNotDecoded && at + config_.bar_size(i) > at;
         decoded_[i].store(fits ? at : kNotDecoded, std::memory_order_release);
     }
 }
@@ -135,6 +133,13 @@ bool PciBus::bar_write(bool io, uint64_t address, std::span<const uint8_t> data)
 
 // ---- ConfigPorts ----
 
+std::optional<ConfigPorts::Target> ConfigPorts::target(uint64_t offset, size_t size) const {
+    if (offset < 4 || offset + size > kConfigPortsSize) return std::nullopt;
+    const uint32_t a = address_.load(std::memory_order_relaxed);
+    if ((a & 0x8000'0000u) == 0 || ((a >> 16) & 0xff) != 0) return std::nullopt;  // off, bus 0
+    return Target{(a >> 11) & 0x1f, (a >> 8) & 7, (a & 0xfc) + static_cast<uint32_t>(offset - 4)};
+}
+
 void ConfigPorts::read(uint64_t offset, std::span<uint8_t> data) {
     std::fill(data.begin(), data.end(), uint8_t{0xff});
     if (offset == 0 && data.size() == 4) {  // CONFIG_ADDRESS is a dword register
@@ -143,12 +148,8 @@ void ConfigPorts::read(uint64_t offset, std::span<uint8_t> data) {
             data[i] = static_cast<uint8_t>(a >> (8 * i));
         return;
     }
-    if (offset < 4 || offset + data.size() > kConfigPortsSize) return;
-    const uint32_t a = address_.load(std::memory_order_relaxed);
-    const uint32_t bus = (a >> 16) & 0xff;
-    if ((a & 0x8000'0000u) == 0 || bus != 0) return;
-    bus_->config_read((a >> 11) & 0x1f, (a >> 8) & 7,
-                      (a & 0xfc) + static_cast<uint32_t>(offset - 4), data);
+    if (const auto t = target(offset, data.size()))
+        bus_->config_read(t->device, t->function, t->offset, data);
 }
 
 void ConfigPorts::write(uint64_t offset, std::span<const uint8_t> data) {
@@ -159,11 +160,8 @@ void ConfigPorts::write(uint64_t offset, std::span<const uint8_t> data) {
         address_.store(a & 0x80ff'fffcu, std::memory_order_relaxed);  // reserved bits read 0
         return;
     }
-    if (offset < 4 || offset + data.size() > kConfigPortsSize) return;
-    const uint32_t a = address_.load(std::memory_order_relaxed);
-    if ((a & 0x8000'0000u) == 0 || ((a >> 16) & 0xff) != 0) return;
-    bus_->config_write((a >> 11) & 0x1f, (a >> 8) & 7,
-                       (a & 0xfc) + static_cast<uint32_t>(offset - 4), data);
+    if (const auto t = target(offset, data.size()))
+        bus_->config_write(t->device, t->function, t->offset, data);
 }
 
 void ConfigPorts::save(snapshot::Encoder& e) const {

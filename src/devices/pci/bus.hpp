@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -57,8 +58,9 @@ class PciFunction {
     uint64_t decoded(uint32_t bar) const noexcept {
         return bar < kMaxBars ? decoded_[bar].load(std::memory_order_acquire) : kNotDecoded;
     }
-    uint64_t bar_size(uint32_t bar) const noexcept { return bar_sizes_[bar]; }
-    BarKind bar_kind(uint32_t bar) const noexcept { return bar_kinds_[bar]; }
+    /// A BAR's declaration: fixed before the function is on a bus, so read without the lock.
+    uint64_t bar_size(uint32_t bar) const noexcept { return config_.bar_size(bar); }
+    BarKind bar_kind(uint32_t bar) const noexcept { return config_.bar_kind(bar); }
 
     /// Puts the BARs in place (the VMM's layout, before the guest runs).
     Result<void> place_bar(uint32_t bar, uint64_t address);
@@ -81,8 +83,6 @@ class PciFunction {
   private:
     void decode_locked() noexcept;
     std::array<std::atomic<uint64_t>, kMaxBars> decoded_{};
-    std::array<uint64_t, kMaxBars> bar_sizes_{};
-    std::array<BarKind, kMaxBars> bar_kinds_{};
 };
 
 /// Bus 0. Built before the guest runs (functions added then), immutable afterwards.
@@ -127,6 +127,13 @@ class ConfigPorts : public Device {
     void restore(snapshot::Decoder& d) override;
 
   private:
+    struct Target {
+        uint32_t device, function, offset;
+    };
+    /// What a CONFIG_DATA access of `size` bytes at port offset `offset` reaches (none: the
+    /// address is off, on another bus, or the access runs past 0xCFF).
+    std::optional<Target> target(uint64_t offset, size_t size) const;
+
     std::shared_ptr<const PciBus> bus_;
     std::atomic<uint32_t> address_{0};
 };

@@ -4,6 +4,13 @@
 
 namespace vireo::devices::pci {
 
+namespace {
+// The specification's rule for table and PBA accesses: 4 or 8 bytes, aligned, inside.
+bool allowed(uint64_t offset, size_t size, uint32_t limit) noexcept {
+    return (size == 4 || size == 8) && offset % size == 0 && offset < limit;
+}
+}  // namespace
+
 Result<std::unique_ptr<Msix>> Msix::create(uint16_t vectors, Send send, Changed changed) {
     if (vectors == 0 || vectors > kMsixMaxVectors)
         return fail(ErrorCode::InvalidArgument, "msi-x: {} vectors (1 to {})", vectors,
@@ -42,8 +49,7 @@ void Msix::flush_locked(std::vector<std::pair<uint16_t, MsiMessage>>& out) {
         Entry& e = entries_[i];
         if (!e.pending || !deliverable_locked(e)) continue;
         e.pending = false;
-        out.push_back(
-            {static_cast<uint16_t>(i), {(uint64_t{e.address_hi} << 32) | e.address_lo, e.data}});
+        out.push_back({static_cast<uint16_t>(i), e.message()});
     }
 }
 
@@ -61,9 +67,7 @@ void Msix::set_control(uint16_t control) {
 
 void Msix::table_read(uint64_t offset, std::span<uint8_t> data) const {
     std::fill(data.begin(), data.end(), uint8_t{0});
-    if ((data.size() != 4 && data.size() != 8) || offset % data.size() != 0 ||
-        offset >= table_size())
-        return;
+    if (!allowed(offset, data.size(), table_size())) return;
     std::lock_guard lock(mu_);
     const Entry& e = entries_[offset / kMsixEntrySize];
     const uint32_t words[4] = {e.address_lo, e.address_hi, e.data, e.control};
@@ -72,9 +76,7 @@ void Msix::table_read(uint64_t offset, std::span<uint8_t> data) const {
 }
 
 void Msix::table_write(uint64_t offset, std::span<const uint8_t> data) {
-    if ((data.size() != 4 && data.size() != 8) || offset % data.size() != 0 ||
-        offset >= table_size())
-        return;
+    if (!allowed(offset, data.size(), table_size())) return;
     const auto vector = static_cast<uint16_t>(offset / kMsixEntrySize);
     std::vector<std::pair<uint16_t, MsiMessage>> out;
     bool changed = false;
@@ -99,8 +101,7 @@ void Msix::table_write(uint64_t offset, std::span<const uint8_t> data) {
 
 void Msix::pba_read(uint64_t offset, std::span<uint8_t> data) const {
     std::fill(data.begin(), data.end(), uint8_t{0});
-    if ((data.size() != 4 && data.size() != 8) || offset % data.size() != 0 || offset >= pba_size())
-        return;
+    if (!allowed(offset, data.size(), pba_size())) return;
     std::lock_guard lock(mu_);
     for (size_t byte = 0; byte < data.size(); ++byte)
         for (size_t bit = 0; bit < 8; ++bit) {
@@ -120,7 +121,7 @@ void Msix::signal(uint16_t vector) {
             e.pending = true;
             return;
         }
-        m = {(uint64_t{e.address_hi} << 32) | e.address_lo, e.data};
+        m = e.message();
     }
     send_(vector, m);
 }
@@ -128,8 +129,7 @@ void Msix::signal(uint16_t vector) {
 MsiMessage Msix::message(uint16_t vector) const {
     std::lock_guard lock(mu_);
     if (vector >= entries_.size()) return {};
-    const Entry& e = entries_[vector];
-    return {(uint64_t{e.address_hi} << 32) | e.address_lo, e.data};
+    return entries_[vector].message();
 }
 
 bool Msix::deliverable(uint16_t vector) const {

@@ -74,6 +74,9 @@ class Msix {
         uint32_t address_lo = 0, address_hi = 0, data = 0;
         uint32_t control = 1;  ///< bit 0: masked (the reset value)
         bool pending = false;
+        MsiMessage message() const noexcept {
+            return {(uint64_t{address_hi} << 32) | address_lo, data};
+        }
     };
     Msix(uint16_t vectors, Send send, Changed changed);
     bool deliverable_locked(const Entry& e) const noexcept;
