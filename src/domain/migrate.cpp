@@ -258,15 +258,7 @@ Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
     uint32_t pass = 1;
     p.pass.store(pass, std::memory_order_relaxed);
     const double downtime_s = o.downtime_ms / 1000.0;
-    // Once the guest stops, what follows the last pages costs about two round trips (the
-    // destination's "ready" for the state, then "go" and "running"): over a slow link that is
-    // much of the downtime, so the last pass gets what the bound leaves of it (never less
-    // than a quarter of it, or a long link would never let a busy guest converge).
     double rtt_s = 0;
-    auto copy_budget_s = [&] {
-        rtt_s = round_trip_s(fd);
-        return std::max(downtime_s / 4, downtime_s - 2 * rtt_s);
-    };
     double bandwidth = 0;  // bytes/s
     uint32_t throttle_max = 0;
     for (;;) {
@@ -285,7 +277,12 @@ Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
         p.dirty_rate.store(static_cast<uint64_t>(rate), std::memory_order_relaxed);
         p.bandwidth.store(static_cast<uint64_t>(bandwidth), std::memory_order_relaxed);
         p.remaining_ms.store(static_cast<uint64_t>(eta * 1000), std::memory_order_relaxed);
-        if (eta <= copy_budget_s()) break;  // the rest fits in the downtime: stop and copy
+        // Once the guest stops, what follows the last pages costs about two round trips (the
+        // destination's "ready" for the state, then "go" and "running"): over a slow link that
+        // is much of the downtime, so the last pass gets what the bound leaves of it (never
+        // less than a quarter of it, or a long link would never let a busy guest converge).
+        rtt_s = round_trip_s(fd);
+        if (eta <= std::max(downtime_s / 4, downtime_s - 2 * rtt_s)) break;  // stop and copy
         if (ms_since(t0) > o.timeout_s * 1000.0) {
             (void)stream::send_record(ch, stream::Record::Cancel);
             return fail(ErrorCode::BadState,
