@@ -102,6 +102,13 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "virtio-vsock device: cid=N,socket=PATH. The host connects to PATH and "
                     "writes \"CONNECT <port>\\n\" to reach a guest port; guest connections to "
                     "CID 2 port P go to the Unix socket PATH_P (Firecracker's scheme)");
+    run->add_option("--shm", o.shm,
+                    "Shared memory with a host program, shown to the guest as an ivshmem PCI "
+                    "device (QEMU's ivshmem-plain: BAR2 is the region): PATH,size=N[,readonly]"
+                    "[,name=NAME]; PATH a file on tmpfs (e.g. /dev/shm/NAME), created 0600 "
+                    "when missing; size a power of two from 4K to 64G; repeatable "
+                    "(docs/shm.md)")
+        ->allow_extra_args(false);
     run->add_flag("--balloon", o.balloon,
                   "A virtio-balloon device (with statistics and free page reporting): "
                   "`vireo mem-set` then shrinks or regrows the running guest");

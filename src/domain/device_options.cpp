@@ -4,11 +4,15 @@
 #include <net/if.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <bit>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
 
+#include "base/size.hpp"
 #include "base/split.hpp"
 #include "virtio/virtio.hpp"
 
@@ -204,6 +208,79 @@ Result<VsockOptions> parse_vsock_option(std::string_view spec) {
                     "\"{}\": socket path is {} bytes; at most {} fit a Unix socket address "
                     "with the _PORT suffix",
                     spec, o.socket.size(), sizeof(sockaddr_un::sun_path) - 12);
+    return o;
+}
+
+Result<ShmOptions> parse_shm_option(std::string_view spec) {
+    ShmOptions o;
+    bool have_size = false, have_fds = false;
+    const auto fields = split(spec, ',');
+    for (size_t i = 0; i < fields.size(); ++i) {
+        const std::string_view f = fields[i];
+        const size_t eq = f.find('=');
+        const std::string_view key = f.substr(0, eq);
+        const std::string_view value = eq == std::string_view::npos ? "" : f.substr(eq + 1);
+        if (i == 0 && eq == std::string_view::npos) {
+            if (f.empty())
+                return fail(ErrorCode::InvalidArgument, "\"{}\": no PATH (or fd=N) first", spec);
+            o.path = std::string(f);
+        } else if (f == "readonly") {
+            o.readonly = true;
+        } else if (key == "size" && eq != std::string_view::npos) {
+            auto n = parse_size(value);
+            if (!n || !std::has_single_bit(*n) || *n < kMinShmSize || *n > kMaxShmSize)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": size must be a power of two from 4K to 64G (e.g. 16M)", spec);
+            o.size = *n;
+            have_size = true;
+        } else if (key == "name" && eq != std::string_view::npos) {
+            const bool good = !value.empty() && value.size() <= 64 &&
+                              std::all_of(value.begin(), value.end(), [](char c) {
+                                  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                         c == '_' || c == '.';
+                              });
+            if (!good)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": name must be 1 to 64 letters, digits, '-', '_' or '.'", spec);
+            o.name = std::string(value);
+        } else if (key == "fd" && eq != std::string_view::npos) {
+            VIREO_TRY_ASSIGN(auto n, parse_number(spec, "fd", value, 3, 1u << 20));
+            o.fd = static_cast<int>(n);
+        } else if (key == "peers" && eq != std::string_view::npos) {
+            VIREO_TRY_ASSIGN(auto n, parse_number(spec, "peers", value, 1, kMaxShmPeers));
+            o.peers = static_cast<uint16_t>(n);
+            o.doorbells = true;
+        } else if (key == "peer" && eq != std::string_view::npos) {
+            VIREO_TRY_ASSIGN(auto n, parse_number(spec, "peer", value, 0, kMaxShmPeers - 1));
+            o.peer = static_cast<uint16_t>(n);
+        } else if (key == "vectors" && eq != std::string_view::npos) {
+            VIREO_TRY_ASSIGN(auto n, parse_number(spec, "vectors", value, 1, kMaxShmVectors));
+            o.vectors = static_cast<uint16_t>(n);
+        } else if (key == "doorbell-fds" && eq != std::string_view::npos) {
+            VIREO_TRY_ASSIGN(auto n, parse_number(spec, "doorbell-fds", value, 3, 1u << 20));
+            o.doorbell_fds = static_cast<int>(n);
+            have_fds = true;
+        } else {
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown option \"{}\" (PATH,size=N[,readonly][,name=NAME])", spec,
+                        f);
+        }
+    }
+    if (!have_size) return fail(ErrorCode::InvalidArgument, "\"{}\": size=N is missing", spec);
+    if (o.path.empty() == (o.fd < 0))
+        return fail(ErrorCode::InvalidArgument, "\"{}\": give a PATH first (or fd=N), not both",
+                    spec);
+    if (!o.path.empty() && (o.doorbells || have_fds || o.peer != 0 || o.vectors != 1))
+        return fail(ErrorCode::InvalidArgument,
+                    "\"{}\": doorbells (peers=, peer=, vectors=, doorbell-fds=) come only with a "
+                    "region vireo up hands down (fd=N)",
+                    spec);
+    if (o.doorbells != have_fds)
+        return fail(ErrorCode::InvalidArgument, "\"{}\": peers= and doorbell-fds= go together",
+                    spec);
+    if (o.doorbells && o.peer >= o.peers)
+        return fail(ErrorCode::InvalidArgument, "\"{}\": peer {} is not below peers={}", spec,
+                    o.peer, o.peers);
     return o;
 }
 

@@ -6,6 +6,8 @@
 // the value and leave the field's name to the caller (parse_spec, the host configuration).
 #pragma once
 
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "base/result.hpp"
@@ -19,5 +21,34 @@ Result<virtio::DiskOptions> parse_disk_option(std::string_view spec);
 Result<virtio::NetOptions> parse_net_option(std::string_view spec);
 /// CID >= 3; PATH must fit a socket address with a `_PORT` suffix.
 Result<virtio::VsockOptions> parse_vsock_option(std::string_view spec);
+
+/// Shared memory regions per domain (vmm::kMaxShmRegions) and their sizes: a power of two
+/// from 4 KiB to 64 GiB.
+inline constexpr uint64_t kMinShmSize = 4096;
+inline constexpr uint64_t kMaxShmSize = uint64_t{64} << 30;
+/// Peers of one region with doorbells, and vectors per peer.
+inline constexpr uint16_t kMaxShmPeers = 16;
+inline constexpr uint16_t kMaxShmVectors = 16;
+
+/// A shared memory region of a domain (docs/shm.md), shown to the guest as an ivshmem device:
+///   `PATH,size=N[,readonly][,name=NAME]`: `vireo run` sharing a file with a host program (on
+///     tmpfs, e.g. /dev/shm/NAME; created 0600 when missing, never truncated or grown), without
+///     doorbells (QEMU's ivshmem-plain);
+///   `fd=N,size=N,name=NAME[,readonly][,peers=P,peer=I,vectors=V,doorbell-fds=FIRST]`: a
+///     region `vireo up` allocated and handed down as descriptors (never a path), with
+///     doorbells when `peers` is given: P * V eventfds from fd FIRST on, (peer p, vector v) at
+///     FIRST + p * V + v.
+struct ShmOptions {
+    std::string name = "shm";
+    std::string path;
+    int fd = -1;
+    uint64_t size = 0;
+    bool readonly = false;
+    bool doorbells = false;
+    uint16_t peer = 0, peers = 1, vectors = 1;
+    int doorbell_fds = -1;
+    bool operator==(const ShmOptions&) const = default;
+};
+Result<ShmOptions> parse_shm_option(std::string_view spec);
 
 }  // namespace vireo::domain

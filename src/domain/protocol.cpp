@@ -37,6 +37,7 @@ void each_field(T& t, F&& f) {
     f("vsock", t.vsock);
     f("balloon", t.balloon);
     f("rng", t.rng);
+    f("shm", t.shm);
     f("memory_backing", t.memory_backing);
     f("cpu_affinity", t.cpu_affinity);
     f("pin_vcpus", t.pin_vcpus);
@@ -56,7 +57,7 @@ void each_field(T& t, F&& f) {
 [[maybe_unused]] void every_field_is_listed(const DomainText& t) {
     [[maybe_unused]] const auto& [name, kernel, initrd, cmdline, append, memory, cpus, console,
                                   console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
-                                  rng, memory_backing, cpu_affinity, pin_vcpus, process] = t;
+                                  rng, shm, memory_backing, cpu_affinity, pin_vcpus, process] = t;
     [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, incoming_fd,
                                   go_given, stats, allow_software_kvm, sandbox, uid, gid, restore] =
         t.process;

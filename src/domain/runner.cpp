@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -201,6 +202,75 @@ Result<std::shared_ptr<vmm::ConsoleLog>> open_console(const DomainSpec& s,
     VIREO_TRY_ASSIGN(
         auto f, open_output(s.console_path, inputs, "--console", s.console == ConsoleKind::Append));
     return vmm::ConsoleLog::file(std::move(f), s.console_path, s.console_log_max, inputs);
+}
+
+// The shared memory regions (docs/shm.md), mapped before the jail: a file shared with a host
+// program (a regular file, opened, or created 0600 and sized when missing; an existing file is
+// never truncated or grown, and must be none of the domain's inputs), or a region `vireo up`
+// handed down as a descriptor with its doorbells' eventfds (kept open for the process's life).
+// Each region's identity joins `ids`, so no output (a console file) may be it.
+Result<void> open_shm(const DomainSpec& s, std::vector<InputFile>& ids, vmm::VmConfig& config) {
+    for (const auto& o : s.shm) {
+        const std::string what =
+            o.path.empty() ? fmt::format("shm {}", o.name) : fmt::format("shm {}", o.path);
+        UniqueFd fd;
+        bool created = false;
+        if (!o.path.empty()) {
+            const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
+            fd.reset(::open(o.path.c_str(), flags));
+            if (!fd && errno == ENOENT && !o.readonly) {
+                fd.reset(::open(o.path.c_str(), flags | O_CREAT | O_EXCL, 0600));
+                created = fd.valid();
+            }
+            if (!fd) return fail_errno(errno, "{}", what);
+        } else {
+            fd.reset(::fcntl(o.fd, F_DUPFD_CLOEXEC, 3));
+            if (!fd) return fail_errno(errno, "{}: descriptor {}", what, o.fd);
+        }
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "{}", what);
+        if (!S_ISREG(st.st_mode))
+            return fail(ErrorCode::InvalidArgument,
+                        "{}: not a regular file (share a file on tmpfs, e.g. /dev/shm/NAME)", what);
+        if (const InputFile* in = find_input(ids, st))
+            return fail(ErrorCode::InvalidArgument, "{}: it is the {}", what, in->name);
+        if (created) {
+            if (::ftruncate(fd.get(), static_cast<off_t>(o.size)) != 0) {
+                const int e = errno;
+                (void)::unlink(o.path.c_str());
+                return fail_errno(e, "{}: size {}", what, o.size);
+            }
+        } else if (static_cast<uint64_t>(st.st_size) < o.size) {
+            return fail(ErrorCode::InvalidArgument,
+                        "{}: {} bytes, smaller than size={} (vireo does not grow a file it did "
+                        "not create)",
+                        what, st.st_size, o.size);
+        }
+        VIREO_TRY_ASSIGN(auto region, vmm::SharedRegion::map(fd.get(), o.size, o.readonly));
+        ids.push_back({file_id(st), what});
+        vmm::ShmConfig c;
+        c.name = o.name;
+        c.region = std::move(region);
+        c.doorbells = o.doorbells;
+        c.peer = o.peer;
+        c.peers = o.peers;
+        c.vectors = o.vectors;
+        if (o.doorbells) {
+            for (int i = 0; i < int{o.peers} * o.vectors; ++i) {
+                const int efd = o.doorbell_fds + i;
+                char link[64] = {};
+                const std::string proc = fmt::format("/proc/self/fd/{}", efd);
+                const ssize_t n = ::readlink(proc.c_str(), link, sizeof link - 1);
+                if (n <= 0 ||
+                    std::string_view(link, static_cast<size_t>(n)) != "anon_inode:[eventfd]")
+                    return fail(ErrorCode::InvalidArgument, "{}: descriptor {} is no eventfd", what,
+                                efd);
+                c.doorbell_fds.push_back(efd);
+            }
+        }
+        config.shm.push_back(std::move(c));
+    }
+    return ok();
 }
 
 // The vsock socket by its real directory: guest connections to host port P go to PATH_P, which
@@ -555,6 +625,7 @@ int run_domain(const DomainSpec& s) {
     }
 
     // Every input is checked: now outputs may be created and back-ends opened.
+    if (auto r = open_shm(s, inputs->ids, config); !r) return fail_with(r.error().message());
     auto console_log = open_console(s, inputs->ids);
     if (!console_log) return fail_with(console_log.error().message());
     config.console_out = *console_log;

@@ -126,6 +126,18 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     }
     s.rng = t.rng;
     s.balloon = t.balloon;
+    for (const auto& spec : t.shm) {
+        auto o = parse_shm_option(spec);
+        if (!o) return field_error("shm", o.error());
+        for (const auto& other : s.shm)
+            if (other.name == o->name)
+                return fail(ErrorCode::InvalidArgument,
+                            "shm: two regions named \"{}\" (give each its own name=)", o->name);
+        s.shm.push_back(std::move(o).value());
+    }
+    if (s.shm.size() > vmm::kMaxShmRegions)
+        return fail(ErrorCode::InvalidArgument, "shm: {} regions; at most {}", s.shm.size(),
+                    vmm::kMaxShmRegions);
 
     for (const std::string_view field :
          t.pin_vcpus.empty() ? std::vector<std::string_view>{} : split(t.pin_vcpus, ',')) {
@@ -139,10 +151,12 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     if (!s.vcpu_affinity.empty() && s.vcpu_affinity.size() != s.cpus)
         return fail(ErrorCode::InvalidArgument, "pin-vcpus: {} CPUs for {} vCPUs",
                     s.vcpu_affinity.size(), s.cpus);
-    if (s.disks.size() + s.nets.size() + (s.rng ? 1 : 0) + (s.vsock ? 1 : 0) + (s.balloon ? 1 : 0) >
+    if (s.disks.size() + s.nets.size() + (s.rng ? 1 : 0) + (s.vsock ? 1 : 0) + (s.balloon ? 1 : 0) +
+            s.shm.size() >
         vmm::kMaxVirtioDevices)
         return fail(ErrorCode::InvalidArgument,
-                    "at most {} virtio devices (disks + nets + rng + vsock + balloon)",
+                    "at most {} devices (disks + nets + rng + vsock + balloon + shm; one "
+                    "interrupt line each)",
                     vmm::kMaxVirtioDevices);
 
     s.process = t.process;

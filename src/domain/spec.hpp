@@ -65,6 +65,7 @@ struct DomainText {
     std::string vsock;
     bool balloon = false;
     bool rng = false;
+    std::vector<std::string> shm;  ///< shared memory regions (ShmOptions' forms)
     std::string memory_backing = "anonymous";
     std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
     std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
@@ -93,6 +94,7 @@ struct DomainSpec {
     std::vector<virtio::NetOptions> nets;
     std::optional<virtio::VsockOptions> vsock;
     bool balloon = false, rng = false;
+    std::vector<ShmOptions> shm;
     std::vector<uint32_t> cpu_affinity;           ///< empty: any host CPU
     std::vector<std::vector<int>> vcpu_affinity;  ///< empty, or one CPU per vCPU
     ProcessOptions process;

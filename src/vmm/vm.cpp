@@ -51,8 +51,16 @@ constexpr uint32_t kMsrTsc = 0x10;  // IA32_TIME_STAMP_COUNTER
 // map), and the GSI of the GED that tells the guest it changed.
 constexpr uint64_t kVmgenidAddr = kAcpiBase + kAcpiSize - 0x1000;
 constexpr uint32_t kVmgenidGsi = 9;
-constexpr uint32_t kVirtioGsis[] = {16, 17, 18, 19, 20, 21, 22, 23, 5, 6, 7, 10, 11, 14, 15};
-static_assert(std::size(kVirtioGsis) == kMaxVirtioDevices);
+// One IOAPIC pin per device: the virtio devices' first, in order, then each PCI device's INTx.
+constexpr uint32_t kDeviceGsis[] = {16, 17, 18, 19, 20, 21, 22, 23, 5, 6, 7, 10, 11, 14, 15};
+static_assert(std::size(kDeviceGsis) == kMaxVirtioDevices);
+// Each ivshmem device's 32-bit BARs: the MSI-X table (BAR1) and its registers (BAR0).
+constexpr uint64_t kPciSlotStride = 0x2000;
+constexpr uint64_t k1GiB = uint64_t{1} << 30;
+
+constexpr uint64_t align_up(uint64_t v, uint64_t a) {
+    return (v + a - 1) & ~(a - 1);
+}
 
 // An interrupt line driven through KVM_IRQ_LINE.
 class KvmIrqLine final : public devices::IrqLine {
@@ -231,6 +239,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
         ram_slots_.push_back(slot);  // the memory lives as long as the Vm
     }
     VIREO_TRY(create_virtio_devices(hv));
+    VIREO_TRY(create_pci_devices(hv));
     VIREO_TRY(machine_->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
 
     // Devices.
@@ -299,6 +308,10 @@ Result<void> Vm::attach_port_devices() {
     cmos_ = std::make_shared<devices::Cmos>();
     VIREO_TRY(pio_.attach(0x70, 2, cmos_));
     VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
+    if (pci_) {
+        VIREO_TRY(pio_.attach(devices::pci::kConfigAddressPort, devices::pci::kConfigPortsSize,
+                              std::make_shared<devices::pci::ConfigPorts>(pci_)));
+    }
     return ok();
 }
 
@@ -344,6 +357,8 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
     const bool keep_pages = config_.backing != VmConfig::Backing::Anonymous;
     VIREO_TRY(memory_.clear(keep_pages));
     VIREO_TRY(machine_->restore_chips(power_on_.chips));
+    for (const auto& d : shm_)
+        d->device->reset();  // the regions keep their contents (they are not this guest's RAM)
     pio_ = devices::Bus("port I/O");
     VIREO_TRY(attach_port_devices());
     VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
@@ -478,6 +493,18 @@ Vm::DeviceHold::~DeviceHold() {
     if (loop_ != nullptr) loop_->release();
 }
 
+namespace {
+// A shared region is other domains' memory too: it cannot go into one domain's snapshot, nor
+// move with one domain to another host.
+Result<void> no_shared_memory(const VmConfig& config, const char* what) {
+    if (config.shm.empty()) return ok();
+    return fail(ErrorCode::Unsupported,
+                "{}: the domain has shared memory ({}), which belongs to other domains too; "
+                "a domain with shared memory cannot be saved, restored or migrated",
+                what, config.shm.front().name);
+}
+}  // namespace
+
 Result<std::unique_ptr<Vm::DeviceHold>> Vm::quiesce_devices() {
     if (!paused()) return fail(ErrorCode::BadState, "the domain must be paused first");
     // The device loop holds still while the state is written: nothing reaches guest memory
@@ -489,6 +516,7 @@ Result<std::unique_ptr<Vm::DeviceHold>> Vm::quiesce_devices() {
 }
 
 Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
+    VIREO_TRY(no_shared_memory(config_, "save"));
     if (!paused()) return fail(ErrorCode::BadState, "save: the domain must be paused first");
     VIREO_TRY_ASSIGN(auto hold, quiesce_devices());
     snapshot::Writer w(fd);
@@ -499,6 +527,7 @@ Result<snapshot::MemorySaveStats> Vm::save(int fd, std::string_view domain) {
 }
 
 Result<void> Vm::write_state(snapshot::Writer& w, std::string_view domain) {
+    VIREO_TRY(no_shared_memory(config_, "save"));
     const MachineShape shape = shape_of(config_);
     snapshot::Encoder conf;
     conf.u64(shape.memory_bytes);
@@ -607,6 +636,7 @@ Result<void> check_saved_machine(const snapshot::Reader& reader, const VmConfig&
 
 Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig& config,
                                         const BootImages& images, int fd) {
+    VIREO_TRY(no_shared_memory(config, "restore"));
     VIREO_TRY_ASSIGN(auto source, snapshot::file_source(fd));
     VIREO_TRY_ASSIGN(auto reader, snapshot::Reader::open(std::move(source)));
     // The machine's shape first: a snapshot of another machine is refused before anything is
@@ -692,6 +722,7 @@ void Vm::throttle(std::chrono::microseconds d) {
 
 Result<std::unique_ptr<Vm>> Vm::prepare_incoming(const hv::Hypervisor& hv, const VmConfig& config,
                                                  const BootImages& images) {
+    VIREO_TRY(no_shared_memory(config, "incoming migration"));
     VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
     VIREO_TRY_ASSIGN(auto mem,
                      memory::GuestMemory::create(ram_layout(config.memory_bytes), "vireo-guest-ram",
@@ -818,6 +849,144 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
     return ok();
 }
 
+// The PCI bus, when a device needs one: each shared region an ivshmem device. Its BARs are
+// placed as firmware would (BAR0 and BAR1 in the 32-bit window, BAR2 above RAM, aligned to its
+// size) and the region is mapped into the guest at BAR2 (no exit to reach it); the Doorbell
+// register's values are ioeventfds on the peers' eventfds; this guest's own eventfds are
+// watched by the device loop, which raises the interrupt (INTx, or MSI-X when the guest
+// enabled it). A guest that moves a BAR still works, through the bus (slower: every access
+// of a moved region exits).
+Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
+    if (config_.shm.empty()) return ok();
+    if (config_.shm.size() > kMaxShmRegions)
+        return fail(ErrorCode::ResourceExhausted, "{} shared memory regions; at most {}",
+                    config_.shm.size(), kMaxShmRegions);
+    if (virtio_.size() + config_.shm.size() > std::size(kDeviceGsis))
+        return fail(ErrorCode::ResourceExhausted,
+                    "{} virtio devices and {} shared memory regions: at most {} devices in all "
+                    "(one interrupt line each)",
+                    virtio_.size(), config_.shm.size(), std::size(kDeviceGsis));
+    auto bus = std::make_shared<devices::pci::PciBus>();
+    arch::x86::acpi::PciHostDesc desc;
+    desc.mmio32_base = static_cast<uint32_t>(kPciMmio32Base);
+    desc.mmio32_size = static_cast<uint32_t>(kPciMmio32Size);
+    uint64_t largest = 0;
+    for (const auto& c : config_.shm)
+        if (c.region) largest = std::max(largest, c.region->size());
+    const uint64_t ram_top = std::max(memory_.regions().back().end(), k4GiB);
+    uint64_t next = align_up(ram_top, std::max(largest, k1GiB));
+    desc.mmio64_base = next;
+    for (size_t i = 0; i < config_.shm.size(); ++i) {
+        const ShmConfig& c = config_.shm[i];
+        if (!c.region)
+            return fail(ErrorCode::InvalidArgument, "shared memory {}: no region", c.name);
+        if (c.doorbells && (c.peers == 0 || c.peer >= c.peers ||
+                            c.doorbell_fds.size() != size_t{c.peers} * c.vectors))
+            return fail(
+                ErrorCode::InvalidArgument,
+                "shared memory {}: peer {} of {} with {} vectors needs {} doorbells, not {}",
+                c.name, c.peer, c.peers, c.vectors, size_t{c.peers} * c.vectors,
+                c.doorbell_fds.size());
+        if (c.region->readonly() && !hv.has(hv::Feature::ReadonlyMemory))
+            return fail(ErrorCode::Unsupported,
+                        "shared memory {}: this KVM cannot map memory read-only for a read-only "
+                        "borrower",
+                        c.name);
+        auto d = std::make_unique<ShmDevice>();
+        d->config = c;
+        ShmDevice* raw = d.get();
+        const uint32_t gsi = kDeviceGsis[virtio_.size() + i];
+        devices::pci::IvshmemConfig ic;
+        ic.region_size = c.region->size();
+        ic.doorbells = c.doorbells;
+        ic.peer = c.peer;
+        ic.vectors = c.vectors;
+        ic.region = static_cast<uint8_t*>(c.region->host());
+        ic.region_readonly = c.region->readonly();
+        VIREO_TRY_ASSIGN(d->device,
+                         devices::pci::Ivshmem::create(
+                             ic, std::make_shared<KvmIrqLine>(*machine_, gsi),
+                             [raw](uint16_t peer, uint16_t vector) { raw->ring(peer, vector); },
+                             [m = machine_.get()](uint16_t, const devices::pci::MsiMessage& msg) {
+                                 if (auto r = m->signal_msi(msg.address, msg.data); !r)
+                                     log::warn("ivshmem: MSI: {}", r.error().message());
+                             }));
+        const uint64_t bars = kPciMmio32Base + i * kPciSlotStride;
+        if (c.doorbells) {
+            VIREO_TRY(d->device->place_bar(1, bars));
+        }
+        VIREO_TRY(d->device->place_bar(0, bars + 0x1000));
+        next = align_up(next, c.region->size());
+        VIREO_TRY(d->device->place_bar(2, next));
+        VIREO_TRY(machine_->map(Gpa(next), c.region->host(), c.region->size(),
+                                c.region->readonly() ? hv::kMapReadOnly : hv::kMapNone));
+        next += c.region->size();
+        d->device->mark_power_on();
+        VIREO_TRY_ASSIGN(d->pci_device, bus->add(d->device));
+        desc.routes.push_back({static_cast<uint8_t>(d->pci_device), 0, gsi});
+        if (c.doorbells) {
+            // This guest's writes of (peer, vector) to its Doorbell register: straight to that
+            // peer's eventfd, in the kernel.
+            const uint64_t doorbell = bars + 0x1000 + devices::pci::kIvshmemDoorbell;
+            for (uint32_t p = 0; p < c.peers; ++p) {
+                for (uint32_t v = 0; v < c.vectors; ++v) {
+                    VIREO_TRY(machine_->add_ioevent(hv::IoEvent{
+                        hv::IoSpace::Mmio, doorbell, 4, c.doorbell_fds[size_t{p} * c.vectors + v],
+                        uint64_t{p} << 16 | v}));
+                }
+            }
+            if (!loop_) {
+                VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
+            }
+            for (uint16_t v = 0; v < c.vectors; ++v) {
+                const int fd = c.doorbell_fds[size_t{c.peer} * c.vectors + v];
+                VIREO_TRY(loop_->add(fd, [raw, fd, v] {
+                    uint64_t n;
+                    if (::read(fd, &n, sizeof n) != sizeof n) return;
+                    raw->doorbells_in.fetch_add(1, std::memory_order_relaxed);
+                    raw->device->notify(v);
+                }));
+            }
+        }
+        log::debug("shared memory {}: ivshmem at 00:{:02x}.0, region at {:#x}, GSI {}", c.name,
+                   d->pci_device, next - c.region->size(), gsi);
+        shm_.push_back(std::move(d));
+    }
+    desc.mmio64_size = next - desc.mmio64_base;
+    VIREO_TRY(mmio_.attach(kPciMmio32Base, kPciMmio32Size,
+                           std::make_shared<devices::pci::BarWindow>(bus, kPciMmio32Base, false)));
+    VIREO_TRY(
+        mmio_.attach(desc.mmio64_base, desc.mmio64_size,
+                     std::make_shared<devices::pci::BarWindow>(bus, desc.mmio64_base, false)));
+    pci_ = std::move(bus);
+    platform_.pci = std::move(desc);
+    return ok();
+}
+
+// A doorbell write no ioeventfd took (the guest moved BAR0, or named no such peer or vector).
+void Vm::ShmDevice::ring(uint16_t peer, uint16_t vector) {
+    if (!config.doorbells || peer >= config.peers || vector >= config.vectors) {
+        doorbells_dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    const uint64_t one = 1;
+    (void)!::write(config.doorbell_fds[size_t{peer} * config.vectors + vector], &one, sizeof one);
+}
+
+std::vector<ShmInfo> Vm::shm_info() const {
+    std::vector<ShmInfo> out;
+    for (const auto& d : shm_) {
+        const ShmConfig& c = d->config;
+        const uint64_t at = d->device->decoded(2);
+        out.push_back({c.name, c.region->size(), c.region->readonly(), c.doorbells, c.peer, c.peers,
+                       c.vectors, d->pci_device,
+                       at == devices::pci::PciFunction::kNotDecoded ? 0 : at,
+                       d->doorbells_in.load(std::memory_order_relaxed),
+                       d->doorbells_dropped.load(std::memory_order_relaxed)});
+    }
+    return out;
+}
+
 Result<uint64_t> Vm::set_guest_memory(uint64_t guest_bytes) {
     if (!balloon_)
         return fail(ErrorCode::Unsupported, "the domain has no balloon device (--balloon)");
@@ -847,7 +1016,7 @@ Result<virtio::BalloonInfo> Vm::balloon_info(bool refresh) {
 Result<void> Vm::connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {
     for (size_t i = 0; i < virtio_.size(); ++i) {
         const auto& t = virtio_[i];
-        const uint32_t gsi = kVirtioGsis[i];
+        const uint32_t gsi = kDeviceGsis[i];
         VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));  // needs the irqchip
         desc.mmio_devices.push_back(
             {"LNRO0005", t->base(), static_cast<uint32_t>(virtio::MmioTransport::kSize), gsi});

@@ -25,6 +25,8 @@
 #include "devices/bus.hpp"
 #include "devices/legacy/cmos.hpp"
 #include "devices/legacy/serial.hpp"
+#include "devices/pci/bus.hpp"
+#include "devices/pci/ivshmem.hpp"
 #include "devices/platform_event.hpp"
 #include "hv/hypervisor.hpp"
 #include "hv/machine.hpp"
@@ -38,6 +40,7 @@
 #include "virtio/mmio.hpp"
 #include "virtio/net/device.hpp"
 #include "virtio/vsock/device.hpp"
+#include "vmm/shm.hpp"
 
 namespace vireo::vmm {
 
@@ -74,6 +77,9 @@ struct VmConfig {
     std::vector<std::vector<int>> vcpu_affinity;
     /// Also gets the guest's console output (a console socket).
     std::shared_ptr<devices::OutputTap> console_tap;
+    /// Shared memory regions, each an ivshmem device on the guest's PCI bus (which exists
+    /// only when there is one): mapped by the caller, kept across reboots.
+    std::vector<ShmConfig> shm;
 };
 
 /// A memory backing's name, as `--memory-backing` and a host config's `memory_backing` spell it.
@@ -110,6 +116,19 @@ struct DeviceMetrics {
     std::vector<virtio::Counter> counters;
 };
 
+/// A shared memory region as `vireo info` shows it.
+struct ShmInfo {
+    std::string name;
+    uint64_t size = 0;
+    bool readonly = false;
+    bool doorbells = false;
+    uint16_t peer = 0, peers = 1, vectors = 1;
+    uint32_t pci_device = 0;         ///< 0000:00:NN.0
+    uint64_t address = 0;            ///< where its BAR2 is now (0: not decoded)
+    uint64_t doorbells_in = 0;       ///< doorbells this guest got (through vireo: INTx)
+    uint64_t doorbells_dropped = 0;  ///< the guest's doorbell writes to no such peer or vector
+};
+
 /// The kernel (parsed once) and initrd bytes (owned by the caller; reused across reboots).
 struct BootImages {
     arch::x86::boot::KernelImage kernel;
@@ -144,6 +163,12 @@ inline constexpr uint32_t kMaxCpus = 1024;  // MADT: x2APIC entries from APIC id
 /// (GSIs 16-23, then the ISA lines no platform device uses: 5-7, 10, 11, 14, 15).
 inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
 inline constexpr uint32_t kMaxVirtioDevices = 15;
+/// The PCI bus's 32-bit window (BAR0 and the MSI-X BAR of each device), below the virtio
+/// devices; 64-bit BARs (the shared regions) go above RAM.
+inline constexpr uint64_t kPciMmio32Base = 0xc0000000;
+inline constexpr uint64_t kPciMmio32Size = 0x10000000;
+/// Shared memory regions per machine (interrupt lines are shared with the virtio devices).
+inline constexpr uint32_t kMaxShmRegions = 8;
 /// How long a guest that reported a panic (pvpanic) may still run to flush its console.
 inline constexpr auto kPanicLastWords = std::chrono::seconds(3);
 
@@ -249,6 +274,7 @@ class Vm {
     std::vector<VcpuMetrics> vcpu_metrics() const;
     std::vector<DeviceMetrics> device_metrics() const;
     uint32_t num_vcpus() const noexcept { return config_.cpus; }
+    std::vector<ShmInfo> shm_info() const;
 
     /// Asks the guest (through its balloon) to give up memory until it has `guest_bytes` left;
     /// returns the balloon's new target in bytes. Fails without a balloon device.
@@ -277,6 +303,7 @@ class Vm {
     Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
     Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
     Result<void> attach_port_devices();
+    Result<void> create_pci_devices(const hv::Hypervisor& hv);  // after the virtio devices
     Result<hv::VcpuState> load_guest(const BootImages& images);
     struct alignas(64) VcpuSlot {  // written by its vCPU thread only
         std::atomic<pid_t> tid{0};
@@ -307,6 +334,16 @@ class Vm {
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;
     std::shared_ptr<virtio::MmioTransport> balloon_transport_;
+    // The PCI bus (only with a PCI device) and its ivshmem devices.
+    struct ShmDevice {
+        ShmConfig config;
+        std::shared_ptr<devices::pci::Ivshmem> device;
+        uint32_t pci_device = 0;
+        std::atomic<uint64_t> doorbells_in{0}, doorbells_dropped{0};
+        void ring(uint16_t peer, uint16_t vector);
+    };
+    std::shared_ptr<devices::pci::PciBus> pci_;
+    std::vector<std::unique_ptr<ShmDevice>> shm_;
 
     arch::x86::acpi::PlatformDesc platform_;  // what the ACPI tables describe
     struct PowerOn {

@@ -67,7 +67,8 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.pin_vcpus = "0,x"; }, "pin-vcpus: "},
         {[](DomainText& t) { t.pin_vcpus = "0,1"; }, "pin-vcpus: 2 CPUs for 1 vCPUs"},
         {[](DomainText& t) { t.cpu_affinity = "0-99999"; }, "cpu-affinity: "},
-        {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 virtio devices"},
+        {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 devices"},
+        {[](DomainText& t) { t.shm = {"/dev/shm/x,size=5M"}; }, "shm: "},
     };
     for (const auto& c : cases) {
         DomainText t = with_kernel();
@@ -121,6 +122,49 @@ TEST(DomainSpec, TheMachineTextHoldsTheMachineWithAbsolutePaths) {
     ASSERT_TRUE(again) << again.error().message();
     EXPECT_EQ(again->cmdline, s->cmdline);
     EXPECT_EQ(again->machine, m);
+}
+
+TEST(ShmOption, FileAndHandedDownForms) {
+    auto a = parse_shm_option("/dev/shm/ring,size=16M,readonly,name=ring0");
+    ASSERT_TRUE(a) << a.error().message();
+    EXPECT_EQ(a->path, "/dev/shm/ring");
+    EXPECT_EQ(a->size, uint64_t{16} << 20);
+    EXPECT_TRUE(a->readonly);
+    EXPECT_EQ(a->name, "ring0");
+    EXPECT_FALSE(a->doorbells);
+    auto b = parse_shm_option("fd=7,size=4K,name=r,peers=3,peer=2,vectors=2,doorbell-fds=8");
+    ASSERT_TRUE(b) << b.error().message();
+    EXPECT_EQ(b->fd, 7);
+    EXPECT_TRUE(b->doorbells);
+    EXPECT_EQ(b->peers, 3);
+    EXPECT_EQ(b->peer, 2);
+    EXPECT_EQ(b->vectors, 2);
+    EXPECT_EQ(b->doorbell_fds, 8);
+    for (const char* bad : {"", "/x", "/x,size=3M", "/x,size=2K", "/x,size=128G", "/x,size=16M,wat",
+                            "fd=5,/x,size=4K", "/x,size=4K,fd=5", "/x,size=4K,peers=2",
+                            "fd=5,size=4K,peers=2", "fd=5,size=4K,peers=2,peer=2,doorbell-fds=6",
+                            "fd=1,size=4K", "/x,size=4K,name=a/b", "/x,size=4K,name="})
+        EXPECT_FALSE(parse_shm_option(bad)) << bad;
+}
+
+TEST(DomainSpec, SharedMemoryRegions) {
+    DomainText t = with_kernel();
+    t.shm = {"/dev/shm/a,size=1M", "/dev/shm/b,size=1M,name=b"};
+    auto s = parse_spec(t, "/nowhere");
+    ASSERT_TRUE(s) << s.error().message();
+    ASSERT_EQ(s->shm.size(), 2u);
+    t.shm = {"/dev/shm/a,size=1M", "/dev/shm/b,size=1M"};  // both named "shm"
+    auto dup = parse_spec(t, "/nowhere");
+    ASSERT_FALSE(dup);
+    EXPECT_NE(dup.error().message().find("shm: two regions named"), std::string::npos);
+    t.shm = {"/dev/shm/a,size=1M,wat"};
+    auto bad = parse_spec(t, "/nowhere");
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().message().rfind("shm: ", 0), 0u) << bad.error().message();
+    // Interrupt lines: 15 devices in all.
+    t.shm = {"/dev/shm/a,size=1M"};
+    t.disks.assign(15, "/srv/d.img");
+    EXPECT_FALSE(parse_spec(t, "/nowhere"));
 }
 
 }  // namespace

@@ -504,5 +504,50 @@ TEST(Ivshmem, SnapshotAndLimits) {
     EXPECT_TRUE(Ivshmem::create(c, nullptr, {}, [](uint16_t, const MsiMessage&) {}));
 }
 
+TEST(Ivshmem, MovedRegionThroughTheBusAndReadOnlyWrites) {
+    // The VMM maps BAR2 where it placed it; a guest that moves the BAR reaches the region
+    // through the bus (the model copies), and a read-only borrower's writes are dropped.
+    std::vector<uint8_t> region(4096, 0);
+    region[8] = 0x5a;
+    for (bool readonly : {false, true}) {
+        region[0x10] = region[0x11] = 0;
+        IvshmemConfig c;
+        c.region_size = region.size();
+        c.doorbells = false;
+        c.region = region.data();
+        c.region_readonly = readonly;
+        auto dev = Ivshmem::create(c, nullptr, {}, {}).value();
+        Guest g;
+        const uint32_t slot = g.bus->add(dev).value();
+        g.write(slot, kBar0 + 8, 0x8000'0000);
+        g.write(slot, kBar0 + 12, 0);
+        g.write(slot, kCommand, kCommandMemory, 2);
+        uint8_t b[4] = {};
+        ASSERT_TRUE(g.bus->bar_read(false, 0x8000'0008, std::span(b, 1)));
+        EXPECT_EQ(b[0], 0x5a);
+        const uint8_t w[2] = {1, 2};
+        ASSERT_TRUE(g.bus->bar_write(false, 0x8000'0010, std::span(w, 2)));
+        EXPECT_EQ(region[0x10], readonly ? 0 : 1) << readonly;
+        EXPECT_EQ(region[0x11], readonly ? 0 : 2) << readonly;
+        // Past the BAR: not this device's.
+        EXPECT_FALSE(g.bus->bar_read(false, 0x8000'0ffe, std::span(b, 4)));
+    }
+}
+
+TEST(Ivshmem, ResetPutsThePowerOnStateBack) {
+    Shm s(true);
+    s.dev->mark_power_on();
+    s.set(kIvshmemIntrMask, 1);
+    s.dev->notify(0);
+    EXPECT_TRUE(s.line->level);
+    s.g.write(s.slot, kBar0, 0xd000'0000);
+    s.dev->reset();
+    EXPECT_FALSE(s.line->level);  // the line drops with the status
+    EXPECT_EQ(s.reg(kIvshmemIntrMask), 0u);
+    EXPECT_EQ(s.reg(kIvshmemIntrStatus), 0u);
+    EXPECT_EQ(s.dev->decoded(0), 0xe000'0000u);  // BAR0 back where it was placed
+    EXPECT_FALSE(s.dev->msix()->enabled());
+}
+
 }  // namespace
 }  // namespace vireo::devices::pci

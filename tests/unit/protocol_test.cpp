@@ -78,6 +78,7 @@ TEST(LaunchProtocol, EverySpecFieldCrossesTheWire) {
     t.nets = {"user"};
     t.vsock = "cid=3,socket=/s";
     t.balloon = t.rng = true;
+    t.shm = {"fd=4,size=16M,name=ring,peers=2,peer=1,vectors=1,doorbell-fds=5"};
     t.memory_backing = "locked";
     t.cpu_affinity = "0-1";
     t.pin_vcpus = "0,1";

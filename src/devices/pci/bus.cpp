@@ -36,6 +36,18 @@ Result<void> PciFunction::place_bar(uint32_t bar, uint64_t address) {
     return ok();
 }
 
+void PciFunction::mark_power_on() {
+    std::lock_guard lock(config_mu_);
+    power_on_ = config_;
+}
+
+void PciFunction::reset() {
+    std::lock_guard lock(config_mu_);
+    if (power_on_) config_ = *power_on_;
+    decode_locked();
+    reset_function();
+}
+
 void PciFunction::decode_locked() noexcept {
     for (uint32_t i = 0; i < kMaxBars; ++i) {
         const uint64_t at = config_.bar_decodes(i) ? config_.bar_address(i) : kNotDecoded;

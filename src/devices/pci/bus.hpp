@@ -64,6 +64,12 @@ class PciFunction {
 
     /// Puts the BARs in place (the VMM's layout, before the guest runs).
     Result<void> place_bar(uint32_t bar, uint64_t address);
+    /// Keeps the configuration space as it is now (BARs placed) as the function's power-on
+    /// state, which reset() puts back.
+    void mark_power_on();
+    /// Back to the power-on state (a guest reboot): the configuration space as
+    /// mark_power_on() kept it, and the function's own registers (reset_function).
+    void reset();
 
     /// The configuration space and the function's own state, for a snapshot.
     void save(snapshot::Encoder& e) const;
@@ -72,6 +78,8 @@ class PciFunction {
   protected:
     /// After a guest write (under the configuration lock; `config_` may be read).
     virtual void config_changed(const Change&) {}
+    /// The function's own registers to their power-on values (under the configuration lock).
+    virtual void reset_function() {}
     virtual void save_function(snapshot::Encoder&) const {}
     virtual void restore_function(snapshot::Decoder&) {}
     /// Declares a BAR (before the function is on a bus).
@@ -83,6 +91,7 @@ class PciFunction {
   private:
     void decode_locked() noexcept;
     std::array<std::atomic<uint64_t>, kMaxBars> decoded_{};
+    std::optional<Config> power_on_;  // mark_power_on()'s copy
 };
 
 /// Bus 0. Built before the guest runs (functions added then), immutable afterwards.

@@ -49,6 +49,12 @@ void Ivshmem::bar_read(uint32_t bar, uint64_t offset, std::span<uint8_t> data) {
         if (offset < kPbaOffset) return msix_->table_read(offset, data);
         return msix_->pba_read(offset - kPbaOffset, data);
     }
+    if (bar == 2) {
+        // The bus checked that the access lies inside the BAR.
+        if (config_ivshmem_.region != nullptr)
+            std::memcpy(data.data(), config_ivshmem_.region + offset, data.size());
+        return;
+    }
     if (bar != 0 || data.size() != 4 || offset % 4 != 0) return;
     uint32_t v = 0;
     {
@@ -76,6 +82,11 @@ void Ivshmem::bar_write(uint32_t bar, uint64_t offset, std::span<const uint8_t> 
     if (bar == 1 && msix_) {
         if (offset < kPbaOffset) msix_->table_write(offset, data);
         return;  // the PBA is read-only
+    }
+    if (bar == 2) {
+        if (config_ivshmem_.region != nullptr && !config_ivshmem_.region_readonly)
+            std::memcpy(config_ivshmem_.region + offset, data.data(), data.size());
+        return;
     }
     if (bar != 0 || data.size() != 4 || offset % 4 != 0) return;
     uint32_t v;
@@ -113,6 +124,13 @@ void Ivshmem::update_intx_locked() {
 void Ivshmem::config_changed(const Change& c) {
     if (c.command) update_intx_locked();
     if (msix_ && c.touches(msix_cap_ + 2, 2)) msix_->set_control(config_.u16(msix_cap_ + 2));
+}
+
+void Ivshmem::reset_function() {
+    intr_mask_ = 0;
+    intr_status_ = 0;
+    if (msix_) msix_->reset();
+    update_intx_locked();
 }
 
 uint64_t Ivshmem::doorbell_address() const noexcept {

@@ -38,6 +38,11 @@ struct IvshmemConfig {
     bool doorbells = true;
     uint16_t peer = 0;     ///< this domain's peer number (IVPosition)
     uint16_t vectors = 1;  ///< MSI-X vectors (with doorbells), 1 to kIvshmemMaxVectors
+    /// The region in this process (region_size bytes), for BAR2 accesses that reach the
+    /// model: the VMM maps the region into the guest where it placed BAR2, so only a guest
+    /// that moved the BAR (or a read-only borrower's writes) comes here. Null: reads zeros.
+    uint8_t* region = nullptr;
+    bool region_readonly = false;  ///< writes to BAR2 are dropped
 };
 
 class Ivshmem final : public PciFunction {
@@ -65,6 +70,7 @@ class Ivshmem final : public PciFunction {
   private:
     Ivshmem(const IvshmemConfig& config, std::shared_ptr<IrqLine> irq, Ring ring);
     void config_changed(const Change& c) override;
+    void reset_function() override;
     void save_function(snapshot::Encoder& e) const override;
     void restore_function(snapshot::Decoder& d) override;
     void update_intx_locked();

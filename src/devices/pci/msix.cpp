@@ -173,4 +173,12 @@ void Msix::restore(snapshot::Decoder& d) {
     }
 }
 
+void Msix::reset() {
+    std::lock_guard lock(mu_);
+    enabled_ = false;
+    function_masked_ = false;
+    for (Entry& x : entries_)
+        x = Entry{};
+}
+
 }  // namespace vireo::devices::pci

@@ -68,6 +68,8 @@ class Msix {
 
     void save(snapshot::Encoder& e) const;
     void restore(snapshot::Decoder& d);
+    /// Every vector masked with no message and nothing pending, MSI-X off (a reset).
+    void reset();
 
   private:
     struct Entry {
