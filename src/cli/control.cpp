@@ -31,6 +31,27 @@ namespace vireo::cli {
 
 namespace {
 
+// One shared region of `info`: "shm ring: 16 MiB at 0x100000000 (00:01.0), peer 0 of a, b,
+// doorbells (1 vector): 3 rung, 0 dropped".
+std::string describe_shm(const api::Json& m) {
+    std::string peers;
+    for (const auto& n : m.value("peers", api::Json::array()))
+        peers += (peers.empty() ? "" : ", ") + n.get<std::string>();
+    const uint64_t size = m.value("size", uint64_t{0});
+    std::string s = fmt::format(
+        "{:<14} {}: {} at {:#x} ({}){}{}", "shm", m.value("name", ""),
+        size >= (uint64_t{1} << 20) ? fmt::format("{} MiB", size >> 20)
+                                    : fmt::format("{} KiB", size >> 10),
+        m.value("address", uint64_t{0}), m.value("pci", ""),
+        peers.empty() ? "" : fmt::format(", peer {} of {}", m.value("peer", 0), peers),
+        m.value("readonly", false) ? ", read-only" : "");
+    if (m.value("doorbells", false))
+        s += fmt::format(", doorbells ({} vector(s)): {} in, {} dropped", m.value("vectors", 0),
+                         m.value("doorbells_in", uint64_t{0}),
+                         m.value("doorbells_dropped", uint64_t{0}));
+    return s;
+}
+
 using api::Json;
 using Clock = std::chrono::steady_clock;
 
@@ -694,10 +715,12 @@ std::function<int()> add_control_commands(CLI::App& app) {
             if (!r) return error(r.error().message());
             std::string text;
             for (const auto& [k, val] : r->items()) {
-                if (k == "sandbox") continue;
+                if (k == "sandbox" || k == "shm") continue;
                 text += fmt::format("{}{:<14} {}", text.empty() ? "" : "\n", k,
                                     val.is_string() ? val.get<std::string>() : val.dump());
             }
+            for (const auto& m : r->value("shm", api::Json::array()))
+                text += "\n" + describe_shm(m);
             text += "\n" + describe_sandbox(r->value("sandbox", api::Json::object()));
             print(*o, *r, text);
             return 0;

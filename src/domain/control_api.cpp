@@ -165,7 +165,29 @@ void add_domain_methods(api::Server& server, Domain& d) {
                     "sandbox is off",
                     r, std::strerror(errno));
     });
-    server.add("info", [&d](const Json&) -> Result<Json> {
+    // Each shared region: its size, where the guest has it, its peers and doorbells.
+    auto shm_json = [](vmm::Vm* vm) {
+        Json out = Json::array();
+        if (vm == nullptr) return out;
+        for (const auto& r : vm->shm_info()) {
+            Json peers = Json::array();
+            for (const auto& n : r.peer_names)
+                peers.push_back(n);
+            out.push_back(Json{{"name", r.name},
+                               {"size", r.size},
+                               {"readonly", r.readonly},
+                               {"pci", fmt::format("0000:00:{:02x}.0", r.pci_device)},
+                               {"address", r.address},
+                               {"peer", r.peer},
+                               {"peers", peers},
+                               {"doorbells", r.doorbells},
+                               {"vectors", r.doorbells ? r.vectors : 0},
+                               {"doorbells_in", r.doorbells_in},
+                               {"doorbells_dropped", r.doorbells_dropped}});
+        }
+        return out;
+    };
+    server.add("info", [&d, shm_json](const Json&) -> Result<Json> {
         return d.stop.with_vm([&](vmm::Vm* vm) {
             std::lock_guard lock(d.config_mu);
             const auto& c = d.config;
@@ -184,6 +206,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"console", d.console != nullptr},
                         {"boots", d.boots.load()},
                         {"uptime_s", up},
+                        {"shm", shm_json(vm)},
                         {"sandbox", sandbox_info()}};
         });
     });

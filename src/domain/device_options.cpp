@@ -256,6 +256,14 @@ Result<ShmOptions> parse_shm_option(std::string_view spec) {
         } else if (key == "vectors" && eq != std::string_view::npos) {
             VIREO_TRY_ASSIGN(auto n, parse_number(spec, "vectors", value, 1, kMaxShmVectors));
             o.vectors = static_cast<uint16_t>(n);
+        } else if (key == "names" && eq != std::string_view::npos) {
+            o.names.clear();
+            for (const std::string_view n : split(value, ':')) {
+                if (n.empty() || n.size() > 64)
+                    return fail(ErrorCode::InvalidArgument, "\"{}\": names: a bad domain name",
+                                spec);
+                o.names.emplace_back(n);
+            }
         } else if (key == "doorbell-fds" && eq != std::string_view::npos) {
             VIREO_TRY_ASSIGN(auto n, parse_number(spec, "doorbell-fds", value, 3, 1u << 20));
             o.doorbell_fds = static_cast<int>(n);
@@ -278,6 +286,12 @@ Result<ShmOptions> parse_shm_option(std::string_view spec) {
     if (o.doorbells != have_fds)
         return fail(ErrorCode::InvalidArgument, "\"{}\": peers= and doorbell-fds= go together",
                     spec);
+    if (!o.names.empty() && o.names.size() != (o.doorbells ? o.peers : o.names.size()))
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {} names for {} peers", spec,
+                    o.names.size(), o.peers);
+    if (!o.names.empty() && o.peer >= o.names.size())
+        return fail(ErrorCode::InvalidArgument, "\"{}\": peer {} of {} names", spec, o.peer,
+                    o.names.size());
     if (o.doorbells && o.peer >= o.peers)
         return fail(ErrorCode::InvalidArgument, "\"{}\": peer {} is not below peers={}", spec,
                     o.peer, o.peers);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.hpp"
 #include "virtio/blk/disk_image.hpp"
@@ -34,7 +35,8 @@ inline constexpr uint16_t kMaxShmVectors = 16;
 ///   `PATH,size=N[,readonly][,name=NAME]`: `vireo run` sharing a file with a host program (on
 ///     tmpfs, e.g. /dev/shm/NAME; created 0600 when missing, never truncated or grown), without
 ///     doorbells (QEMU's ivshmem-plain);
-///   `fd=N,size=N,name=NAME[,readonly][,peers=P,peer=I,vectors=V,doorbell-fds=FIRST]`: a
+///   `fd=N,size=N,name=NAME[,readonly][,peers=P,peer=I,vectors=V,doorbell-fds=FIRST]
+///     [,names=A:B:...]`: a
 ///     region `vireo up` allocated and handed down as descriptors (never a path), with
 ///     doorbells when `peers` is given: P * V eventfds from fd FIRST on, (peer p, vector v) at
 ///     FIRST + p * V + v.
@@ -47,6 +49,7 @@ struct ShmOptions {
     bool doorbells = false;
     uint16_t peer = 0, peers = 1, vectors = 1;
     int doorbell_fds = -1;
+    std::vector<std::string> names;  ///< the peers' domain names (names=A:B:..., optional)
     bool operator==(const ShmOptions&) const = default;
 };
 Result<ShmOptions> parse_shm_option(std::string_view spec);

@@ -255,6 +255,7 @@ Result<void> open_shm(const DomainSpec& s, std::vector<InputFile>& ids, vmm::VmC
         c.peer = o.peer;
         c.peers = o.peers;
         c.vectors = o.vectors;
+        c.peer_names = o.names;
         if (o.doorbells) {
             for (int i = 0; i < int{o.peers} * o.vectors; ++i) {
                 const int efd = o.doorbell_fds + i;

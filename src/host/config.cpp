@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -163,6 +164,72 @@ void parse_pool(const std::string& name, const toml::table& t, uint32_t num_cpus
                   fmt::format("CPU {} is already in pool {}", c, it->second));
     }
     cfg.pools[name] = std::move(pool);
+}
+
+void parse_shm(const std::string& name, const toml::table& t, Problems& p, HostConfig& cfg) {
+    ShmRegion m;
+    m.name = name;
+    m.line = line_of(t);
+    Reader r{p, "shm." + name + "."};
+    if (!valid_name(name)) p.add(m.line, "shm." + name, "a name is letters, digits, -, _, .");
+    int size_line = 0, backing_line = 0;
+    for (auto&& [k, v] : t) {
+        const std::string key(k.str());
+        std::string s;
+        int64_t n = 0;
+        if (key == "size") {
+            size_line = line_of(v);
+            if (r.size(v, key, m.size) &&
+                (!std::has_single_bit(m.size) || m.size < domain::kMinShmSize ||
+                 m.size > domain::kMaxShmSize))
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("{} bytes: must be a power of two from 4K to 64G", m.size));
+        } else if (key == "domains" || key == "readonly") {
+            auto& list = key == "domains" ? m.domains : m.readonly;
+            if (!r.strings(v, key, list)) continue;
+            std::set<std::string> seen;
+            for (const auto& d : list)
+                if (!seen.insert(d).second)
+                    p.add(line_of(v), r.prefix + key, fmt::format("\"{}\" is listed twice", d));
+            if (key == "domains" && (list.empty() || list.size() > domain::kMaxShmPeers))
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("{} domains: a region has 1 to {}", list.size(),
+                                  domain::kMaxShmPeers));
+        } else if (key == "backing") {
+            if (!r.str(v, key, s)) continue;
+            backing_line = line_of(v);
+            if (s == "anonymous")
+                m.hugepages = false;
+            else if (s == "hugepages")
+                m.hugepages = true;
+            else
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("\"{}\": use anonymous or hugepages", s));
+        } else if (key == "doorbells") {
+            r.boolean(v, key, m.doorbells);
+        } else if (key == "vectors") {
+            if (r.integer(v, key, 1, domain::kMaxShmVectors, n)) m.vectors = static_cast<uint16_t>(n);
+        } else {
+            p.add(line_of(v), r.prefix + key,
+                  "unknown key (known: size, domains, readonly, backing, doorbells, vectors)");
+        }
+    }
+    if (size_line == 0) p.add(m.line, r.prefix + "size", "is required");
+    if (m.domains.empty() && t.find("domains") == t.end())
+        p.add(m.line, r.prefix + "domains", "is required (the first is the owner)");
+    if (m.hugepages && m.size != 0 && m.size % (uint64_t{2} << 20) != 0)
+        p.add(backing_line, r.prefix + "backing", "hugepages needs a size of at least 2M");
+    for (const auto& ro : m.readonly) {
+        if (m.peer_of(ro) < 0)
+            p.add(m.line, r.prefix + "readonly",
+                  fmt::format("\"{}\" is not one of the region's domains", ro));
+        else if (m.peer_of(ro) == 0)
+            p.add(m.line, r.prefix + "readonly",
+                  fmt::format("\"{}\" owns the region (the first of domains): it cannot be "
+                              "read-only",
+                              ro));
+    }
+    cfg.shm.push_back(std::move(m));
 }
 
 // `restore = "FILE"`: the machine keys the table does not give come from the snapshot's saved
@@ -340,6 +407,15 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
 
 }  // namespace
 
+int ShmRegion::peer_of(const std::string& domain) const {
+    const auto it = std::find(domains.begin(), domains.end(), domain);
+    return it == domains.end() ? -1 : static_cast<int>(it - domains.begin());
+}
+
+bool ShmRegion::is_readonly(const std::string& domain) const {
+    return std::find(readonly.begin(), readonly.end(), domain) != readonly.end();
+}
+
 bool valid_name(std::string_view n) {
     if (n.empty() || n.size() > 64) return false;
     for (char c : n)
@@ -388,7 +464,7 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
                                   uint64_t{UINT32_MAX} - 1 - kMaxDomainIds, kMaxDomainIds - 1));
             else
                 cfg.uid_base = static_cast<uint32_t>(first);
-        } else if (key == "pools" || key == "domains") {
+        } else if (key == "pools" || key == "domains" || key == "shm") {
             const auto* t = v.as_table();
             if (t == nullptr) {
                 p.add(line_of(v), key, "must be a table ([" + key + ".NAME] sections)");
@@ -403,12 +479,15 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
                 }
                 if (key == "pools")
                     parse_pool(std::string(name.str()), *bt, num_cpus, p, cfg, owner);
+                else if (key == "shm")
+                    parse_shm(std::string(name.str()), *bt, p, cfg);
                 else
                     parse_domain(std::string(name.str()), *bt, p, cfg);
             }
         } else {
             p.add(line_of(v), key,
-                  "unknown key (known: overcommit, reserve, run_dir, uid_base, pools, domains)");
+                  "unknown key (known: overcommit, reserve, run_dir, uid_base, pools, domains, "
+                  "shm)");
         }
     }
     // toml++ keeps tables sorted by key; domains start in file order.
@@ -436,6 +515,49 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
                   fmt::format("pool \"{}\" has no CPUs (the other pools took them all)", d.pool));
         }
     }
+    // Shared regions: every domain named must be declared here; each domain's regions and
+    // devices must fit its machine (one interrupt line each).
+    std::stable_sort(cfg.shm.begin(), cfg.shm.end(),
+                     [](const ShmRegion& a, const ShmRegion& b) { return a.line < b.line; });
+    std::map<std::string, size_t> regions_of;
+    for (const auto& m : cfg.shm) {
+        for (const auto& name : m.domains) {
+            const auto d = std::find_if(cfg.domains.begin(), cfg.domains.end(),
+                                        [&](const DomainConfig& x) { return x.name == name; });
+            if (d == cfg.domains.end()) {
+                p.add(m.line, "shm." + m.name + ".domains",
+                      fmt::format("no domain \"{}\" in this file", name));
+                continue;
+            }
+            ++regions_of[name];
+            if (!d->restore.empty())
+                p.add(m.line, "shm." + m.name + ".domains",
+                      fmt::format("\"{}\" starts from a snapshot (restore): a domain with shared "
+                                  "memory cannot be restored",
+                                  name));
+        }
+    }
+    for (const auto& d : cfg.domains) {
+        const size_t regions = regions_of.count(d.name) ? regions_of[d.name] : 0;
+        size_t fds = 0;
+        for (const auto& m : cfg.shm)
+            if (m.peer_of(d.name) >= 0) fds += 1 + (m.doorbells ? m.domains.size() * m.vectors : 0);
+        if (fds > kMaxHandedFds)
+            p.add(d.line, "domains." + d.name,
+                  fmt::format("its shared regions need {} descriptors (a region and its peers x "
+                              "vectors doorbells each); at most {}",
+                              fds, kMaxHandedFds));
+        if (regions > vmm::kMaxShmRegions)
+            p.add(d.line, "domains." + d.name,
+                  fmt::format("shares {} regions; at most {}", regions, vmm::kMaxShmRegions));
+        const size_t devices = d.disks.size() + d.nets.size() + (d.vsock.empty() ? 0 : 1) +
+                               (d.rng ? 1 : 0) + (d.balloon ? 1 : 0) + regions;
+        if (regions > 0 && devices > vmm::kMaxVirtioDevices)
+            p.add(d.line, "domains." + d.name,
+                  fmt::format("{} devices with its shared regions; at most {} (one interrupt "
+                              "line each)",
+                              devices, vmm::kMaxVirtioDevices));
+    }
     if (cfg.domains.empty()) p.add(1, "domains", "the file declares no domain");
     if (!p.list.empty()) {
         std::string all;
@@ -460,6 +582,10 @@ Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
     // Saturating sums: a total that does not fit 64 bits is more than any host has.
     uint64_t need = cfg.reserve, locked = 0, huge = 0;
     std::map<std::string, uint32_t> pinned_vcpus;
+    for (const auto& m : cfg.shm) {  // once each, however many domains share it
+        need = saturating_add(need, m.size);
+        if (m.hugepages) huge = saturating_add(huge, m.size);
+    }
     for (const auto& d : cfg.domains) {
         need = saturating_add(need, saturating_add(d.memory, kDomainOverhead));
         if (d.memory_backing == MemoryBacking::Locked) locked = saturating_add(locked, d.memory);
@@ -469,7 +595,8 @@ Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
     const auto mib = [](uint64_t b) { return b >> 20; };
     if (!cfg.overcommit && need > facts.mem_available)
         short_of.push_back(fmt::format(
-            "memory: the domains need {} MiB (guest memory + {} MiB per domain + reserve {} MiB) "
+            "memory: the domains need {} MiB (guest memory + {} MiB per domain + shared regions + "
+            "reserve {} MiB) "
             "but {} MiB is available: {} MiB short (or set overcommit = true)",
             mib(need), mib(kDomainOverhead), mib(cfg.reserve), mib(facts.mem_available),
             mib(need - facts.mem_available)));

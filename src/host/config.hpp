@@ -67,6 +67,28 @@ struct DomainConfig {
     int line = 0;
 };
 
+/// A shared memory region between domains (`[shm.NAME]`, docs/shm.md): allocated once by
+/// `vireo up` before any domain is built, shown to each listed domain as an ivshmem device.
+struct ShmRegion {
+    std::string name;
+    uint64_t size = 0;  ///< a power of two, 4 KiB to 64 GiB
+    /// The domains sharing it, in peer order (IVPosition); the first is its owner, whose
+    /// start as a new process clears the region (the borrowers' restarts keep it).
+    std::vector<std::string> domains;
+    std::vector<std::string> readonly;  ///< borrowers whose writes do not reach it
+    bool hugepages = false;             ///< backing = "hugepages" (2 MiB pages, reserved)
+    bool doorbells = true;
+    uint16_t vectors = 1;  ///< interrupt vectors per peer (MSI-X; INTx rings vector 0 too)
+    int line = 0;
+
+    /// `domain`'s peer number, or -1 if it does not share this region.
+    int peer_of(const std::string& domain) const;
+    bool is_readonly(const std::string& domain) const;
+};
+
+/// Descriptors a domain process may be handed at its start (its shared regions and doorbells).
+inline constexpr size_t kMaxHandedFds = 256;
+
 /// The first of the ids sandboxed domains run as (host key `uid_base`): above the ids Debian's
 /// adduser hands out (< 60000), below the subordinate ranges of user namespaces (100000+).
 constexpr uint32_t kDefaultUidBase = 70000;
@@ -83,6 +105,7 @@ struct HostConfig {
     uint32_t uid_base = kDefaultUidBase;
     std::map<std::string, Pool> pools;  ///< including "default" (CPUs no pool names)
     std::vector<DomainConfig> domains;  ///< in file order
+    std::vector<ShmRegion> shm;         ///< in file order
 };
 
 /// Parses and checks `path`. On failure the error message lists every problem, one per line,
@@ -97,7 +120,8 @@ Result<HostConfig> parse_host_config(std::string_view text, const std::string& p
 /// What the host has, for admission.
 using vireo::HostFacts;  // base/host_facts.hpp
 
-/// Checks that every domain fits together: memory (+ overhead + reserve) unless overcommit,
+/// Checks that every domain fits together: memory (+ overhead + reserve, + each shared region
+/// once) unless overcommit,
 /// lockable memory for `locked`, huge pages for `hugepages`, pinned pools' CPUs. On failure the
 /// message says what is short and by how much, one line per shortfall.
 Result<void> admit(const HostConfig& config, const HostFacts& facts);

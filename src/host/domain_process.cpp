@@ -51,7 +51,12 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
 
 Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain::DomainText& text,
                                            int log_fd, const std::string& cgroup,
-                                           const std::string& incoming) {
+                                           const std::string& incoming,
+                                           const std::vector<int>& fds) {
+    if (fds.size() > kMaxInheritedFds)
+        return fail(ErrorCode::ResourceExhausted, "{} descriptors to hand a domain; at most {}",
+                    fds.size(), kMaxInheritedFds);
+    std::vector<int> moved(fds.size(), -1);  // the child's copies above the targets
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return fail_errno(errno, "socketpair");
@@ -83,6 +88,13 @@ Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain:
                 ::close(fd);
             }
         }
+        // The inherited descriptors go to 4, 5, ...: first above every target (a source may
+        // sit on a target's number), then down.
+        const int above = kFirstInheritedFd + static_cast<int>(fds.size());
+        for (size_t i = 0; i < fds.size(); ++i) {
+            moved[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, above);
+            if (moved[i] < 0) _exit(127);
+        }
         // dup2 onto itself would keep FD_CLOEXEC, and exec would close the launch socket.
         if (theirs.get() == 3)
             ::fcntl(3, F_SETFD, 0);
@@ -92,6 +104,10 @@ Result<DomainProcess> DomainProcess::spawn(const std::string& exe, const domain:
         ::dup2(devnull, 0);
         ::dup2(log_fd, 1);
         ::dup2(log_fd, 2);
+        for (size_t i = 0; i < fds.size(); ++i) {  // dup2 leaves the copy open across exec
+            if (::dup2(moved[i], kFirstInheritedFd + static_cast<int>(i)) < 0) _exit(127);
+            ::close(moved[i]);
+        }
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);

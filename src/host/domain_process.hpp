@@ -26,6 +26,11 @@ namespace vireo::host {
 domain::DomainText launch_text(const DomainConfig& domain, const std::string& run_dir,
                                const Pool& pool, const std::vector<int>& pins, uint32_t id = 0);
 
+/// The first descriptor number a domain inherits beyond its launch socket (3), and how many it
+/// may inherit.
+inline constexpr int kFirstInheritedFd = 4;
+inline constexpr size_t kMaxInheritedFds = kMaxHandedFds;
+
 /// A started domain process and its end of the launch socket.
 struct DomainProcess {
     pid_t pid = -1;
@@ -36,9 +41,11 @@ struct DomainProcess {
     /// `log_fd`, in cgroup `cgroup` (if not ""), and sends it `text`. A sandboxed domain starts
     /// as the first process of a new PID namespace.
     /// `incoming`: the address an incoming domain listens on (vireo run --incoming), or "".
+    /// `fds`: descriptors the domain inherits, at 4, 5, ... in order (its shared regions).
     static Result<DomainProcess> spawn(const std::string& exe, const domain::DomainText& text,
                                        int log_fd, const std::string& cgroup,
-                                       const std::string& incoming = {});
+                                       const std::string& incoming = {},
+                                       const std::vector<int>& fds = {});
 
     enum class Read { Open, Closed, TooLong };
     /// Feeds what the domain wrote to `lines`, without waiting. Closed: the domain's end is

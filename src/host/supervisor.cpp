@@ -43,6 +43,10 @@ int Supervisor::run() {
     api_ = std::move(server).value();
     log::set_tap(host_log_tap);
     down_timeout_s_ = o_.down_timeout_s;
+    // The shared regions, before any domain is built (admission counted them).
+    auto shm = SharedRegions::allocate(cfg_.shm);
+    if (!shm) return error(shm.error().message());
+    shm_ = std::move(shm).value();
     plan();
     // The API answers from the start (`list` shows the domains as starting while they
     // are built; a large domain takes a while).
@@ -174,9 +178,13 @@ Result<void> Supervisor::spawn(SupervisedDomain& d) {
     const std::string log_path = run_dir_ + "/" + d.cfg->name + ".log";
     UniqueFd log_fd = open_log(log_path);
     if (!log_fd) return fail_errno(errno, "cannot open {}", log_path);
-    const auto text = launch_text(*d.cfg, run_dir_, cfg_.pools.at(d.pool), d.pinned, d.uid);
-    VIREO_TRY_ASSIGN(
-        d.proc, DomainProcess::spawn(o_.vireo_exe, text, log_fd.get(), d.cgroup, d.cfg->incoming));
+    auto text = launch_text(*d.cfg, run_dir_, cfg_.pools.at(d.pool), d.pinned, d.uid);
+    std::vector<int> fds;
+    shm_.hand_to(d.cfg->name, text, fds, kFirstInheritedFd);
+    // The owner of a region starting as a new process finds it cleared (docs/shm.md).
+    if (d.boots > 0) shm_.clear_owned(d.cfg->name);
+    VIREO_TRY_ASSIGN(d.proc, DomainProcess::spawn(o_.vireo_exe, text, log_fd.get(), d.cgroup,
+                                                  d.cfg->incoming, fds));
     d.state = DomainState::Starting;
     d.started = Clock::now();
     ++d.boots;

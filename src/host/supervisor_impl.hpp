@@ -23,6 +23,7 @@
 #include "host/cgroups.hpp"
 #include "host/domain_process.hpp"
 #include "host/policy.hpp"
+#include "host/shm.hpp"
 #include "host/supervisor.hpp"
 
 namespace vireo::host {
@@ -168,6 +169,7 @@ class Supervisor {
     std::deque<SupervisedDomain> doms_;  // a deque: references stay valid as `create` adds domains
     std::deque<DomainConfig> created_;   // configurations of domains added by `vireo create`
     Cgroups cgroups_;                    // <cgroup2>/vireo-<stem>, or none
+    SharedRegions shm_;                  // allocated before any domain is built
     std::unique_ptr<api::MetricsEndpoint> metrics_;
     std::atomic<int> down_timeout_s_{30};
     std::atomic<bool> down_requested_{false};

@@ -50,6 +50,7 @@ struct ShmConfig {
     uint16_t peers = 1;
     uint16_t vectors = 1;
     std::vector<int> doorbell_fds;
+    std::vector<std::string> peer_names;  ///< the peers' domains, in peer order (may be empty)
 };
 
 }  // namespace vireo::vmm

@@ -979,7 +979,7 @@ std::vector<ShmInfo> Vm::shm_info() const {
         const ShmConfig& c = d->config;
         const uint64_t at = d->device->decoded(2);
         out.push_back({c.name, c.region->size(), c.region->readonly(), c.doorbells, c.peer, c.peers,
-                       c.vectors, d->pci_device,
+                       c.vectors, c.peer_names, d->pci_device,
                        at == devices::pci::PciFunction::kNotDecoded ? 0 : at,
                        d->doorbells_in.load(std::memory_order_relaxed),
                        d->doorbells_dropped.load(std::memory_order_relaxed)});

@@ -123,6 +123,7 @@ struct ShmInfo {
     bool readonly = false;
     bool doorbells = false;
     uint16_t peer = 0, peers = 1, vectors = 1;
+    std::vector<std::string> peer_names;
     uint32_t pci_device = 0;         ///< 0000:00:NN.0
     uint64_t address = 0;            ///< where its BAR2 is now (0: not decoded)
     uint64_t doorbells_in = 0;       ///< doorbells this guest got (through vireo: INTx)

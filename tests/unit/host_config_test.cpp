@@ -269,6 +269,74 @@ TEST(Admission, SaysWhatIsShortAndByHowMuch) {
     EXPECT_NE(p.error().message().find("pool fast"), std::string::npos) << p.error().message();
 }
 
+TEST(HostConfig, SharedRegions) {
+    const char* good = R"([domains.a]
+[domains.b]
+[domains.c]
+[shm.ring]
+size = "16M"
+domains = ["a", "b", "c"]
+readonly = ["c"]
+vectors = 2
+[shm.plain]
+size = "4K"
+domains = ["b"]
+doorbells = false
+)";
+    auto c = parse_host_config(good, "h.toml", 4);
+    ASSERT_TRUE(c) << c.error().message();
+    ASSERT_EQ(c->shm.size(), 2u);
+    const ShmRegion& ring = c->shm[0];
+    EXPECT_EQ(ring.name, "ring");
+    EXPECT_EQ(ring.size, uint64_t{16} << 20);
+    EXPECT_EQ(ring.peer_of("a"), 0);
+    EXPECT_EQ(ring.peer_of("c"), 2);
+    EXPECT_EQ(ring.peer_of("z"), -1);
+    EXPECT_TRUE(ring.is_readonly("c"));
+    EXPECT_FALSE(ring.is_readonly("b"));
+    EXPECT_EQ(ring.vectors, 2);
+    EXPECT_TRUE(ring.doorbells);
+    EXPECT_FALSE(c->shm[1].doorbells);
+    // Counted once by admission, however many domains share it.
+    HostFacts facts{((uint64_t{3} * (256 + 8) + 256 + 16) << 20) + 4096, UINT64_MAX, 0, 4};
+    EXPECT_TRUE(admit(*c, facts));
+    facts.mem_available -= 1;
+    EXPECT_FALSE(admit(*c, facts));
+
+    const char* bad = R"([domains.a]
+[domains.b]
+[shm.x]
+size = "3M"
+domains = ["a", "nobody", "a"]
+readonly = ["a", "b"]
+backing = "disk"
+colour = 1
+[shm.y]
+domains = []
+[shm.z]
+size = "1M"
+domains = ["b"]
+backing = "hugepages"
+)";
+    auto e = parse_host_config(bad, "h.toml", 4);
+    ASSERT_FALSE(e);
+    const std::string m = e.error().message();
+    for (const char* want :
+         {"h.toml:4: shm.x.size: 3145728 bytes: must be a power of two",
+          "h.toml:5: shm.x.domains: \"a\" is listed twice",
+          "h.toml:3: shm.x.domains: no domain \"nobody\" in this file",
+          "h.toml:3: shm.x.readonly: \"a\" owns the region",
+          "h.toml:3: shm.x.readonly: \"b\" is not one of the region's domains",
+          "h.toml:7: shm.x.backing: \"disk\": use anonymous or hugepages",
+          "h.toml:8: shm.x.colour: unknown key", "h.toml:9: shm.y.size: is required",
+          "h.toml:10: shm.y.domains: 0 domains", "h.toml:14: shm.z.backing: hugepages needs"})
+        EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
+    // A file for vireo create holds domains only.
+    auto base = parse_host_config("[domains.a]\n", "h.toml", 4).value();
+    EXPECT_FALSE(parse_host_config("[shm.r]\nsize = \"4K\"\ndomains = [\"a\"]\n[domains.n]\n",
+                                   "c.toml", 4, &base));
+}
+
 // Sizes that do not fit 64 bits are errors, never wrapped into small ones (issue 14: memory =
 // 17592186044480 MiB ran the domain with 64M; a huge reserve wrapped the admission sum).
 TEST(HostConfig, SizesThatOverflowAreRefused) {
