@@ -208,7 +208,8 @@ void parse_shm(const std::string& name, const toml::table& t, Problems& p, HostC
         } else if (key == "doorbells") {
             r.boolean(v, key, m.doorbells);
         } else if (key == "vectors") {
-            if (r.integer(v, key, 1, domain::kMaxShmVectors, n)) m.vectors = static_cast<uint16_t>(n);
+            if (r.integer(v, key, 1, domain::kMaxShmVectors, n))
+                m.vectors = static_cast<uint16_t>(n);
         } else {
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: size, domains, readonly, backing, doorbells, vectors)");
