@@ -1,8 +1,12 @@
 #include "snapshot/machine.hpp"
 
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "base/event_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "kvm_test.hpp"
 
 namespace vireo::test {
@@ -210,6 +214,89 @@ TEST(Machine, InterruptsNeedAnIrqchip) {
     ASSERT_TRUE(kernel->remove_irqfd(efd->fd(), 5));
     EXPECT_TRUE(kernel->set_irq_line(4, true));
     EXPECT_TRUE(kernel->set_irq_line(4, false));
+}
+
+// The tiny-guest form of issue 19's inter-domain doorbell: two machines, one region (a memfd
+// both map) and a doorbell that never leaves the kernel. A's guest writes a word into the
+// region and then (peer 1, vector 0) to its doorbell address: an ioeventfd whose eventfd is B's
+// irqfd, so B's in-kernel IOAPIC raises its line and B's vCPU has the vector pending in its
+// LAPIC; no thread of this process runs between the write and the pending vector.
+TEST(Machine, DoorbellBetweenTwoMachinesStaysInTheKernel) {
+    constexpr uint64_t kRegion = 0x4000000;  // above both machines' 8 MiB of RAM
+    constexpr uint64_t kDoorbell = 0xd000000c;
+    constexpr uint32_t kGsi = 10;
+    constexpr uint8_t kVector = 0x40;
+    UniqueFd region(::memfd_create("vireo-test-shm", MFD_CLOEXEC));
+    ASSERT_TRUE(region.valid());
+    ASSERT_EQ(::ftruncate(region.get(), 4096), 0);
+    void* host = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, region.get(), 0);
+    ASSERT_NE(host, MAP_FAILED);
+    void* host_b = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, region.get(), 0);
+    ASSERT_NE(host_b, MAP_FAILED);
+
+    auto a = make_vm(guest_mmio_roundtrip());
+    vmm::FlatVmConfig cb;
+    cb.irqchip = hv::IrqchipMode::Kernel;
+    auto b = make_vm(guest_mmio_roundtrip(), cb);
+    ASSERT_TRUE(a.machine().map(Gpa(kRegion), host, 4096));
+    ASSERT_TRUE(b.machine().map(Gpa(kRegion), host_b, 4096));
+    auto vb = make_vcpu(b);
+
+    // B: the line routed to its vCPU 0 (IOAPIC pin 10: vector 0x40, fixed, physical, edge,
+    // unmasked), its LAPIC software-enabled. (The state is KVM's kvm_irqchip: the IOAPIC's
+    // redirection table from byte 32.)
+    auto chips = b.machine().save_chips();
+    ASSERT_TRUE(chips);
+    const uint64_t entry = kVector;
+    std::memcpy(chips->ioapic.data() + 32 + 8 * kGsi, &entry, 8);
+    ASSERT_TRUE(b.machine().restore_chips(*chips));
+    hv::VcpuState st;
+    ASSERT_TRUE(vb->get_state(hv::kStateLapic, st));
+    uint32_t svr;
+    std::memcpy(&svr, st.lapic.regs.data() + 0xf0, 4);
+    svr |= 0x100;
+    std::memcpy(st.lapic.regs.data() + 0xf0, &svr, 4);
+    ASSERT_TRUE(vb->set_state(hv::kStateLapic, st));
+    auto pending = [&] {
+        hv::VcpuState now;
+        EXPECT_TRUE(vb->get_state(hv::kStateLapic, now));
+        uint32_t irr;
+        std::memcpy(&irr, now.lapic.regs.data() + 0x200 + (kVector / 32) * 0x10, 4);
+        return (irr >> (kVector % 32)) & 1;
+    };
+    ASSERT_FALSE(pending());
+
+    // The doorbell: A's (peer 1, vector 0) is B's interrupt.
+    auto efd = EventFd::create();
+    ASSERT_TRUE(efd);
+    ASSERT_TRUE(b.machine().add_irqfd(efd->fd(), kGsi));
+    ASSERT_TRUE(
+        a.machine().add_ioevent({hv::IoSpace::Mmio, kDoorbell, 4, efd->fd(), uint64_t{1} << 16}));
+
+    // A's guest: a word into the region (rsi = the region), then the doorbell.
+    hv::Gprs init;
+    init.rsi = kRegion;
+    init.rdi = 0xa11ce;
+    auto va = make_vcpu(a, 0, init);
+    auto e = run(*va);  // the 4-byte write lands in the region; the 8-byte read at +8 is RAM too
+    (void)e;
+    EXPECT_EQ(static_cast<uint32_t*>(host_b)[0], 0xa11ceu);  // B's mapping sees A's word
+    EXPECT_FALSE(pending());                                 // nothing rang yet
+    init.rsi = kDoorbell;
+    init.rdi = 1u << 16;
+    auto va2 = make_vcpu(a, 1, init);
+    e = run(*va2);
+    ASSERT_EQ(e.reason, ExitReason::Mmio);
+    EXPECT_EQ(e.mmio.gpa, kDoorbell + 8);  // the doorbell write did not exit
+    EXPECT_TRUE(pending());                // and B's vCPU has the vector
+    // Another value (peer 0) is not B's doorbell: it exits to A's VMM instead.
+    init.rdi = 0;
+    auto va3 = make_vcpu(a, 2, init);
+    e = run(*va3);
+    ASSERT_EQ(e.reason, ExitReason::Mmio);
+    EXPECT_EQ(e.mmio.gpa, kDoorbell);
+    ::munmap(host, 4096);
+    ::munmap(host_b, 4096);
 }
 
 TEST(Machine, VcpuIdsAreChecked) {
