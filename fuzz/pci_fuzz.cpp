@@ -4,11 +4,13 @@
 // the MSI-X capability's control), reads and writes of any width anywhere in the memory and
 // I/O windows the BARs decode in (the MSI-X table and PBA included), and device interrupts on
 // any vector, on a function shaped like ivshmem and on the ivshmem device itself (its
-// registers, doorbell, INTx and MSI-X). The bus must never touch memory outside its own state,
-// and what a BAR decodes must always lie inside it.
+// registers, doorbell, INTx and MSI-X, its shared region reached through a moved BAR2, peers'
+// doorbells and resets). The bus must never touch memory outside its own state and the
+// region, and what a BAR decodes must always lie inside it.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "devices/pci/bus.hpp"
 #include "devices/pci/ivshmem.hpp"
@@ -64,14 +66,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     struct Line final : devices::IrqLine {
         void set_level(bool) override {}
     };
+    // The region as the VMM gives it (a guest that moved BAR2 reaches it through the model).
+    static std::vector<uint8_t> region(1 << 20);
     devices::pci::IvshmemConfig c;
-    c.region_size = 1 << 20;
+    c.region_size = region.size();
     c.vectors = 8;
+    c.region = region.data();
+    c.region_readonly = size % 2 == 1;
     auto ivshmem = devices::pci::Ivshmem::create(
                        c, std::make_shared<Line>(), [](uint16_t, uint16_t) {},
                        [](uint16_t, const MsiMessage&) {})
                        .value();
     if (!bus->add(ivshmem)) abort();
+    ivshmem->mark_power_on();
     ConfigPorts ports(bus);
     // Each access: 12 bytes. op[0]: what; op[1]: width; op[2..3]: offset or vector; op[4..11]:
     // value or address.
@@ -83,7 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         uint64_t addr;
         std::memcpy(&addr, op + 4, 8);
         const uint16_t small = static_cast<uint16_t>(op[2] | (op[3] << 8));
-        switch (op[0] % 6) {
+        switch (op[0] % 8) {
             case 0:
                 ports.write(small % kConfigPortsSize, std::span(buf, width));
                 break;
@@ -98,6 +105,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 break;
             case 4:
                 f->msix->signal(small);
+                break;
+            case 6:  // a peer's doorbell
+                ivshmem->notify(small);
+                break;
+            case 7:  // a guest reboot
+                ivshmem->reset();
                 break;
             case 5: {  // what a vCPU in the window would see: anything BAR 0..4 decodes
                 for (uint32_t b = 0; b < kMaxBars; ++b) {
