@@ -14,6 +14,9 @@ constexpr unsigned long kVcpu[] = {
     KVM_SET_DEBUGREGS,
 };
 constexpr unsigned long kInterrupt[] = {KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI};
+// Guest MSI-X programming: a vector's route, and its eventfd moved between the device loop
+// and an irqfd (hv::Machine::set_msi_route; vmm/vm.cpp). Only this VM's own interrupts.
+constexpr unsigned long kMsiRouting[] = {KVM_SET_GSI_ROUTING, KVM_IRQFD};
 constexpr unsigned long kPause[] = {KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_KVMCLOCK_CTRL};
 constexpr unsigned long kReset[] = {KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2};
 constexpr unsigned long kSnapshot[] = {
@@ -56,6 +59,9 @@ std::span<const unsigned long> vcpu_state_requests() noexcept {
 }
 std::span<const unsigned long> interrupt_requests() noexcept {
     return kInterrupt;
+}
+std::span<const unsigned long> msi_routing_requests() noexcept {
+    return kMsiRouting;
 }
 std::span<const unsigned long> pause_requests() noexcept {
     return kPause;

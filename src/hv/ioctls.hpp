@@ -17,6 +17,9 @@ std::span<const unsigned long> vcpu_state_requests() noexcept;
 
 /// Interrupts raised by devices: KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_INTERRUPT, KVM_NMI.
 std::span<const unsigned long> interrupt_requests() noexcept;
+/// A guest's MSI-X programming, on the vCPU thread that made it (and at a reboot): the GSI
+/// routing table and the irqfds of its vectors (KVM_SET_GSI_ROUTING, KVM_IRQFD).
+std::span<const unsigned long> msi_routing_requests() noexcept;
 
 /// Pausing and resuming the guest from outside its vCPU threads: the VM's clock read and set
 /// (KVM_GET_CLOCK, KVM_SET_CLOCK), each vCPU's kvmclock told it was paused

@@ -348,6 +348,54 @@ Result<void> Machine::add_irqfd(int fd, uint32_t gsi, int resample_fd) {
     return ok();
 }
 
+Result<void> Machine::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
+    VIREO_TRY(need_irqchip("MSI routing"));
+    if (irqchip() != IrqchipMode::Kernel || gsi < kFirstMsiGsi || gsi >= 1024)
+        return fail(ErrorCode::InvalidArgument,
+                    "MSI route for GSI {}: GSIs {} to 1023, kernel "
+                    "irqchip only",
+                    gsi, kFirstMsiGsi);
+    std::lock_guard lock(routes_mu_);
+    bool found = false;
+    for (auto& [g, m] : msi_routes_)
+        if (g == gsi) {
+            m = {address, data};
+            found = true;
+        }
+    if (!found) msi_routes_.push_back({gsi, {address, data}});
+    // The whole table: KVM's default (each of GSIs 0-15 to its PIC pin and IOAPIC pin, 16-23
+    // to the IOAPIC), then the MSI routes.
+    const size_t n = 16 + 24 + msi_routes_.size();
+    std::vector<uint8_t> buf(sizeof(kvm_irq_routing) + n * sizeof(kvm_irq_routing_entry));
+    auto* table = reinterpret_cast<kvm_irq_routing*>(buf.data());
+    table->nr = static_cast<uint32_t>(n);
+    auto* e = reinterpret_cast<kvm_irq_routing_entry*>(buf.data() + sizeof(kvm_irq_routing));
+    size_t i = 0;
+    for (uint32_t irq = 0; irq < 16; ++irq, ++i) {
+        e[i].gsi = irq;
+        e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
+        e[i].u.irqchip.irqchip = irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+        e[i].u.irqchip.pin = irq % 8;
+    }
+    for (uint32_t irq = 0; irq < 24; ++irq, ++i) {
+        e[i].gsi = irq;
+        e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
+        e[i].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+        e[i].u.irqchip.pin = irq;
+    }
+    for (const auto& [g, m] : msi_routes_) {
+        e[i].gsi = g;
+        e[i].type = KVM_IRQ_ROUTING_MSI;
+        e[i].u.msi.address_lo = static_cast<uint32_t>(m.first);
+        e[i].u.msi.address_hi = static_cast<uint32_t>(m.first >> 32);
+        e[i].u.msi.data = m.second;
+        ++i;
+    }
+    if (kvm_ioctl(fd_.get(), KVM_SET_GSI_ROUTING, table) != 0)
+        return fail_errno(errno, "KVM_SET_GSI_ROUTING ({} routes)", n);
+    return ok();
+}
+
 Result<void> Machine::remove_irqfd(int fd, uint32_t gsi) {
     kvm_irqfd irqfd{};
     irqfd.fd = static_cast<uint32_t>(fd);

@@ -120,6 +120,11 @@ class Machine {
     Result<void> set_irq_line(uint32_t gsi, bool level);
     /// Delivers a message-signalled interrupt (needs an in-kernel LAPIC).
     Result<void> signal_msi(uint64_t address, uint32_t data);
+    /// Routes `gsi` (kFirstMsiGsi or above) to a message-signalled interrupt, so that an irqfd
+    /// on it delivers that message in the kernel; the routing table keeps KVM's default
+    /// IOAPIC and PIC routes for GSIs 0-23 (needs IrqchipMode::Kernel). Any thread.
+    Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data);
+    static constexpr uint32_t kFirstMsiGsi = 24;
 
     /// The guest's kvm-clock in nanoseconds (KVM_GET_CLOCK) and setting it (KVM_SET_CLOCK):
     /// saved when a machine is paused and restored on resume, so guest time does not jump.
@@ -155,6 +160,8 @@ class Machine {
     Limits limits_;
     uint32_t mmap_size_;
     uint32_t features_;
+    std::mutex routes_mu_;  // msi_routes_ (guest MSI-X programming: rare, never on the run path)
+    std::vector<std::pair<uint32_t, std::pair<uint64_t, uint32_t>>> msi_routes_;
     mutable std::mutex map_lock_;  // guards slots_ (map/unmap are rare; never on the run path)
     std::vector<Mapping> slots_;
     std::atomic<uint32_t> vcpu_count_{0};

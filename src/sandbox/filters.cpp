@@ -264,7 +264,8 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
             f.allow_ioctls(hv::vcpu_state_requests());
             f.allow_ioctls(hv::pause_requests());
             f.allow_ioctls(hv::reset_requests());
-            f.allow_ioctls(hv::migration_requests());  // the API worker's (filters stack)
+            f.allow_ioctls(hv::msi_routing_requests());  // a reboot's MSI-X reset
+            f.allow_ioctls(hv::migration_requests());    // the API worker's (filters stack)
             // flock: an incoming migration takes its disks' locks at the hand-over.
             f.allow({SCMP_SYS(eventfd2), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getaffinity),
                      SCMP_SYS(getrusage), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(dup), SCMP_SYS(dup3),
@@ -275,6 +276,8 @@ Result<std::vector<sock_filter>> build_filter(ThreadClass c, bool host_network) 
         case ThreadClass::Vcpu:
             devices(f, host_network);
             f.allow_ioctls(hv::vcpu_requests());
+            // The guest's MSI-X writes land here: a vector's route and irqfd (shared memory).
+            f.allow_ioctls(hv::msi_routing_requests());
             break;
         case ThreadClass::IoLoop:
             devices(f, host_network);

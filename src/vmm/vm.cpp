@@ -876,6 +876,7 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
     const uint64_t ram_top = std::max(memory_.regions().back().end(), k4GiB);
     uint64_t next = align_up(ram_top, std::max(largest, k1GiB));
     desc.mmio64_base = next;
+    uint32_t next_msi_gsi = hv::Machine::kFirstMsiGsi;
     for (size_t i = 0; i < config_.shm.size(); ++i) {
         const ShmConfig& c = config_.shm[i];
         if (!c.region)
@@ -895,6 +896,11 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
         auto d = std::make_unique<ShmDevice>();
         d->config = c;
         ShmDevice* raw = d.get();
+        if (c.doorbells) {
+            for (uint16_t v = 0; v < c.vectors; ++v)
+                d->vectors.push_back(
+                    {c.doorbell_fds[size_t{c.peer} * c.vectors + v], next_msi_gsi++, false});
+        }
         const uint32_t gsi = kDeviceGsis[virtio_.size() + i];
         devices::pci::IvshmemConfig ic;
         ic.region_size = c.region->size();
@@ -910,7 +916,8 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
                              [m = machine_.get()](uint16_t, const devices::pci::MsiMessage& msg) {
                                  if (auto r = m->signal_msi(msg.address, msg.data); !r)
                                      log::warn("ivshmem: MSI: {}", r.error().message());
-                             }));
+                             },
+                             [this, raw](uint16_t v) { route_vector(*raw, v); }));
         const uint64_t bars = kPciMmio32Base + i * kPciSlotStride;
         if (c.doorbells) {
             VIREO_TRY(d->device->place_bar(1, bars));
@@ -961,6 +968,40 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
     pci_ = std::move(bus);
     platform_.pci = std::move(desc);
     return ok();
+}
+
+void Vm::route_vector(ShmDevice& d, uint16_t vector) {
+    if (vector >= d.vectors.size()) return;
+    auto* msix = d.device->msix();
+    std::lock_guard lock(d.route_mu);
+    ShmDevice::Vector& x = d.vectors[vector];
+    if (msix->deliverable(vector)) {
+        // The route first (a new message for a vector in the kernel already takes effect
+        // there), then the eventfd out of the loop and into KVM, which delivers a count
+        // already there at once.
+        const auto m = msix->message(vector);
+        if (auto r = machine_->set_msi_route(x.gsi, m.address, m.data); !r) {
+            log::warn("shared memory {}: vector {}: {}; its doorbells go through vireo",
+                      d.config.name, vector, r.error().message());
+            return;
+        }
+        if (x.in_kernel) return;
+        if (auto r = loop_->watch(x.fd, false); !r) return;
+        if (auto r = machine_->add_irqfd(x.fd, x.gsi); !r) {
+            log::warn("shared memory {}: vector {}: {}; its doorbells go through vireo",
+                      d.config.name, vector, r.error().message());
+            (void)loop_->watch(x.fd, true);
+            return;
+        }
+        x.in_kernel = true;
+    } else if (x.in_kernel) {
+        // Masked or MSI-X off: back to the loop, which sets the vector pending (or raises INTx).
+        if (auto r = machine_->remove_irqfd(x.fd, x.gsi); !r)
+            log::warn("shared memory {}: vector {}: {}", d.config.name, vector,
+                      r.error().message());
+        x.in_kernel = false;
+        (void)loop_->watch(x.fd, true);
+    }
 }
 
 // A doorbell write no ioeventfd took (the guest moved BAR0, or named no such peer or vector).

@@ -341,8 +341,20 @@ class Vm {
         std::shared_ptr<devices::pci::Ivshmem> device;
         uint32_t pci_device = 0;
         std::atomic<uint64_t> doorbells_in{0}, doorbells_dropped{0};
+        // This machine's own vectors: each eventfd is read by the device loop, or, while its
+        // MSI-X vector is deliverable, an irqfd on its own MSI route (no vireo thread).
+        struct Vector {
+            int fd = -1;
+            uint32_t gsi = 0;
+            bool in_kernel = false;
+        };
+        std::vector<Vector> vectors;
+        std::mutex route_mu;  // vectors' in_kernel, against concurrent MSI-X writes
         void ring(uint16_t peer, uint16_t vector);
     };
+    /// A vector's MSI-X state changed (a guest write, a reset): its eventfd goes to an irqfd on
+    /// the vector's route when deliverable, back to the device loop otherwise.
+    void route_vector(ShmDevice& d, uint16_t vector);
     std::shared_ptr<devices::pci::PciBus> pci_;
     std::vector<std::unique_ptr<ShmDevice>> shm_;
 

@@ -207,6 +207,7 @@ TEST(Machine, InterruptsNeedAnIrqchip) {
     EXPECT_EQ(r.error().code(), ErrorCode::BadState);
     EXPECT_FALSE(none->set_irq_line(5, true));
     EXPECT_FALSE(none->signal_msi(0xfee00000, 0x30));
+    EXPECT_FALSE(none->set_msi_route(24, 0xfee00000, 0x30));
 
     auto kernel = make_machine(hv::IrqchipMode::Kernel);
     ASSERT_TRUE(kernel->add_irqfd(efd->fd(), 5));
@@ -214,6 +215,16 @@ TEST(Machine, InterruptsNeedAnIrqchip) {
     ASSERT_TRUE(kernel->remove_irqfd(efd->fd(), 5));
     EXPECT_TRUE(kernel->set_irq_line(4, true));
     EXPECT_TRUE(kernel->set_irq_line(4, false));
+    // MSI routes from GSI 24 up (the IOAPIC's and PIC's stay), rewritten in place.
+    EXPECT_FALSE(kernel->set_msi_route(5, 0xfee00000, 0x30));
+    ASSERT_TRUE(kernel->set_msi_route(24, 0xfee00000, 0x30));
+    ASSERT_TRUE(kernel->set_msi_route(25, 0xfee00000, 0x31));
+    ASSERT_TRUE(kernel->set_msi_route(24, 0xfee00000, 0x32));
+    EXPECT_TRUE(kernel->set_irq_line(4, true));  // the default routes are still there
+    EXPECT_TRUE(kernel->set_irq_line(4, false));
+    ASSERT_TRUE(kernel->add_irqfd(efd->fd(), 24));
+    ASSERT_TRUE(efd->signal());
+    ASSERT_TRUE(kernel->remove_irqfd(efd->fd(), 24));
 }
 
 // The tiny-guest form of issue 19's inter-domain doorbell: two machines, one region (a memfd

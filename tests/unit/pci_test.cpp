@@ -273,6 +273,43 @@ TEST(Pci, MsixMasksAndPending) {
     EXPECT_EQ(read32(table + 12), 0u);
 }
 
+TEST(Pci, MsixTellsTheVmmWhatEachVectorBecomes) {
+    // The VMM moves a vector's eventfd into an irqfd while it is deliverable: it must hear of
+    // every change of a vector's message or mask, of the enable and function-mask bits, and
+    // of a reset, and find the new state when it asks.
+    std::vector<std::pair<uint16_t, bool>> heard;
+    std::unique_ptr<Msix> m;
+    m = Msix::create(
+            2, [](uint16_t, const MsiMessage&) {},
+            [&](uint16_t v) {
+                heard.push_back({v, m->deliverable(v)});
+            })
+            .value();
+    auto write32 = [&](uint64_t offset, uint32_t v) {
+        m->table_write(offset, std::span(reinterpret_cast<const uint8_t*>(&v), 4));
+    };
+    write32(0, 0xfee0'0000);
+    write32(8, 0x41);
+    write32(12, 0);  // unmasked, but MSI-X is off
+    ASSERT_FALSE(heard.empty());
+    EXPECT_EQ(heard.back(), (std::pair<uint16_t, bool>{0, false}));
+    heard.clear();
+    write32(8, 0x41);  // the same value: nothing changed
+    EXPECT_TRUE(heard.empty());
+    m->set_control(kMsixEnable);
+    EXPECT_EQ(heard, (std::vector<std::pair<uint16_t, bool>>{{0, true}, {1, false}}));
+    heard.clear();
+    m->set_control(kMsixEnable | kMsixFunctionMask);
+    EXPECT_EQ(heard, (std::vector<std::pair<uint16_t, bool>>{{0, false}, {1, false}}));
+    heard.clear();
+    m->set_control(kMsixEnable | kMsixFunctionMask);  // no change
+    EXPECT_TRUE(heard.empty());
+    m->set_control(kMsixEnable);
+    heard.clear();
+    m->reset();
+    EXPECT_EQ(heard, (std::vector<std::pair<uint16_t, bool>>{{0, false}, {1, false}}));
+}
+
 TEST(Pci, MsixLimits) {
     auto send = [](uint16_t, const MsiMessage&) {};
     EXPECT_FALSE(Msix::create(0, send));

@@ -12,7 +12,7 @@ constexpr uint32_t kPbaOffset = 2048;  // the table (at most 64 x 16 bytes) belo
 
 Result<std::shared_ptr<Ivshmem>> Ivshmem::create(const IvshmemConfig& config,
                                                  std::shared_ptr<IrqLine> irq, Ring ring,
-                                                 Msix::Send send) {
+                                                 Msix::Send send, Msix::Changed changed) {
     if (!std::has_single_bit(config.region_size) || config.region_size < 4096)
         return fail(ErrorCode::InvalidArgument,
                     "ivshmem: the region's size {:#x} is not a power of two of at least 4 KiB",
@@ -25,7 +25,8 @@ Result<std::shared_ptr<Ivshmem>> Ivshmem::create(const IvshmemConfig& config,
     VIREO_TRY(d->add_bar(2, BarKind::Memory64, config.region_size, /*prefetchable=*/true));
     if (config.doorbells) {
         VIREO_TRY(d->add_bar(1, BarKind::Memory32, kMsixBarSize));
-        VIREO_TRY_ASSIGN(d->msix_, Msix::create(config.vectors, std::move(send)));
+        VIREO_TRY_ASSIGN(d->msix_,
+                         Msix::create(config.vectors, std::move(send), std::move(changed)));
         std::lock_guard lock(d->config_mu_);
         VIREO_TRY_ASSIGN(
             d->msix_cap_,

@@ -50,9 +50,10 @@ class Ivshmem final : public PciFunction {
     /// `irq`: the INTx line (may be null: no INTx). `ring`: a Doorbell write that reached the
     /// model (no ioeventfd took it): the VMM drops it or, without ioeventfds, delivers it.
     using Ring = std::function<void(uint16_t peer, uint16_t vector)>;
+    /// `changed`: an MSI-X vector's message or deliverability changed (the VMM's irqfd route).
     static Result<std::shared_ptr<Ivshmem>> create(const IvshmemConfig& config,
                                                    std::shared_ptr<IrqLine> irq, Ring ring,
-                                                   Msix::Send send);
+                                                   Msix::Send send, Msix::Changed changed = {});
 
     const char* name() const noexcept override { return "ivshmem"; }
     void bar_read(uint32_t bar, uint64_t offset, std::span<uint8_t> data) override;

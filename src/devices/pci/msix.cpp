@@ -55,12 +55,20 @@ void Msix::flush_locked(std::vector<std::pair<uint16_t, MsiMessage>>& out) {
 
 void Msix::set_control(uint16_t control) {
     std::vector<std::pair<uint16_t, MsiMessage>> out;
+    bool changed = false;
     {
         std::lock_guard lock(mu_);
-        enabled_ = (control & kMsixEnable) != 0;
-        function_masked_ = (control & kMsixFunctionMask) != 0;
+        const bool enabled = (control & kMsixEnable) != 0;
+        const bool masked = (control & kMsixFunctionMask) != 0;
+        changed = enabled != enabled_ || masked != function_masked_;
+        enabled_ = enabled;
+        function_masked_ = masked;
         flush_locked(out);
     }
+    // Every vector's deliverability follows the control word.
+    if (changed && changed_)
+        for (uint16_t v = 0; v < vectors(); ++v)
+            changed_(v);
     for (const auto& [v, m] : out)
         send_(v, m);
 }
@@ -174,11 +182,16 @@ void Msix::restore(snapshot::Decoder& d) {
 }
 
 void Msix::reset() {
-    std::lock_guard lock(mu_);
-    enabled_ = false;
-    function_masked_ = false;
-    for (Entry& x : entries_)
-        x = Entry{};
+    {
+        std::lock_guard lock(mu_);
+        enabled_ = false;
+        function_masked_ = false;
+        for (Entry& x : entries_)
+            x = Entry{};
+    }
+    if (changed_)
+        for (uint16_t v = 0; v < vectors(); ++v)
+            changed_(v);
 }
 
 }  // namespace vireo::devices::pci

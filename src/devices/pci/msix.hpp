@@ -33,7 +33,8 @@ class Msix {
   public:
     /// Sends a message (the VMM: KVM_SIGNAL_MSI, or a route for an irqfd).
     using Send = std::function<void(uint16_t vector, const MsiMessage&)>;
-    /// A vector's message or mask changed (the VMM: the route of that vector's irqfd).
+    /// A vector's message, mask or deliverability changed (the VMM: the route of that vector's
+    /// irqfd). Called without the table's lock held, on the thread that made the change.
     using Changed = std::function<void(uint16_t vector)>;
 
     /// `vectors`: 1 to 2048.
@@ -68,7 +69,8 @@ class Msix {
 
     void save(snapshot::Encoder& e) const;
     void restore(snapshot::Decoder& d);
-    /// Every vector masked with no message and nothing pending, MSI-X off (a reset).
+    /// Every vector masked with no message and nothing pending, MSI-X off (a reset); each
+    /// vector's Changed is called.
     void reset();
 
   private:
