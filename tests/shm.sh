@@ -48,6 +48,16 @@ if [ -n "$v1" ] && [ "$m2" -gt "$m1" ] && [ "$v2" = "$v1" ]; then
 else
   bad "kernel-only doorbells: guest $m1 -> $m2, vireo $v1 -> $v2; $(log b | grep -v "^MSI" | tail -n 4 | tr "\n" " ")"
 fi
+# Shared memory is other domains' memory too: no save (refused before anything is written,
+# the file removed again, the domain running on; a migration is refused the same way, before
+# a page is sent).
+out=$("$vireo" save b "$work/b.snap" $R 2>&1)
+if [ $? != 0 ] && echo "$out" | grep -q "shared memory" && [ ! -e "$work/b.snap" ] &&
+   state_is "$work/run" b running; then
+  ok "save of a domain with shared memory is refused, no file left; it runs on"
+else
+  bad "save with shared memory: $out; file: $(ls -l "$work/b.snap" 2>&1); state $(field_dir "$work/run" b state)"
+fi
 "$vireo" down $R >/dev/null 2>&1
 reap $up "vireo up" 60
 echo "$pass passed, $fail failed"

@@ -223,6 +223,7 @@ double round_trip_s(int fd) {
 
 Result<api::Json> migrate_out(vmm::Vm& vm, const std::string& machine, int fd,
                               const MigrationOptions& o, MigrationProgress& p) {
+    VIREO_TRY(vm.movable("migrate"));  // before a page is sent
     const auto t0 = Clock::now();
     stream::Channel ch(fd, 30000, &p.cancel);
     auto cancelled = [&](const Error& e) -> Error {

@@ -505,6 +505,10 @@ Result<void> no_shared_memory(const VmConfig& config, const char* what) {
 }
 }  // namespace
 
+Result<void> Vm::movable(const char* what) const {
+    return no_shared_memory(config_, what);
+}
+
 Result<std::unique_ptr<Vm::DeviceHold>> Vm::quiesce_devices() {
     if (!paused()) return fail(ErrorCode::BadState, "the domain must be paused first");
     // The device loop holds still while the state is written: nothing reaches guest memory

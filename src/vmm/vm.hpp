@@ -276,6 +276,9 @@ class Vm {
     std::vector<DeviceMetrics> device_metrics() const;
     uint32_t num_vcpus() const noexcept { return config_.cpus; }
     std::vector<ShmInfo> shm_info() const;
+    /// Whether the machine can be saved or moved (`what` starts the error): not with shared
+    /// memory, which is other domains' memory too.
+    Result<void> movable(const char* what) const;
 
     /// Asks the guest (through its balloon) to give up memory until it has `guest_bytes` left;
     /// returns the balloon's new target in bytes. Fails without a balloon device.
