@@ -857,9 +857,9 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
 // placed as firmware would (BAR0 and BAR1 in the 32-bit window, BAR2 above RAM, aligned to its
 // size) and the region is mapped into the guest at BAR2 (no exit to reach it); the Doorbell
 // register's values are ioeventfds on the peers' eventfds; this guest's own eventfds are
-// watched by the device loop, which raises the interrupt (INTx, or MSI-X when the guest
-// enabled it). A guest that moves a BAR still works, through the bus (slower: every access
-// of a moved region exits).
+// watched by the device loop, which raises INTx (or sends a vector's message), except while an
+// MSI-X vector is deliverable: then its eventfd is an irqfd (route_vector). A guest that moves
+// a BAR still works, through the bus (slower: every access of a moved region exits).
 Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
     if (config_.shm.empty()) return ok();
     if (config_.shm.size() > kMaxShmRegions)
