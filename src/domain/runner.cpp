@@ -216,7 +216,9 @@ Result<void> open_shm(const DomainSpec& s, std::vector<InputFile>& ids, vmm::VmC
         UniqueFd fd;
         bool created = false;
         if (!o.path.empty()) {
-            const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
+            // No symbolic link: /dev/shm is writable by everyone, and a link planted there could
+            // hand the guest another user's file.
+            const int flags = (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW;
             fd.reset(::open(o.path.c_str(), flags));
             if (!fd && errno == ENOENT && !o.readonly) {
                 fd.reset(::open(o.path.c_str(), flags | O_CREAT | O_EXCL, 0600));
