@@ -5,7 +5,6 @@
 #include <sys/un.h>
 
 #include <algorithm>
-#include <bit>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -228,7 +227,7 @@ Result<ShmOptions> parse_shm_option(std::string_view spec) {
             o.readonly = true;
         } else if (key == "size" && eq != std::string_view::npos) {
             auto n = parse_size(value);
-            if (!n || !std::has_single_bit(*n) || *n < kMinShmSize || *n > kMaxShmSize)
+            if (!n || !valid_shm_size(*n))
                 return fail(ErrorCode::InvalidArgument,
                             "\"{}\": size must be a power of two from 4K to 64G (e.g. 16M)", spec);
             o.size = *n;

@@ -27,6 +27,10 @@ Result<virtio::VsockOptions> parse_vsock_option(std::string_view spec);
 /// from 4 KiB to 64 GiB.
 inline constexpr uint64_t kMinShmSize = 4096;
 inline constexpr uint64_t kMaxShmSize = uint64_t{64} << 30;
+/// Whether `size` is a region's size: a power of two within those bounds.
+constexpr bool valid_shm_size(uint64_t size) noexcept {
+    return size >= kMinShmSize && size <= kMaxShmSize && (size & (size - 1)) == 0;
+}
 /// Peers of one region with doorbells, and vectors per peer.
 inline constexpr uint16_t kMaxShmPeers = 16;
 inline constexpr uint16_t kMaxShmVectors = 16;

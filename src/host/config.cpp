@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <bit>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -179,9 +178,7 @@ void parse_shm(const std::string& name, const toml::table& t, Problems& p, HostC
         int64_t n = 0;
         if (key == "size") {
             size_line = line_of(v);
-            if (r.size(v, key, m.size) &&
-                (!std::has_single_bit(m.size) || m.size < domain::kMinShmSize ||
-                 m.size > domain::kMaxShmSize))
+            if (r.size(v, key, m.size) && !domain::valid_shm_size(m.size))
                 p.add(line_of(v), r.prefix + key,
                       fmt::format("{} bytes: must be a power of two from 4K to 64G", m.size));
         } else if (key == "domains" || key == "readonly") {
