@@ -1,7 +1,10 @@
 #include "base/size.hpp"
 
+#include <fmt/format.h>
+
 #include <cctype>
 #include <charconv>
+#include <iterator>
 #include <string>
 
 #include "base/checked.hpp"
@@ -38,6 +41,16 @@ Result<uint64_t> parse_size(std::string_view text) {
     auto bytes = checked_mul(value, mult);
     if (!bytes) return fail(ErrorCode::OutOfRange, "size \"{}\" is too large", shown);
     return *bytes;
+}
+
+std::string size_text(uint64_t bytes) {
+    static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    size_t unit = 0;
+    while (unit + 1 < std::size(kUnits) && bytes != 0 && bytes % 1024 == 0) {
+        bytes /= 1024;
+        ++unit;
+    }
+    return fmt::format("{} {}", bytes, kUnits[unit]);
 }
 
 }  // namespace vireo

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "base/result.hpp"
@@ -10,5 +11,9 @@
 namespace vireo {
 
 Result<uint64_t> parse_size(std::string_view text);
+
+/// `bytes` in the largest binary unit that keeps it whole: "16 MiB", "4 KiB", "2 GiB", "100 B"
+/// (so a 4 KiB region does not print as "0 MiB").
+std::string size_text(uint64_t bytes);
 
 }  // namespace vireo

@@ -39,9 +39,7 @@ std::string describe_shm(const api::Json& m) {
         peers += (peers.empty() ? "" : ", ") + n.get<std::string>();
     const uint64_t size = m.value("size", uint64_t{0});
     std::string s =
-        fmt::format("{:<14} {}: {} at {:#x} ({}){}{}", "shm", m.value("name", ""),
-                    size >= (uint64_t{1} << 20) ? fmt::format("{} MiB", size >> 20)
-                                                : fmt::format("{} KiB", size >> 10),
+        fmt::format("{:<14} {}: {} at {:#x} ({}){}{}", "shm", m.value("name", ""), size_text(size),
                     m.value("address", uint64_t{0}), m.value("pci", ""),
                     peers.empty() ? "" : fmt::format(", peer {} of {}", m.value("peer", 0), peers),
                     m.value("readonly", false) ? ", read-only" : "");

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "base/size.hpp"
 
 namespace vireo::host {
 
@@ -28,7 +29,7 @@ Result<SharedRegions> SharedRegions::allocate(const std::vector<ShmRegion>& regi
         // Every page now (admission counted them): a guest never faults on a region the host
         // cannot fill.
         if (::fallocate(a.memory.get(), 0, 0, static_cast<off_t>(r.size)) != 0)
-            return fail_errno(errno, "shm.{}: allocating {} MiB{}", r.name, r.size >> 20,
+            return fail_errno(errno, "shm.{}: allocating {}{}", r.name, size_text(r.size),
                               r.hugepages ? " of huge pages" : "");
         if (r.doorbells) {
             const size_t n = r.domains.size() * r.vectors;
@@ -38,7 +39,7 @@ Result<SharedRegions> SharedRegions::allocate(const std::vector<ShmRegion>& regi
                 a.doorbells.push_back(std::move(e));
             }
         }
-        log::info("shm.{}: {} MiB{} for {}{}", r.name, r.size >> 20,
+        log::info("shm.{}: {}{} for {}{}", r.name, size_text(r.size),
                   r.hugepages ? " (huge pages)" : "", fmt::join(r.domains, ", "),
                   r.doorbells ? fmt::format(", {} doorbell(s) each", r.vectors) : "");
         out.regions_.push_back(std::move(a));

@@ -157,5 +157,15 @@ TEST(Size, ParsesUnits) {
     EXPECT_FALSE(parse_size("99999999999999T"));
 }
 
+TEST(Size, TextKeepsTheLargestWholeUnit) {
+    EXPECT_EQ(size_text(4096), "4 KiB");
+    EXPECT_EQ(size_text(uint64_t{16} << 20), "16 MiB");
+    EXPECT_EQ(size_text(uint64_t{3} << 29), "1536 MiB");
+    EXPECT_EQ(size_text(uint64_t{64} << 30), "64 GiB");
+    EXPECT_EQ(size_text(1000), "1000 B");
+    EXPECT_EQ(size_text(0), "0 B");
+    EXPECT_EQ(size_text(uint64_t{1} << 63), "8 EiB");
+}
+
 }  // namespace
 }  // namespace vireo::arch::x86::boot
