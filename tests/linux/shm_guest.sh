@@ -25,7 +25,13 @@ until_flag() {  # PEER VALUE: waits (at most 60 s) for PEER's flag
 ring() { devmem $((R0 + 12)) 32 $(($1 << 16)); }
 # One interrupt on the descriptor opened before the peer was told to ring (none is lost).
 wait_irq() { timeout 60 dd bs=4 count=1 <&3 2>/dev/null | od -An -tu4 | tr -d ' '; }
-rearm() { devmem $((R0 + 4)) 32 >/dev/null; printf '\001\000\000\000' >&3; }
+# Clears the status, then INTx's Interrupt Disable bit (command register bit 10), which
+# uio_pci_generic's handler set: the driver has no irqcontrol, user space writes the config.
+rearm() {
+  devmem $((R0 + 4)) 32 >/dev/null
+  hi=$(dd if=$D/config bs=1 skip=5 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+  printf "\\$(printf %o $((hi & ~4)))" | dd of=$D/config bs=1 seek=5 count=1 conv=notrunc 2>/dev/null
+}
 case $role in
   a)  # peer 0: rings B, then waits for B's answer
     exec 3<>/dev/uio0
