@@ -6,7 +6,10 @@
 // Why mechanism #1 and not ECAM (MCFG): every x86 kernel probes it without an ACPI table, it
 // needs no 256 MiB-per-bus window in the guest's address space, and the first 256 bytes of
 // configuration space hold everything ivshmem and virtio-pci use. Extended (PCIe) capabilities,
-// which need ECAM, wait for device passthrough.
+// which need ECAM, wait for device passthrough. ECAM would not make configuration accesses
+// cheaper for Linux guests either (one exit instead of two): as long as mechanism #1 works,
+// Linux on x86 uses it for the first 256 bytes even when MCFG declares an ECAM window
+// (arch/x86/pci/common.c, raw_pci_read), and uses ECAM only for extended space.
 //
 // The guest moves BARs (sizing writes all ones; a kernel may re-place them): each function
 // keeps its BARs' decoded addresses in atomics, updated under its configuration lock, so a
