@@ -12,6 +12,9 @@
 //                                    SEND_BYTES= SEND_HASH= SEND_MBPS= BACK_BYTES= BACK_MATCH=
 //   netbench rr ENDPOINT COUNT       COUNT 1-byte round trips against an echo server:
 //                                    RR_P50_US= RR_P99_US=
+//   netbench relay LISTEN ENDPOINT   accept one connection, connect it to ENDPOINT and copy
+//                                    both ways until either side closes (two guests' vsock
+//                                    through the host)
 //   netbench ready-file PATH ...     (option before the mode) create PATH once listening
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -290,6 +293,31 @@ static int rr(const char* ep, int count) {
     return 0;
 }
 
+static int relay(const char* listen_ep, const char* ep) {
+    int a = accept_one(listen_on(listen_ep));
+    int b = connect_to(ep);
+    int one = 1;
+    setsockopt(b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            die("poll");
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t n = read(p[i].fd, buf, sizeof buf);
+            if (n <= 0) return 0;
+            int to = i ? a : b;
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = write(to, buf + off, (size_t)(n - off));
+                if (w <= 0) return 0;
+                off += w;
+            }
+        }
+    }
+}
+
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     no_hash = getenv("NETBENCH_NOHASH") != NULL;
@@ -302,8 +330,9 @@ int main(int argc, char** argv) {
     if (argc >= 3 && !strcmp(argv[1], "echo")) return echo(argv[2], argc > 3 ? atoi(argv[3]) : 1);
     if (argc >= 4 && !strcmp(argv[1], "send")) return send_bytes(argv[2], strtoull(argv[3], 0, 0));
     if (argc >= 4 && !strcmp(argv[1], "rr")) return rr(argv[2], atoi(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "relay")) return relay(argv[2], argv[3]);
     fprintf(stderr,
             "usage: netbench [ready-file PATH] sink LISTEN | echo LISTEN [N] | send ENDPOINT "
-            "BYTES | rr ENDPOINT COUNT\n");
+            "BYTES | rr ENDPOINT COUNT | relay LISTEN ENDPOINT\n");
     return 2;
 }
