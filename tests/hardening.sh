@@ -30,6 +30,16 @@ run --kernel "$hello" --disk "$work/d.img" --console "file:$work/d-link.img"
 if [ $rc = 1 ] && has "refusing to write" && [ "$(size "$work/d.img")" = 1048576 ]; then
   ok "--console file:DISK (through a hard link) refused, the disk intact"
 else bad "--console file:DISK (status $rc): $(cat "$work/out")"; fi
+# A --shm file vireo created, then a later step fails (the console's directory is missing):
+# the file goes again; a file that was there before stays.
+run --kernel "$hello" --shm "$work/new.shm,size=4K" --console "file:$work/nodir/c.log"
+if [ $rc = 1 ] && has "nodir" && [ ! -e "$work/new.shm" ]; then
+  ok "a failed start removes the --shm file it created"
+else bad "--shm then a failing console (status $rc, file: $(ls -l "$work/new.shm" 2>&1)): $(cat "$work/out")"; fi
+head -c 4096 /dev/zero >"$work/old.shm"
+run --kernel "$hello" --shm "$work/old.shm,size=4K" --console "file:$work/nodir/c.log"
+if [ $rc = 1 ] && [ "$(size "$work/old.shm")" = 4096 ]; then ok "... and keeps one that was there"
+else bad "existing --shm file after a failed start (status $rc): $(ls -l "$work/old.shm" 2>&1)"; fi
 run --kernel "$work/k.elf" --disk "$work/k.elf"
 if [ $rc = 1 ] && has "writable disk cannot be one"; then ok "a writable --disk that is the kernel is refused"
 else bad "--disk KERNEL (status $rc): $(cat "$work/out")"; fi

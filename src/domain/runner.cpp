@@ -204,12 +204,43 @@ Result<std::shared_ptr<vmm::ConsoleLog>> open_console(const DomainSpec& s,
     return vmm::ConsoleLog::file(std::move(f), s.console_path, s.console_log_max, inputs);
 }
 
+// Files open_shm created (a region shared with a host program, missing before): removed again
+// if the domain does not start, so a failed start leaves nothing behind. Each is removed only
+// if the path still names the file created (a file put there since stays).
+class CreatedFiles {
+  public:
+    CreatedFiles() = default;
+    CreatedFiles(const CreatedFiles&) = delete;
+    CreatedFiles& operator=(const CreatedFiles&) = delete;
+    ~CreatedFiles() {
+        for (const auto& f : files_) {
+            struct stat now {};
+            if (::lstat(f.path.c_str(), &now) == 0 && now.st_dev == f.dev && now.st_ino == f.ino)
+                (void)::unlink(f.path.c_str());
+        }
+    }
+    void add(const std::string& path, const struct stat& st) {
+        files_.push_back({path, st.st_dev, st.st_ino});
+    }
+    /// The domain started: the files are the host program's to keep.
+    void keep() noexcept { files_.clear(); }
+
+  private:
+    struct File {
+        std::string path;
+        dev_t dev;
+        ino_t ino;
+    };
+    std::vector<File> files_;
+};
+
 // The shared memory regions (docs/shm.md), mapped before the jail: a file shared with a host
 // program (a regular file, opened, or created 0600 and sized when missing; an existing file is
 // never truncated or grown, and must be none of the domain's inputs), or a region `vireo up`
 // handed down as a descriptor with its doorbells' eventfds (kept open for the process's life).
 // Each region's identity joins `ids`, so no output (a console file) may be it.
-Result<void> open_shm(const DomainSpec& s, std::vector<InputFile>& ids, vmm::VmConfig& config) {
+Result<void> open_shm(const DomainSpec& s, std::vector<InputFile>& ids, vmm::VmConfig& config,
+                      CreatedFiles& created_files) {
     for (const auto& o : s.shm) {
         const std::string what =
             o.path.empty() ? fmt::format("shm {}", o.name) : fmt::format("shm {}", o.path);
@@ -230,18 +261,20 @@ Result<void> open_shm(const DomainSpec& s, std::vector<InputFile>& ids, vmm::VmC
             if (!fd) return fail_errno(errno, "{}: descriptor {}", what, o.fd);
         }
         struct stat st {};
-        if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "{}", what);
+        if (::fstat(fd.get(), &st) != 0) {
+            const int e = errno;
+            if (created) (void)::unlink(o.path.c_str());
+            return fail_errno(e, "{}", what);
+        }
+        if (created) created_files.add(o.path, st);
         if (!S_ISREG(st.st_mode))
             return fail(ErrorCode::InvalidArgument,
                         "{}: not a regular file (share a file on tmpfs, e.g. /dev/shm/NAME)", what);
         if (const InputFile* in = find_input(ids, st))
             return fail(ErrorCode::InvalidArgument, "{}: it is the {}", what, in->name);
         if (created) {
-            if (::ftruncate(fd.get(), static_cast<off_t>(o.size)) != 0) {
-                const int e = errno;
-                (void)::unlink(o.path.c_str());
-                return fail_errno(e, "{}: size {}", what, o.size);
-            }
+            if (::ftruncate(fd.get(), static_cast<off_t>(o.size)) != 0)
+                return fail_errno(errno, "{}: size {}", what, o.size);
         } else if (static_cast<uint64_t>(st.st_size) < o.size) {
             return fail(ErrorCode::InvalidArgument,
                         "{}: {} bytes, smaller than size={} (vireo does not grow a file it did "
@@ -628,7 +661,9 @@ int run_domain(const DomainSpec& s) {
     }
 
     // Every input is checked: now outputs may be created and back-ends opened.
-    if (auto r = open_shm(s, inputs->ids, config); !r) return fail_with(r.error().message());
+    CreatedFiles created_files;
+    if (auto r = open_shm(s, inputs->ids, config, created_files); !r)
+        return fail_with(r.error().message());
     auto console_log = open_console(s, inputs->ids);
     if (!console_log) return fail_with(console_log.error().message());
     config.console_out = *console_log;
@@ -697,6 +732,7 @@ int run_domain(const DomainSpec& s) {
     if (s.console == ConsoleKind::Stdio) {
         if (auto r = console.start(in_foreground); !r) return fail_with(r.error().message());
     }
+    created_files.keep();
     return run_boots(s, images, console, std::move(*first));
 }
 
