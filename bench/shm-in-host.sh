@@ -65,6 +65,11 @@ TOML
       echo "B's:"; tr -d '\r' <$R/b.log | tail -n 6; tail -n 5 /tmp/up.out; }
   cp $R/a.log /tmp/a.out
   record vireo $mode /tmp/a.out
+  # Doorbells vireo's device loop saw (vireo info: "N in"): with MSI-X they stay in the kernel.
+  for d in a b; do
+    n=$(vireo info $d --run-dir $R 2>/dev/null | sed -n 's/.*doorbells.*: \([0-9]*\) in.*/\1/p')
+    echo "vireo ${mode}_DOORBELLS_THROUGH_VIREO_$d ${n:--}" >>/tmp/results
+  done
   vireo down --run-dir $R >/dev/null 2>&1
   wait $up 2>/dev/null
   kill $relay 2>/dev/null; wait $relay 2>/dev/null
@@ -100,12 +105,12 @@ one_qemu() {  # MODE (msix)
 : >/tmp/results
 for r in $(seq 1 "$runs"); do
   for vmm in $(echo "$vmms" | tr , " "); do
-    modes=msix
-    [ $vmm = vireo ] && modes="msix intx"
+    modes=msix; lines=5
+    [ $vmm = vireo ] && modes="msix intx" && lines=10
     for mode in $modes; do
       one_$vmm $mode
     done
-    echo "run $r $vmm: $(grep "^$vmm " /tmp/results | tail -n6 | awk '{printf "%s=%s ", $2, $3}')"
+    echo "run $r $vmm: $(grep "^$vmm " /tmp/results | tail -n$lines | awk '{printf "%s=%s ", $2, $3}')"
   done
 done
 echo

@@ -8,8 +8,9 @@
 //                                 uio_pci_generic (intx, the default: /dev/uio0, which the
 //                                 caller binds) or bench/guest/shmbell.c (msix: /dev/shmbell).
 //                                 A prints SHM_RR_P50_US= SHM_RR_P99_US= SHM_RR_MEAN_US=
-//   shmbench copy MIB [BDF]       memcpy bandwidth, MIB MiB in all: guest RAM to guest RAM,
-//                                 RAM to the region, region to RAM:
+//   shmbench copy MIB [BDF]       memcpy bandwidth, MIB MiB each (best of eight interleaved
+//                                 rounds): guest RAM to guest RAM, RAM to the region, region
+//                                 to RAM:
 //                                 COPY_RAM_MBPS= COPY_TO_SHM_MBPS= COPY_FROM_SHM_MBPS=
 //
 // BDF defaults to 0000:00:01.0 (vireo's first ivshmem function). The region is mapped through
@@ -156,25 +157,33 @@ static int rr(char role, int count, const char* bdf) {
 
 // MB/s of copying `total` bytes from src to dst in chunks of `chunk`.
 static double copy_rate(void* dst, const void* src, size_t chunk, size_t total) {
-    memcpy(dst, src, chunk);  // fault everything in first
     double t = now();
     for (size_t done = 0; done < total; done += chunk)
         memcpy(dst, src, chunk);
     return (double)total / (now() - t) / 1e6;
 }
 
+// The three copies take turns, eight rounds of MIB/8 each, and each reports its best round: a
+// nested guest's speed drifts with the host's load, and turns keep the drift out of the ratios.
 static int copy(size_t mib, const char* bdf) {
     map_device(bdf);
     size_t chunk = region_size < (8u << 20) ? region_size : (8u << 20);
-    size_t total = mib << 20;
+    size_t round = (mib << 20) / 8 < chunk ? chunk : (mib << 20) / 8;
     char* a = malloc(chunk);
     char* b = malloc(chunk);
     if (!a || !b) die("malloc");
     memset(a, 0x5a, chunk);
     memset(b, 0xa5, chunk);
-    double ram = copy_rate(b, a, chunk, total);
-    double to = copy_rate((void*)region, a, chunk, total);
-    double from = copy_rate(b, (const void*)region, chunk, total);
+    memcpy((void*)region, a, chunk);  // every page faulted in before timing
+    double ram = 0, to = 0, from = 0;
+    for (int i = 0; i < 8; ++i) {
+        double r = copy_rate(b, a, chunk, round);
+        double t = copy_rate((void*)region, a, chunk, round);
+        double f = copy_rate(b, (const void*)region, chunk, round);
+        ram = r > ram ? r : ram;
+        to = t > to ? t : to;
+        from = f > from ? f : from;
+    }
     printf("COPY_RAM_MBPS=%.0f COPY_TO_SHM_MBPS=%.0f COPY_FROM_SHM_MBPS=%.0f CHUNK_KIB=%zu\n", ram,
            to, from, chunk >> 10);
     return 0;
