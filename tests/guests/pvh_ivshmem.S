@@ -61,29 +61,25 @@ receiver:
     out %ax, %dx
     lea ready, %esi
     call puts
+wait_msi:                      # interrupts on only while halted: the handler jumps back here
     sti
-1:  hlt
-    cmpl $8, count
-    jb 1b
-    lea done, %esi
-    cli
-    call puts
-    sti
-2:  hlt
-    jmp 2b
+    hlt
+    jmp wait_msi
 
+# The interrupt gate clears IF; the handler drops its frame and goes back to waiting instead of
+# returning: on a software KVM (kvm_pvm) every instruction of this guest is emulated, and KVM's
+# emulator cannot do a protected-mode IRET.
 handler:
-    push %eax
-    push %edx
-    push %esi
+    add $12, %esp              # EIP, CS, EFLAGS (same privilege level)
     incl count
     lea msi, %esi
     call puts
     movl $0, LAPIC + 0xb0      # EOI
-    pop %esi
-    pop %edx
-    pop %eax
-    iret
+    cmpl $8, count
+    jne wait_msi
+    lea done, %esi
+    call puts
+    jmp wait_msi
 
 sender:
     lea sending, %esi
