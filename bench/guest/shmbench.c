@@ -102,11 +102,13 @@ static int rr(char role, int count, const char* bdf) {
     map_device(bdf);
     uio = open(msix ? "/dev/shmbell" : "/dev/uio0", O_RDWR);
     if (uio < 0) die(msix ? "/dev/shmbell" : "/dev/uio0");
-    char path[128];
-    snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/config", bdf);
-    config = open(path, O_RDWR);
-    if (config < 0 || pread(config, &command_hi, 1, 5) != 1) die(path);
-    command_hi &= (uint8_t)~0x04;
+    if (!msix) {  // INTx is re-enabled through the configuration space (wait_irq)
+        char path[128];
+        snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/config", bdf);
+        config = open(path, O_RDWR);
+        if (config < 0 || pread(config, &command_hi, 1, 5) != 1) die(path);
+        command_hi &= (uint8_t)~0x04;
+    }
     bar0[kIntrMask] = 0xffffffff;
     (void)bar0[kIntrStatus];
     uint32_t me = bar0[kIvPosition];
