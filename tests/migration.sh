@@ -40,6 +40,9 @@ incoming() {
   _name=$1
   _addr=$2
   shift 2
+  # A name used before left its log: the new process's redirection truncates it only once it runs,
+  # so the wait below could read the old listening line and connect before anyone listens.
+  rm -f "$work/$_name.err"
   "$vireo" run --incoming "$_addr" --allow-software-kvm --console "file:$work/$_name.log" \
     --api-socket "$work/$_name.sock" "$@" 2>"$work/$_name.err" &
   last=$!

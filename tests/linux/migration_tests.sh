@@ -62,7 +62,7 @@ move() {
   _to=$2
   _addr=$3
   _tok=${4:+--token $4}
-  rm -f /tmp/$_to.log
+  rm -f /tmp/$_to.log /tmp/$_to.err # an old .err's listening line would end the wait below early
   vireo run --incoming "$_addr" $_tok --console file:/tmp/$_to.log --api-socket /tmp/$_to.sock \
     >/tmp/$_to.err 2>&1 </dev/null &
   _pid=$!
