@@ -131,6 +131,12 @@ Result<Hypervisor> Hypervisor::open(const std::string& path) {
     hv.mmap_size_ = static_cast<uint32_t>(mmap_size);
 
     VIREO_TRY_ASSIGN(hv.cpuid_, read_supported_cpuid(fd));
+    // The LAPIC timer's TSC-deadline mode: KVM's in-kernel LAPIC emulates it on any host but
+    // leaves it out of KVM_GET_SUPPORTED_CPUID (it needs that LAPIC); QEMU, Firecracker and
+    // Cloud Hypervisor offer it. A guest without it programs one-shot counts instead.
+    if (check_cap(fd, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+        for (auto& e : hv.cpuid_)
+            if (e.function == 0x1) e.ecx |= 1u << 24;
     VIREO_TRY_ASSIGN(hv.msrs_, read_msr_list(fd));
     l.phys_addr_bits = 36;
     for (const auto& e : hv.cpuid_) {

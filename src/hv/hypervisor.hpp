@@ -52,7 +52,9 @@ class Hypervisor {
 
     const Limits& limits() const noexcept { return limits_; }
     bool has(Feature feature) const noexcept;
-    /// CPUID leaves KVM can expose to a guest (KVM_GET_SUPPORTED_CPUID), read once at open().
+    /// CPUID leaves KVM can expose to a guest (KVM_GET_SUPPORTED_CPUID), read once at open(),
+    /// plus the TSC-deadline timer (1.ECX[24]) where KVM_CAP_TSC_DEADLINE_TIMER says its
+    /// in-kernel LAPIC has it.
     const std::vector<CpuidEntry>& supported_cpuid() const noexcept { return cpuid_; }
     /// The MSRs KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST), read once at
     /// open(): what a vCPU's complete state holds of its MSRs.

@@ -46,7 +46,8 @@ constexpr uint32_t kCom1Irq = 4;
 // The Generic Event Device (power button): an ISA line no platform device uses (12 would be
 // a PS/2 mouse, which this machine does not have). Edge-triggered, active high.
 constexpr uint32_t kGedGsi = 12;
-constexpr uint32_t kMsrTsc = 0x10;  // IA32_TIME_STAMP_COUNTER
+constexpr uint32_t kMsrTsc = 0x10;          // IA32_TIME_STAMP_COUNTER
+constexpr uint32_t kMsrTscDeadline = 0x6e0;  // IA32_TSC_DEADLINE: the LAPIC timer's, in TSC ticks
 // The VM Generation ID: its 16 bytes in the last page of the ACPI area (reserved in the E820
 // map), and the GSI of the GED that tells the guest it changed.
 constexpr uint64_t kVmgenidAddr = kAcpiBase + kAcpiSize - 0x1000;
@@ -395,6 +396,7 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
         parked_ = 0;
         paused_clock_ = 0;
         paused_tsc_.clear();
+        restored_deadline_.clear();
         time_on_run_ = false;
     }
     stopping_.store(false, std::memory_order_release);
@@ -775,6 +777,17 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
         if (tsc != st.msrs.end()) {
             tscs.push_back({v.get(), *tsc});
             st.msrs.erase(tsc);
+        }
+        // So is the LAPIC timer's deadline: KVM arms it against the TSC at the write, and this
+        // new vCPU's TSC is near 0, so written now it would fire as late as the guest's uptime
+        // at the save.
+        auto deadline = std::find_if(st.msrs.begin(), st.msrs.end(), [](const hv::MsrEntry& m) {
+            return m.index == kMsrTscDeadline;
+        });
+        if (deadline != st.msrs.end()) {
+            restored_deadline_.resize(vcpus_.size(), 0);
+            restored_deadline_[v->id()] = deadline->value;
+            st.msrs.erase(deadline);
         }
         VIREO_TRY_ASSIGN(const size_t refused, v->write_msrs(st.msrs));
         // As at a reboot: KVM lists some MSRs it reads but will not take back (read-only or
@@ -1415,8 +1428,16 @@ Outcome Vm::run() {
     // A restored machine's time, set just before its vCPUs start: each TSC, then the clock,
     // back to back.
     if (std::exchange(time_on_run_, false)) {
-        for (auto& v : vcpus_)
+        for (auto& v : vcpus_) {
             put_back_tsc(*v);
+            // The timer's deadline after the TSC it counts against (restore_state).
+            if (v->id() < restored_deadline_.size() && restored_deadline_[v->id()] != 0) {
+                const hv::MsrEntry d[] = {{kMsrTscDeadline, restored_deadline_[v->id()]}};
+                if (auto r = v->write_msrs(d); !r || *r != 0)
+                    log::warn("vCPU {}: the LAPIC timer's deadline was not restored", v->id());
+            }
+        }
+        restored_deadline_.clear();
         if (paused_clock_ != 0) {
             if (auto r = machine_->set_clock(paused_clock_); !r) {
                 if (loop_) loop_->stop();

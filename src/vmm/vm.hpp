@@ -332,6 +332,7 @@ class Vm {
     std::vector<hv::SlotId> ram_slots_;          // one per memory_ region, in order
     std::atomic<int64_t> throttle_until_ns_{0};  // steady clock; vCPUs sleep until then
     std::vector<uint64_t> paused_tsc_;           // each vCPU's TSC when pause() froze the clock
+    std::vector<uint64_t> restored_deadline_;    // each vCPU's saved TSC deadline, for run()
     bool time_on_run_ = false;  // restored: run() sets the clock, the vCPUs their TSCs
     std::array<uint8_t, 16> generation_id_{};  // the VM Generation ID (new at each restore)
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
