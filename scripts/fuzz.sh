@@ -2,8 +2,8 @@
 # Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
 # path, the control API's request parser, the snapshot file parser, the live-migration
-# stream's receiving side and the PCI bus (configuration ports, BARs, MSI-X), each for SECONDS
-# (default 300), with ASan/UBSan.
+# stream's receiving side, the PCI bus (configuration ports, BARs, MSI-X) and the CPU template
+# parser, each for SECONDS (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
 #
@@ -20,13 +20,14 @@ fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
 printf '%-10s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock api snapshot migration pci; do
+for t in virtqueue mmio blk net vsock api snapshot migration pci cpu_template; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
   # Realistic sizes: API requests up to past the 64 KiB request limit, device inputs 4 KiB.
   max_len=4096
   [ $t = api ] && max_len=70000
+  [ $t = cpu_template ] && max_len=2048  # past its 1 KiB limit
   [ $t = snapshot ] && max_len=262144
   [ $t = migration ] && max_len=262144
   set +e

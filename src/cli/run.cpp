@@ -112,6 +112,12 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_flag("--balloon", o.balloon,
                   "A virtio-balloon device (with statistics and free page reporting): "
                   "`vireo mem-set` then shrinks or regrows the running guest");
+    run->add_option("--cpu", o.cpu,
+                    "CPU features the guest sees: host (what KVM offers), x86-64-v2 or x86-64-v3 "
+                    "(that psABI level's features on any host that has them: for moving guests "
+                    "between hosts), then ,-FEATURE / ,+FEATURE or ,LEAF[.SUB]:REG-=MASK / +=MASK "
+                    "overrides, e.g. x86-64-v3,-avx2 (docs/cli.md)")
+        ->capture_default_str();
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "

@@ -198,6 +198,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"state", state_of(d, vm)},
                         {"memory_bytes", c.memory_bytes},
                         {"vcpus", c.cpus},
+                        {"cpu", arch::x86::to_string(c.cpu)},
                         {"disks", c.disks.size()},
                         {"nets", c.nets.size()},
                         {"vsock", c.vsock ? c.vsock->cid() : 0},

@@ -140,6 +140,7 @@ vmm::VmConfig machine_config(const DomainSpec& s) {
     config.balloon = s.balloon;
     config.backing = s.backing;
     config.vcpu_affinity = s.vcpu_affinity;
+    config.cpu = s.cpu;
     return config;
 }
 
@@ -659,6 +660,9 @@ int run_domain(const DomainSpec& s) {
             hv->flavor());
         return kExitNoHardwareKvm;
     }
+    // The CPU template against this host (a feature it lacks is named).
+    if (auto r = arch::x86::apply_cpu_template(config.cpu, hv->supported_cpuid()); !r)
+        return fail_with(fmt::format("cpu: {}", r.error().message()));
 
     // Every input is checked: now outputs may be created and back-ends opened.
     CreatedFiles created_files;

@@ -108,6 +108,9 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
                     "memory-backing: \"{}\": use anonymous, prefault, locked or hugepages",
                     t.memory_backing);
     s.backing = *backing;
+    auto cpu_template = arch::x86::parse_cpu_template(t.cpu);
+    if (!cpu_template) return field_error("cpu", cpu_template.error());
+    s.cpu = std::move(cpu_template).value();
 
     for (const auto& spec : t.disks) {
         auto d = parse_disk_option(spec);
@@ -207,6 +210,7 @@ DomainText machine_text(const DomainText& t, const DomainSpec& s) {
     m.balloon = t.balloon;
     m.rng = t.rng;
     m.memory_backing = t.memory_backing;
+    m.cpu = t.cpu;
     return m;
 }
 

@@ -67,6 +67,7 @@ struct DomainText {
     bool rng = false;
     std::vector<std::string> shm;  ///< shared memory regions (ShmOptions' forms)
     std::string memory_backing = "anonymous";
+    std::string cpu = "host";  ///< CPU template and overrides (arch/x86/cpu_template.hpp)
     std::string cpu_affinity;  ///< host CPUs for every thread (a shared pool)
     std::string pin_vcpus;     ///< one host CPU per vCPU (a pinned pool)
     ProcessOptions process;
@@ -90,6 +91,7 @@ struct DomainSpec {
     OnReboot on_reboot = OnReboot::Restart;
     OnCrash on_crash = OnCrash::Exit;
     vmm::VmConfig::Backing backing = vmm::VmConfig::Backing::Anonymous;
+    arch::x86::CpuTemplate cpu;
     std::vector<virtio::DiskOptions> disks;
     std::vector<virtio::NetOptions> nets;
     std::optional<virtio::VsockOptions> vsock;

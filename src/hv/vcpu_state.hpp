@@ -140,6 +140,7 @@ struct CpuidEntry {
     uint32_t index = 0;
     uint32_t flags = 0;  ///< bit 0: the index (ECX input) is significant
     uint32_t eax = 0, ebx = 0, ecx = 0, edx = 0;
+    bool operator==(const CpuidEntry&) const = default;
 };
 
 }  // namespace vireo::hv

@@ -46,7 +46,7 @@ constexpr uint32_t kCom1Irq = 4;
 // The Generic Event Device (power button): an ISA line no platform device uses (12 would be
 // a PS/2 mouse, which this machine does not have). Edge-triggered, active high.
 constexpr uint32_t kGedGsi = 12;
-constexpr uint32_t kMsrTsc = 0x10;          // IA32_TIME_STAMP_COUNTER
+constexpr uint32_t kMsrTsc = 0x10;           // IA32_TIME_STAMP_COUNTER
 constexpr uint32_t kMsrTscDeadline = 0x6e0;  // IA32_TSC_DEADLINE: the LAPIC timer's, in TSC ticks
 // The VM Generation ID: its 16 bytes in the last page of the ACPI area (reserved in the E820
 // map), and the GSI of the GED that tells the guest it changed.
@@ -266,6 +266,8 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     }
     saved_msrs_ = hv.saved_msrs();
 
+    VIREO_TRY_ASSIGN(const auto base_cpuid,
+                     arch::x86::apply_cpu_template(config_.cpu, hv.supported_cpuid()));
     // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
     // (NMI) wired as firmware leaves them, and enters the kernel in long mode. The APs keep
     // KVM's reset LAPIC (LINTs masked, as INIT leaves them) and wait for INIT/SIPI.
@@ -273,7 +275,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     slots_ = std::make_unique<VcpuSlot[]>(config_.cpus);
     for (uint32_t id = 0; id < config_.cpus; ++id) {
         VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
-        auto cpuid = arch::x86::guest_cpuid(hv.supported_cpuid(), id, config_.cpus);
+        auto cpuid = arch::x86::guest_cpuid(base_cpuid, id, config_.cpus);
         VIREO_TRY(vcpu->set_cpuid(cpuid));
         if (id == 0) cpuid0_ = std::move(cpuid);
         VIREO_TRY(vcpu->set_msrs(msrs));
@@ -652,8 +654,10 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
                     "snapshot: a restore maps guest memory from the file; huge-page backing "
                     "cannot (use anonymous, prefault or locked)");
     VIREO_TRY(validate(config, images, hv.limits().max_vcpus));
-    VIREO_TRY(check_saved_machine(reader, config,
-                                  arch::x86::guest_cpuid(hv.supported_cpuid(), 0, config.cpus)));
+    VIREO_TRY_ASSIGN(const auto base_cpuid,
+                     arch::x86::apply_cpu_template(config.cpu, hv.supported_cpuid()));
+    VIREO_TRY(
+        check_saved_machine(reader, config, arch::x86::guest_cpuid(base_cpuid, 0, config.cpus)));
 
     VIREO_TRY_ASSIGN(auto layout, snapshot::memory_layout(reader));
     // Exactly the regions a boot of this machine has (a file's own layout could put RAM over
@@ -737,7 +741,9 @@ Result<std::unique_ptr<Vm>> Vm::prepare_incoming(const hv::Hypervisor& hv, const
         VIREO_TRY(mem.populate(config.backing == VmConfig::Backing::Locked));
     std::unique_ptr<Vm> vm(new Vm(std::move(mem), config));
     VIREO_TRY(vm->build(hv, images, /*boot=*/false));
-    vm->host_cpuid_ = arch::x86::guest_cpuid(hv.supported_cpuid(), 0, config.cpus);
+    VIREO_TRY_ASSIGN(const auto base_cpuid,
+                     arch::x86::apply_cpu_template(config.cpu, hv.supported_cpuid()));
+    vm->host_cpuid_ = arch::x86::guest_cpuid(base_cpuid, 0, config.cpus);
     return vm;
 }
 

@@ -20,6 +20,7 @@
 
 #include "arch/x86/acpi/tables.hpp"
 #include "arch/x86/boot/kernel.hpp"
+#include "arch/x86/cpu_template.hpp"
 #include "base/event_loop.hpp"
 #include "base/result.hpp"
 #include "devices/bus.hpp"
@@ -80,6 +81,8 @@ struct VmConfig {
     /// Shared memory regions, each an ivshmem device on the guest's PCI bus (which exists
     /// only when there is one): mapped by the caller, kept across reboots.
     std::vector<ShmConfig> shm;
+    /// The CPU features the guest sees (arch/x86/cpu_template.hpp): KVM's, or a baseline.
+    arch::x86::CpuTemplate cpu;
 };
 
 /// A memory backing's name, as `--memory-backing` and a host config's `memory_backing` spell it.

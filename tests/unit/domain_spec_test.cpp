@@ -27,6 +27,7 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     t.nets = {"user,hostfwd=tcp::8080-:80"};
     t.vsock = "cid=3,socket=/tmp/d.vsock";
     t.pin_vcpus = "0,1";
+    t.cpu = "x86-64-v2,-popcnt";
     auto s = parse_spec(t, "/nowhere");
     ASSERT_TRUE(s) << s.error().message();
     EXPECT_EQ(s->kernel_path, "/boot/vmlinuz");
@@ -46,6 +47,9 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     ASSERT_TRUE(s->vsock);
     EXPECT_EQ(s->vsock->cid, 3u);
     EXPECT_EQ(s->vcpu_affinity, (std::vector<std::vector<int>>{{0}, {1}}));
+    EXPECT_EQ(s->cpu.name, "x86-64-v2");
+    EXPECT_EQ(s->cpu.overrides.size(), 1u);
+    EXPECT_EQ(s->machine.cpu, "x86-64-v2,-popcnt") << "a snapshot keeps the template";
 }
 
 TEST(DomainSpec, EveryErrorNamesItsField) {
@@ -61,6 +65,7 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.on_reboot = "pause"; }, "on-reboot: "},
         {[](DomainText& t) { t.on_crash = "restart"; }, "on-crash: "},
         {[](DomainText& t) { t.memory_backing = "swap"; }, "memory-backing: "},
+        {[](DomainText& t) { t.cpu = "x86-64-v9"; }, "cpu: \"x86-64-v9\": not a CPU template"},
         {[](DomainText& t) { t.disks = {"/a.img,fast"}; }, "disk: \"/a.img,fast\": "},
         {[](DomainText& t) { t.nets = {"bridge=br0"}; }, "net: \"bridge=br0\": "},
         {[](DomainText& t) { t.vsock = "cid=1,socket=/x"; }, "vsock: "},

@@ -38,6 +38,7 @@ pool = "batch"
 weight = 200
 cap = 150
 memory_backing = "prefault"
+cpu = "x86-64-v2"
 on_crash = "preserve"
 
 [domains.tiny]
@@ -57,6 +58,8 @@ TEST(HostConfig, ParsesAGoodFile) {
     EXPECT_EQ(c->domains[1].memory, uint64_t{1024} << 20);  // a bare number is MiB
     EXPECT_EQ(c->domains[1].on_crash, Action::Preserve);
     EXPECT_EQ(c->domains[1].memory_backing, MemoryBacking::Prefault);
+    EXPECT_EQ(c->domains[1].cpu, "x86-64-v2");
+    EXPECT_EQ(c->domains[0].cpu, "host");
     EXPECT_EQ(c->domains[2].pool, "default");
     EXPECT_EQ(c->pools.at("fast").policy, PoolPolicy::Pinned);
     EXPECT_EQ(c->pools.at("batch").cpus, (std::set<uint32_t>{4, 6, 7}));
@@ -95,6 +98,7 @@ on_crash = "explode"
 [domains.b]
 vcpus = 5000
 memory_backing = "swap"
+cpu = "x86-64-v3,+nosuch"
 )";
     auto c = parse_host_config(bad, "h.toml", 4);
     ASSERT_FALSE(c);
@@ -104,7 +108,8 @@ memory_backing = "swap"
           "h.toml:6: domains.a.vcpus: must be an integer",
           "h.toml:7: domains.a.colour: unknown key", "domains.a.pool: no pool \"nowhere\"",
           "h.toml:9: domains.a.on_crash", "h.toml:12: domains.b.vcpus: 5000 is out of range",
-          "h.toml:13: domains.b.memory_backing"})
+          "h.toml:13: domains.b.memory_backing",
+          "h.toml:14: domains.b.cpu: \"+nosuch\": no CPU feature of that name"})
         EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
 }
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace vireo::domain {
@@ -80,6 +81,7 @@ TEST(LaunchProtocol, EverySpecFieldCrossesTheWire) {
     t.balloon = t.rng = true;
     t.shm = {"fd=4,size=16M,name=ring,peers=2,peer=1,vectors=1,doorbell-fds=5"};
     t.memory_backing = "locked";
+    t.cpu = "x86-64-v3,-avx2";
     t.cpu_affinity = "0-1";
     t.pin_vcpus = "0,1";
     t.process.api_socket = "/api";
@@ -111,6 +113,14 @@ TEST(LaunchProtocol, ASpecThatIsNotOneIsRefusedWithItsSource) {
     auto extra = parse_spec_json(good.substr(0, good.size() - 1) + ",\"x\":1}", "file");
     ASSERT_FALSE(extra);
     EXPECT_EQ(extra.error().message(), "file: it has a field this vireo does not know");
+    // A snapshot from before CPU templates has no "cpu": it ran with the host's CPU.
+    auto j = nlohmann::json::parse(good);
+    j.erase("cpu");
+    auto old = parse_spec_json(j.dump(), "file");
+    ASSERT_TRUE(old) << old.error().message();
+    EXPECT_EQ(old->cpu, "host");
+    j.erase("memory");
+    EXPECT_FALSE(parse_spec_json(j.dump(), "file")) << "the other fields stay required";
 }
 
 }  // namespace

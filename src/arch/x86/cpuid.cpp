@@ -5,6 +5,8 @@
 #include <bit>
 #include <cstring>
 
+#include "arch/x86/cpuid_words.hpp"
+
 namespace vireo::arch::x86 {
 
 namespace {
@@ -13,19 +15,7 @@ uint32_t bits_for(uint32_t n) {
 }
 }  // namespace
 
-namespace {
-
-enum Reg { Eax, Ebx, Ecx, Edx };
-
-// A feature register: leaf, sub-leaf (or -1: any), register, bits that are not features
-// (per-vCPU or set by the state the guest runs in), and the names of the well-known bits.
-struct FeatureWord {
-    uint32_t leaf;
-    int64_t index;
-    Reg reg;
-    uint32_t ignore;
-    std::vector<std::pair<int, const char*>> names;
-};
+namespace detail {
 
 const std::vector<FeatureWord>& feature_words() {
     static const std::vector<FeatureWord> words = {
@@ -38,6 +28,7 @@ const std::vector<FeatureWord>& feature_words() {
           {9, "ssse3"},
           {12, "fma"},
           {13, "cx16"},
+          {17, "pcid"},
           {19, "sse4_1"},
           {20, "sse4_2"},
           {21, "x2apic"},
@@ -53,15 +44,10 @@ const std::vector<FeatureWord>& feature_words() {
          -1,
          Edx,
          (1u << 9) | (1u << 28),  // APIC follows the APIC base MSR; HTT is topology
-         {{4, "tsc"},
-          {5, "msr"},
-          {8, "cx8"},
-          {15, "cmov"},
-          {19, "clflush"},
-          {23, "mmx"},
-          {24, "fxsr"},
-          {25, "sse"},
-          {26, "sse2"}}},
+         {{0, "fpu"},  {1, "vme"},   {2, "de"},    {3, "pse"},  {4, "tsc"},    {5, "msr"},
+          {6, "pae"},  {7, "mce"},   {8, "cx8"},   {9, "apic"}, {11, "sep"},   {12, "mtrr"},
+          {13, "pge"}, {14, "mca"},  {15, "cmov"}, {16, "pat"}, {17, "pse36"}, {19, "clflush"},
+          {23, "mmx"}, {24, "fxsr"}, {25, "sse"},  {26, "sse2"}}},
         {0x6, -1, Eax, 0, {{2, "arat"}}},
         {0x7,
          0,
@@ -148,6 +134,37 @@ const hv::CpuidEntry* find_leaf(const std::vector<hv::CpuidEntry>& v, uint32_t l
     return nullptr;
 }
 
+hv::CpuidEntry* find_leaf(std::vector<hv::CpuidEntry>& v, uint32_t leaf, int64_t index) {
+    for (auto& e : v)
+        if (e.function == leaf && (index < 0 || e.index == static_cast<uint32_t>(index))) return &e;
+    return nullptr;
+}
+
+uint32_t& reg_of(hv::CpuidEntry& e, Reg r) {
+    switch (r) {
+        case Eax:
+            return e.eax;
+        case Ebx:
+            return e.ebx;
+        case Ecx:
+            return e.ecx;
+        case Edx:
+            break;
+    }
+    return e.edx;
+}
+
+std::string describe_bit(const FeatureWord& w, int bit) {
+    const char* name = nullptr;
+    for (const auto& [b, n] : w.names)
+        if (b == bit) name = n;
+    const std::string where =
+        w.index < 0
+            ? fmt::format("CPUID {:#x} {} bit {}", w.leaf, kRegNames[w.reg], bit)
+            : fmt::format("CPUID {:#x}.{} {} bit {}", w.leaf, w.index, kRegNames[w.reg], bit);
+    return name ? fmt::format("{} ({})", name, where) : where;
+}
+
 uint32_t reg_of(const hv::CpuidEntry& e, Reg r) {
     switch (r) {
         case Eax:
@@ -161,6 +178,12 @@ uint32_t reg_of(const hv::CpuidEntry& e, Reg r) {
     }
     return 0;
 }
+
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
 
 std::string vendor_of(const std::vector<hv::CpuidEntry>& v) {
     const hv::CpuidEntry* e = find_leaf(v, 0, -1);
@@ -179,25 +202,15 @@ std::optional<std::string> cpuid_cannot_continue(const std::vector<hv::CpuidEntr
     if (vendor_of(saved) != vendor_of(here))
         return fmt::format("the saved guest ran on a CPU from {}; this host's is from {}",
                            vendor_of(saved), vendor_of(here));
-    static constexpr const char* kReg[] = {"EAX", "EBX", "ECX", "EDX"};
     for (const auto& w : feature_words()) {
         const hv::CpuidEntry* s = find_leaf(saved, w.leaf, w.index);
         if (s == nullptr) continue;  // the guest did not see this leaf
         const hv::CpuidEntry* h = find_leaf(here, w.leaf, w.index);
         const uint32_t missing = reg_of(*s, w.reg) & ~(h ? reg_of(*h, w.reg) : 0) & ~w.ignore;
         if (missing == 0) continue;
-        const int bit = std::countr_zero(missing);
-        const char* name = nullptr;
-        for (const auto& [b, n] : w.names)
-            if (b == bit) name = n;
-        const std::string where =
-            w.index < 0
-                ? fmt::format("CPUID {:#x} {} bit {}", w.leaf, kReg[w.reg], bit)
-                : fmt::format("CPUID {:#x}.{} {} bit {}", w.leaf, w.index, kReg[w.reg], bit);
         return fmt::format(
-            "the saved guest uses CPU feature {}, which this host's KVM does not "
-            "offer",
-            name ? fmt::format("{} ({})", name, where) : where);
+            "the saved guest uses CPU feature {}, which this host's KVM does not offer",
+            describe_bit(w, std::countr_zero(missing)));
     }
     return std::nullopt;
 }
