@@ -11,20 +11,20 @@ _start:
     xor %ecx, %ecx
     cpuid
     mov %ecx, %ebx
-    call hex
+    call hex8
     lea msg7, %esi
     call puts
     mov $7, %eax
     xor %ecx, %ecx
     cpuid
-    call hex
+    call hex8
     lea msg81, %esi
     call puts
     mov $0x80000001, %eax
     xor %ecx, %ecx
     cpuid
     mov %ecx, %ebx
-    call hex
+    call hex8
     mov $'\n', %al
     mov $0x3f8, %dx
     out %al, %dx
@@ -33,22 +33,9 @@ _start:
     out %al, %dx                   # vireo: ACPI sleep control register
     hlt
 
-# hex: prints %ebx as 8 hex digits on COM1 (clobbers %eax, %ecx, %edx).
-hex:
-    mov $0x3f8, %dx
-    mov $8, %ecx
-1:  rol $4, %ebx
-    mov %ebx, %eax
-    and $0xf, %eax
-    movb hexdigits(%eax), %al
-    out %al, %dx
-    dec %ecx
-    jnz 1b
-    ret
-
+#include "pvh_hex.inc"
 #include "pvh_puts.inc"
 
-hexdigits: .ascii "0123456789abcdef"
 msg1:  .asciz "CPUID 1.ECX="
 msg7:  .asciz " 7.0.EBX="
 msg81: .asciz " 81.ECX="

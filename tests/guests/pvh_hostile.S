@@ -156,23 +156,17 @@ rand:                              # eax = next xorshift32 value
 
 #include "pvh_puts.inc"
 
+#include "pvh_hex.inc"
+
 puthex:                            # eax in hex and a newline, on COM1
     mov %eax, %ebx
-    mov $8, %ecx
-    mov $0x3f8, %dx
-1:  rol $4, %ebx
-    mov %ebx, %eax
-    and $0xf, %eax
-    movb hexdigits(%eax), %al
-    out %al, %dx
-    loop 1b
+    call hex8
     mov $'\n', %al
     out %al, %dx
     ret
 
 start_msg: .asciz "HOSTILE-START seed="
 done_msg:  .asciz "HOSTILE-DONE\n"
-hexdigits: .ascii "0123456789abcdef"
     .balign 4
 seed:  .long 0
 count: .long 0

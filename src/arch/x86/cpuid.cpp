@@ -166,17 +166,7 @@ std::string describe_bit(const FeatureWord& w, int bit) {
 }
 
 uint32_t reg_of(const hv::CpuidEntry& e, Reg r) {
-    switch (r) {
-        case Eax:
-            return e.eax;
-        case Ebx:
-            return e.ebx;
-        case Ecx:
-            return e.ecx;
-        case Edx:
-            return e.edx;
-    }
-    return 0;
+    return reg_of(const_cast<hv::CpuidEntry&>(e), r);  // only read
 }
 
 }  // namespace detail
