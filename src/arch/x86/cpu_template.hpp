@@ -7,15 +7,17 @@
 //            | LEAF ["." SUBLEAF] ":" REG ("+=" | "-=") MASK   e.g. 0x7.0:ebx-=0x20
 //
 // "host" is what KVM can give (KVM_GET_SUPPORTED_CPUID). A baseline keeps exactly the features of
-// its x86-64 psABI level plus the architectural ones every x86-64 CPU and KVM have (APIC, TSC,
-// PAE, NX, x2APIC, the TSC-deadline timer, ...), so a guest sees the same features on every host
-// that can give them — the point of a baseline: save/restore and migration between different
-// hosts. A host that cannot give one of them refuses the template, naming the feature. Speculation
-// controls (CPUID 7.0 EDX, 0x80000008 EBX) and KVM's paravirtual leaves are not part of a template:
-// they pass through as the host has them.
+// its x86-64 psABI level and what a 64-bit kernel needs of every x86-64 CPU and of KVM (FPU, TSC,
+// PAE, CX8, CMOV, SSE2, SYSCALL, NX, long mode, x2APIC, ...), so a guest sees the same features on
+// every host that can give them — the point of a baseline: save/restore and migration between
+// different hosts. A host that cannot give one of them refuses the template, naming the feature.
+// Passed through as the host has them: leaf 1's legacy bits (VME, DE, PSE, MCE, MTRR, MCA,
+// PSE36; KVM hides some on some hosts), the TSC-deadline timer (a capability of KVM's LAPIC), the
+// speculation controls (CPUID 7.0 EDX, 0x80000008 EBX) and KVM's paravirtual leaves.
 //
 // Overrides apply after the template, in order, to feature registers only (the ones
-// cpuid_cannot_continue checks); a set bit must be one KVM offers.
+// cpuid_cannot_continue checks); a set bit must be one KVM offers. A name two registers share
+// (ssbd, stibp: Intel's and AMD's) means the first, Intel's; the mask form reaches the other.
 #pragma once
 
 #include <cstdint>
