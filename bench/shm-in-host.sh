@@ -2,7 +2,7 @@
 # Runs inside the test host (bench/shm.sh). Alternates vireo and QEMU+KVM, each running two
 # guests A and B that share a 16 MiB region with doorbells and have vsock: vireo from a host
 # file ([shm.bench], jailed domains as by default), QEMU with ivshmem-doorbell on
-# ivshmem-server and vhost-vsock. A host relay joins A's vsock connection to CID 2 port 5004
+# ivshmem-server and vhost-vsock, each QEMU in a cgroup of its own (in_cgroup). A host relay joins A's vsock connection to CID 2 port 5004
 # to B's port 5003. Each run boots vireo's pair twice (MSI-X, then INTx) and QEMU's once
 # (MSI-X: its ivshmem-doorbell has no INTx). Prints medians (min-max).
 runs=${1:-3}
@@ -75,6 +75,17 @@ TOML
   kill $relay 2>/dev/null; wait $relay 2>/dev/null
 }
 
+# in_cgroup NAME PID: a QEMU process in its own cgroup with the controllers vireo's domains have
+# (cpu, memory, pids), as libvirt puts each VM in one (machine.slice); vireo up puts each domain
+# in vireo-host/POOL/NAME. Group scheduling is on the doorbell's path: a wake-up crosses groups.
+in_cgroup() {
+  for d in /sys/fs/cgroup /sys/fs/cgroup/qemu-bench; do
+    mkdir -p $d && echo "+cpu +memory +pids" >$d/cgroup.subtree_control 2>/dev/null
+  done
+  mkdir -p /sys/fs/cgroup/qemu-bench/$1 && echo $2 >/sys/fs/cgroup/qemu-bench/$1/cgroup.procs ||
+    echo "QEMU $1 is not in a cgroup of its own"
+}
+
 one_qemu() {  # MODE (msix)
   mode=$1
   rm -f /tmp/ivs-bench /tmp/ivs.sock
@@ -92,8 +103,10 @@ one_qemu() {  # MODE (msix)
       -device vhost-vsock-pci,guest-cid=$2,romfile= >"$3" 2>&1 </dev/null &
   }
   qemu a 7 /tmp/a.out; qa=$!
+  in_cgroup a $qa
   wait_file /tmp/ivs.out "client 0 connected" 20  # A is peer 0, as in vireo's file
   qemu b 8 /tmp/b.out; qb=$!
+  in_cgroup b $qb
   wait_file /tmp/a.out GUEST-BENCH-DONE 480 ||
     { echo "qemu run failed; A's console ends:"; tr -d '\r' </tmp/a.out | tail -n 12
       echo "B's:"; tr -d '\r' </tmp/b.out | tail -n 6; cat /tmp/ivs.out; }
