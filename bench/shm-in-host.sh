@@ -2,9 +2,10 @@
 # Runs inside the test host (bench/shm.sh). Alternates vireo and QEMU+KVM, each running two
 # guests A and B that share a 16 MiB region with doorbells and have vsock: vireo from a host
 # file ([shm.bench], jailed domains as by default), QEMU with ivshmem-doorbell on
-# ivshmem-server and vhost-vsock, each QEMU in a cgroup of its own (in_cgroup). A host relay joins A's vsock connection to CID 2 port 5004
-# to B's port 5003. Each run boots vireo's pair twice (MSI-X, then INTx) and QEMU's once
-# (MSI-X: its ivshmem-doorbell has no INTx). Prints medians (min-max).
+# ivshmem-server and vhost-vsock, each QEMU in a cgroup of its own (in_cgroup). A host relay
+# joins A's vsock connection to CID 2 port 5004 to B's port 5003. Each run boots vireo's pair
+# twice (MSI-X, then INTx) and QEMU's once (MSI-X: its ivshmem-doorbell has no INTx). Prints
+# medians (min-max).
 runs=${1:-3}
 count=${2:-500}
 mib=${3:-256}
