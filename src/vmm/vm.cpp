@@ -762,7 +762,8 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
     // The vCPUs; their TSCs and the clock are kept for run(): each vCPU's TSC (an MSR) and the
     // kvm-clock must start again from their saved values at about the same moment (a gap
     // between them is a skew the guest's clocksource watchdog sees: it stops trusting the TSC).
-    std::vector<std::pair<const hv::Vcpu*, hv::MsrEntry>> tscs;
+    paused_tsc_.assign(vcpus_.size(), 0);
+    restored_deadline_.assign(vcpus_.size(), 0);
     for (const auto& v : vcpus_) {
         hv::VcpuState st;
         const std::string what = fmt::format("vCPU {}", v->id());
@@ -777,24 +778,20 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
                             "not save or restore",
                             what, m.index);
         VIREO_TRY(v->set_state(hv::kStateAll & ~hv::kStateMsrs, st));
-        // The TSC apart, set last with the clock.
-        auto tsc = std::find_if(st.msrs.begin(), st.msrs.end(),
-                                [](const hv::MsrEntry& m) { return m.index == kMsrTsc; });
-        if (tsc != st.msrs.end()) {
-            tscs.push_back({v.get(), *tsc});
-            st.msrs.erase(tsc);
-        }
-        // So is the LAPIC timer's deadline: KVM arms it against the TSC at the write, and this
-        // new vCPU's TSC is near 0, so written now it would fire as late as the guest's uptime
-        // at the save.
-        auto deadline = std::find_if(st.msrs.begin(), st.msrs.end(), [](const hv::MsrEntry& m) {
-            return m.index == kMsrTscDeadline;
-        });
-        if (deadline != st.msrs.end()) {
-            restored_deadline_.resize(vcpus_.size(), 0);
-            restored_deadline_[v->id()] = deadline->value;
-            st.msrs.erase(deadline);
-        }
+        // Taken out of the list (0 when absent) for run() to set with the clock: the TSC, and
+        // the LAPIC timer's deadline after it — KVM arms the timer against the TSC at the
+        // write, and this new vCPU's TSC is near 0, so written now it would fire as late as
+        // the guest's uptime at the save.
+        auto take = [&st](uint32_t index) -> uint64_t {
+            auto m = std::find_if(st.msrs.begin(), st.msrs.end(),
+                                  [index](const hv::MsrEntry& e) { return e.index == index; });
+            if (m == st.msrs.end()) return 0;
+            const uint64_t value = m->value;
+            st.msrs.erase(m);
+            return value;
+        };
+        paused_tsc_[v->id()] = take(kMsrTsc);
+        restored_deadline_[v->id()] = take(kMsrTscDeadline);
         VIREO_TRY_ASSIGN(const size_t refused, v->write_msrs(st.msrs));
         // As at a reboot: KVM lists some MSRs it reads but will not take back (read-only or
         // locked ones); the rest are set.
@@ -804,9 +801,6 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
     }
     // Guest time goes on from the moment of the save: run() sets each TSC and the clock just
     // before the vCPUs start.
-    paused_tsc_.assign(vcpus_.size(), 0);
-    for (auto& [v, m] : tscs)
-        paused_tsc_[v->id()] = m.value;
     paused_clock_ = machine.clock_ns;
     time_on_run_ = true;
     // The devices after the vCPUs: an interrupt one raises as it is restored lands in a

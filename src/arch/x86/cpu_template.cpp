@@ -101,18 +101,6 @@ const std::vector<Baseline>& baselines() {
     return b;
 }
 
-const FeatureWord* word_for(uint32_t leaf, int64_t index, Reg reg) {
-    for (const auto& w : feature_words())
-        if (w.leaf == leaf && w.index == index && w.reg == reg) return &w;
-    return nullptr;
-}
-
-std::string describe(uint32_t leaf, int64_t index, Reg reg, int b) {
-    if (const FeatureWord* w = word_for(leaf, index, reg)) return describe_bit(*w, b);
-    return index < 0 ? fmt::format("CPUID {:#x} {} bit {}", leaf, kRegNames[reg], b)
-                     : fmt::format("CPUID {:#x}.{} {} bit {}", leaf, index, kRegNames[reg], b);
-}
-
 // The first word of a table name: "abm (lzcnt)" is "abm".
 std::string_view short_name(const char* name) {
     std::string_view n(name);
@@ -189,7 +177,7 @@ Result<CpuidOverride> parse_raw(std::string_view item) {
     // Only feature registers: the rest (topology, cache and XSAVE sizes, the vendor) is vireo's
     // to keep consistent.
     const int64_t index = o.any_index ? -1 : static_cast<int64_t>(o.index);
-    if (word_for(o.leaf, index, static_cast<Reg>(o.reg)) == nullptr) {
+    if (find_word(o.leaf, index, static_cast<Reg>(o.reg)) == nullptr) {
         std::string regs;
         for (const auto& w : feature_words()) {
             if (!regs.empty()) regs += ", ";
@@ -261,7 +249,7 @@ Result<std::vector<hv::CpuidEntry>> apply_cpu_template(
             if (const uint32_t missing = g.need & ~have)
                 return fail(ErrorCode::Unsupported,
                             "{} needs {}, which this host's KVM does not offer", b.name,
-                            describe(g.leaf, g.index, g.reg, std::countr_zero(missing)));
+                            describe_bit(g.leaf, g.index, g.reg, std::countr_zero(missing)));
             if (e) reg_of(*e, g.reg) = have & (g.need | g.pass);
         }
         // XSAVE: only the baseline's state components, and their size.
@@ -292,7 +280,7 @@ Result<std::vector<hv::CpuidEntry>> apply_cpu_template(
         const uint32_t offered = s ? reg_of(*s, reg) : 0;
         if (const uint32_t missing = o.set & ~offered)
             return fail(ErrorCode::Unsupported, "cannot set {}: this host's KVM does not offer it",
-                        describe(o.leaf, index, reg, std::countr_zero(missing)));
+                        describe_bit(o.leaf, index, reg, std::countr_zero(missing)));
         if (e) reg_of(*e, reg) = (reg_of(*e, reg) | o.set) & ~o.clear;
     }
     return out;

@@ -154,14 +154,20 @@ uint32_t& reg_of(hv::CpuidEntry& e, Reg r) {
     return e.edx;
 }
 
-std::string describe_bit(const FeatureWord& w, int bit) {
+const FeatureWord* find_word(uint32_t leaf, int64_t index, Reg reg) {
+    for (const auto& w : feature_words())
+        if (w.leaf == leaf && w.index == index && w.reg == reg) return &w;
+    return nullptr;
+}
+
+std::string describe_bit(uint32_t leaf, int64_t index, Reg reg, int bit) {
     const char* name = nullptr;
-    for (const auto& [b, n] : w.names)
-        if (b == bit) name = n;
+    if (const FeatureWord* w = find_word(leaf, index, reg))
+        for (const auto& [b, n] : w->names)
+            if (b == bit) name = n;
     const std::string where =
-        w.index < 0
-            ? fmt::format("CPUID {:#x} {} bit {}", w.leaf, kRegNames[w.reg], bit)
-            : fmt::format("CPUID {:#x}.{} {} bit {}", w.leaf, w.index, kRegNames[w.reg], bit);
+        index < 0 ? fmt::format("CPUID {:#x} {} bit {}", leaf, kRegNames[reg], bit)
+                  : fmt::format("CPUID {:#x}.{} {} bit {}", leaf, index, kRegNames[reg], bit);
     return name ? fmt::format("{} ({})", name, where) : where;
 }
 
@@ -200,7 +206,7 @@ std::optional<std::string> cpuid_cannot_continue(const std::vector<hv::CpuidEntr
         if (missing == 0) continue;
         return fmt::format(
             "the saved guest uses CPU feature {}, which this host's KVM does not offer",
-            describe_bit(w, std::countr_zero(missing)));
+            describe_bit(w.leaf, w.index, w.reg, std::countr_zero(missing)));
     }
     return std::nullopt;
 }

@@ -29,7 +29,9 @@ const hv::CpuidEntry* find_leaf(const std::vector<hv::CpuidEntry>& v, uint32_t l
 hv::CpuidEntry* find_leaf(std::vector<hv::CpuidEntry>& v, uint32_t leaf, int64_t index);
 uint32_t reg_of(const hv::CpuidEntry& e, Reg r);
 uint32_t& reg_of(hv::CpuidEntry& e, Reg r);
+/// The feature register at (leaf, index, reg), or nullptr when it is not one.
+const FeatureWord* find_word(uint32_t leaf, int64_t index, Reg reg);
 /// "avx2 (CPUID 0x7.0 EBX bit 5)", or just the place for a bit without a name.
-std::string describe_bit(const FeatureWord& w, int bit);
+std::string describe_bit(uint32_t leaf, int64_t index, Reg reg, int bit);
 
 }  // namespace vireo::arch::x86::detail
