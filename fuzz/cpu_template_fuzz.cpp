@@ -1,7 +1,8 @@
-// libFuzzer target: the CPU template parser (--cpu, a host file's `cpu`, and the `cpu` of a
-// snapshot's saved domain, which a restore reads from a file it did not write) and applying the
-// result to a host's CPUID. Any input is refused with a message or gives a template whose text
-// (vireo info's) parses back to it; applying never reads or writes outside the leaves. Run on
+// libFuzzer target: the CPU template and spec_ctrl parsers (--cpu and --spec-ctrl, a host file's
+// `cpu` and `spec_ctrl`, and those of a snapshot's saved domain, which a restore reads from a
+// file it did not write) and applying the result to a host's CPUID. The input is a template, and
+// after a first newline a policy. Any input is refused with a message or gives a template whose
+// text (vireo info's) parses back to it; applying never reads or writes outside the leaves. Run on
 // the production stack size, like every parser of vireo's.
 #include <cstdint>
 #include <cstdlib>
@@ -19,7 +20,17 @@ struct Input {
 void* one(void* arg) {
     using namespace vireo::arch::x86;
     const auto* in = static_cast<const Input*>(arg);
-    auto t = parse_cpu_template(in->text);
+    const size_t nl = in->text.find('\n');
+    const std::string_view policy =
+        nl == std::string_view::npos ? std::string_view("on") : in->text.substr(nl + 1);
+    auto s = parse_spec_ctrl(policy);
+    if (!s) {
+        if (s.error().message().empty()) std::abort();
+        return nullptr;
+    }
+    auto s_back = parse_spec_ctrl(to_string(*s));
+    if (!s_back || !(*s_back == *s)) std::abort();
+    auto t = parse_cpu_template(in->text.substr(0, nl));
     if (!t) {
         if (t.error().message().empty()) std::abort();
         return nullptr;
@@ -36,7 +47,9 @@ void* one(void* arg) {
         {.function = 0x80000001, .ecx = 0x75, .edx = 0x2fd3fbff},
         {.function = 0x80000008, .ebx = 0x1005},
     };
+    t->spec_ctrl = *s;
     auto out = apply_cpu_template(*t, host);
+    if (out && spec_controls_seen(*out).empty()) std::abort();
     if (out && out->size() != host.size()) std::abort();
     return nullptr;
 }

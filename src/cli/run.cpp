@@ -118,6 +118,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "between hosts), then ,-FEATURE / ,+FEATURE or ,LEAF[.SUB]:REG-=MASK / +=MASK "
                     "overrides, e.g. x86-64-v3,-avx2 (docs/cli.md)")
         ->capture_default_str();
+    run->add_option("--spec-ctrl", o.spec_ctrl,
+                    "Speculation controls the guest sees (IBRS, IBPB, STIBP, SSBD, ...): on (what "
+                    "the host has, so the guest can protect itself) or off, then ,-CONTROL / "
+                    ",+CONTROL, e.g. on,-psfd (docs/cli.md)")
+        ->capture_default_str();
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "

@@ -111,6 +111,9 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     auto cpu_template = arch::x86::parse_cpu_template(t.cpu);
     if (!cpu_template) return field_error("cpu", cpu_template.error());
     s.cpu = std::move(cpu_template).value();
+    auto spec_ctrl = arch::x86::parse_spec_ctrl(t.spec_ctrl);
+    if (!spec_ctrl) return field_error("spec-ctrl", spec_ctrl.error());
+    s.cpu.spec_ctrl = *spec_ctrl;
 
     for (const auto& spec : t.disks) {
         auto d = parse_disk_option(spec);
@@ -211,6 +214,7 @@ DomainText machine_text(const DomainText& t, const DomainSpec& s) {
     m.rng = t.rng;
     m.memory_backing = t.memory_backing;
     m.cpu = t.cpu;
+    m.spec_ctrl = t.spec_ctrl;
     return m;
 }
 

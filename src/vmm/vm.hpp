@@ -278,6 +278,8 @@ class Vm {
     std::vector<VcpuMetrics> vcpu_metrics() const;
     std::vector<DeviceMetrics> device_metrics() const;
     uint32_t num_vcpus() const noexcept { return config_.cpus; }
+    /// vCPU 0's CPUID as the guest sees it (template, overrides and spec_ctrl applied).
+    const std::vector<hv::CpuidEntry>& guest_cpuid() const noexcept { return cpuid0_; }
     std::vector<ShmInfo> shm_info() const;
     /// Whether the machine can be saved or moved (`what` starts the error): not with shared
     /// memory, which is other domains' memory too.

@@ -1,5 +1,6 @@
 # A PVH guest that prints the CPUID feature registers a CPU template decides, then powers off:
-# "CPUID 1.ECX=<8 hex> 7.0.EBX=<8 hex> 81.ECX=<8 hex>" on COM1. For the --cpu tests
+# "CPUID 1.ECX=<8 hex> 7.0.EBX=<8 hex> 81.ECX=<8 hex>" and the speculation controls' registers,
+# "SPEC 7.0.EDX=<8 hex> 88.EBX=<8 hex>", on COM1. For the --cpu and --spec-ctrl tests
 # (tests/cpu_template.sh).
 #include "pvh_entry.inc"
 _start:
@@ -25,6 +26,19 @@ _start:
     cpuid
     mov %ecx, %ebx
     call hex8
+    lea msgs7, %esi
+    call puts
+    mov $7, %eax
+    xor %ecx, %ecx
+    cpuid
+    mov %edx, %ebx
+    call hex8
+    lea msg88, %esi
+    call puts
+    mov $0x80000008, %eax
+    xor %ecx, %ecx
+    cpuid
+    call hex8
     mov $'\n', %al
     mov $0x3f8, %dx
     out %al, %dx
@@ -39,6 +53,8 @@ _start:
 msg1:  .asciz "CPUID 1.ECX="
 msg7:  .asciz " 7.0.EBX="
 msg81: .asciz " 81.ECX="
+msgs7: .asciz "\nSPEC 7.0.EDX="
+msg88: .asciz " 88.EBX="
     .balign 16
 stack:   .fill 256, 1, 0
 stack_top:

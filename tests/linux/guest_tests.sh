@@ -23,17 +23,27 @@ else bad "boot with 1 vCPU (status $rc)"; fi
 # CPU templates: /proc/cpuinfo's flags under host, x86-64-v2 and host with one feature taken
 # away (MOVBE and BMI2 show what v2 hides: the guest's kernel shows no AVX here); the
 # TSC-deadline timer is offered (the clock event device says which mode the LAPIC timer runs).
-F='-- echo FLAGS: $(grep -m1 ^flags /proc/cpuinfo | cut -d: -f2) :; echo CLOCKEVENT=$(cat /sys/devices/system/clockevents/clockevent0/current_device); poweroff -f'
+# Speculation controls ride along: spec_ctrl on (the default) shows the test host's VIRT_SSBD
+# and ARCH_CAPABILITIES, so the guest mitigates speculative store bypass (prctl); the
+# host,-movbe boot also has --spec-ctrl off, and its kernel finds itself vulnerable.
+F='-- echo FLAGS: $(grep -m1 ^flags /proc/cpuinfo | cut -d: -f2) :; echo CLOCKEVENT=$(cat /sys/devices/system/clockevents/clockevent0/current_device); echo SSB=$(cat /sys/devices/system/cpu/vulnerabilities/spec_store_bypass); poweroff -f'
 flags() { sed -n 's/^FLAGS: \(.*\) :.*/ \1 /p' /tmp/out | tail -n1; }
+ssb() { sed -n 's/^SSB=//p' /tmp/out | tr -d '\r' | tail -n1; }
 vrun --append "$F"; host_flags=$(flags); ce=$(sed -n 's/^CLOCKEVENT=//p' /tmp/out | tr -d '\r')
+host_ssb=$(ssb)
 vrun --cpu x86-64-v2 --append "$F"; v2_flags=$(flags)
-vrun --cpu host,-movbe --append "$F"; nomovbe_flags=$(flags)
+vrun --cpu host,-movbe --spec-ctrl off --append "$F"; nomovbe_flags=$(flags); off_ssb=$(ssb)
 if echo "$host_flags" | grep -q ' movbe .* bmi2 ' && echo "$v2_flags" | grep -q ' sse4_2 ' &&
    ! echo "$v2_flags" | grep -q -e ' movbe ' -e ' bmi2 ' -e ' svm ' &&
    ! echo "$nomovbe_flags" | grep -q ' movbe ' && echo "$nomovbe_flags" | grep -q ' bmi2 ' &&
    echo "$host_flags" | grep -q ' tsc_deadline_timer ' && [ "$ce" = lapic-deadline ]; then
   ok "--cpu: x86-64-v2 hides movbe, bmi2 and svm and keeps sse4_2; host,-movbe hides movbe only; the LAPIC timer runs in TSC-deadline mode"
 else bad "--cpu: host [$host_flags] clock event $ce; x86-64-v2 [$v2_flags]; host,-movbe [$nomovbe_flags]"; fi
+if echo "$host_flags" | grep -q ' virt_ssbd ' && echo "$host_ssb" | grep -q '^Mitigation' &&
+   ! echo "$nomovbe_flags" | grep -q -e ' virt_ssbd ' -e ' ssbd ' -e ' arch_capabilities ' &&
+   [ "$off_ssb" = Vulnerable ]; then
+  ok "--spec-ctrl: on shows virt_ssbd (spec_store_bypass: $host_ssb); off hides it (spec_store_bypass: $off_ssb)"
+else bad "--spec-ctrl: on: [$host_ssb] flags [$host_flags]; off: [$off_ssb] flags [$nomovbe_flags]"; fi
 # x86-64-v3: its BMI2 and MOVBE, none of AES, PCLMULQDQ, SVM. (The guest's kernel turns XSAVE
 # off on this emulated CPU, and AVX, AVX2 and FMA with it, under any template.)
 vrun --cpu x86-64-v3 --append "$F"; v3_flags=$(flags)

@@ -192,5 +192,60 @@ TEST(CpuTemplate, OverridesSetOnlyWhatKvmOffersAndClearAnything) {
               "cannot set avx512f (CPUID 0x7.0 EBX bit 16): this host's KVM does not offer it");
 }
 
+TEST(SpecCtrl, ParsesAPolicyAndPrintsItCanonically) {
+    EXPECT_EQ(parse_spec_ctrl("on")->shown, SpecCtrl::kAll);
+    EXPECT_EQ(parse_spec_ctrl("off")->shown, 0u);
+    for (const char* p : {"on", "off", "on,-ssbd", "off,+ibpb", "on,-ssbd,-virt-ssbd,-psfd"})
+        EXPECT_EQ(to_string(*parse_spec_ctrl(p)), p);
+    // The shorter list wins; a control named twice counts once, the last word deciding.
+    EXPECT_EQ(to_string(*parse_spec_ctrl("off,+ibrs,+ibpb,+stibp,+ssbd,+virt-ssbd,+psfd")),
+              "on,-arch-caps,-md-clear,-flush-l1d");
+    EXPECT_EQ(to_string(*parse_spec_ctrl("on,-ssbd,+ssbd")), "on");
+    EXPECT_EQ(*parse_spec_ctrl("on,-ssbd,+ssbd"), *parse_spec_ctrl("on"));
+}
+
+TEST(SpecCtrl, RefusesWhatItDoesNotKnowSayingWhatItTakes) {
+    EXPECT_EQ(parse_spec_ctrl("yes").error().message(),
+              "\"yes\": a policy starts with on (show the host's speculation controls) or off "
+              "(hide them)");
+    EXPECT_EQ(parse_spec_ctrl("").error().message(),
+              "\"\": a policy starts with on (show the host's speculation controls) or off "
+              "(hide them)");
+    EXPECT_EQ(parse_spec_ctrl("on,-retpoline").error().message(),
+              "\"retpoline\": no such control (use ibrs, ibpb, stibp, ssbd, virt-ssbd, psfd, "
+              "arch-caps, md-clear, flush-l1d)");
+    EXPECT_FALSE(parse_spec_ctrl("on,ssbd"));
+    EXPECT_FALSE(parse_spec_ctrl("on,"));
+    EXPECT_FALSE(parse_spec_ctrl(std::string(300, 'o')));
+}
+
+TEST(SpecCtrl, OffHidesEveryControlAndNothingElse) {
+    auto t = *parse_cpu_template("host");
+    t.spec_ctrl = *parse_spec_ctrl("off");
+    auto out = apply_cpu_template(t, big_host());
+    ASSERT_TRUE(out);
+    EXPECT_EQ(leaf(*out, 7)->edx, bit(4)) << "FSRM stays";
+    EXPECT_EQ(leaf(*out, 0x80000008)->ebx, bit(0)) << "CLZERO stays";
+    EXPECT_EQ(spec_controls_seen(*out), "none");
+    EXPECT_EQ(spec_controls_seen(big_host()), "ibrs ibpb stibp ssbd arch-caps");
+}
+
+TEST(SpecCtrl, OneControlGoesFromBothVendorsWords) {
+    auto t = *parse_cpu_template("x86-64-v3");
+    t.spec_ctrl = *parse_spec_ctrl("on,-ssbd");
+    auto out = apply_cpu_template(t, big_host());
+    ASSERT_TRUE(out);
+    EXPECT_EQ(leaf(*out, 7)->edx & bit(31), 0u);
+    EXPECT_EQ(leaf(*out, 0x80000008)->ebx & bit(24), 0u);
+    EXPECT_EQ(spec_controls_seen(*out), "ibrs ibpb stibp arch-caps");
+    // Intel's one bit for IBRS and IBPB: hiding IBPB hides it; AMD's IBRS has no bit here.
+    t.spec_ctrl = *parse_spec_ctrl("on,-ibpb");
+    out = apply_cpu_template(t, big_host());
+    ASSERT_TRUE(out);
+    EXPECT_EQ(leaf(*out, 7)->edx & bit(26), 0u);
+    EXPECT_EQ(leaf(*out, 0x80000008)->ebx & bit(12), 0u);
+    EXPECT_EQ(spec_controls_seen(*out), "stibp ssbd arch-caps");
+}
+
 }  // namespace
 }  // namespace vireo::arch::x86

@@ -28,6 +28,7 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     t.vsock = "cid=3,socket=/tmp/d.vsock";
     t.pin_vcpus = "0,1";
     t.cpu = "x86-64-v2,-popcnt";
+    t.spec_ctrl = "off,+ssbd";
     auto s = parse_spec(t, "/nowhere");
     ASSERT_TRUE(s) << s.error().message();
     EXPECT_EQ(s->kernel_path, "/boot/vmlinuz");
@@ -50,6 +51,8 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     EXPECT_EQ(s->cpu.name, "x86-64-v2");
     EXPECT_EQ(s->cpu.overrides.size(), 1u);
     EXPECT_EQ(s->machine.cpu, "x86-64-v2,-popcnt") << "a snapshot keeps the template";
+    EXPECT_EQ(arch::x86::to_string(s->cpu.spec_ctrl), "off,+ssbd");
+    EXPECT_EQ(s->machine.spec_ctrl, "off,+ssbd") << "and the speculation-control policy";
 }
 
 TEST(DomainSpec, EveryErrorNamesItsField) {
@@ -66,6 +69,7 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.on_crash = "restart"; }, "on-crash: "},
         {[](DomainText& t) { t.memory_backing = "swap"; }, "memory-backing: "},
         {[](DomainText& t) { t.cpu = "x86-64-v9"; }, "cpu: \"x86-64-v9\": not a CPU template"},
+        {[](DomainText& t) { t.spec_ctrl = "on,-ibrsb"; }, "spec-ctrl: \"ibrsb\": no such control"},
         {[](DomainText& t) { t.disks = {"/a.img,fast"}; }, "disk: \"/a.img,fast\": "},
         {[](DomainText& t) { t.nets = {"bridge=br0"}; }, "net: \"bridge=br0\": "},
         {[](DomainText& t) { t.vsock = "cid=1,socket=/x"; }, "vsock: "},

@@ -39,6 +39,7 @@ weight = 200
 cap = 150
 memory_backing = "prefault"
 cpu = "x86-64-v2"
+spec_ctrl = "on,-psfd"
 on_crash = "preserve"
 
 [domains.tiny]
@@ -60,6 +61,8 @@ TEST(HostConfig, ParsesAGoodFile) {
     EXPECT_EQ(c->domains[1].memory_backing, MemoryBacking::Prefault);
     EXPECT_EQ(c->domains[1].cpu, "x86-64-v2");
     EXPECT_EQ(c->domains[0].cpu, "host");
+    EXPECT_EQ(c->domains[1].spec_ctrl, "on,-psfd");
+    EXPECT_EQ(c->domains[0].spec_ctrl, "on");
     EXPECT_EQ(c->domains[2].pool, "default");
     EXPECT_EQ(c->pools.at("fast").policy, PoolPolicy::Pinned);
     EXPECT_EQ(c->pools.at("batch").cpus, (std::set<uint32_t>{4, 6, 7}));
@@ -99,6 +102,7 @@ on_crash = "explode"
 vcpus = 5000
 memory_backing = "swap"
 cpu = "x86-64-v3,+nosuch"
+spec_ctrl = "maybe"
 )";
     auto c = parse_host_config(bad, "h.toml", 4);
     ASSERT_FALSE(c);
@@ -109,7 +113,8 @@ cpu = "x86-64-v3,+nosuch"
           "h.toml:7: domains.a.colour: unknown key", "domains.a.pool: no pool \"nowhere\"",
           "h.toml:9: domains.a.on_crash", "h.toml:12: domains.b.vcpus: 5000 is out of range",
           "h.toml:13: domains.b.memory_backing",
-          "h.toml:14: domains.b.cpu: \"+nosuch\": no CPU feature of that name"})
+          "h.toml:14: domains.b.cpu: \"+nosuch\": no CPU feature of that name",
+          "h.toml:15: domains.b.spec_ctrl: \"maybe\": a policy starts with on"})
         EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
 }
 

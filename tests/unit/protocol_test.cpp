@@ -113,12 +113,15 @@ TEST(LaunchProtocol, ASpecThatIsNotOneIsRefusedWithItsSource) {
     auto extra = parse_spec_json(good.substr(0, good.size() - 1) + ",\"x\":1}", "file");
     ASSERT_FALSE(extra);
     EXPECT_EQ(extra.error().message(), "file: it has a field this vireo does not know");
-    // A snapshot from before CPU templates has no "cpu": it ran with the host's CPU.
+    // A snapshot from before CPU templates has no "cpu" and no "spec_ctrl": it ran with the
+    // host's CPU and every speculation control KVM offered.
     auto j = nlohmann::json::parse(good);
     j.erase("cpu");
+    j.erase("spec_ctrl");
     auto old = parse_spec_json(j.dump(), "file");
     ASSERT_TRUE(old) << old.error().message();
     EXPECT_EQ(old->cpu, "host");
+    EXPECT_EQ(old->spec_ctrl, "on");
     j.erase("memory");
     EXPECT_FALSE(parse_spec_json(j.dump(), "file")) << "the other fields stay required";
 }

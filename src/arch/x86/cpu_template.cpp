@@ -283,6 +283,7 @@ Result<std::vector<hv::CpuidEntry>> apply_cpu_template(
                         describe_bit(o.leaf, index, reg, std::countr_zero(missing)));
         if (e) reg_of(*e, reg) = (reg_of(*e, reg) | o.set) & ~o.clear;
     }
+    apply_spec_ctrl(t.spec_ctrl, out);
     return out;
 }
 

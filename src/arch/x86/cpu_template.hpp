@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "arch/x86/spec_ctrl.hpp"
 #include "base/result.hpp"
 #include "hv/vcpu_state.hpp"
 
@@ -46,6 +47,7 @@ struct CpuidOverride {
 struct CpuTemplate {
     std::string name = "host";  ///< host, x86-64-v2 or x86-64-v3
     std::vector<CpuidOverride> overrides;
+    SpecCtrl spec_ctrl;  ///< applied last (a domain's spec_ctrl, its own text)
     bool operator==(const CpuTemplate&) const = default;
 };
 
@@ -54,13 +56,15 @@ struct CpuTemplate {
 Result<CpuTemplate> parse_cpu_template(std::string_view spec);
 
 /// `supported` (KVM's CPUID) as the template lets a guest see it: a baseline's feature registers
-/// reduced to its features (and its XSAVE state components), then the overrides. Fails, naming
+/// reduced to its features (and its XSAVE state components), then the overrides, then the
+/// speculation-control policy. Fails, naming
 /// the feature, when the host lacks one the baseline needs or an override sets a bit KVM does not
 /// offer.
 Result<std::vector<hv::CpuidEntry>> apply_cpu_template(
     const CpuTemplate& t, const std::vector<hv::CpuidEntry>& supported);
 
-/// `t` as SPEC text, each override in its LEAF[.SUB]:REG form: "x86-64-v3,0x7.0:EBX-=0x20".
+/// `t` as SPEC text (without its spec_ctrl), each override in its LEAF[.SUB]:REG form:
+/// "x86-64-v3,0x7.0:EBX-=0x20".
 std::string to_string(const CpuTemplate& t);
 
 /// The names the templates and overrides know, for help texts: "host, x86-64-v2, x86-64-v3".
