@@ -719,7 +719,11 @@ Result<void> Vm::take_dirty(std::vector<std::vector<uint64_t>>& bitmaps) {
 
 void Vm::throttle(std::chrono::microseconds d) {
     if (d.count() <= 0) {
-        throttle_until_ns_.store(0, std::memory_order_release);
+        {
+            std::lock_guard lock(pause_mu_);
+            throttle_until_ns_.store(0, std::memory_order_release);
+        }
+        pause_cv_.notify_all();
         return;
     }
     const auto until = std::chrono::steady_clock::now() + d;
@@ -1154,7 +1158,11 @@ Result<void> Vm::pause() {
         return fail(ErrorCode::BadState, "the domain is already paused");
     if (stopping_.load(std::memory_order_acquire))
         return fail(ErrorCode::BadState, "the domain is stopping");
-    pause_requested_.store(true, std::memory_order_release);
+    {
+        std::lock_guard lock(pause_mu_);  // a vCPU sitting out a throttle wakes for it
+        pause_requested_.store(true, std::memory_order_release);
+    }
+    pause_cv_.notify_all();
     for (auto& v : vcpus_)
         v->request_stop();
     {
@@ -1331,9 +1339,16 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
     confine_thread(ThreadClass::Vcpu);
     while (!stopping_.load(std::memory_order_acquire)) {
         if (const int64_t until = throttle_until_ns_.load(std::memory_order_relaxed); until != 0) {
-            // Auto-converge: out of the guest until then (one load when not throttled).
+            // Auto-converge: out of the guest until then (one load when not throttled), or
+            // until the throttle changes or a pause or stop is asked for (which so wait for no
+            // throttle).
             const std::chrono::steady_clock::time_point t{std::chrono::nanoseconds(until)};
-            if (std::chrono::steady_clock::now() < t) std::this_thread::sleep_until(t);
+            std::unique_lock lock(pause_mu_);
+            pause_cv_.wait_until(lock, t, [&] {
+                return throttle_until_ns_.load(std::memory_order_acquire) != until ||
+                       pause_requested_.load(std::memory_order_acquire) ||
+                       stopping_.load(std::memory_order_acquire);
+            });
         }
         if (pause_requested_.load(std::memory_order_acquire)) {
             // The last exit's instruction is finished first, so the paused state (which a
