@@ -1,14 +1,17 @@
-// libFuzzer target: the CPU template and spec_ctrl parsers (--cpu and --spec-ctrl, a host file's
-// `cpu` and `spec_ctrl`, and those of a snapshot's saved domain, which a restore reads from a
-// file it did not write) and applying the result to a host's CPUID. The input is a template, and
-// after a first newline a policy. Any input is refused with a message or gives a template whose
-// text (vireo info's) parses back to it; applying never reads or writes outside the leaves. Run on
-// the production stack size, like every parser of vireo's.
+// libFuzzer target: the CPU template, spec_ctrl and MSR policy parsers (--cpu, --spec-ctrl and
+// --msr-filter, a host file's `cpu`, `spec_ctrl` and `msr_filter`, and those of a snapshot's
+// saved domain, which a restore reads from a file it did not write), applying the result to a
+// host's CPUID and the MSR allow-list from it. The input is a template, after a first newline a
+// speculation-control policy, after a second an MSR policy. Any input is refused with a message or
+// gives a template whose text (vireo info's) parses back to it; applying never reads or writes
+// outside the leaves. Run on the production stack size, like every parser of vireo's.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "arch/x86/cpu_template.hpp"
+#include "arch/x86/msr_policy.hpp"
 #include "production_stack.hpp"
 
 namespace {
@@ -21,8 +24,19 @@ void* one(void* arg) {
     using namespace vireo::arch::x86;
     const auto* in = static_cast<const Input*>(arg);
     const size_t nl = in->text.find('\n');
-    const std::string_view policy =
+    const std::string_view rest =
         nl == std::string_view::npos ? std::string_view("on") : in->text.substr(nl + 1);
+    const size_t nl2 = rest.find('\n');
+    const std::string_view policy = rest.substr(0, nl2);
+    const std::string_view msr_text =
+        nl2 == std::string_view::npos ? std::string_view("on") : rest.substr(nl2 + 1);
+    auto msrs = parse_msr_policy(msr_text);
+    if (!msrs) {
+        if (msrs.error().message().empty()) std::abort();
+        return nullptr;
+    }
+    auto msrs_back = parse_msr_policy(to_string(*msrs));
+    if (!msrs_back || !(*msrs_back == *msrs)) std::abort();
     auto s = parse_spec_ctrl(policy);
     if (!s) {
         if (s.error().message().empty()) std::abort();
@@ -50,6 +64,14 @@ void* one(void* arg) {
     t->spec_ctrl = *s;
     auto out = apply_cpu_template(*t, host);
     if (out && spec_controls_seen(*out).empty()) std::abort();
+    if (out) {
+        // Sorted, no repeats, bounded: the built-in list and 32 additions of 4096 at most.
+        const auto list = msr_allow_list(*msrs, *out);
+        if (!std::is_sorted(list.begin(), list.end()) ||
+            std::adjacent_find(list.begin(), list.end()) != list.end() ||
+            list.size() > 4096 + 32 * 4096)
+            std::abort();
+    }
     if (out && out->size() != host.size()) std::abort();
     return nullptr;
 }

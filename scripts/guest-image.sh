@@ -59,7 +59,7 @@ install -D -m 0755 "$repo/guest/udhcpc.script" "$root/etc/udhcpc/default.script"
 # busybox acpid runs /etc/acpi/PWRF/00000080 when the ACPI power button is pressed.
 install -D -m 0755 "$repo/guest/power-button" "$root/etc/acpi/PWRF/00000080"
 mods=$cache/kernel/lib/modules/$release
-want="virtio_mmio virtio_pci virtio_blk virtio_net virtio-rng virtio_balloon vmw_vsock_virtio_transport pvpanic-mmio evdev button uio_pci_generic"
+want="virtio_mmio virtio_pci virtio_blk virtio_net virtio-rng virtio_balloon vmw_vsock_virtio_transport pvpanic-mmio evdev button uio_pci_generic msr"
 # Resolve dependencies from modules.dep (paths relative to the module directory).
 declare -A seen=()
 add_module() {

@@ -38,7 +38,8 @@ int print_kvm_info(const std::string& device) {
           Named{Feature::Ioeventfd, "ioeventfd"}, Named{Feature::Irqfd, "irqfd"},
           Named{Feature::ReadonlyMemory, "readonly-mem"}, Named{Feature::Xsave, "xsave"},
           Named{Feature::Pit, "pit"}, Named{Feature::UserSpaceMsr, "user-msr"},
-          Named{Feature::BinaryStats, "stats-fd"}, Named{Feature::KvmclockCtrl, "kvmclock-ctrl"}}) {
+          Named{Feature::BinaryStats, "stats-fd"}, Named{Feature::KvmclockCtrl, "kvmclock-ctrl"},
+          Named{Feature::MsrFilter, "msr-filter"}}) {
         if (hv->has(f)) std::printf(" %s", name);
     }
     std::printf("\n");

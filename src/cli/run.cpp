@@ -123,6 +123,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "the host has, so the guest can protect itself) or off, then ,-CONTROL / "
                     ",+CONTROL, e.g. on,-psfd (docs/cli.md)")
         ->capture_default_str();
+    run->add_option("--msr-filter", o.msr_filter,
+                    "MSRs the guest may read and write: on (those its CPU needs; any other gets "
+                    "#GP and is counted) or off (every MSR KVM knows); on,+MSR or "
+                    "on,+FIRST-LAST allows more, e.g. on,+0x34 (docs/cli.md)")
+        ->capture_default_str();
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "

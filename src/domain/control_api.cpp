@@ -91,9 +91,10 @@ Json domain_metrics(Domain& d) {
     return d.stop.with_vm([&](vmm::Vm* vm) {
         Json vcpus = Json::array();
         Json devices = Json::array();
-        uint64_t memory_bytes = 0;
+        uint64_t memory_bytes = 0, msrs_refused = 0;
         if (vm != nullptr) {
             memory_bytes = vm->memory_bytes();
+            msrs_refused = vm->msrs_refused();
             for (const auto& m : vm->vcpu_metrics()) {
                 Json exits = Json::object();
                 for (size_t r = 0; r < vmm::kExitReasons; ++r)
@@ -130,6 +131,7 @@ Json domain_metrics(Domain& d) {
                     {"console_log_rotations", log.rotations},
                     {"console_log_write_errors", log.write_errors},
                     {"console_log_dropped_bytes", log.dropped_bytes},
+                    {"msrs_refused", msrs_refused},
                     {"vcpus", vcpus},
                     {"devices", devices}};
     });
@@ -202,6 +204,8 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"spec_ctrl", arch::x86::to_string(c.cpu.spec_ctrl)},
                         {"spec_controls",
                          vm ? arch::x86::spec_controls_seen(vm->guest_cpuid()) : std::string("-")},
+                        {"msr_filter", arch::x86::to_string(c.msrs)},
+                        {"msrs_refused", vm ? vm->msrs_refused() : 0},
                         {"disks", c.disks.size()},
                         {"nets", c.nets.size()},
                         {"vsock", c.vsock ? c.vsock->cid() : 0},

@@ -141,6 +141,7 @@ vmm::VmConfig machine_config(const DomainSpec& s) {
     config.backing = s.backing;
     config.vcpu_affinity = s.vcpu_affinity;
     config.cpu = s.cpu;
+    config.msrs = s.msrs;
     return config;
 }
 
@@ -382,6 +383,11 @@ Result<void> start_endpoints(Domain& dom, Endpoints& e, const vmm::VmConfig& con
 // (DEVICE.COUNTER=N, e.g. virtio-blk@0xd0000000.driver_errors=0).
 void print_stats(const DomainSpec& s, unsigned boots, std::chrono::steady_clock::time_point started,
                  const vmm::Vm& vm) {
+    if (const uint64_t n = vm.msrs_refused(); n != 0)
+        log::info(
+            "the guest's RDMSR/WRMSR outside its MSR allow-list: {} refused with #GP "
+            "(--msr-filter)",
+            n);
     if (!s.process.stats) return;
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);

@@ -114,6 +114,9 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     auto spec_ctrl = arch::x86::parse_spec_ctrl(t.spec_ctrl);
     if (!spec_ctrl) return field_error("spec-ctrl", spec_ctrl.error());
     s.cpu.spec_ctrl = *spec_ctrl;
+    auto msrs = arch::x86::parse_msr_policy(t.msr_filter);
+    if (!msrs) return field_error("msr-filter", msrs.error());
+    s.msrs = std::move(msrs).value();
 
     for (const auto& spec : t.disks) {
         auto d = parse_disk_option(spec);
@@ -215,6 +218,7 @@ DomainText machine_text(const DomainText& t, const DomainSpec& s) {
     m.memory_backing = t.memory_backing;
     m.cpu = t.cpu;
     m.spec_ctrl = t.spec_ctrl;
+    m.msr_filter = t.msr_filter;
     return m;
 }
 

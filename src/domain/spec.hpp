@@ -67,10 +67,11 @@ struct DomainText {
     bool rng = false;
     std::vector<std::string> shm;  ///< shared memory regions (ShmOptions' forms)
     std::string memory_backing = "anonymous";
-    std::string cpu = "host";      ///< CPU template and overrides (arch/x86/cpu_template.hpp)
-    std::string spec_ctrl = "on";  ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
-    std::string cpu_affinity;      ///< host CPUs for every thread (a shared pool)
-    std::string pin_vcpus;         ///< one host CPU per vCPU (a pinned pool)
+    std::string cpu = "host";       ///< CPU template and overrides (arch/x86/cpu_template.hpp)
+    std::string spec_ctrl = "on";   ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
+    std::string msr_filter = "on";  ///< the MSR allow-list (arch/x86/msr_policy.hpp)
+    std::string cpu_affinity;       ///< host CPUs for every thread (a shared pool)
+    std::string pin_vcpus;          ///< one host CPU per vCPU (a pinned pool)
     ProcessOptions process;
     bool operator==(const DomainText&) const = default;
 };
@@ -93,6 +94,7 @@ struct DomainSpec {
     OnCrash on_crash = OnCrash::Exit;
     vmm::VmConfig::Backing backing = vmm::VmConfig::Backing::Anonymous;
     arch::x86::CpuTemplate cpu;
+    arch::x86::MsrPolicy msrs;
     std::vector<virtio::DiskOptions> disks;
     std::vector<virtio::NetOptions> nets;
     std::optional<virtio::VsockOptions> vsock;

@@ -293,6 +293,7 @@ void take_machine_from_snapshot(const toml::table& t, int line, Reader& r, Domai
     }
     if (!given("cpu")) d.cpu = m->cpu;
     if (!given("spec_ctrl")) d.spec_ctrl = m->spec_ctrl;
+    if (!given("msr_filter")) d.msr_filter = m->msr_filter;
     if (d.memory_backing == MemoryBacking::HugePages)
         r.p.add(line, key,
                 "a snapshot's memory is mapped from its file: hugepages cannot be used (set "
@@ -385,6 +386,12 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
                 p.add(line_of(v), r.prefix + key, c.error().message());
             else
                 d.spec_ctrl = s;
+        } else if (key == "msr_filter") {
+            if (!r.str(v, key, s)) continue;
+            if (auto c = arch::x86::parse_msr_policy(s); !c)
+                p.add(line_of(v), r.prefix + key, c.error().message());
+            else
+                d.msr_filter = s;
         } else if (key == "on_poweroff" || key == "on_reboot" || key == "on_crash") {
             if (!r.str(v, key, s)) continue;
             auto a = parse_action(s);
@@ -400,7 +407,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
                   "disks, nets, vsock, rng, balloon, console_log_max, memory_backing, cpu, "
-                  "spec_ctrl, "
+                  "spec_ctrl, msr_filter, "
                   "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm, sandbox, "
                   "restore)");
         }

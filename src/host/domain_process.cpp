@@ -38,6 +38,7 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
     t.memory_backing = vmm::to_string(c.memory_backing);
     t.cpu = c.cpu;
     t.spec_ctrl = c.spec_ctrl;
+    t.msr_filter = c.msr_filter;
     t.cpu_affinity = cpu_list(pool.cpus);
     for (int cpu : pins)
         t.pin_vcpus += (t.pin_vcpus.empty() ? "" : ",") + std::to_string(cpu);

@@ -26,6 +26,8 @@ const char* to_string(ExitReason reason) noexcept {
             return "debug";
         case ExitReason::IrqWindowOpen:
             return "irq-window-open";
+        case ExitReason::Msr:
+            return "msr";
         case ExitReason::Unknown:
             return "unknown";
     }

@@ -19,6 +19,7 @@ enum class ExitReason : uint8_t {
     Hypercall,      ///< KVM_HC_* the kernel forwards (only when enabled)
     Debug,          ///< guest debugging exit
     IrqWindowOpen,  ///< the guest can accept an interrupt (only when requested)
+    Msr,            ///< RDMSR/WRMSR outside Machine::restrict_msrs' list: see Exit::msr
     Unknown,        ///< anything else: see Exit::unknown
 };
 
@@ -83,6 +84,20 @@ struct HypercallExit {
     void set_return(uint64_t v) const noexcept { *ret_ = v; }
 };
 
+/// An MSR access the machine's filter denies, or of an MSR KVM does not know
+/// (Machine::restrict_msrs). Before the next run() the handler either refuses it, fail() (the
+/// guest gets #GP), or completes it: set_value() for a read.
+struct MsrExit {
+    uint32_t index;
+    bool write;
+    bool unknown;   ///< KVM does not know the MSR (else the filter denied it)
+    uint64_t data;  ///< the value written (WRMSR)
+    uint8_t* error_;
+    uint64_t* data_;
+    void fail() const noexcept { *error_ = 1; }
+    void set_value(uint64_t v) const noexcept { *data_ = v; }
+};
+
 struct UnknownExit {
     uint32_t kvm_reason;  ///< KVM_EXIT_* value
     uint64_t hardware_reason;
@@ -99,6 +114,7 @@ struct Exit {
         InternalErrorExit internal;
         FailEntryExit fail_entry;
         HypercallExit hypercall;
+        MsrExit msr;
         UnknownExit unknown;
     };
 };

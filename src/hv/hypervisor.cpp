@@ -158,7 +158,8 @@ Result<Hypervisor> Hypervisor::open(const std::string& path) {
           Optional{Feature::UserSpaceMsr, KVM_CAP_X86_USER_SPACE_MSR},
           Optional{Feature::ManualDirtyLogProtect, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2},
           Optional{Feature::BinaryStats, KVM_CAP_BINARY_STATS_FD},
-          Optional{Feature::KvmclockCtrl, KVM_CAP_KVMCLOCK_CTRL}}) {
+          Optional{Feature::KvmclockCtrl, KVM_CAP_KVMCLOCK_CTRL},
+          Optional{Feature::MsrFilter, KVM_CAP_X86_MSR_FILTER}}) {
         if (check_cap(fd, cap) > 0) hv.features_ |= 1u << static_cast<unsigned>(feature);
     }
     hv.flavor_ = detect_flavor();

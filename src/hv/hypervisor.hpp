@@ -41,6 +41,7 @@ enum class Feature {
     ManualDirtyLogProtect,
     BinaryStats,   ///< KVM_GET_STATS_FD: the kernel's per-vCPU and per-machine counters
     KvmclockCtrl,  ///< KVM_KVMCLOCK_CTRL: tell a paused guest it was stopped
+    MsrFilter,     ///< KVM_X86_SET_MSR_FILTER (Machine::restrict_msrs; with UserSpaceMsr)
 };
 
 /// An open /dev/kvm. Cheap to share (const after open); machines do not depend on its lifetime.

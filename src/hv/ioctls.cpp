@@ -38,6 +38,7 @@ constexpr unsigned long kBuild[] = {
     KVM_SET_TSS_ADDR,
     KVM_CREATE_IRQCHIP,
     KVM_ENABLE_CAP,
+    KVM_X86_SET_MSR_FILTER,
     KVM_CREATE_PIT2,
     KVM_SET_USER_MEMORY_REGION,
     KVM_GET_DIRTY_LOG,

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -36,8 +37,9 @@ Machine::Machine(UniqueFd fd, const Hypervisor& hv, const MachineConfig& config)
       limits_(hv.limits()),
       mmap_size_(hv.vcpu_mmap_size()),
       features_(0) {
-    for (auto f : {Feature::KernelIrqchip, Feature::SplitIrqchip, Feature::Ioeventfd,
-                   Feature::Irqfd, Feature::ReadonlyMemory, Feature::Pit}) {
+    for (auto f :
+         {Feature::KernelIrqchip, Feature::SplitIrqchip, Feature::Ioeventfd, Feature::Irqfd,
+          Feature::ReadonlyMemory, Feature::Pit, Feature::UserSpaceMsr, Feature::MsrFilter}) {
         if (hv.has(f)) features_ |= 1u << static_cast<unsigned>(f);
     }
 }
@@ -88,6 +90,56 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
         pit_ = true;
     }
     irqchip_.store(mode, std::memory_order_release);
+    return ok();
+}
+
+Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed) {
+    if (!has_feature(features_, Feature::MsrFilter) ||
+        !has_feature(features_, Feature::UserSpaceMsr))
+        return fail(ErrorCode::Unsupported, "this KVM cannot filter a guest's MSR accesses");
+    // Groups of indices within one bitmap's reach of the group's first.
+    constexpr uint32_t kReach = KVM_MSR_FILTER_MAX_BITMAP_SIZE * 8;
+    std::vector<uint32_t> msrs(allowed.begin(), allowed.end());
+    std::sort(msrs.begin(), msrs.end());
+    msrs.erase(std::unique(msrs.begin(), msrs.end()), msrs.end());
+    struct Group {
+        uint32_t base, count;
+        std::vector<uint8_t> bitmap;
+    };
+    std::vector<Group> groups;
+    for (const uint32_t m : msrs) {
+        if (groups.empty() || m - groups.back().base >= kReach) {
+            if (groups.size() == KVM_MSR_FILTER_MAX_RANGES)
+                return fail(ErrorCode::InvalidArgument,
+                            "the allowed MSRs spread over more than {} ranges of {} (the {}th "
+                            "starts at {:#x})",
+                            KVM_MSR_FILTER_MAX_RANGES, kReach, KVM_MSR_FILTER_MAX_RANGES + 1, m);
+            groups.push_back({m, 0, std::vector<uint8_t>(kReach / 8)});
+        }
+        Group& g = groups.back();
+        const uint32_t off = m - g.base;
+        g.bitmap[off / 8] = static_cast<uint8_t>(g.bitmap[off / 8] | (1u << (off % 8)));
+        g.count = off + 1;
+    }
+    std::lock_guard lock(vcpu_lock_);
+    if (vcpu_count_.load(std::memory_order_relaxed) != 0)
+        return fail(ErrorCode::BadState, "MSRs must be restricted before any vCPU is created");
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
+    cap.args[0] = KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN;
+    if (kvm_ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) < 0)
+        return fail_errno(errno, "enabling MSR exits to user space");
+    kvm_msr_filter filter{};
+    filter.flags = KVM_MSR_FILTER_DEFAULT_DENY;
+    for (size_t i = 0; i < groups.size(); ++i) {
+        auto& r = filter.ranges[i];
+        r.flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+        r.base = groups[i].base;
+        r.nmsrs = groups[i].count;
+        r.bitmap = groups[i].bitmap.data();  // KVM copies it
+    }
+    if (kvm_ioctl(fd_.get(), KVM_X86_SET_MSR_FILTER, &filter) < 0)
+        return fail_errno(errno, "KVM_X86_SET_MSR_FILTER");
     return ok();
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "base/result.hpp"
@@ -90,6 +91,14 @@ class Machine {
     /// registering guest RAM) create the machine without one and call this themselves.
     Result<void> enable_irqchip(IrqchipMode mode, bool pit = false, uint32_t split_pins = 24);
     const Limits& limits() const noexcept { return limits_; }
+
+    /// Lets the guest read and write only the MSRs `allowed` lists (in any order; they must fall
+    /// into at most 16 groups of 12288 consecutive indices; KVM always allows the x2APIC's,
+    /// 0x800-0x8ff). Any other RDMSR or WRMSR, and one of an MSR KVM does not know, exits with
+    /// ExitReason::Msr for the VMM to refuse (#GP) or complete. The VMM's own get/set_msrs are
+    /// never filtered. Off unless called; once per machine, before any vCPU is created. Needs
+    /// Feature::MsrFilter and Feature::UserSpaceMsr.
+    Result<void> restrict_msrs(std::span<const uint32_t> allowed);
 
     /// Maps `size` bytes of host memory at `host` to guest-physical `gpa`. All of gpa, size and
     /// host must be 4 KiB-aligned; the range must not overlap another mapping and must lie within

@@ -154,6 +154,18 @@ Result<Exit> Vcpu::run() {
         case KVM_EXIT_IRQ_WINDOW_OPEN:
             exit.reason = ExitReason::IrqWindowOpen;
             break;
+        case KVM_EXIT_X86_RDMSR:
+        case KVM_EXIT_X86_WRMSR:
+            exit.reason = ExitReason::Msr;
+            run->msr.error = 0;
+            // SAFETY: __u64 and uint64_t have the same size and representation.
+            exit.msr = MsrExit{run->msr.index,
+                               run->exit_reason == KVM_EXIT_X86_WRMSR,
+                               run->msr.reason == KVM_MSR_EXIT_REASON_UNKNOWN,
+                               run->msr.data,
+                               &run->msr.error,
+                               reinterpret_cast<uint64_t*>(&run->msr.data)};
+            break;
         default:
             exit.reason = ExitReason::Unknown;
             exit.unknown = UnknownExit{run->exit_reason, run->hw.hardware_exit_reason};

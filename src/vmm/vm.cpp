@@ -268,6 +268,17 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
 
     VIREO_TRY_ASSIGN(const auto base_cpuid,
                      arch::x86::apply_cpu_template(config_.cpu, hv.supported_cpuid()));
+    // The MSR allow-list, from what the guest's CPU shows (before any vCPU exists).
+    if (config_.msrs.on) {
+        if (!hv.has(hv::Feature::MsrFilter) || !hv.has(hv::Feature::UserSpaceMsr))
+            return fail(ErrorCode::Unsupported,
+                        "msr-filter: this host's KVM cannot filter a guest's MSR accesses "
+                        "(KVM_CAP_X86_MSR_FILTER, Linux 5.10); use --msr-filter off");
+        const auto allowed = arch::x86::msr_allow_list(
+            config_.msrs, arch::x86::guest_cpuid(base_cpuid, 0, config_.cpus));
+        if (auto r = machine_->restrict_msrs(allowed); !r)
+            return fail(r.error().code(), "msr-filter: {}", r.error().message());
+    }
     // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
     // (NMI) wired as firmware leaves them, and enters the kernel in long mode. The APs keep
     // KVM's reset LAPIC (LINTs masked, as INIT leaves them) and wait for INIT/SIPI.
@@ -1331,6 +1342,28 @@ void Vm::handle_io(const hv::IoExit& io) {
     }
 }
 
+// A guest RDMSR/WRMSR outside the allow-list (or of an MSR KVM does not know): #GP, counted, and
+// logged at most once a second, naming the MSR, so a guest probing in a loop cannot flood the
+// domain's log.
+void Vm::refuse_msr(uint32_t vcpu, const hv::MsrExit& msr) {
+    msr.fail();
+    const uint64_t n = msrs_refused_.fetch_add(1, std::memory_order_relaxed) + 1;
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+    int64_t after = msr_log_after_ns_.load(std::memory_order_relaxed);
+    if (now < after || !msr_log_after_ns_.compare_exchange_strong(after, now + 1'000'000'000,
+                                                                  std::memory_order_relaxed)) {
+        msrs_unlogged_.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    const uint64_t quiet = msrs_unlogged_.exchange(0, std::memory_order_relaxed);
+    log::warn("vCPU {}: {} {} refused with #GP: {} ({} refused so far{})", vcpu,
+              msr.write ? "WRMSR" : "RDMSR", arch::x86::describe_msr(msr.index),
+              msr.unknown ? "KVM does not know it" : "not in the domain's MSR allow-list", n,
+              quiet ? fmt::format(", {} not logged", quiet) : std::string());
+}
+
 void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
     slot.tid.store(static_cast<pid_t>(::gettid()), std::memory_order_release);
     char name[16];
@@ -1382,6 +1415,9 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
             case hv::ExitReason::Interrupted:
             case hv::ExitReason::Halt:
             case hv::ExitReason::IrqWindowOpen:
+                break;
+            case hv::ExitReason::Msr:
+                refuse_msr(vcpu.id(), exit->msr);
                 break;
             case hv::ExitReason::Shutdown: {
                 // Where it was, for the report (the state KVM left: after the fault).

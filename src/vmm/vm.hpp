@@ -21,6 +21,7 @@
 #include "arch/x86/acpi/tables.hpp"
 #include "arch/x86/boot/kernel.hpp"
 #include "arch/x86/cpu_template.hpp"
+#include "arch/x86/msr_policy.hpp"
 #include "base/event_loop.hpp"
 #include "base/result.hpp"
 #include "devices/bus.hpp"
@@ -83,6 +84,8 @@ struct VmConfig {
     std::vector<ShmConfig> shm;
     /// The CPU features the guest sees (arch/x86/cpu_template.hpp): KVM's, or a baseline.
     arch::x86::CpuTemplate cpu;
+    /// The MSRs the guest may touch (arch/x86/msr_policy.hpp): those its CPU needs, or all.
+    arch::x86::MsrPolicy msrs;
 };
 
 /// A memory backing's name, as `--memory-backing` and a host config's `memory_backing` spell it.
@@ -280,6 +283,8 @@ class Vm {
     uint32_t num_vcpus() const noexcept { return config_.cpus; }
     /// vCPU 0's CPUID as the guest sees it (template, overrides and spec_ctrl applied).
     const std::vector<hv::CpuidEntry>& guest_cpuid() const noexcept { return cpuid0_; }
+    /// Guest RDMSR/WRMSR refused with #GP (outside the MSR allow-list, or unknown to KVM).
+    uint64_t msrs_refused() const noexcept { return msrs_refused_.load(std::memory_order_relaxed); }
     std::vector<ShmInfo> shm_info() const;
     /// Whether the machine can be saved or moved (`what` starts the error): not with shared
     /// memory, which is other domains' memory too.
@@ -321,6 +326,7 @@ class Vm {
     void vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot);
     void park();
     void handle_io(const hv::IoExit& io);
+    void refuse_msr(uint32_t vcpu, const hv::MsrExit& msr);
     void on_platform_event(devices::PlatformEvent event);
 
     memory::GuestMemory memory_;
@@ -336,6 +342,9 @@ class Vm {
     std::vector<hv::CpuidEntry> host_cpuid_;     // what this host offers (an incoming check)
     std::vector<hv::SlotId> ram_slots_;          // one per memory_ region, in order
     std::atomic<int64_t> throttle_until_ns_{0};  // steady clock; vCPUs sleep until then
+    std::atomic<uint64_t> msrs_refused_{0};      // guest MSR accesses refused with #GP
+    std::atomic<int64_t> msr_log_after_ns_{0};   // steady clock: the next refusal logged
+    std::atomic<uint64_t> msrs_unlogged_{0};     // refusals since the last logged one
     std::vector<uint64_t> paused_tsc_;           // each vCPU's TSC when pause() froze the clock
     std::vector<uint64_t> restored_deadline_;    // each vCPU's saved TSC deadline, for run()
     bool time_on_run_ = false;  // restored: run() sets the clock, the vCPUs their TSCs

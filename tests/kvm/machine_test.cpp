@@ -358,6 +358,31 @@ TEST(Machine, IrqchipIsExplicitAndOnce) {
     EXPECT_NE(after_vcpu.error().message().find("before any vCPU"), std::string::npos);
 }
 
+// The MSR allow-list: any order and repeats are fine; more than 16 groups of 12288 indices, or a
+// machine with vCPUs already, is refused before KVM is asked.
+TEST(Machine, MsrRestrictionIsCheckedAndBeforeVcpus) {
+    if (!hypervisor().has(hv::Feature::MsrFilter)) GTEST_SKIP() << "no KVM_CAP_X86_MSR_FILTER";
+    auto m = hypervisor().create_machine(hv::MachineConfig{});
+    ASSERT_TRUE(m);
+    std::vector<uint32_t> spread;
+    for (uint32_t i = 0; i < 17; ++i)
+        spread.push_back(i * 0x10000);
+    auto too_many = (*m)->restrict_msrs(spread);
+    ASSERT_FALSE(too_many);
+    EXPECT_EQ(too_many.error().code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(too_many.error().message().find("starts at 0x100000"), std::string::npos)
+        << too_many.error().message();
+    spread.pop_back();
+    const uint32_t some[] = {0xc0000080, 0x10, 0x1b, 0x10, 0x4b564d00, 0x2fff};
+    ASSERT_TRUE((*m)->restrict_msrs(some));
+    auto late = hypervisor().create_machine(hv::MachineConfig{});
+    ASSERT_TRUE(late);
+    ASSERT_TRUE((*late)->create_vcpu(0));
+    auto after_vcpu = (*late)->restrict_msrs(some);
+    ASSERT_FALSE(after_vcpu);
+    EXPECT_EQ(after_vcpu.error().code(), ErrorCode::BadState);
+}
+
 // The clock, the interrupt controllers and the PIT written as a snapshot section and read into
 // another machine: it reports the same state, and bytes naming the wrong controller are refused
 // before KVM sees them.

@@ -25,14 +25,35 @@ else bad "boot with 1 vCPU (status $rc)"; fi
 # TSC-deadline timer is offered (the clock event device says which mode the LAPIC timer runs).
 # Speculation controls ride along: spec_ctrl on (the default) shows the test host's VIRT_SSBD
 # and ARCH_CAPABILITIES, so the guest mitigates speculative store bypass (prctl); the
-# host,-movbe boot also has --spec-ctrl off, and its kernel finds itself vulnerable.
-F='-- echo FLAGS: $(grep -m1 ^flags /proc/cpuinfo | cut -d: -f2) :; echo CLOCKEVENT=$(cat /sys/devices/system/clockevents/clockevent0/current_device); echo SSB=$(cat /sys/devices/system/cpu/vulnerabilities/spec_store_bypass); poweroff -f'
+# host,-movbe boot also has --spec-ctrl off, and its kernel finds itself vulnerable. So does
+# the MSR allow-list: through the msr module, /dev/cpu/0/msr reads the TSC (0x10) but not
+# SMI_COUNT (0x34: KVM has it, no kernel needs it) under the default --msr-filter on, which
+# counts the refusal; the host,-movbe boot has --msr-filter off too and reads both.
+# (The probe runs from a script disk: the kernel gives init at most 32 arguments.)
+cat >/tmp/cpu-probe.sh <<'PROBE'
+echo FLAGS: $(grep -m1 ^flags /proc/cpuinfo | cut -d: -f2) :
+echo CLOCKEVENT=$(cat /sys/devices/system/clockevents/clockevent0/current_device)
+echo SSB=$(cat /sys/devices/system/cpu/vulnerabilities/spec_store_bypass)
+modprobe msr
+for m in 16 52; do  # /dev/cpu/0/msr at offset MSR reads it
+  echo MSR$m=$(dd if=/dev/cpu/0/msr bs=8 count=1 skip=$m iflag=skip_bytes 2>/dev/null | od -A n -t x8 | tr -d ' \n')
+done
+echo UNCHECKED=$(dmesg | grep -c 'unchecked MSR')
+poweroff -f
+PROBE
+script_disk /tmp/cpu-probe.sh /tmp/cpu-probe.img
+F='-- sh /dev/vda'
+P='--disk /tmp/cpu-probe.img,readonly'
 flags() { sed -n 's/^FLAGS: \(.*\) :.*/ \1 /p' /tmp/out | tail -n1; }
 ssb() { sed -n 's/^SSB=//p' /tmp/out | tr -d '\r' | tail -n1; }
-vrun --append "$F"; host_flags=$(flags); ce=$(sed -n 's/^CLOCKEVENT=//p' /tmp/out | tr -d '\r')
-host_ssb=$(ssb)
-vrun --cpu x86-64-v2 --append "$F"; v2_flags=$(flags)
-vrun --cpu host,-movbe --spec-ctrl off --append "$F"; nomovbe_flags=$(flags); off_ssb=$(ssb)
+msr() { sed -n "s/^MSR$1=//p" /tmp/out | tr -d '\r' | tail -n1; }
+hex() { echo "$1" | grep -q '^[0-9a-f]\{16\}$'; }
+vrun $P --append "$F"; host_flags=$(flags); ce=$(sed -n 's/^CLOCKEVENT=//p' /tmp/out | tr -d '\r')
+host_ssb=$(ssb) on_tsc=$(msr 16) on_smi=$(msr 52) on_unchecked=$(value UNCHECKED)
+on_refused=$(sed -n 's/.*MSR allow-list: \([0-9]*\) refused.*/\1/p' /tmp/out | tail -n1)
+vrun $P --cpu x86-64-v2 --append "$F"; v2_flags=$(flags)
+vrun $P --cpu host,-movbe --spec-ctrl off --msr-filter off --append "$F"; nomovbe_flags=$(flags)
+off_ssb=$(ssb) off_smi=$(msr 52) off_refused=$(grep -c 'MSR allow-list' /tmp/out)
 if echo "$host_flags" | grep -q ' movbe .* bmi2 ' && echo "$v2_flags" | grep -q ' sse4_2 ' &&
    ! echo "$v2_flags" | grep -q -e ' movbe ' -e ' bmi2 ' -e ' svm ' &&
    ! echo "$nomovbe_flags" | grep -q ' movbe ' && echo "$nomovbe_flags" | grep -q ' bmi2 ' &&
@@ -44,14 +65,18 @@ if echo "$host_flags" | grep -q ' virt_ssbd ' && echo "$host_ssb" | grep -q '^Mi
    [ "$off_ssb" = Vulnerable ]; then
   ok "--spec-ctrl: on shows virt_ssbd (spec_store_bypass: $host_ssb); off hides it (spec_store_bypass: $off_ssb)"
 else bad "--spec-ctrl: on: [$host_ssb] flags [$host_flags]; off: [$off_ssb] flags [$nomovbe_flags]"; fi
+if hex "$on_tsc" && [ -z "$on_smi" ] && [ "${on_refused:-0}" -ge 2 ] && [ "$on_unchecked" = 0 ] &&
+   hex "$off_smi" && [ "$off_refused" = 0 ]; then
+  ok "--msr-filter: on: TSC $on_tsc, SMI_COUNT refused (EIO), $on_refused refusals counted, no unchecked MSR access at boot; off: SMI_COUNT $off_smi"
+else bad "--msr-filter: on: TSC [$on_tsc] SMI_COUNT [$on_smi] refused [$on_refused] unchecked [$on_unchecked]; off: SMI_COUNT [$off_smi] refused lines [$off_refused]"; fi
 # x86-64-v3: its BMI2 and MOVBE, none of AES, PCLMULQDQ, SVM. (The guest's kernel turns XSAVE
 # off on this emulated CPU, and AVX, AVX2 and FMA with it, under any template.)
-vrun --cpu x86-64-v3 --append "$F"; v3_flags=$(flags)
+vrun $P --cpu x86-64-v3 --append "$F"; v3_flags=$(flags)
 if [ $rc = 0 ] && echo "$v3_flags" | grep -q ' movbe .* bmi2 ' &&
    ! echo "$v3_flags" | grep -q -e ' aes ' -e ' pclmulqdq ' -e ' svm '; then
   ok "--cpu x86-64-v3: movbe and bmi2 stay, aes, pclmulqdq and svm go"
 else bad "--cpu x86-64-v3 (status $rc): [$v3_flags]"; fi
-vrun --cpu host,+avx512f --append "$F"
+vrun $P --cpu host,+avx512f --append "$F"
 if [ $rc != 0 ] && has 'cpu: cannot set avx512f' && ! has VIREO-GUEST-INIT; then
   ok "--cpu host,+avx512f refused on a host without it: $(grep 'cannot set' /tmp/out | tail -n1)"
 else bad "--cpu host,+avx512f (status $rc)"; fi

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+
+#include "arch/x86/msr_policy.hpp"
 
 namespace vireo::arch::x86 {
 namespace {
@@ -245,6 +248,66 @@ TEST(SpecCtrl, OneControlGoesFromBothVendorsWords) {
     EXPECT_EQ(leaf(*out, 7)->edx & bit(26), 0u);
     EXPECT_EQ(leaf(*out, 0x80000008)->ebx & bit(12), 0u);
     EXPECT_EQ(spec_controls_seen(*out), "stibp ssbd arch-caps");
+}
+
+TEST(MsrPolicy, ParsesAPolicyAndPrintsItCanonically) {
+    EXPECT_TRUE(parse_msr_policy("on")->on);
+    EXPECT_FALSE(parse_msr_policy("off")->on);
+    for (const char* p : {"on", "off", "on,+0x34", "on,+0x34,+0xc0010200-0xc001020b"})
+        EXPECT_EQ(to_string(*parse_msr_policy(p)), p);
+    EXPECT_EQ(to_string(*parse_msr_policy("on,+52,+0x10-0x10")), "on,+0x34,+0x10");
+}
+
+TEST(MsrPolicy, RefusesWhatItDoesNotKnowSayingWhatItTakes) {
+    EXPECT_EQ(parse_msr_policy("yes").error().message(),
+              "\"yes\": a policy starts with on (the MSRs the guest's CPU needs) or off (every "
+              "MSR KVM knows)");
+    EXPECT_EQ(parse_msr_policy("off,+0x34").error().message(),
+              "\"+0x34\": off allows every MSR already; additions go with on");
+    EXPECT_EQ(parse_msr_policy("on,0x34").error().message(),
+              "\"0x34\": an addition is +MSR or +FIRST-LAST (e.g. +0x34, +0xc0010200-0xc001020b)");
+    EXPECT_EQ(parse_msr_policy("on,+0x40-0x30").error().message(),
+              "\"+0x40-0x30\": the range ends before it starts");
+    EXPECT_EQ(parse_msr_policy("on,+0-0x1000").error().message(),
+              "\"+0-0x1000\": more than 4096 MSRs in one addition");
+    EXPECT_FALSE(parse_msr_policy("on,+0x1g"));
+    EXPECT_FALSE(parse_msr_policy("on,+0x100000000"));
+    std::string many = "on";
+    for (int i = 0; i < 33; ++i)
+        many += ",+" + std::to_string(i);
+    EXPECT_FALSE(parse_msr_policy(many));
+}
+
+bool allows(const std::vector<uint32_t>& list, uint32_t msr) {
+    return std::binary_search(list.begin(), list.end(), msr);
+}
+
+TEST(MsrPolicy, TheListFollowsWhatTheCpuShows) {
+    auto host = apply_cpu_template(*parse_cpu_template("host"), big_host());
+    ASSERT_TRUE(host);
+    const auto on = msr_allow_list(*parse_msr_policy("on"), *host);
+    EXPECT_TRUE(std::is_sorted(on.begin(), on.end()));
+    EXPECT_EQ(std::adjacent_find(on.begin(), on.end()), on.end()) << "no repeats";
+    for (uint32_t m : {0x10u, 0x1bu, 0x277u, 0x2ffu, 0x400u, 0xc0000080u, 0xc0000102u})
+        EXPECT_TRUE(allows(on, m)) << std::hex << m;
+    // The host shows SPEC_CTRL, ARCH_CAPABILITIES, AMD's IBPB and SSBD, SVM and the TSC-deadline
+    // timer: their MSRs are in; SMI_COUNT, FLUSH_CMD (no flush_l1d) and Hyper-V's are not.
+    for (uint32_t m : {0x48u, 0x49u, 0x10au, 0x6e0u, 0xc0010117u, 0xc0010015u, 0xc0010000u})
+        EXPECT_TRUE(allows(on, m)) << std::hex << m;
+    for (uint32_t m : {0x34u, 0x10bu, 0x40000000u, 0x3au, 0x12u})
+        EXPECT_FALSE(allows(on, m)) << std::hex << m;
+    // Hiding the speculation controls and SVM takes their MSRs out.
+    auto t = *parse_cpu_template("host,-svm");
+    t.spec_ctrl = *parse_spec_ctrl("off");
+    auto hidden = apply_cpu_template(t, big_host());
+    ASSERT_TRUE(hidden);
+    const auto fewer = msr_allow_list(*parse_msr_policy("on,+0x34"), *hidden);
+    for (uint32_t m : {0x48u, 0x49u, 0x10au, 0xc0010117u})
+        EXPECT_FALSE(allows(fewer, m)) << std::hex << m;
+    EXPECT_TRUE(allows(fewer, 0x34)) << "an addition";
+    EXPECT_TRUE(msr_allow_list(*parse_msr_policy("off"), *host).empty());
+    EXPECT_EQ(describe_msr(0x48), "IA32_SPEC_CTRL (0x48)");
+    EXPECT_EQ(describe_msr(0x12345678), "0x12345678");
 }
 
 }  // namespace
