@@ -172,7 +172,9 @@ int run_blk_path(const BlkPathOptions& o) {
         ::close(fd);
         temporary = true;
     }
-    auto disk = virtio::DiskImage::open(virtio::DiskOptions{path, true, "", 256});
+    virtio::DiskOptions disk_options{path, true, "", 256, {}};
+    disk_options.limits.bps = o.limit_bps;
+    auto disk = virtio::DiskImage::open(disk_options);
     if (!disk) {
         std::fprintf(stderr, "%s\n", disk.error().message().c_str());
         return 1;

@@ -66,6 +66,11 @@ int main(int argc, char** argv) {
     blk_cmd->add_option("--seconds", blk.seconds, "Seconds per timed run")->capture_default_str();
     blk_cmd->add_option("-r,--runs", blk.runs, "Timed runs per case")->capture_default_str();
     blk_cmd->add_option("--depth", blk.depth, "Requests in flight")->capture_default_str();
+    blk_cmd
+        ->add_option("--limit-bps", blk.limit_bps,
+                     "A bytes-per-second limit on the device (bps=; 0: none): set far above "
+                     "the rate reached, it shows what the limiter costs")
+        ->capture_default_str();
     blk_cmd->add_option("--request-kib", blk.request_kib, "Sequential request size")
         ->capture_default_str();
     blk_cmd->add_flag("--json", blk.json, "End with one line of JSON");

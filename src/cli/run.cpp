@@ -89,8 +89,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
         ->check(CLI::IsMember({"restart", "exit"}))
         ->capture_default_str();
     run->add_option("--disk", o.disks,
-                    "virtio-blk disk from a raw image: PATH[,readonly][,serial=ID][,queue-size=N]; "
-                    "repeatable (/dev/vda, /dev/vdb, ... in order)")
+                    "virtio-blk disk from a raw image: PATH[,readonly][,serial=ID][,queue-size=N]"
+                    "[,bps=RATE][,iops=N][,bps-burst=SIZE][,iops-burst=N] (rate limits on reads "
+                    "and writes, per second); repeatable (/dev/vda, /dev/vdb, ... in order)")
         ->allow_extra_args(false);
     run->add_option("--net", o.nets,
                     "virtio-net device: user[,hostfwd=tcp:[HOSTADDR]:PORT-[GUESTADDR]:PORT]... "

@@ -101,6 +101,30 @@ Result<uint64_t> parse_u64(std::string_view spec, std::string_view key, std::str
     return n;
 }
 
+// A rate limit's value: bytes (with K/M/G suffixes, powers of 1024) or a plain count, at most
+// 2^40 per second (a terabyte a second is no limit).
+Result<uint64_t> parse_rate(std::string_view spec, const char* key, std::string_view v,
+                            bool bytes) {
+    constexpr uint64_t kMaxRate = uint64_t{1} << 40;
+    uint64_t n = 0;
+    const bool digits =
+        !v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (bytes && !digits) {  // a suffix: 10M is 10 MiB; a plain number is bytes
+        auto s = parse_size(v);
+        if (!s)
+            return fail(ErrorCode::InvalidArgument, "\"{}\": {}: {}", spec, key,
+                        s.error().message());
+        n = *s;
+    } else {
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (v.empty() || ec != std::errc() || end != v.data() + v.size())
+            return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be a number", spec, key);
+    }
+    if (n == 0 || n > kMaxRate)
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {} must be 1 to {}", spec, key, kMaxRate);
+    return n;
+}
+
 }  // namespace
 
 Result<DiskOptions> parse_disk_option(std::string_view spec) {
@@ -126,10 +150,20 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
                                 "\"{}\": serial must be printable ASCII without spaces", spec);
         } else if (part.rfind("queue-size=", 0) == 0) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 2));
+        } else if (part.rfind("bps=", 0) == 0) {
+            VIREO_TRY_ASSIGN(o.limits.bps, parse_rate(spec, "bps", part.substr(4), true));
+        } else if (part.rfind("iops=", 0) == 0) {
+            VIREO_TRY_ASSIGN(o.limits.ops, parse_rate(spec, "iops", part.substr(5), false));
+        } else if (part.rfind("bps-burst=", 0) == 0) {
+            VIREO_TRY_ASSIGN(o.limits.bps_burst,
+                             parse_rate(spec, "bps-burst", part.substr(10), true));
+        } else if (part.rfind("iops-burst=", 0) == 0) {
+            VIREO_TRY_ASSIGN(o.limits.ops_burst,
+                             parse_rate(spec, "iops-burst", part.substr(11), false));
         } else {
             return fail(ErrorCode::InvalidArgument,
                         "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
-                        "queue-size=N)",
+                        "queue-size=N, bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N)",
                         spec, part);
         }
     }

@@ -215,7 +215,9 @@ void devices(Filter& f, bool host_network) {
              SCMP_SYS(preadv2), SCMP_SYS(pwritev2), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
              SCMP_SYS(fallocate), SCMP_SYS(io_uring_enter), SCMP_SYS(connect),
              // the console log's rotation in place (vmm/console_log.hpp), on the UART's writer
-             SCMP_SYS(ftruncate), SCMP_SYS(copy_file_range)});
+             SCMP_SYS(ftruncate), SCMP_SYS(copy_file_range),
+             // a rate-limited disk's resume timer (virtio/blk/device.hpp)
+             SCMP_SYS(timerfd_settime)});
     f.allow_socket_family(AF_UNIX);
     f.allow_ioctls(hv::interrupt_requests());
     static constexpr unsigned long kDeviceIoctls[] = {TUNSETOFFLOAD, FIONREAD};

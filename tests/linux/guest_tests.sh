@@ -225,6 +225,28 @@ else bad "disk serial"; fi
 if has "RNG=virtio_rng" && [ "$(value RNGBYTES)" = 4096 ]; then ok "virtio-rng: /dev/hwrng yields data"
 else bad "virtio-rng (RNGBYTES $(value RNGBYTES))"; fi
 
+# I/O rate limits: vdb limited to 10 MB/s gives 50 MB read with O_DIRECT in 4.5 to 5.5 s; vdc
+# limited to 200 operations a second gives 1000 reads of 4 KiB in as long (a bucket holds a
+# tenth of a second's worth: the second read starts two seconds after boot with little saved).
+cat >/tmp/limits.sh <<'PROBE'
+t() { cut -d' ' -f1 /proc/uptime; }
+a=$(t); dd if=/dev/vdb of=/dev/null bs=512000 count=98 iflag=direct 2>/dev/null; b=$(t)
+dd if=/dev/vdc of=/dev/null bs=4096 count=1000 iflag=direct 2>/dev/null; c=$(t)
+echo "LIMITS $a $b $c"
+poweroff -f
+PROBE
+script_disk /tmp/limits.sh /tmp/limits.img
+truncate -s 64M /tmp/lim-b.img /tmp/lim-c.img
+vrun --disk /tmp/limits.img,readonly --disk /tmp/lim-b.img,readonly,bps=10000000 \
+  --disk /tmp/lim-c.img,readonly,iops=200 --append '-- sh /dev/vda'
+set -- $(sed -n 's/^LIMITS //p' /tmp/out | tr -d '\r' | tail -n1)
+bps_s=$(awk "BEGIN { printf \"%.2f\", ${2:-0} - ${1:-0} }")
+iops_s=$(awk "BEGIN { printf \"%.2f\", ${3:-0} - ${2:-0} }")
+if [ $rc = 0 ] && [ $# = 3 ] && awk "BEGIN { exit !($bps_s >= 4.5 && $bps_s <= 5.5 && $iops_s >= 4.5 && $iops_s <= 5.5) }"; then
+  ok "rate limits: 50 MB at bps=10000000 in $bps_s s; 1000 reads at iops=200 in $iops_s s"
+else bad "rate limits (status $rc): 50 MB in $bps_s s, 1000 reads in $iops_s s (want 4.5 to 5.5)"; fi
+rm -f /tmp/lim-b.img /tmp/lim-c.img
+
 # Bad input: a clear error and status 1, before anything runs.
 echo "not a kernel" >/tmp/notakernel
 dd if=/dev/zero of=/tmp/bigfile bs=1M count=100 2>/dev/null

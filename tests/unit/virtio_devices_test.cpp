@@ -331,8 +331,8 @@ struct BlkHeader {
 
 class BlkTest : public ::testing::Test {
   protected:
-    void open(bool readonly = false, uint16_t qsize = 64) {
-        DiskOptions o{image_.path(), readonly, "serial-42", std::max<uint16_t>(qsize, 256)};
+    void open(bool readonly = false, uint16_t qsize = 64, IoLimits limits = {}) {
+        DiskOptions o{image_.path(), readonly, "serial-42", std::max<uint16_t>(qsize, 256), limits};
         auto disk = DiskImage::open(o);
         ASSERT_TRUE(disk) << disk.error().message();
         auto dev = BlockDevice::create(*disk);
@@ -411,6 +411,31 @@ TEST_F(BlkTest, WritesAndFlushes) {
     auto st = std::static_pointer_cast<BlockDevice>(rig_->device)->stats();
     EXPECT_EQ(st.writes, 1u);
     EXPECT_EQ(st.flushes, 1u);
+}
+
+// A disk limited to 256 KiB/s (the bucket starts empty and holds 25.6 KiB): a 64 KiB read waits
+// for a full bucket, a tenth of a second, on the limit's timer (no polling: the loop sleeps); a
+// flush (no read or write) is not held; the next 128 KiB waits out the first's debt, another
+// quarter of a second; the metrics count both.
+TEST_F(BlkTest, ARateLimitHoldsRequestsAndResumesOnItsTimer) {
+    open(false, 64, IoLimits{.bps = 256 << 10});
+    const uint64_t a = rig_->alloc(128 << 10);
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(roundtrip(kBlkIn, 0, {{a, 64 << 10}}), kBlkOk);
+    const auto first = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(first, std::chrono::milliseconds(80));
+    const auto t1 = std::chrono::steady_clock::now();
+    EXPECT_EQ(roundtrip(kBlkFlush, 0, {}), kBlkOk);
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(150));
+    const auto t2 = std::chrono::steady_clock::now();
+    EXPECT_EQ(roundtrip(kBlkIn, 0, {{a, 128 << 10}}), kBlkOk);
+    const auto held = std::chrono::steady_clock::now() - t2;
+    EXPECT_GE(held, std::chrono::milliseconds(200));
+    EXPECT_LT(held, std::chrono::milliseconds(2000));
+    const auto st = std::static_pointer_cast<BlockDevice>(rig_->device)->stats();
+    EXPECT_EQ(st.throttled, 2u);
+    EXPECT_GE(st.throttled_ns, 280'000'000u);
+    EXPECT_EQ(st.reads, 2u);
 }
 
 TEST_F(BlkTest, OutOfRangeAndUnalignedRequestsFailWithIoErr) {
@@ -537,19 +562,29 @@ TEST(DiskOptions, ParsesAndRefuses) {
     EXPECT_FALSE(domain::parse_disk_option("/x.img,queue-size=1000"));
     EXPECT_FALSE(domain::parse_disk_option("/x.img,queue-size=2048"));
     EXPECT_FALSE(domain::parse_disk_option("/x.img,queue-size=x"));
+    auto l = domain::parse_disk_option("/x.img,bps=10M,iops=200,bps-burst=64M,iops-burst=1000");
+    ASSERT_TRUE(l) << l.error().message();
+    EXPECT_EQ(l->limits,
+              (IoLimits{.bps = 10 << 20, .ops = 200, .bps_burst = 64 << 20, .ops_burst = 1000}));
+    EXPECT_EQ(domain::parse_disk_option("/x.img,iops=0").error().message(),
+              "\"/x.img,iops=0\": iops must be 1 to 1099511627776");
+    EXPECT_EQ(domain::parse_disk_option("/x.img,bps=10000000")->limits.bps, 10000000u);
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,bps=fast"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,iops=1k"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,bps=2T"));
 }
 
 TEST(DiskImage, RefusesWhatCannotBeADisk) {
-    EXPECT_FALSE(DiskImage::open(DiskOptions{"/nonexistent/vireo.img", false, "", 256}));
-    EXPECT_FALSE(DiskImage::open(DiskOptions{"/tmp", false, "", 256}));
+    EXPECT_FALSE(DiskImage::open(DiskOptions{"/nonexistent/vireo.img", false, "", 256, {}}));
+    EXPECT_FALSE(DiskImage::open(DiskOptions{"/tmp", false, "", 256, {}}));
     TempImage odd(1000);
-    auto r = DiskImage::open(DiskOptions{odd.path(), false, "", 256});
+    auto r = DiskImage::open(DiskOptions{odd.path(), false, "", 256, {}});
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("multiple of 512"), std::string::npos);
     TempImage ok_img(4096);
-    auto first = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256});
+    auto first = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256, {}});
     ASSERT_TRUE(first);
-    auto second = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256});
+    auto second = DiskImage::open(DiskOptions{ok_img.path(), false, "", 256, {}});
     ASSERT_FALSE(second);
     EXPECT_NE(second.error().message().find("in use"), std::string::npos);
 }
@@ -561,14 +596,14 @@ TEST(DiskImage, AWritableDiskThatVireoReadsIsRefusedFirst) {
     struct stat st {};
     ASSERT_EQ(::stat(kernel.path().c_str(), &st), 0);
     const InputFile reads[] = {{file_id(st), "kernel k.elf"}};
-    auto r = DiskImage::open(DiskOptions{kernel.path(), false, "", 256}, reads);
+    auto r = DiskImage::open(DiskOptions{kernel.path(), false, "", 256, {}}, reads);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("is the kernel k.elf"), std::string::npos)
         << r.error().message();
     TempImage ro(4096);
     ASSERT_EQ(::stat(ro.path().c_str(), &st), 0);
     const InputFile reads_ro[] = {{file_id(st), "kernel k.elf"}};
-    EXPECT_TRUE(DiskImage::open(DiskOptions{ro.path(), true, "", 256}, reads_ro));  // read-only
+    EXPECT_TRUE(DiskImage::open(DiskOptions{ro.path(), true, "", 256, {}}, reads_ro));  // read-only
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -117,6 +118,11 @@ Result<void> init_disk_ring(io_uring& ring, unsigned depth, int eventfd) {
 Result<std::shared_ptr<BlockDevice>> BlockDevice::create(std::shared_ptr<DiskImage> disk) {
     VIREO_TRY_ASSIGN(auto completion, EventFd::create());
     std::shared_ptr<BlockDevice> dev(new BlockDevice(std::move(disk), std::move(completion)));
+    if (const IoLimits& l = dev->disk_->options().limits; l.any()) {
+        dev->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+        if (!dev->timer_) return fail_errno(errno, "virtio-blk: timerfd_create");
+        dev->throttle_ = IoThrottle(l, steady_ns());
+    }
     if (auto r = init_disk_ring(dev->ring_, kMaxInFlight, dev->completion_.fd()); !r) {
         dev->ring_ok_ = dev->ring_.ring_fd > 0;
         return fail(r.error().code(), "virtio-blk: {}", r.error().message());
@@ -177,7 +183,46 @@ uint64_t BlockDevice::device_features() const noexcept {
 }
 
 Result<void> BlockDevice::attach_loop(EventLoop& loop) {
+    if (timer_) VIREO_TRY(loop.add(timer_.get(), [this] { on_timer(); }));
     return loop.add(completion_.fd(), [this] { complete(); });
+}
+
+void BlockDevice::arm(int64_t ns) {
+    itimerspec t{};  // 0: disarmed
+    t.it_value.tv_sec = ns / 1000000000;
+    t.it_value.tv_nsec = ns % 1000000000;
+    if (::timerfd_settime(timer_.get(), 0, &t, nullptr) != 0 && io_errors_.allow())
+        log::error("virtio-blk {}: timerfd_settime: {}", disk_->options().path,
+                   std::strerror(errno));
+}
+
+void BlockDevice::hold(Request& r, int64_t wait_ns, int64_t now_ns) {
+    held_ = r.slot;
+    held_since_ns_ = now_ns;
+    ++stats_.throttled;
+    arm(wait_ns);
+}
+
+void BlockDevice::drop_held() {
+    if (held_ < 0) return;
+    release(slots_[static_cast<size_t>(held_)]);
+    held_ = -1;
+    arm(0);
+}
+
+void BlockDevice::on_timer() {
+    uint64_t n;
+    (void)!::read(timer_.get(), &n, sizeof n);
+    std::lock_guard lock(mutex());
+    if (held_ < 0 || queue_ == nullptr) return;
+    Request& r = slots_[static_cast<size_t>(held_)];
+    const int64_t now = steady_ns();
+    if (const int64_t wait = throttle_.admit(r.req.data_len, now); wait > 0)
+        return arm(wait);  // early by the timer's rounding: it waits on
+    stats_.throttled_ns += static_cast<uint64_t>(now - held_since_ns_);
+    held_ = -1;
+    submit(r);
+    if (auto q = run_queue(); !q) transport_->device_error(q.error().message());
 }
 
 Result<void> BlockDevice::activate(const memory::GuestMemory&, std::span<Queue> queues, uint64_t,
@@ -190,6 +235,7 @@ Result<void> BlockDevice::activate(const memory::GuestMemory&, std::span<Queue> 
 void BlockDevice::reset() {
     queue_ = nullptr;  // completions of older generations are dropped
     ++generation_;
+    drop_held();
 }
 
 void BlockDevice::quiesce() {
@@ -206,6 +252,12 @@ void BlockDevice::quiesce() {
 
 void BlockDevice::drain() {
     if (!ring_ok_) return;
+    if (held_ >= 0) {  // everything popped completes now: the limit waits for no snapshot
+        Request& r = slots_[static_cast<size_t>(held_)];
+        held_ = -1;
+        arm(0);
+        submit(r);
+    }
     submit_pending();
     while (in_flight_ > 0) {
         io_uring_cqe* cqe = nullptr;
@@ -256,7 +308,7 @@ unsigned BlockDevice::reap() {
 }
 
 Result<void> BlockDevice::pull() {
-    while (queue_ != nullptr && !free_.empty()) {
+    while (queue_ != nullptr && !free_.empty() && held_ < 0) {
         if (io_uring_sq_space_left(&ring_) == 0) break;
         Request& r = slots_[free_.back()];
         VIREO_TRY_ASSIGN(bool got, queue_->pop(r.chain));
@@ -296,6 +348,11 @@ Result<void> BlockDevice::start(Request& r) {
             if (r.req.data_len % 512 != 0 || !in_bounds(r.req.sector, r.req.data_len))
                 return finish(r, kBlkIoErr), ok();
             if (r.req.data_len == 0) return finish(r, kBlkOk), ok();
+            if (throttle_.limited()) {
+                const int64_t now = steady_ns();
+                if (const int64_t wait = throttle_.admit(r.req.data_len, now); wait > 0)
+                    return hold(r, wait, now), ok();
+            }
             submit(r);
             return ok();
         case kBlkFlush:

@@ -18,6 +18,7 @@
 #include "base/event_fd.hpp"
 #include "base/file_id.hpp"
 #include "base/log.hpp"
+#include "base/token_bucket.hpp"
 #include "base/unique_fd.hpp"
 #include "virtio/blk/disk_image.hpp"
 #include "virtio/device.hpp"
@@ -80,9 +81,13 @@ class BlockDevice final : public Device {
     /// Handles finished I/O (what the completion eventfd triggers on the loop).
     void complete();
 
+    /// Resumes a request the rate limit held back (what the limit's timer triggers).
+    void on_timer();
+
     struct Stats {
         uint64_t reads = 0, writes = 0, flushes = 0, other = 0;
         uint64_t read_bytes = 0, write_bytes = 0, errors = 0;
+        uint64_t throttled = 0, throttled_ns = 0;  // requests the limit held back, and how long
     };
     Stats stats() noexcept {
         std::lock_guard lock(mutex());
@@ -90,10 +95,15 @@ class BlockDevice final : public Device {
     }
     std::vector<Counter> counters() override {
         const Stats s = stats();
-        return {{"reads", s.reads},           {"writes", s.writes},
-                {"flushes", s.flushes},       {"other_requests", s.other},
-                {"read_bytes", s.read_bytes}, {"write_bytes", s.write_bytes},
-                {"errors", s.errors}};
+        return {{"reads", s.reads},
+                {"writes", s.writes},
+                {"flushes", s.flushes},
+                {"other_requests", s.other},
+                {"read_bytes", s.read_bytes},
+                {"write_bytes", s.write_bytes},
+                {"errors", s.errors},
+                {"throttled", s.throttled},
+                {"throttled_ms", s.throttled_ns / 1000000}};
     }
 
   private:
@@ -116,6 +126,9 @@ class BlockDevice final : public Device {
     void finish(Request& r, uint8_t status);
     void release(Request& r) { free_.push_back(r.slot); }
     void on_cqe(Request& r, int res);
+    void arm(int64_t ns);  // the limit's timer: fire in `ns` (0: disarm)
+    void hold(Request& r, int64_t wait_ns, int64_t now_ns);  // the limit's: resume on the timer
+    void drop_held();                                        // at a reset: the slot back
 
     std::shared_ptr<DiskImage> disk_;
     EventFd completion_;
@@ -129,6 +142,11 @@ class BlockDevice final : public Device {
     Queue* queue_ = nullptr;
     Transport* transport_ = nullptr;
     bool pending_sqes_ = false;
+    // Rate limits (DiskOptions::limits): only with a limit is there a timer and a held request.
+    IoThrottle throttle_;
+    UniqueFd timer_;  // timerfd: when the held request may go
+    int held_ = -1;   // slot of the request waiting for the limit, or -1
+    int64_t held_since_ns_ = 0;
     Stats stats_;
     log::RateLimiter io_errors_{5};
 };

@@ -10,6 +10,7 @@
 
 #include "base/file_id.hpp"
 #include "base/result.hpp"
+#include "base/token_bucket.hpp"
 #include "base/unique_fd.hpp"
 
 namespace vireo::virtio {
@@ -23,6 +24,7 @@ struct DiskOptions {
     bool readonly = false;
     std::string serial;         ///< up to 20 bytes, reported by VIRTIO_BLK_T_GET_ID
     uint16_t queue_size = 256;  ///< QueueNumMax: a power of two, 2 to 1024
+    IoLimits limits;            ///< reads and writes: bytes and operations per second
 };
 
 /// An opened, locked raw image (regular file or block device). Checked before a guest starts:
