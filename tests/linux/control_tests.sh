@@ -173,8 +173,17 @@ copy_with_pauses() {
     if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0 last=$now; fi
   done
   if kill -0 $vm 2>/dev/null; then
-    # What stalled: the disks' request counters, each thread's state, the host's load.
+    # What stalled: the disks' request counters, each vCPU's exits and KVM statistics (is the
+    # guest still taking interrupts, halting, running?) twice 2 s apart, each thread's state,
+    # the host's load.
     vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' | grep -o '"counters":{[^}]*}\|"state":"[a-z]*"'
+    for s in 1 2; do
+      vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' |
+        grep -o '"exits":{[^}]*}\|"halt_exits":[0-9]*\|"irq_injections":[0-9]*\|"exits":[0-9]*'
+      vireo api /tmp/io.api vcpu.list 2>&1 | tr -d '\n '
+      echo
+      sleep 2
+    done
     for t in /proc/$vm/task/*; do echo "  $(cat $t/comm) $(cut -d' ' -f3,14,15 $t/stat) $(cat $t/wchan)"; done
     cat /proc/loadavg
     kill -9 $vm 2>/dev/null
