@@ -107,18 +107,6 @@ std::string_view short_name(const char* name) {
     return n.substr(0, n.find(' '));
 }
 
-std::optional<uint32_t> parse_number(std::string_view s) {
-    int base = 10;
-    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-        base = 16;
-        s.remove_prefix(2);
-    }
-    uint32_t v = 0;
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
-    if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-    return v;
-}
-
 Unexpected bad(std::string_view item, std::string_view why) {
     return fail(ErrorCode::InvalidArgument, "\"{}\": {}", item, why);
 }

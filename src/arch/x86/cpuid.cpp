@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <bit>
+#include <charconv>
 #include <cstring>
 
 #include "arch/x86/cpuid_words.hpp"
@@ -125,6 +126,18 @@ const std::vector<FeatureWord>& feature_words() {
           {24, "kvmclock stable"}}},
     };
     return words;
+}
+
+std::optional<uint32_t> parse_number(std::string_view s) {
+    int base = 10;
+    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s.remove_prefix(2);
+    }
+    uint32_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return v;
 }
 
 const hv::CpuidEntry* find_leaf(const std::vector<hv::CpuidEntry>& v, uint32_t leaf,

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -33,5 +35,7 @@ uint32_t& reg_of(hv::CpuidEntry& e, Reg r);
 const FeatureWord* find_word(uint32_t leaf, int64_t index, Reg reg);
 /// "avx2 (CPUID 0x7.0 EBX bit 5)", or just the place for a bit without a name.
 std::string describe_bit(uint32_t leaf, int64_t index, Reg reg, int bit);
+/// A 32-bit number in a policy's text: decimal, or hex with 0x (leaves, masks, MSR indices).
+std::optional<uint32_t> parse_number(std::string_view s);
 
 }  // namespace vireo::arch::x86::detail

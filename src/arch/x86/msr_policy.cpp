@@ -71,18 +71,6 @@ constexpr Named kNames[] = {
     {0xc0011029, "DE_CFG"},
 };
 
-std::optional<uint32_t> parse_number(std::string_view s) {
-    int base = 10;
-    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-        base = 16;
-        s.remove_prefix(2);
-    }
-    uint32_t v = 0;
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
-    if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-    return v;
-}
-
 struct Words {
     bool intel = false, amd = false, kvm = false;
     uint32_t ecx1 = 0, ebx7 = 0, ecx7 = 0, edx7 = 0, eax_d1 = 0, eax_a = 0, edx_a = 0;
