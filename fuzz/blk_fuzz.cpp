@@ -29,7 +29,7 @@ struct World {
         int fd = ::memfd_create("vireo-fuzz-disk", 0);
         if (fd < 0 || ::ftruncate(fd, 256 * 1024) != 0) abort();
         auto disk = virtio::DiskImage::open(
-            {"/proc/self/fd/" + std::to_string(fd), readonly, "fuzz-serial", 256});
+            {"/proc/self/fd/" + std::to_string(fd), readonly, "fuzz-serial", 256, {}});
         ::close(fd);
         if (!disk) abort();
         loop = EventLoop::create("fuzz").value();

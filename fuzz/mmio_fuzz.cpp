@@ -25,7 +25,7 @@ struct World {
         int fd = ::memfd_create("vireo-fuzz-disk", 0);
         if (fd < 0 || ::ftruncate(fd, 64 * 1024) != 0) abort();
         auto disk =
-            virtio::DiskImage::open({"/proc/self/fd/" + std::to_string(fd), false, "fuzz", 256});
+            virtio::DiskImage::open({"/proc/self/fd/" + std::to_string(fd), false, "fuzz", 256, {}});
         ::close(fd);
         if (!disk) abort();
         loop = EventLoop::create("fuzz").value();
