@@ -24,8 +24,8 @@ struct World {
         log::set_level(log::Level::Off);
         int fd = ::memfd_create("vireo-fuzz-disk", 0);
         if (fd < 0 || ::ftruncate(fd, 64 * 1024) != 0) abort();
-        auto disk =
-            virtio::DiskImage::open({"/proc/self/fd/" + std::to_string(fd), false, "fuzz", 256, {}});
+        auto disk = virtio::DiskImage::open(
+            {"/proc/self/fd/" + std::to_string(fd), false, "fuzz", 256, {}});
         ::close(fd);
         if (!disk) abort();
         loop = EventLoop::create("fuzz").value();

@@ -6,9 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "domain/device_options.hpp"
@@ -501,6 +504,43 @@ TEST_F(BlkTest, ManyRequestsInFlightAllComplete) {
         EXPECT_EQ(status_at(s), kBlkOk);
     EXPECT_EQ(guest_bytes(buf, 1000 * 512),
               std::vector<uint8_t>(image_.data().begin(), image_.data().begin() + 1000 * 512));
+}
+
+// A guest on its own thread, one request at a time (as `dd` does), while the device's loop runs
+// on another: every completion must wake the loop, including one that io_uring posts from its
+// worker thread (a flush always runs there) just as the loop re-enables the completion eventfd.
+// A lost wake-up leaves the request completed in io_uring and the guest waiting for ever.
+TEST_F(BlkTest, AGuestOnAnotherThreadNeverWaitsForAnyCompletion) {
+    open(false, 64);
+    const uint64_t hdr = rig_->alloc(16), status = rig_->alloc(1), buf = rig_->alloc(4096);
+    std::atomic<bool> stop{false};
+    std::thread device([&] {
+        while (!stop.load(std::memory_order_relaxed))
+            rig_->loop->poll_once(50);
+    });
+    constexpr int kRequests = 4000;
+    int done = 0;
+    for (; done < kRequests; ++done) {
+        const bool flush = done % 2 == 1;
+        ASSERT_TRUE(rig_->mem.write_obj(
+            Gpa(hdr), BlkHeader{flush ? kBlkFlush : kBlkOut, 0, uint64_t(done % 64) * 8}));
+        ASSERT_TRUE(rig_->mem.write_obj(Gpa(status), uint8_t{0xee}));
+        std::vector<Buf> bufs{{hdr, 16, false}};
+        if (!flush) bufs.push_back({buf, 4096, false});
+        bufs.push_back({status, 1, true});
+        rig_->dq.add(bufs);
+        const uint64_t one = 1;  // the guest's QueueNotify, as KVM's ioeventfd signals it
+        ASSERT_EQ(::write(rig_->transport->notify_fd(0), &one, sizeof one), 8);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        std::optional<testing::Used> u;
+        while (!(u = rig_->dq.next_used()) && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::yield();
+        if (!u) break;
+        ASSERT_EQ(status_at(status), kBlkOk);
+    }
+    stop = true;
+    device.join();
+    EXPECT_EQ(done, kRequests) << "request " << done << " never completed";
 }
 
 TEST_F(BlkTest, ASaveCompletesEveryRequestInFlightFirst) {

@@ -9,6 +9,7 @@
 #include <sys/timerfd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -284,6 +285,12 @@ Result<void> BlockDevice::run_queue() {
             if (reap() == 0 || queue_ == nullptr) break;
         }
         (void)io_uring_cq_eventfd_toggle(&ring_, true);
+        // The flag's store must be visible before the tail is read: a completion posted from
+        // io_uring's worker reads the flag after storing the tail (under a lock: a full
+        // barrier on x86), and liburing's plain store and acquire load may be reordered
+        // (store then load). Without the fence both sides can miss each other: the completion
+        // sits in the ring, no eventfd wakes the loop, and the guest waits for ever.
+        std::atomic_thread_fence(std::memory_order_seq_cst);
         if (queue_ == nullptr || io_uring_cq_ready(&ring_) == 0) break;
     }
     if (queue_ != nullptr && queue_->needs_interrupt()) transport_->signal_used();
