@@ -14,6 +14,7 @@ struct BlkPathOptions {
     unsigned request_kib = 1016;  ///< bytes per sequential request (254 segments of 4 KiB)
     unsigned segment_kib = 4;     ///< guest buffer segment size
     uint64_t limit_bps = 0;       ///< a rate limit on the device (0: none), e.g. far above it
+    bool accuracy = false;        ///< also the rate limiter's accuracy table at three rates
     bool json = false;
 };
 

@@ -71,6 +71,9 @@ int main(int argc, char** argv) {
                      "A bytes-per-second limit on the device (bps=; 0: none): set far above "
                      "the rate reached, it shows what the limiter costs")
         ->capture_default_str();
+    blk_cmd->add_flag("--accuracy", blk.accuracy,
+                      "Also the rate limiter's accuracy: the rate reached against the rate set, "
+                      "at three byte and three operation rates");
     blk_cmd->add_option("--request-kib", blk.request_kib, "Sequential request size")
         ->capture_default_str();
     blk_cmd->add_flag("--json", blk.json, "End with one line of JSON");

@@ -28,8 +28,8 @@ struct World {
         auto [backend, peer] = virtio::socketpair_backend().value();
         wire = std::move(peer);
         loop = EventLoop::create("fuzz").value();
-        device = std::make_shared<virtio::NetDevice>(backend, virtio::derived_mac("fuzz"), 1500,
-                                                     kQueueSize);
+        device = virtio::NetDevice::create(backend, virtio::derived_mac("fuzz"), 1500, kQueueSize)
+                     .value();
         transport = virtio::MmioTransport::create(mem, device, 0).value();
         if (!transport->attach_loop(*loop)) abort();
     }

@@ -111,6 +111,17 @@ class IoThrottle {
         ops_.take(1);
         return 0;
     }
+    /// For an operation whose size is known only once it is done (a received frame):
+    /// nanoseconds until the next may start (0: now); charge() it afterwards, which may leave
+    /// the buckets in debt for the following ones to wait out.
+    int64_t wait_any(int64_t now_ns) noexcept {
+        if (!limited()) return 0;
+        return std::max(bytes_.wait_ns(1, now_ns), ops_.wait_ns(1, now_ns));
+    }
+    void charge(uint64_t bytes) noexcept {
+        bytes_.take(bytes);
+        ops_.take(1);
+    }
 
   private:
     TokenBucket bytes_, ops_;

@@ -623,6 +623,15 @@ std::function<int()> add_control_commands(CLI::App& app) {
          "NAME VCPU CPUS");
     verb("mem-set", "Set a domain's memory through its balloon (the domain needs a balloon)",
          "NAME SIZE");
+    verb("io-limit",
+         "Show or change a disk's or network device's rate limits while the domain runs (until "
+         "changed again; a guest reboot keeps them)",
+         "NAME DEVICE [LIMITS]")
+        ->footer(
+            "DEVICE: diskN or netN (from 0, in the order of the domain's --disk and --net). "
+            "LIMITS: as on --disk (bps=RATE,iops=N,bps-burst=SIZE,iops-burst=N) or --net "
+            "([rx-|tx-]bps=RATE,[rx-|tx-]pps=N,...; without rx-/tx- both directions), or none. "
+            "New limits replace all of the old ones and start with empty buckets.");
     auto* tp =
         verb("top", "Refreshing view of every domain: CPU%, exits/s, disk and network rates", "");
     tp->add_option("-d,--delay", o->delay, "Seconds between refreshes")->capture_default_str();
@@ -693,8 +702,9 @@ std::function<int()> add_control_commands(CLI::App& app) {
             return 0;
         }
         // Domain verbs.
-        const char* verbs[] = {"info",      "pause",    "unpause", "shutdown", "reboot", "console",
-                               "vcpu-list", "vcpu-pin", "mem-set", "save",     "migrate"};
+        const char* verbs[] = {"info",    "pause",   "unpause",   "shutdown",
+                               "reboot",  "console", "vcpu-list", "vcpu-pin",
+                               "mem-set", "save",    "migrate",   "io-limit"};
         const char* which = nullptr;
         for (const char* n : verbs)
             if (is(n)) which = n;
@@ -704,7 +714,10 @@ std::function<int()> add_control_commands(CLI::App& app) {
             return print_kvm_info(o->device);
         const bool one_more =
             w == "mem-set" || w == "save" || (w == "migrate" && !o->cancel && o->to_host.empty());
-        auto t = target(w == "vcpu-pin" ? 2 : one_more ? 1 : 0);
+        // io-limit: DEVICE, and LIMITS when changing them.
+        const size_t given = o->args.size() - (o->api_socket.empty() && !o->args.empty() ? 1 : 0);
+        const size_t io_rest = given >= 2 ? 2 : 1;
+        auto t = target(w == "vcpu-pin" ? 2 : w == "io-limit" ? io_rest : one_more ? 1 : 0);
         if (!t) return error(t.error().message());
         if (w == "console") return console(*t);
         if (w == "shutdown") return shutdown(*o, *t);
@@ -768,6 +781,15 @@ std::function<int()> add_control_commands(CLI::App& app) {
             print(*o, *r,
                   fmt::format("{}: vCPU {} on CPUs {}", t->name, vcpu,
                               rest[1] == "all" ? "all" : cpus_text((*r)["cpus"])));
+            return 0;
+        }
+        if (w == "io-limit") {
+            Json params{{"device", rest[0]}};
+            if (rest.size() == 2) params["limits"] = rest[1];
+            auto r = domain_call(*t, "io.limit", params);
+            if (!r) return error(t->name + ": " + r.error().message());
+            print(*o, *r,
+                  fmt::format("{}: {}: {}", t->name, rest[0], (*r)["limits"].get<std::string>()));
             return 0;
         }
         // mem-set

@@ -13,6 +13,7 @@
 #include "api/params.hpp"
 #include "base/cpu_list.hpp"
 #include "base/log.hpp"
+#include "domain/device_options.hpp"
 #include "domain/domain.hpp"
 #include "sandbox/sandbox.hpp"
 
@@ -75,6 +76,18 @@ std::string state_of(Domain& d, vmm::Vm* vm) {
     if (d.crashed) return "crashed";
     if (vm == nullptr) return "rebooting";
     return vm->paused() ? "paused" : "running";
+}
+
+// Each disk's and network device's rate limits, as --disk and --net take them.
+Json io_limits_json(const vmm::Vm& vm) {
+    Json out = Json::object();
+    const auto disks = vm.disk_limits();
+    for (size_t i = 0; i < disks.size(); ++i)
+        out[fmt::format("disk{}", i)] = format_disk_limits(disks[i]);
+    const auto nets = vm.net_limits();
+    for (size_t i = 0; i < nets.size(); ++i)
+        out[fmt::format("net{}", i)] = format_net_limits(nets[i].first, nets[i].second);
+    return out;
 }
 
 }  // namespace
@@ -214,6 +227,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"console", d.console != nullptr},
                         {"boots", d.boots.load()},
                         {"uptime_s", up},
+                        {"io_limits", vm ? io_limits_json(*vm) : Json::object()},
                         {"shm", shm_json(vm)},
                         {"sandbox", sandbox_info()}};
         });
@@ -452,6 +466,40 @@ void add_domain_methods(api::Server& server, Domain& d) {
             VIREO_TRY_ASSIGN(const uint64_t target, vm.set_guest_memory(bytes));
             d.guest_memory_request.store(bytes);
             return Json{{"memory_bytes", bytes}, {"balloon_target_bytes", target}};
+        });
+    });
+    // A disk's or network device's rate limits: shown, or replaced at once (same syntax as
+    // --disk and --net; "none" lifts them).
+    server.add("io.limit", [&d](const Json& params) -> Result<Json> {
+        VIREO_TRY_ASSIGN(const std::string device, api::string_param(params, "device"));
+        const bool disk = device.rfind("disk", 0) == 0, net = device.rfind("net", 0) == 0;
+        const std::string digits = device.substr(disk ? 4 : net ? 3 : 0);
+        if ((!disk && !net) || digits.empty() || digits.size() > 2 ||
+            !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            return fail(ErrorCode::InvalidArgument,
+                        "device: \"{}\" is not diskN or netN (N from 0: the order of the "
+                        "domain's disks and network devices)",
+                        device);
+        const size_t index = std::stoul(digits);
+        std::optional<std::string> text;
+        if (params.contains("limits")) {
+            VIREO_TRY_ASSIGN(text, api::string_param(params, "limits"));
+        }
+        return on_vm(d, [&](vmm::Vm& vm) -> Result<Json> {
+            if (text && disk) {
+                VIREO_TRY_ASSIGN(const IoLimits l, parse_disk_limits(*text));
+                VIREO_TRY(vm.set_disk_limits(index, l));
+                log::info("{}: {}: rate limits {}", d.name, device, format_disk_limits(l));
+            } else if (text) {
+                VIREO_TRY_ASSIGN(const auto l, parse_net_limits(*text));
+                VIREO_TRY(vm.set_net_limits(index, l.first, l.second));
+                log::info("{}: {}: rate limits {}", d.name, device,
+                          format_net_limits(l.first, l.second));
+            }
+            const Json all = io_limits_json(vm);
+            if (!all.contains(device))
+                return fail(ErrorCode::NotFound, "{}: the domain has no such device", device);
+            return Json{{"device", device}, {"limits", all[device]}};
         });
     });
     server.add("balloon.info", [&d](const Json& params) {

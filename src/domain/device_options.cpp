@@ -1,6 +1,7 @@
 #include "domain/device_options.hpp"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <net/if.h>
 #include <sys/un.h>
 
@@ -125,6 +126,63 @@ Result<uint64_t> parse_rate(std::string_view spec, const char* key, std::string_
     return n;
 }
 
+// One rate-limit option, KEY=VALUE with KEY bps, OPS (iops or pps), bps-burst or OPS-burst:
+// sets it in `l`. False when `part` is none of them.
+Result<bool> parse_limit(std::string_view spec, std::string_view part, std::string_view ops,
+                         IoLimits& l) {
+    const size_t eq = part.find('=');
+    if (eq == std::string_view::npos) return false;
+    const std::string_view key = part.substr(0, eq), v = part.substr(eq + 1);
+    const std::string k(key);
+    if (key == "bps") {
+        VIREO_TRY_ASSIGN(l.bps, parse_rate(spec, k.c_str(), v, true));
+    } else if (key == ops) {
+        VIREO_TRY_ASSIGN(l.ops, parse_rate(spec, k.c_str(), v, false));
+    } else if (key == "bps-burst") {
+        VIREO_TRY_ASSIGN(l.bps_burst, parse_rate(spec, k.c_str(), v, true));
+    } else if (key.size() == ops.size() + 6 && key.substr(0, ops.size()) == ops &&
+               key.substr(ops.size()) == "-burst") {
+        VIREO_TRY_ASSIGN(l.ops_burst, parse_rate(spec, k.c_str(), v, false));
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// A burst is spent on top of a rate: alone it would limit nothing.
+Result<void> check_bursts(std::string_view spec, const IoLimits& l, std::string_view prefix,
+                          std::string_view ops) {
+    if (l.bps_burst != 0 && l.bps == 0)
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {}bps-burst needs {}bps (a rate)", spec,
+                    prefix, prefix);
+    if (l.ops_burst != 0 && l.ops == 0)
+        return fail(ErrorCode::InvalidArgument, "\"{}\": {}{}-burst needs {}{} (a rate)", spec,
+                    prefix, ops, prefix, ops);
+    return ok();
+}
+
+// A network device's limit option: [rx-|tx-]KEY=VALUE (no prefix: both directions).
+Result<bool> parse_net_limit(std::string_view spec, std::string_view part, IoLimits& rx,
+                             IoLimits& tx) {
+    if (part.rfind("rx-", 0) == 0) return parse_limit(spec, part.substr(3), "pps", rx);
+    if (part.rfind("tx-", 0) == 0) return parse_limit(spec, part.substr(3), "pps", tx);
+    VIREO_TRY_ASSIGN(const bool limit, parse_limit(spec, part, "pps", rx));
+    if (limit) (void)parse_limit(spec, part, "pps", tx);
+    return limit;
+}
+
+std::string format_limits(const IoLimits& l, std::string_view prefix, std::string_view ops) {
+    std::string out;
+    auto add = [&](std::string_view key, uint64_t v) {
+        if (v != 0) out += fmt::format("{}{}{}={}", out.empty() ? "" : ",", prefix, key, v);
+    };
+    add("bps", l.bps);
+    add(ops, l.ops);
+    add("bps-burst", l.bps_burst);
+    add(fmt::format("{}-burst", ops), l.ops_burst);
+    return out;
+}
+
 }  // namespace
 
 Result<DiskOptions> parse_disk_option(std::string_view spec) {
@@ -150,23 +208,16 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
                                 "\"{}\": serial must be printable ASCII without spaces", spec);
         } else if (part.rfind("queue-size=", 0) == 0) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 2));
-        } else if (part.rfind("bps=", 0) == 0) {
-            VIREO_TRY_ASSIGN(o.limits.bps, parse_rate(spec, "bps", part.substr(4), true));
-        } else if (part.rfind("iops=", 0) == 0) {
-            VIREO_TRY_ASSIGN(o.limits.ops, parse_rate(spec, "iops", part.substr(5), false));
-        } else if (part.rfind("bps-burst=", 0) == 0) {
-            VIREO_TRY_ASSIGN(o.limits.bps_burst,
-                             parse_rate(spec, "bps-burst", part.substr(10), true));
-        } else if (part.rfind("iops-burst=", 0) == 0) {
-            VIREO_TRY_ASSIGN(o.limits.ops_burst,
-                             parse_rate(spec, "iops-burst", part.substr(11), false));
         } else {
-            return fail(ErrorCode::InvalidArgument,
-                        "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
-                        "queue-size=N, bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N)",
-                        spec, part);
+            VIREO_TRY_ASSIGN(const bool limit, parse_limit(spec, part, "iops", o.limits));
+            if (!limit)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
+                            "queue-size=N, bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N)",
+                            spec, part);
         }
     }
+    VIREO_TRY(check_bursts(spec, o.limits, "", "iops"));
     return o;
 }
 
@@ -207,13 +258,61 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
         } else if (part.rfind("queue-size=", 0) == 0) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 64));
         } else {
-            return fail(ErrorCode::InvalidArgument,
-                        "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
-                        "queue-size=)",
-                        spec, part);
+            VIREO_TRY_ASSIGN(const bool limit,
+                             parse_net_limit(spec, part, o.rx_limits, o.tx_limits));
+            if (!limit)
+                return fail(ErrorCode::InvalidArgument,
+                            "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
+                            "queue-size=, [rx-|tx-]bps=RATE, [rx-|tx-]pps=N, "
+                            "[rx-|tx-]bps-burst=SIZE, [rx-|tx-]pps-burst=N)",
+                            spec, part);
         }
     }
+    VIREO_TRY(check_bursts(spec, o.rx_limits, "rx-", "pps"));
+    VIREO_TRY(check_bursts(spec, o.tx_limits, "tx-", "pps"));
     return o;
+}
+
+Result<IoLimits> parse_disk_limits(std::string_view text) {
+    IoLimits l;
+    if (text == "none") return l;
+    for (const std::string_view part : split(text, ',')) {
+        VIREO_TRY_ASSIGN(const bool limit, parse_limit(text, part, "iops", l));
+        if (!limit)
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown limit \"{}\" (known: bps=RATE, iops=N, bps-burst=SIZE, "
+                        "iops-burst=N; or none)",
+                        text, part);
+    }
+    VIREO_TRY(check_bursts(text, l, "", "iops"));
+    return l;
+}
+
+Result<std::pair<IoLimits, IoLimits>> parse_net_limits(std::string_view text) {
+    IoLimits rx, tx;
+    if (text == "none") return std::pair{rx, tx};
+    for (const std::string_view part : split(text, ',')) {
+        VIREO_TRY_ASSIGN(const bool limit, parse_net_limit(text, part, rx, tx));
+        if (!limit)
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown limit \"{}\" (known: [rx-|tx-]bps=RATE, "
+                        "[rx-|tx-]pps=N, [rx-|tx-]bps-burst=SIZE, [rx-|tx-]pps-burst=N; or none)",
+                        text, part);
+    }
+    VIREO_TRY(check_bursts(text, rx, "rx-", "pps"));
+    VIREO_TRY(check_bursts(text, tx, "tx-", "pps"));
+    return std::pair{rx, tx};
+}
+
+std::string format_disk_limits(const IoLimits& l) {
+    return l.any() ? format_limits(l, "", "iops") : "none";
+}
+
+std::string format_net_limits(const IoLimits& rx, const IoLimits& tx) {
+    if (!rx.any() && !tx.any()) return "none";
+    if (rx == tx) return format_limits(rx, "", "pps");
+    std::string r = format_limits(rx, "rx-", "pps"), t = format_limits(tx, "tx-", "pps");
+    return r.empty() ? t : t.empty() ? r : r + "," + t;
 }
 
 Result<VsockOptions> parse_vsock_option(std::string_view spec) {

@@ -1,17 +1,20 @@
 // The device options of a domain's configuration, as `vireo run`'s flags and a host
 // configuration's `disks`, `nets` and `vsock` give them: `PATH[,readonly][,serial=ID]
-// [,queue-size=N]`, `user[,hostfwd=...]...` or `tap=NAME` with `[,mac=..][,mtu=N]
-// [,queue-size=N]`, `cid=N,socket=PATH`. The parsed options are the back-ends' own types
-// (virtio/blk/disk_image.hpp, virtio/net/backend.hpp, virtio/vsock/listener.hpp); errors quote
-// the value and leave the field's name to the caller (parse_spec, the host configuration).
+// [,queue-size=N][,bps=..,iops=..]`, `user[,hostfwd=...]...` or `tap=NAME` with `[,mac=..]
+// [,mtu=N][,queue-size=N][,[rx-|tx-]bps=..,pps=..]`, `cid=N,socket=PATH`. The parsed options are
+// the back-ends' own types (virtio/blk/disk_image.hpp, virtio/net/backend.hpp,
+// virtio/vsock/listener.hpp); errors quote the value and leave the field's name to the caller
+// (parse_spec, the host configuration).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/result.hpp"
+#include "base/token_bucket.hpp"
 #include "virtio/blk/disk_image.hpp"
 #include "virtio/net/backend.hpp"
 #include "virtio/vsock/listener.hpp"
@@ -20,6 +23,15 @@ namespace vireo::domain {
 
 Result<virtio::DiskOptions> parse_disk_option(std::string_view spec);
 Result<virtio::NetOptions> parse_net_option(std::string_view spec);
+/// A disk's rate limits alone, as on --disk: "bps=RATE,iops=N,bps-burst=SIZE,iops-burst=N" (any
+/// of them), or "none".
+Result<IoLimits> parse_disk_limits(std::string_view text);
+/// A network device's, as on --net: [rx-|tx-]bps=, pps=, bps-burst=, pps-burst= (without a
+/// prefix: both directions), or "none". Returns {receive, transmit} (the guest's view).
+Result<std::pair<IoLimits, IoLimits>> parse_net_limits(std::string_view text);
+/// What the parsers take: "none", or the limits set as plain numbers (bytes).
+std::string format_disk_limits(const IoLimits& l);
+std::string format_net_limits(const IoLimits& rx, const IoLimits& tx);
 /// CID >= 3; PATH must fit a socket address with a `_PORT` suffix.
 Result<virtio::VsockOptions> parse_vsock_option(std::string_view spec);
 

@@ -335,7 +335,7 @@ Result<void> open_network(const DomainSpec& s, vmm::VmConfig& config) {
         config.nets.push_back(
             {std::move(backend).value(),
              n.mac ? *n.mac : virtio::derived_mac(fmt::format("{}/net{}", s.name, i)), n.mtu,
-             n.queue_size});
+             n.queue_size, n.rx_limits, n.tx_limits});
     }
     if (s.vsock) {
         VIREO_TRY_ASSIGN(config.vsock, virtio::VsockListener::create(vsock_options(*s.vsock)));

@@ -216,7 +216,7 @@ void devices(Filter& f, bool host_network) {
              SCMP_SYS(fallocate), SCMP_SYS(io_uring_enter), SCMP_SYS(connect),
              // the console log's rotation in place (vmm/console_log.hpp), on the UART's writer
              SCMP_SYS(ftruncate), SCMP_SYS(copy_file_range),
-             // a rate-limited disk's resume timer (virtio/blk/device.hpp)
+             // a rate limit's resume timer (virtio/blk, virtio/net; io.limit re-arms it)
              SCMP_SYS(timerfd_settime)});
     f.allow_socket_family(AF_UNIX);
     f.allow_ioctls(hv::interrupt_requests());

@@ -838,9 +838,12 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
         VIREO_TRY_ASSIGN(auto blk, virtio::BlockDevice::create(disk));
         devices.push_back(std::move(blk));
     }
-    for (const auto& net : config_.nets)
-        devices.push_back(
-            std::make_shared<virtio::NetDevice>(net.backend, net.mac, net.mtu, net.queue_size));
+    for (const auto& net : config_.nets) {
+        VIREO_TRY_ASSIGN(auto nd,
+                         virtio::NetDevice::create(net.backend, net.mac, net.mtu, net.queue_size,
+                                                   net.rx_limits, net.tx_limits));
+        devices.push_back(std::move(nd));
+    }
     if (config_.rng) devices.push_back(std::make_shared<virtio::EntropyDevice>());
     if (config_.vsock) devices.push_back(std::make_shared<virtio::VsockDevice>(config_.vsock));
     if (config_.balloon) {
@@ -1231,6 +1234,40 @@ Result<void> Vm::resume() {
     }
     pause_cv_.notify_all();
     return ok();
+}
+
+Result<void> Vm::set_disk_limits(size_t disk, const IoLimits& limits) {
+    if (disk >= config_.disks.size() || disk >= virtio_.size())
+        return fail(ErrorCode::NotFound, "disk {}: the domain has {} disk(s)", disk,
+                    config_.disks.size());
+    static_cast<virtio::BlockDevice&>(virtio_[disk]->device()).set_limits(limits);
+    return ok();
+}
+
+Result<void> Vm::set_net_limits(size_t net, const IoLimits& rx, const IoLimits& tx) {
+    const size_t i = config_.disks.size() + net;
+    if (net >= config_.nets.size() || i >= virtio_.size())
+        return fail(ErrorCode::NotFound, "network device {}: the domain has {}", net,
+                    config_.nets.size());
+    static_cast<virtio::NetDevice&>(virtio_[i]->device()).set_limits(rx, tx);
+    return ok();
+}
+
+std::vector<IoLimits> Vm::disk_limits() const {
+    std::vector<IoLimits> out;
+    for (size_t i = 0; i < config_.disks.size() && i < virtio_.size(); ++i)
+        out.push_back(static_cast<virtio::BlockDevice&>(virtio_[i]->device()).limits());
+    return out;
+}
+
+std::vector<std::pair<IoLimits, IoLimits>> Vm::net_limits() const {
+    std::vector<std::pair<IoLimits, IoLimits>> out;
+    for (size_t n = 0; n < config_.nets.size(); ++n) {
+        const size_t i = config_.disks.size() + n;
+        if (i >= virtio_.size()) break;
+        out.push_back(static_cast<virtio::NetDevice&>(virtio_[i]->device()).limits());
+    }
+    return out;
 }
 
 Result<void> Vm::new_generation_id() {

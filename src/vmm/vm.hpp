@@ -52,6 +52,7 @@ struct NetConfig {
     virtio::MacAddress mac{};
     uint16_t mtu = 1500;
     uint16_t queue_size = 256;
+    IoLimits rx_limits, tx_limits;  ///< frames to and from the guest
 };
 
 struct VmConfig {
@@ -286,6 +287,13 @@ class Vm {
     /// Guest RDMSR/WRMSR refused with #GP (outside the MSR allow-list, or unknown to KVM).
     uint64_t msrs_refused() const noexcept { return msrs_refused_.load(std::memory_order_relaxed); }
     std::vector<ShmInfo> shm_info() const;
+    /// I/O rate limits at run time (from any thread), by index among the disks (vda: 0) or
+    /// among the network devices; they last until changed again (a guest reboot keeps them).
+    Result<void> set_disk_limits(size_t disk, const IoLimits& limits);
+    Result<void> set_net_limits(size_t net, const IoLimits& rx, const IoLimits& tx);
+    /// The limits now: one entry per disk, then one {rx, tx} per network device.
+    std::vector<IoLimits> disk_limits() const;
+    std::vector<std::pair<IoLimits, IoLimits>> net_limits() const;
     /// Whether the machine can be saved or moved (`what` starts the error): not with shared
     /// memory, which is other domains' memory too.
     Result<void> movable(const char* what) const;

@@ -119,6 +119,69 @@ case "$(cat /tmp/tap-jail 2>/dev/null)" in
   *) ok "sandbox with a tap: all $(cat /tmp/tap-jail) threads jailed, in a network namespace of its own" ;;
 esac
 
+# --- rate limits on a tap: each direction held to its limit; a change at run time ------------
+# Limits count Ethernet frame bytes (the virtio header aside); TCP's payload is within a few per
+# cent of them (TSO frames of up to 64 KiB). 5 MB each way at 1 MB/s: 5 s each, within 10 %.
+# Then, in a 20 MB download at 1 MB/s, the receive limit goes to 4 MB/s: the second after the
+# change (from 1 s to 2 s after it) must already run at the new rate.
+head -c 5000000 /dev/urandom >/tmp/www/dl5
+head -c 20000000 /dev/urandom >/tmp/www/dl20
+rm -f /tmp/www/go /tmp/www/ready
+cat >/tmp/lim-guest.sh <<'EOF'
+ip addr add 192.168.77.2/24 dev eth0
+ip link set eth0 up
+mkdir -p /tmp/w && head -c 5000000 /dev/urandom >/tmp/w/up
+httpd -p 8081 -h /tmp/w
+t() { cut -d' ' -f1 /proc/uptime; }
+until wget -q -O /dev/null http://192.168.77.1:8080/ready 2>/dev/null; do sleep 0.2; done
+a=$(t); wget -q -O /dev/null http://192.168.77.1:8080/dl5; b=$(t)
+echo "GUEST-RX $a $b"
+until wget -q -O /dev/null http://192.168.77.1:8080/go 2>/dev/null; do sleep 0.2; done
+wget -q -O /dev/null http://192.168.77.1:8080/dl20 && echo GUEST-BIG-DONE
+sleep 60
+EOF
+script_disk /tmp/lim-guest.sh /tmp/lim.img
+cat >/tmp/lim-host.sh <<'EOF'
+ip link set lo up
+rm -f /tmp/lim.api /tmp/lim-result
+vireo run --net tap=vtap1,bps=1000000 --api-socket /tmp/lim.api --disk /tmp/lim.img \
+  --append '-- sh /dev/vda' >/tmp/out 2>&1 </dev/null &
+pid=$!
+n=0; while ! ip link show vtap1 >/dev/null 2>&1 && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+ip addr add 192.168.77.1/24 dev vtap1
+ip link set vtap1 up
+httpd -p 192.168.77.1:8080 -h /tmp/www
+: >/tmp/www/ready
+n=0; while ! grep -q GUEST-RX /tmp/out && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
+now() { cut -d" " -f1 /proc/uptime; }
+a=$(now); wget -q -O /tmp/lim-up http://192.168.77.2:8081/up; b=$(now)
+echo "HOST-TX $a $b $(stat -c %s /tmp/lim-up 2>/dev/null)" >>/tmp/lim-result
+rx_bytes() { vireo api /tmp/lim.api metrics | tr -d ' \n' | grep -o '"rx_bytes":[0-9]*' | cut -d: -f2; }
+: >/tmp/www/go
+# Once the download runs (a megabyte in), the limit changes.
+n=0; while [ "$(rx_bytes)" -lt 6500000 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+vireo io-limit --api-socket /tmp/lim.api net0 rx-bps=4000000,tx-bps=1000000 >>/tmp/lim-result
+c=$(now); sleep 1; b1=$(rx_bytes); t1=$(now); sleep 1; b2=$(rx_bytes); t2=$(now)
+echo "HOST-CHANGE $c $t1 $b1 $t2 $b2" >>/tmp/lim-result
+vireo io-limit --api-socket /tmp/lim.api net0 >>/tmp/lim-result
+vireo api /tmp/lim.api metrics | tr -d ' \n' | grep -o '"[rt]x_throttled_ms":[0-9]*' >>/tmp/lim-result
+kill $pid; wait $pid
+EOF
+timeout 200 unshare -n sh /tmp/lim-host.sh
+set -- $(tr -d '\r' </tmp/out | sed -n 's/^GUEST-RX //p' | tail -n1)
+rx_s=$(awk "BEGIN { printf \"%.2f\", ${2:-0} - ${1:-0} }")
+set -- $(sed -n 's/^HOST-TX //p' /tmp/lim-result)
+tx_s=$(awk "BEGIN { printf \"%.2f\", ${2:-0} - ${1:-0} }")
+if [ "${3:-0}" = 5000000 ] && awk "BEGIN { exit !($rx_s >= 4.5 && $rx_s <= 5.5 && $tx_s >= 4.5 && $tx_s <= 5.5) }"; then
+  ok "net rate limit bps=1000000 on a tap: 5 MB to the guest in $rx_s s, 5 MB from it in $tx_s s"
+else bad "net rate limits: 5 MB to the guest in $rx_s s, from it in $tx_s s (want 4.5 to 5.5); $(cat /tmp/lim-result)"; fi
+set -- $(sed -n 's/^HOST-CHANGE //p' /tmp/lim-result)
+rate=$(awk "BEGIN { printf \"%.0f\", (${5:-0} - ${3:-0}) / ((${4:-0} - ${2:-0}) + 1e-9) }")
+if grep -q "net0: rx-bps=4000000,tx-bps=1000000" /tmp/lim-result &&
+   awk "BEGIN { exit !($rate >= 3400000 && $rate <= 4400000) }"; then
+  ok "vireo io-limit at run time: receive 1 -> 4 MB/s; from 1 s to 2 s after the change the guest got $rate B/s"
+else bad "io-limit at run time: $rate B/s in the second after the first; $(cat /tmp/lim-result)"; fi
+
 # --- vsock: host -> guest and guest -> host, 1 MiB echoed intact each way ------------------
 I=/guest/net-initrd.img
 rm -f /tmp/v.sock

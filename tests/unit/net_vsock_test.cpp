@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -115,6 +116,39 @@ TEST(NetOptions, RefusesBadInputWithAReason) {
     }
 }
 
+TEST(NetOptions, RateLimitsPerDirectionAndAtRunTime) {
+    auto both = domain::parse_net_option("user,bps=1M,pps=1000,bps-burst=64K");
+    ASSERT_TRUE(both) << both.error().message();
+    EXPECT_EQ(both->rx_limits, both->tx_limits);
+    EXPECT_EQ(both->tx_limits.bps, 1u << 20);
+    EXPECT_EQ(both->tx_limits.ops, 1000u);
+    EXPECT_EQ(both->tx_limits.bps_burst, 64u << 10);
+    auto one = domain::parse_net_option("tap=t,rx-bps=125000,tx-pps=10");
+    ASSERT_TRUE(one) << one.error().message();
+    EXPECT_EQ(one->rx_limits, (IoLimits{125000, 0, 0, 0}));
+    EXPECT_EQ(one->tx_limits, (IoLimits{0, 10, 0, 0}));
+    EXPECT_EQ(domain::format_net_limits(one->rx_limits, one->tx_limits), "rx-bps=125000,tx-pps=10");
+    EXPECT_EQ(domain::format_net_limits(both->rx_limits, both->tx_limits),
+              "bps=1048576,pps=1000,bps-burst=65536");
+    for (const char* bad : {"user,bps-burst=1M", "user,rx-pps-burst=5,tx-pps=5", "user,bps=0",
+                            "user,pps=x", "user,iops=5", "user,up-bps=5", "user,bps=2T"})
+        EXPECT_FALSE(domain::parse_net_option(bad)) << bad;
+    // At run time: the same keys alone, or none.
+    auto l = domain::parse_net_limits("tx-bps=10M");
+    ASSERT_TRUE(l);
+    EXPECT_FALSE(l->first.any());
+    EXPECT_EQ(l->second.bps, 10u << 20);
+    EXPECT_FALSE(domain::parse_net_limits("none")->first.any());
+    EXPECT_FALSE(domain::parse_net_limits("tx-bps=1,mtu=5"));
+    auto d = domain::parse_disk_limits("bps=10M,iops=200");
+    ASSERT_TRUE(d);
+    EXPECT_EQ(domain::format_disk_limits(*d), "bps=10485760,iops=200");
+    EXPECT_EQ(domain::format_disk_limits(domain::parse_disk_limits("none").value()), "none");
+    EXPECT_FALSE(domain::parse_disk_limits("iops-burst=10"));  // a burst without its rate
+    EXPECT_FALSE(domain::parse_disk_limits("pps=10"));
+    EXPECT_FALSE(domain::parse_disk_option("/x.img,bps-burst=1M"));
+}
+
 TEST(NetOptions, DerivedMacsAreStableLocalUnicast) {
     const MacAddress a = derived_mac("web/net0"), b = derived_mac("web/net0"),
                      c = derived_mac("web/net1");
@@ -136,10 +170,11 @@ TEST(VsockOptions, ParsesAndRefuses) {
 // --- virtio-net --------------------------------------------------------------------------
 
 struct NetRig {
-    NetRig(uint64_t features = kFeatureEventIdx | kNetFMrgRxbuf | kNetFMac) {
+    NetRig(uint64_t features = kFeatureEventIdx | kNetFMrgRxbuf | kNetFMac, IoLimits rx = {},
+           IoLimits tx = {}) {
         auto [b, w] = socketpair_backend().value();
         wire = std::move(w);
-        device = std::make_shared<NetDevice>(b, derived_mac("t"), 1500, 64);
+        device = NetDevice::create(b, derived_mac("t"), 1500, 64, rx, tx).value();
         rig = std::make_unique<Rig>(device, 2);
         EXPECT_EQ(rig->start(features) & kStatusDriverOk, kStatusDriverOk);
     }
@@ -165,6 +200,66 @@ TEST(Net, TransmitsFramesToTheBackendWithoutTheirHeader) {
     ASSERT_EQ(len, static_cast<ssize_t>(frame.size()));  // the socket back-end keeps the header
     EXPECT_EQ(std::memcmp(got, frame.data(), frame.size()), 0);
     EXPECT_EQ(n.device->stats().tx_frames, 1u);
+}
+
+// Transmit limited to 100 frames a second (the bucket starts empty): 30 frames take about 0.3 s,
+// on the limit's timer; the metrics count the stops and their time. Lifting the limit at run
+// time lets the rest go at once.
+TEST(Net, ATransmitLimitPacesFramesAndCanBeLiftedAtRunTime) {
+    NetRig n(kFeatureEventIdx | kNetFMrgRxbuf | kNetFMac, {}, IoLimits{0, 100, 0, 0});
+    const uint64_t buf = n.rig->alloc(4096);
+    std::vector<uint8_t> frame(kNetHdrSize + 60, 0x11);
+    ASSERT_TRUE(put(n.rig->mem, buf, frame.data(), frame.size()));
+    auto send = [&](int count) {
+        for (int i = 0; i < count; ++i) {
+            Buf one[] = {{buf, static_cast<uint32_t>(frame.size())}};
+            n.rig->dqs[1]->add(one);
+        }
+        n.rig->drv.notify(1);
+    };
+    auto sent = [&] { return n.device->stats().tx_frames; };
+    const auto t0 = std::chrono::steady_clock::now();
+    send(30);
+    EXPECT_TRUE(run_until(*n.rig->loop, [&] { return sent() == 30; }));
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(took, 0.28);  // never faster than the limit
+    EXPECT_LT(took, 1.5);
+    const NetStats st = n.device->stats();
+    EXPECT_GT(st.tx_throttled, 0u);
+    EXPECT_GE(st.tx_throttled_ns, 200'000'000u);
+    // 40 more at 1 frame a second would take 40 s: lifted, they go at once.
+    n.device->set_limits({}, IoLimits{0, 1, 0, 0});
+    send(40);
+    EXPECT_TRUE(run_until(*n.rig->loop, [&] { return sent() >= 31; }));
+    EXPECT_EQ(n.device->limits().second.ops, 1u);
+    n.device->set_limits({}, {});
+    const auto t1 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(run_until(*n.rig->loop, [&] { return sent() == 70; }));
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 0.5);
+}
+
+// Receive limited to 100 kB/s: 30 frames of 1000 bytes take about 0.3 s; the back-end's frames
+// wait in its socket meanwhile (none is dropped).
+TEST(Net, AReceiveLimitPacesBytes) {
+    NetRig n(kFeatureEventIdx | kNetFMrgRxbuf | kNetFMac, IoLimits{100000, 0, 0, 0}, {});
+    for (int i = 0; i < 32; ++i) {
+        Buf one[] = {{n.rig->alloc(2048), 2048, true}};
+        n.rig->dqs[0]->add(one);
+    }
+    n.rig->drv.notify(0);
+    std::vector<uint8_t> frame(kNetHdrSize + 1000, 0xab);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 30; ++i)
+        ASSERT_EQ(::send(n.wire.get(), frame.data(), frame.size(), 0),
+                  static_cast<ssize_t>(frame.size()));
+    EXPECT_TRUE(run_until(*n.rig->loop, [&] { return n.device->stats().rx_frames == 30; }));
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(took, 0.25);  // 29 debts of 10 ms
+    EXPECT_LT(took, 1.5);
+    EXPECT_EQ(n.device->stats().rx_dropped, 0u);
+    EXPECT_GT(n.device->stats().rx_throttled, 0u);
 }
 
 TEST(Net, MergeableReceiveSpreadsALargeFrameOverBuffers) {

@@ -441,6 +441,27 @@ TEST_F(BlkTest, ARateLimitHoldsRequestsAndResumesOnItsTimer) {
     EXPECT_EQ(st.reads, 2u);
 }
 
+// Limits change at run time: a request held by a limit of one operation a second goes as soon as
+// the limit is lifted; an unlimited disk takes a limit without being rebuilt.
+TEST_F(BlkTest, ALimitChangedAtRunTimeTakesEffectAtOnce) {
+    open();
+    auto dev = std::static_pointer_cast<BlockDevice>(rig_->device);
+    EXPECT_FALSE(dev->limits().any());
+    dev->set_limits(IoLimits{.ops = 1});
+    EXPECT_EQ(dev->limits().ops, 1u);
+    const uint64_t a = rig_->alloc(4096);
+    submit(kBlkIn, 0, {{a, 4096}});
+    rig_->drv.notify(0);
+    EXPECT_FALSE(run_until(
+        *rig_->loop, [&] { return rig_->dq.next_used().has_value(); },
+        std::chrono::milliseconds(300)));  // held: the first token comes after a second
+    const auto t0 = std::chrono::steady_clock::now();
+    dev->set_limits({});
+    EXPECT_TRUE(rig_->wait_used());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(300));
+    EXPECT_EQ(dev->stats().throttled, 1u);
+}
+
 TEST_F(BlkTest, OutOfRangeAndUnalignedRequestsFailWithIoErr) {
     open();
     const uint64_t a = rig_->alloc(4096);

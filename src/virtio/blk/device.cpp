@@ -119,11 +119,9 @@ Result<void> init_disk_ring(io_uring& ring, unsigned depth, int eventfd) {
 Result<std::shared_ptr<BlockDevice>> BlockDevice::create(std::shared_ptr<DiskImage> disk) {
     VIREO_TRY_ASSIGN(auto completion, EventFd::create());
     std::shared_ptr<BlockDevice> dev(new BlockDevice(std::move(disk), std::move(completion)));
-    if (const IoLimits& l = dev->disk_->options().limits; l.any()) {
-        dev->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
-        if (!dev->timer_) return fail_errno(errno, "virtio-blk: timerfd_create");
-        dev->throttle_ = IoThrottle(l, steady_ns());
-    }
+    dev->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+    if (!dev->timer_) return fail_errno(errno, "virtio-blk: timerfd_create");
+    dev->set_limits(dev->disk_->options().limits);
     if (auto r = init_disk_ring(dev->ring_, kMaxInFlight, dev->completion_.fd()); !r) {
         dev->ring_ok_ = dev->ring_.ring_fd > 0;
         return fail(r.error().code(), "virtio-blk: {}", r.error().message());
@@ -202,6 +200,13 @@ void BlockDevice::hold(Request& r, int64_t wait_ns, int64_t now_ns) {
     held_since_ns_ = now_ns;
     ++stats_.throttled;
     arm(wait_ns);
+}
+
+void BlockDevice::set_limits(const IoLimits& l) {
+    std::lock_guard lock(mutex());
+    limits_ = l;
+    throttle_ = l.any() ? IoThrottle(l, steady_ns()) : IoThrottle();
+    if (held_ >= 0) arm(1);  // the held request is looked at again, under the new limit
 }
 
 void BlockDevice::drop_held() {

@@ -89,6 +89,13 @@ class BlockDevice final : public Device {
         uint64_t read_bytes = 0, write_bytes = 0, errors = 0;
         uint64_t throttled = 0, throttled_ns = 0;  // requests the limit held back, and how long
     };
+    /// Replaces the rate limits (from any thread): new buckets, starting empty; a request held
+    /// by the old limit is looked at again at once.
+    void set_limits(const IoLimits& l);
+    IoLimits limits() noexcept {
+        std::lock_guard lock(mutex());
+        return limits_;
+    }
     Stats stats() noexcept {
         std::lock_guard lock(mutex());
         return stats_;
@@ -142,7 +149,8 @@ class BlockDevice final : public Device {
     Queue* queue_ = nullptr;
     Transport* transport_ = nullptr;
     bool pending_sqes_ = false;
-    // Rate limits (DiskOptions::limits): only with a limit is there a timer and a held request.
+    // Rate limits (DiskOptions::limits, or set_limits): only with a limit is a request held.
+    IoLimits limits_;
     IoThrottle throttle_;
     UniqueFd timer_;  // timerfd: when the held request may go
     int held_ = -1;   // slot of the request waiting for the limit, or -1

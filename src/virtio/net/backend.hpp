@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/result.hpp"
+#include "base/token_bucket.hpp"
 #include "base/unique_fd.hpp"
 
 namespace vireo::virtio {
@@ -57,7 +58,7 @@ struct HostForward {
 };
 
 /// `--net user[,hostfwd=tcp:127.0.0.1:8080-:80]...[,mac=..][,mtu=N][,queue-size=N]` or
-/// `--net tap=NAME[,mac=..][,mtu=N][,queue-size=N]`.
+/// `--net tap=NAME[,mac=..][,mtu=N][,queue-size=N]`; either with rate limits per direction.
 struct NetOptions {
     enum class Kind { User, Tap } kind = Kind::User;
     std::string tap;
@@ -65,6 +66,8 @@ struct NetOptions {
     std::optional<MacAddress> mac;  ///< default: derived from the domain and the device index
     uint16_t mtu = 1500;
     uint16_t queue_size = 256;
+    IoLimits rx_limits;  ///< frames to the guest: bytes and packets per second
+    IoLimits tx_limits;  ///< frames from the guest
 };
 
 /// Where frames go. Called on the domain's event loop with the device mutex held.

@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,6 +59,58 @@ NetDevice::NetDevice(std::shared_ptr<NetBackend> backend, MacAddress mac, uint16
     rx_iov_.reserve(kMaxRxIov);
 }
 
+Result<std::shared_ptr<NetDevice>> NetDevice::create(std::shared_ptr<NetBackend> backend,
+                                                     MacAddress mac, uint16_t mtu,
+                                                     uint16_t queue_size, IoLimits rx,
+                                                     IoLimits tx) {
+    std::shared_ptr<NetDevice> d(new NetDevice(std::move(backend), mac, mtu, queue_size));
+    for (Limit* l : {&d->rx_limit_, &d->tx_limit_}) {
+        l->timer = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+        if (!l->timer) return fail_errno(errno, "virtio-net: timerfd_create");
+    }
+    d->set_limits(rx, tx);
+    return d;
+}
+
+void NetDevice::arm(Limit& l, int64_t ns) {
+    itimerspec t{};  // 0: disarmed
+    t.it_value.tv_sec = ns / 1000000000;
+    t.it_value.tv_nsec = ns % 1000000000;
+    if (::timerfd_settime(l.timer.get(), 0, &t, nullptr) != 0)
+        log::error("virtio-net: timerfd_settime: {}", std::strerror(errno));
+}
+
+void NetDevice::set_limits(const IoLimits& rx, const IoLimits& tx) {
+    std::lock_guard lock(mutex());
+    const int64_t now = steady_ns();
+    for (auto [l, limits] : {std::pair{&rx_limit_, &rx}, std::pair{&tx_limit_, &tx}}) {
+        l->limits = *limits;
+        l->throttle = limits->any() ? IoThrottle(*limits, now) : IoThrottle();
+        if (l->waiting) arm(*l, 1);  // the loop looks again, under the new limit
+    }
+}
+
+bool NetDevice::admit(Limit& l, uint64_t& throttled) {
+    if (!l.throttle.limited()) return true;
+    const int64_t now = steady_ns();
+    const int64_t wait = l.throttle.wait_any(now);
+    if (wait == 0) return true;
+    l.waiting = true;
+    l.since_ns = now;
+    ++throttled;
+    arm(l, wait);
+    return false;
+}
+
+bool NetDevice::resume(Limit& l, uint64_t& throttled_ns) {
+    uint64_t n;
+    (void)!::read(l.timer.get(), &n, sizeof n);
+    if (!l.waiting) return false;
+    l.waiting = false;
+    throttled_ns += static_cast<uint64_t>(steady_ns() - l.since_ns);
+    return true;
+}
+
 uint32_t NetDevice::device_id() const noexcept {
     return kDeviceNet;
 }
@@ -77,6 +130,19 @@ Result<void> NetDevice::attach_loop(EventLoop& loop) {
         if (auto r = receive(); !r) transport_->device_error(r.error().message());
     }));
     set_rx_watch(false);  // until the driver is up
+    if (tx_limit_.timer) {
+        VIREO_TRY(loop.add(tx_limit_.timer.get(), [this] {
+            std::lock_guard lock(mutex());
+            if (!resume(tx_limit_, stats_.tx_throttled_ns) || tx_ == nullptr) return;
+            if (auto r = transmit(); !r) transport_->device_error(r.error().message());
+        }));
+        VIREO_TRY(loop.add(rx_limit_.timer.get(), [this] {
+            std::lock_guard lock(mutex());
+            if (!resume(rx_limit_, stats_.rx_throttled_ns) || rx_ == nullptr) return;
+            set_rx_watch(true);
+            if (auto r = receive(); !r) transport_->device_error(r.error().message());
+        }));
+    }
     return ok();
 }
 
@@ -106,6 +172,11 @@ Result<void> NetDevice::activate(const memory::GuestMemory&, std::span<Queue> qu
 
 void NetDevice::reset() {
     rx_ = tx_ = nullptr;
+    for (Limit* l : {&rx_limit_, &tx_limit_})
+        if (l->waiting) {
+            l->waiting = false;
+            arm(*l, 0);
+        }
     rx_chains_.clear();  // popped chains are simply forgotten: the driver reset the rings
     rx_iov_.clear();
     set_rx_watch(false);
@@ -126,8 +197,10 @@ Result<void> NetDevice::process(size_t index) {
 }
 
 Result<void> NetDevice::transmit() {
+    if (tx_limit_.waiting) return ok();  // its timer goes on
     int batch = 0;
     for (;;) {
+        if (!admit(tx_limit_, stats_.tx_throttled)) break;
         VIREO_TRY_ASSIGN(bool got, tx_->pop(chain_));
         if (!got) break;
         if (chain_.writable_bytes() != 0)
@@ -140,6 +213,7 @@ Result<void> NetDevice::transmit() {
             if (backend_->send(tx_iov_.data(), static_cast<int>(n)) == 0) {
                 ++stats_.tx_frames;
                 stats_.tx_bytes += len - kNetHdrSize;
+                tx_limit_.throttle.charge(len - kNetHdrSize);
             } else {
                 ++stats_.tx_dropped;
             }
@@ -186,6 +260,10 @@ Result<void> NetDevice::receive() {
     }
     bool delivered = false;
     for (;;) {
+        if (rx_limit_.waiting || !admit(rx_limit_, stats_.rx_throttled)) {
+            set_rx_watch(false);  // until its timer fires
+            break;
+        }
         VIREO_TRY_ASSIGN(const size_t window, fill_rx_window(rx_need_));
         if (window == 0) {
             set_rx_watch(false);  // the guest notifies the receive queue when it adds buffers
@@ -223,6 +301,7 @@ Result<void> NetDevice::receive() {
         rx_iov_.erase(rx_iov_.begin(), rx_iov_.begin() + static_cast<ptrdiff_t>(iovs));
         ++stats_.rx_frames;
         stats_.rx_bytes += static_cast<size_t>(n) - kNetHdrSize;
+        rx_limit_.throttle.charge(static_cast<size_t>(n) - kNetHdrSize);
         delivered = true;
         // Interrupt per batch: let the guest start on what it has while more arrives.
         if ((stats_.rx_frames & 63) == 0 && rx_->needs_interrupt()) transport_->signal_used();
