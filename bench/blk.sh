@@ -4,12 +4,15 @@
 # reading the image file directly. In the guest (bench/guest/blkbench.c, appended to the
 # default guest's initramfs): sequential 1 MiB reads and writes with O_DIRECT, and random
 # 4 KiB reads at queue depth 1.
-# usage: bench/blk.sh [RUNS] [MIB] [SECONDS]   (after building vireo into build/)
+# usage: bench/blk.sh [RUNS] [MIB] [SECONDS] [LIMITS]   (after building vireo into build/)
+# LIMITS (e.g. bps=1T,iops=1000000000): also vireo with these rate limits on its disk, set far
+# above the rates reached, to show what the limiter costs (compared with vireo without).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 mib=${2:-128}
 secs=${3:-5}
+limits=${4:-}
 guest=$(scripts/guest-image.sh)
 work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-blkbench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -20,4 +23,4 @@ gcc -O2 -static -o "$work/extra/bin/blkbench" bench/guest/blkbench.c
 cat "$guest/initrd.img" "$work/extra.cpio.gz" >"$work/bench-initrd.img"
 exec tests/host/run.sh -Q -m 4G -t 3000 -q -f "$work/bench-initrd.img:/guest/bench-initrd.img" \
   -f "$work/extra/bin/blkbench:/opt/vireo/bin/blkbench" -f bench/blk-in-host.sh \
-  -- sh /opt/vireo/files/blk-in-host.sh "$runs" "$mib" "$secs"
+  -- sh /opt/vireo/files/blk-in-host.sh "$runs" "$mib" "$secs" "$limits"
