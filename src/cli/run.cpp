@@ -129,6 +129,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "#GP and is counted) or off (every MSR KVM knows); on,+MSR or "
                     "on,+FIRST-LAST allows more, e.g. on,+0x34 (docs/cli.md)")
         ->capture_default_str();
+    run->add_option("--vmm-pool", o.vmm_pool,
+                    "The VMM-side memory a guest can make this domain allocate (vsock "
+                    "connections and the data they hold); beyond it that work is refused and "
+                    "counted, the domain runs on (1M to 64G)")
+        ->capture_default_str();
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "

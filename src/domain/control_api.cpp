@@ -78,6 +78,14 @@ std::string state_of(Domain& d, vmm::Vm* vm) {
     return vm->paused() ? "paused" : "running";
 }
 
+// The domain's VMM pool (base/mem_pool.hpp).
+Json pool_json(const MemoryPool& p) {
+    return Json{{"limit_bytes", p.limit()},
+                {"used_bytes", p.used()},
+                {"high_water_bytes", p.high_water()},
+                {"refused", p.refused()}};
+}
+
 // Each disk's and network device's rate limits, as --disk and --net take them.
 Json io_limits_json(const vmm::Vm& vm) {
     Json out = Json::object();
@@ -228,6 +236,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"boots", d.boots.load()},
                         {"uptime_s", up},
                         {"io_limits", vm ? io_limits_json(*vm) : Json::object()},
+                        {"vmm_pool", vm ? pool_json(vm->vmm_pool()) : Json::object()},
                         {"shm", shm_json(vm)},
                         {"sandbox", sandbox_info()}};
         });

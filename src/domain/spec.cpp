@@ -117,6 +117,11 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     auto msrs = arch::x86::parse_msr_policy(t.msr_filter);
     if (!msrs) return field_error("msr-filter", msrs.error());
     s.msrs = std::move(msrs).value();
+    auto pool = parse_size(t.vmm_pool);
+    if (!pool || *pool < kMinVmmPool || *pool > kMaxVmmPool)
+        return fail(ErrorCode::InvalidArgument, "vmm-pool: \"{}\": a size from {} MiB to {} GiB",
+                    t.vmm_pool, kMinVmmPool >> 20, kMaxVmmPool >> 30);
+    s.vmm_pool = *pool;
 
     for (const auto& spec : t.disks) {
         auto d = parse_disk_option(spec);
@@ -219,6 +224,7 @@ DomainText machine_text(const DomainText& t, const DomainSpec& s) {
     m.cpu = t.cpu;
     m.spec_ctrl = t.spec_ctrl;
     m.msr_filter = t.msr_filter;
+    m.vmm_pool = t.vmm_pool;
     return m;
 }
 

@@ -353,7 +353,13 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             r.boolean(v, key, d.rng);
         else if (key == "balloon")
             r.boolean(v, key, d.balloon);
-        else if (key == "console_log_max") {
+        else if (key == "vmm_pool") {
+            if (r.size(v, key, d.vmm_pool) &&
+                (d.vmm_pool < kMinVmmPool || d.vmm_pool > kMaxVmmPool))
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("{} bytes is out of range ({} MiB to {} GiB)", d.vmm_pool,
+                                  kMinVmmPool >> 20, kMaxVmmPool >> 30));
+        } else if (key == "console_log_max") {
             if (r.size(v, key, d.console_log_max) && !console_log_max_ok(d.console_log_max))
                 p.add(line_of(v), r.prefix + key,
                       fmt::format("{} bytes is out of range ({})", d.console_log_max,
@@ -407,7 +413,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
                   "disks, nets, vsock, rng, balloon, console_log_max, memory_backing, cpu, "
-                  "spec_ctrl, msr_filter, "
+                  "spec_ctrl, msr_filter, vmm_pool, "
                   "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm, sandbox, "
                   "restore)");
         }

@@ -15,6 +15,7 @@
 #include "base/cpu_list.hpp"  // parse_cpu_list, used with pools
 #include "base/host_facts.hpp"
 #include "base/limits.hpp"
+#include "base/mem_pool.hpp"
 #include "base/result.hpp"
 #include "vmm/vm.hpp"
 
@@ -54,6 +55,7 @@ struct DomainConfig {
     std::string cpu = "host";       ///< CPU template and overrides (arch/x86/cpu_template.hpp)
     std::string spec_ctrl = "on";   ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
     std::string msr_filter = "on";  ///< the MSR allow-list (arch/x86/msr_policy.hpp)
+    uint64_t vmm_pool = kDefaultVmmPool;  ///< the VMM memory pool (base/mem_pool.hpp)
     Action on_poweroff = Action::Destroy, on_reboot = Action::Restart, on_crash = Action::Destroy;
     bool autostart = true;
     /// Run on a software KVM (tiny test guests only; see `vireo run --allow-software-kvm`).

@@ -152,7 +152,9 @@ const char* to_string(Fate fate) noexcept {
 }
 
 Vm::Vm(memory::GuestMemory mem, const VmConfig& config)
-    : memory_(std::move(mem)), config_(config) {}
+    : memory_(std::move(mem)),
+      config_(config),
+      pool_(std::make_shared<MemoryPool>(config.vmm_pool)) {}
 
 Vm::~Vm() {
     stop(Fate::Stopped, "machine destroyed");
@@ -845,7 +847,8 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
         devices.push_back(std::move(nd));
     }
     if (config_.rng) devices.push_back(std::make_shared<virtio::EntropyDevice>());
-    if (config_.vsock) devices.push_back(std::make_shared<virtio::VsockDevice>(config_.vsock));
+    if (config_.vsock)
+        devices.push_back(std::make_shared<virtio::VsockDevice>(config_.vsock, pool_));
     if (config_.balloon) {
         balloon_ = std::make_shared<virtio::BalloonDevice>();
         devices.push_back(balloon_);

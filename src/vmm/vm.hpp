@@ -23,6 +23,7 @@
 #include "arch/x86/cpu_template.hpp"
 #include "arch/x86/msr_policy.hpp"
 #include "base/event_loop.hpp"
+#include "base/mem_pool.hpp"
 #include "base/result.hpp"
 #include "devices/bus.hpp"
 #include "devices/legacy/cmos.hpp"
@@ -69,6 +70,9 @@ struct VmConfig {
     bool rng = false;             ///< a virtio-rng device
     /// A virtio-vsock device around this host-side listener (kept across reboots).
     std::shared_ptr<virtio::VsockListener> vsock;
+    /// The VMM-side memory a guest can make this domain allocate (base/mem_pool.hpp): vsock
+    /// connections and the payload they hold so far.
+    uint64_t vmm_pool = kDefaultVmmPool;
     bool balloon = false;  ///< a virtio-balloon device
     /// How guest RAM is backed: Anonymous (pages on first touch), Prefault (every page
     /// allocated before the guest runs), Locked (prefaulted and mlocked: never swapped),
@@ -287,6 +291,8 @@ class Vm {
     /// Guest RDMSR/WRMSR refused with #GP (outside the MSR allow-list, or unknown to KVM).
     uint64_t msrs_refused() const noexcept { return msrs_refused_.load(std::memory_order_relaxed); }
     std::vector<ShmInfo> shm_info() const;
+    /// The domain's VMM pool: its limit, what is used, its high-water mark, takes refused.
+    const MemoryPool& vmm_pool() const noexcept { return *pool_; }
     /// I/O rate limits at run time (from any thread), by index among the disks (vda: 0) or
     /// among the network devices; they last until changed again (a guest reboot keeps them).
     Result<void> set_disk_limits(size_t disk, const IoLimits& limits);
@@ -360,6 +366,7 @@ class Vm {
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     std::unique_ptr<EventLoop> loop_;  // device back-ends; stopped before the devices go
     std::shared_ptr<virtio::BalloonDevice> balloon_;
+    std::shared_ptr<MemoryPool> pool_;  // the VMM pool the devices draw from
     std::shared_ptr<virtio::MmioTransport> balloon_transport_;
     // The PCI bus (only with a PCI device) and its ivshmem devices.
     struct ShmDevice {

@@ -29,6 +29,7 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     t.pin_vcpus = "0,1";
     t.cpu = "x86-64-v2,-popcnt";
     t.spec_ctrl = "off,+ssbd";
+    t.vmm_pool = "32M";
     auto s = parse_spec(t, "/nowhere");
     ASSERT_TRUE(s) << s.error().message();
     EXPECT_EQ(s->kernel_path, "/boot/vmlinuz");
@@ -53,6 +54,7 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     EXPECT_EQ(s->machine.cpu, "x86-64-v2,-popcnt") << "a snapshot keeps the template";
     EXPECT_EQ(arch::x86::to_string(s->cpu.spec_ctrl), "off,+ssbd");
     EXPECT_EQ(s->machine.spec_ctrl, "off,+ssbd") << "and the speculation-control policy";
+    EXPECT_EQ(s->vmm_pool, uint64_t{32} << 20);
 }
 
 TEST(DomainSpec, EveryErrorNamesItsField) {
@@ -78,6 +80,7 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.cpu_affinity = "0-99999"; }, "cpu-affinity: "},
         {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 devices"},
         {[](DomainText& t) { t.shm = {"/dev/shm/x,size=5M"}; }, "shm: "},
+        {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 1 MiB"},
     };
     for (const auto& c : cases) {
         DomainText t = with_kernel();

@@ -382,6 +382,81 @@ TEST(Vsock, GuestConnectsToAHostPortAndSendsData) {
     ::unlink((path + "_77").c_str());
 }
 
+TEST(MemoryPool, TakesUpToItsLimitAndCountsRefusals) {
+    MemoryPool pool(10000);
+    EXPECT_TRUE(pool.take(6000));
+    EXPECT_FALSE(pool.take(4001));
+    EXPECT_TRUE(pool.take(4000));
+    EXPECT_FALSE(pool.take(1));
+    EXPECT_FALSE(pool.take(UINT64_MAX));  // no wrap-around
+    EXPECT_EQ(pool.refused(), 3u);
+    pool.give(7000);
+    EXPECT_EQ(pool.used(), 3000u);
+    EXPECT_EQ(pool.high_water(), 10000u);
+    {
+        PoolCharge c(&pool);
+        EXPECT_TRUE(c.set(5000));
+        EXPECT_FALSE(c.set(8000));  // refused: what it held stays held
+        EXPECT_EQ(c.held(), 5000u);
+        EXPECT_TRUE(c.set(1000));
+        EXPECT_EQ(pool.used(), 4000u);
+    }
+    EXPECT_EQ(pool.used(), 3000u);  // given back when the charge went
+    PoolCharge none;
+    EXPECT_TRUE(none.set(UINT64_MAX));  // no pool: nothing to take from
+}
+
+// The domain's VMM pool bounds vsock connections: with room for three, the guest's fourth
+// REQUEST gets a reset, is counted, and the three go on; closing one makes room again.
+TEST(Vsock, ConnectionsBeyondTheVmmPoolAreRefused) {
+    const std::string path = "/tmp/vireo-unit-vsock-pool-" + std::to_string(::getpid());
+    ::unlink(path.c_str());
+    ::unlink((path + "_77").c_str());
+    auto listener = VsockListener::create({9, path}).value();
+    UniqueFd host(::socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, (path + "_77").c_str());
+    ASSERT_EQ(::bind(host.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(host.get(), 8), 0);
+    auto pool = std::make_shared<MemoryPool>(3 * VsockDevice::kConnCost + 100);
+    auto dev = std::make_shared<VsockDevice>(listener, pool);
+    Rig rig(dev, 3);
+    ASSERT_EQ(rig.start(kFeatureEventIdx) & kStatusDriverOk, kStatusDriverOk);
+    for (int i = 0; i < 16; ++i) {
+        Buf rx[] = {{rig.alloc(4096), 4096, true}};
+        rig.dqs[0]->add(rx);
+    }
+    rig.drv.notify(0);
+    auto send_packet = [&](uint16_t op, uint32_t src_port) {
+        VsockHeader h{};
+        h.src_cid = 9;
+        h.dst_cid = kVsockHostCid;
+        h.src_port = src_port;
+        h.dst_port = 77;
+        h.type = 1;
+        h.op = op;
+        h.buf_alloc = 65536;
+        const uint64_t at = rig.alloc(4096);
+        ASSERT_TRUE(put(rig.mem, at, &h, sizeof h));
+        Buf b[] = {{at, static_cast<uint32_t>(sizeof h)}};
+        rig.dqs[1]->add(b);
+        rig.drv.notify(1);
+        ASSERT_TRUE(rig.wait_used(1));
+    };
+    for (uint32_t port = 1000; port < 1004; ++port)
+        send_packet(1, port);  // REQUEST
+    EXPECT_EQ(dev->stats().connections, 3u);
+    EXPECT_EQ(dev->stats().pool_refused, 1u);
+    EXPECT_EQ(pool->used(), 3 * VsockDevice::kConnCost);
+    send_packet(3, 1000);  // RST: the guest closes one
+    send_packet(1, 1004);  // and the next fits
+    EXPECT_EQ(dev->stats().connections, 4u);
+    EXPECT_EQ(dev->stats().pool_refused, 1u);
+    EXPECT_EQ(pool->high_water(), 3 * VsockDevice::kConnCost);
+    ::unlink((path + "_77").c_str());
+}
+
 TEST(Vsock, HostHandshakeIsRefusedWhenMalformed) {
     const std::string path = "/tmp/vireo-unit-vsock-hs-" + std::to_string(::getpid());
     ::unlink(path.c_str());

@@ -58,7 +58,8 @@ struct VsockDevice::Conn {
     bool closed = false;
     bool in_epoll = false;
     uint32_t interest = 0;
-    std::string line;  // the handshake
+    std::string line;   // the handshake
+    PoolCharge charge;  // kConnCost + pending's capacity
 
     uint32_t credit() const noexcept {
         const uint32_t used = rx_cnt - peer_fwd_cnt;
@@ -66,8 +67,8 @@ struct VsockDevice::Conn {
     }
 };
 
-VsockDevice::VsockDevice(std::shared_ptr<VsockListener> listener)
-    : listener_(std::move(listener)), chain_(kMaxChain) {
+VsockDevice::VsockDevice(std::shared_ptr<VsockListener> listener, std::shared_ptr<MemoryPool> pool)
+    : listener_(std::move(listener)), pool_(std::move(pool)), chain_(kMaxChain) {
     const uint64_t cid = listener_->cid();
     std::memcpy(config_.data(), &cid, 8);
     resets_.reserve(64);
@@ -176,6 +177,29 @@ void VsockDevice::update_interest(Conn& c) {
     c.interest = ev;
 }
 
+std::unique_ptr<VsockDevice::Conn> VsockDevice::new_conn() {
+    auto c = std::make_unique<Conn>();
+    c->charge.attach(pool_.get());
+    if (!c->charge.set(kConnCost)) {
+        ++stats_.pool_refused;
+        return nullptr;
+    }
+    return c;
+}
+
+bool VsockDevice::grow_pending(Conn& c, size_t more) {
+    const size_t need = c.pending.size() + more;
+    if (need <= c.pending.capacity()) return true;
+    // Doubling up to the credit we give (kBufAlloc), each step taken from the pool first.
+    const size_t cap = std::max(need, std::min<size_t>(2 * c.pending.capacity(), kBufAlloc));
+    if (!c.charge.set(kConnCost + cap)) {
+        ++stats_.pool_refused;
+        return false;
+    }
+    c.pending.reserve(cap);
+    return true;
+}
+
 void VsockDevice::close_conn(Conn& c) {
     if (c.closed) return;
     c.closed = true;
@@ -184,6 +208,7 @@ void VsockDevice::close_conn(Conn& c) {
     c.fd.reset();
     c.pending.clear();
     c.pending.shrink_to_fit();
+    (void)c.charge.set(0);
 }
 
 void VsockDevice::drop_closed() {
@@ -199,7 +224,8 @@ void VsockDevice::accept_host() {
             ++stats_.dropped;
             continue;  // closed: the host client sees EOF
         }
-        auto c = std::make_unique<Conn>();
+        auto c = new_conn();
+        if (!c) continue;  // closed: the host client sees EOF
         c->fd = std::move(fd);
         update_interest(*c);
         handshaking_.push_back(std::move(c));
@@ -257,6 +283,9 @@ void VsockDevice::on_conn_event(Conn& c, uint32_t events) {
             c.owe_rst = true;
         }
         if (c.pending.empty()) {
+            // Drained: its memory goes back to the pool (taken again if the socket lags again).
+            c.pending.shrink_to_fit();
+            (void)c.charge.set(kConnCost);
             if (c.guest_done) ::shutdown(c.fd.get(), SHUT_WR);
             if (c.reset_when_drained) c.owe_rst = true;
         }
@@ -353,7 +382,11 @@ Result<void> VsockDevice::handle_packet(const VsockHeader& h, std::span<const Se
                 send_reset(h);  // nobody listens on the host for that port
                 return ok();
             }
-            auto conn = std::make_unique<Conn>();
+            auto conn = new_conn();
+            if (!conn) {
+                send_reset(h);
+                return ok();
+            }
             conn->state = Conn::State::Established;
             conn->fd = std::move(fd);
             conn->host_port = h.dst_port;
@@ -417,6 +450,11 @@ Result<void> VsockDevice::handle_packet(const VsockHeader& h, std::span<const Se
                 written = w > 0 ? static_cast<uint32_t>(w) : 0;
             }
             if (written < h.len) {
+                if (!grow_pending(*c, h.len - written)) {
+                    c->owe_rst = true;  // the domain's pool is spent: this connection goes
+                    ++stats_.resets;
+                    return ok();
+                }
                 const size_t at = c->pending.size();
                 c->pending.resize(at + h.len - written);
                 gather(segs, off + written, std::span(c->pending).subspan(at));

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "base/mem_pool.hpp"
 #include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
 #include "virtio/device.hpp"
@@ -47,6 +48,7 @@ static_assert(sizeof(VsockHeader) == 44);
 
 struct VsockStats {
     uint64_t connections = 0, resets = 0, rx_bytes = 0, tx_bytes = 0, dropped = 0;
+    uint64_t pool_refused = 0;  // connections refused or reset: the domain's VMM pool was spent
 };
 
 class VsockDevice final : public Device {
@@ -57,7 +59,13 @@ class VsockDevice final : public Device {
     static constexpr uint32_t kBufAlloc = 256 * 1024;
     static constexpr uint32_t kMaxPayload = 64 * 1024;
 
-    explicit VsockDevice(std::shared_ptr<VsockListener> listener);
+    /// What one connection costs the pool besides the guest payload it holds (its state, map
+    /// entry, epoll item and handshake line; an estimate).
+    static constexpr uint64_t kConnCost = 4096;
+
+    /// With `pool`, connections and the payload they hold are taken from it (base/mem_pool.hpp).
+    explicit VsockDevice(std::shared_ptr<VsockListener> listener,
+                         std::shared_ptr<MemoryPool> pool = nullptr);
     ~VsockDevice() override;
 
     const char* name() const noexcept override { return "virtio-vsock"; }
@@ -82,11 +90,9 @@ class VsockDevice final : public Device {
     }
     std::vector<Counter> counters() override {
         const VsockStats s = stats();
-        return {{"connections", s.connections},
-                {"resets", s.resets},
-                {"rx_bytes", s.rx_bytes},
-                {"tx_bytes", s.tx_bytes},
-                {"dropped", s.dropped}};
+        return {{"connections", s.connections}, {"resets", s.resets},
+                {"rx_bytes", s.rx_bytes},       {"tx_bytes", s.tx_bytes},
+                {"dropped", s.dropped},         {"pool_refused", s.pool_refused}};
     }
 
   private:
@@ -111,6 +117,11 @@ class VsockDevice final : public Device {
     uint32_t alloc_host_port();
 
     std::shared_ptr<VsockListener> listener_;
+    std::shared_ptr<MemoryPool> pool_;  // may be null: bounded by the caps alone
+    /// A new connection with its base cost taken from the pool (null: refused, counted).
+    std::unique_ptr<Conn> new_conn();
+    /// Room for `more` bytes of pending payload on `c`, taken from the pool first.
+    bool grow_pending(Conn& c, size_t more);
     std::array<uint8_t, 8> config_{};  // guest_cid
     UniqueFd epoll_;
     Chain chain_;

@@ -1,0 +1,86 @@
+// A domain's VMM-side memory budget (`vmm_pool`): what a guest or a client can make vireo
+// allocate — vsock connections and the guest payload their host sockets have not taken yet,
+// queued frames, ... — is taken from it before it is allocated and given back when freed. Over
+// the budget, the take is refused and counted, and the device drops or refuses that work (a
+// connection reset, a frame dropped): never an allocation that could get the domain OOM-killed
+// by its cgroup (whose memory.max is guest memory + the pool). Lock-free: one compare-exchange
+// per take; the high-water mark is kept for `vireo info`.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace vireo {
+
+/// The default VMM pool: 256 vsock connections each holding its whole credit (64 MiB) fit.
+inline constexpr uint64_t kDefaultVmmPool = uint64_t{80} << 20;
+inline constexpr uint64_t kMinVmmPool = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxVmmPool = uint64_t{64} << 30;
+
+class MemoryPool {
+  public:
+    explicit MemoryPool(uint64_t limit) noexcept : limit_(limit) {}
+    MemoryPool(const MemoryPool&) = delete;
+    MemoryPool& operator=(const MemoryPool&) = delete;
+
+    /// Takes `n` bytes; false (and counted) if that would go over the limit.
+    bool take(uint64_t n) noexcept {
+        uint64_t cur = used_.load(std::memory_order_relaxed);
+        do {
+            if (n > limit_ - cur) {
+                refused_.fetch_add(1, std::memory_order_relaxed);
+                return false;
+            }
+        } while (!used_.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+        const uint64_t now = cur + n;
+        uint64_t high = high_.load(std::memory_order_relaxed);
+        while (now > high && !high_.compare_exchange_weak(high, now, std::memory_order_relaxed)) {
+        }
+        return true;
+    }
+    /// Gives back `n` bytes taken before.
+    void give(uint64_t n) noexcept { used_.fetch_sub(n, std::memory_order_relaxed); }
+
+    uint64_t limit() const noexcept { return limit_; }
+    uint64_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
+    uint64_t high_water() const noexcept { return high_.load(std::memory_order_relaxed); }
+    uint64_t refused() const noexcept { return refused_.load(std::memory_order_relaxed); }
+
+  private:
+    const uint64_t limit_;  // used_ <= limit_ always
+    std::atomic<uint64_t> used_{0}, high_{0}, refused_{0};
+};
+
+/// Bytes one owner holds from a pool (none without a pool), given back when it goes.
+class PoolCharge {
+  public:
+    PoolCharge() = default;
+    explicit PoolCharge(MemoryPool* pool) noexcept : pool_(pool) {}
+    PoolCharge(const PoolCharge&) = delete;
+    PoolCharge& operator=(const PoolCharge&) = delete;
+    ~PoolCharge() { set(0); }
+    /// Draws from `pool` from now on (before anything is held).
+    void attach(MemoryPool* pool) noexcept {
+        if (held_ == 0) pool_ = pool;
+    }
+
+    /// Holds `n` bytes in all from now on (more taken, or the difference given back); false if
+    /// the pool refused more (what was held stays held).
+    bool set(uint64_t n) noexcept {
+        if (pool_ == nullptr) return true;
+        if (n > held_) {
+            if (!pool_->take(n - held_)) return false;
+        } else {
+            pool_->give(held_ - n);
+        }
+        held_ = n;
+        return true;
+    }
+    uint64_t held() const noexcept { return held_; }
+
+  private:
+    MemoryPool* pool_ = nullptr;
+    uint64_t held_ = 0;
+};
+
+}  // namespace vireo
