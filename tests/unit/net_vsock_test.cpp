@@ -329,18 +329,23 @@ TEST(Net, ReadableReceiveBufferIsADriverError) {
 
 // --- virtio-vsock ------------------------------------------------------------------------
 
+// A host program listening on `path` (for a guest's connections to a host port).
+UniqueFd listen_unix(const std::string& path, int backlog) {
+    ::unlink(path.c_str());
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path.c_str());
+    EXPECT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(s.get(), backlog), 0);
+    return s;
+}
+
 TEST(Vsock, GuestConnectsToAHostPortAndSendsData) {
     const std::string path = "/tmp/vireo-unit-vsock-" + std::to_string(::getpid());
     ::unlink(path.c_str());
-    ::unlink((path + "_77").c_str());
     auto listener = VsockListener::create({9, path}).value();
-    // The host program listening on PATH_77.
-    UniqueFd host(::socket(AF_UNIX, SOCK_STREAM, 0));
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strcpy(a.sun_path, (path + "_77").c_str());
-    ASSERT_EQ(::bind(host.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(host.get(), 1), 0);
+    UniqueFd host = listen_unix(path + "_77", 1);
 
     auto dev = std::make_shared<VsockDevice>(listener);
     Rig rig(dev, 3);
@@ -411,14 +416,8 @@ TEST(MemoryPool, TakesUpToItsLimitAndCountsRefusals) {
 TEST(Vsock, ConnectionsBeyondTheVmmPoolAreRefused) {
     const std::string path = "/tmp/vireo-unit-vsock-pool-" + std::to_string(::getpid());
     ::unlink(path.c_str());
-    ::unlink((path + "_77").c_str());
     auto listener = VsockListener::create({9, path}).value();
-    UniqueFd host(::socket(AF_UNIX, SOCK_STREAM, 0));
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strcpy(a.sun_path, (path + "_77").c_str());
-    ASSERT_EQ(::bind(host.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(host.get(), 8), 0);
+    UniqueFd host = listen_unix(path + "_77", 8);
     auto pool = std::make_shared<MemoryPool>(3 * VsockDevice::kConnCost + 100);
     auto dev = std::make_shared<VsockDevice>(listener, pool);
     Rig rig(dev, 3);
