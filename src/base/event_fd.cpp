@@ -1,6 +1,8 @@
 #include "base/event_fd.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -25,6 +27,26 @@ Result<uint64_t> EventFd::consume() const {
         return fail_errno(errno, "eventfd read");
     }
     return value;
+}
+
+Result<TimerFd> TimerFd::create() {
+    int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (fd < 0) return fail_errno(errno, "timerfd_create");
+    return TimerFd(UniqueFd(fd));
+}
+
+Result<void> TimerFd::arm(int64_t ns) const {
+    itimerspec t{};  // all zero: disarmed
+    t.it_value.tv_sec = ns / 1000000000;
+    t.it_value.tv_nsec = ns % 1000000000;
+    if (::timerfd_settime(fd_.get(), 0, &t, nullptr) != 0)
+        return fail_errno(errno, "timerfd_settime");
+    return ok();
+}
+
+void TimerFd::consume() const noexcept {
+    uint64_t n = 0;
+    (void)!::read(fd_.get(), &n, sizeof n);
 }
 
 }  // namespace vireo

@@ -1,4 +1,5 @@
-// eventfd wrapper: the doorbell between KVM (ioeventfd / irqfd) and vireo's threads.
+// eventfd wrapper: the doorbell between KVM (ioeventfd / irqfd) and vireo's threads; and a
+// one-shot timerfd (what resumes a rate-limited queue without polling).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,24 @@ class EventFd {
 
   private:
     explicit EventFd(UniqueFd fd) : fd_(std::move(fd)) {}
+    UniqueFd fd_;
+};
+
+/// A non-blocking, close-on-exec one-shot timerfd on the monotonic clock.
+class TimerFd {
+  public:
+    TimerFd() = default;  ///< none
+    static Result<TimerFd> create();
+
+    int fd() const noexcept { return fd_.get(); }
+    explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
+    /// Fires once in `ns` nanoseconds (0: disarms).
+    Result<void> arm(int64_t ns) const;
+    /// Reads (and so clears) the expirations, if any.
+    void consume() const noexcept;
+
+  private:
+    explicit TimerFd(UniqueFd fd) : fd_(std::move(fd)) {}
     UniqueFd fd_;
 };
 

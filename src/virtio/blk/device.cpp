@@ -6,7 +6,6 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -119,8 +118,7 @@ Result<void> init_disk_ring(io_uring& ring, unsigned depth, int eventfd) {
 Result<std::shared_ptr<BlockDevice>> BlockDevice::create(std::shared_ptr<DiskImage> disk) {
     VIREO_TRY_ASSIGN(auto completion, EventFd::create());
     std::shared_ptr<BlockDevice> dev(new BlockDevice(std::move(disk), std::move(completion)));
-    dev->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
-    if (!dev->timer_) return fail_errno(errno, "virtio-blk: timerfd_create");
+    VIREO_TRY_ASSIGN(dev->timer_, TimerFd::create());
     dev->set_limits(dev->disk_->options().limits);
     if (auto r = init_disk_ring(dev->ring_, kMaxInFlight, dev->completion_.fd()); !r) {
         dev->ring_ok_ = dev->ring_.ring_fd > 0;
@@ -182,17 +180,13 @@ uint64_t BlockDevice::device_features() const noexcept {
 }
 
 Result<void> BlockDevice::attach_loop(EventLoop& loop) {
-    if (timer_) VIREO_TRY(loop.add(timer_.get(), [this] { on_timer(); }));
+    VIREO_TRY(loop.add(timer_.fd(), [this] { on_timer(); }));
     return loop.add(completion_.fd(), [this] { complete(); });
 }
 
 void BlockDevice::arm(int64_t ns) {
-    itimerspec t{};  // 0: disarmed
-    t.it_value.tv_sec = ns / 1000000000;
-    t.it_value.tv_nsec = ns % 1000000000;
-    if (::timerfd_settime(timer_.get(), 0, &t, nullptr) != 0 && io_errors_.allow())
-        log::error("virtio-blk {}: timerfd_settime: {}", disk_->options().path,
-                   std::strerror(errno));
+    if (auto r = timer_.arm(ns); !r && io_errors_.allow())
+        log::error("virtio-blk {}: {}", disk_->options().path, r.error().message());
 }
 
 void BlockDevice::hold(Request& r, int64_t wait_ns, int64_t now_ns) {
@@ -217,8 +211,7 @@ void BlockDevice::drop_held() {
 }
 
 void BlockDevice::on_timer() {
-    uint64_t n;
-    (void)!::read(timer_.get(), &n, sizeof n);
+    timer_.consume();
     std::lock_guard lock(mutex());
     if (held_ < 0 || queue_ == nullptr) return;
     Request& r = slots_[static_cast<size_t>(held_)];

@@ -152,8 +152,8 @@ class BlockDevice final : public Device {
     // Rate limits (DiskOptions::limits, or set_limits): only with a limit is a request held.
     IoLimits limits_;
     IoThrottle throttle_;
-    UniqueFd timer_;  // timerfd: when the held request may go
-    int held_ = -1;   // slot of the request waiting for the limit, or -1
+    TimerFd timer_;  // when the held request may go
+    int held_ = -1;  // slot of the request waiting for the limit, or -1
     int64_t held_since_ns_ = 0;
     Stats stats_;
     log::RateLimiter io_errors_{5};

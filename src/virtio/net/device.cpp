@@ -6,7 +6,6 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,19 +64,14 @@ Result<std::shared_ptr<NetDevice>> NetDevice::create(std::shared_ptr<NetBackend>
                                                      IoLimits tx) {
     std::shared_ptr<NetDevice> d(new NetDevice(std::move(backend), mac, mtu, queue_size));
     for (Limit* l : {&d->rx_limit_, &d->tx_limit_}) {
-        l->timer = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
-        if (!l->timer) return fail_errno(errno, "virtio-net: timerfd_create");
+        VIREO_TRY_ASSIGN(l->timer, TimerFd::create());
     }
     d->set_limits(rx, tx);
     return d;
 }
 
 void NetDevice::arm(Limit& l, int64_t ns) {
-    itimerspec t{};  // 0: disarmed
-    t.it_value.tv_sec = ns / 1000000000;
-    t.it_value.tv_nsec = ns % 1000000000;
-    if (::timerfd_settime(l.timer.get(), 0, &t, nullptr) != 0)
-        log::error("virtio-net: timerfd_settime: {}", std::strerror(errno));
+    if (auto r = l.timer.arm(ns); !r) log::error("virtio-net: {}", r.error().message());
 }
 
 void NetDevice::set_limits(const IoLimits& rx, const IoLimits& tx) {
@@ -103,8 +97,7 @@ bool NetDevice::admit(Limit& l, uint64_t& throttled) {
 }
 
 bool NetDevice::resume(Limit& l, uint64_t& throttled_ns) {
-    uint64_t n;
-    (void)!::read(l.timer.get(), &n, sizeof n);
+    l.timer.consume();
     if (!l.waiting) return false;
     l.waiting = false;
     throttled_ns += static_cast<uint64_t>(steady_ns() - l.since_ns);
@@ -130,20 +123,17 @@ Result<void> NetDevice::attach_loop(EventLoop& loop) {
         if (auto r = receive(); !r) transport_->device_error(r.error().message());
     }));
     set_rx_watch(false);  // until the driver is up
-    if (tx_limit_.timer) {
-        VIREO_TRY(loop.add(tx_limit_.timer.get(), [this] {
-            std::lock_guard lock(mutex());
-            if (!resume(tx_limit_, stats_.tx_throttled_ns) || tx_ == nullptr) return;
-            if (auto r = transmit(); !r) transport_->device_error(r.error().message());
-        }));
-        VIREO_TRY(loop.add(rx_limit_.timer.get(), [this] {
-            std::lock_guard lock(mutex());
-            if (!resume(rx_limit_, stats_.rx_throttled_ns) || rx_ == nullptr) return;
-            set_rx_watch(true);
-            if (auto r = receive(); !r) transport_->device_error(r.error().message());
-        }));
-    }
-    return ok();
+    VIREO_TRY(loop.add(tx_limit_.timer.fd(), [this] {
+        std::lock_guard lock(mutex());
+        if (!resume(tx_limit_, stats_.tx_throttled_ns) || tx_ == nullptr) return;
+        if (auto r = transmit(); !r) transport_->device_error(r.error().message());
+    }));
+    return loop.add(rx_limit_.timer.fd(), [this] {
+        std::lock_guard lock(mutex());
+        if (!resume(rx_limit_, stats_.rx_throttled_ns) || rx_ == nullptr) return;
+        set_rx_watch(true);
+        if (auto r = receive(); !r) transport_->device_error(r.error().message());
+    });
 }
 
 void NetDevice::set_rx_watch(bool on) {

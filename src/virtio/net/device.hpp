@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/event_fd.hpp"
 #include "base/token_bucket.hpp"
 #include "base/unique_fd.hpp"
 #include "virtio/device.hpp"
@@ -94,7 +95,7 @@ class NetDevice final : public Device {
     struct Limit {
         IoLimits limits;
         IoThrottle throttle;
-        UniqueFd timer;
+        TimerFd timer;
         bool waiting = false;  // stopped until the timer fires
         int64_t since_ns = 0;  // when it stopped
     };
