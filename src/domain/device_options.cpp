@@ -149,26 +149,58 @@ Result<bool> parse_limit(std::string_view spec, std::string_view part, std::stri
     return true;
 }
 
+// What a device's limits are called: a disk has one set (operations are "iops"), a network
+// device one per direction ("pps"; rx- and tx- prefixes, none for both).
+struct LimitKeys {
+    std::string_view ops;
+    bool directions;
+    std::string_view known;  // for the error messages
+};
+constexpr LimitKeys kDiskLimits{"iops", false, "bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N"};
+constexpr LimitKeys kNetLimits{"pps", true,
+                               "[rx-|tx-]bps=RATE, [rx-|tx-]pps=N, [rx-|tx-]bps-burst=SIZE, "
+                               "[rx-|tx-]pps-burst=N"};
+
+// One limit option of a device into `rx` (a disk's only set) and `tx`. False when `part` is
+// not a limit.
+Result<bool> parse_limit_part(std::string_view spec, std::string_view part, const LimitKeys& keys,
+                              IoLimits& rx, IoLimits& tx) {
+    if (!keys.directions) return parse_limit(spec, part, keys.ops, rx);
+    if (part.rfind("rx-", 0) == 0) return parse_limit(spec, part.substr(3), keys.ops, rx);
+    if (part.rfind("tx-", 0) == 0) return parse_limit(spec, part.substr(3), keys.ops, tx);
+    VIREO_TRY_ASSIGN(const bool limit, parse_limit(spec, part, keys.ops, rx));
+    if (limit) (void)parse_limit(spec, part, keys.ops, tx);
+    return limit;
+}
+
 // A burst is spent on top of a rate: alone it would limit nothing.
-Result<void> check_bursts(std::string_view spec, const IoLimits& l, std::string_view prefix,
-                          std::string_view ops) {
-    if (l.bps_burst != 0 && l.bps == 0)
-        return fail(ErrorCode::InvalidArgument, "\"{}\": {}bps-burst needs {}bps (a rate)", spec,
-                    prefix, prefix);
-    if (l.ops_burst != 0 && l.ops == 0)
-        return fail(ErrorCode::InvalidArgument, "\"{}\": {}{}-burst needs {}{} (a rate)", spec,
-                    prefix, ops, prefix, ops);
+Result<void> check_bursts(std::string_view spec, const LimitKeys& keys, const IoLimits& rx,
+                          const IoLimits& tx) {
+    for (auto [l, prefix] : {std::pair{&rx, std::string_view(keys.directions ? "rx-" : "")},
+                             std::pair{&tx, std::string_view("tx-")}}) {
+        if (l->bps_burst != 0 && l->bps == 0)
+            return fail(ErrorCode::InvalidArgument, "\"{}\": {}bps-burst needs {}bps (a rate)",
+                        spec, prefix, prefix);
+        if (l->ops_burst != 0 && l->ops == 0)
+            return fail(ErrorCode::InvalidArgument, "\"{}\": {}{}-burst needs {}{} (a rate)", spec,
+                        prefix, keys.ops, prefix, keys.ops);
+        if (!keys.directions) break;
+    }
     return ok();
 }
 
-// A network device's limit option: [rx-|tx-]KEY=VALUE (no prefix: both directions).
-Result<bool> parse_net_limit(std::string_view spec, std::string_view part, IoLimits& rx,
-                             IoLimits& tx) {
-    if (part.rfind("rx-", 0) == 0) return parse_limit(spec, part.substr(3), "pps", rx);
-    if (part.rfind("tx-", 0) == 0) return parse_limit(spec, part.substr(3), "pps", tx);
-    VIREO_TRY_ASSIGN(const bool limit, parse_limit(spec, part, "pps", rx));
-    if (limit) (void)parse_limit(spec, part, "pps", tx);
-    return limit;
+// A run-time limit text: a comma-separated list of limits, or "none".
+Result<void> parse_limits(std::string_view text, const LimitKeys& keys, IoLimits& rx,
+                          IoLimits& tx) {
+    if (text == "none") return ok();
+    for (const std::string_view part : split(text, ',')) {
+        VIREO_TRY_ASSIGN(const bool limit, parse_limit_part(text, part, keys, rx, tx));
+        if (!limit)
+            return fail(ErrorCode::InvalidArgument,
+                        "\"{}\": unknown limit \"{}\" (known: {}; or none)", text, part,
+                        keys.known);
+    }
+    return check_bursts(text, keys, rx, tx);
 }
 
 std::string format_limits(const IoLimits& l, std::string_view prefix, std::string_view ops) {
@@ -209,15 +241,17 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
         } else if (part.rfind("queue-size=", 0) == 0) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 2));
         } else {
-            VIREO_TRY_ASSIGN(const bool limit, parse_limit(spec, part, "iops", o.limits));
+            IoLimits unused;
+            VIREO_TRY_ASSIGN(const bool limit,
+                             parse_limit_part(spec, part, kDiskLimits, o.limits, unused));
             if (!limit)
                 return fail(ErrorCode::InvalidArgument,
                             "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
-                            "queue-size=N, bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N)",
-                            spec, part);
+                            "queue-size=N, {})",
+                            spec, part, kDiskLimits.known);
         }
     }
-    VIREO_TRY(check_bursts(spec, o.limits, "", "iops"));
+    VIREO_TRY(check_bursts(spec, kDiskLimits, o.limits, o.limits));
     return o;
 }
 
@@ -259,48 +293,27 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 64));
         } else {
             VIREO_TRY_ASSIGN(const bool limit,
-                             parse_net_limit(spec, part, o.rx_limits, o.tx_limits));
+                             parse_limit_part(spec, part, kNetLimits, o.rx_limits, o.tx_limits));
             if (!limit)
                 return fail(ErrorCode::InvalidArgument,
                             "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
-                            "queue-size=, [rx-|tx-]bps=RATE, [rx-|tx-]pps=N, "
-                            "[rx-|tx-]bps-burst=SIZE, [rx-|tx-]pps-burst=N)",
-                            spec, part);
+                            "queue-size=, {})",
+                            spec, part, kNetLimits.known);
         }
     }
-    VIREO_TRY(check_bursts(spec, o.rx_limits, "rx-", "pps"));
-    VIREO_TRY(check_bursts(spec, o.tx_limits, "tx-", "pps"));
+    VIREO_TRY(check_bursts(spec, kNetLimits, o.rx_limits, o.tx_limits));
     return o;
 }
 
 Result<IoLimits> parse_disk_limits(std::string_view text) {
-    IoLimits l;
-    if (text == "none") return l;
-    for (const std::string_view part : split(text, ',')) {
-        VIREO_TRY_ASSIGN(const bool limit, parse_limit(text, part, "iops", l));
-        if (!limit)
-            return fail(ErrorCode::InvalidArgument,
-                        "\"{}\": unknown limit \"{}\" (known: bps=RATE, iops=N, bps-burst=SIZE, "
-                        "iops-burst=N; or none)",
-                        text, part);
-    }
-    VIREO_TRY(check_bursts(text, l, "", "iops"));
+    IoLimits l, unused;
+    VIREO_TRY(parse_limits(text, kDiskLimits, l, unused));
     return l;
 }
 
 Result<std::pair<IoLimits, IoLimits>> parse_net_limits(std::string_view text) {
     IoLimits rx, tx;
-    if (text == "none") return std::pair{rx, tx};
-    for (const std::string_view part : split(text, ',')) {
-        VIREO_TRY_ASSIGN(const bool limit, parse_net_limit(text, part, rx, tx));
-        if (!limit)
-            return fail(ErrorCode::InvalidArgument,
-                        "\"{}\": unknown limit \"{}\" (known: [rx-|tx-]bps=RATE, "
-                        "[rx-|tx-]pps=N, [rx-|tx-]bps-burst=SIZE, [rx-|tx-]pps-burst=N; or none)",
-                        text, part);
-    }
-    VIREO_TRY(check_bursts(text, rx, "rx-", "pps"));
-    VIREO_TRY(check_bursts(text, tx, "tx-", "pps"));
+    VIREO_TRY(parse_limits(text, kNetLimits, rx, tx));
     return std::pair{rx, tx};
 }
 
