@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -21,7 +22,13 @@ bool address_for(const std::string& path, sockaddr_un& a) {
     return true;
 }
 
+std::atomic<bool> g_leave_files{false};
+
 }  // namespace
+
+void leave_socket_files() noexcept {
+    g_leave_files.store(true, std::memory_order_relaxed);
+}
 
 UnixListener& UnixListener::operator=(UnixListener&& o) noexcept {
     if (this != &o) {
@@ -39,6 +46,7 @@ UnixListener::~UnixListener() {
 
 void UnixListener::remove() noexcept {
     if (!fd_ || path_.empty()) return;
+    if (g_leave_files.load(std::memory_order_relaxed)) return fd_.reset();
     struct stat st {};
     if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && file_id(st) == id_)
         ::unlink(path_.c_str());

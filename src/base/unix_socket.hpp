@@ -42,6 +42,11 @@ class UnixListener {
 Result<UnixListener> listen_unix(const std::string& path, const char* what,
                                  bool replace_stale = true);
 
+/// From now on, this process's listeners leave their socket files for whoever started it to
+/// remove: a jailed domain (the sandbox calls it) cannot unlink — its root is read-only and
+/// unlink is not on its allow-list — and its keeper or `vireo up`'s supervisor removes them.
+void leave_socket_files() noexcept;
+
 /// Removes the socket at `path` if it is one and nothing listens on it any more (a dead
 /// domain's). Returns true if it removed it.
 bool remove_stale_socket(const std::string& path);

@@ -26,6 +26,7 @@
 #include <mutex>
 
 #include "base/log.hpp"
+#include "base/unix_socket.hpp"
 #include "sandbox/programs.hpp"
 
 namespace vireo::sandbox {
@@ -333,6 +334,7 @@ Result<void> enter(const Plan& plan) {
     if (::getpid() == 1) g_namespaces.push_back("pid");
     const rlim_t files = static_cast<rlim_t>(highest_fd()) + 1 + kFdHeadroom;
     VIREO_TRY(pivot(plan.binds));
+    leave_socket_files();  // its keeper or supervisor removes them
     g_steps.root_us = lap(t);
     VIREO_TRY(set_limit(RLIMIT_NOFILE, files, "open files"));
     VIREO_TRY(set_limit(RLIMIT_CORE, 0, "core size"));
