@@ -1,6 +1,7 @@
 // virtio-net (over the socketpair back-end), virtio-vsock (with a real Unix listener),
 // virtio-balloon, their option parsers, and the API's request handling, driven through the
 // registers and rings by the driver-side harness over in-memory guest RAM.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -448,6 +449,12 @@ TEST(Vsock, ConnectionsBeyondTheVmmPoolAreRefused) {
     EXPECT_EQ(dev->stats().connections, 3u);
     EXPECT_EQ(dev->stats().pool_refused, 1u);
     EXPECT_EQ(pool->used(), 3 * VsockDevice::kConnCost);
+    // The refused one never reached the host program: three connections wait to be accepted.
+    ASSERT_EQ(::fcntl(host.get(), F_SETFL, O_NONBLOCK), 0);
+    int accepted = 0;
+    for (UniqueFd a; (a = UniqueFd(::accept(host.get(), nullptr, nullptr)));)
+        ++accepted;
+    EXPECT_EQ(accepted, 3);
     send_packet(3, 1000);  // RST: the guest closes one
     send_packet(1, 1004);  // and the next fits
     EXPECT_EQ(dev->stats().connections, 4u);

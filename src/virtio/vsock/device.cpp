@@ -376,15 +376,15 @@ Result<void> VsockDevice::handle_packet(const VsockHeader& h, std::span<const Se
                 send_reset(h);
                 return ok();
             }
+            auto conn = new_conn();  // the pool first: a refused one never reaches the host
+            if (!conn) {
+                send_reset(h);
+                return ok();
+            }
             UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
             const sockaddr_un a = unix_address(fmt::format("{}_{}", listener_->path(), h.dst_port));
             if (!fd || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
                 send_reset(h);  // nobody listens on the host for that port
-                return ok();
-            }
-            auto conn = new_conn();
-            if (!conn) {
-                send_reset(h);
                 return ok();
             }
             conn->state = Conn::State::Established;
