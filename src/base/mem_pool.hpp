@@ -3,8 +3,9 @@
 // queued frames, ... — is taken from it before it is allocated and given back when freed. Over
 // the budget, the take is refused and counted, and the device drops or refuses that work (a
 // connection reset, a frame dropped): never an allocation that could get the domain OOM-killed
-// by its cgroup (whose memory.max is guest memory + the pool). Lock-free: one compare-exchange
-// per take; the high-water mark is kept for `vireo info`.
+// by its cgroup (whose memory.max is guest memory + the pool + the process's fixed share:
+// host/config.hpp, domain_memory_budget). Lock-free: one compare-exchange per take; the
+// high-water mark is kept for `vireo info`.
 #pragma once
 
 #include <atomic>
@@ -12,9 +13,16 @@
 
 namespace vireo {
 
-/// The default VMM pool: 256 vsock connections each holding its whole credit (64 MiB) fit.
+/// The default VMM pool follows the domain's devices (what they can make it hold at most):
+/// with vsock, 256 connections each holding its whole credit (64 MiB) fit; without, 8 MiB for
+/// the VMM's working memory that is not metered by the pool yet (slirp's buffers, frames and
+/// requests in flight, API replies) — counted by admission and memory.max all the same.
 inline constexpr uint64_t kDefaultVmmPool = uint64_t{80} << 20;
-inline constexpr uint64_t kMinVmmPool = uint64_t{1} << 20;
+inline constexpr uint64_t kPlainVmmPool = uint64_t{8} << 20;
+inline constexpr uint64_t default_vmm_pool(bool vsock) noexcept {
+    return vsock ? kDefaultVmmPool : kPlainVmmPool;
+}
+inline constexpr uint64_t kMinVmmPool = uint64_t{256} << 10;  // 64 idle vsock connections
 inline constexpr uint64_t kMaxVmmPool = uint64_t{64} << 30;
 
 class MemoryPool {

@@ -132,8 +132,8 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
     run->add_option("--vmm-pool", o.vmm_pool,
                     "The VMM-side memory a guest can make this domain allocate (vsock "
                     "connections and the data they hold); beyond it that work is refused and "
-                    "counted, the domain runs on (1M to 64G)")
-        ->capture_default_str();
+                    "counted, the domain runs on (256K to 64G; default 80M with --vsock, 8M "
+                    "without)");
     run->add_option("--memory-backing", o.memory_backing,
                     "anonymous: pages on first touch; prefault: all allocated before the guest "
                     "starts; locked: prefaulted and never swapped (mlock); hugepages: 2 MiB "

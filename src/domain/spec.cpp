@@ -117,11 +117,14 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     auto msrs = arch::x86::parse_msr_policy(t.msr_filter);
     if (!msrs) return field_error("msr-filter", msrs.error());
     s.msrs = std::move(msrs).value();
-    auto pool = parse_size(t.vmm_pool);
-    if (!pool || *pool < kMinVmmPool || *pool > kMaxVmmPool)
-        return fail(ErrorCode::InvalidArgument, "vmm-pool: \"{}\": a size from {} MiB to {} GiB",
-                    t.vmm_pool, kMinVmmPool >> 20, kMaxVmmPool >> 30);
-    s.vmm_pool = *pool;
+    if (!t.vmm_pool.empty()) {
+        auto pool = parse_size(t.vmm_pool);
+        if (!pool || *pool < kMinVmmPool || *pool > kMaxVmmPool)
+            return fail(ErrorCode::InvalidArgument,
+                        "vmm-pool: \"{}\": a size from {} KiB to {} GiB", t.vmm_pool,
+                        kMinVmmPool >> 10, kMaxVmmPool >> 30);
+        s.vmm_pool = *pool;
+    }
 
     for (const auto& spec : t.disks) {
         auto d = parse_disk_option(spec);
@@ -138,6 +141,7 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
         if (!v) return field_error("vsock", v.error());
         s.vsock = std::move(v).value();
     }
+    if (t.vmm_pool.empty()) s.vmm_pool = default_vmm_pool(s.vsock.has_value());
     s.rng = t.rng;
     s.balloon = t.balloon;
     for (const auto& spec : t.shm) {

@@ -357,8 +357,8 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             if (r.size(v, key, d.vmm_pool) &&
                 (d.vmm_pool < kMinVmmPool || d.vmm_pool > kMaxVmmPool))
                 p.add(line_of(v), r.prefix + key,
-                      fmt::format("{} bytes is out of range ({} MiB to {} GiB)", d.vmm_pool,
-                                  kMinVmmPool >> 20, kMaxVmmPool >> 30));
+                      fmt::format("{} bytes is out of range ({} KiB to {} GiB)", d.vmm_pool,
+                                  kMinVmmPool >> 10, kMaxVmmPool >> 30));
         } else if (key == "console_log_max") {
             if (r.size(v, key, d.console_log_max) && !console_log_max_ok(d.console_log_max))
                 p.add(line_of(v), r.prefix + key,
@@ -603,6 +603,13 @@ Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus,
     return parse_host_config(ss.str(), path, num_cpus, base);
 }
 
+uint64_t domain_memory_budget(const DomainConfig& d) noexcept {
+    const uint64_t tables = d.memory / 256;  // two tables of 8 bytes per 4 KiB page
+    const uint64_t process = saturating_add(kVmmBase, uint64_t{d.vcpus} * kVmmPerVcpu);
+    return saturating_add(saturating_add(d.memory, tables),
+                          saturating_add(process, vmm_pool_of(d)));
+}
+
 Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
     std::vector<std::string> short_of;
     // Saturating sums: a total that does not fit 64 bits is more than any host has.
@@ -613,7 +620,7 @@ Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
         if (m.hugepages) huge = saturating_add(huge, m.size);
     }
     for (const auto& d : cfg.domains) {
-        need = saturating_add(need, saturating_add(d.memory, kDomainOverhead));
+        need = saturating_add(need, domain_memory_budget(d));
         if (d.memory_backing == MemoryBacking::Locked) locked = saturating_add(locked, d.memory);
         if (d.memory_backing == MemoryBacking::HugePages) huge = saturating_add(huge, d.memory);
         if (cfg.pools.at(d.pool).policy == PoolPolicy::Pinned) pinned_vcpus[d.pool] += d.vcpus;
@@ -621,10 +628,10 @@ Result<void> admit(const HostConfig& cfg, const HostFacts& facts) {
     const auto mib = [](uint64_t b) { return b >> 20; };
     if (!cfg.overcommit && need > facts.mem_available)
         short_of.push_back(fmt::format(
-            "memory: the domains need {} MiB (guest memory + {} MiB per domain + shared regions + "
-            "reserve {} MiB) "
+            "memory: the domains need {} MiB (guest memory + each domain's VMM share: page "
+            "tables, its process, its vmm_pool; + shared regions + reserve {} MiB) "
             "but {} MiB is available: {} MiB short (or set overcommit = true)",
-            mib(need), mib(kDomainOverhead), mib(cfg.reserve), mib(facts.mem_available),
+            mib(need), mib(cfg.reserve), mib(facts.mem_available),
             mib(need - facts.mem_available)));
     if (locked > facts.lockable)
         short_of.push_back(fmt::format(

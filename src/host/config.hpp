@@ -25,8 +25,11 @@ namespace vireo::host {
 inline constexpr uint32_t kMaxDomainVcpus = vmm::kMaxCpus;
 inline constexpr uint64_t kMaxDomainMemory = vmm::kMaxMemory;
 inline constexpr uint64_t kMinDomainMemory = vmm::kMinMemory;
-/// What one domain's VMM process costs beyond guest memory (measured: docs/PERFORMANCE.md).
-inline constexpr uint64_t kDomainOverhead = uint64_t{8} << 20;
+/// What one domain's VMM process itself costs beyond guest memory and its VMM pool: the binary
+/// and libc, its heap, the main, I/O and API threads (measured at 4-5 MiB: docs/PERFORMANCE.md)
+/// and, per vCPU, its thread's stack and KVM's vCPU structures (docs/ARCHITECTURE.md).
+inline constexpr uint64_t kVmmBase = uint64_t{8} << 20;
+inline constexpr uint64_t kVmmPerVcpu = uint64_t{256} << 10;
 
 enum class PoolPolicy { Shared, Pinned };
 using MemoryBacking = vmm::VmConfig::Backing;  // one enum, one spelling (vmm::to_string)
@@ -55,7 +58,7 @@ struct DomainConfig {
     std::string cpu = "host";       ///< CPU template and overrides (arch/x86/cpu_template.hpp)
     std::string spec_ctrl = "on";   ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
     std::string msr_filter = "on";  ///< the MSR allow-list (arch/x86/msr_policy.hpp)
-    uint64_t vmm_pool = kDefaultVmmPool;  ///< the VMM memory pool (base/mem_pool.hpp)
+    uint64_t vmm_pool = 0;  ///< the VMM memory pool (base/mem_pool.hpp); 0: its devices' default
     Action on_poweroff = Action::Destroy, on_reboot = Action::Restart, on_crash = Action::Destroy;
     bool autostart = true;
     /// Run on a software KVM (tiny test guests only; see `vireo run --allow-software-kvm`).
@@ -71,6 +74,17 @@ struct DomainConfig {
     std::string incoming;
     int line = 0;
 };
+
+/// The domain's VMM pool: its own, or the default for its devices.
+inline uint64_t vmm_pool_of(const DomainConfig& d) noexcept {
+    return d.vmm_pool != 0 ? d.vmm_pool : default_vmm_pool(!d.vsock.empty());
+}
+
+/// What a domain may take of the host's memory — what admission counts and its cgroup's
+/// memory.max: guest memory; the kernel's page tables for it (the host's and KVM's nested ones,
+/// 8 bytes per 4 KiB page each); the VMM process itself (kVmmBase + kVmmPerVcpu per vCPU);
+/// and its VMM pool, which bounds everything a guest can make the VMM allocate. Saturating.
+uint64_t domain_memory_budget(const DomainConfig& d) noexcept;
 
 /// A shared memory region between domains (`[shm.NAME]`, docs/shm.md): allocated once by
 /// `vireo up` before any domain is built, shown to each listed domain as an ivshmem device.

@@ -39,7 +39,7 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
     t.cpu = c.cpu;
     t.spec_ctrl = c.spec_ctrl;
     t.msr_filter = c.msr_filter;
-    t.vmm_pool = std::to_string(c.vmm_pool) + "B";
+    t.vmm_pool = std::to_string(vmm_pool_of(c)) + "B";
     t.cpu_affinity = cpu_list(pool.cpus);
     for (int cpu : pins)
         t.pin_vcpus += (t.pin_vcpus.empty() ? "" : ",") + std::to_string(cpu);

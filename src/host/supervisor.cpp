@@ -144,9 +144,9 @@ std::vector<int> Supervisor::pins_for(const std::string& pool, uint32_t vcpus,
 }
 
 std::string Supervisor::make_cgroup(const SupervisedDomain& d) const {
-    // The guest's memory and the VMM's own share (its buffers, libraries, page cache of the
-    // disks it reads); every thread: one per vCPU and the VMM's.
-    const uint64_t memory_max = saturating_add(d.cfg->memory, kVmmMemoryShare);
+    // The domain's memory budget, as admission counted it; every thread: one per vCPU and the
+    // VMM's.
+    const uint64_t memory_max = saturating_add(domain_memory_budget(*d.cfg), kSanitizerMemoryShare);
     const uint64_t pids_max = uint64_t{d.cfg->vcpus} + kVmmThreads;
     return cgroups_.domain_dir(d.pool, cfg_.pools.at(d.pool).cpus, d.cfg->name, d.cfg->weight,
                                d.cfg->cap, memory_max, pids_max);

@@ -25,15 +25,18 @@
 #include "host/policy.hpp"
 #include "host/shm.hpp"
 #include "host/supervisor.hpp"
+#include "sandbox/sandbox.hpp"
 
 namespace vireo::host {
 
 using Clock = std::chrono::steady_clock;
 
 inline constexpr int kReadyTimeoutMs = 120000;  // a domain's build, up to its "ready"
-// A domain's cgroup bounds beside its guest memory and vCPUs (memory.max, pids.max): the VMM's
-// buffers, libraries and the page cache of its disks; its own threads and a reboot's overlap.
-inline constexpr uint64_t kVmmMemoryShare = uint64_t{256} << 20;
+// A domain's cgroup: memory.max is its memory budget (host/config.hpp, domain_memory_budget);
+// an AddressSanitizer build's runtime (shadow memory, quarantine) gets a share of its own on
+// top. pids.max: its vCPUs and the VMM's own threads, with a reboot's overlap.
+inline constexpr uint64_t kSanitizerMemoryShare =
+    sandbox::kSanitizerBuild ? uint64_t{512} << 20 : 0;
 inline constexpr uint64_t kVmmThreads = 64;
 
 /// The host log (`vireo dmesg`): the supervisor's last lines, with times.

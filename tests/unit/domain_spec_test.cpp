@@ -55,6 +55,10 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     EXPECT_EQ(arch::x86::to_string(s->cpu.spec_ctrl), "off,+ssbd");
     EXPECT_EQ(s->machine.spec_ctrl, "off,+ssbd") << "and the speculation-control policy";
     EXPECT_EQ(s->vmm_pool, uint64_t{32} << 20);
+    t.vmm_pool.clear();  // the default follows the devices it bounds
+    EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{80} << 20);
+    t.vsock.clear();
+    EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{8} << 20);
 }
 
 TEST(DomainSpec, EveryErrorNamesItsField) {
@@ -80,7 +84,7 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.cpu_affinity = "0-99999"; }, "cpu-affinity: "},
         {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 devices"},
         {[](DomainText& t) { t.shm = {"/dev/shm/x,size=5M"}; }, "shm: "},
-        {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 1 MiB"},
+        {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 256 KiB"},
     };
     for (const auto& c : cases) {
         DomainText t = with_kernel();

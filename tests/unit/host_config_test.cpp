@@ -267,9 +267,11 @@ TEST(Admission, SaysWhatIsShortAndByHowMuch) {
     HostFacts small{uint64_t{1} << 30, UINT64_MAX, 0, 8};
     auto r = admit(c, small);
     ASSERT_FALSE(r);
-    // 512 + 1024 + 64 MiB of guests, 3 x 8 MiB overhead, 128 MiB reserve = 1752 MiB; 1024 there.
-    EXPECT_NE(r.error().message().find("1752 MiB"), std::string::npos) << r.error().message();
-    EXPECT_NE(r.error().message().find("728 MiB short"), std::string::npos) << r.error().message();
+    // 1600 MiB of guests; their page tables (1/256: 6.25 MiB); 3 processes (8 MiB each and
+    // 256 KiB per vCPU, 4 vCPUs: 25 MiB); 3 default pools without vsock (8 MiB each); 128 MiB
+    // reserve: 1783.25 MiB; 1024 there.
+    EXPECT_NE(r.error().message().find("1783 MiB"), std::string::npos) << r.error().message();
+    EXPECT_NE(r.error().message().find("759 MiB short"), std::string::npos) << r.error().message();
     c.overcommit = true;
     EXPECT_TRUE(admit(c, small));
     // A pinned pool with fewer CPUs than vCPUs.
@@ -277,6 +279,22 @@ TEST(Admission, SaysWhatIsShortAndByHowMuch) {
     auto p = admit(c, plenty);
     ASSERT_FALSE(p);
     EXPECT_NE(p.error().message().find("pool fast"), std::string::npos) << p.error().message();
+}
+
+// A domain's memory budget (admission, its cgroup's memory.max): guest memory, page tables,
+// the VMM process, and its pool — by default larger with vsock, whose connections it bounds.
+TEST(Admission, CountsEachDomainsMemoryBudget) {
+    DomainConfig d;  // 256 MiB, 1 vCPU
+    constexpr uint64_t MiB = uint64_t{1} << 20;
+    EXPECT_EQ(vmm_pool_of(d), 8 * MiB);
+    EXPECT_EQ(domain_memory_budget(d), 256 * MiB + 1 * MiB + 8 * MiB + 256 * 1024 + 8 * MiB);
+    d.vsock = "cid=3,socket=/run/v.sock";
+    EXPECT_EQ(vmm_pool_of(d), 80 * MiB);
+    d.vmm_pool = 2 * MiB;  // its own
+    d.vcpus = 4;
+    EXPECT_EQ(domain_memory_budget(d), 256 * MiB + 1 * MiB + 8 * MiB + 1 * MiB + 2 * MiB);
+    d.memory = UINT64_MAX;  // saturates, never wraps
+    EXPECT_EQ(domain_memory_budget(d), UINT64_MAX);
 }
 
 TEST(HostConfig, SharedRegions) {
@@ -308,7 +326,8 @@ doorbells = false
     EXPECT_TRUE(ring.doorbells);
     EXPECT_FALSE(c->shm[1].doorbells);
     // Counted once by admission, however many domains share it.
-    HostFacts facts{((uint64_t{3} * (256 + 8) + 256 + 16) << 20) + 4096, UINT64_MAX, 0, 4};
+    HostFacts facts{3 * domain_memory_budget(c->domains[0]) + ((256 + 16) << 20) + 4096, UINT64_MAX,
+                    0, 4};
     EXPECT_TRUE(admit(*c, facts));
     facts.mem_available -= 1;
     EXPECT_FALSE(admit(*c, facts));
