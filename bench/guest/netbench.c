@@ -15,6 +15,11 @@
 //   netbench relay LISTEN ENDPOINT   accept one connection, connect it to ENDPOINT and copy
 //                                    both ways until either side closes (two guests' vsock
 //                                    through the host)
+//   netbench hold vsock:CID:PORT N SECS  open N connections one after another, keeping those
+//                                    that succeed, for SECS seconds; then close them:
+//                                    HOLD_OK= HOLD_FAILED=, later HOLD_CLOSED
+//   netbench accept LISTEN SECS      accept every connection for SECS seconds, keeping them
+//                                    open: ACCEPTED=
 //   netbench ready-file PATH ...     (option before the mode) create PATH once listening
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -318,6 +323,53 @@ static int relay(const char* listen_ep, const char* ep) {
     }
 }
 
+// A flood of connections that stay open (the VMM pool's test): no retries, failures counted.
+static int hold(const char* ep, int count, int secs) {
+    unsigned cid, port;
+    if (strncmp(ep, "vsock:", 6) || sscanf(ep + 6, "%u:%u", &cid, &port) != 2 || count < 1)
+        die("hold: bad vsock endpoint or count");
+    int* fds = calloc((size_t)count, sizeof *fds);
+    if (!fds) die("calloc");
+    int ok = 0, failed = 0;
+    for (int i = 0; i < count; ++i) {
+        struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
+        int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr*)&a, sizeof a) == 0) {
+            fds[ok++] = fd;
+        } else {
+            if (fd >= 0) close(fd);
+            ++failed;
+        }
+    }
+    printf("HOLD_OK=%d HOLD_FAILED=%d\n", ok, failed);
+    sleep((unsigned)secs);
+    for (int i = 0; i < ok; ++i)
+        close(fds[i]);
+    free(fds);
+    printf("HOLD_CLOSED\n");
+    return 0;
+}
+
+static int accept_all(const char* ep, int secs) {
+    int l = listen_on(ep);
+    if (listen(l, 4096)) die("listen");  // a deeper backlog: a flood is what is tested
+    enum { kMax = 65536 };
+    static int fds[kMax];
+    int n = 0;
+    const double end = now() + secs;
+    for (double left; (left = end - now()) > 0;) {
+        struct pollfd p = {.fd = l, .events = POLLIN};
+        if (poll(&p, 1, (int)(left * 1000) + 1) <= 0) continue;
+        int c = accept(l, NULL, NULL);
+        if (c >= 0 && n < kMax) fds[n++] = c;
+        else if (c >= 0) close(c);
+    }
+    printf("ACCEPTED=%d\n", n);
+    for (int i = 0; i < n; ++i)
+        close(fds[i]);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     no_hash = getenv("NETBENCH_NOHASH") != NULL;
@@ -331,8 +383,11 @@ int main(int argc, char** argv) {
     if (argc >= 4 && !strcmp(argv[1], "send")) return send_bytes(argv[2], strtoull(argv[3], 0, 0));
     if (argc >= 4 && !strcmp(argv[1], "rr")) return rr(argv[2], atoi(argv[3]));
     if (argc >= 4 && !strcmp(argv[1], "relay")) return relay(argv[2], argv[3]);
+    if (argc >= 5 && !strcmp(argv[1], "hold")) return hold(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "accept")) return accept_all(argv[2], atoi(argv[3]));
     fprintf(stderr,
             "usage: netbench [ready-file PATH] sink LISTEN | echo LISTEN [N] | send ENDPOINT "
-            "BYTES | rr ENDPOINT COUNT | relay LISTEN ENDPOINT\n");
+            "BYTES | rr ENDPOINT COUNT | relay LISTEN ENDPOINT | hold vsock:CID:PORT N SECS | "
+            "accept LISTEN SECS\n");
     return 2;
 }

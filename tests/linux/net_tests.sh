@@ -1,5 +1,6 @@
 #!/bin/sh
-# Network and host-channel tests: virtio-net (user mode and tap), virtio-vsock, virtio-balloon.
+# Network and host-channel tests: virtio-net (user mode and tap), virtio-vsock, the VMM pool,
+# virtio-balloon.
 # Runs inside the test host (tests/host/run.sh) with Debian's cloud kernel as the guest. Each
 # guest gets its script as a raw disk (/dev/vda). Ends with "N passed, M failed".
 . /opt/vireo/files/lib.sh  # script_disk, within, reap (its ok and bad are replaced below)
@@ -211,6 +212,47 @@ jailed $pid "sandbox with vsock (its socket's directory bound read-only)"
 kill $pid $echo_pid 2>/dev/null; wait $pid
 if [ ! -e /tmp/v.sock ]; then ok "vsock: the socket is removed when vireo exits"
 else bad "vsock: /tmp/v.sock left behind"; fi
+
+# --- the VMM pool: a guest opening 2000 vsock connections to a host program that accepts them
+# all gets the ones its pool holds (--vmm-pool 256K: 64 of 4 KiB); the rest are reset and
+# counted; the domain runs on and connects again once it closed them; a neighbour domain's
+# vsock is unaffected meanwhile.
+rm -f /tmp/f.sock /tmp/c.sock
+netbench accept unix:/tmp/f.sock_6000 100 >/tmp/f-accept 2>&1 &
+acc_pid=$!
+netbench echo unix:/tmp/f.sock_6001 >/tmp/f-echo 2>&1 &
+fecho_pid=$!
+n=0; while { [ ! -S /tmp/f.sock_6000 ] || [ ! -S /tmp/f.sock_6001 ]; } && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+chown 69999 /tmp/f.sock_6000 /tmp/f.sock_6001
+vireo run --initrd $I --vsock cid=9,socket=/tmp/c.sock --append \
+  '-- netbench echo vsock:5000 & sleep 1; echo CALM-LISTENING; sleep 300' \
+  >/tmp/out2 2>&1 </dev/null &
+calm=$!
+vireo run --initrd $I --vsock cid=8,socket=/tmp/f.sock --vmm-pool 256K --api-socket /tmp/f.api \
+  --append '-- netbench hold vsock:2:6000 2000 30; echo FLOOD-OVER; netbench send vsock:2:6001 65536; sleep 300' \
+  >/tmp/out 2>&1 </dev/null &
+flood=$!
+n=0; while ! grep -q CALM-LISTENING /tmp/out2 && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
+wait_for HOLD_OK 120
+held=$(guest_value HOLD_OK)
+pool=$(vireo api /tmp/f.api info | tr -d ' \n' | sed -n 's/.*"vmm_pool":{\([^}]*\)}.*/\1/p')
+refused=$(echo "$pool" | sed -n 's/.*"refused":\([0-9]*\).*/\1/p')
+used=$(echo "$pool" | sed -n 's/.*"used_bytes":\([0-9]*\).*/\1/p')
+high=$(echo "$pool" | sed -n 's/.*"high_water_bytes":\([0-9]*\).*/\1/p')
+if [ "${held:-0}" -ge 60 ] && [ "${held:-0}" -le 64 ] && [ "${refused:-0}" -ge 1900 ] &&
+   [ "${high:-0}" -le 262144 ] && [ "${used:-0}" -le 262144 ]; then
+  ok "vmm pool: of 2000 guest vsock connections $held were held, the rest reset; the pool refused $refused, used $used of 262144 bytes (high-water $high)"
+else bad "vmm pool: held ${held:-none}; pool: $pool"; fi
+netbench send fc:/tmp/c.sock:5000 1048576 >/tmp/h2g 2>&1
+if grep -q "BACK_BYTES=1048576 BACK_MATCH=1" /tmp/h2g && ! grep -q FLOOD-OVER /tmp/out; then
+  ok "vmm pool: meanwhile the neighbour domain's vsock echoed 1 MiB intact"
+else bad "vmm pool: the neighbour ($(cat /tmp/h2g); $(tail -n 3 /tmp/out2))"; fi
+wait_for FLOOD-OVER 60
+wait_for BACK_MATCH 60
+if tr -d '\r' </tmp/out | grep -q "SEND_BYTES=65536 .*BACK_MATCH=1" && kill -0 $flood 2>/dev/null; then
+  ok "vmm pool: the flooding domain runs on and connects again once its connections are closed"
+else bad "vmm pool: after the flood"; fi
+kill $flood $calm $acc_pid $fecho_pid 2>/dev/null; wait $flood $calm 2>/dev/null
 
 # --- balloon: inflate by half, the guest and the host both see it, deflate restores --------
 cat >/tmp/balloon.sh <<'EOF'
