@@ -99,6 +99,19 @@ std::string prometheus_text(const std::vector<std::pair<std::string, Json>>& dom
               "Restarts delayed because the guest rebooted in a loop", d,
               num(m, "reboots_throttled"));
         f.add("vireo_domain_memory_bytes", "gauge", "Guest memory", d, num(m, "memory_bytes"));
+        const Json& pool = member(m, "vmm_pool", false);
+        if (!pool.empty()) {
+            f.add("vireo_vmm_pool_limit_bytes", "gauge",
+                  "The domain's VMM pool: what a guest can make the VMM allocate", d,
+                  num(pool, "limit_bytes"));
+            f.add("vireo_vmm_pool_used_bytes", "gauge", "VMM pool in use", d,
+                  num(pool, "used_bytes"));
+            f.add("vireo_vmm_pool_high_water_bytes", "gauge", "Most of the VMM pool ever in use", d,
+                  num(pool, "high_water_bytes"));
+            f.add("vireo_vmm_pool_refused_total", "counter",
+                  "Takes the VMM pool refused (the work was refused or dropped)", d,
+                  num(pool, "refused"));
+        }
         f.add("vireo_console_dropped_bytes_total", "counter",
               "Console output a slow attached client did not get", d,
               num(m, "console_dropped_bytes"));

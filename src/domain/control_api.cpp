@@ -112,10 +112,12 @@ Json domain_metrics(Domain& d) {
     return d.stop.with_vm([&](vmm::Vm* vm) {
         Json vcpus = Json::array();
         Json devices = Json::array();
+        Json pool = Json::object();
         uint64_t memory_bytes = 0, msrs_refused = 0;
         if (vm != nullptr) {
             memory_bytes = vm->memory_bytes();
             msrs_refused = vm->msrs_refused();
+            pool = pool_json(vm->vmm_pool());
             for (const auto& m : vm->vcpu_metrics()) {
                 Json exits = Json::object();
                 for (size_t r = 0; r < vmm::kExitReasons; ++r)
@@ -153,6 +155,7 @@ Json domain_metrics(Domain& d) {
                     {"console_log_write_errors", log.write_errors},
                     {"console_log_dropped_bytes", log.dropped_bytes},
                     {"msrs_refused", msrs_refused},
+                    {"vmm_pool", pool},
                     {"vcpus", vcpus},
                     {"devices", devices}};
     });

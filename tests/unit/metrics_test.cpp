@@ -22,6 +22,11 @@ Json domain(const std::string& state, uint64_t io) {
                 {"uptime_s", 2.5},
                 {"boots", 1},
                 {"memory_bytes", 1 << 20},
+                {"vmm_pool",
+                 {{"limit_bytes", 262144},
+                  {"used_bytes", 8192},
+                  {"high_water_bytes", 262144},
+                  {"refused", io}}},
                 {"vcpus", Json::array({{{"id", 0},
                                         {"cpu_s", 0.5},
                                         {"exits", {{"io", io}}},
@@ -47,6 +52,8 @@ TEST(Prometheus, FamiliesOnceSamplesPerDomain) {
     EXPECT_NE(t.find("vireo_vcpu_exits_total{domain=\"b\",vcpu=\"0\",reason=\"io\"} 9\n"),
               std::string::npos);
     EXPECT_NE(t.find("vireo_domain_paused{domain=\"b\"} 1\n"), std::string::npos);
+    EXPECT_NE(t.find("vireo_vmm_pool_used_bytes{domain=\"a\"} 8192\n"), std::string::npos);
+    EXPECT_NE(t.find("vireo_vmm_pool_refused_total{domain=\"b\"} 9\n"), std::string::npos);
     EXPECT_NE(t.find("vireo_vcpu_halt_seconds_total{domain=\"a\",vcpu=\"0\"} 2\n"),
               std::string::npos);
     EXPECT_NE(t.find("vireo_device_read_bytes_total{domain=\"a\",device=\"virtio-blk@0xd0000000\"} "
