@@ -45,8 +45,9 @@ for c in $(seq 1 50); do
   (
     f=0
     for i in 1 2 3; do
-      vireo list $R >/dev/null 2>&1 || f=$((f + 1))
-      out=$(vireo info tick $R 2>&1) || echo "$out" | grep -q "is starting" || f=$((f + 1))
+      out=$(vireo list $R 2>&1) || { f=$((f + 1)); echo "list: $out" >>/tmp/client-errors; }
+      out=$(vireo info tick $R 2>&1) || echo "$out" | grep -q "is starting" ||
+        { f=$((f + 1)); echo "info: $out" >>/tmp/client-errors; }
     done
     echo $f >/tmp/client.$c
   ) &
@@ -56,7 +57,7 @@ else bad "up: $(cat /tmp/up.out)"; fi
 n=0; while [ "$(ls /tmp/client.* 2>/dev/null | wc -l)" -lt 50 ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
 failures=$(cat /tmp/client.* | awk '{s += $1} END {print s + 0}')
 if [ "$failures" = 0 ]; then ok "50 concurrent API clients x 6 requests while the domains boot: 0 failures"
-else bad "concurrent clients: $failures failures of $(ls /tmp/client.* | wc -l) clients"; fi
+else bad "concurrent clients: $failures failures of $(ls /tmp/client.* | wc -l) clients; the most common errors: $(sort /tmp/client-errors | uniq -c | sort -rn | head -n 3)"; fi
 n=0; while [ "$(ticks)" -lt 5 ] && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
 
 # pause: the counter freezes; unpause: it goes on, with no soft-lockup report.
@@ -178,13 +179,13 @@ copy_with_pauses() {
     # the host's load.
     vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' | grep -o '"counters":{[^}]*}\|"state":"[a-z]*"'
     for s in 1 2; do
-      vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' |
-        grep -o '"exits":{[^}]*}\|"halt_exits":[0-9]*\|"irq_injections":[0-9]*\|"exits":[0-9]*'
+      vireo api /tmp/io.api metrics 2>&1 | tr -d '\n ' | grep -o '"exits":{[^}]*}\|"kvm":{[^}]*}'
       vireo api /tmp/io.api vcpu.list 2>&1 | tr -d '\n '
       echo
       sleep 2
     done
-    for t in /proc/$vm/task/*; do echo "  $(cat $t/comm) $(cut -d' ' -f3,14,15 $t/stat) $(cat $t/wchan)"; done
+    d=$(cut -d' ' -f1 /proc/$vm/task/$vm/children 2>/dev/null)  # the domain, under its keeper
+    for t in /proc/$vm/task/* /proc/${d:-$vm}/task/*; do echo "  $(cat $t/comm) $(cut -d' ' -f3,14,15 $t/stat) $(cat $t/wchan)"; done
     cat /proc/loadavg
     kill -9 $vm 2>/dev/null
   fi
