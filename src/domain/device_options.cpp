@@ -153,45 +153,44 @@ Result<bool> parse_limit(std::string_view spec, std::string_view part, std::stri
 // device one per direction ("pps"; rx- and tx- prefixes, none for both).
 struct LimitKeys {
     std::string_view ops;
-    bool directions;
     std::string_view known;  // for the error messages
 };
-constexpr LimitKeys kDiskLimits{"iops", false, "bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N"};
-constexpr LimitKeys kNetLimits{"pps", true,
+constexpr LimitKeys kDiskLimits{"iops", "bps=RATE, iops=N, bps-burst=SIZE, iops-burst=N"};
+constexpr LimitKeys kNetLimits{"pps",
                                "[rx-|tx-]bps=RATE, [rx-|tx-]pps=N, [rx-|tx-]bps-burst=SIZE, "
                                "[rx-|tx-]pps-burst=N"};
 
-// One limit option of a device into `rx` (a disk's only set) and `tx`. False when `part` is
-// not a limit.
+// One limit option of a device into `rx` (a disk's only set) and `tx` (null for a disk). False
+// when `part` is not a limit.
 Result<bool> parse_limit_part(std::string_view spec, std::string_view part, const LimitKeys& keys,
-                              IoLimits& rx, IoLimits& tx) {
-    if (!keys.directions) return parse_limit(spec, part, keys.ops, rx);
+                              IoLimits& rx, IoLimits* tx) {
+    if (tx == nullptr) return parse_limit(spec, part, keys.ops, rx);
     if (part.rfind("rx-", 0) == 0) return parse_limit(spec, part.substr(3), keys.ops, rx);
-    if (part.rfind("tx-", 0) == 0) return parse_limit(spec, part.substr(3), keys.ops, tx);
+    if (part.rfind("tx-", 0) == 0) return parse_limit(spec, part.substr(3), keys.ops, *tx);
     VIREO_TRY_ASSIGN(const bool limit, parse_limit(spec, part, keys.ops, rx));
-    if (limit) (void)parse_limit(spec, part, keys.ops, tx);
+    if (limit) (void)parse_limit(spec, part, keys.ops, *tx);
     return limit;
 }
 
 // A burst is spent on top of a rate: alone it would limit nothing.
 Result<void> check_bursts(std::string_view spec, const LimitKeys& keys, const IoLimits& rx,
-                          const IoLimits& tx) {
-    for (auto [l, prefix] : {std::pair{&rx, std::string_view(keys.directions ? "rx-" : "")},
-                             std::pair{&tx, std::string_view("tx-")}}) {
+                          const IoLimits* tx) {
+    for (auto [l, prefix] : {std::pair{&rx, std::string_view(tx != nullptr ? "rx-" : "")},
+                             std::pair{tx, std::string_view("tx-")}}) {
+        if (l == nullptr) break;
         if (l->bps_burst != 0 && l->bps == 0)
             return fail(ErrorCode::InvalidArgument, "\"{}\": {}bps-burst needs {}bps (a rate)",
                         spec, prefix, prefix);
         if (l->ops_burst != 0 && l->ops == 0)
             return fail(ErrorCode::InvalidArgument, "\"{}\": {}{}-burst needs {}{} (a rate)", spec,
                         prefix, keys.ops, prefix, keys.ops);
-        if (!keys.directions) break;
     }
     return ok();
 }
 
 // A run-time limit text: a comma-separated list of limits, or "none".
 Result<void> parse_limits(std::string_view text, const LimitKeys& keys, IoLimits& rx,
-                          IoLimits& tx) {
+                          IoLimits* tx) {
     if (text == "none") return ok();
     for (const std::string_view part : split(text, ',')) {
         VIREO_TRY_ASSIGN(const bool limit, parse_limit_part(text, part, keys, rx, tx));
@@ -241,9 +240,8 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
         } else if (part.rfind("queue-size=", 0) == 0) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 2));
         } else {
-            IoLimits unused;
             VIREO_TRY_ASSIGN(const bool limit,
-                             parse_limit_part(spec, part, kDiskLimits, o.limits, unused));
+                             parse_limit_part(spec, part, kDiskLimits, o.limits, nullptr));
             if (!limit)
                 return fail(ErrorCode::InvalidArgument,
                             "\"{}\": unknown option \"{}\" (known: readonly, serial=ID, "
@@ -251,7 +249,7 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
                             spec, part, kDiskLimits.known);
         }
     }
-    VIREO_TRY(check_bursts(spec, kDiskLimits, o.limits, o.limits));
+    VIREO_TRY(check_bursts(spec, kDiskLimits, o.limits, nullptr));
     return o;
 }
 
@@ -293,7 +291,7 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
             VIREO_TRY_ASSIGN(o.queue_size, parse_queue_size(spec, part.substr(11), 64));
         } else {
             VIREO_TRY_ASSIGN(const bool limit,
-                             parse_limit_part(spec, part, kNetLimits, o.rx_limits, o.tx_limits));
+                             parse_limit_part(spec, part, kNetLimits, o.rx_limits, &o.tx_limits));
             if (!limit)
                 return fail(ErrorCode::InvalidArgument,
                             "\"{}\": unknown option \"{}\" (known: hostfwd=, mac=, mtu=, "
@@ -301,19 +299,19 @@ Result<NetOptions> parse_net_option(std::string_view spec) {
                             spec, part, kNetLimits.known);
         }
     }
-    VIREO_TRY(check_bursts(spec, kNetLimits, o.rx_limits, o.tx_limits));
+    VIREO_TRY(check_bursts(spec, kNetLimits, o.rx_limits, &o.tx_limits));
     return o;
 }
 
 Result<IoLimits> parse_disk_limits(std::string_view text) {
-    IoLimits l, unused;
-    VIREO_TRY(parse_limits(text, kDiskLimits, l, unused));
+    IoLimits l;
+    VIREO_TRY(parse_limits(text, kDiskLimits, l, nullptr));
     return l;
 }
 
 Result<std::pair<IoLimits, IoLimits>> parse_net_limits(std::string_view text) {
     IoLimits rx, tx;
-    VIREO_TRY(parse_limits(text, kNetLimits, rx, tx));
+    VIREO_TRY(parse_limits(text, kNetLimits, rx, &tx));
     return std::pair{rx, tx};
 }
 
