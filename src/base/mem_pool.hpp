@@ -24,6 +24,12 @@ inline constexpr uint64_t default_vmm_pool(bool vsock) noexcept {
 }
 inline constexpr uint64_t kMinVmmPool = uint64_t{256} << 10;  // 64 idle vsock connections
 inline constexpr uint64_t kMaxVmmPool = uint64_t{64} << 30;
+/// The one check of a pool's size (flags and host configuration alike), and its range as error
+/// messages say it.
+constexpr bool vmm_pool_ok(uint64_t bytes) noexcept {
+    return bytes >= kMinVmmPool && bytes <= kMaxVmmPool;
+}
+inline constexpr const char* kVmmPoolRange = "256K to 64G";
 
 class MemoryPool {
   public:

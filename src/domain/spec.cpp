@@ -119,10 +119,9 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     s.msrs = std::move(msrs).value();
     if (!t.vmm_pool.empty()) {
         auto pool = parse_size(t.vmm_pool);
-        if (!pool || *pool < kMinVmmPool || *pool > kMaxVmmPool)
-            return fail(ErrorCode::InvalidArgument,
-                        "vmm-pool: \"{}\": a size from {} KiB to {} GiB", t.vmm_pool,
-                        kMinVmmPool >> 10, kMaxVmmPool >> 30);
+        if (!pool || !vmm_pool_ok(*pool))
+            return fail(ErrorCode::InvalidArgument, "vmm-pool: \"{}\": a size from {}", t.vmm_pool,
+                        kVmmPoolRange);
         s.vmm_pool = *pool;
     }
 

@@ -354,11 +354,9 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
         else if (key == "balloon")
             r.boolean(v, key, d.balloon);
         else if (key == "vmm_pool") {
-            if (r.size(v, key, d.vmm_pool) &&
-                (d.vmm_pool < kMinVmmPool || d.vmm_pool > kMaxVmmPool))
+            if (r.size(v, key, d.vmm_pool) && !vmm_pool_ok(d.vmm_pool))
                 p.add(line_of(v), r.prefix + key,
-                      fmt::format("{} bytes is out of range ({} KiB to {} GiB)", d.vmm_pool,
-                                  kMinVmmPool >> 10, kMaxVmmPool >> 30));
+                      fmt::format("{} bytes is out of range ({})", d.vmm_pool, kVmmPoolRange));
         } else if (key == "console_log_max") {
             if (r.size(v, key, d.console_log_max) && !console_log_max_ok(d.console_log_max))
                 p.add(line_of(v), r.prefix + key,

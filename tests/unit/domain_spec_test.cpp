@@ -84,7 +84,7 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.cpu_affinity = "0-99999"; }, "cpu-affinity: "},
         {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 devices"},
         {[](DomainText& t) { t.shm = {"/dev/shm/x,size=5M"}; }, "shm: "},
-        {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 256 KiB"},
+        {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 256K to 64G"},
     };
     for (const auto& c : cases) {
         DomainText t = with_kernel();
