@@ -33,7 +33,6 @@ class TimerFd {
     static Result<TimerFd> create();
 
     int fd() const noexcept { return fd_.get(); }
-    explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
     /// Fires once in `ns` nanoseconds (0: disarms).
     Result<void> arm(int64_t ns) const;
     /// Reads (and so clears) the expirations, if any.
