@@ -342,6 +342,30 @@ UniqueFd listen_unix(const std::string& path, int backlog) {
     return s;
 }
 
+// The guest (CID 9) sends one packet from `src_port` to the host's port 77 on the transmit
+// queue and waits for the device to use it.
+::testing::AssertionResult send_vsock(Rig& rig, uint16_t op, uint32_t src_port,
+                                      std::string_view payload = {}) {
+    VsockHeader h{};
+    h.src_cid = 9;
+    h.dst_cid = kVsockHostCid;
+    h.src_port = src_port;
+    h.dst_port = 77;
+    h.len = static_cast<uint32_t>(payload.size());
+    h.type = 1;
+    h.op = op;
+    h.buf_alloc = 65536;
+    const uint64_t at = rig.alloc(4096);
+    if (!put(rig.mem, at, &h, sizeof h) ||
+        !put(rig.mem, at + sizeof h, payload.data(), payload.size()))
+        return ::testing::AssertionFailure() << "cannot write the packet";
+    Buf b[] = {{at, static_cast<uint32_t>(sizeof h + payload.size())}};
+    rig.dqs[1]->add(b);
+    rig.drv.notify(1);
+    if (!rig.wait_used(1)) return ::testing::AssertionFailure() << "the device did not use it";
+    return ::testing::AssertionSuccess();
+}
+
 TEST(Vsock, GuestConnectsToAHostPortAndSendsData) {
     const std::string path = "/tmp/vireo-unit-vsock-" + std::to_string(::getpid());
     ::unlink(path.c_str());
@@ -356,31 +380,13 @@ TEST(Vsock, GuestConnectsToAHostPortAndSendsData) {
         rig.dqs[0]->add(rx);
     }
     rig.drv.notify(0);
-    auto send_packet = [&](uint16_t op, const std::string& payload) {
-        VsockHeader h{};
-        h.src_cid = 9;
-        h.dst_cid = kVsockHostCid;
-        h.src_port = 1234;
-        h.dst_port = 77;
-        h.len = static_cast<uint32_t>(payload.size());
-        h.type = 1;
-        h.op = op;
-        h.buf_alloc = 65536;
-        const uint64_t at = rig.alloc(4096);
-        ASSERT_TRUE(put(rig.mem, at, &h, sizeof h));
-        ASSERT_TRUE(put(rig.mem, at + sizeof h, payload.data(), payload.size()));
-        Buf b[] = {{at, static_cast<uint32_t>(sizeof h + payload.size())}};
-        rig.dqs[1]->add(b);
-        rig.drv.notify(1);
-        ASSERT_TRUE(rig.wait_used(1));
-    };
-    send_packet(1, "");            // REQUEST
-    auto resp = rig.wait_used(0);  // the RESPONSE: a bare header
+    ASSERT_TRUE(send_vsock(rig, 1, 1234));  // REQUEST
+    auto resp = rig.wait_used(0);           // the RESPONSE: a bare header
     ASSERT_TRUE(resp);
     EXPECT_EQ(resp->len, sizeof(VsockHeader));
     UniqueFd conn(::accept(host.get(), nullptr, nullptr));
     ASSERT_TRUE(conn);
-    send_packet(5, "hello, host");  // RW
+    ASSERT_TRUE(send_vsock(rig, 5, 1234, "hello, host"));  // RW
     char got[64] = {};
     ASSERT_EQ(::recv(conn.get(), got, sizeof got, 0), 11);
     EXPECT_STREQ(got, "hello, host");
@@ -428,24 +434,8 @@ TEST(Vsock, ConnectionsBeyondTheVmmPoolAreRefused) {
         rig.dqs[0]->add(rx);
     }
     rig.drv.notify(0);
-    auto send_packet = [&](uint16_t op, uint32_t src_port) {
-        VsockHeader h{};
-        h.src_cid = 9;
-        h.dst_cid = kVsockHostCid;
-        h.src_port = src_port;
-        h.dst_port = 77;
-        h.type = 1;
-        h.op = op;
-        h.buf_alloc = 65536;
-        const uint64_t at = rig.alloc(4096);
-        ASSERT_TRUE(put(rig.mem, at, &h, sizeof h));
-        Buf b[] = {{at, static_cast<uint32_t>(sizeof h)}};
-        rig.dqs[1]->add(b);
-        rig.drv.notify(1);
-        ASSERT_TRUE(rig.wait_used(1));
-    };
     for (uint32_t port = 1000; port < 1004; ++port)
-        send_packet(1, port);  // REQUEST
+        ASSERT_TRUE(send_vsock(rig, 1, port));  // REQUEST
     EXPECT_EQ(dev->stats().connections, 3u);
     EXPECT_EQ(dev->stats().pool_refused, 1u);
     EXPECT_EQ(pool->used(), 3 * VsockDevice::kConnCost);
@@ -455,8 +445,8 @@ TEST(Vsock, ConnectionsBeyondTheVmmPoolAreRefused) {
     for (UniqueFd a; (a = UniqueFd(::accept(host.get(), nullptr, nullptr)));)
         ++accepted;
     EXPECT_EQ(accepted, 3);
-    send_packet(3, 1000);  // RST: the guest closes one
-    send_packet(1, 1004);  // and the next fits
+    ASSERT_TRUE(send_vsock(rig, 3, 1000));  // RST: the guest closes one
+    ASSERT_TRUE(send_vsock(rig, 1, 1004));  // and the next fits
     EXPECT_EQ(dev->stats().connections, 4u);
     EXPECT_EQ(dev->stats().pool_refused, 1u);
     EXPECT_EQ(pool->high_water(), 3 * VsockDevice::kConnCost);
