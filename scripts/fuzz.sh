@@ -2,8 +2,8 @@
 # Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
 # path, the control API's request parser, the snapshot file parser, the live-migration
-# stream's receiving side, the PCI bus (configuration ports, BARs, MSI-X) and the CPU template
-# parser, each for SECONDS (default 300), with ASan/UBSan.
+# stream's receiving side, the PCI bus (configuration ports, BARs, MSI-X), the CPU template
+# parser and the device options (disks, nets, vsock, shm, I/O limits), each for SECONDS (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
 #
@@ -19,8 +19,8 @@ if [ ! -x "$build/fuzz/fuzz_blk" ]; then
 fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
-printf '%-10s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock api snapshot migration pci cpu_template; do
+printf '%-14s %12s %10s %8s\n' target executions exec/s crashes
+for t in virtqueue mmio blk net vsock api snapshot migration pci cpu_template device_options; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
@@ -44,6 +44,6 @@ for t in virtqueue mmio blk net vsock api snapshot migration pci cpu_template; d
     echo "fuzz_$t failed (status $rc); log: $log" >&2
     grep -A30 -m1 -e "ERROR: AddressSanitizer" -e "runtime error" -e "ERROR: libFuzzer" "$log" >&2 || tail -n 30 "$log" >&2
   fi
-  printf '%-10s %12s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$crashes"
+  printf '%-14s %12s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$crashes"
 done
 exit $status
