@@ -1,7 +1,9 @@
 // libFuzzer target: virtio-net's frame path. The input is a hostile driver and a hostile wire
 // at once: the descriptor tables of the receive and transmit queues, the avail entries, the
 // bytes buffers point at (frames and their virtio_net_hdr), and frames of any size arriving
-// from the back-end (a datagram socketpair: a real back-end, one frame per datagram).
+// from the back-end (a datagram socketpair: a real back-end, one frame per datagram). Each frame
+// the guest sent, and the input itself, also goes through user networking's classification
+// (virtio/net/guest_flow.hpp) and, if it is a SYN, the reset that refuses it.
 #include <sys/socket.h>
 
 #include <cstddef>
@@ -11,6 +13,7 @@
 #include "base/log.hpp"
 #include "descriptors.hpp"
 #include "virtio/net/device.hpp"
+#include "virtio/net/guest_flow.hpp"
 #include "virtio/testing/driver.hpp"
 #include "virtio/virtio.hpp"
 
@@ -40,9 +43,26 @@ struct World {
     UniqueFd wire;
 };
 
+// A reset answers the SYN it refuses: ports swapped, a valid IPv4 header checksum.
+void check_flow(const uint8_t* f, size_t len) {
+    const auto flow = virtio::guest_flow(std::span(f, len));
+    if (flow.opens != virtio::Opens::TcpSyn) return;
+    const auto r = virtio::tcp_reset_for(std::span(f, len));
+    const uint16_t sport = static_cast<uint16_t>(r[34] << 8 | r[35]);
+    const uint16_t dport = static_cast<uint16_t>(r[36] << 8 | r[37]);
+    if (sport != flow.dport || dport != flow.sport) abort();
+    uint32_t sum = 0;
+    for (size_t i = 14; i < 34; i += 2)
+        sum += static_cast<uint32_t>(r[i] << 8 | r[i + 1]);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    if (sum != 0xffff) abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    check_flow(data, size);
     if (size < 4) return 0;
     static World w;
     const uint8_t flags = data[0];
@@ -80,8 +100,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     w.transport->process_queue(0);
     for (int i = 0; i < 4; ++i)
         w.loop->poll_once(0);
-    while (::recv(w.wire.get(), frame, sizeof frame, MSG_DONTWAIT) > 0) {
-    }
+    for (ssize_t n; (n = ::recv(w.wire.get(), frame, sizeof frame, MSG_DONTWAIT)) > 0;)
+        if (static_cast<size_t>(n) > virtio::kNetHdrSize)
+            check_flow(frame + virtio::kNetHdrSize, static_cast<size_t>(n) - virtio::kNetHdrSize);
     uint32_t zero = 0;  // reset: the next input starts clean
     w.transport->write(0x70, std::span(reinterpret_cast<const uint8_t*>(&zero), 4));
     while (::recv(w.wire.get(), frame, sizeof frame, MSG_DONTWAIT) > 0) {
