@@ -14,13 +14,15 @@
 namespace vireo {
 
 /// The default VMM pool follows the domain's devices (what they can make it hold at most):
-/// with vsock, 256 connections each holding its whole credit (64 MiB) fit; without, 8 MiB for
-/// the VMM's working memory that is not metered by the pool yet (slirp's buffers, frames and
-/// requests in flight, API replies) — counted by admission and memory.max all the same.
-inline constexpr uint64_t kDefaultVmmPool = uint64_t{80} << 20;
+/// 8 MiB for the VMM's working memory that the pool does not meter (frames and requests in
+/// flight, API replies) — counted by admission and memory.max all the same; with vsock, 72 MiB
+/// more (256 connections each holding its whole credit); per user-mode network, 32 MiB more
+/// (2048 host sockets: virtio/net/slirp.hpp, kSlirpSocketCost).
 inline constexpr uint64_t kPlainVmmPool = uint64_t{8} << 20;
-inline constexpr uint64_t default_vmm_pool(bool vsock) noexcept {
-    return vsock ? kDefaultVmmPool : kPlainVmmPool;
+inline constexpr uint64_t kDefaultVmmPool = uint64_t{80} << 20;  // with vsock
+inline constexpr uint64_t kUserNetVmmPool = uint64_t{32} << 20;
+inline constexpr uint64_t default_vmm_pool(bool vsock, uint64_t user_nets = 0) noexcept {
+    return (vsock ? kDefaultVmmPool : kPlainVmmPool) + user_nets * kUserNetVmmPool;
 }
 inline constexpr uint64_t kMinVmmPool = uint64_t{256} << 10;  // 64 idle vsock connections
 inline constexpr uint64_t kMaxVmmPool = uint64_t{64} << 30;
@@ -39,12 +41,16 @@ class MemoryPool {
 
     /// Takes `n` bytes; false (and counted) if that would go over the limit.
     bool take(uint64_t n) noexcept {
+        if (try_take(n)) return true;
+        count_refusal();
+        return false;
+    }
+    /// Takes `n` bytes if they fit, without counting a refusal (for a reservation the caller may
+    /// not need after all: it counts the refusals that refuse work).
+    bool try_take(uint64_t n) noexcept {
         uint64_t cur = used_.load(std::memory_order_relaxed);
         do {
-            if (n > limit_ - cur) {
-                refused_.fetch_add(1, std::memory_order_relaxed);
-                return false;
-            }
+            if (n > limit_ - cur) return false;
         } while (!used_.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
         const uint64_t now = cur + n;
         uint64_t high = high_.load(std::memory_order_relaxed);
@@ -52,6 +58,7 @@ class MemoryPool {
         }
         return true;
     }
+    void count_refusal() noexcept { refused_.fetch_add(1, std::memory_order_relaxed); }
     /// Gives back `n` bytes taken before.
     void give(uint64_t n) noexcept { used_.fetch_sub(n, std::memory_order_relaxed); }
 

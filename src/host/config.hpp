@@ -77,7 +77,11 @@ struct DomainConfig {
 
 /// The domain's VMM pool: its own, or the default for its devices.
 inline uint64_t vmm_pool_of(const DomainConfig& d) noexcept {
-    return d.vmm_pool != 0 ? d.vmm_pool : default_vmm_pool(!d.vsock.empty());
+    if (d.vmm_pool != 0) return d.vmm_pool;
+    uint64_t user_nets = 0;
+    for (const auto& n : d.nets)
+        user_nets += n == "user" || n.starts_with("user,");
+    return default_vmm_pool(!d.vsock.empty(), user_nets);
 }
 
 /// What a domain may take of the host's memory — what admission counts and its cgroup's

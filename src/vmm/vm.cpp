@@ -841,6 +841,7 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
         devices.push_back(std::move(blk));
     }
     for (const auto& net : config_.nets) {
+        net.backend->attach_pool(pool_);
         VIREO_TRY_ASSIGN(auto nd,
                          virtio::NetDevice::create(net.backend, net.mac, net.mtu, net.queue_size,
                                                    net.rx_limits, net.tx_limits));

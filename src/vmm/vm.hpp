@@ -71,7 +71,7 @@ struct VmConfig {
     /// A virtio-vsock device around this host-side listener (kept across reboots).
     std::shared_ptr<virtio::VsockListener> vsock;
     /// The VMM-side memory a guest can make this domain allocate (base/mem_pool.hpp): vsock
-    /// connections and the payload they hold so far.
+    /// connections and the payload they hold so far, user networking's host sockets.
     uint64_t vmm_pool = kDefaultVmmPool;
     bool balloon = false;  ///< a virtio-balloon device
     /// How guest RAM is backed: Anonymous (pages on first touch), Prefault (every page

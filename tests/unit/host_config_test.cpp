@@ -282,7 +282,8 @@ TEST(Admission, SaysWhatIsShortAndByHowMuch) {
 }
 
 // A domain's memory budget (admission, its cgroup's memory.max): guest memory, page tables,
-// the VMM process, and its pool — by default larger with vsock, whose connections it bounds.
+// the VMM process, and its pool — by default larger with vsock and user networks, whose
+// connections and host sockets it bounds.
 TEST(Admission, CountsEachDomainsMemoryBudget) {
     DomainConfig d;  // 256 MiB, 1 vCPU
     constexpr uint64_t MiB = uint64_t{1} << 20;
@@ -290,6 +291,8 @@ TEST(Admission, CountsEachDomainsMemoryBudget) {
     EXPECT_EQ(domain_memory_budget(d), 256 * MiB + 1 * MiB + 8 * MiB + 256 * 1024 + 8 * MiB);
     d.vsock = "cid=3,socket=/run/v.sock";
     EXPECT_EQ(vmm_pool_of(d), 80 * MiB);
+    d.nets = {"user,hostfwd=tcp::8080-:80", "tap=t0", "user"};  // 32 MiB per user network
+    EXPECT_EQ(vmm_pool_of(d), 144 * MiB);
     d.vmm_pool = 2 * MiB;  // its own
     d.vcpus = 4;
     EXPECT_EQ(domain_memory_budget(d), 256 * MiB + 1 * MiB + 8 * MiB + 1 * MiB + 2 * MiB);

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/mem_pool.hpp"
 #include "base/result.hpp"
 #include "base/token_bucket.hpp"
 #include "base/unique_fd.hpp"
@@ -70,6 +71,12 @@ struct NetOptions {
     IoLimits tx_limits;  ///< frames from the guest
 };
 
+/// What a back-end holds on the host for its guest (user-mode networking's host sockets) and
+/// how often the VMM pool refused it more.
+struct NetBackendStats {
+    uint64_t host_sockets = 0, pool_refused = 0;
+};
+
 /// Where frames go. Called on the domain's event loop with the device mutex held.
 class NetBackend {
   public:
@@ -90,6 +97,12 @@ class NetBackend {
     /// once, by the thread that built the domain, after the domain entered its sandbox: a
     /// thread started before would not be confined.
     virtual void start() {}
+    /// The domain's VMM pool, which what the guest makes the back-end allocate on the host is
+    /// taken from (set before the guest runs; kept across reboots, as the back-end is).
+    virtual void attach_pool(std::shared_ptr<MemoryPool> /*pool*/) {}
+    /// Has host-side state to show (user networking): counters() adds backend_stats().
+    virtual bool has_stats() const noexcept { return false; }
+    virtual NetBackendStats backend_stats() const noexcept { return {}; }
 };
 
 /// Opens (creating it if needed, which takes CAP_NET_ADMIN) the tap device `name` in

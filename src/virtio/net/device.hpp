@@ -74,11 +74,18 @@ class NetDevice final : public Device {
     }
     std::vector<Counter> counters() override {
         const NetStats s = stats();
-        return {{"rx_frames", s.rx_frames},       {"rx_bytes", s.rx_bytes},
-                {"rx_dropped", s.rx_dropped},     {"tx_frames", s.tx_frames},
-                {"tx_bytes", s.tx_bytes},         {"tx_dropped", s.tx_dropped},
-                {"rx_throttled", s.rx_throttled}, {"rx_throttled_ms", s.rx_throttled_ns / 1000000},
-                {"tx_throttled", s.tx_throttled}, {"tx_throttled_ms", s.tx_throttled_ns / 1000000}};
+        std::vector<Counter> out = {
+            {"rx_frames", s.rx_frames},       {"rx_bytes", s.rx_bytes},
+            {"rx_dropped", s.rx_dropped},     {"tx_frames", s.tx_frames},
+            {"tx_bytes", s.tx_bytes},         {"tx_dropped", s.tx_dropped},
+            {"rx_throttled", s.rx_throttled}, {"rx_throttled_ms", s.rx_throttled_ns / 1000000},
+            {"tx_throttled", s.tx_throttled}, {"tx_throttled_ms", s.tx_throttled_ns / 1000000}};
+        if (backend_->has_stats()) {
+            const NetBackendStats b = backend_->backend_stats();
+            out.push_back({"host_sockets", b.host_sockets});
+            out.push_back({"pool_refused", b.pool_refused});
+        }
+        return out;
     }
     /// Replaces the rate limits (from any thread): new buckets, starting empty; a direction
     /// waiting on the old limit looks again at once.

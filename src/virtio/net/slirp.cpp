@@ -7,6 +7,7 @@
 #include <slirp/libslirp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -14,11 +15,14 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "base/event_fd.hpp"
 #include "base/log.hpp"
 #include "base/thread_class.hpp"
+#include "virtio/net/guest_flow.hpp"
 
 namespace vireo::virtio {
 
@@ -96,6 +100,8 @@ class SlirpBackend final : public NetBackend {
         (void)wake_.signal();
         if (thread_.joinable()) thread_.join();
         if (slirp_ != nullptr) lib_->cleanup(slirp_);
+        for (const auto& [fd, socket] : sockets_)
+            if (socket.charged) pool_->give(kSlirpSocketCost);
     }
 
     const char* kind() const noexcept override { return "user"; }
@@ -133,12 +139,38 @@ class SlirpBackend final : public NetBackend {
             len += iov[i].iov_len;
         }
         if (len <= kNetHdrSize) return -EINVAL;
+        const uint8_t* frame = tx_buf_.data() + kNetHdrSize;
+        const size_t frame_len = len - kNetHdrSize;
+        const GuestFlow flow = guest_flow(std::span(frame, frame_len));
+        // A frame that may open a host socket reserves its cost first; one that would need
+        // a socket the pool has no room for never reaches slirp.
+        const bool metered = flow.opens != Opens::Nothing && pool_ != nullptr;
+        const bool reserved = metered && pool_->try_take(kSlirpSocketCost);
         {
             std::lock_guard lock(slirp_mu_);
-            lib_->input(slirp_, tx_buf_.data() + kNetHdrSize, static_cast<int>(len - kNetHdrSize));
+            if (metered && !reserved && !known(flow)) {
+                refuse(flow, frame, frame_len);
+                return 0;
+            }
+            input_ = &flow;
+            reservation_ = reserved;
+            lib_->input(slirp_, frame, static_cast<int>(frame_len));
+            input_ = nullptr;
+            if (reservation_) pool_->give(kSlirpSocketCost);  // it opened none
+            reservation_ = false;
         }
         (void)wake_.signal();  // slirp may have opened a socket the poll thread must watch
         return 0;
+    }
+
+    void attach_pool(std::shared_ptr<MemoryPool> pool) override {
+        std::lock_guard lock(slirp_mu_);
+        if (pool_ == nullptr && sockets_.empty()) pool_ = std::move(pool);
+    }
+    bool has_stats() const noexcept override { return true; }
+    NetBackendStats backend_stats() const noexcept override {
+        return {host_sockets_.load(std::memory_order_relaxed),
+                refused_.load(std::memory_order_relaxed)};
     }
 
     void start() override {
@@ -165,8 +197,8 @@ class SlirpBackend final : public NetBackend {
             .timer_new = nullptr,
             .timer_free = &SlirpBackend::on_timer_free,
             .timer_mod = &SlirpBackend::on_timer_mod,
-            .register_poll_fd = [](int, void*) {},
-            .unregister_poll_fd = [](int, void*) {},
+            .register_poll_fd = &SlirpBackend::on_register_fd,
+            .unregister_poll_fd = &SlirpBackend::on_unregister_fd,
             .notify = [](void* self) { (void)static_cast<SlirpBackend*>(self)->wake_.signal(); },
             .init_completed = nullptr,
             .timer_new_opaque = &SlirpBackend::on_timer_new,
@@ -190,6 +222,64 @@ class SlirpBackend final : public NetBackend {
     }
 
   private:
+    struct HostSocket {
+        GuestFlow flow;
+        bool charged = false;
+    };
+
+    // Whether slirp has the socket this frame's flow needs (a repeated SYN, a UDP flow's next
+    // datagram). Under slirp_mu_.
+    bool known(const GuestFlow& f) const {
+        return (f.opens == Opens::TcpSyn || f.opens == Opens::UdpFlow) && flows_.contains(f);
+    }
+
+    // Under slirp_mu_ (and so before ring_mu_, as in on_send_packet).
+    void refuse(const GuestFlow& f, const uint8_t* frame, size_t len) {
+        pool_->count_refusal();
+        if (refused_.fetch_add(1, std::memory_order_relaxed) == 0)
+            log::warn(
+                "user network: the VMM pool ({} KiB) has no room for another host socket: "
+                "new connections are reset, new UDP flows and pings dropped (counted as "
+                "pool_refused)",
+                pool_->limit() >> 10);
+        if (f.opens == Opens::TcpSyn) {
+            const auto reset = tcp_reset_for(std::span(frame, len));
+            (void)on_send_packet(reset.data(), reset.size(), this);
+        }
+    }
+
+    // slirp opened a socket (in slirp_input for the guest's frame, or on the poll thread for a
+    // forwarded port's connection, which the host's side owns and is not charged). Called with
+    // slirp_mu_ held, as every call into slirp.
+    static void on_register_fd(int fd, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        if (self->input_ == nullptr || fd < 0) return;
+        auto [it, added] = self->sockets_.try_emplace(fd);
+        if (!added) self->flows_.erase(it->second.flow);  // slirp never said it closed it
+        it->second.flow = *self->input_;
+        if (!it->second.charged) {
+            if (self->reservation_) {
+                self->reservation_ = false;
+                it->second.charged = true;
+            } else {  // opened without a reservation (the pool had none for a known flow)
+                it->second.charged =
+                    self->pool_ != nullptr && self->pool_->try_take(kSlirpSocketCost);
+            }
+        }
+        if (it->second.flow.opens == Opens::TcpSyn || it->second.flow.opens == Opens::UdpFlow)
+            self->flows_.insert(it->second.flow);
+        self->host_sockets_.store(self->sockets_.size(), std::memory_order_relaxed);
+    }
+    static void on_unregister_fd(int fd, void* opaque) {
+        auto* self = static_cast<SlirpBackend*>(opaque);
+        auto it = self->sockets_.find(fd);
+        if (it == self->sockets_.end()) return;
+        if (it->second.charged) self->pool_->give(kSlirpSocketCost);
+        self->flows_.erase(it->second.flow);
+        self->sockets_.erase(it);
+        self->host_sockets_.store(self->sockets_.size(), std::memory_order_relaxed);
+    }
+
     static ssize_t on_send_packet(const void* buf, size_t len, void* opaque) {
         auto* self = static_cast<SlirpBackend*>(opaque);
         std::lock_guard lock(self->ring_mu_);
@@ -284,6 +374,14 @@ class SlirpBackend final : public NetBackend {
     std::thread thread_;
     std::atomic<bool> stop_{false};
     int errors_logged_ = 0;
+
+    // The guest's host sockets (under slirp_mu_): by descriptor, and the flows they serve.
+    std::shared_ptr<MemoryPool> pool_;
+    const GuestFlow* input_ = nullptr;  // the frame in slirp_input
+    bool reservation_ = false;          // its reserved cost, not yet a socket's
+    std::unordered_map<int, HostSocket> sockets_;
+    std::unordered_set<GuestFlow, GuestFlowHash> flows_;
+    std::atomic<uint64_t> host_sockets_{0}, refused_{0};
 
     std::mutex ring_mu_;  // frames for the guest
     const size_t slot_size_;

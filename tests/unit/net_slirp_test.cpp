@@ -1,0 +1,262 @@
+// User-mode networking's host sockets against the VMM pool: real libslirp, real host sockets on
+// loopback, frames as a guest's driver sends them (without a guest: the back-end is driven
+// directly). And the frame classification slirp's metering rests on.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "base/mem_pool.hpp"
+#include "base/unique_fd.hpp"
+#include "virtio/net/guest_flow.hpp"
+#include "virtio/net/slirp.hpp"
+
+namespace vireo::virtio {
+namespace {
+
+constexpr uint8_t kGuestMac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+constexpr uint8_t kSlirpMac[6] = {0x52, 0x55, 0x0a, 0x00, 0x02, 0x02};
+constexpr uint32_t kGuestIp = 0x0a00020f;  // 10.0.2.15
+constexpr uint32_t kHostIp = 0x0a000202;   // 10.0.2.2: the host's loopback
+
+uint16_t checksum(const uint8_t* p, size_t n, uint32_t sum = 0) {
+    for (size_t i = 0; i + 1 < n; i += 2)
+        sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+    if (n % 2) sum += static_cast<uint32_t>(p[n - 1] << 8);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<uint16_t>(~sum);
+}
+void put16(uint8_t* p, uint32_t v) {
+    p[0] = static_cast<uint8_t>(v >> 8);
+    p[1] = static_cast<uint8_t>(v);
+}
+void put32(uint8_t* p, uint32_t v) {
+    put16(p, v >> 16);
+    put16(p + 2, v & 0xffff);
+}
+uint32_t get32(const uint8_t* p) {
+    return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+}
+
+// An IPv4 packet from the guest to 10.0.2.2 in an Ethernet frame, checksums filled in.
+std::vector<uint8_t> ipv4_frame(uint8_t proto, const std::vector<uint8_t>& l4) {
+    std::vector<uint8_t> f(14 + 20 + l4.size());
+    std::memcpy(f.data(), kSlirpMac, 6);
+    std::memcpy(f.data() + 6, kGuestMac, 6);
+    put16(f.data() + 12, 0x0800);
+    uint8_t* ip = f.data() + 14;
+    ip[0] = 0x45;
+    put16(ip + 2, static_cast<uint32_t>(20 + l4.size()));
+    ip[8] = 64;
+    ip[9] = proto;
+    put32(ip + 12, kGuestIp);
+    put32(ip + 16, kHostIp);
+    put16(ip + 10, checksum(ip, 20));
+    std::memcpy(ip + 20, l4.data(), l4.size());
+    // TCP and UDP: the checksum over the pseudo-header and the segment.
+    const size_t at = proto == IPPROTO_TCP ? 16 : 6;
+    uint32_t pseudo = (kGuestIp >> 16) + (kGuestIp & 0xffff) + (kHostIp >> 16) +
+                      (kHostIp & 0xffff) + proto + static_cast<uint32_t>(l4.size());
+    put16(ip + 20 + at, checksum(ip + 20, l4.size(), pseudo));
+    return f;
+}
+
+std::vector<uint8_t> tcp_frame(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+                               uint8_t flags) {
+    std::vector<uint8_t> t(20);
+    put16(t.data(), sport);
+    put16(t.data() + 2, dport);
+    put32(t.data() + 4, seq);
+    put32(t.data() + 8, ack);
+    t[12] = 5 << 4;
+    t[13] = flags;
+    put16(t.data() + 14, 65535);
+    return ipv4_frame(IPPROTO_TCP, t);
+}
+
+std::vector<uint8_t> udp_frame(uint16_t sport, uint16_t dport) {
+    std::vector<uint8_t> u = {0, 0, 0, 0, 0, 12, 0, 0, 'p', 'i', 'n', 'g'};
+    put16(u.data(), sport);
+    put16(u.data() + 2, dport);
+    return ipv4_frame(IPPROTO_UDP, u);
+}
+
+// Who has 10.0.2.2, tell 10.0.2.15: slirp learns the guest's MAC from it.
+std::vector<uint8_t> arp_request() {
+    std::vector<uint8_t> f(42);
+    std::memset(f.data(), 0xff, 6);
+    std::memcpy(f.data() + 6, kGuestMac, 6);
+    put16(f.data() + 12, 0x0806);
+    uint8_t* a = f.data() + 14;
+    put16(a, 1);
+    put16(a + 2, 0x0800);
+    a[4] = 6;
+    a[5] = 4;
+    put16(a + 6, 1);
+    std::memcpy(a + 8, kGuestMac, 6);
+    put32(a + 14, kGuestIp);
+    put32(a + 24, kHostIp);
+    return f;
+}
+
+int send_frame(NetBackend& b, const std::vector<uint8_t>& frame) {
+    uint8_t hdr[kNetHdrSize] = {};
+    iovec iov[2] = {{hdr, sizeof hdr}, {const_cast<uint8_t*>(frame.data()), frame.size()}};
+    return b.send(iov, 2);
+}
+
+// The next frame slirp sends the guest (without the virtio-net header), within 5 s.
+std::optional<std::vector<uint8_t>> next_frame(NetBackend& b) {
+    std::vector<uint8_t> buf(kNetHdrSize + 2048);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < end) {
+        iovec iov{buf.data(), buf.size()};
+        const ssize_t n = b.receive(&iov, 1);
+        if (n > static_cast<ssize_t>(kNetHdrSize))
+            return std::vector<uint8_t>(buf.begin() + kNetHdrSize, buf.begin() + n);
+        pollfd p{b.rx_fd(), POLLIN, 0};
+        (void)::poll(&p, 1, 100);
+    }
+    return std::nullopt;
+}
+
+// A TCP segment to the guest from `sport` with exactly these flags.
+std::optional<std::vector<uint8_t>> next_tcp(NetBackend& b, uint16_t sport, uint8_t flags) {
+    for (int i = 0; i < 64; ++i) {
+        auto f = next_frame(b);
+        if (!f) return std::nullopt;
+        if (f->size() >= 54 && (*f)[12] == 0x08 && (*f)[13] == 0x00 && (*f)[23] == IPPROTO_TCP &&
+            ((*f)[34] << 8 | (*f)[35]) == sport && (*f)[47] == flags)
+            return f;
+    }
+    return std::nullopt;
+}
+
+UniqueFd loopback_socket(int type, uint16_t& port) {
+    UniqueFd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    if (type == SOCK_STREAM) {
+        EXPECT_EQ(::listen(s.get(), 16), 0);
+    }
+    socklen_t len = sizeof a;
+    EXPECT_EQ(::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+    port = ntohs(a.sin_port);
+    return s;
+}
+
+// Accepts `want` connections (each within 5 s); then how many more are waiting already.
+int accept_connections(int listener, int want) {
+    int n = 0;
+    for (pollfd p{listener, POLLIN, 0}; n < want && ::poll(&p, 1, 5000) == 1; p.revents = 0) {
+        if (UniqueFd c(::accept(listener, nullptr, nullptr)); !c) break;
+        ++n;
+    }
+    for (pollfd p{listener, POLLIN, 0}; ::poll(&p, 1, 0) == 1; p.revents = 0) {
+        if (UniqueFd c(::accept(listener, nullptr, nullptr)); !c) break;
+        ++n;
+    }
+    return n;
+}
+
+// With room for three host sockets, the guest's fourth connection is reset at once and never
+// reaches the host; a repeated SYN of a connection slirp has still goes through; a new UDP
+// flow is dropped while the pool is full; closing one connection makes room for the next.
+TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
+    auto backend = open_user_network(NetOptions{});
+    ASSERT_TRUE(backend) << backend.error().message();
+    NetBackend& b = **backend;
+    auto pool = std::make_shared<MemoryPool>(3 * kSlirpSocketCost + 100);
+    b.attach_pool(pool);
+    b.start();
+    uint16_t tcp_port = 0, udp_port = 0;
+    UniqueFd listener = loopback_socket(SOCK_STREAM, tcp_port);
+    UniqueFd udp = loopback_socket(SOCK_DGRAM, udp_port);
+
+    ASSERT_EQ(send_frame(b, arp_request()), 0);
+    for (uint16_t port = 1000; port < 1004; ++port)
+        ASSERT_EQ(send_frame(b, tcp_frame(port, tcp_port, 5000, 0, 0x02)), 0);  // SYN
+    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
+    EXPECT_EQ(b.backend_stats().pool_refused, 1u);
+    EXPECT_EQ(pool->used(), 3 * kSlirpSocketCost);
+    EXPECT_EQ(pool->refused(), 1u);
+    // The fourth was answered by a reset from 10.0.2.2:tcp_port acknowledging its SYN.
+    auto rst = next_tcp(b, tcp_port, 0x14);
+    ASSERT_TRUE(rst);
+    EXPECT_EQ(((*rst)[36] << 8 | (*rst)[37]), 1003);
+    EXPECT_EQ(get32(rst->data() + 42), 5001u);
+    EXPECT_EQ(checksum(rst->data() + 14, 20), 0);
+    EXPECT_EQ(accept_connections(listener.get(), 3), 3);  // the reset one never reached the host
+
+    // slirp answers them once their host sockets connected: SYN-ACKs. Two are enough here (a
+    // guest would send its SYN again after a second for one answered late).
+    uint16_t answered[2] = {};
+    for (auto& port : answered) {
+        auto synack = next_tcp(b, tcp_port, 0x12);
+        ASSERT_TRUE(synack);
+        port = static_cast<uint16_t>((*synack)[36] << 8 | (*synack)[37]);
+    }
+    // A repeated SYN of a connection slirp has is no new socket: not refused.
+    ASSERT_EQ(send_frame(b, tcp_frame(answered[0], tcp_port, 5000, 0, 0x02)), 0);
+    EXPECT_EQ(b.backend_stats().pool_refused, 1u);
+    // A new UDP flow needs a socket the pool has no room for: dropped, counted.
+    ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);
+    EXPECT_EQ(b.backend_stats().pool_refused, 2u);
+    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
+
+    // The guest resets one connection: room again.
+    ASSERT_EQ(send_frame(b, tcp_frame(answered[1], tcp_port, 5001, 0, 0x04)), 0);  // RST
+    EXPECT_EQ(b.backend_stats().host_sockets, 2u);
+    EXPECT_EQ(pool->used(), 2 * kSlirpSocketCost);
+    ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);  // the UDP flow fits now
+    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
+    char got[16] = {};
+    pollfd p{udp.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+    EXPECT_EQ(::recv(udp.get(), got, sizeof got, 0), 4);
+    EXPECT_STREQ(got, "ping");
+    // Its next datagram uses the same socket: no new charge, though the pool is full again.
+    ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);
+    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
+    EXPECT_EQ(b.backend_stats().pool_refused, 2u);
+    EXPECT_EQ(pool->high_water(), 3 * kSlirpSocketCost);
+
+    backend->reset();  // slirp closes its sockets: the pool gets all back
+    EXPECT_EQ(pool->used(), 0u);
+}
+
+TEST(GuestFlow, ClassifiesWhatOpensAHostSocket) {
+    EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)).opens, Opens::TcpSyn);
+    EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 1, 0x12)).opens, Opens::Nothing);  // SYN-ACK
+    EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 1, 0x10)).opens, Opens::Nothing);  // data
+    EXPECT_EQ(guest_flow(udp_frame(3000, 53)).opens, Opens::UdpFlow);
+    EXPECT_EQ(guest_flow(udp_frame(68, 67)).opens, Opens::Nothing);  // DHCP to slirp
+    EXPECT_EQ(guest_flow(arp_request()).opens, Opens::Nothing);
+    // Two SYNs of one connection are one flow; another port is another.
+    EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)),
+              guest_flow(tcp_frame(1000, 80, 9, 0, 0x02)));
+    EXPECT_NE(guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)),
+              guest_flow(tcp_frame(1001, 80, 1, 0, 0x02)));
+    // A fragment may be anything once reassembled; a truncated header is nothing.
+    auto frag = udp_frame(3000, 53);
+    frag[14 + 6] = 0x20;  // more fragments
+    EXPECT_EQ(guest_flow(frag).opens, Opens::Other);
+    auto cut = tcp_frame(1000, 80, 1, 0, 0x02);
+    cut.resize(14 + 20 + 12);
+    EXPECT_EQ(guest_flow(cut).opens, Opens::Nothing);
+    EXPECT_EQ(guest_flow({}).opens, Opens::Nothing);
+}
+
+}  // namespace
+}  // namespace vireo::virtio
