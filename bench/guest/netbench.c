@@ -15,9 +15,11 @@
 //   netbench relay LISTEN ENDPOINT   accept one connection, connect it to ENDPOINT and copy
 //                                    both ways until either side closes (two guests' vsock
 //                                    through the host)
-//   netbench hold vsock:CID:PORT N SECS  open N connections one after another, keeping those
-//                                    that succeed, for SECS seconds; then close them:
-//                                    HOLD_OK= HOLD_FAILED=, later HOLD_CLOSED
+//   netbench hold ENDPOINT N SECS    open N connections (vsock:CID:PORT or tcp:HOST:PORT) one
+//                                    after another, keeping those that succeed, for SECS
+//                                    seconds; then close them: HOLD_OK= HOLD_FAILED=
+//                                    HOLD_REFUSED= (ECONNREFUSED among the failed) HOLD_MS=
+//                                    (the N attempts), later HOLD_CLOSED
 //   netbench accept LISTEN SECS      accept every connection for SECS seconds, keeping them
 //                                    open: ACCEPTED=
 //   netbench ready-file PATH ...     (option before the mode) create PATH once listening
@@ -325,23 +327,48 @@ static int relay(const char* listen_ep, const char* ep) {
 
 // A flood of connections that stay open (the VMM pool's test): no retries, failures counted.
 static int hold(const char* ep, int count, int secs) {
+    struct sockaddr_storage ss = {0};
+    socklen_t len = 0;
+    int family;
     unsigned cid, port;
-    if (strncmp(ep, "vsock:", 6) || sscanf(ep + 6, "%u:%u", &cid, &port) != 2 || count < 1)
-        die("hold: bad vsock endpoint or count");
+    char host[64];
+    const char* colon = strrchr(ep, ':');
+    if (!strncmp(ep, "vsock:", 6) && sscanf(ep + 6, "%u:%u", &cid, &port) == 2) {
+        struct sockaddr_vm* a = (struct sockaddr_vm*)&ss;
+        a->svm_family = AF_VSOCK;
+        a->svm_cid = cid;
+        a->svm_port = port;
+        len = sizeof *a;
+        family = AF_VSOCK;
+    } else if (!strncmp(ep, "tcp:", 4) && colon > ep + 4 && (size_t)(colon - ep - 4) < sizeof host) {
+        struct sockaddr_in* a = (struct sockaddr_in*)&ss;
+        memcpy(host, ep + 4, (size_t)(colon - ep - 4));
+        host[colon - ep - 4] = 0;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)atoi(colon + 1));
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) die("hold: bad address");
+        len = sizeof *a;
+        family = AF_INET;
+    } else {
+        die("hold: expected vsock:CID:PORT or tcp:HOST:PORT");
+    }
+    if (count < 1) die("hold: bad count");
     int* fds = calloc((size_t)count, sizeof *fds);
     if (!fds) die("calloc");
-    int ok = 0, failed = 0;
+    int ok = 0, failed = 0, refused = 0;
+    const double t0 = now();
     for (int i = 0; i < count; ++i) {
-        struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
-        int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr*)&a, sizeof a) == 0) {
+        int fd = socket(family, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr*)&ss, len) == 0) {
             fds[ok++] = fd;
         } else {
+            if (errno == ECONNREFUSED) ++refused;
             if (fd >= 0) close(fd);
             ++failed;
         }
     }
-    printf("HOLD_OK=%d HOLD_FAILED=%d\n", ok, failed);
+    printf("HOLD_OK=%d HOLD_FAILED=%d HOLD_REFUSED=%d HOLD_MS=%.0f\n", ok, failed, refused,
+           (now() - t0) * 1000);
     sleep((unsigned)secs);
     for (int i = 0; i < ok; ++i)
         close(fds[i]);
