@@ -58,23 +58,16 @@ const std::map<std::string, vireo::api::Method>& methods() {
     return m;
 }
 
-struct Input {
-    std::string_view line;
-};
-
-void* handle(void* arg) {
-    const auto* in = static_cast<const Input*>(arg);
-    const std::string response = vireo::api::handle_request(methods(), in->line);
+void handle(std::string_view line) {
+    const std::string response = vireo::api::handle_request(methods(), line);
     const Json r = Json::parse(response, nullptr, false);
     if (r.is_discarded() || !r.is_object() || (r.contains("result") == r.contains("error")))
         std::abort();  // every request gets exactly one result or one error
-    return nullptr;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    Input in{std::string_view(reinterpret_cast<const char*>(data), size)};
-    vireo::fuzz::on_production_stack(handle, &in);
+    vireo::fuzz::on_production_stack(vireo::fuzz::as_text(data, size), handle);
     return 0;
 }

@@ -16,16 +16,11 @@
 
 namespace {
 
-struct Input {
-    std::string_view text;
-};
-
-void* one(void* arg) {
+void one(std::string_view text) {
     using namespace vireo::arch::x86;
-    const auto* in = static_cast<const Input*>(arg);
-    const size_t nl = in->text.find('\n');
+    const size_t nl = text.find('\n');
     const std::string_view rest =
-        nl == std::string_view::npos ? std::string_view("on") : in->text.substr(nl + 1);
+        nl == std::string_view::npos ? std::string_view("on") : text.substr(nl + 1);
     const size_t nl2 = rest.find('\n');
     const std::string_view policy = rest.substr(0, nl2);
     const std::string_view msr_text =
@@ -33,21 +28,21 @@ void* one(void* arg) {
     auto msrs = parse_msr_policy(msr_text);
     if (!msrs) {
         if (msrs.error().message().empty()) std::abort();
-        return nullptr;
+        return;
     }
     auto msrs_back = parse_msr_policy(to_string(*msrs));
     if (!msrs_back || !(*msrs_back == *msrs)) std::abort();
     auto s = parse_spec_ctrl(policy);
     if (!s) {
         if (s.error().message().empty()) std::abort();
-        return nullptr;
+        return;
     }
     auto s_back = parse_spec_ctrl(to_string(*s));
     if (!s_back || !(*s_back == *s)) std::abort();
-    auto t = parse_cpu_template(in->text.substr(0, nl));
+    auto t = parse_cpu_template(text.substr(0, nl));
     if (!t) {
         if (t.error().message().empty()) std::abort();
-        return nullptr;
+        return;
     }
     auto back = parse_cpu_template(to_string(*t));
     if (!back || !(*back == *t)) std::abort();
@@ -73,13 +68,12 @@ void* one(void* arg) {
             std::abort();
     }
     if (out && out->size() != host.size()) std::abort();
-    return nullptr;
+    return;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    Input in{std::string_view(reinterpret_cast<const char*>(data), size)};
-    vireo::fuzz::on_production_stack(one, &in);
+    vireo::fuzz::on_production_stack(vireo::fuzz::as_text(data, size), one);
     return 0;
 }

@@ -18,10 +18,6 @@ namespace {
 using namespace vireo;
 using namespace vireo::domain;
 
-struct Input {
-    std::string_view text;
-};
-
 template <typename R>
 bool refused(const R& r) {
     if (r) return false;
@@ -39,8 +35,7 @@ void net_limits_round_trip(const IoLimits& rx, const IoLimits& tx) {
     if (!back || !(back->first == rx) || !(back->second == tx)) std::abort();
 }
 
-void* one(void* arg) {
-    const std::string_view text = static_cast<const Input*>(arg)->text;
+void one(std::string_view text) {
     if (auto d = parse_disk_option(text); !refused(d)) {
         if (d->path.empty() || d->serial.size() > virtio::kBlkIdBytes) std::abort();
         if (d->queue_size < 2 || (d->queue_size & (d->queue_size - 1)) != 0) std::abort();
@@ -64,13 +59,11 @@ void* one(void* arg) {
     }
     // --vmm-pool: a size, then the one range check.
     if (auto p = parse_size(text); !refused(p)) (void)vmm_pool_ok(*p);
-    return nullptr;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    Input in{std::string_view(reinterpret_cast<const char*>(data), size)};
-    vireo::fuzz::on_production_stack(one, &in);
+    vireo::fuzz::on_production_stack(vireo::fuzz::as_text(data, size), one);
     return 0;
 }

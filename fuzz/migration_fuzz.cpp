@@ -19,10 +19,6 @@ namespace {
 
 namespace stream = vireo::snapshot::stream;
 
-struct Input {
-    std::span<const uint8_t> bytes;
-};
-
 const vireo::memory::GuestMemory& guest_ram() {
     // Two regions with a hole between them, as a machine past the MMIO hole has.
     static const auto mem = [] {
@@ -35,33 +31,30 @@ const vireo::memory::GuestMemory& guest_ram() {
     return mem;
 }
 
-void* parse(void* arg) {
-    const auto& in = *static_cast<Input*>(arg);
-    if (in.bytes.empty()) return nullptr;
+void parse(std::span<const uint8_t> bytes) {
+    if (bytes.empty()) return;
     // The first byte picks where the stream starts: at the hello, at the records, or a reply.
-    const uint8_t mode = in.bytes[0] % 3;
-    stream::MemoryInput src(in.bytes.subspan(1));
+    const uint8_t mode = bytes[0] % 3;
+    stream::MemoryInput src(bytes.subspan(1));
     if (mode == 0) {
         auto hello = stream::read_hello(src);
-        if (!hello) return nullptr;
+        if (!hello) return;
         (void)vireo::domain::parse_spec_json(hello->spec, "the incoming domain's configuration");
     }
     if (mode == 2) {
         (void)stream::read_reply(src);
-        return nullptr;
+        return;
     }
     stream::ReceiveStats stats;
     auto state = stream::receive_memory(src, guest_ram(), stats);
-    if (!state) return nullptr;
+    if (!state) return;
     (void)vireo::snapshot::Reader::open(vireo::snapshot::memory_source(*state));
     (void)stream::receive_go(src);
-    return nullptr;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    Input in{std::span<const uint8_t>(data, size)};
-    vireo::fuzz::on_production_stack(parse, &in);
+    vireo::fuzz::on_production_stack(std::span<const uint8_t>(data, size), parse);
     return 0;
 }

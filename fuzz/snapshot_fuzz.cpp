@@ -31,10 +31,6 @@
 
 namespace {
 
-struct Input {
-    std::span<const uint8_t> bytes;
-};
-
 uint64_t le(const uint8_t* p, int n) {
     uint64_t v = 0;
     for (int i = 0; i < n; ++i)
@@ -65,10 +61,9 @@ void seal(std::vector<uint8_t>& f) {
     put32(f.data() + 24, s::crc32(std::span(f).first(s::kHeaderBytes)));
 }
 
-void* parse(void* arg) {
-    const auto* in = static_cast<const Input*>(arg);
-    auto r = vireo::snapshot::Reader::open(vireo::snapshot::memory_source(in->bytes));
-    if (!r) return nullptr;
+void parse(std::span<const uint8_t> bytes) {
+    auto r = vireo::snapshot::Reader::open(vireo::snapshot::memory_source(bytes));
+    if (!r) return;
     (void)vireo::snapshot::memory_layout(*r);  // the RAM layout against its sections
     // Virtio transports over a small guest RAM (a restore activates queues against it).
     static const auto mem = vireo::memory::GuestMemory::create_flat(1 << 20).value();
@@ -116,7 +111,6 @@ void* parse(void* arg) {
         vireo::snapshot::decode(v, vcpu);
         (void)v.finish();
     }
-    return nullptr;
 }
 
 // Inputs starting with 'W' describe sections instead: [tag choice u8][length u16][bytes]...,
@@ -153,15 +147,15 @@ std::vector<uint8_t> written(std::span<const uint8_t> in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<uint8_t> made;
-    Input in{std::span<const uint8_t>(data, size)};
+    std::span<const uint8_t> bytes(data, size);
     if (size > 0 && data[0] == 'W') {
-        made = written(in.bytes.subspan(1));
-        in.bytes = made;
+        made = written(bytes.subspan(1));
+        bytes = made;
     } else if (size > 0 && (data[size - 1] & 1) != 0) {
         made.assign(data, data + size);
         seal(made);
-        in.bytes = made;
+        bytes = made;
     }
-    vireo::fuzz::on_production_stack(parse, &in);
+    vireo::fuzz::on_production_stack(bytes, parse);
     return 0;
 }
