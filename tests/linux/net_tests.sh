@@ -86,9 +86,13 @@ if wait_for GUEST-SERVING && [ "$(guest_value GUEST-IP)" = 10.0.2.15 ] &&
    [ "$(guest_value GUEST-GOT)" = "$blob_sum" ]; then
   ok "user mode: DHCP lease 10.0.2.15, 3 MB fetched from a host server on 127.0.0.1, checksum matches"
 else bad "user mode: DHCP + fetch from the host"; fi
-rm -f /tmp/fwd
-wget -q -O /tmp/fwd http://127.0.0.1:18080/g
-if [ -s /tmp/fwd ] && [ "$(sha /tmp/fwd)" = "$(guest_value GUEST-HAS)" ]; then
+# The guest's file through the forwarded port 18080, intact.
+fetch_forwarded() {
+  rm -f /tmp/fwd
+  wget -q -O /tmp/fwd http://127.0.0.1:18080/g
+  [ -s /tmp/fwd ] && [ "$(sha /tmp/fwd)" = "$(guest_value GUEST-HAS)" ]
+}
+if fetch_forwarded; then
   ok "user mode: hostfwd tcp:127.0.0.1:18080 reaches the guest's httpd on port 80, checksum matches"
 else bad "user mode: hostfwd into the guest"; fi
 jailed $pid "sandbox with user networking (slirp thread, host network)"
@@ -108,9 +112,7 @@ if [ "${held:-0}" -ge 28 ] && [ "${held:-0}" -le 32 ] && [ "$refused" -ge 260 ] 
    [ "${prefused:-0}" -ge "$refused" ] && [ "${sockets:-99}" -le 32 ] && [ "$ms" -lt 30000 ]; then
   ok "vmm pool (user network): of 300 guest TCP connections $held were held, $refused refused at once (ECONNREFUSED; all 300 in $ms ms); $sockets host sockets, $prefused refusals counted"
 else bad "vmm pool (user network): held ${held:-none}, refused $refused in $ms ms; $counters; $(tail -n 3 /tmp/out)"; fi
-rm -f /tmp/fwd
-wget -q -O /tmp/fwd http://127.0.0.1:18080/g
-if [ -s /tmp/fwd ] && [ "$(sha /tmp/fwd)" = "$(guest_value GUEST-HAS)" ]; then
+if fetch_forwarded; then
   ok "vmm pool (user network): meanwhile the forwarded port still reaches the guest"
 else bad "vmm pool (user network): the forwarded port during the flood"; fi
 kill $uacc_pid 2>/dev/null  # the host side closes too: slirp frees the sockets
