@@ -145,9 +145,15 @@ std::string prometheus_text(const std::vector<std::pair<std::string, Json>>& dom
             f.add("vireo_device_driver_errors_total", "counter",
                   "Times the guest driver broke the virtio rules (device needed a reset)", l,
                   num(dev, "driver_errors"));
-            for (const auto& [counter, n] : member(dev, "counters", false).items())
-                f.add("vireo_device_" + metric_name(counter) + "_total", "counter",
-                      "virtio device counter " + counter, l, n.get<double>());
+            for (const auto& [counter, n] : member(dev, "counters", false).items()) {
+                if (counter == "host_sockets")  // a level, not a count of events
+                    f.add("vireo_device_host_sockets", "gauge",
+                          "Host sockets the guest holds through user networking", l,
+                          n.get<double>());
+                else
+                    f.add("vireo_device_" + metric_name(counter) + "_total", "counter",
+                          "virtio device counter " + counter, l, n.get<double>());
+            }
         }
     }
     return f.text();

@@ -33,7 +33,10 @@ Json domain(const std::string& state, uint64_t io) {
                                         {"kvm", {{"exits", 10}, {"halt_wait_ns", 2000000000}}}}})},
                 {"devices", Json::array({{{"name", "virtio-blk@0xd0000000"},
                                           {"driver_errors", 0},
-                                          {"counters", {{"read_bytes", 4096}}}}})}};
+                                          {"counters", {{"read_bytes", 4096}}}},
+                                         {{"name", "virtio-net@0xd0001000"},
+                                          {"driver_errors", 0},
+                                          {"counters", {{"host_sockets", 3}}}}})}};
 }
 
 size_t count(const std::string& text, const std::string& needle) {
@@ -59,6 +62,11 @@ TEST(Prometheus, FamiliesOnceSamplesPerDomain) {
     EXPECT_NE(t.find("vireo_device_read_bytes_total{domain=\"a\",device=\"virtio-blk@0xd0000000\"} "
                      "4096\n"),
               std::string::npos);
+    // A level is a gauge, without _total.
+    EXPECT_NE(t.find("# TYPE vireo_device_host_sockets gauge\n"), std::string::npos);
+    EXPECT_NE(
+        t.find("vireo_device_host_sockets{domain=\"a\",device=\"virtio-net@0xd0001000\"} 3\n"),
+        std::string::npos);
     // Every sample line belongs to a family announced before it.
     EXPECT_EQ(t.rfind("# TYPE vireo_domain_boots_total", t.find("vireo_domain_boots_total{")) <
                   t.find("vireo_domain_boots_total{"),
