@@ -67,13 +67,16 @@ class TokenBucket {
         // Integer arithmetic in 128 bits (no floating point on the I/O path): the elapsed time
         // is capped at what fills the bucket from its deepest debt, so nothing overflows.
         const uint64_t dt = static_cast<uint64_t>(now_ns - last_ns_);
-        const unsigned __int128 add = static_cast<unsigned __int128>(dt) * rate_ / kNs;
-        if (add == 0) return;  // keep last_ns_: the fraction accrues until a whole token
-        if (add >= static_cast<unsigned __int128>(cap_ - tokens_)) {
+        const unsigned __int128 scaled = static_cast<unsigned __int128>(dt) * rate_;  // x 1e9
+        // Full again (the usual case under a limit far above the rate): decided by multiplying
+        // instead of dividing, so an unreached limit costs two multiplications per request.
+        if (scaled >= static_cast<unsigned __int128>(cap_ - tokens_) * kNs) {
             tokens_ = cap_;  // full: the time beyond is not saved up
             last_ns_ = now_ns;
             return;
         }
+        const unsigned __int128 add = scaled / kNs;
+        if (add == 0) return;  // keep last_ns_: the fraction accrues until a whole token
         const int64_t whole = static_cast<int64_t>(add);
         tokens_ += whole;
         // The time the whole tokens stand for (so no fraction is lost to rounding).

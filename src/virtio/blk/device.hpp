@@ -128,7 +128,8 @@ class BlockDevice final : public Device {
     Result<void> pull();       // pops and starts requests while slots and ring space last
     unsigned reap();           // handles the completions in the CQ ring
     void submit_pending();     // io_uring_submit() of queued SQEs, if any
-    Result<void> start(Request& r);
+    // Parses and starts one request; `now` is the batch's clock under a rate limit.
+    Result<void> start(Request& r, int64_t now);
     void submit(Request& r);
     void finish(Request& r, uint8_t status);
     void release(Request& r) { free_.push_back(r.slot); }
