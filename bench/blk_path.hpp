@@ -15,6 +15,7 @@ struct BlkPathOptions {
     unsigned segment_kib = 4;     ///< guest buffer segment size
     uint64_t limit_bps = 0;       ///< a rate limit on the device (0: none), e.g. far above it
     bool accuracy = false;        ///< also the rate limiter's accuracy table at three rates
+    bool limit_cost = false;      ///< also what a limit far above the rate costs (paired runs)
     bool json = false;
 };
 

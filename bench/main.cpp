@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
     blk_cmd->add_flag("--accuracy", blk.accuracy,
                       "Also the rate limiter's accuracy: the rate reached against the rate set, "
                       "at three byte and three operation rates");
+    blk_cmd->add_flag("--limit-cost", blk.limit_cost,
+                      "Also what a rate limit far above the rate reached costs: runs without "
+                      "and with one alternate (-r pairs), each pair's ratio is a sample, the "
+                      "median and quartiles are shown (drift between runs cancels)");
     blk_cmd->add_option("--request-kib", blk.request_kib, "Sequential request size")
         ->capture_default_str();
     blk_cmd->add_flag("--json", blk.json, "End with one line of JSON");
