@@ -187,8 +187,8 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     ASSERT_EQ(send_frame(b, arp_request()), 0);
     for (uint16_t port = 1000; port < 1004; ++port)
         ASSERT_EQ(send_frame(b, tcp_frame(port, tcp_port, 5000, 0, 0x02)), 0);  // SYN
-    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
-    EXPECT_EQ(b.backend_stats().pool_refused, 1u);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
+    EXPECT_EQ(b.backend_stats()->pool_refused, 1u);
     EXPECT_EQ(pool->used(), 3 * kSlirpSocketCost);
     EXPECT_EQ(pool->refused(), 1u);
     // The fourth was answered by a reset from 10.0.2.2:tcp_port acknowledging its SYN.
@@ -209,18 +209,18 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     }
     // A repeated SYN of a connection slirp has is no new socket: not refused.
     ASSERT_EQ(send_frame(b, tcp_frame(answered[0], tcp_port, 5000, 0, 0x02)), 0);
-    EXPECT_EQ(b.backend_stats().pool_refused, 1u);
+    EXPECT_EQ(b.backend_stats()->pool_refused, 1u);
     // A new UDP flow needs a socket the pool has no room for: dropped, counted.
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);
-    EXPECT_EQ(b.backend_stats().pool_refused, 2u);
-    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
+    EXPECT_EQ(b.backend_stats()->pool_refused, 2u);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
 
     // The guest resets one connection: room again.
     ASSERT_EQ(send_frame(b, tcp_frame(answered[1], tcp_port, 5001, 0, 0x04)), 0);  // RST
-    EXPECT_EQ(b.backend_stats().host_sockets, 2u);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 2u);
     EXPECT_EQ(pool->used(), 2 * kSlirpSocketCost);
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);  // the UDP flow fits now
-    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     char got[16] = {};
     pollfd p{udp.get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 5000), 1);
@@ -228,8 +228,8 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     EXPECT_STREQ(got, "ping");
     // Its next datagram uses the same socket: no new charge, though the pool is full again.
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);
-    EXPECT_EQ(b.backend_stats().host_sockets, 3u);
-    EXPECT_EQ(b.backend_stats().pool_refused, 2u);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
+    EXPECT_EQ(b.backend_stats()->pool_refused, 2u);
     EXPECT_EQ(pool->high_water(), 3 * kSlirpSocketCost);
 
     backend->reset();  // slirp closes its sockets: the pool gets all back

@@ -100,9 +100,9 @@ class NetBackend {
     /// The domain's VMM pool, which what the guest makes the back-end allocate on the host is
     /// taken from (set before the guest runs; kept across reboots, as the back-end is).
     virtual void attach_pool(std::shared_ptr<MemoryPool> /*pool*/) {}
-    /// Has host-side state to show (user networking): counters() adds backend_stats().
-    virtual bool has_stats() const noexcept { return false; }
-    virtual NetBackendStats backend_stats() const noexcept { return {}; }
+    /// Host-side state to show, for a back-end that has some (user networking); the device's
+    /// counters() adds it.
+    virtual std::optional<NetBackendStats> backend_stats() const noexcept { return std::nullopt; }
 };
 
 /// Opens (creating it if needed, which takes CAP_NET_ADMIN) the tap device `name` in

@@ -80,10 +80,9 @@ class NetDevice final : public Device {
             {"tx_bytes", s.tx_bytes},         {"tx_dropped", s.tx_dropped},
             {"rx_throttled", s.rx_throttled}, {"rx_throttled_ms", s.rx_throttled_ns / 1000000},
             {"tx_throttled", s.tx_throttled}, {"tx_throttled_ms", s.tx_throttled_ns / 1000000}};
-        if (backend_->has_stats()) {
-            const NetBackendStats b = backend_->backend_stats();
-            out.push_back({"host_sockets", b.host_sockets});
-            out.push_back({"pool_refused", b.pool_refused});
+        if (const auto b = backend_->backend_stats()) {
+            out.push_back({"host_sockets", b->host_sockets});
+            out.push_back({"pool_refused", b->pool_refused});
         }
         return out;
     }

@@ -167,10 +167,9 @@ class SlirpBackend final : public NetBackend {
         std::lock_guard lock(slirp_mu_);
         if (pool_ == nullptr && sockets_.empty()) pool_ = std::move(pool);
     }
-    bool has_stats() const noexcept override { return true; }
-    NetBackendStats backend_stats() const noexcept override {
-        return {host_sockets_.load(std::memory_order_relaxed),
-                refused_.load(std::memory_order_relaxed)};
+    std::optional<NetBackendStats> backend_stats() const noexcept override {
+        return NetBackendStats{host_sockets_.load(std::memory_order_relaxed),
+                               refused_.load(std::memory_order_relaxed)};
     }
 
     void start() override {
