@@ -129,17 +129,32 @@ std::optional<std::vector<uint8_t>> next_frame(NetBackend& b) {
     return std::nullopt;
 }
 
-// A TCP segment to the guest from `sport` with exactly these flags.
-std::optional<std::vector<uint8_t>> next_tcp(NetBackend& b, uint16_t sport, uint8_t flags) {
-    for (int i = 0; i < 64; ++i) {
-        auto f = next_frame(b);
-        if (!f) return std::nullopt;
-        if (f->size() >= 54 && (*f)[12] == 0x08 && (*f)[13] == 0x00 && (*f)[23] == IPPROTO_TCP &&
-            ((*f)[34] << 8 | (*f)[35]) == sport && (*f)[47] == flags)
+// TCP segments slirp sends the guest, taken in any order: slirp's thread answers connections
+// as their host sockets connect, between the frames a send() makes at once.
+struct TcpSegments {
+    NetBackend& b;
+    std::vector<std::vector<uint8_t>> held;  // read, not taken yet
+    // The next segment from `sport` with exactly these flags.
+    std::optional<std::vector<uint8_t>> take(uint16_t sport, uint8_t flags) {
+        const auto match = [&](const std::vector<uint8_t>& f) {
+            return f.size() >= 54 && f[12] == 0x08 && f[13] == 0x00 && f[23] == IPPROTO_TCP &&
+                   (f[34] << 8 | f[35]) == sport && f[47] == flags;
+        };
+        for (auto it = held.begin(); it != held.end(); ++it) {
+            if (!match(*it)) continue;
+            auto f = std::move(*it);
+            held.erase(it);
             return f;
+        }
+        for (int i = 0; i < 64; ++i) {
+            auto f = next_frame(b);
+            if (!f) return std::nullopt;
+            if (match(*f)) return f;
+            held.push_back(std::move(*f));
+        }
+        return std::nullopt;
     }
-    return std::nullopt;
-}
+};
 
 UniqueFd loopback_socket(int type, uint16_t& port) {
     UniqueFd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
@@ -156,18 +171,17 @@ UniqueFd loopback_socket(int type, uint16_t& port) {
     return s;
 }
 
-// Accepts `want` connections (each within 5 s); then how many more are waiting already.
-int accept_connections(int listener, int want) {
-    int n = 0;
-    for (pollfd p{listener, POLLIN, 0}; n < want && ::poll(&p, 1, 5000) == 1; p.revents = 0) {
-        if (UniqueFd c(::accept(listener, nullptr, nullptr)); !c) break;
-        ++n;
+// Accepts `want` connections (each within 5 s), and then any more waiting already; they stay
+// open while the test waits for slirp's answers (a peer that hung up would be one more event).
+std::vector<UniqueFd> accept_connections(int listener, int want) {
+    std::vector<UniqueFd> out;
+    for (pollfd p{listener, POLLIN, 0};
+         ::poll(&p, 1, static_cast<int>(out.size()) < want ? 5000 : 0) == 1; p.revents = 0) {
+        UniqueFd c(::accept(listener, nullptr, nullptr));
+        if (!c) break;
+        out.push_back(std::move(c));
     }
-    for (pollfd p{listener, POLLIN, 0}; ::poll(&p, 1, 0) == 1; p.revents = 0) {
-        if (UniqueFd c(::accept(listener, nullptr, nullptr)); !c) break;
-        ++n;
-    }
-    return n;
+    return out;
 }
 
 // With room for three host sockets, the guest's fourth connection is reset at once and never
@@ -192,18 +206,19 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     EXPECT_EQ(pool->used(), 3 * kSlirpSocketCost);
     EXPECT_EQ(pool->refused(), 1u);
     // The fourth was answered by a reset from 10.0.2.2:tcp_port acknowledging its SYN.
-    auto rst = next_tcp(b, tcp_port, 0x14);
+    TcpSegments segments{b, {}};
+    auto rst = segments.take(tcp_port, 0x14);
     ASSERT_TRUE(rst);
     EXPECT_EQ(((*rst)[36] << 8 | (*rst)[37]), 1003);
     EXPECT_EQ(get32(rst->data() + 42), 5001u);
     EXPECT_EQ(checksum(rst->data() + 14, 20), 0);
-    EXPECT_EQ(accept_connections(listener.get(), 3), 3);  // the reset one never reached the host
+    const auto accepted = accept_connections(listener.get(), 3);
+    EXPECT_EQ(accepted.size(), 3u);  // the reset one never reached the host
 
-    // slirp answers them once their host sockets connected: SYN-ACKs. Two are enough here (a
-    // guest would send its SYN again after a second for one answered late).
-    uint16_t answered[2] = {};
+    // slirp answers them once their host sockets connected: SYN-ACKs.
+    uint16_t answered[3] = {};
     for (auto& port : answered) {
-        auto synack = next_tcp(b, tcp_port, 0x12);
+        auto synack = segments.take(tcp_port, 0x12);
         ASSERT_TRUE(synack);
         port = static_cast<uint16_t>((*synack)[36] << 8 | (*synack)[37]);
     }
