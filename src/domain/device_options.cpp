@@ -253,13 +253,23 @@ Result<DiskOptions> parse_disk_option(std::string_view spec) {
     return o;
 }
 
+bool is_user_net(std::string_view spec) noexcept {
+    return spec.substr(0, spec.find(',')) == "user";
+}
+
+uint64_t default_vmm_pool_for(const std::vector<std::string>& nets, bool vsock) noexcept {
+    const auto user_nets = std::count_if(nets.begin(), nets.end(),
+                                         [](const std::string& n) { return is_user_net(n); });
+    return default_vmm_pool(vsock, static_cast<uint64_t>(user_nets));
+}
+
 Result<NetOptions> parse_net_option(std::string_view spec) {
     NetOptions o;
     bool first = true;
     for (const std::string_view part : split(spec, ',')) {
         if (first) {
             first = false;
-            if (part == "user") {
+            if (is_user_net(spec)) {
                 o.kind = NetOptions::Kind::User;
             } else if (part.rfind("tap=", 0) == 0) {
                 o.kind = NetOptions::Kind::Tap;

@@ -23,6 +23,12 @@ namespace vireo::domain {
 
 Result<virtio::DiskOptions> parse_disk_option(std::string_view spec);
 Result<virtio::NetOptions> parse_net_option(std::string_view spec);
+/// Whether a --net spec asks for user-mode networking ("user" or "user,..."): the one rule
+/// parse_net_option and the default VMM pool both follow.
+bool is_user_net(std::string_view spec) noexcept;
+/// The VMM pool of a domain that names none: default_vmm_pool for its vsock device and its
+/// user-mode networks — the same for `vireo run`, a domain's process and host admission.
+uint64_t default_vmm_pool_for(const std::vector<std::string>& nets, bool vsock) noexcept;
 /// A disk's rate limits alone, as on --disk: "bps=RATE,iops=N,bps-burst=SIZE,iops-burst=N" (any
 /// of them), or "none".
 Result<IoLimits> parse_disk_limits(std::string_view text);

@@ -140,12 +140,7 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
         if (!v) return field_error("vsock", v.error());
         s.vsock = std::move(v).value();
     }
-    if (t.vmm_pool.empty()) {
-        const auto user_nets = std::count_if(s.nets.begin(), s.nets.end(), [](const auto& n) {
-            return n.kind == virtio::NetOptions::Kind::User;
-        });
-        s.vmm_pool = default_vmm_pool(s.vsock.has_value(), static_cast<uint64_t>(user_nets));
-    }
+    if (t.vmm_pool.empty()) s.vmm_pool = default_vmm_pool_for(t.nets, s.vsock.has_value());
     s.rng = t.rng;
     s.balloon = t.balloon;
     for (const auto& spec : t.shm) {

@@ -601,6 +601,10 @@ Result<HostConfig> load_host_config(const std::string& path, uint32_t num_cpus,
     return parse_host_config(ss.str(), path, num_cpus, base);
 }
 
+uint64_t vmm_pool_of(const DomainConfig& d) noexcept {
+    return d.vmm_pool != 0 ? d.vmm_pool : domain::default_vmm_pool_for(d.nets, !d.vsock.empty());
+}
+
 uint64_t domain_memory_budget(const DomainConfig& d) noexcept {
     const uint64_t tables = d.memory / 256;  // two tables of 8 bytes per 4 KiB page
     const uint64_t process = saturating_add(kVmmBase, uint64_t{d.vcpus} * kVmmPerVcpu);

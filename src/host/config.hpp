@@ -75,14 +75,8 @@ struct DomainConfig {
     int line = 0;
 };
 
-/// The domain's VMM pool: its own, or the default for its devices.
-inline uint64_t vmm_pool_of(const DomainConfig& d) noexcept {
-    if (d.vmm_pool != 0) return d.vmm_pool;
-    uint64_t user_nets = 0;
-    for (const auto& n : d.nets)
-        user_nets += n == "user" || n.starts_with("user,");
-    return default_vmm_pool(!d.vsock.empty(), user_nets);
-}
+/// The domain's VMM pool: its own, or the default for its devices (default_vmm_pool_for).
+uint64_t vmm_pool_of(const DomainConfig& d) noexcept;
 
 /// What a domain may take of the host's memory — what admission counts and its cgroup's
 /// memory.max: guest memory; the kernel's page tables for it (the host's and KVM's nested ones,
