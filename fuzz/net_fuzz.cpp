@@ -51,12 +51,7 @@ void check_flow(const uint8_t* f, size_t len) {
     const uint16_t sport = static_cast<uint16_t>(r[34] << 8 | r[35]);
     const uint16_t dport = static_cast<uint16_t>(r[36] << 8 | r[37]);
     if (sport != flow.dport || dport != flow.sport) abort();
-    uint32_t sum = 0;
-    for (size_t i = 14; i < 34; i += 2)
-        sum += static_cast<uint32_t>(r[i] << 8 | r[i + 1]);
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    if (sum != 0xffff) abort();
+    if (virtio::internet_checksum(std::span(r).subspan(14, 20)) != 0) abort();
 }
 
 }  // namespace

@@ -43,13 +43,15 @@ uint32_t sum16(const uint8_t* p, size_t n, uint32_t sum = 0) {
     if (n % 2 != 0) sum += uint32_t{p[n - 1]} << 8;
     return sum;
 }
-uint16_t fold(uint32_t sum) {
+
+}  // namespace
+
+uint16_t internet_checksum(std::span<const uint8_t> bytes, uint32_t partial) noexcept {
+    uint32_t sum = sum16(bytes.data(), bytes.size(), partial);
     while (sum >> 16)
         sum = (sum & 0xffff) + (sum >> 16);
     return static_cast<uint16_t>(~sum);
 }
-
-}  // namespace
 
 size_t GuestFlowHash::operator()(const GuestFlow& f) const noexcept {
     const uint64_t a = (uint64_t{f.src} << 32) | f.dst;
@@ -121,7 +123,7 @@ TcpResetFrame tcp_reset_for(std::span<const uint8_t> f) {
     rip[9] = IPPROTO_TCP;
     std::memcpy(rip + 12, ip + 16, 4);
     std::memcpy(rip + 16, ip + 12, 4);
-    put16(rip + 10, fold(sum16(rip, 20)));
+    put16(rip + 10, internet_checksum(std::span(rip, 20)));
     uint8_t* rt = rip + 20;
     std::memcpy(rt, tcp + 2, 2);
     std::memcpy(rt + 2, tcp, 2);
@@ -130,7 +132,7 @@ TcpResetFrame tcp_reset_for(std::span<const uint8_t> f) {
     rt[12] = 5 << 4;
     rt[13] = kTcpRst | kTcpAck;
     // The pseudo-header: the addresses, the protocol, the TCP length.
-    put16(rt + 16, fold(sum16(rt, 20, sum16(rip + 12, 8) + IPPROTO_TCP + 20)));
+    put16(rt + 16, internet_checksum(std::span(rt, 20), sum16(rip + 12, 8) + IPPROTO_TCP + 20));
     return r;
 }
 

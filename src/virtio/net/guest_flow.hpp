@@ -38,6 +38,10 @@ inline constexpr uint32_t kSlirpHostAddr = 0x0a000202;
 /// Classifies an Ethernet frame (without the virtio-net header).
 GuestFlow guest_flow(std::span<const uint8_t> frame);
 
+/// The Internet checksum (RFC 1071) of `bytes` with `partial` (a pseudo-header's sum of 16-bit
+/// words) added: the value a header carries. A header with its checksum in place gives 0.
+uint16_t internet_checksum(std::span<const uint8_t> bytes, uint32_t partial = 0) noexcept;
+
 /// An Ethernet frame carrying a TCP reset, as a host with nothing listening answers a SYN.
 using TcpResetFrame = std::array<uint8_t, 14 + 20 + 20>;
 /// The reset that refuses the SYN in `frame` (one guest_flow() calls TcpSyn): from the address
