@@ -286,7 +286,7 @@ int run_blk_path(const BlkPathOptions& o) {
         }
         json += "]";
     }
-    if (o.limit_cost && o.limit_bps == 0) {
+    if (o.limit_cost) {
         // What a limit costs where it never waits: bps and iops set far above any rate reached,
         // so every request goes through both buckets. A run without and one with it alternate
         // (their order too); each pair's ratio is one sample: the machine's drift from run to

@@ -66,18 +66,20 @@ int main(int argc, char** argv) {
     blk_cmd->add_option("--seconds", blk.seconds, "Seconds per timed run")->capture_default_str();
     blk_cmd->add_option("-r,--runs", blk.runs, "Timed runs per case")->capture_default_str();
     blk_cmd->add_option("--depth", blk.depth, "Requests in flight")->capture_default_str();
-    blk_cmd
-        ->add_option("--limit-bps", blk.limit_bps,
-                     "A bytes-per-second limit on the device (bps=; 0: none): set far above "
-                     "the rate reached, it shows what the limiter costs")
-        ->capture_default_str();
+    auto* limit_bps =
+        blk_cmd->add_option("--limit-bps", blk.limit_bps,
+                            "A bytes-per-second limit on the device (bps=; 0: none): set far above "
+                            "the rate reached, it shows what the limiter costs");
+    limit_bps->capture_default_str();
     blk_cmd->add_flag("--accuracy", blk.accuracy,
                       "Also the rate limiter's accuracy: the rate reached against the rate set, "
                       "at three byte and three operation rates");
-    blk_cmd->add_flag("--limit-cost", blk.limit_cost,
-                      "Also what a rate limit far above the rate reached costs: runs without "
-                      "and with one alternate (-r pairs), each pair's ratio is a sample, the "
-                      "median and quartiles are shown (drift between runs cancels)");
+    blk_cmd
+        ->add_flag("--limit-cost", blk.limit_cost,
+                   "Also what a rate limit far above the rate reached costs: runs without "
+                   "and with one alternate (-r pairs), each pair's ratio is a sample, the "
+                   "median and quartiles are shown (drift between runs cancels)")
+        ->excludes(limit_bps);
     blk_cmd->add_option("--request-kib", blk.request_kib, "Sequential request size")
         ->capture_default_str();
     blk_cmd->add_flag("--json", blk.json, "End with one line of JSON");
