@@ -54,13 +54,17 @@ head -c 3000000 /dev/urandom >/tmp/www/blob
 blob_sum=$(sha /tmp/www/blob)
 
 # --- user mode: DHCP, a host service on loopback, a forwarded port into the guest ----------
-# Then the VMM pool (--vmm-pool 512K: 32 host sockets of 16 KiB) against a guest opening 300 TCP
+# Then the VMM pool (--vmm-pool 23M: 32 TCP host sockets of 736 KiB) against a guest opening 300 TCP
 # connections to a host program that accepts them all: it keeps the ones the pool holds, the
 # rest are refused at once (a reset: ECONNREFUSED, not a timeout) and counted; once both sides
 # closed them it connects again. Forwarded ports (the host's side, not charged) work meanwhile.
+# Last, the guest sends 50 MB to a host program that never reads: what the kernel holds for
+# slirp's socket stays at its cap, 128 KiB and a packet of up to 64 KiB (4 MB without a cap).
 httpd -p 127.0.0.1:8080 -h /tmp/www
 netbench accept tcp:6100 200 >/tmp/u-accept 2>&1 &
 uacc_pid=$!
+netbench accept tcp:6200 300 >/dev/null 2>&1 &
+ustall_pid=$!
 cat >/tmp/user.sh <<'EOF'
 udhcpc -i eth0 -q -n -t 5 >/dev/null 2>&1
 echo "GUEST-IP=$(ip -o -4 addr show eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')"
@@ -74,12 +78,15 @@ netbench hold tcp:10.0.2.2:6100 300 6
 n=0; until wget -q -O /tmp/b2 http://10.0.2.2:8080/blob || [ $n -ge 30 ]; do sleep 1; n=$((n + 1)); done
 echo "AFTER_S=$n"
 echo "GUEST-AFTER=$(sha256sum /tmp/b2 | cut -c1-64)"
+# (its connection may be refused while the ones before are in TIME_WAIT: tries again)
+(n=0; until netbench send tcp:10.0.2.2:6200 50000000 || [ $n -ge 30 ]; do sleep 1; n=$((n + 1)); done) >/dev/null 2>&1 &
+echo GUEST-STALLING
 sleep 60
 EOF
 script_disk /tmp/user.sh /tmp/user.img
 vireo run --initrd /guest/net-initrd.img \
   --net user,hostfwd=tcp:127.0.0.1:18080-:80,hostfwd=tcp:127.0.0.1:18081-:81 \
-  --disk /tmp/user.img --vmm-pool 512K --api-socket /tmp/u.api \
+  --disk /tmp/user.img --vmm-pool 23M --api-socket /tmp/u.api \
   --append '-- sh /dev/vda' >/tmp/out 2>&1 </dev/null &
 pid=$!
 if wait_for GUEST-SERVING && [ "$(guest_value GUEST-IP)" = 10.0.2.15 ] &&
@@ -119,7 +126,23 @@ kill $uacc_pid 2>/dev/null  # the host side closes too: slirp frees the sockets
 if wait_for GUEST-AFTER 60 && [ "$(guest_value GUEST-AFTER)" = "$blob_sum" ]; then
   ok "vmm pool (user network): once its connections are closed the guest connects again (3 MB fetched, $(guest_value AFTER_S) s after)"
 else bad "vmm pool (user network): after the flood ($(tail -n 3 /tmp/out))"; fi
-kill $pid $uacc_pid 2>/dev/null; wait $pid
+# /proc/net/tcp: slirp's socket to port 6200 (hex 1838), its send queue (bytes, hex).
+stalled_queue() {
+  awk '$3 ~ /:1838$/ && $2 !~ /:1838$/ { split($5, q, ":"); print q[1]; exit }' /proc/net/tcp
+}
+if wait_for GUEST-STALLING 30; then
+  # Until the queue stops growing: the host's receive buffer, then slirp's send buffer filled.
+  n=0; while [ -z "$(stalled_queue)" ] && [ $n -lt 40 ]; do sleep 1; n=$((n + 1)); done
+  q=0 last=-1 n=0
+  while { [ "$q" != "$last" ] || [ "$q" = 0 ]; } && [ $n -lt 30 ]; do
+    last=$q; sleep 2; n=$((n + 1))
+    sq=$(stalled_queue); q=$((0x${sq:-0}))
+  done
+  if [ "$q" -gt 0 ] && [ "$q" -le 196608 ]; then
+    ok "vmm pool (user network): a host peer that never reads holds $q bytes in slirp's socket (its kernel buffer's cap: 128 KiB and a packet; 4 MB without)"
+  else bad "vmm pool (user network): slirp's socket to a peer that never reads holds $q bytes ($(grep -c ':1838 ' /proc/net/tcp) sockets of port 6200: $(awk '$2 ~ /:1838$/ || $3 ~ /:1838$/ { print $2, $3, $4, $5 }' /proc/net/tcp | head -n 4 | tr '\n' ';'))"; fi
+else bad "vmm pool (user network): the stalled sender ($(tail -n 3 /tmp/out))"; fi
+kill $pid $uacc_pid $ustall_pid 2>/dev/null; wait $pid
 
 # --- tap, in a network namespace of the test's own -----------------------------------------
 cat >/tmp/tap-guest.sh <<'EOF'

@@ -9,9 +9,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "base/mem_pool.hpp"
@@ -184,6 +188,39 @@ std::vector<UniqueFd> accept_connections(int listener, int want) {
     return out;
 }
 
+// The buffer sizes (SO_SNDBUF and SO_RCVBUF, as the kernel reports them) of this process's IPv4
+// sockets of `type` that `is_slirps` picks, each size once.
+template <typename Pick>
+std::vector<int> buffer_caps(int type, Pick is_slirps) {
+    std::vector<int> sizes;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        int fd = 0;
+        const std::string name = entry.path().filename().string();
+        if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc{}) continue;
+        int t = 0;
+        sockaddr_in local{};
+        socklen_t len = sizeof t, alen = sizeof local;
+        if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &len) != 0 || t != type ||
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &alen) != 0 ||
+            local.sin_family != AF_INET || !is_slirps(fd))
+            continue;
+        for (const int opt : {SO_SNDBUF, SO_RCVBUF}) {
+            int size = 0;
+            len = sizeof size;
+            if (::getsockopt(fd, SOL_SOCKET, opt, &size, &len) == 0 &&
+                std::find(sizes.begin(), sizes.end(), size) == sizes.end())
+                sizes.push_back(size);
+        }
+    }
+    return sizes;
+}
+bool connected_to(int fd, uint16_t port) {
+    sockaddr_in peer{};
+    socklen_t len = sizeof peer;
+    return ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+           ntohs(peer.sin_port) == port;
+}
+
 // With room for three host sockets, the guest's fourth connection is reset at once and never
 // reaches the host; a repeated SYN of a connection slirp has still goes through; a new UDP
 // flow is dropped while the pool is full; closing one connection makes room for the next.
@@ -191,7 +228,7 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     auto backend = open_user_network(NetOptions{});
     ASSERT_TRUE(backend) << backend.error().message();
     NetBackend& b = **backend;
-    auto pool = std::make_shared<MemoryPool>(3 * kSlirpSocketCost + 100);
+    auto pool = std::make_shared<MemoryPool>(3 * kSlirpTcpCost + 100);
     b.attach_pool(pool);
     b.start();
     uint16_t tcp_port = 0, udp_port = 0;
@@ -203,7 +240,7 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
         ASSERT_EQ(send_frame(b, tcp_frame(port, tcp_port, 5000, 0, 0x02)), 0);  // SYN
     EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     EXPECT_EQ(b.backend_stats()->pool_refused, 1u);
-    EXPECT_EQ(pool->used(), 3 * kSlirpSocketCost);
+    EXPECT_EQ(pool->used(), 3 * kSlirpTcpCost);
     EXPECT_EQ(pool->refused(), 1u);
     // The fourth was answered by a reset from 10.0.2.2:tcp_port acknowledging its SYN.
     TcpSegments segments{b, {}};
@@ -222,6 +259,9 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
         ASSERT_TRUE(synack);
         port = static_cast<uint16_t>((*synack)[36] << 8 | (*synack)[37]);
     }
+    // The kernel buffers no more for them than the pool counts.
+    EXPECT_EQ(buffer_caps(SOCK_STREAM, [&](int fd) { return connected_to(fd, tcp_port); }),
+              (std::vector<int>{kSlirpKernelBuffer * 2}));
     // A repeated SYN of a connection slirp has is no new socket: not refused.
     ASSERT_EQ(send_frame(b, tcp_frame(answered[0], tcp_port, 5000, 0, 0x02)), 0);
     EXPECT_EQ(b.backend_stats()->pool_refused, 1u);
@@ -233,7 +273,7 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     // The guest resets one connection: room again.
     ASSERT_EQ(send_frame(b, tcp_frame(answered[1], tcp_port, 5001, 0, 0x04)), 0);  // RST
     EXPECT_EQ(b.backend_stats()->host_sockets, 2u);
-    EXPECT_EQ(pool->used(), 2 * kSlirpSocketCost);
+    EXPECT_EQ(pool->used(), 2 * kSlirpTcpCost);
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);  // the UDP flow fits now
     EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     char got[16] = {};
@@ -241,11 +281,14 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     ASSERT_EQ(::poll(&p, 1, 5000), 1);
     EXPECT_EQ(::recv(udp.get(), got, sizeof got, 0), 4);
     EXPECT_STREQ(got, "ping");
-    // Its next datagram uses the same socket: no new charge, though the pool is full again.
+    EXPECT_EQ(pool->used(), 2 * kSlirpTcpCost + kSlirpDatagramCost);
+    EXPECT_EQ(buffer_caps(SOCK_DGRAM, [&](int fd) { return fd != udp.get(); }),
+              (std::vector<int>{kSlirpKernelBuffer / 2}));
+    // Its next datagram uses the same socket: no new charge.
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);
     EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     EXPECT_EQ(b.backend_stats()->pool_refused, 2u);
-    EXPECT_EQ(pool->high_water(), 3 * kSlirpSocketCost);
+    EXPECT_EQ(pool->high_water(), 3 * kSlirpTcpCost);
 
     backend->reset();  // slirp closes its sockets: the pool gets all back
     EXPECT_EQ(pool->used(), 0u);

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <slirp/libslirp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "base/event_fd.hpp"
@@ -101,7 +103,7 @@ class SlirpBackend final : public NetBackend {
         if (thread_.joinable()) thread_.join();
         if (slirp_ != nullptr) lib_->cleanup(slirp_);
         for (const auto& [fd, socket] : sockets_)
-            if (socket.charged) pool_->give(kSlirpSocketCost);
+            if (socket.charged != 0) pool_->give(socket.charged);
     }
 
     const char* kind() const noexcept override { return "user"; }
@@ -145,7 +147,8 @@ class SlirpBackend final : public NetBackend {
         // A frame that may open a host socket reserves its cost first; one that would need
         // a socket the pool has no room for never reaches slirp.
         const bool metered = flow.opens != Opens::Nothing && pool_ != nullptr;
-        const bool reserved = metered && pool_->try_take(kSlirpSocketCost);
+        const uint64_t cost = flow.opens == Opens::TcpSyn ? kSlirpTcpCost : kSlirpDatagramCost;
+        const bool reserved = metered && pool_->try_take(cost);
         {
             std::lock_guard lock(slirp_mu_);
             if (metered && !reserved && !known(flow)) {
@@ -153,11 +156,11 @@ class SlirpBackend final : public NetBackend {
                 return 0;
             }
             input_ = &flow;
-            reservation_ = reserved;
+            reservation_ = reserved ? cost : 0;
             lib_->input(slirp_, frame, static_cast<int>(frame_len));
             input_ = nullptr;
-            if (reservation_) pool_->give(kSlirpSocketCost);  // it opened none
-            reservation_ = false;
+            if (reservation_ != 0) pool_->give(reservation_);  // it opened none
+            reservation_ = 0;
         }
         (void)wake_.signal();  // slirp may have opened a socket the poll thread must watch
         return 0;
@@ -223,7 +226,7 @@ class SlirpBackend final : public NetBackend {
   private:
     struct HostSocket {
         GuestFlow flow;
-        bool charged = false;
+        uint64_t charged = 0;  // bytes of the VMM pool
     };
 
     // Whether slirp has the socket this frame's flow needs (a repeated SYN, a UDP flow's next
@@ -247,6 +250,24 @@ class SlirpBackend final : public NetBackend {
         }
     }
 
+    // Caps what the kernel buffers for a socket the guest opened (a peer that never reads
+    // would otherwise make it grow to megabytes) and returns what the socket costs the pool.
+    uint64_t cap_buffers(int fd) {
+        int type = 0;
+        socklen_t len = sizeof type;
+        const bool stream =
+            ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+        const int size = static_cast<int>(stream ? kSlirpKernelBuffer : kSlirpKernelBuffer / 4);
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size) != 0 ||
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) {
+            if (!cap_failed_logged_)
+                log::warn("user network: cannot cap a host socket's buffers: {}",
+                          std::strerror(errno));
+            cap_failed_logged_ = true;
+        }
+        return stream ? kSlirpTcpCost : kSlirpDatagramCost;
+    }
+
     // slirp opened a socket (in slirp_input for the guest's frame, or on the poll thread for a
     // forwarded port's connection, which the host's side owns and is not charged). Called with
     // slirp_mu_ held, as every call into slirp.
@@ -256,13 +277,17 @@ class SlirpBackend final : public NetBackend {
         auto [it, added] = self->sockets_.try_emplace(fd);
         if (!added) self->flows_.erase(it->second.flow);  // slirp never said it closed it
         it->second.flow = *self->input_;
-        if (!it->second.charged) {
-            if (self->reservation_) {
-                self->reservation_ = false;
-                it->second.charged = true;
-            } else {  // opened without a reservation (the pool had none for a known flow)
-                it->second.charged =
-                    self->pool_ != nullptr && self->pool_->try_take(kSlirpSocketCost);
+        // What it costs follows from what it is; the frame's reservation guessed the same.
+        const uint64_t cost = self->cap_buffers(fd);
+        if (it->second.charged == 0) {
+            const uint64_t reserved = std::exchange(self->reservation_, 0);
+            if (reserved >= cost) {
+                if (reserved > cost) self->pool_->give(reserved - cost);
+                it->second.charged = cost;
+            } else if (self->pool_ != nullptr && self->pool_->try_take(cost - reserved)) {
+                it->second.charged = cost;  // opened without (or with too small) a reservation
+            } else {
+                it->second.charged = reserved;  // a known flow slirp reopened: not refused
             }
         }
         if (it->second.flow.opens == Opens::TcpSyn || it->second.flow.opens == Opens::UdpFlow)
@@ -273,7 +298,7 @@ class SlirpBackend final : public NetBackend {
         auto* self = static_cast<SlirpBackend*>(opaque);
         auto it = self->sockets_.find(fd);
         if (it == self->sockets_.end()) return;
-        if (it->second.charged) self->pool_->give(kSlirpSocketCost);
+        if (it->second.charged != 0) self->pool_->give(it->second.charged);
         self->flows_.erase(it->second.flow);
         self->sockets_.erase(it);
         self->host_sockets_.store(self->sockets_.size(), std::memory_order_relaxed);
@@ -373,11 +398,12 @@ class SlirpBackend final : public NetBackend {
     std::thread thread_;
     std::atomic<bool> stop_{false};
     int errors_logged_ = 0;
+    bool cap_failed_logged_ = false;  // under slirp_mu_
 
     // The guest's host sockets (under slirp_mu_): by descriptor, and the flows they serve.
     std::shared_ptr<MemoryPool> pool_;
     const GuestFlow* input_ = nullptr;  // the frame in slirp_input
-    bool reservation_ = false;          // its reserved cost, not yet a socket's
+    uint64_t reservation_ = 0;          // its reserved cost, not yet a socket's
     std::unordered_map<int, HostSocket> sockets_;
     std::unordered_set<GuestFlow, GuestFlowHash> flows_;
     std::atomic<uint64_t> host_sockets_{0}, refused_{0};

@@ -12,8 +12,8 @@
 // receive buffers.
 //
 // The host sockets a guest opens through slirp (a TCP connection, a UDP flow, a ping) are
-// taken from the domain's VMM pool, kSlirpSocketCost each, before the frame that opens one
-// reaches slirp; given back when slirp closes it. With the pool spent, a new connection gets a
+// taken from the domain's VMM pool (kSlirpTcpCost, kSlirpDatagramCost) before the frame that opens
+// one reaches slirp; given back when slirp closes it. With the pool spent, a new connection gets a
 // TCP reset at once (the guest sees "connection refused"), a new UDP flow's datagrams and new
 // pings are dropped; established connections and flows go on. Both are counted.
 #pragma once
@@ -25,12 +25,31 @@
 
 namespace vireo::virtio {
 
-/// What one host socket of user-mode networking costs the VMM pool: the kernel's socket and
-/// slirp's, with a little data in flight (slirp's 128 KiB socket buffers are touched only as far
-/// as data fills them: a bulk transfer holds more for a while, which the domain's memory.max
-/// bounds). A socket is charged until slirp closes it: after a connection the far side closed
-/// first, that is slirp's TIME_WAIT (10 s), so 2048 sockets allow 200 such connections a second.
+/// What the kernel may buffer for one of the guest's host sockets: SO_SNDBUF and SO_RCVBUF are
+/// set to this for a TCP connection, to a quarter of it for a UDP flow or a ping. The kernel
+/// doubles it for its bookkeeping and no longer grows it (without the cap a peer that never reads
+/// makes a send buffer grow to 4 MiB: measured in tests/linux/net_tests.sh); it may go over by
+/// one packet of up to 64 KiB. Enough for ~64 KiB in flight each way.
+inline constexpr uint64_t kSlirpKernelBuffer = uint64_t{64} << 10;
+/// What the kernel holds at most for one direction of a socket whose buffers are capped at
+/// `requested`.
+inline constexpr uint64_t kernel_direction_cost(uint64_t requested) noexcept {
+    return 2 * requested + (uint64_t{64} << 10);
+}
+/// What one host socket of user-mode networking costs the VMM pool, at most, for as long as slirp
+/// has it: the kernel's socket and slirp's (16 KiB), the kernel's two directions at their cap,
+/// and for TCP slirp's own two stream buffers — 128 KiB each, rounded up to whole segments,
+/// allocated when the connection is made, plus the segments it keeps for a guest that stops
+/// reading (measured: 272 KiB at connect, 64 KiB more with a stalled guest; 336 KiB counted).
+/// 736 KiB for TCP, 208 KiB for UDP. A socket is charged until slirp closes it: after a
+/// connection the far side closed first, that is slirp's TIME_WAIT (10 s).
 inline constexpr uint64_t kSlirpSocketCost = uint64_t{16} << 10;
+inline constexpr uint64_t kSlirpTcpBuffers = uint64_t{336} << 10;
+inline constexpr uint64_t kSlirpTcpCost =
+    kSlirpSocketCost + kSlirpTcpBuffers + 2 * kernel_direction_cost(kSlirpKernelBuffer);
+inline constexpr uint64_t kSlirpDatagramCost =
+    kSlirpSocketCost + 2 * kernel_direction_cost(kSlirpKernelBuffer / 4);
+static_assert(kSlirpTcpCost == uint64_t{736} << 10 && kSlirpDatagramCost == uint64_t{208} << 10);
 
 /// Starts a user-mode network (and its thread) with `forwards` listening on the host.
 /// Fails with a clear message if a forwarded port cannot be bound.
