@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/mem_pool.hpp"
@@ -294,6 +295,73 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     EXPECT_EQ(pool->used(), 0u);
 }
 
+// Splits an IPv4 frame's payload at `at` (a multiple of 8) into two fragments of one packet.
+std::pair<std::vector<uint8_t>, std::vector<uint8_t>> fragments(const std::vector<uint8_t>& f,
+                                                                size_t at, uint16_t id) {
+    const size_t payload = f.size() - 34;
+    std::vector<uint8_t> a(f.begin(), f.begin() + 34 + static_cast<ptrdiff_t>(at));
+    std::vector<uint8_t> b(f.begin(), f.begin() + 34);
+    b.insert(b.end(), f.begin() + 34 + static_cast<ptrdiff_t>(at), f.end());
+    for (auto* frag : {&a, &b}) {
+        uint8_t* ip = frag->data() + 14;
+        const bool first = frag == &a;
+        put16(ip + 2, static_cast<uint32_t>(20 + (first ? at : payload - at)));
+        put16(ip + 4, id);
+        put16(ip + 6, first ? 0x2000u : static_cast<uint32_t>(at / 8));  // MF; the offset
+        put16(ip + 10, 0);
+        put16(ip + 10, checksum(ip, 20));
+    }
+    return {a, b};
+}
+
+// Fragments stay in slirp until their packet is whole or 30 s passed: each is charged, and
+// one the pool has no room for is dropped and counted; a whole packet still gets through.
+TEST(SlirpPool, FragmentsAreCharged) {
+    auto backend = open_user_network(NetOptions{});
+    ASSERT_TRUE(backend) << backend.error().message();
+    NetBackend& b = **backend;
+    const uint64_t cost = slirp_fragment_cost(NetOptions{}.mtu);
+    // Room for one socket's reservation and five fragments.
+    auto pool = std::make_shared<MemoryPool>(kSlirpDatagramCost + 5 * cost + 100);
+    b.attach_pool(pool);
+    b.start();
+    uint16_t udp_port = 0;
+    UniqueFd udp = loopback_socket(SOCK_DGRAM, udp_port);
+    ASSERT_EQ(send_frame(b, arp_request()), 0);
+
+    for (uint16_t id = 1; id <= 4; ++id)  // first halves of packets that never complete
+        ASSERT_EQ(send_frame(b, fragments(udp_frame(3000, udp_port), 8, id).first), 0);
+    EXPECT_EQ(pool->used(), 4 * cost);
+    EXPECT_EQ(b.backend_stats()->pool_refused, 0u);
+    // A whole packet in two fragments: the first fits, the second does not: dropped.
+    auto [head, tail] = fragments(udp_frame(3001, udp_port), 8, 77);
+    ASSERT_EQ(send_frame(b, head), 0);
+    ASSERT_EQ(send_frame(b, tail), 0);
+    EXPECT_EQ(pool->used(), 5 * cost);
+    EXPECT_EQ(b.backend_stats()->pool_refused, 1u);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 0u);
+
+    // With room, the two fragments make the datagram, which reaches the host.
+    backend->reset();
+    EXPECT_EQ(pool->used(), 0u);  // the charges go back with the back-end
+    backend = open_user_network(NetOptions{});
+    ASSERT_TRUE(backend);
+    NetBackend& b2 = **backend;
+    auto big = std::make_shared<MemoryPool>(kSlirpDatagramCost + 4 * cost);
+    b2.attach_pool(big);
+    b2.start();
+    ASSERT_EQ(send_frame(b2, arp_request()), 0);
+    ASSERT_EQ(send_frame(b2, head), 0);
+    ASSERT_EQ(send_frame(b2, tail), 0);
+    char got[16] = {};
+    pollfd p{udp.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+    EXPECT_EQ(::recv(udp.get(), got, sizeof got, 0), 4);
+    EXPECT_STREQ(got, "ping");
+    EXPECT_EQ(big->used(), kSlirpDatagramCost + 2 * cost);  // its socket, and the fragments
+    EXPECT_EQ(b2.backend_stats()->host_sockets, 1u);
+}
+
 TEST(GuestFlow, ClassifiesWhatOpensAHostSocket) {
     EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)).opens, Opens::TcpSyn);
     EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 1, 0x12)).opens, Opens::Nothing);  // SYN-ACK
@@ -309,7 +377,7 @@ TEST(GuestFlow, ClassifiesWhatOpensAHostSocket) {
     // A fragment may be anything once reassembled; a truncated header is nothing.
     auto frag = udp_frame(3000, 53);
     frag[14 + 6] = 0x20;  // more fragments
-    EXPECT_EQ(guest_flow(frag).opens, Opens::Other);
+    EXPECT_EQ(guest_flow(frag).opens, Opens::Fragment);
     auto cut = tcp_frame(1000, 80, 1, 0, 0x02);
     cut.resize(14 + 20 + 12);
     EXPECT_EQ(guest_flow(cut).opens, Opens::Nothing);

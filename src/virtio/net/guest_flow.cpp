@@ -68,7 +68,7 @@ GuestFlow guest_flow(std::span<const uint8_t> f) {
     const uint8_t* l4 = ip + ihl;
     const size_t l4_len = f.size() - kEthHeader - ihl;
     if ((be16(ip + 6) & 0x3fff) != 0) {  // a fragment: slirp reassembles, then may open one
-        flow.opens = Opens::Other;
+        flow.opens = Opens::Fragment;
         return flow;
     }
     flow.src = raw32(ip + 12);

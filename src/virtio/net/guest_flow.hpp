@@ -13,14 +13,17 @@
 namespace vireo::virtio {
 
 enum class Opens : uint8_t {
-    Nothing,  ///< no socket: ARP, DHCP, a segment of a TCP connection, not IPv4, malformed
-    TcpSyn,   ///< a new TCP connection (unless it repeats the SYN of one slirp has)
-    UdpFlow,  ///< a datagram: a new flow unless slirp has a socket for its guest side
-    Other,    ///< an echo request (a ping socket), a fragment (its packet is not seen yet)
+    Nothing,   ///< no socket: ARP, DHCP, a segment of a TCP connection, not IPv4, malformed
+    TcpSyn,    ///< a new TCP connection (unless it repeats the SYN of one slirp has)
+    UdpFlow,   ///< a datagram: a new flow unless slirp has a socket for its guest side
+    Other,     ///< an echo request (a ping socket)
+    Fragment,  ///< an IPv4 fragment: slirp keeps it until its packet is whole (which may then
+               ///< open a socket) or 30 s have passed
 };
 
 /// A frame's flow: the guest's side and the far side, as in the frame (network byte order).
-/// A UDP flow is its guest side alone (slirp keys its UDP sockets so); Other has no flow.
+/// A UDP flow is its guest side alone (slirp keys its UDP sockets so); Other and Fragment have
+/// no flow.
 struct GuestFlow {
     Opens opens = Opens::Nothing;
     uint32_t src = 0, dst = 0;

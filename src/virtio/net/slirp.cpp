@@ -90,6 +90,7 @@ class SlirpBackend final : public NetBackend {
     SlirpBackend(EventFd rx_event, EventFd wake, uint16_t mtu)
         : rx_event_(std::move(rx_event)),
           wake_(std::move(wake)),
+          fragment_cost_(slirp_fragment_cost(mtu)),
           slot_size_(kNetHdrSize + mtu + 14 + 4),
           ring_(kRingFrames * slot_size_),
           lens_(kRingFrames),
@@ -104,6 +105,8 @@ class SlirpBackend final : public NetBackend {
         if (slirp_ != nullptr) lib_->cleanup(slirp_);
         for (const auto& [fd, socket] : sockets_)
             if (socket.charged != 0) pool_->give(socket.charged);
+        for (const uint64_t charge : fragments_)
+            if (charge != 0) pool_->give(charge);
     }
 
     const char* kind() const noexcept override { return "user"; }
@@ -151,7 +154,9 @@ class SlirpBackend final : public NetBackend {
         const bool reserved = metered && pool_->try_take(cost);
         {
             std::lock_guard lock(slirp_mu_);
-            if (metered && !reserved && !known(flow)) {
+            if ((metered && !reserved && !known(flow)) ||
+                (flow.opens == Opens::Fragment && pool_ != nullptr && !take_fragment())) {
+                if (reserved) pool_->give(cost);
                 refuse(flow, frame, frame_len);
                 return 0;
             }
@@ -241,13 +246,34 @@ class SlirpBackend final : public NetBackend {
         if (refused_.fetch_add(1, std::memory_order_relaxed) == 0)
             log::warn(
                 "user network: the VMM pool ({} KiB) has no room for another host socket: "
-                "new connections are reset, new UDP flows and pings dropped (counted as "
-                "pool_refused)",
+                "new connections are reset, new UDP flows, pings and fragments dropped "
+                "(counted as pool_refused)",
                 pool_->limit() >> 10);
         if (f.opens == Opens::TcpSyn) {
             const auto reset = tcp_reset_for(std::span(frame, len));
             (void)on_send_packet(reset.data(), reset.size(), this);
         }
+    }
+
+    // Charges a fragment for kSlirpFragmentSeconds (longer than slirp keeps one). Under
+    // slirp_mu_.
+    bool take_fragment() {
+        const int64_t now = now_ns() / 1000000000;
+        age_fragments(now);
+        if (!pool_->try_take(fragment_cost_)) return false;
+        fragments_[static_cast<size_t>(now % kSlirpFragmentSeconds)] += fragment_cost_;
+        return true;
+    }
+    // Gives back the fragments' charges older than kSlirpFragmentSeconds: each second's slot is
+    // emptied before it is used again. Under slirp_mu_.
+    void age_fragments(int64_t now) {
+        if (now <= fragment_second_) return;
+        const int64_t from = std::max(fragment_second_, now - kSlirpFragmentSeconds) + 1;
+        for (int64_t s = from; s <= now; ++s) {
+            uint64_t& charge = fragments_[static_cast<size_t>(s % kSlirpFragmentSeconds)];
+            if (charge != 0) pool_->give(std::exchange(charge, 0));
+        }
+        fragment_second_ = now;
     }
 
     // Caps what the kernel buffers for a socket the guest opened (a peer that never reads
@@ -380,6 +406,7 @@ class SlirpBackend final : public NetBackend {
             std::lock_guard lock(slirp_mu_);
             lib_->pollfds_poll(slirp_, n < 0 ? 1 : 0, &SlirpBackend::get_revents, this);
             const int64_t now = now_ns() / 1000000;
+            if (pool_ != nullptr) age_fragments(now / 1000);
             for (size_t i = 0; i < timers_.size(); ++i) {
                 Timer* t = timers_[i].get();
                 if (t->expire_ms < 0 || t->expire_ms > now) continue;
@@ -407,6 +434,10 @@ class SlirpBackend final : public NetBackend {
     std::unordered_map<int, HostSocket> sockets_;
     std::unordered_set<GuestFlow, GuestFlowHash> flows_;
     std::atomic<uint64_t> host_sockets_{0}, refused_{0};
+    // The guest's fragments slirp may still hold: their charges by the second they came in.
+    const uint64_t fragment_cost_;
+    std::array<uint64_t, kSlirpFragmentSeconds> fragments_{};
+    int64_t fragment_second_ = 0;
 
     std::mutex ring_mu_;  // frames for the guest
     const size_t slot_size_;

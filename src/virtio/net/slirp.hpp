@@ -51,6 +51,15 @@ inline constexpr uint64_t kSlirpDatagramCost =
     kSlirpSocketCost + 2 * kernel_direction_cost(kSlirpKernelBuffer / 4);
 static_assert(kSlirpTcpCost == uint64_t{736} << 10 && kSlirpDatagramCost == uint64_t{208} << 10);
 
+/// A fragment the guest sends stays in slirp until its packet is whole or slirp's reassembly
+/// timer (30 s) drops it, with nothing that bounds how many: each is charged to the VMM pool for
+/// kSlirpFragmentSeconds (two of slirp's packet buffers, the fragment's and its packet's queue
+/// entry: 2 x (MTU + 256) bytes), and one the pool has no room for is dropped and counted.
+inline constexpr int kSlirpFragmentSeconds = 32;
+inline constexpr uint64_t slirp_fragment_cost(uint16_t mtu) noexcept {
+    return 2 * (uint64_t{mtu} + 256);
+}
+
 /// Starts a user-mode network (and its thread) with `forwards` listening on the host.
 /// Fails with a clear message if a forwarded port cannot be bound.
 Result<std::shared_ptr<NetBackend>> open_user_network(const NetOptions& options);
