@@ -43,8 +43,13 @@ struct World {
     UniqueFd wire;
 };
 
-// A reset answers the SYN it refuses: ports swapped, a valid IPv4 header checksum.
+// A reset answers the SYN it refuses: ports swapped, a valid IPv4 header checksum. A TCP
+// segment's sequence space lies within the frame (a FIN takes one more).
 void check_flow(const uint8_t* f, size_t len) {
+    for (const bool from_guest : {true, false}) {
+        const auto seg = virtio::tcp_segment(std::span(f, len), from_guest);
+        if (seg && seg->length > len + 1) abort();
+    }
     const auto flow = virtio::guest_flow(std::span(f, len));
     if (flow.opens != virtio::Opens::TcpSyn) return;
     const auto r = virtio::tcp_reset_for(std::span(f, len));

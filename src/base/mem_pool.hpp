@@ -16,12 +16,12 @@ namespace vireo {
 /// The default VMM pool follows the domain's devices (what they can make it hold at most):
 /// 8 MiB for the VMM's working memory that the pool does not meter (frames and requests in
 /// flight, API replies) — counted by admission and memory.max all the same; with vsock, 72 MiB
-/// more (256 connections each holding its whole credit); per user-mode network, 72 MiB more
-/// (100 TCP connections or 354 UDP flows with everything buffered that they may hold:
-/// virtio/net/slirp.hpp, kSlirpTcpCost and kSlirpDatagramCost).
+/// more (256 connections each holding its whole credit); per user-mode network, 80 MiB more
+/// (102 TCP connections or 393 UDP flows with everything buffered that they may hold, at MTU
+/// 1500: virtio/net/slirp.hpp, slirp_tcp_cost and kSlirpDatagramCost).
 inline constexpr uint64_t kPlainVmmPool = uint64_t{8} << 20;
 inline constexpr uint64_t kDefaultVmmPool = uint64_t{80} << 20;  // with vsock
-inline constexpr uint64_t kUserNetVmmPool = uint64_t{72} << 20;
+inline constexpr uint64_t kUserNetVmmPool = uint64_t{80} << 20;
 inline constexpr uint64_t default_vmm_pool(bool vsock, uint64_t user_nets = 0) noexcept {
     return (vsock ? kDefaultVmmPool : kPlainVmmPool) + user_nets * kUserNetVmmPool;
 }

@@ -54,7 +54,7 @@ head -c 3000000 /dev/urandom >/tmp/www/blob
 blob_sum=$(sha /tmp/www/blob)
 
 # --- user mode: DHCP, a host service on loopback, a forwarded port into the guest ----------
-# Then the VMM pool (--vmm-pool 23M: 32 TCP host sockets of 736 KiB) against a guest opening 300 TCP
+# Then the VMM pool (--vmm-pool 25M: 32 TCP host sockets of 800 KiB) against a guest opening 300 TCP
 # connections to a host program that accepts them all: it keeps the ones the pool holds, the
 # rest are refused at once (a reset: ECONNREFUSED, not a timeout) and counted; once both sides
 # closed them it connects again. Forwarded ports (the host's side, not charged) work meanwhile.
@@ -86,7 +86,7 @@ EOF
 script_disk /tmp/user.sh /tmp/user.img
 vireo run --initrd /guest/net-initrd.img \
   --net user,hostfwd=tcp:127.0.0.1:18080-:80,hostfwd=tcp:127.0.0.1:18081-:81 \
-  --disk /tmp/user.img --vmm-pool 23M --api-socket /tmp/u.api \
+  --disk /tmp/user.img --vmm-pool 25M --api-socket /tmp/u.api \
   --append '-- sh /dev/vda' >/tmp/out 2>&1 </dev/null &
 pid=$!
 if wait_for GUEST-SERVING && [ "$(guest_value GUEST-IP)" = 10.0.2.15 ] &&

@@ -56,9 +56,9 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     EXPECT_EQ(s->machine.spec_ctrl, "off,+ssbd") << "and the speculation-control policy";
     EXPECT_EQ(s->vmm_pool, uint64_t{32} << 20);
     t.vmm_pool.clear();  // the default follows the devices it bounds
-    EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{80 + 72} << 20);
+    EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{80 + 80} << 20);
     t.vsock.clear();
-    EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{8 + 72} << 20);
+    EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{8 + 80} << 20);
     t.nets = {"tap=t0"};
     EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{8} << 20);
 }

@@ -291,8 +291,8 @@ TEST(Admission, CountsEachDomainsMemoryBudget) {
     EXPECT_EQ(domain_memory_budget(d), 256 * MiB + 1 * MiB + 8 * MiB + 256 * 1024 + 8 * MiB);
     d.vsock = "cid=3,socket=/run/v.sock";
     EXPECT_EQ(vmm_pool_of(d), 80 * MiB);
-    d.nets = {"user,hostfwd=tcp::8080-:80", "tap=t0", "user"};  // 72 MiB per user network
-    EXPECT_EQ(vmm_pool_of(d), 224 * MiB);
+    d.nets = {"user,hostfwd=tcp::8080-:80", "tap=t0", "user"};  // 80 MiB per user network
+    EXPECT_EQ(vmm_pool_of(d), 240 * MiB);
     d.vmm_pool = 2 * MiB;  // its own
     d.vcpus = 4;
     EXPECT_EQ(domain_memory_budget(d), 256 * MiB + 1 * MiB + 8 * MiB + 1 * MiB + 2 * MiB);

@@ -3,6 +3,7 @@
 // directly). And the frame classification slirp's metering rests on.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -29,8 +30,9 @@ namespace {
 
 constexpr uint8_t kGuestMac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 constexpr uint8_t kSlirpMac[6] = {0x52, 0x55, 0x0a, 0x00, 0x02, 0x02};
-constexpr uint32_t kGuestIp = 0x0a00020f;  // 10.0.2.15
-constexpr uint32_t kHostIp = 0x0a000202;   // 10.0.2.2: the host's loopback
+constexpr uint32_t kGuestIp = 0x0a00020f;            // 10.0.2.15
+constexpr uint32_t kHostIp = 0x0a000202;             // 10.0.2.2: the host's loopback
+constexpr uint64_t kTcpCost = slirp_tcp_cost(1500);  // at NetOptions' default MTU
 
 uint16_t checksum(const uint8_t* p, size_t n, uint32_t sum = 0) {
     for (size_t i = 0; i + 1 < n; i += 2)
@@ -85,6 +87,21 @@ std::vector<uint8_t> tcp_frame(uint16_t sport, uint16_t dport, uint32_t seq, uin
     t[12] = 5 << 4;
     t[13] = flags;
     put16(t.data() + 14, 65535);
+    return ipv4_frame(IPPROTO_TCP, t);
+}
+
+// A segment carrying `n` bytes of data ('x'), PSH and ACK set.
+std::vector<uint8_t> tcp_data(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+                              size_t n) {
+    std::vector<uint8_t> t(20 + n, 'x');
+    put16(t.data(), sport);
+    put16(t.data() + 2, dport);
+    put32(t.data() + 4, seq);
+    put32(t.data() + 8, ack);
+    t[12] = 5 << 4;
+    t[13] = 0x18;
+    put16(t.data() + 14, 65535);
+    put16(t.data() + 16, 0);
     return ipv4_frame(IPPROTO_TCP, t);
 }
 
@@ -229,7 +246,7 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     auto backend = open_user_network(NetOptions{});
     ASSERT_TRUE(backend) << backend.error().message();
     NetBackend& b = **backend;
-    auto pool = std::make_shared<MemoryPool>(3 * kSlirpTcpCost + 100);
+    auto pool = std::make_shared<MemoryPool>(3 * kTcpCost + 100);
     b.attach_pool(pool);
     b.start();
     uint16_t tcp_port = 0, udp_port = 0;
@@ -241,7 +258,7 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
         ASSERT_EQ(send_frame(b, tcp_frame(port, tcp_port, 5000, 0, 0x02)), 0);  // SYN
     EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     EXPECT_EQ(b.backend_stats()->pool_refused, 1u);
-    EXPECT_EQ(pool->used(), 3 * kSlirpTcpCost);
+    EXPECT_EQ(pool->used(), 3 * kTcpCost);
     EXPECT_EQ(pool->refused(), 1u);
     // The fourth was answered by a reset from 10.0.2.2:tcp_port acknowledging its SYN.
     TcpSegments segments{b, {}};
@@ -274,7 +291,7 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     // The guest resets one connection: room again.
     ASSERT_EQ(send_frame(b, tcp_frame(answered[1], tcp_port, 5001, 0, 0x04)), 0);  // RST
     EXPECT_EQ(b.backend_stats()->host_sockets, 2u);
-    EXPECT_EQ(pool->used(), 2 * kSlirpTcpCost);
+    EXPECT_EQ(pool->used(), 2 * kTcpCost);
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);  // the UDP flow fits now
     EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     char got[16] = {};
@@ -282,14 +299,14 @@ TEST(SlirpPool, HostSocketsAreTakenFromTheVmmPool) {
     ASSERT_EQ(::poll(&p, 1, 5000), 1);
     EXPECT_EQ(::recv(udp.get(), got, sizeof got, 0), 4);
     EXPECT_STREQ(got, "ping");
-    EXPECT_EQ(pool->used(), 2 * kSlirpTcpCost + kSlirpDatagramCost);
+    EXPECT_EQ(pool->used(), 2 * kTcpCost + kSlirpDatagramCost);
     EXPECT_EQ(buffer_caps(SOCK_DGRAM, [&](int fd) { return fd != udp.get(); }),
               (std::vector<int>{kSlirpKernelBuffer / 2}));
     // Its next datagram uses the same socket: no new charge.
     ASSERT_EQ(send_frame(b, udp_frame(2000, udp_port)), 0);
     EXPECT_EQ(b.backend_stats()->host_sockets, 3u);
     EXPECT_EQ(b.backend_stats()->pool_refused, 2u);
-    EXPECT_EQ(pool->high_water(), 3 * kSlirpTcpCost);
+    EXPECT_EQ(pool->high_water(), 3 * kTcpCost);
 
     backend->reset();  // slirp closes its sockets: the pool gets all back
     EXPECT_EQ(pool->used(), 0u);
@@ -362,6 +379,56 @@ TEST(SlirpPool, FragmentsAreCharged) {
     EXPECT_EQ(b2.backend_stats()->host_sockets, 1u);
 }
 
+// slirp keeps a guest's out-of-order segments with no bound of its own: the ones past slirp's
+// acknowledgement take one of the connection's kSlirpMaxOutOfOrder places until an ACK passes
+// them; beyond, they are dropped and counted, and slirp's heap does not grow with them.
+TEST(SlirpPool, OutOfOrderSegmentsAreBounded) {
+    auto backend = open_user_network(NetOptions{});
+    ASSERT_TRUE(backend) << backend.error().message();
+    NetBackend& b = **backend;
+    b.attach_pool(std::make_shared<MemoryPool>(uint64_t{16} << 20));
+    b.start();
+    uint16_t tcp_port = 0;
+    UniqueFd listener = loopback_socket(SOCK_STREAM, tcp_port);
+    ASSERT_EQ(send_frame(b, arp_request()), 0);
+    ASSERT_EQ(send_frame(b, tcp_frame(4000, tcp_port, 1000, 0, 0x02)), 0);  // SYN
+    auto accepted = accept_connections(listener.get(), 1);
+    ASSERT_EQ(accepted.size(), 1u);
+    TcpSegments segments{b, {}};
+    auto synack = segments.take(tcp_port, 0x12);
+    ASSERT_TRUE(synack);
+    const uint32_t ack = get32(synack->data() + 38) + 1;
+    ASSERT_EQ(send_frame(b, tcp_frame(4000, tcp_port, 1001, ack, 0x10)), 0);
+    ASSERT_EQ(send_frame(b, tcp_data(4000, tcp_port, 1001, ack, 1)), 0);  // in order
+
+    // 2000 one-byte segments, each after a gap: the first kSlirpMaxOutOfOrder pass.
+    const uint64_t refused = b.backend_stats()->pool_refused;
+    const size_t heap = mallinfo2().uordblks + mallinfo2().hblkhd;
+    for (uint32_t i = 0; i < 2000; ++i)
+        ASSERT_EQ(send_frame(b, tcp_data(4000, tcp_port, 1003 + 2 * i, ack, 1)), 0);
+    EXPECT_EQ(b.backend_stats()->pool_refused, refused + 2000 - kSlirpMaxOutOfOrder);
+    const size_t grown = mallinfo2().uordblks + mallinfo2().hblkhd - heap;
+    EXPECT_LT(grown, size_t{512} << 10)
+        << "unbounded, slirp holds 3.3 MB of them (1.6 KiB a segment)";
+
+    // The gaps filled, slirp has all 65 bytes in order, acknowledges them, and sends them on.
+    for (uint32_t i = 0; i < kSlirpMaxOutOfOrder; ++i)
+        ASSERT_EQ(send_frame(b, tcp_data(4000, tcp_port, 1002 + 2 * i, ack, 1)), 0);
+    std::string got;
+    for (pollfd p{accepted[0].get(), POLLIN, 0}; got.size() < 65 && ::poll(&p, 1, 5000) == 1;) {
+        char buf[256];
+        const ssize_t n = ::recv(accepted[0].get(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<size_t>(n));
+    }
+    EXPECT_EQ(got, std::string(65, 'x'));
+    // Its places are free again: the next out-of-order segments pass.
+    const uint64_t before = b.backend_stats()->pool_refused;
+    for (uint32_t i = 0; i < kSlirpMaxOutOfOrder; ++i)
+        ASSERT_EQ(send_frame(b, tcp_data(4000, tcp_port, 1068 + 2 * i, ack, 1)), 0);
+    EXPECT_EQ(b.backend_stats()->pool_refused, before);
+}
+
 TEST(GuestFlow, ClassifiesWhatOpensAHostSocket) {
     EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)).opens, Opens::TcpSyn);
     EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 1, 0x12)).opens, Opens::Nothing);  // SYN-ACK
@@ -382,6 +449,27 @@ TEST(GuestFlow, ClassifiesWhatOpensAHostSocket) {
     cut.resize(14 + 20 + 12);
     EXPECT_EQ(guest_flow(cut).opens, Opens::Nothing);
     EXPECT_EQ(guest_flow({}).opens, Opens::Nothing);
+}
+
+// A TCP segment's sequence space and its connection, keyed from the guest's side both ways.
+TEST(GuestFlow, TcpSegments) {
+    const auto data = tcp_segment(tcp_data(1000, 80, 7, 9, 100), true);
+    ASSERT_TRUE(data);
+    EXPECT_EQ(data->flow, guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)));
+    EXPECT_EQ(data->seq, 7u);
+    EXPECT_EQ(data->ack, 9u);
+    EXPECT_EQ(data->length, 100u);
+    EXPECT_EQ(tcp_segment(tcp_frame(1000, 80, 7, 9, 0x11), true)->length, 1u);  // a FIN
+    // slirp's answer, to the guest: the same connection.
+    auto answer = tcp_frame(80, 1000, 9, 8, 0x10);
+    std::swap_ranges(answer.begin() + 26, answer.begin() + 30, answer.begin() + 30);
+    EXPECT_EQ(tcp_segment(answer, false)->flow, data->flow);
+    auto cut = tcp_data(1000, 80, 7, 9, 100);
+    cut.resize(cut.size() - 1);  // shorter than its IPv4 length says
+    EXPECT_FALSE(tcp_segment(cut, true));
+    EXPECT_FALSE(tcp_segment(udp_frame(1000, 80), true));
+    EXPECT_TRUE(seq_after(1, 0xffffffffu));  // serial-number order wraps
+    EXPECT_FALSE(seq_after(0xffffffffu, 1));
 }
 
 }  // namespace

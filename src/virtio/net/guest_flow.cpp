@@ -99,6 +99,31 @@ GuestFlow guest_flow(std::span<const uint8_t> f) {
     return flow;
 }
 
+std::optional<TcpSegment> tcp_segment(std::span<const uint8_t> f, bool from_guest) {
+    const size_t ihl = ipv4_header(f);
+    if (ihl == 0) return std::nullopt;
+    const uint8_t* ip = f.data() + kEthHeader;
+    if (ip[9] != IPPROTO_TCP || (be16(ip + 6) & 0x3fff) != 0) return std::nullopt;
+    const size_t ip_len = be16(ip + 2);
+    if (ip_len < ihl + 20 || kEthHeader + ip_len > f.size()) return std::nullopt;
+    const uint8_t* tcp = ip + ihl;
+    const size_t tcp_header = (size_t{tcp[12]} >> 4) * 4;
+    if (tcp_header < 20 || ihl + tcp_header > ip_len) return std::nullopt;
+    TcpSegment s;
+    s.flow.opens = Opens::TcpSyn;
+    const uint32_t src = raw32(ip + 12), dst = raw32(ip + 16);
+    const uint16_t sport = be16(tcp), dport = be16(tcp + 2);
+    s.flow.src = from_guest ? src : dst;
+    s.flow.dst = from_guest ? dst : src;
+    s.flow.sport = from_guest ? sport : dport;
+    s.flow.dport = from_guest ? dport : sport;
+    s.seq = uint32_t{be16(tcp + 4)} << 16 | be16(tcp + 6);
+    s.ack = uint32_t{be16(tcp + 8)} << 16 | be16(tcp + 10);
+    s.flags = tcp[13];
+    s.length = static_cast<uint32_t>(ip_len - ihl - tcp_header) + ((s.flags & kTcpFin) ? 1 : 0);
+    return s;
+}
+
 TcpResetFrame tcp_reset_for(std::span<const uint8_t> f) {
     TcpResetFrame r{};
     const size_t ihl = ipv4_header(f);

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 namespace vireo::virtio {
@@ -40,6 +41,24 @@ inline constexpr uint32_t kSlirpHostAddr = 0x0a000202;
 
 /// Classifies an Ethernet frame (without the virtio-net header).
 GuestFlow guest_flow(std::span<const uint8_t> frame);
+
+/// A TCP segment over IPv4 (not a fragment), as slirp's reassembly sees it.
+struct TcpSegment {
+    /// The connection, keyed from the guest's side as guest_flow() keys its SYN (opens TcpSyn):
+    /// the same for the guest's segments and slirp's answers.
+    GuestFlow flow;
+    uint32_t seq = 0, ack = 0;  ///< host order
+    uint32_t length = 0;        ///< sequence space it takes: its data, and one for a FIN
+    uint8_t flags = 0;
+};
+inline constexpr uint8_t kTcpFin = 0x01, kTcpAckFlag = 0x10;
+/// The TCP segment in `frame`, sent by the guest (`from_guest`) or to it; nothing for any other
+/// frame (a truncated or inconsistent header included). Reads only within the frame.
+std::optional<TcpSegment> tcp_segment(std::span<const uint8_t> frame, bool from_guest);
+/// Serial-number order (RFC 1982): whether `a` comes after `b`.
+inline constexpr bool seq_after(uint32_t a, uint32_t b) noexcept {
+    return static_cast<int32_t>(a - b) > 0;
+}
 
 /// The Internet checksum (RFC 1071) of `bytes` with `partial` (a pseudo-header's sum of 16-bit
 /// words) added: the value a header carries. A header with its checksum in place gives 0.

@@ -14,10 +14,10 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -90,6 +90,7 @@ class SlirpBackend final : public NetBackend {
     SlirpBackend(EventFd rx_event, EventFd wake, uint16_t mtu)
         : rx_event_(std::move(rx_event)),
           wake_(std::move(wake)),
+          tcp_cost_(slirp_tcp_cost(mtu)),
           fragment_cost_(slirp_fragment_cost(mtu)),
           slot_size_(kNetHdrSize + mtu + 14 + 4),
           ring_(kRingFrames * slot_size_),
@@ -150,7 +151,7 @@ class SlirpBackend final : public NetBackend {
         // A frame that may open a host socket reserves its cost first; one that would need
         // a socket the pool has no room for never reaches slirp.
         const bool metered = flow.opens != Opens::Nothing && pool_ != nullptr;
-        const uint64_t cost = flow.opens == Opens::TcpSyn ? kSlirpTcpCost : kSlirpDatagramCost;
+        const uint64_t cost = flow.opens == Opens::TcpSyn ? tcp_cost_ : kSlirpDatagramCost;
         const bool reserved = metered && pool_->try_take(cost);
         {
             std::lock_guard lock(slirp_mu_);
@@ -158,6 +159,11 @@ class SlirpBackend final : public NetBackend {
                 (flow.opens == Opens::Fragment && pool_ != nullptr && !take_fragment())) {
                 if (reserved) pool_->give(cost);
                 refuse(flow, frame, frame_len);
+                return 0;
+            }
+            if (flow.opens == Opens::Nothing && !in_order_allowance(frame, frame_len)) {
+                if (pool_ != nullptr) pool_->count_refusal();
+                refused_.fetch_add(1, std::memory_order_relaxed);
                 return 0;
             }
             input_ = &flow;
@@ -234,6 +240,49 @@ class SlirpBackend final : public NetBackend {
         uint64_t charged = 0;  // bytes of the VMM pool
     };
 
+    // A segment of a connection the guest opened that may go into slirp's reassembly queue
+    // (it starts past slirp's last ACK) takes one of the connection's kSlirpMaxOutOfOrder
+    // places until an ACK passes it (ack_from_slirp); with none left it is dropped. Data before
+    // slirp's first ACK (its SYN-ACK) is dropped too. Under slirp_mu_.
+    bool in_order_allowance(const uint8_t* frame, size_t len) {
+        const auto seg = tcp_segment(std::span(frame, len), true);
+        if (!seg || seg->length == 0) return true;
+        const auto it = flows_.find(seg->flow);
+        // Not a connection the guest opened: none (slirp resets it), or a forwarded port's
+        // (the host's side opened it; not bounded here).
+        if (it == flows_.end()) return true;
+        Reorder& r = it->second;
+        if (r.acked && !seq_after(seg->seq, *r.acked)) return true;
+        if (!r.acked || r.held == kSlirpMaxOutOfOrder) {
+            if (!reorder_logged_)
+                log::warn(
+                    "user network: a connection's segments past slirp's acknowledgement are "
+                    "dropped beyond {} (its out-of-order queue has no bound of its own; counted "
+                    "as pool_refused)",
+                    kSlirpMaxOutOfOrder);
+            reorder_logged_ = true;
+            return false;
+        }
+        r.starts[r.held++] = seg->seq;
+        return true;
+    }
+    // slirp acknowledged the guest's data up to `ack`: the segments starting there or before
+    // are not in its queue. Under slirp_mu_ (slirp sends frames only inside calls into it).
+    void ack_from_slirp(const uint8_t* frame, size_t len) {
+        const auto seg = tcp_segment(std::span(frame, len), false);
+        if (!seg || !(seg->flags & kTcpAckFlag)) return;
+        const auto it = flows_.find(seg->flow);
+        if (it == flows_.end()) return;
+        Reorder& r = it->second;
+        if (r.acked && !seq_after(seg->ack, *r.acked)) return;
+        r.acked = seg->ack;
+        for (uint32_t i = 0; i < r.held;)
+            if (!seq_after(r.starts[i], seg->ack))
+                r.starts[i] = r.starts[--r.held];
+            else
+                ++i;
+    }
+
     // Whether slirp has the socket this frame's flow needs (a repeated SYN, a UDP flow's next
     // datagram). Under slirp_mu_.
     bool known(const GuestFlow& f) const {
@@ -291,7 +340,7 @@ class SlirpBackend final : public NetBackend {
                           std::strerror(errno));
             cap_failed_logged_ = true;
         }
-        return stream ? kSlirpTcpCost : kSlirpDatagramCost;
+        return stream ? tcp_cost_ : kSlirpDatagramCost;
     }
 
     // slirp opened a socket (in slirp_input for the guest's frame, or on the poll thread for a
@@ -317,7 +366,7 @@ class SlirpBackend final : public NetBackend {
             }
         }
         if (it->second.flow.opens == Opens::TcpSyn || it->second.flow.opens == Opens::UdpFlow)
-            self->flows_.insert(it->second.flow);
+            self->flows_[it->second.flow] = Reorder{};
         self->host_sockets_.store(self->sockets_.size(), std::memory_order_relaxed);
     }
     static void on_unregister_fd(int fd, void* opaque) {
@@ -332,6 +381,7 @@ class SlirpBackend final : public NetBackend {
 
     static ssize_t on_send_packet(const void* buf, size_t len, void* opaque) {
         auto* self = static_cast<SlirpBackend*>(opaque);
+        self->ack_from_slirp(static_cast<const uint8_t*>(buf), len);
         std::lock_guard lock(self->ring_mu_);
         if (self->ring_count_ == kRingFrames || kNetHdrSize + len > self->slot_size_) {
             ++self->dropped_;
@@ -432,10 +482,17 @@ class SlirpBackend final : public NetBackend {
     const GuestFlow* input_ = nullptr;  // the frame in slirp_input
     uint64_t reservation_ = 0;          // its reserved cost, not yet a socket's
     std::unordered_map<int, HostSocket> sockets_;
-    std::unordered_set<GuestFlow, GuestFlowHash> flows_;
+    // What slirp's reassembly may hold of a connection the guest opened.
+    struct Reorder {
+        std::optional<uint32_t> acked;  // slirp's last ACK to the guest
+        uint32_t held = 0;
+        std::array<uint32_t, kSlirpMaxOutOfOrder> starts{};
+    };
+    std::unordered_map<GuestFlow, Reorder, GuestFlowHash> flows_;  // and the guest's UDP flows
+    bool reorder_logged_ = false;
     std::atomic<uint64_t> host_sockets_{0}, refused_{0};
     // The guest's fragments slirp may still hold: their charges by the second they came in.
-    const uint64_t fragment_cost_;
+    const uint64_t tcp_cost_, fragment_cost_;
     std::array<uint64_t, kSlirpFragmentSeconds> fragments_{};
     int64_t fragment_second_ = 0;
 

@@ -41,8 +41,9 @@ inline constexpr uint64_t kernel_direction_cost(uint64_t requested) noexcept {
 /// and for TCP slirp's own two stream buffers — 128 KiB each, rounded up to whole segments,
 /// allocated when the connection is made, plus the segments it keeps for a guest that stops
 /// reading (measured: 272 KiB at connect, 64 KiB more with a stalled guest; 336 KiB counted).
-/// 736 KiB for TCP, 208 KiB for UDP. A socket is charged until slirp closes it: after a
-/// connection the far side closed first, that is slirp's TIME_WAIT (10 s).
+/// 736 KiB for TCP (plus its out-of-order allowance, below), 208 KiB for UDP. A socket is charged
+/// until slirp closes it: after a connection the far side closed first, that is slirp's TIME_WAIT
+/// (10 s).
 inline constexpr uint64_t kSlirpSocketCost = uint64_t{16} << 10;
 inline constexpr uint64_t kSlirpTcpBuffers = uint64_t{336} << 10;
 inline constexpr uint64_t kSlirpTcpCost =
@@ -51,13 +52,32 @@ inline constexpr uint64_t kSlirpDatagramCost =
     kSlirpSocketCost + 2 * kernel_direction_cost(kSlirpKernelBuffer / 4);
 static_assert(kSlirpTcpCost == uint64_t{736} << 10 && kSlirpDatagramCost == uint64_t{208} << 10);
 
+/// One of slirp's packet buffers (its mbuf: the MTU and its headers), rounded up to 1 KiB:
+/// 2 KiB at MTU 1500.
+inline constexpr uint64_t slirp_buffer(uint16_t mtu) noexcept {
+    return (uint64_t{mtu} + 256 + 1023) / 1024 * 1024;
+}
+/// slirp keeps a guest's out-of-order TCP segments (one buffer each) until the gap before them
+/// is filled, with no bound of its own. Every segment it keeps starts past what it has
+/// acknowledged (its ACK never runs ahead of what it received in order), so vireo counts the
+/// segments it passes that start past slirp's last ACK of the connection and drops those past
+/// kSlirpMaxOutOfOrder (counted) until an ACK passes them. slirp acknowledges in-order data at
+/// once, so a guest's own connections stay far below it.
+inline constexpr uint32_t kSlirpMaxOutOfOrder = 32;
+/// A TCP connection's whole cost: kSlirpTcpCost and its out-of-order allowance (800 KiB at MTU
+/// 1500).
+inline constexpr uint64_t slirp_tcp_cost(uint16_t mtu) noexcept {
+    return kSlirpTcpCost + kSlirpMaxOutOfOrder * slirp_buffer(mtu);
+}
+static_assert(slirp_tcp_cost(1500) == uint64_t{800} << 10);
+
 /// A fragment the guest sends stays in slirp until its packet is whole or slirp's reassembly
 /// timer (30 s) drops it, with nothing that bounds how many: each is charged to the VMM pool for
-/// kSlirpFragmentSeconds (two of slirp's packet buffers, the fragment's and its packet's queue
-/// entry: 2 x (MTU + 256) bytes), and one the pool has no room for is dropped and counted.
+/// kSlirpFragmentSeconds (two of slirp's buffers, the fragment's and its packet's queue entry),
+/// and one the pool has no room for is dropped and counted.
 inline constexpr int kSlirpFragmentSeconds = 32;
 inline constexpr uint64_t slirp_fragment_cost(uint16_t mtu) noexcept {
-    return 2 * (uint64_t{mtu} + 256);
+    return 2 * slirp_buffer(mtu);
 }
 
 /// Starts a user-mode network (and its thread) with `forwards` listening on the host.
