@@ -429,6 +429,51 @@ TEST(SlirpPool, OutOfOrderSegmentsAreBounded) {
     EXPECT_EQ(b.backend_stats()->pool_refused, before);
 }
 
+// A forwarded port's connection (the host's side opens it; slirp connects to the guest) has
+// the same bound on what slirp's reassembly may keep.
+TEST(SlirpPool, ForwardedConnectionsAreBoundedToo) {
+    NetOptions o;
+    Result<std::shared_ptr<NetBackend>> backend = fail(ErrorCode::NotFound, "no port");
+    uint16_t port = 0;
+    for (int tries = 0; tries < 100 && !backend; ++tries) {  // a free port
+        port = static_cast<uint16_t>(20000 + (::getpid() + tries) % 20000);
+        o.forwards = {HostForward{false, 0x7f000001, port, 0, 80}};
+        backend = open_user_network(o);
+    }
+    ASSERT_TRUE(backend) << backend.error().message();
+    NetBackend& b = **backend;
+    b.attach_pool(std::make_shared<MemoryPool>(uint64_t{16} << 20));
+    b.start();
+    ASSERT_EQ(send_frame(b, arp_request()), 0);
+    UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+
+    // slirp's SYN to the guest's port 80; the guest answers.
+    std::optional<std::vector<uint8_t>> syn;
+    for (int i = 0; i < 16 && !syn; ++i) {
+        auto f = next_frame(b);
+        ASSERT_TRUE(f);
+        if (f->size() >= 54 && (*f)[23] == IPPROTO_TCP && (*f)[47] == 0x02) syn = std::move(f);
+    }
+    ASSERT_TRUE(syn);
+    const uint16_t slirp_port = static_cast<uint16_t>((*syn)[34] << 8 | (*syn)[35]);
+    ASSERT_EQ(get32(syn->data() + 26), kHostIp) << "from 10.0.2.2, as the frames here are";
+    const uint32_t ack = get32(syn->data() + 38) + 1;
+    ASSERT_EQ(send_frame(b, tcp_frame(80, slirp_port, 5000, ack, 0x12)), 0);  // SYN-ACK
+    TcpSegments segments{b, {}};
+    ASSERT_TRUE(segments.take(slirp_port, 0x10));  // slirp's ACK: established
+
+    const uint64_t refused = b.backend_stats()->pool_refused;
+    for (uint32_t i = 0; i < 100; ++i)  // each after a gap
+        ASSERT_EQ(send_frame(b, tcp_data(80, slirp_port, 5002 + 2 * i, ack, 1)), 0);
+    EXPECT_EQ(b.backend_stats()->pool_refused, refused + 100 - kSlirpMaxOutOfOrder);
+    EXPECT_EQ(b.backend_stats()->host_sockets, 0u) << "the host's side opened it: not counted";
+}
+
 TEST(GuestFlow, ClassifiesWhatOpensAHostSocket) {
     EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 0, 0x02)).opens, Opens::TcpSyn);
     EXPECT_EQ(guest_flow(tcp_frame(1000, 80, 1, 1, 0x12)).opens, Opens::Nothing);  // SYN-ACK

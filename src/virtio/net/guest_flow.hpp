@@ -51,7 +51,7 @@ struct TcpSegment {
     uint32_t length = 0;        ///< sequence space it takes: its data, and one for a FIN
     uint8_t flags = 0;
 };
-inline constexpr uint8_t kTcpFin = 0x01, kTcpAckFlag = 0x10;
+inline constexpr uint8_t kTcpFin = 0x01, kTcpSynFlag = 0x02, kTcpAckFlag = 0x10;
 /// The TCP segment in `frame`, sent by the guest (`from_guest`) or to it; nothing for any other
 /// frame (a truncated or inconsistent header included). Reads only within the frame.
 std::optional<TcpSegment> tcp_segment(std::span<const uint8_t> frame, bool from_guest);

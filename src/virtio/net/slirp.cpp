@@ -237,7 +237,8 @@ class SlirpBackend final : public NetBackend {
   private:
     struct HostSocket {
         GuestFlow flow;
-        uint64_t charged = 0;  // bytes of the VMM pool
+        uint64_t charged = 0;    // bytes of the VMM pool
+        bool forwarded = false;  // a forwarded port's connection: the host's side opened it
     };
 
     // A segment of a connection the guest opened that may go into slirp's reassembly queue
@@ -270,7 +271,22 @@ class SlirpBackend final : public NetBackend {
     // are not in its queue. Under slirp_mu_ (slirp sends frames only inside calls into it).
     void ack_from_slirp(const uint8_t* frame, size_t len) {
         const auto seg = tcp_segment(std::span(frame, len), false);
-        if (!seg || !(seg->flags & kTcpAckFlag)) return;
+        if (!seg) return;
+        if ((seg->flags & (kTcpSynFlag | kTcpAckFlag)) == kTcpSynFlag && accepted_fd_ >= 0) {
+            // slirp opens a forwarded port's connection to the guest: the socket it accepted.
+            auto [it, added] = sockets_.try_emplace(std::exchange(accepted_fd_, -1));
+            HostSocket& socket = it->second;
+            if (!added) {  // slirp never said it closed the socket that had this descriptor
+                flows_.erase(socket.flow);
+                if (!socket.forwarded) guest_sockets_ -= 1;
+                if (socket.charged != 0) pool_->give(std::exchange(socket.charged, 0));
+            }
+            socket.flow = seg->flow;
+            socket.forwarded = true;
+            flows_[seg->flow] = Reorder{};
+            return;
+        }
+        if (!(seg->flags & kTcpAckFlag)) return;
         const auto it = flows_.find(seg->flow);
         if (it == flows_.end()) return;
         Reorder& r = it->second;
@@ -348,9 +364,22 @@ class SlirpBackend final : public NetBackend {
     // slirp_mu_ held, as every call into slirp.
     static void on_register_fd(int fd, void* opaque) {
         auto* self = static_cast<SlirpBackend*>(opaque);
-        if (self->input_ == nullptr || fd < 0) return;
+        if (fd < 0) return;
+        if (self->input_ == nullptr) {
+            // A forwarded port's connection, accepted on the poll thread (or its listener, at
+            // start): its SYN to the guest, which slirp sends next, names its flow.
+            int type = 0, listening = 0;
+            socklen_t len = sizeof type, llen = sizeof listening;
+            if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM &&
+                ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen) == 0 &&
+                listening == 0)
+                self->accepted_fd_ = fd;
+            return;
+        }
         auto [it, added] = self->sockets_.try_emplace(fd);
         if (!added) self->flows_.erase(it->second.flow);  // slirp never said it closed it
+        if (added || it->second.forwarded) self->guest_sockets_ += 1;
+        it->second.forwarded = false;
         it->second.flow = *self->input_;
         // What it costs follows from what it is; the frame's reservation guessed the same.
         const uint64_t cost = self->cap_buffers(fd);
@@ -367,16 +396,18 @@ class SlirpBackend final : public NetBackend {
         }
         if (it->second.flow.opens == Opens::TcpSyn || it->second.flow.opens == Opens::UdpFlow)
             self->flows_[it->second.flow] = Reorder{};
-        self->host_sockets_.store(self->sockets_.size(), std::memory_order_relaxed);
+        self->host_sockets_.store(self->guest_sockets_, std::memory_order_relaxed);
     }
     static void on_unregister_fd(int fd, void* opaque) {
         auto* self = static_cast<SlirpBackend*>(opaque);
+        if (self->accepted_fd_ == fd) self->accepted_fd_ = -1;
         auto it = self->sockets_.find(fd);
         if (it == self->sockets_.end()) return;
         if (it->second.charged != 0) self->pool_->give(it->second.charged);
         self->flows_.erase(it->second.flow);
+        if (!it->second.forwarded) self->guest_sockets_ -= 1;
         self->sockets_.erase(it);
-        self->host_sockets_.store(self->sockets_.size(), std::memory_order_relaxed);
+        self->host_sockets_.store(self->guest_sockets_, std::memory_order_relaxed);
     }
 
     static ssize_t on_send_packet(const void* buf, size_t len, void* opaque) {
@@ -455,6 +486,7 @@ class SlirpBackend final : public NetBackend {
             if (pollfds_[0].revents & POLLIN) (void)wake_.consume();
             std::lock_guard lock(slirp_mu_);
             lib_->pollfds_poll(slirp_, n < 0 ? 1 : 0, &SlirpBackend::get_revents, this);
+            accepted_fd_ = -1;  // its SYN comes within the call that accepted it, or never
             const int64_t now = now_ns() / 1000000;
             if (pool_ != nullptr) age_fragments(now / 1000);
             for (size_t i = 0; i < timers_.size(); ++i) {
@@ -490,6 +522,8 @@ class SlirpBackend final : public NetBackend {
     };
     std::unordered_map<GuestFlow, Reorder, GuestFlowHash> flows_;  // and the guest's UDP flows
     bool reorder_logged_ = false;
+    int accepted_fd_ = -1;        // a forwarded port's connection slirp accepted, flow not yet seen
+    uint64_t guest_sockets_ = 0;  // the sockets the guest opened (sockets_ has forwarded ones too)
     std::atomic<uint64_t> host_sockets_{0}, refused_{0};
     // The guest's fragments slirp may still hold: their charges by the second they came in.
     const uint64_t tcp_cost_, fragment_cost_;
