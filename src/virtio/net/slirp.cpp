@@ -241,17 +241,15 @@ class SlirpBackend final : public NetBackend {
         bool forwarded = false;  // a forwarded port's connection: the host's side opened it
     };
 
-    // A segment of a connection the guest opened that may go into slirp's reassembly queue
-    // (it starts past slirp's last ACK) takes one of the connection's kSlirpMaxOutOfOrder
-    // places until an ACK passes it (ack_from_slirp); with none left it is dropped. Data before
-    // slirp's first ACK (its SYN-ACK) is dropped too. Under slirp_mu_.
+    // A guest's segment that may go into slirp's reassembly queue (it starts past slirp's last
+    // ACK on the connection: one the guest opened or a forwarded port's) takes one of the
+    // connection's kSlirpMaxOutOfOrder places until an ACK passes it (ack_from_slirp); with none
+    // left it is dropped. Data before slirp's first ACK is dropped too. Under slirp_mu_.
     bool in_order_allowance(const uint8_t* frame, size_t len) {
         const auto seg = tcp_segment(std::span(frame, len), true);
         if (!seg || seg->length == 0) return true;
         const auto it = flows_.find(seg->flow);
-        // Not a connection the guest opened: none (slirp resets it), or a forwarded port's
-        // (the host's side opened it; not bounded here).
-        if (it == flows_.end()) return true;
+        if (it == flows_.end()) return true;  // no connection slirp has: it answers with a reset
         Reorder& r = it->second;
         if (r.acked && !seq_after(seg->seq, *r.acked)) return true;
         if (!r.acked || r.held == kSlirpMaxOutOfOrder) {
