@@ -21,7 +21,8 @@ start() {
   "$vireo" run --kernel "$guest" --allow-software-kvm --memory 64M --msr-filter "$1" \
     --api-socket "$work/api" >"$work/out" 2>"$work/err" &
   p=$!
-  within 60 grep -q MSR-FLOOD "$work/out" || bad "--msr-filter $1: the guest did not finish: $(cat "$work/err")"
+  # The whole line: the console writes it a byte at a time, and its count comes last.
+  within 60 grep -q 'MSR-FLOOD [0-9a-f]\{8\}' "$work/out" || bad "--msr-filter $1: the guest did not finish: $(cat "$work/err")"
 }
 line() { tr -d '\r' <"$work/out" | sed -n 's/^MSR \(.*\)$/\1/p' | head -n1; }
 flood() { tr -d '\r' <"$work/out" | sed -n 's/^MSR-FLOOD \([0-9a-f]*\)$/\1/p'; }
