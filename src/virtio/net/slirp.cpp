@@ -162,8 +162,7 @@ class SlirpBackend final : public NetBackend {
                 return 0;
             }
             if (flow.opens == Opens::Nothing && !in_order_allowance(frame, frame_len)) {
-                if (pool_ != nullptr) pool_->count_refusal();
-                refused_.fetch_add(1, std::memory_order_relaxed);
+                (void)count_refusal();
                 return 0;
             }
             input_ = &flow;
@@ -303,10 +302,15 @@ class SlirpBackend final : public NetBackend {
         return (f.opens == Opens::TcpSyn || f.opens == Opens::UdpFlow) && flows_.contains(f);
     }
 
+    // Counts a frame dropped for the pool's sake (the device's pool_refused and the pool's own
+    // count); returns how many were before it.
+    uint64_t count_refusal() {
+        if (pool_ != nullptr) pool_->count_refusal();
+        return refused_.fetch_add(1, std::memory_order_relaxed);
+    }
     // Under slirp_mu_ (and so before ring_mu_, as in on_send_packet).
     void refuse(const GuestFlow& f, const uint8_t* frame, size_t len) {
-        pool_->count_refusal();
-        if (refused_.fetch_add(1, std::memory_order_relaxed) == 0)
+        if (count_refusal() == 0)
             log::warn(
                 "user network: the VMM pool ({} KiB) has no room for another host socket: "
                 "new connections are reset, new UDP flows, pings and fragments dropped "
@@ -339,13 +343,17 @@ class SlirpBackend final : public NetBackend {
         fragment_second_ = now;
     }
 
+    // An integer socket option of `fd` (-1 if it cannot be read).
+    static int socket_option(int fd, int option) {
+        int value = 0;
+        socklen_t len = sizeof value;
+        return ::getsockopt(fd, SOL_SOCKET, option, &value, &len) == 0 ? value : -1;
+    }
+
     // Caps what the kernel buffers for a socket the guest opened (a peer that never reads
     // would otherwise make it grow to megabytes) and returns what the socket costs the pool.
     uint64_t cap_buffers(int fd) {
-        int type = 0;
-        socklen_t len = sizeof type;
-        const bool stream =
-            ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+        const bool stream = socket_option(fd, SO_TYPE) == SOCK_STREAM;
         const int size = static_cast<int>(stream ? kSlirpKernelBuffer : kSlirpKernelBuffer / 4);
         if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size) != 0 ||
             ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) {
@@ -366,11 +374,7 @@ class SlirpBackend final : public NetBackend {
         if (self->input_ == nullptr) {
             // A forwarded port's connection, accepted on the poll thread (or its listener, at
             // start): its SYN to the guest, which slirp sends next, names its flow.
-            int type = 0, listening = 0;
-            socklen_t len = sizeof type, llen = sizeof listening;
-            if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM &&
-                ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen) == 0 &&
-                listening == 0)
+            if (socket_option(fd, SO_TYPE) == SOCK_STREAM && socket_option(fd, SO_ACCEPTCONN) == 0)
                 self->accepted_fd_ = fd;
             return;
         }
@@ -512,7 +516,7 @@ class SlirpBackend final : public NetBackend {
     const GuestFlow* input_ = nullptr;  // the frame in slirp_input
     uint64_t reservation_ = 0;          // its reserved cost, not yet a socket's
     std::unordered_map<int, HostSocket> sockets_;
-    // What slirp's reassembly may hold of a connection the guest opened.
+    // What slirp's reassembly may hold of a connection (the guest's, or a forwarded port's).
     struct Reorder {
         std::optional<uint32_t> acked;  // slirp's last ACK to the guest
         uint32_t held = 0;
