@@ -93,6 +93,21 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
     return ok();
 }
 
+Result<void> Machine::exit_on_unknown_msrs() {
+    if (!has_feature(features_, Feature::UserSpaceMsr))
+        return fail(ErrorCode::Unsupported,
+                    "this KVM cannot hand a guest's MSR accesses to user space");
+    std::lock_guard lock(vcpu_lock_);
+    if (vcpu_count_.load(std::memory_order_relaxed) != 0)
+        return fail(ErrorCode::BadState, "MSR exits must be enabled before any vCPU is created");
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
+    cap.args[0] = KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL;
+    if (kvm_ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) < 0)
+        return fail_errno(errno, "enabling MSR exits to user space");
+    return ok();
+}
+
 Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed) {
     if (!has_feature(features_, Feature::MsrFilter) ||
         !has_feature(features_, Feature::UserSpaceMsr))

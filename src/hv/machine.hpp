@@ -99,6 +99,11 @@ class Machine {
     /// never filtered. Off unless called; once per machine, before any vCPU is created. Needs
     /// Feature::MsrFilter and Feature::UserSpaceMsr.
     Result<void> restrict_msrs(std::span<const uint32_t> allowed);
+    /// Without a filter: a guest RDMSR or WRMSR of an MSR KVM does not know, or of a value KVM
+    /// refuses, exits with ExitReason::Msr instead of raising #GP in the guest (libnvmm: NVMM
+    /// hands such accesses to its client). Once per machine, before any vCPU; needs
+    /// Feature::UserSpaceMsr. Not combined with restrict_msrs().
+    Result<void> exit_on_unknown_msrs();
 
     /// Maps `size` bytes of host memory at `host` to guest-physical `gpa`. All of gpa, size and
     /// host must be 4 KiB-aligned; the range must not overlap another mapping and must lie within

@@ -204,6 +204,11 @@ void Vcpu::request_stop() noexcept {
     if (tid != 0) ::syscall(SYS_tgkill, ::getpid(), tid, kick_signal());
 }
 
+ExitFlags Vcpu::exit_flags() const noexcept {
+    const auto* run = static_cast<const kvm_run*>(run_);
+    return {run->if_flag != 0, run->ready_for_interrupt_injection != 0, run->cr8};
+}
+
 void Vcpu::request_interrupt_window(bool enable) noexcept {
     static_cast<kvm_run*>(run_)->request_interrupt_window = enable ? 1 : 0;
 }
@@ -255,6 +260,13 @@ Result<void> Vcpu::get_state(uint32_t flags, VcpuState& state) const {
         static_assert(sizeof(kvm_lapic_state) == sizeof(Lapic));
         if (kvm_ioctl(fd, KVM_GET_LAPIC, state.lapic.regs.data()) < 0)
             return fail_errno(errno, "KVM_GET_LAPIC (is there an in-kernel irqchip?)");
+    }
+    if (flags & kStateDebugRegs) {
+        kvm_debugregs d{};
+        if (kvm_ioctl(fd, KVM_GET_DEBUGREGS, &d) < 0) return fail_errno(errno, "KVM_GET_DEBUGREGS");
+        for (size_t i = 0; i < 4; ++i)
+            state.debug.db[i] = d.db[i];
+        state.debug.dr6 = d.dr6, state.debug.dr7 = d.dr7;
     }
     if (flags & kStateEvents) {
         kvm_vcpu_events e{};
@@ -336,6 +348,13 @@ Result<void> Vcpu::set_state(uint32_t flags, const VcpuState& state) {
     if (flags & kStateMpState) {
         kvm_mp_state mp{static_cast<uint32_t>(state.mp_state)};
         if (kvm_ioctl(fd, KVM_SET_MP_STATE, &mp) < 0) return fail_errno(errno, "KVM_SET_MP_STATE");
+    }
+    if (flags & kStateDebugRegs) {
+        kvm_debugregs d{};
+        for (size_t i = 0; i < 4; ++i)
+            d.db[i] = state.debug.db[i];
+        d.dr6 = state.debug.dr6, d.dr7 = state.debug.dr7;
+        if (kvm_ioctl(fd, KVM_SET_DEBUGREGS, &d) < 0) return fail_errno(errno, "KVM_SET_DEBUGREGS");
     }
     if (flags & kStateEvents) {
         const auto& i = state.events;

@@ -17,6 +17,13 @@
 
 namespace vireo::hv {
 
+/// What KVM tells of the interrupt state with every exit, at no cost (the run page).
+struct ExitFlags {
+    bool if_flag = false;              ///< RFLAGS.IF
+    bool ready_for_interrupt = false;  ///< an interrupt injected now would be taken
+    uint64_t cr8 = 0;                  ///< the task priority
+};
+
 class Vcpu {
   public:
     Vcpu(const Vcpu&) = delete;
@@ -65,6 +72,9 @@ class Vcpu {
     Result<void> inject_nmi();
     /// Injects exception `vector` (0..31) with an optional error code.
     Result<void> inject_exception(uint8_t vector, std::optional<uint32_t> error_code = {});
+
+    /// The interrupt state KVM reported with the last exit.
+    ExitFlags exit_flags() const noexcept;
 
     /// Asks for an IrqWindowOpen exit as soon as the guest can take an interrupt.
     void request_interrupt_window(bool enable) noexcept;

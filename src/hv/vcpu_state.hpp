@@ -21,6 +21,9 @@ enum StateFlags : uint32_t {
     kStateEvents = 1u << 8,    ///< pending/injected exception, interrupt, NMI
     kStateMpState = 1u << 9,   ///< runnable / halted / waiting for SIPI
     kStateAll = (1u << 10) - 1,
+    /// DR0-DR3, DR6, DR7. Not part of kStateAll (what a snapshot or reset carries): libnvmm's
+    /// NVMM_X64_STATE_DRS asks for it.
+    kStateDebugRegs = 1u << 10,
 };
 
 struct Gprs {
@@ -60,6 +63,13 @@ struct ControlRegs {
     uint64_t cr0 = 0, cr2 = 0, cr3 = 0, cr4 = 0, cr8 = 0;
     uint64_t efer = 0;
     uint64_t apic_base = 0;
+};
+
+/// Debug registers, at their reset values by default.
+struct DebugRegs {
+    std::array<uint64_t, 4> db{};
+    uint64_t dr6 = 0xffff0ff0;
+    uint64_t dr7 = 0x400;
 };
 
 /// One MSR by index.
@@ -132,6 +142,7 @@ struct VcpuState {
     Lapic lapic;
     Events events;
     MpState mp_state = MpState::Runnable;
+    DebugRegs debug;
 };
 
 /// One CPUID leaf as KVM describes it.
