@@ -8,6 +8,7 @@
 
 #include "base/log.hpp"
 #include "guests/guest_blob.hpp"
+#include "nvmm_loop.hpp"
 #include "raw_kvm.hpp"
 #include "sandbox/sandbox.hpp"
 #include "vmm/flat_vm.hpp"
@@ -117,13 +118,17 @@ int run_exits(const ExitsOptions& o) {
         VireoLoop::create(hv, guest_cpuid_loop(), cpuid_init, hv::ExitReason::Io, user), "cpuid");
     auto raw_pio = check(RawVm::create(guest_pio_loop(), 0, 0, kPort, user), "raw pio");
     auto raw_mmio = check(RawVm::create(guest_mmio_loop(), 0, kMmioAddr, 0, user), "raw mmio");
+    // The same PIO loop through libnvmm's C API (ring 0 only: its set-up is NVMM's own).
+    std::unique_ptr<NvmmLoop> nvmm_pio;
+    if (!user) nvmm_pio = check(NvmmLoop::create(guest_pio_loop(), kPort), "libnvmm pio");
 
     // Warm up every loop (page faults, caches, CPU frequency).
     const uint64_t warm = std::max<uint64_t>(o.iterations / 10, 100);
     check(vireo_pio.loop(warm, o.sandbox), "pio"), check(raw_pio.loop(warm, false), "raw pio");
     check(vireo_mmio.loop(warm, o.sandbox), "mmio"), check(raw_mmio.loop(warm, true), "raw mmio");
+    if (nvmm_pio) check(nvmm_pio->loop(warm), "libnvmm pio");
 
-    std::vector<double> pio, mmio, rpio, rmmio, cpuid;
+    std::vector<double> pio, mmio, rpio, rmmio, cpuid, npio;
     const auto n = static_cast<double>(o.iterations);
     const uint64_t cpuid_reports = std::max<uint64_t>(o.iterations / kCpuidPerReport, 5);
     for (int r = 0; r < o.runs; ++r) {
@@ -147,6 +152,8 @@ int run_exits(const ExitsOptions& o) {
             mmio.push_back(
                 static_cast<double>(check(vireo_mmio.loop(o.iterations, o.sandbox), "mmio")) / n);
         }
+        if (nvmm_pio)
+            npio.push_back(static_cast<double>(check(nvmm_pio->loop(o.iterations), "libnvmm")) / n);
         cpuid.push_back(
             static_cast<double>(check(vireo_cpuid.loop(cpuid_reports, o.sandbox), "cpuid")) /
             static_cast<double>(cpuid_reports * kCpuidPerReport));
@@ -166,6 +173,7 @@ int run_exits(const ExitsOptions& o) {
                     v.median / raw.median, v.min, v.max);
     };
     row("PIO (user space)", sp, srp);
+    if (nvmm_pio) row("PIO through libnvmm", stats(npio), srp);
     row("MMIO (user space)", sm, srm);
     std::printf("%-22s %10.0f %10s %10s %11.0f..%-10.0f\n", "CPUID (in kernel)", sc.median, "-",
                 "-", sc.min, sc.max);
@@ -174,10 +182,11 @@ int run_exits(const ExitsOptions& o) {
             "{\"bench\":\"exits\",\"sandbox\":%s,\"ring\":\"%s\",\"kvm\":\"%s\",\"iterations\":%"
             "llu,\"runs\":%d,"
             "\"pio_ns\":%.1f,\"mmio_ns\":%.1f,\"raw_pio_ns\":%.1f,\"raw_mmio_ns\":%.1f,"
-            "\"cpuid_ns\":%.1f,\"pio_ratio\":%.4f,\"mmio_ratio\":%.4f}\n",
+            "\"cpuid_ns\":%.1f,\"pio_ratio\":%.4f,\"mmio_ratio\":%.4f,\"libnvmm_pio_ns\":%.1f}\n",
             o.sandbox ? "true" : "false", ring, hv.flavor().c_str(),
             static_cast<unsigned long long>(o.iterations), o.runs, sp.median, sm.median, srp.median,
-            srm.median, sc.median, sp.median / srp.median, sm.median / srm.median);
+            srm.median, sc.median, sp.median / srp.median, sm.median / srm.median,
+            npio.empty() ? 0.0 : stats(npio).median);
     }
     return 0;
 }
