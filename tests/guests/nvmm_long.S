@@ -1,6 +1,7 @@
 # libnvmm's long-mode guest (tests/nvmm/nvmm_test.c), entered at 1 MiB in 64-bit mode through
 # setstate from a zeroed state. Device memory (MMIO) at 4 MiB, RAM results at 0x8000. Each step
-# is an instruction form x86 guests use on device memory; OUT to port 0x99 marks the phases.
+# is an instruction form x86 guests use on device memory; then REP OUTSB from paged memory;
+# OUT to port 0x99 marks the phases.
     .code64
     .text
     mov $0x400000, %rbx
@@ -83,6 +84,15 @@
     sete 81(%r15)
     mov %rcx, 84(%r15)
     movsb
+    mov $0x400100, %rsi
+    mov $3, %rcx
+    rep lodsb
+    mov %al, 82(%r15)
+    # REP OUTSB from RAM through the page tables
+    mov $0x8100, %rsi
+    mov $4, %rcx
+    mov $0x3f9, %dx
+    rep outsb
     mov $1, %eax
     out %eax, $0x99
     # MSRs KVM does not know: RDMSR and WRMSR come to the client

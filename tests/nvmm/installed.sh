@@ -49,9 +49,9 @@ flags=${NVMM_CLIENT_FLAGS:-}
 "$cc" -std=c99 -Wall -Wextra -Werror $(pkg-config --cflags nvmm) -fsyntax-only "$client"
 c++ -std=c++17 -Wall -Wextra -Werror $(pkg-config --cflags nvmm) -fsyntax-only -x c++ "$prefix/client.c"
 "$cc" -std=c99 -Wall -Wextra -Werror $flags $(pkg-config --cflags nvmm) "$prefix/client.c" \
-  -o "$prefix/client-shared" $(pkg-config --libs nvmm) -Wl,-rpath,"$lib"
+  -o "$prefix/client-shared" $(pkg-config --libs nvmm) -Wl,-rpath,"$lib" $flags
 "$cc" -std=c99 -Wall -Wextra -Werror $flags $(pkg-config --cflags nvmm) "$prefix/client.c" \
-  -o "$prefix/client-static" -Wl,-Bstatic -lnvmm -Wl,-Bdynamic -L"$lib" -lstdc++ -lpthread
+  -o "$prefix/client-static" -Wl,-Bstatic -lnvmm -Wl,-Bdynamic -L"$lib" -lstdc++ -lpthread $flags
 "$prefix/client-shared"
 "$prefix/client-static"
 ldd "$prefix/client-static" | grep -q libnvmm && { echo "the static client loads libnvmm.so" >&2; exit 1; }

@@ -381,6 +381,7 @@ static void test_long_mode(void) {
     CHECK_ERRNO(nvmm_gva_to_gpa(&mach, &vcpu, 0x8000000000ULL, &gpa, &prot), EFAULT);
 
     nphases = 0;
+    io_count = 0;
     uint64_t r = run_until(&mach, &vcpu, 1000);
     CHECK(r == NVMM_VCPU_EXIT_IO && nphases == 1 && phases[0] == 1, "exit %#llx phases %d",
           (unsigned long long)r, nphases);
@@ -423,6 +424,12 @@ static void test_long_mode(void) {
     CHECK(res[81] == 1 && get32(res + 84) == 0, "REPE CMPSB: equal %d, RCX left %u", res[81],
           get32(res + 84));
     CHECK(ram[0x8208] == dev[0x108], "MOVSB MMIO->RAM %#x %#x", ram[0x8208], dev[0x108]);
+    CHECK(res[82] == 0x33, "REP LODSB left %#x", res[82]);
+    CHECK(io_count == 5, "%d port accesses", io_count);
+    for (int i = 0; i < 4 && i < io_count; i++)
+        CHECK(io_log[i].port == 0x3f9 && !io_log[i].in && io_log[i].value == (uint32_t)"abcd"[i],
+              "REP OUTSB through the page tables, element %d: port %#x value %#x", i,
+              io_log[i].port, io_log[i].value);
 
     /* RDMSR and WRMSR of MSRs KVM does not know come back as exits; the client completes them
      * NVMM's way, through the state and npc. */
