@@ -25,7 +25,7 @@
     mov %es:0x20, %ax
     mov %ax, 0x2008
     mov $0x30, %ebx
-    addr32 mov %es:(%ebx), %eax
+    movl %es:(%ebx), %eax          # 0x66 and 0x67 prefixes in 16-bit code
     mov %eax, 0x200c
     hlt
     .section .note.GNU-stack,"",@progbits
