@@ -98,11 +98,16 @@ Result<void> Machine::exit_on_unknown_msrs() {
         return fail(ErrorCode::Unsupported,
                     "this KVM cannot hand a guest's MSR accesses to user space");
     std::lock_guard lock(vcpu_lock_);
+    return msr_exits_locked(KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL,
+                            "MSR exits must be enabled");
+}
+
+Result<void> Machine::msr_exits_locked(uint64_t reasons, const char* what) {
     if (vcpu_count_.load(std::memory_order_relaxed) != 0)
-        return fail(ErrorCode::BadState, "MSR exits must be enabled before any vCPU is created");
+        return fail(ErrorCode::BadState, "{} before any vCPU is created", what);
     kvm_enable_cap cap{};
     cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
-    cap.args[0] = KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL;
+    cap.args[0] = reasons;
     if (kvm_ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) < 0)
         return fail_errno(errno, "enabling MSR exits to user space");
     return ok();
@@ -137,13 +142,8 @@ Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed) {
         g.count = off + 1;
     }
     std::lock_guard lock(vcpu_lock_);
-    if (vcpu_count_.load(std::memory_order_relaxed) != 0)
-        return fail(ErrorCode::BadState, "MSRs must be restricted before any vCPU is created");
-    kvm_enable_cap cap{};
-    cap.cap = KVM_CAP_X86_USER_SPACE_MSR;
-    cap.args[0] = KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN;
-    if (kvm_ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) < 0)
-        return fail_errno(errno, "enabling MSR exits to user space");
+    VIREO_TRY(msr_exits_locked(KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN,
+                               "MSRs must be restricted"));
     kvm_msr_filter filter{};
     filter.flags = KVM_MSR_FILTER_DEFAULT_DENY;
     for (size_t i = 0; i < groups.size(); ++i) {

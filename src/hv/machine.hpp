@@ -166,6 +166,8 @@ class Machine {
     Result<void> check_slot(SlotId slot) const;
     Result<void> ioevent(const IoEvent& event, bool remove);
     Result<void> need_irqchip(const char* what) const;
+    /// With vcpu_lock_ held: KVM hands the guest MSR accesses `reasons` names to user space.
+    Result<void> msr_exits_locked(uint64_t reasons, const char* what);
 
     UniqueFd fd_;
     MachineConfig config_;

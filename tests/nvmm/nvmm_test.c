@@ -168,6 +168,14 @@ static void init_seg(struct nvmm_x64_state_seg *seg, int type, int sel) {
     seg->base = 0;
 }
 
+/* A machine with vCPU 0, whose assists call the client's devices above. */
+static void new_machine(struct nvmm_machine *mach, struct nvmm_vcpu *vcpu) {
+    CHECK(nvmm_machine_create(mach) == 0, "errno %d", errno);
+    CHECK(nvmm_vcpu_create(mach, 0, vcpu) == 0, "errno %d", errno);
+    CHECK(nvmm_vcpu_configure(mach, vcpu, NVMM_VCPU_CONF_CALLBACKS, &callbacks) == 0, "errno %d",
+          errno);
+}
+
 /* ---- the tests ------------------------------------------------------------------------- */
 
 static void test_capability(void) {
@@ -236,10 +244,7 @@ static void test_bad_arguments(void) {
 static void test_real_mode(void) {
     struct nvmm_machine mach;
     struct nvmm_vcpu vcpu;
-    CHECK(nvmm_machine_create(&mach) == 0, "errno %d", errno);
-    CHECK(nvmm_vcpu_create(&mach, 0, &vcpu) == 0, "errno %d", errno);
-    CHECK(nvmm_vcpu_configure(&mach, &vcpu, NVMM_VCPU_CONF_CALLBACKS, &callbacks) == 0, "errno %d",
-          errno);
+    new_machine(&mach, &vcpu);
     uint8_t *ram = map_ram(&mach, 0x10000);
     memcpy(ram + 0x1000, vireo_guest_nvmm_real_start,
            (size_t)(vireo_guest_nvmm_real_end - vireo_guest_nvmm_real_start));
@@ -351,10 +356,7 @@ static void enter_long_mode(struct nvmm_machine *mach, struct nvmm_vcpu *vcpu, u
 static void test_long_mode(void) {
     struct nvmm_machine mach;
     struct nvmm_vcpu vcpu;
-    CHECK(nvmm_machine_create(&mach) == 0, "errno %d", errno);
-    CHECK(nvmm_vcpu_create(&mach, 0, &vcpu) == 0, "errno %d", errno);
-    CHECK(nvmm_vcpu_configure(&mach, &vcpu, NVMM_VCPU_CONF_CALLBACKS, &callbacks) == 0, "errno %d",
-          errno);
+    new_machine(&mach, &vcpu);
     uint8_t *ram = map_ram(&mach, 0x200000);
     memcpy(ram + 0x100000, vireo_guest_nvmm_long_start,
            (size_t)(vireo_guest_nvmm_long_end - vireo_guest_nvmm_long_start));
@@ -491,10 +493,7 @@ static void test_long_mode(void) {
 static void test_overwrite_after_exit(void) {
     struct nvmm_machine mach;
     struct nvmm_vcpu vcpu;
-    CHECK(nvmm_machine_create(&mach) == 0, "errno %d", errno);
-    CHECK(nvmm_vcpu_create(&mach, 0, &vcpu) == 0, "errno %d", errno);
-    CHECK(nvmm_vcpu_configure(&mach, &vcpu, NVMM_VCPU_CONF_CALLBACKS, &callbacks) == 0, "errno %d",
-          errno);
+    new_machine(&mach, &vcpu);
     uint8_t *ram = map_ram(&mach, 0x200000);
     /* at 0x1000: in (%dx),%al ; hlt      at 0x2000: mov $0x99,%al ; hlt */
     static const uint8_t in_hlt[] = {0xec, 0xf4}, other[] = {0xb0, 0x99, 0xf4};
