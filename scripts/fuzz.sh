@@ -2,7 +2,8 @@
 # Runs vireo's libFuzzer targets (fuzz/): the descriptor-chain parser, the virtio-mmio register
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
 # path, the control API's request parser, the snapshot file parser, the live-migration
-# stream's receiving side, the PCI bus (configuration ports, BARs, MSI-X), the CPU template
+# stream's receiving side, the PCI bus (configuration ports, BARs, MSI-X), the interrupt
+# controllers (I/O APIC, 8259A pair, 8254 PIT), the CPU template
 # parser and the device options (disks, nets, vsock, shm, I/O limits), each for SECONDS (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
@@ -20,7 +21,7 @@ fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
 printf '%-14s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock api snapshot migration pci cpu_template device_options; do
+for t in virtqueue mmio blk net vsock api snapshot migration pci irqchip cpu_template device_options; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
