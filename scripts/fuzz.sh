@@ -3,7 +3,7 @@
 # interface, the virtio-blk request path, the virtio-net frame path and the virtio-vsock packet
 # path, the control API's request parser, the snapshot file parser, the live-migration
 # stream's receiving side, the PCI bus (configuration ports, BARs, MSI-X), the interrupt
-# controllers (I/O APIC, 8259A pair, 8254 PIT), the CPU template
+# controllers (I/O APIC, 8259A pair, 8254 PIT), libnvmm's page walk, the CPU template
 # parser and the device options (disks, nets, vsock, shm, I/O limits), each for SECONDS (default 300), with ASan/UBSan.
 # Corpora persist in ~/.cache/vireo/fuzz/NAME (outside the repo); crashes are saved there as
 # crash-* and make this script fail. Prints executions and crashes per target.
@@ -21,7 +21,7 @@ fi
 cache=${VIREO_CACHE:-$HOME/.cache/vireo}/fuzz
 status=0
 printf '%-14s %12s %10s %8s\n' target executions exec/s crashes
-for t in virtqueue mmio blk net vsock api snapshot migration pci irqchip cpu_template device_options; do
+for t in virtqueue mmio blk net vsock api snapshot migration pci irqchip nvmm_walk cpu_template device_options; do
   dir=$cache/$t
   mkdir -p "$dir/corpus"
   log=$dir/last.log
@@ -31,6 +31,7 @@ for t in virtqueue mmio blk net vsock api snapshot migration pci irqchip cpu_tem
   [ $t = cpu_template ] && max_len=2048  # past its 1 KiB limit
   [ $t = snapshot ] && max_len=262144
   [ $t = migration ] && max_len=262144
+  [ $t = nvmm_walk ] && max_len=65576  # five levels of tables anywhere in its 64 KiB
   set +e
   ASAN_OPTIONS=detect_leaks=1 "$build/fuzz/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 \
     -artifact_prefix="$dir/" -max_len=$max_len "$dir/corpus" >"$log" 2>&1

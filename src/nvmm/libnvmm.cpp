@@ -33,6 +33,7 @@
 #include "hv/machine.hpp"
 #include "hv/vcpu.hpp"
 #include "nvmm/nvmm.h"
+#include "nvmm/page_walk.hpp"
 #include "nvmm/state.hpp"
 
 namespace vireo::nvmm {
@@ -231,8 +232,9 @@ Result<void> flush(VcpuImpl& v, bool client_sets_gprs) {
 Result<void> fetch(VcpuImpl& v, uint64_t flags) {
     const uint64_t missing = flags & ~v.comm.state_cached;
     if (missing == 0) return ok();
-    // After an assist the state the client asks for is the one past the instruction.
-    if (v.assisted) VIREO_TRY(flush(v, false));
+    // After an assist the registers the client asks for are the ones past the instruction
+    // (KVM's completion touches nothing else of the state).
+    if (v.assisted && (missing & NVMM_X64_STATE_GPRS)) VIREO_TRY(flush(v, false));
     const uint32_t parts = kvm_parts(missing);
     if (parts & hv::kStateMsrs) list_state_msrs(v.scratch);
     VIREO_TRY(v.hv->get_state(parts, v.scratch));
@@ -277,6 +279,14 @@ Result<void> commit(VcpuImpl& v) {
     VIREO_TRY(v.hv->set_state(write, v.scratch));
     v.comm.state_commit = 0;
     return ok();
+}
+
+// An assist ran: KVM will finish the instruction, so registers read before are stale (unless
+// the client set its own, which win).
+void assisted(VcpuImpl& v) {
+    v.assisted = true;
+    if (!(v.comm.state_commit & NVMM_X64_STATE_GPRS))
+        v.comm.state_cached &= ~uint64_t{NVMM_X64_STATE_GPRS};
 }
 
 bool has_error_code(uint8_t vector) {
@@ -402,84 +412,16 @@ void translate(VcpuImpl& v, const hv::Exit& x) {
 
 // ---- guest page tables ------------------------------------------------------------------------
 
-std::optional<uint64_t> read_gpa64(MachineImpl& m, gpaddr_t gpa) {
+// `size` (4 or 8) bytes of guest-physical memory the client mapped, or nothing.
+std::optional<uint64_t> read_gpa(MachineImpl& m, gpaddr_t gpa, unsigned size) {
     std::lock_guard lock(m.mu);
     for (const auto& map : m.maps)
-        if (gpa >= map.gpa && gpa - map.gpa <= map.size - 8) {
-            uint64_t v;
-            std::memcpy(&v, reinterpret_cast<const void*>(map.hva + (gpa - map.gpa)), 8);
+        if (gpa >= map.gpa && gpa - map.gpa <= map.size - size) {
+            uint64_t v = 0;
+            std::memcpy(&v, reinterpret_cast<const void*>(map.hva + (gpa - map.gpa)), size);
             return v;
         }
     return std::nullopt;
-}
-
-int walk(MachineImpl& m, const nvmm_x64_state& s, gvaddr_t gva, gpaddr_t* gpa, nvmm_prot_t* prot) {
-    constexpr uint64_t kCr0Pg = 1u << 31, kCr4Pse = 1u << 4, kCr4Pae = 1u << 5, kCr4La57 = 1u << 12,
-                       kEferLma = 1u << 10, kEferNxe = 1u << 11;
-    const uint64_t cr0 = s.crs[NVMM_X64_CR_CR0], cr4 = s.crs[NVMM_X64_CR_CR4];
-    const uint64_t efer = s.msrs[NVMM_X64_MSR_EFER];
-    nvmm_prot_t p = NVMM_PROT_ALL;
-    if (!(cr0 & kCr0Pg)) {
-        *gpa = gva & ((efer & kEferLma) ? ~uint64_t{0} : 0xffffffffu);
-        *prot = p;
-        return 0;
-    }
-    const bool pae = cr4 & kCr4Pae;
-    const bool nx = (efer & kEferNxe) != 0;
-    const uint64_t addr_mask = 0x000ffffffffff000ull;
-    int levels;
-    uint64_t table;
-    if (!pae) {
-        levels = 2;
-        table = s.crs[NVMM_X64_CR_CR3] & 0xfffff000u;
-        gva &= 0xffffffffu;
-    } else if (!(efer & kEferLma)) {
-        // PAE: CR3 points at four PDPTEs.
-        const auto pdpte =
-            read_gpa64(m, (s.crs[NVMM_X64_CR_CR3] & 0xffffffe0u) + ((gva >> 30) & 3) * 8);
-        if (!pdpte) return fail(EFAULT);
-        if (!(*pdpte & 1)) return fail(EFAULT);
-        levels = 2;
-        table = *pdpte & addr_mask;
-        gva &= 0xffffffffu;
-    } else {
-        levels = (cr4 & kCr4La57) ? 5 : 4;
-        table = s.crs[NVMM_X64_CR_CR3] & addr_mask;
-    }
-    for (int level = levels; level >= 1; --level) {
-        uint64_t entry;
-        int shift;
-        if (!pae) {
-            shift = 12 + 10 * (level - 1);
-            const uint64_t idx = (gva >> shift) & 0x3ff;
-            const auto e = read_gpa64(m, table + idx * 4);
-            if (!e) return fail(EFAULT);
-            entry = *e & 0xffffffffu;
-        } else {
-            shift = 12 + 9 * (level - 1);
-            const uint64_t idx = (gva >> shift) & 0x1ff;
-            const auto e = read_gpa64(m, table + idx * 8);
-            if (!e) return fail(EFAULT);
-            entry = *e;
-        }
-        if (!(entry & 1)) return fail(EFAULT);
-        if (!(entry & 2)) p &= ~nvmm_prot_t{NVMM_PROT_WRITE};
-        if (!(entry & 4)) p &= ~nvmm_prot_t{NVMM_PROT_USER};
-        if (nx && (entry >> 63)) p &= ~nvmm_prot_t{NVMM_PROT_EXEC};
-        const bool large = level > 1 && (entry & 0x80) && (pae || (cr4 & kCr4Pse));
-        if (level == 1 || large) {
-            uint64_t base;
-            if (!pae && large)  // a 4 MiB page: bits 13-20 are address bits 32-39
-                base = (entry & 0xffc00000u) | ((entry & 0x1fe000u) << 19);
-            else
-                base = entry & addr_mask & ~((uint64_t{1} << shift) - 1);
-            *gpa = base | (gva & ((uint64_t{1} << shift) - 1));
-            *prot = p;
-            return 0;
-        }
-        table = pae ? (entry & addr_mask) : (entry & 0xfffff000u);
-    }
-    return fail(EFAULT);
 }
 
 }  // namespace
@@ -839,7 +781,12 @@ int nvmm_gva_to_gpa(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, gvaddr_t 
     return guarded([&] {
         if (auto r = fetch(*v, NVMM_X64_STATE_CRS | NVMM_X64_STATE_MSRS); !r)
             return fail(r.error());
-        return walk(*m, v->comm.state, gva, gpa, prot);
+        const auto r = walk_page_tables(
+            v->comm.state, gva, [m](uint64_t at, unsigned size) { return read_gpa(*m, at, size); });
+        if (!r) return fail(EFAULT);
+        *gpa = r->gpa;
+        *prot = r->prot;
+        return 0;
     });
 }
 
@@ -857,7 +804,7 @@ int nvmm_assist_io(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
         nvmm_io cb{mach, vcpu, io.port, !io.write, io.size, io.data_ + size_t{i} * io.size};
         vcpu->cbs.io(&cb);
     }
-    v->assisted = true;
+    assisted(*v);
     return 0;
 }
 
@@ -873,7 +820,7 @@ int nvmm_assist_mem(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
     const hv::MmioExit& mm = v->last.mmio;
     nvmm_mem cb{mach, vcpu, mm.gpa, mm.write, mm.len, mm.data_};
     vcpu->cbs.mem(&cb);
-    v->assisted = true;
+    assisted(*v);
     return 0;
 }
 

@@ -93,7 +93,17 @@ static uint8_t dev[0x1000];
 static int mem_reads, mem_writes;
 static uint64_t real_mmio_write_gpa, real_mmio_write_val;
 
+static uint64_t ro_write_gpa, ro_write_val;
+
 static void mem_cb(struct nvmm_mem *mem) {
+    if (mem->gpa >= 0x300000 && mem->gpa < 0x301000) { /* a read-only page's writes */
+        CHECK(mem->write, "read of the read-only page at %#llx exited",
+              (unsigned long long)mem->gpa);
+        ro_write_gpa = mem->gpa;
+        ro_write_val = 0;
+        memcpy(&ro_write_val, mem->data, mem->size);
+        return;
+    }
     if (mem->gpa >= 0x10000 && mem->gpa < 0x11000) { /* the real-mode guest's window */
         if (mem->write) {
             real_mmio_write_gpa = mem->gpa;
@@ -530,6 +540,10 @@ static void test_overwrite_after_exit(void) {
     CHECK(nvmm_vcpu_setstate(&mach, &vcpu, NVMM_X64_STATE_GPRS) == 0, "errno %d", errno);
     CHECK(nvmm_vcpu_run(&mach, &vcpu) == 0 && vcpu.exit->reason == NVMM_VCPU_EXIT_IO, "exit %#llx",
           (unsigned long long)vcpu.exit->reason);
+    /* Read before the assist: still at the IN; after it: past it, even though cached. */
+    CHECK(nvmm_vcpu_getstate(&mach, &vcpu, NVMM_X64_STATE_GPRS) == 0 &&
+              vcpu.state->gprs[NVMM_X64_GPR_RIP] == 0x1000,
+          "RIP %#llx", (unsigned long long)vcpu.state->gprs[NVMM_X64_GPR_RIP]);
     CHECK(nvmm_assist_io(&mach, &vcpu) == 0, "errno %d", errno);
     CHECK(nvmm_vcpu_getstate(&mach, &vcpu, NVMM_X64_STATE_GPRS) == 0, "errno %d", errno);
     CHECK((vcpu.state->gprs[NVMM_X64_GPR_RAX] & 0xff) == 0x5a &&
@@ -594,6 +608,49 @@ static void test_two_vcpus_and_stop(void) {
     munmap(ram, 0x200000);
 }
 
+/* A mapping without NVMM_PROT_WRITE: reads come from memory, writes exit as MEMORY with
+ * NVMM_PROT_WRITE and do not reach it. Then a triple fault ends in NVMM_VCPU_EXIT_SHUTDOWN. */
+static void test_readonly_and_shutdown(void) {
+    struct nvmm_machine mach;
+    struct nvmm_vcpu vcpu;
+    new_machine(&mach, &vcpu);
+    uint8_t *ram = map_ram(&mach, 0x200000);
+    uint8_t *ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    put32(ro, 0x600dbeef);
+    CHECK(nvmm_hva_map(&mach, (uintptr_t)ro, 4096) == 0, "errno %d", errno);
+    CHECK(nvmm_gpa_map(&mach, (uintptr_t)ro, 0x300000, 4096, NVMM_PROT_READ | NVMM_PROT_EXEC) == 0,
+          "errno %d", errno);
+    /* mov 0x300000,%eax ; mov %eax,0x8000 ; movl $0x55,0x300004 ; hlt    at 0x1100: ud2 */
+    static const uint8_t code[] = {0x8b, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00, 0x89, 0x04, 0x25,
+                                   0x00, 0x80, 0x00, 0x00, 0xc7, 0x04, 0x25, 0x04, 0x00, 0x30,
+                                   0x00, 0x55, 0x00, 0x00, 0x00, 0xf4};
+    memcpy(ram + 0x1000, code, sizeof code);
+    ram[0x1100] = 0x0f;
+    ram[0x1101] = 0x0b;
+    enter_long_mode(&mach, &vcpu, ram, 0x1000);
+    CHECK(nvmm_vcpu_run(&mach, &vcpu) == 0 && vcpu.exit->reason == NVMM_VCPU_EXIT_MEMORY &&
+              vcpu.exit->u.mem.gpa == 0x300004 && vcpu.exit->u.mem.prot == NVMM_PROT_WRITE,
+          "exit %#llx gpa %#llx prot %d", (unsigned long long)vcpu.exit->reason,
+          (unsigned long long)vcpu.exit->u.mem.gpa, vcpu.exit->u.mem.prot);
+    CHECK(nvmm_assist_mem(&mach, &vcpu) == 0, "errno %d", errno);
+    CHECK(nvmm_vcpu_run(&mach, &vcpu) == 0 && vcpu.exit->reason == NVMM_VCPU_EXIT_HALTED,
+          "exit %#llx", (unsigned long long)vcpu.exit->reason);
+    CHECK(get32(ram + 0x8000) == 0x600dbeef, "read of the read-only page gave %#x",
+          get32(ram + 0x8000));
+    CHECK(ro_write_gpa == 0x300004 && ro_write_val == 0x55 && get32(ro + 4) == 0,
+          "write %#llx=%#llx, memory now %#x", (unsigned long long)ro_write_gpa,
+          (unsigned long long)ro_write_val, get32(ro + 4));
+    /* UD2 with no handlers: #UD, then #DF, then the triple fault. */
+    CHECK(nvmm_vcpu_getstate(&mach, &vcpu, NVMM_X64_STATE_GPRS) == 0, "errno %d", errno);
+    vcpu.state->gprs[NVMM_X64_GPR_RIP] = 0x1100;
+    CHECK(nvmm_vcpu_setstate(&mach, &vcpu, NVMM_X64_STATE_GPRS) == 0, "errno %d", errno);
+    CHECK(nvmm_vcpu_run(&mach, &vcpu) == 0 && vcpu.exit->reason == NVMM_VCPU_EXIT_SHUTDOWN,
+          "exit %#llx", (unsigned long long)vcpu.exit->reason);
+    CHECK(nvmm_machine_destroy(&mach) == 0, "errno %d", errno);
+    munmap(ro, 4096);
+    munmap(ram, 0x200000);
+}
+
 static int open_fds(void) {
     int n = 0;
     DIR *d = opendir("/proc/self/fd");
@@ -632,6 +689,7 @@ int main(void) {
     test_long_mode();
     test_overwrite_after_exit();
     test_two_vcpus_and_stop();
+    test_readonly_and_shutdown();
     test_many_machines();
     if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
     else printf("libnvmm: all checks passed\n");

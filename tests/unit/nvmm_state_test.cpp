@@ -131,3 +131,122 @@ TEST(NvmmState, HvPartsCoverWhatKvmSetsTogether) {
 
 }  // namespace
 }  // namespace vireo::nvmm
+
+// ---- nvmm_gva_to_gpa's page walk ----------------------------------------------------------
+
+#include <map>
+
+#include "nvmm/page_walk.hpp"
+
+namespace vireo::nvmm {
+namespace {
+
+// Guest memory as a sparse map of 8-byte-aligned words.
+struct Memory {
+    std::map<uint64_t, uint64_t> words;
+    void put64(uint64_t gpa, uint64_t v) { words[gpa] = v; }
+    void put32(uint64_t gpa, uint32_t v) {
+        uint64_t& w = words[gpa & ~7ull];
+        const unsigned shift = (gpa & 4) ? 32 : 0;
+        w = (w & ~(0xffffffffull << shift)) | (uint64_t{v} << shift);
+    }
+    ReadGuest reader() const {
+        return [this](uint64_t gpa, unsigned size) -> std::optional<uint64_t> {
+            if (gpa >= (1ull << 32)) return std::nullopt;  // no memory up there
+            const auto it = words.find(gpa & ~7ull);
+            const uint64_t w = it == words.end() ? 0 : it->second;
+            if (size == 8) return w;
+            return (gpa & 4) ? w >> 32 : w & 0xffffffffu;
+        };
+    }
+};
+
+nvmm_x64_state paging(uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer) {
+    nvmm_x64_state s{};
+    s.crs[NVMM_X64_CR_CR0] = cr0;
+    s.crs[NVMM_X64_CR_CR3] = cr3;
+    s.crs[NVMM_X64_CR_CR4] = cr4;
+    s.msrs[NVMM_X64_MSR_EFER] = efer;
+    return s;
+}
+
+TEST(NvmmPageWalk, NoPagingIsIdentity) {
+    Memory m;
+    auto r = walk_page_tables(paging(1, 0, 0, 0), 0x1234'5678'9abcull, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x5678'9abcu);  // 32-bit addresses without long mode
+    EXPECT_EQ(r->prot, uint64_t{NVMM_PROT_ALL});
+}
+
+TEST(NvmmPageWalk, FourLevelWithSmallLargeAndHugePagesAndProtections) {
+    Memory m;
+    const uint64_t nx = 1ull << 63;
+    m.put64(0x1000, 0x2000 | 7);               // PML4[0] -> PDPT, user, writable
+    m.put64(0x2000, 0x3000 | 7);               // PDPT[0] -> PD
+    m.put64(0x2008, 0x40000000 | 0x83);        // PDPT[1]: a 1 GiB page, supervisor
+    m.put64(0x3000, 0x4000 | 5);               // PD[0] -> PT, read-only
+    m.put64(0x3008, 0x200000 | 0x87);          // PD[1]: a 2 MiB page
+    m.put64(0x4000 + 5 * 8, 0x9000 | 7 | nx);  // PT[5]: 4 KiB at 0x9000, no execute
+    const auto s = paging(0x80000001, 0x1000, 0x20, 0x500 | 0x800);  // LMA LME NXE
+    auto r = walk_page_tables(s, 0x5123, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x9123u);
+    EXPECT_EQ(r->prot, uint64_t{NVMM_PROT_READ | NVMM_PROT_USER});  // PD read-only, PT no-exec
+    r = walk_page_tables(s, 0x212345, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x212345u);
+    EXPECT_EQ(r->prot, uint64_t{NVMM_PROT_ALL});
+    r = walk_page_tables(s, 0x4567'8901, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x4567'8901u);
+    EXPECT_EQ(r->prot, uint64_t{NVMM_PROT_READ | NVMM_PROT_WRITE | NVMM_PROT_EXEC});
+    EXPECT_FALSE(walk_page_tables(s, 0x6000, m.reader()));          // PT[6] not present
+    EXPECT_FALSE(walk_page_tables(s, 0x80'0000'0000, m.reader()));  // PML4[1] not present
+}
+
+TEST(NvmmPageWalk, FiveLevelPaging) {
+    Memory m;
+    m.put64(0x1000, 0x2000 | 3);  // PML5[0]
+    m.put64(0x2000, 0x3000 | 3);  // PML4[0]
+    m.put64(0x3000, 0x4000 | 3);  // PDPT[0]
+    m.put64(0x4000, 0x0 | 0x83);  // PD[0]: 2 MiB at 0
+    auto r = walk_page_tables(paging(0x80000001, 0x1000, 0x20 | 0x1000, 0x500), 0x1234, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x1234u);
+}
+
+TEST(NvmmPageWalk, PaeAndThirtyTwoBitPaging) {
+    Memory m;
+    // PAE: PDPTE[1] -> PD at 0x5000, PD[0] -> PT at 0x6000, PT[2] -> 0x7000.
+    m.put64(0x1008, 0x5000 | 1);
+    m.put64(0x5000, 0x6000 | 3);
+    m.put64(0x6010, 0x7000 | 3);
+    auto r = walk_page_tables(paging(0x80000001, 0x1000, 0x20, 0), 0x4000'2abc, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x7abcu);
+    // 32-bit: PD at 0x8000; PDE[1] a 4 MiB page at 0x1'0040'0000 (PSE-36 bits), PDE[0] -> PT.
+    m.put32(0x8004, 0x00400000 | (0x1u << 13) | 0x87);
+    m.put32(0x8000, 0x9000 | 3);
+    m.put32(0x9000 + 3 * 4, 0xa000 | 1);  // read-only
+    auto s = paging(0x80000001, 0x8000, 0x10, 0);
+    r = walk_page_tables(s, 0x0041'2345, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0x1'0041'2345u);
+    r = walk_page_tables(s, 0x3456, m.reader());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->gpa, 0xa456u);
+    EXPECT_EQ(r->prot, uint64_t{NVMM_PROT_READ | NVMM_PROT_EXEC});
+    // Without CR4.PSE the large bit means nothing: PDE[1]'s frame is a page table.
+    s.crs[NVMM_X64_CR_CR4] = 0;
+    r = walk_page_tables(s, 0x0040'0000, m.reader());
+    EXPECT_FALSE(r && r->gpa == 0x1'0040'0000u);
+}
+
+TEST(NvmmPageWalk, TablesOutsideMemoryFailCleanly) {
+    Memory m;
+    m.put64(0x1000, 0x1'0000'0000ull | 3);  // PML4[0] points past the guest's memory
+    EXPECT_FALSE(walk_page_tables(paging(0x80000001, 0x1000, 0x20, 0x500), 0x1000, m.reader()));
+}
+
+}  // namespace
+}  // namespace vireo::nvmm
