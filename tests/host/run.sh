@@ -30,7 +30,8 @@
 # VIREO_TEST_HOST_RETRIES=N (default 2) and VIREO_TEST_HOST_READY_SECS=S (default 120): how
 # often a failed host (or a command failed by an L2 guest's triple fault) is booted again, and
 # how long it may take to come up.
-# Inside, PATH has /opt/vireo/bin (vireo, vireo-bench, test binaries), VIREO_GUEST_DIR=/guest.
+# Inside, PATH has /opt/vireo/bin (vireo, vireo-bench, test binaries), VIREO_GUEST_DIR=/guest,
+# LD_LIBRARY_PATH=/opt/vireo/lib (libraries of the build a binary loads, e.g. libnvmm).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=$repo/build
@@ -123,8 +124,12 @@ add_binary() {  # add_binary PATH [DEST_DIR]
   mkdir -p "$root${2:-/opt/vireo/bin}"
   strip -o "$root${2:-/opt/vireo/bin}/$(basename "$1")" "$1"
   ldd "$1" | awk '/=> \// {print $3} /^[ \t]*\/lib/ {print $1}' | while read -r lib; do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
+    case $lib in
+      /lib/* | /lib64/* | /usr/*) mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib" ;;
+      # A library of the build (libnvmm) keeps its name but not its place: the build may sit
+      # under /tmp, which the host mounts a tmpfs over. The host's LD_LIBRARY_PATH finds it.
+      *) mkdir -p "$root/opt/vireo/lib"; cp -L "$lib" "$root/opt/vireo/lib/" ;;
+    esac
   done
 }
 add_binary /usr/bin/unshare /usr/bin  # network namespaces for tap tests (util-linux)
@@ -206,7 +211,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "vireo test host: no cgroup2"
 for m in irqbypass kvm kvm-amd tun $(cat /extra_mods); do insmod /lib/modules/$m.ko || echo "vireo test host: insmod $m failed"; done
 ip link set lo up
 if [ -e /netaddr ]; then ip link set eth0 up && ip addr add "$(cat /netaddr)" dev eth0 || echo "vireo test host: no eth0"; fi
-export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root
+export PATH=/opt/vireo/bin:$PATH VIREO_GUEST_DIR=/guest HOME=/root LD_LIBRARY_PATH=/opt/vireo/lib
 cd /opt/vireo
 if [ -c /dev/kvm ]; then
   echo "VIREO-HOST-READY $(cut -d' ' -f1 /proc/uptime)s"
