@@ -168,6 +168,12 @@ long_migration() {
   pm=$!
   sleep 2
 }
+# sending: the migration out of d.sock is past its handshake (it has sent pages).
+sending() {
+  b=$("$vireo" api "$work/d.sock" migrate.status 2>/dev/null | tr -d ' \n' |
+    sed -n 's/.*"bytes":\([0-9]*\).*/\1/p')
+  [ "${b:-0}" -gt 0 ]
+}
 # failed_runs_on OUT WHAT: the interrupted migration (its output in OUT) failed with a reason,
 # and the source counts on.
 failed_runs_on() {
@@ -206,6 +212,9 @@ if command -v socat >/dev/null; then
   pids="$pids $prelay"
   within 10 test -S "$work/relay.sock" || bad "the relay did not listen"
   long_migration cut "$work/m8.out" "unix:$work/relay.sock"
+  # Cut once pages flow: before, the source waits for the destination's answer to its hello
+  # (which may take 120 s: it builds the machine), and a slow host (ASan) may still be there.
+  within 60 sending || bad "the migration through the relay sent no page in 60 s"
   kill -STOP $prelay
   reap $pm "the migration over a cut connection" 90
   failed_runs_on "$work/m8.out" "a connection cut silently"
