@@ -26,6 +26,25 @@ class Device {
     virtual void restore(snapshot::Decoder&) {}
 };
 
+/// One range of a device that decodes several (the PIC's and the PIT's port ranges) as a bus
+/// sees it: offsets from `base` become the absolute addresses `Target` decodes.
+template <class Target>
+class RangeView final : public Device {
+  public:
+    RangeView(Target& target, uint64_t base) : target_(target), base_(base) {}
+    const char* name() const noexcept override { return target_.name(); }
+    void read(uint64_t offset, std::span<uint8_t> data) override {
+        target_.read(base_ + offset, data);
+    }
+    void write(uint64_t offset, std::span<const uint8_t> data) override {
+        target_.write(base_ + offset, data);
+    }
+
+  private:
+    Target& target_;
+    uint64_t base_;
+};
+
 /// An interrupt line the device can drive (level). Implemented by the VMM over KVM.
 class IrqLine {
   public:

@@ -310,6 +310,19 @@ TEST(Pic, OddPortsAndSnapshot) {
     EXPECT_FALSE(bd.finish());
 }
 
+TEST(Pic, RangeViewsMapBusOffsetsToPorts) {
+    Output out;
+    Pic pic(out);
+    PicPorts secondary(pic, Pic::kSecondaryPort);
+    uint8_t mask = 0x5a;
+    secondary.write(1, {&mask, 1});  // port 0xa1: the secondary's mask
+    EXPECT_EQ(pic.port_read(0xa1), 0x5a);
+    uint8_t v = 0;
+    secondary.read(1, {&v, 1});
+    EXPECT_EQ(v, 0x5a);
+    EXPECT_STREQ(secondary.name(), "pic");
+}
+
 // ---- 8254 PIT ----------------------------------------------------------------------------------
 
 struct FakeClock final : Clock {

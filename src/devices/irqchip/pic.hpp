@@ -36,7 +36,7 @@ class Pic final : public Device {
 
     const char* name() const noexcept override { return "pic"; }
     /// Port accesses with `offset` the absolute port number (each byte of a wider access is the
-    /// next port); a bus attaches PicPorts views at the three ranges.
+    /// next port); a bus attaches PicPorts views (RangeView) at the three ranges.
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
     /// The same, by absolute port number (0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1).
@@ -90,21 +90,7 @@ class Pic final : public Device {
     bool output_ = false;
 };
 
-/// One of the PIC's three port ranges as a bus sees it (offsets from `base`).
-class PicPorts final : public Device {
-  public:
-    PicPorts(Pic& pic, uint16_t base) : pic_(pic), base_(base) {}
-    const char* name() const noexcept override { return "pic"; }
-    void read(uint64_t offset, std::span<uint8_t> data) override {
-        pic_.read(base_ + offset, data);
-    }
-    void write(uint64_t offset, std::span<const uint8_t> data) override {
-        pic_.write(base_ + offset, data);
-    }
-
-  private:
-    Pic& pic_;
-    uint16_t base_;
-};
+/// One of the PIC's three port ranges as a bus sees it.
+using PicPorts = RangeView<Pic>;
 
 }  // namespace vireo::devices::irqchip

@@ -53,7 +53,7 @@ class Pit final : public Device {
 
     const char* name() const noexcept override { return "pit"; }
     /// Port accesses with `offset` the absolute port number (0x40-0x43, 0x61); a bus attaches
-    /// PitPorts views.
+    /// PitPorts views (RangeView).
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
@@ -106,20 +106,6 @@ class Pit final : public Device {
 };
 
 /// The PIT's ports as a bus sees them: 0x40-0x43 (base 0x40) or 0x61 (base 0x61).
-class PitPorts final : public Device {
-  public:
-    PitPorts(Pit& pit, uint16_t base) : pit_(pit), base_(base) {}
-    const char* name() const noexcept override { return "pit"; }
-    void read(uint64_t offset, std::span<uint8_t> data) override {
-        pit_.read(base_ + offset, data);
-    }
-    void write(uint64_t offset, std::span<const uint8_t> data) override {
-        pit_.write(base_ + offset, data);
-    }
-
-  private:
-    Pit& pit_;
-    uint16_t base_;
-};
+using PitPorts = RangeView<Pit>;
 
 }  // namespace vireo::devices::irqchip
