@@ -206,7 +206,7 @@ void Vcpu::request_stop() noexcept {
 
 ExitFlags Vcpu::exit_flags() const noexcept {
     const auto* run = static_cast<const kvm_run*>(run_);
-    return {run->if_flag != 0, run->ready_for_interrupt_injection != 0, run->cr8};
+    return {run->if_flag != 0, run->cr8};
 }
 
 void Vcpu::request_interrupt_window(bool enable) noexcept {
@@ -349,13 +349,7 @@ Result<void> Vcpu::set_state(uint32_t flags, const VcpuState& state) {
         kvm_mp_state mp{static_cast<uint32_t>(state.mp_state)};
         if (kvm_ioctl(fd, KVM_SET_MP_STATE, &mp) < 0) return fail_errno(errno, "KVM_SET_MP_STATE");
     }
-    if (flags & kStateDebugRegs) {
-        kvm_debugregs d{};
-        for (size_t i = 0; i < 4; ++i)
-            d.db[i] = state.debug.db[i];
-        d.dr6 = state.debug.dr6, d.dr7 = state.debug.dr7;
-        if (kvm_ioctl(fd, KVM_SET_DEBUGREGS, &d) < 0) return fail_errno(errno, "KVM_SET_DEBUGREGS");
-    }
+    if (flags & kStateDebugRegs) VIREO_TRY(set_debug_registers(state.debug));
     if (flags & kStateEvents) {
         const auto& i = state.events;
         kvm_vcpu_events e{};
@@ -447,9 +441,14 @@ Result<size_t> Vcpu::write_msrs(std::span<const MsrEntry> msrs) {
 }
 
 Result<void> Vcpu::clear_debug_registers() {
+    return set_debug_registers(DebugRegs{});  // DebugRegs' defaults are the reset values
+}
+
+Result<void> Vcpu::set_debug_registers(const DebugRegs& regs) {
     kvm_debugregs d{};
-    d.dr6 = 0xffff0ff0;
-    d.dr7 = 0x400;
+    for (size_t i = 0; i < 4; ++i)
+        d.db[i] = regs.db[i];
+    d.dr6 = regs.dr6, d.dr7 = regs.dr7;
     if (kvm_ioctl(fd_.get(), KVM_SET_DEBUGREGS, &d) < 0)
         return fail_errno(errno, "KVM_SET_DEBUGREGS");
     return ok();

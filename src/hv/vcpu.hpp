@@ -19,9 +19,8 @@ namespace vireo::hv {
 
 /// What KVM tells of the interrupt state with every exit, at no cost (the run page).
 struct ExitFlags {
-    bool if_flag = false;              ///< RFLAGS.IF
-    bool ready_for_interrupt = false;  ///< an interrupt injected now would be taken
-    uint64_t cr8 = 0;                  ///< the task priority
+    bool if_flag = false;  ///< RFLAGS.IF
+    uint64_t cr8 = 0;      ///< the task priority
 };
 
 class Vcpu {
@@ -95,6 +94,7 @@ class Vcpu {
   private:
     friend class Machine;
     Vcpu(UniqueFd fd, uint32_t id, void* run, size_t run_size);
+    Result<void> set_debug_registers(const DebugRegs& regs);
 
     UniqueFd fd_;
     uint32_t id_;

@@ -132,8 +132,10 @@ MachineImpl* machine_of(const nvmm_machine* mach) {
     return m != nullptr && mach->areas == m ? m : nullptr;
 }
 
-VcpuImpl* vcpu_of(MachineImpl* m, const nvmm_vcpu* vcpu) {
-    if (vcpu == nullptr || vcpu->cpuid >= kMaxVcpus) return nullptr;
+// The library's vCPU behind (mach, vcpu), or nullptr if either is not one of its own.
+VcpuImpl* vcpu_of(const nvmm_machine* mach, const nvmm_vcpu* vcpu) {
+    MachineImpl* m = machine_of(mach);
+    if (m == nullptr || vcpu == nullptr || vcpu->cpuid >= kMaxVcpus) return nullptr;
     VcpuImpl* v = m->vcpus[vcpu->cpuid].load(std::memory_order_acquire);
     return v != nullptr && vcpu->state == &v->comm.state ? v : nullptr;
 }
@@ -412,16 +414,21 @@ void translate(VcpuImpl& v, const hv::Exit& x) {
 
 // ---- guest page tables ------------------------------------------------------------------------
 
+// With m.mu held: the client's map holding [gpa, gpa + len) whole, or nullptr.
+const MachineImpl::Map* map_at(const MachineImpl& m, gpaddr_t gpa, uint64_t len) {
+    for (const auto& map : m.maps)
+        if (gpa >= map.gpa && len <= map.size && gpa - map.gpa <= map.size - len) return &map;
+    return nullptr;
+}
+
 // `size` (4 or 8) bytes of guest-physical memory the client mapped, or nothing.
 std::optional<uint64_t> read_gpa(MachineImpl& m, gpaddr_t gpa, unsigned size) {
     std::lock_guard lock(m.mu);
-    for (const auto& map : m.maps)
-        if (gpa >= map.gpa && gpa - map.gpa <= map.size - size) {
-            uint64_t v = 0;
-            std::memcpy(&v, reinterpret_cast<const void*>(map.hva + (gpa - map.gpa)), size);
-            return v;
-        }
-    return std::nullopt;
+    const MachineImpl::Map* map = map_at(m, gpa, size);
+    if (map == nullptr) return std::nullopt;
+    uint64_t v = 0;
+    std::memcpy(&v, reinterpret_cast<const void*>(map->hva + (gpa - map->gpa)), size);
+    return v;
 }
 
 }  // namespace
@@ -505,11 +512,9 @@ int nvmm_machine_destroy(struct nvmm_machine* mach) {
     return 0;
 }
 
-int nvmm_machine_configure(struct nvmm_machine* mach, uint64_t op, void* data) {
-    (void)data;
-    if (machine_of(mach) == nullptr) return fail(EINVAL);
-    // NVMM defines no machine configuration on x86 (NVMM_MACH_CONF_CALLBACKS is obsolete).
-    (void)op;
+int nvmm_machine_configure(struct nvmm_machine*, uint64_t, void*) {
+    // NVMM defines no machine configuration on x86 (NVMM_MACH_CONF_CALLBACKS is obsolete): every
+    // operation, on a machine or not, is EINVAL.
     return fail(EINVAL);
 }
 
@@ -546,10 +551,9 @@ int nvmm_vcpu_create(struct nvmm_machine* mach, nvmm_cpuid_t cpuid, struct nvmm_
 }
 
 int nvmm_vcpu_destroy(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
+    MachineImpl* m = machine_of(mach);
     // KVM frees a vCPU only with its machine: its id stays taken until then (docs/libnvmm.md).
     std::lock_guard lock(m->mu);
     m->vcpus[vcpu->cpuid].store(nullptr, std::memory_order_release);
@@ -561,9 +565,7 @@ int nvmm_vcpu_destroy(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
 
 int nvmm_vcpu_configure(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, uint64_t op,
                         void* data) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     if (data == nullptr) return fail(EFAULT);
     return guarded([&] {
@@ -595,9 +597,7 @@ int nvmm_vcpu_configure(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, uint6
 }
 
 int nvmm_vcpu_getstate(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, uint64_t flags) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     if (flags & ~uint64_t{NVMM_X64_STATE_ALL}) return fail(EINVAL);
     return guarded([&] {
@@ -607,9 +607,7 @@ int nvmm_vcpu_getstate(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, uint64
 }
 
 int nvmm_vcpu_setstate(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, uint64_t flags) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     if (flags & ~uint64_t{NVMM_X64_STATE_ALL}) return fail(EINVAL);
     v->comm.state_commit |= flags;
@@ -618,9 +616,7 @@ int nvmm_vcpu_setstate(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, uint64
 }
 
 int nvmm_vcpu_inject(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     const nvmm_vcpu_event& e = v->comm.event;
     if (e.type == NVMM_VCPU_EVENT_EXCP) {
@@ -638,9 +634,7 @@ int nvmm_vcpu_inject(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
 }
 
 int nvmm_vcpu_run(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     return guarded([&] {
         // Slow paths: the client changed the state, left an exit unassisted, or queued an
@@ -762,22 +756,19 @@ int nvmm_gpa_to_hva(struct nvmm_machine* mach, gpaddr_t gpa, uintptr_t* hva, nvm
     if (m == nullptr) return fail(EINVAL);
     if (hva == nullptr || prot == nullptr) return fail(EFAULT);
     std::lock_guard lock(m->mu);
-    for (const auto& map : m->maps)
-        if (gpa >= map.gpa && gpa - map.gpa < map.size) {
-            *hva = map.hva + (gpa - map.gpa);
-            *prot = static_cast<nvmm_prot_t>(map.prot);
-            return 0;
-        }
-    return fail(ENOENT);
+    const MachineImpl::Map* map = map_at(*m, gpa, 1);
+    if (map == nullptr) return fail(ENOENT);
+    *hva = map->hva + (gpa - map->gpa);
+    *prot = static_cast<nvmm_prot_t>(map->prot);
+    return 0;
 }
 
 int nvmm_gva_to_gpa(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, gvaddr_t gva, gpaddr_t* gpa,
                     nvmm_prot_t* prot) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     if (gpa == nullptr || prot == nullptr) return fail(EFAULT);
+    MachineImpl* m = machine_of(mach);
     return guarded([&] {
         if (auto r = fetch(*v, NVMM_X64_STATE_CRS | NVMM_X64_STATE_MSRS); !r)
             return fail(r.error());
@@ -791,9 +782,7 @@ int nvmm_gva_to_gpa(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu, gvaddr_t 
 }
 
 int nvmm_assist_io(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     if (v->pending != Pending::Io || v->assisted) return fail(EINVAL);
     if (vcpu->cbs.io == nullptr) return fail(EINVAL);
@@ -809,9 +798,7 @@ int nvmm_assist_io(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
 }
 
 int nvmm_assist_mem(struct nvmm_machine* mach, struct nvmm_vcpu* vcpu) {
-    MachineImpl* m = machine_of(mach);
-    if (m == nullptr) return fail(EINVAL);
-    VcpuImpl* v = vcpu_of(m, vcpu);
+    VcpuImpl* v = vcpu_of(mach, vcpu);
     if (v == nullptr) return fail(EINVAL);
     if (v->pending != Pending::Mmio || v->assisted) return fail(EINVAL);
     if (vcpu->cbs.mem == nullptr) return fail(EINVAL);

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <utility>
 
 namespace vireo::nvmm {
 
@@ -12,33 +13,19 @@ static_assert(sizeof(struct nvmm_x64_state_seg) == 16);
 
 namespace {
 
-constexpr unsigned kSegs[] = {NVMM_X64_SEG_ES, NVMM_X64_SEG_CS, NVMM_X64_SEG_SS,  NVMM_X64_SEG_DS,
-                              NVMM_X64_SEG_FS, NVMM_X64_SEG_GS, NVMM_X64_SEG_LDT, NVMM_X64_SEG_TR};
+// NVMM's segment slots and where hv keeps each (GDT and IDT are descriptor tables apart).
+constexpr std::pair<unsigned, hv::Segment hv::Segments::*> kSegs[] = {
+    {NVMM_X64_SEG_ES, &hv::Segments::es},   {NVMM_X64_SEG_CS, &hv::Segments::cs},
+    {NVMM_X64_SEG_SS, &hv::Segments::ss},   {NVMM_X64_SEG_DS, &hv::Segments::ds},
+    {NVMM_X64_SEG_FS, &hv::Segments::fs},   {NVMM_X64_SEG_GS, &hv::Segments::gs},
+    {NVMM_X64_SEG_LDT, &hv::Segments::ldt}, {NVMM_X64_SEG_TR, &hv::Segments::tr}};
 
-hv::Segment& seg_of(hv::Segments& s, unsigned i) {
-    switch (i) {
-        case NVMM_X64_SEG_ES:
-            return s.es;
-        case NVMM_X64_SEG_CS:
-            return s.cs;
-        case NVMM_X64_SEG_SS:
-            return s.ss;
-        case NVMM_X64_SEG_DS:
-            return s.ds;
-        case NVMM_X64_SEG_FS:
-            return s.fs;
-        case NVMM_X64_SEG_GS:
-            return s.gs;
-        case NVMM_X64_SEG_LDT:
-            return s.ldt;
-        default:
-            return s.tr;
-    }
-}
-
-const hv::Segment& seg_of(const hv::Segments& s, unsigned i) {
-    return seg_of(const_cast<hv::Segments&>(s), i);
-}
+// hv's general registers in NVMM's order (NVMM_X64_GPR_*).
+constexpr uint64_t hv::Gprs::*kGprs[NVMM_X64_NGPR] = {
+    &hv::Gprs::rax, &hv::Gprs::rcx, &hv::Gprs::rdx,   &hv::Gprs::rbx, &hv::Gprs::rsp,
+    &hv::Gprs::rbp, &hv::Gprs::rsi, &hv::Gprs::rdi,   &hv::Gprs::r8,  &hv::Gprs::r9,
+    &hv::Gprs::r10, &hv::Gprs::r11, &hv::Gprs::r12,   &hv::Gprs::r13, &hv::Gprs::r14,
+    &hv::Gprs::r15, &hv::Gprs::rip, &hv::Gprs::rflags};
 
 nvmm_x64_state_seg to_nvmm(const hv::Segment& s) {
     nvmm_x64_state_seg o{};
@@ -74,13 +61,6 @@ hv::Segment from_nvmm(const nvmm_x64_state_seg& s) {
     return o;
 }
 
-uint64_t* gpr_slot(hv::Gprs& g, unsigned i) {
-    uint64_t* slots[NVMM_X64_NGPR] = {&g.rax, &g.rcx, &g.rdx, &g.rbx, &g.rsp, &g.rbp,
-                                      &g.rsi, &g.rdi, &g.r8,  &g.r9,  &g.r10, &g.r11,
-                                      &g.r12, &g.r13, &g.r14, &g.r15, &g.rip, &g.rflags};
-    return slots[i];
-}
-
 }  // namespace
 
 uint32_t hv_parts(uint64_t flags) noexcept {
@@ -104,8 +84,8 @@ void list_state_msrs(hv::VcpuState& state) {
 
 void to_nvmm(const hv::VcpuState& from, uint64_t flags, nvmm_x64_state& to) noexcept {
     if (flags & NVMM_X64_STATE_SEGS) {
-        for (unsigned i : kSegs)
-            to.segs[i] = to_nvmm(seg_of(from.segments, i));
+        for (const auto& [i, seg] : kSegs)
+            to.segs[i] = to_nvmm(from.segments.*seg);
         for (auto [i, t] : {std::pair{NVMM_X64_SEG_GDT, &from.segments.gdt},
                             std::pair{NVMM_X64_SEG_IDT, &from.segments.idt}}) {
             to.segs[i] = nvmm_x64_state_seg{};
@@ -114,9 +94,8 @@ void to_nvmm(const hv::VcpuState& from, uint64_t flags, nvmm_x64_state& to) noex
         }
     }
     if (flags & NVMM_X64_STATE_GPRS) {
-        auto g = from.gprs;
         for (unsigned i = 0; i < NVMM_X64_NGPR; ++i)
-            to.gprs[i] = *gpr_slot(g, i);
+            to.gprs[i] = from.gprs.*kGprs[i];
     }
     if (flags & NVMM_X64_STATE_CRS) {
         to.crs[NVMM_X64_CR_CR0] = from.crs.cr0;
@@ -165,8 +144,8 @@ void to_nvmm(const hv::VcpuState& from, uint64_t flags, nvmm_x64_state& to) noex
 
 void from_nvmm(const nvmm_x64_state& from, uint64_t flags, hv::VcpuState& to) noexcept {
     if (flags & NVMM_X64_STATE_SEGS) {
-        for (unsigned i : kSegs)
-            seg_of(to.segments, i) = from_nvmm(from.segs[i]);
+        for (const auto& [i, seg] : kSegs)
+            to.segments.*seg = from_nvmm(from.segs[i]);
         to.segments.gdt = {from.segs[NVMM_X64_SEG_GDT].base,
                            static_cast<uint16_t>(from.segs[NVMM_X64_SEG_GDT].limit)};
         to.segments.idt = {from.segs[NVMM_X64_SEG_IDT].base,
@@ -174,7 +153,7 @@ void from_nvmm(const nvmm_x64_state& from, uint64_t flags, hv::VcpuState& to) no
     }
     if (flags & NVMM_X64_STATE_GPRS)
         for (unsigned i = 0; i < NVMM_X64_NGPR; ++i)
-            *gpr_slot(to.gprs, i) = from.gprs[i];
+            to.gprs.*kGprs[i] = from.gprs[i];
     if (flags & NVMM_X64_STATE_CRS) {
         to.crs.cr0 = from.crs[NVMM_X64_CR_CR0];
         to.crs.cr2 = from.crs[NVMM_X64_CR_CR2];

@@ -70,13 +70,17 @@ void Ioapic::set_irq(unsigned pin, bool level) {
     send(out);
 }
 
+void Ioapic::eoi_locked(uint8_t vector, Outbox& out) {
+    for (uint64_t& e : entries_)
+        if ((e & kLevel) && (e & kRemoteIrr) && (e & kVectorMask) == vector) e &= ~kRemoteIrr;
+    service(out);
+}
+
 void Ioapic::end_of_interrupt(uint8_t vector) {
     Outbox out;
     {
         std::lock_guard lock(mu_);
-        for (uint64_t& e : entries_)
-            if ((e & kLevel) && (e & kRemoteIrr) && (e & kVectorMask) == vector) e &= ~kRemoteIrr;
-        service(out);
+        eoi_locked(vector, out);
     }
     send(out);
 }
@@ -137,10 +141,7 @@ void Ioapic::write(uint64_t offset, std::span<const uint8_t> data) {
             std::memcpy(&v, data.data(), 4);
             write_register(select_, v, out);
         } else if (offset == kEoi) {
-            for (uint64_t& e : entries_)
-                if ((e & kLevel) && (e & kRemoteIrr) && (e & kVectorMask) == data[0])
-                    e &= ~kRemoteIrr;
-            service(out);
+            eoi_locked(data[0], out);
         }
     }
     send(out);

@@ -66,7 +66,6 @@ bool Pit::output(const Channel& c, uint64_t now) const {
     const uint64_t d = ticks(c, now);
     switch (c.mode) {
         case 0:
-            return d >= c.count;
         case 1:
             return d >= c.count;
         case 2:
@@ -109,17 +108,20 @@ void Pit::load(Channel& c, uint32_t value, uint64_t now) {
     c.armed = true;
 }
 
+void Pit::latch_count(Channel& c, uint64_t now) {
+    if (c.latched) return;  // the first latch holds until it is read
+    c.latched = true;
+    c.latch = counter(c, now);
+    c.latch_msb = false;
+}
+
 void Pit::control(uint8_t value, uint64_t now) {
     const unsigned select = value >> 6;
     if (select == 3) {  // read-back
         for (unsigned i = 0; i < 3; ++i) {
             if (!(value & (2u << i))) continue;
             Channel& c = channels_[i];
-            if (!(value & 0x20) && !c.latched) {
-                c.latched = true;
-                c.latch = counter(c, now);
-                c.latch_msb = false;
-            }
+            if (!(value & 0x20)) latch_count(c, now);
             if (!(value & 0x10) && !c.status_latched) {
                 c.status_latched = true;
                 c.status =
@@ -132,11 +134,7 @@ void Pit::control(uint8_t value, uint64_t now) {
     Channel& c = channels_[select];
     const uint8_t access = (value >> 4) & 3;
     if (access == 0) {  // counter latch
-        if (!c.latched) {
-            c.latched = true;
-            c.latch = counter(c, now);
-            c.latch_msb = false;
-        }
+        latch_count(c, now);
         return;
     }
     uint8_t mode = (value >> 1) & 7;

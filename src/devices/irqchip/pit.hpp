@@ -90,6 +90,7 @@ class Pit final : public Device {
     /// The next time after `now` at which channel 0's output rises, or 0 if never.
     uint64_t next_edge(const Channel& c, uint64_t now) const;
     void load(Channel& c, uint32_t value, uint64_t now);
+    void latch_count(Channel& c, uint64_t now);
     void control(uint8_t value, uint64_t now);
     uint8_t read_counter(Channel& c, uint64_t now);
     void write_counter(Channel& c, uint8_t value, uint64_t now);
