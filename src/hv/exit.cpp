@@ -28,6 +28,8 @@ const char* to_string(ExitReason reason) noexcept {
             return "irq-window-open";
         case ExitReason::Msr:
             return "msr";
+        case ExitReason::IoapicEoi:
+            return "ioapic-eoi";
         case ExitReason::Unknown:
             return "unknown";
     }

@@ -20,6 +20,7 @@ enum class ExitReason : uint8_t {
     Debug,          ///< guest debugging exit
     IrqWindowOpen,  ///< the guest can accept an interrupt (only when requested)
     Msr,            ///< RDMSR/WRMSR outside Machine::restrict_msrs' list: see Exit::msr
+    IoapicEoi,      ///< split irqchip: the local APIC's EOI of a level vector, see Exit::eoi
     Unknown,        ///< anything else: see Exit::unknown
 };
 
@@ -98,6 +99,12 @@ struct MsrExit {
     void set_value(uint64_t v) const noexcept { *data_ = v; }
 };
 
+/// IrqchipMode::Split: the guest ended a level-triggered interrupt that a user-space I/O APIC
+/// routed (KVM_EXIT_IOAPIC_EOI); the VMM's I/O APIC drops the entry's remote IRR.
+struct EoiExit {
+    uint8_t vector;
+};
+
 struct UnknownExit {
     uint32_t kvm_reason;  ///< KVM_EXIT_* value
     uint64_t hardware_reason;
@@ -115,6 +122,7 @@ struct Exit {
         FailEntryExit fail_entry;
         HypercallExit hypercall;
         MsrExit msr;
+        EoiExit eoi;
         UnknownExit unknown;
     };
 };

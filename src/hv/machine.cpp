@@ -77,6 +77,7 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
         if (kvm_ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
             return fail_errno(errno, "KVM_CREATE_IRQCHIP");
     } else {
+        split_pins_ = split_pins;
         kvm_enable_cap cap{};
         cap.cap = KVM_CAP_SPLIT_IRQCHIP;
         cap.args[0] = split_pins;
@@ -294,10 +295,9 @@ Result<void> Machine::set_clock(uint64_t ns) {
 }
 
 Result<ChipState> Machine::save_chips() const {
-    if (irqchip() != IrqchipMode::Kernel)
-        return fail(ErrorCode::Unsupported, "saving the interrupt controllers: not in the kernel");
     ChipState st;
-    for (uint32_t chip : {0u, 1u, 2u}) {  // KVM_IRQCHIP_PIC_MASTER, _SLAVE, _IOAPIC
+    if (irqchip() != IrqchipMode::Kernel) return st;  // none in the kernel
+    for (uint32_t chip : {0u, 1u, 2u}) {              // KVM_IRQCHIP_PIC_MASTER, _SLAVE, _IOAPIC
         kvm_irqchip c{};
         c.chip_id = chip;
         if (kvm_ioctl(fd_.get(), KVM_GET_IRQCHIP, &c) != 0)
@@ -316,6 +316,16 @@ Result<ChipState> Machine::save_chips() const {
 }
 
 Result<void> Machine::restore_chips(const ChipState& st) {
+    const bool empty =
+        st.pic_primary.empty() && st.pic_secondary.empty() && st.ioapic.empty() && st.pit.empty();
+    if (irqchip() != IrqchipMode::Kernel) {
+        if (empty) return ok();
+        return fail(ErrorCode::InvalidArgument,
+                    "the state has in-kernel interrupt controllers; this machine has none");
+    }
+    if (empty)
+        return fail(ErrorCode::InvalidArgument,
+                    "the state has no in-kernel interrupt controllers; this machine has them");
     for (const auto* chip : {&st.pic_primary, &st.pic_secondary, &st.ioapic}) {
         kvm_irqchip c{};
         if (chip->size() != sizeof c)
@@ -417,11 +427,10 @@ Result<void> Machine::add_irqfd(int fd, uint32_t gsi, int resample_fd) {
 
 Result<void> Machine::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
     VIREO_TRY(need_irqchip("MSI routing"));
-    if (irqchip() != IrqchipMode::Kernel || gsi < kFirstMsiGsi || gsi >= 1024)
-        return fail(ErrorCode::InvalidArgument,
-                    "MSI route for GSI {}: GSIs {} to 1023, kernel "
-                    "irqchip only",
-                    gsi, kFirstMsiGsi);
+    const uint32_t first = std::max(kFirstMsiGsi, split_pins_);
+    if (gsi < first || gsi >= 1024)
+        return fail(ErrorCode::InvalidArgument, "MSI route for GSI {}: GSIs {} to 1023", gsi,
+                    first);
     std::lock_guard lock(routes_mu_);
     bool found = false;
     for (auto& [g, m] : msi_routes_)
@@ -430,34 +439,60 @@ Result<void> Machine::set_msi_route(uint32_t gsi, uint64_t address, uint32_t dat
             found = true;
         }
     if (!found) msi_routes_.push_back({gsi, {address, data}});
-    // The whole table: KVM's default (each of GSIs 0-15 to its PIC pin and IOAPIC pin, 16-23
-    // to the IOAPIC), then the MSI routes.
-    const size_t n = 16 + 24 + msi_routes_.size();
+    return commit_routes_locked();
+}
+
+Result<void> Machine::set_pin_routes(std::span<const std::optional<MsiRoute>> pins) {
+    if (irqchip() != IrqchipMode::Split)
+        return fail(ErrorCode::BadState, "I/O APIC pin routes need IrqchipMode::Split");
+    if (pins.size() != split_pins_)
+        return fail(ErrorCode::InvalidArgument, "{} I/O APIC pin routes for {} pins", pins.size(),
+                    split_pins_);
+    std::lock_guard lock(routes_mu_);
+    pin_routes_.assign(pins.begin(), pins.end());
+    return commit_routes_locked();
+}
+
+Result<void> Machine::commit_routes_locked() {
+    // The whole table. Kernel: KVM's default (each of GSIs 0-15 to its PIC pin and IOAPIC pin,
+    // 16-23 to the IOAPIC); split: each unmasked pin of the user-space I/O APIC. Then the MSI
+    // routes.
+    const bool kernel = irqchip() == IrqchipMode::Kernel;
+    size_t n = msi_routes_.size();
+    if (kernel) n += 16 + 24;
+    for (const auto& p : pin_routes_)
+        n += p.has_value() ? 1u : 0u;
     std::vector<uint8_t> buf(sizeof(kvm_irq_routing) + n * sizeof(kvm_irq_routing_entry));
     auto* table = reinterpret_cast<kvm_irq_routing*>(buf.data());
     table->nr = static_cast<uint32_t>(n);
     auto* e = reinterpret_cast<kvm_irq_routing_entry*>(buf.data() + sizeof(kvm_irq_routing));
     size_t i = 0;
-    for (uint32_t irq = 0; irq < 16; ++irq, ++i) {
-        e[i].gsi = irq;
-        e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
-        e[i].u.irqchip.irqchip = irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
-        e[i].u.irqchip.pin = irq % 8;
-    }
-    for (uint32_t irq = 0; irq < 24; ++irq, ++i) {
-        e[i].gsi = irq;
-        e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
-        e[i].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-        e[i].u.irqchip.pin = irq;
-    }
-    for (const auto& [g, m] : msi_routes_) {
-        e[i].gsi = g;
+    auto msi = [&](uint32_t gsi, const MsiRoute& m) {
+        e[i].gsi = gsi;
         e[i].type = KVM_IRQ_ROUTING_MSI;
-        e[i].u.msi.address_lo = static_cast<uint32_t>(m.first);
-        e[i].u.msi.address_hi = static_cast<uint32_t>(m.first >> 32);
-        e[i].u.msi.data = m.second;
+        e[i].u.msi.address_lo = static_cast<uint32_t>(m.address);
+        e[i].u.msi.address_hi = static_cast<uint32_t>(m.address >> 32);
+        e[i].u.msi.data = m.data;
         ++i;
+    };
+    if (kernel) {
+        for (uint32_t irq = 0; irq < 16; ++irq, ++i) {
+            e[i].gsi = irq;
+            e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
+            e[i].u.irqchip.irqchip = irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+            e[i].u.irqchip.pin = irq % 8;
+        }
+        for (uint32_t irq = 0; irq < 24; ++irq, ++i) {
+            e[i].gsi = irq;
+            e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
+            e[i].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+            e[i].u.irqchip.pin = irq;
+        }
     }
+    for (uint32_t pin = 0; pin < pin_routes_.size(); ++pin)
+        if (pin_routes_[pin]) msi(pin, *pin_routes_[pin]);
+    for (const auto& [g, m] : msi_routes_)
+        msi(g, m);
     if (kvm_ioctl(fd_.get(), KVM_SET_GSI_ROUTING, table) != 0)
         return fail_errno(errno, "KVM_SET_GSI_ROUTING ({} routes)", n);
     return ok();
@@ -471,6 +506,18 @@ Result<void> Machine::remove_irqfd(int fd, uint32_t gsi) {
     if (kvm_ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0)
         return fail_errno(errno, "removing irqfd for GSI {}", gsi);
     return ok();
+}
+
+const char* to_string(IrqchipMode mode) noexcept {
+    switch (mode) {
+        case IrqchipMode::None:
+            return "none";
+        case IrqchipMode::Kernel:
+            return "kernel";
+        case IrqchipMode::Split:
+            return "split";
+    }
+    return "?";
 }
 
 Result<void> Machine::set_irq_line(uint32_t gsi, bool level) {

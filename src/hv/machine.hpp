@@ -25,6 +25,16 @@ enum class IrqchipMode {
     Split,   ///< in-kernel LAPIC only; IOAPIC/PIC in user space
 };
 
+/// "none", "kernel" or "split".
+const char* to_string(IrqchipMode mode) noexcept;
+
+/// A message-signalled interrupt as KVM routes it.
+struct MsiRoute {
+    uint64_t address = 0;
+    uint32_t data = 0;
+    friend bool operator==(const MsiRoute&, const MsiRoute&) = default;
+};
+
 struct MachineConfig {
     IrqchipMode irqchip = IrqchipMode::None;
     bool pit = false;                  ///< in-kernel i8254 PIT (needs IrqchipMode::Kernel)
@@ -139,14 +149,20 @@ class Machine {
     /// IOAPIC and PIC routes for GSIs 0-23 (needs IrqchipMode::Kernel). Any thread.
     Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data);
     static constexpr uint32_t kFirstMsiGsi = 24;
+    /// IrqchipMode::Split: the user-space I/O APIC's pins as routes of GSIs 0 to pins-1 (one
+    /// entry per pin; none: the pin is masked). An irqfd on such a GSI then delivers the pin's
+    /// message in the kernel, and the local APICs' EOI of a level-triggered route's vector
+    /// exits (ExitReason::IoapicEoi). Replaces every pin's route; any thread.
+    Result<void> set_pin_routes(std::span<const std::optional<MsiRoute>> pins);
 
     /// The guest's kvm-clock in nanoseconds (KVM_GET_CLOCK) and setting it (KVM_SET_CLOCK):
     /// saved when a machine is paused and restored on resume, so guest time does not jump.
     Result<uint64_t> get_clock() const;
     Result<void> set_clock(uint64_t ns);
 
-    /// The in-kernel PIC, IOAPIC and PIT state (needs IrqchipMode::Kernel), and putting it
-    /// back: a guest reboot returns the chips to their power-on state without a new machine.
+    /// The in-kernel PIC, IOAPIC and PIT state, and putting it back: a guest reboot returns
+    /// the chips to their power-on state without a new machine. Without IrqchipMode::Kernel
+    /// the kernel holds none: the state is empty, and only an empty one is put back.
     Result<ChipState> save_chips() const;
     Result<void> restore_chips(const ChipState& state);
 
@@ -168,6 +184,8 @@ class Machine {
     Result<void> need_irqchip(const char* what) const;
     /// With vcpu_lock_ held: KVM hands the guest MSR accesses `reasons` names to user space.
     Result<void> msr_exits_locked(uint64_t reasons, const char* what);
+    /// With routes_mu_ held: hands KVM the whole routing table.
+    Result<void> commit_routes_locked();
 
     UniqueFd fd_;
     MachineConfig config_;
@@ -176,8 +194,11 @@ class Machine {
     Limits limits_;
     uint32_t mmap_size_;
     uint32_t features_;
-    std::mutex routes_mu_;  // msi_routes_ (guest MSI-X programming: rare, never on the run path)
-    std::vector<std::pair<uint32_t, std::pair<uint64_t, uint32_t>>> msi_routes_;
+    uint32_t split_pins_ = 0;  // written once by enable_irqchip(), before any vCPU
+    // The routes (guest MSI-X and I/O APIC programming: rare, never on the run path).
+    std::mutex routes_mu_;
+    std::vector<std::pair<uint32_t, MsiRoute>> msi_routes_;
+    std::vector<std::optional<MsiRoute>> pin_routes_;  // IrqchipMode::Split
     mutable std::mutex map_lock_;  // guards slots_ (map/unmap are rare; never on the run path)
     std::vector<Mapping> slots_;
     std::atomic<uint32_t> vcpu_count_{0};

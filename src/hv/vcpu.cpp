@@ -166,6 +166,10 @@ Result<Exit> Vcpu::run() {
                                &run->msr.error,
                                reinterpret_cast<uint64_t*>(&run->msr.data)};
             break;
+        case KVM_EXIT_IOAPIC_EOI:
+            exit.reason = ExitReason::IoapicEoi;
+            exit.eoi.vector = run->eoi.vector;
+            break;
         default:
             exit.reason = ExitReason::Unknown;
             exit.unknown = UnknownExit{run->exit_reason, run->hw.hardware_exit_reason};
@@ -206,7 +210,7 @@ void Vcpu::request_stop() noexcept {
 
 ExitFlags Vcpu::exit_flags() const noexcept {
     const auto* run = static_cast<const kvm_run*>(run_);
-    return {run->if_flag != 0, run->cr8};
+    return {run->if_flag != 0, run->ready_for_interrupt_injection != 0, run->cr8};
 }
 
 void Vcpu::request_interrupt_window(bool enable) noexcept {
@@ -474,8 +478,8 @@ Result<void> Vcpu::inject_interrupt(uint8_t vector) {
     kvm_interrupt irq{vector};
     if (kvm_ioctl(fd_.get(), KVM_INTERRUPT, &irq) < 0)
         return fail_errno(errno,
-                          "injecting interrupt {:#x} into vCPU {} (only possible without "
-                          "an in-kernel irqchip)",
+                          "injecting interrupt {:#x} into vCPU {} (only without an in-kernel "
+                          "irqchip, or as the split irqchip's ExtINT)",
                           vector, id_);
     return ok();
 }

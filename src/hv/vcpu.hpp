@@ -20,7 +20,9 @@ namespace vireo::hv {
 /// What KVM tells of the interrupt state with every exit, at no cost (the run page).
 struct ExitFlags {
     bool if_flag = false;  ///< RFLAGS.IF
-    uint64_t cr8 = 0;      ///< the task priority
+    /// KVM would take an external interrupt now (KVM_INTERRUPT; the split irqchip's 8259s).
+    bool ready = false;
+    uint64_t cr8 = 0;  ///< the task priority
 };
 
 class Vcpu {
@@ -64,8 +66,9 @@ class Vcpu {
     /// Sets the CPUID leaves the guest sees.
     Result<void> set_cpuid(std::span<const CpuidEntry> entries);
 
-    /// Injects external interrupt `vector` (only with IrqchipMode::None; the guest must have
-    /// interrupts enabled).
+    /// Injects external interrupt `vector`: with IrqchipMode::None (the guest must have
+    /// interrupts enabled), or with IrqchipMode::Split as the 8259s' ExtINT through LINT0 (when
+    /// exit_flags().ready; one at a time).
     Result<void> inject_interrupt(uint8_t vector);
     /// Injects an NMI.
     Result<void> inject_nmi();
