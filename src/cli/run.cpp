@@ -129,6 +129,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                     "#GP and is counted) or off (every MSR KVM knows); on,+MSR or "
                     "on,+FIRST-LAST allows more, e.g. on,+0x34 (docs/cli.md)")
         ->capture_default_str();
+    run->add_option("--irqchip", o.irqchip,
+                    "Where the interrupt controllers live: kernel (KVM's local APICs, I/O APIC, "
+                    "8259s and PIT) or split (KVM's local APICs; vireo's I/O APIC, 8259s and PIT, "
+                    "in user space) (docs/cli.md)")
+        ->capture_default_str();
     run->add_option("--vmm-pool", o.vmm_pool,
                     "The VMM-side memory a guest can make this domain allocate (vsock "
                     "connections and the data they hold); beyond it that work is refused and "

@@ -42,6 +42,7 @@ void each_field(T& t, F&& f) {
     f("cpu", t.cpu);
     f("spec_ctrl", t.spec_ctrl);
     f("msr_filter", t.msr_filter);
+    f("irqchip", t.irqchip);
     f("vmm_pool", t.vmm_pool);
     f("cpu_affinity", t.cpu_affinity);
     f("pin_vcpus", t.pin_vcpus);
@@ -61,8 +62,8 @@ void each_field(T& t, F&& f) {
 [[maybe_unused]] void every_field_is_listed(const DomainText& t) {
     [[maybe_unused]] const auto& [name, kernel, initrd, cmdline, append, memory, cpus, console,
                                   console_log_max, on_reboot, on_crash, disks, nets, vsock, balloon,
-                                  rng, shm, memory_backing, cpu, spec_ctrl, msr_filter, vmm_pool,
-                                  cpu_affinity, pin_vcpus, process] = t;
+                                  rng, shm, memory_backing, cpu, spec_ctrl, msr_filter, irqchip,
+                                  vmm_pool, cpu_affinity, pin_vcpus, process] = t;
     [[maybe_unused]] const auto& [api_socket, console_socket, metrics, ctl_fd, incoming_fd,
                                   go_given, stats, allow_software_kvm, sandbox, uid, gid, restore] =
         t.process;
@@ -171,7 +172,9 @@ Result<DomainText> parse_spec_json(std::string_view json, std::string_view what)
         if (it == j.end()) {
             // Fields newer than the first snapshots keep their defaults when missing.
             const std::string_view k = key;
-            if (k == "cpu" || k == "spec_ctrl" || k == "msr_filter" || k == "vmm_pool") return;
+            if (k == "cpu" || k == "spec_ctrl" || k == "msr_filter" || k == "vmm_pool" ||
+                k == "irqchip")
+                return;
             if (bad.empty()) bad = fmt::format("\"{}\" is missing", key);
             return;
         }

@@ -142,6 +142,7 @@ vmm::VmConfig machine_config(const DomainSpec& s) {
     config.vcpu_affinity = s.vcpu_affinity;
     config.cpu = s.cpu;
     config.msrs = s.msrs;
+    config.irqchip = s.irqchip;
     config.vmm_pool = s.vmm_pool;
     return config;
 }

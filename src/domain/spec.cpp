@@ -117,6 +117,10 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     auto msrs = arch::x86::parse_msr_policy(t.msr_filter);
     if (!msrs) return field_error("msr-filter", msrs.error());
     s.msrs = std::move(msrs).value();
+    const auto irqchip = vmm::parse_irqchip(t.irqchip);
+    if (!irqchip)
+        return fail(ErrorCode::InvalidArgument, "irqchip: \"{}\": use kernel or split", t.irqchip);
+    s.irqchip = *irqchip;
     if (!t.vmm_pool.empty()) {
         auto pool = parse_size(t.vmm_pool);
         if (!pool || !vmm_pool_ok(*pool))
@@ -227,6 +231,7 @@ DomainText machine_text(const DomainText& t, const DomainSpec& s) {
     m.cpu = t.cpu;
     m.spec_ctrl = t.spec_ctrl;
     m.msr_filter = t.msr_filter;
+    m.irqchip = t.irqchip;
     m.vmm_pool = t.vmm_pool;
     return m;
 }

@@ -70,6 +70,7 @@ struct DomainText {
     std::string cpu = "host";       ///< CPU template and overrides (arch/x86/cpu_template.hpp)
     std::string spec_ctrl = "on";   ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
     std::string msr_filter = "on";  ///< the MSR allow-list (arch/x86/msr_policy.hpp)
+    std::string irqchip = "kernel";  ///< where the interrupt controllers live (kernel, split)
     std::string vmm_pool;           ///< the VMM memory pool (base/mem_pool.hpp); "": its default
     std::string cpu_affinity;       ///< host CPUs for every thread (a shared pool)
     std::string pin_vcpus;          ///< one host CPU per vCPU (a pinned pool)
@@ -96,6 +97,7 @@ struct DomainSpec {
     vmm::VmConfig::Backing backing = vmm::VmConfig::Backing::Anonymous;
     arch::x86::CpuTemplate cpu;
     arch::x86::MsrPolicy msrs;
+    hv::IrqchipMode irqchip = hv::IrqchipMode::Kernel;
     uint64_t vmm_pool = kDefaultVmmPool;
     std::vector<virtio::DiskOptions> disks;
     std::vector<virtio::NetOptions> nets;

@@ -294,6 +294,7 @@ void take_machine_from_snapshot(const toml::table& t, int line, Reader& r, Domai
     if (!given("cpu")) d.cpu = m->cpu;
     if (!given("spec_ctrl")) d.spec_ctrl = m->spec_ctrl;
     if (!given("msr_filter")) d.msr_filter = m->msr_filter;
+    if (!given("irqchip")) d.irqchip = m->irqchip;
     if (d.memory_backing == MemoryBacking::HugePages)
         r.p.add(line, key,
                 "a snapshot's memory is mapped from its file: hugepages cannot be used (set "
@@ -396,6 +397,12 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
                 p.add(line_of(v), r.prefix + key, c.error().message());
             else
                 d.msr_filter = s;
+        } else if (key == "irqchip") {
+            if (!r.str(v, key, s)) continue;
+            if (!vmm::parse_irqchip(s))
+                p.add(line_of(v), r.prefix + key, fmt::format("\"{}\": use kernel or split", s));
+            else
+                d.irqchip = s;
         } else if (key == "on_poweroff" || key == "on_reboot" || key == "on_crash") {
             if (!r.str(v, key, s)) continue;
             auto a = parse_action(s);
@@ -411,7 +418,7 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
             p.add(line_of(v), r.prefix + key,
                   "unknown key (known: kernel, initrd, cmdline, memory, vcpus, pool, weight, cap, "
                   "disks, nets, vsock, rng, balloon, console_log_max, memory_backing, cpu, "
-                  "spec_ctrl, msr_filter, vmm_pool, "
+                  "spec_ctrl, msr_filter, irqchip, vmm_pool, "
                   "on_poweroff, on_reboot, on_crash, autostart, allow_software_kvm, sandbox, "
                   "restore)");
         }

@@ -39,6 +39,7 @@ domain::DomainText launch_text(const DomainConfig& c, const std::string& run_dir
     t.cpu = c.cpu;
     t.spec_ctrl = c.spec_ctrl;
     t.msr_filter = c.msr_filter;
+    t.irqchip = c.irqchip;
     t.vmm_pool = std::to_string(vmm_pool_of(c)) + "B";
     t.cpu_affinity = cpu_list(pool.cpus);
     for (int cpu : pins)

@@ -63,19 +63,23 @@ constexpr uint64_t align_up(uint64_t v, uint64_t a) {
     return (v + a - 1) & ~(a - 1);
 }
 
-// An interrupt line driven through KVM_IRQ_LINE.
-class KvmIrqLine final : public devices::IrqLine {
+}  // namespace
+
+// An interrupt line of a device vireo emulates (Vm::set_gsi).
+class GsiLine final : public devices::IrqLine {
   public:
-    KvmIrqLine(hv::Machine& machine, uint32_t gsi) : machine_(machine), gsi_(gsi) {}
+    GsiLine(Vm& vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
     void set_level(bool asserted) override {
-        if (auto r = machine_.set_irq_line(gsi_, asserted); !r)
+        if (auto r = vm_.set_gsi(gsi_, asserted); !r)
             log::warn("interrupt line {}: {}", gsi_, r.error().message());
     }
 
   private:
-    hv::Machine& machine_;
+    Vm& vm_;
     uint32_t gsi_;
 };
+
+namespace {
 
 // LINT0 as ExtINT (the 8259s in virtual-wire mode) and LINT1 as NMI, as firmware leaves them.
 Result<void> set_lints(hv::Vcpu& vcpu) {
@@ -122,6 +126,12 @@ const char* to_string(VmConfig::Backing backing) noexcept {
             return "hugepages";
     }
     return "?";
+}
+
+std::optional<hv::IrqchipMode> parse_irqchip(std::string_view name) noexcept {
+    for (auto m : {hv::IrqchipMode::Kernel, hv::IrqchipMode::Split})
+        if (name == hv::to_string(m)) return m;
+    return std::nullopt;
 }
 
 std::optional<VmConfig::Backing> parse_backing(std::string_view name) noexcept {
@@ -178,6 +188,10 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
                 "a balloon cannot return memory of a hugepages-backed guest (it frees 4 KiB "
                 "pages); use another memory backing or no balloon");
     }
+    if (config.irqchip != hv::IrqchipMode::Kernel && config.irqchip != hv::IrqchipMode::Split)
+        return fail(ErrorCode::InvalidArgument,
+                    "irqchip {}: a Linux machine's interrupt controllers are kernel or split",
+                    hv::to_string(config.irqchip));
     const uint32_t max_cpus = std::min(kMaxCpus, max_vcpus);
     if (config.cpus == 0 || config.cpus > max_cpus)
         return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
@@ -243,7 +257,18 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     }
     VIREO_TRY(create_virtio_devices(hv));
     VIREO_TRY(create_pci_devices(hv));
-    VIREO_TRY(machine_->enable_irqchip(hv::IrqchipMode::Kernel, /*pit=*/true));
+    const bool split = config_.irqchip == hv::IrqchipMode::Split;
+    VIREO_TRY(machine_->enable_irqchip(config_.irqchip, /*pit=*/!split));
+    if (split) {
+        // vireo's I/O APIC, 8259s and PIT; the PIT's timer on the device loop.
+        VIREO_TRY_ASSIGN(split_, SplitIrqchip::create(*machine_));
+        VIREO_TRY(mmio_.attach(devices::irqchip::Ioapic::kBase, devices::irqchip::Ioapic::kSize,
+                               split_->ioapic_window()));
+        if (!loop_) {
+            VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
+        }
+        VIREO_TRY(loop_->add(split_->timer_fd(), [chips = split_.get()] { chips->on_timer(); }));
+    }
 
     // Devices.
     VIREO_TRY(attach_port_devices());
@@ -302,6 +327,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
         }
         vcpus_.push_back(std::move(vcpu));
     }
+    if (split_) split_->set_bsp(*vcpus_[0]);
 
     // The machine's power-on state, put back at each guest reboot: the machine is reset in
     // place, never built again (a sandboxed domain cannot create VMs, vCPUs or memory slots).
@@ -317,13 +343,19 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
 // The port I/O devices (a reboot makes them anew: power-on registers, empty FIFOs).
 Result<void> Vm::attach_port_devices() {
     auto sink = [this](devices::PlatformEvent e) { on_platform_event(e); };
-    serial_ = std::make_shared<devices::Serial>(std::make_shared<KvmIrqLine>(*machine_, kCom1Irq),
+    serial_ = std::make_shared<devices::Serial>(std::make_shared<GsiLine>(*this, kCom1Irq),
                                                 config_.console_out, config_.console_tap);
     VIREO_TRY(pio_.attach(kCom1, 8, serial_));
-    VIREO_TRY(pio_.attach(0x60, 5, std::make_shared<devices::I8042>(sink)));
+    // The i8042's data (0x60) and command (0x64) ports; 0x61 between them is the PIT's.
+    i8042_ = std::make_shared<devices::I8042>(sink);
+    VIREO_TRY(
+        pio_.attach(0x60, 1, std::make_shared<devices::RangeView<devices::Device>>(*i8042_, 0)));
+    VIREO_TRY(
+        pio_.attach(0x64, 1, std::make_shared<devices::RangeView<devices::Device>>(*i8042_, 4)));
     cmos_ = std::make_shared<devices::Cmos>();
     VIREO_TRY(pio_.attach(0x70, 2, cmos_));
     VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
+    if (split_) VIREO_TRY(split_->attach_ports(pio_));
     if (pci_) {
         VIREO_TRY(pio_.attach(devices::pci::kConfigAddressPort, devices::pci::kConfigPortsSize,
                               std::make_shared<devices::pci::ConfigPorts>(pci_)));
@@ -373,6 +405,7 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
     const bool keep_pages = config_.backing != VmConfig::Backing::Anonymous;
     VIREO_TRY(memory_.clear(keep_pages));
     VIREO_TRY(machine_->restore_chips(power_on_.chips));
+    if (split_) VIREO_TRY(split_->reset());
     for (const auto& d : shm_)
         d->device->reset();  // the regions keep their contents (they are not this guest's RAM)
     pio_ = devices::Bus("port I/O");
@@ -425,6 +458,7 @@ namespace {
 constexpr uint32_t kConfigTag = snapshot::tag("CONF");
 constexpr uint32_t kUartTag = snapshot::tag("UART");
 constexpr uint32_t kCmosTag = snapshot::tag("CMOS");
+constexpr uint32_t kIrqchipTag = snapshot::tag("UIRQ");  // the split model's chips
 constexpr uint32_t kDomainTag = snapshot::tag("DOMN");
 constexpr size_t kMaxDomainText = size_t{256} << 10;
 constexpr uint32_t kStateVersion = 1;
@@ -586,6 +620,11 @@ Result<void> Vm::write_state(snapshot::Writer& w, std::string_view domain) {
         snapshot::encode(e, st);
         VIREO_TRY(w.add(snapshot::vcpu_tag(v->id()), snapshot::kVcpuVersion, e.data()));
     }
+    if (split_) {
+        snapshot::Encoder e;
+        split_->save(e);
+        VIREO_TRY(w.add(kIrqchipTag, kStateVersion, e.data()));
+    }
     snapshot::Encoder uart, cmos;
     serial_->save(uart);
     cmos_->save(cmos);
@@ -644,6 +683,13 @@ Result<void> check_saved_machine(const snapshot::Reader& reader, const VmConfig&
         return fail(ErrorCode::InvalidArgument,
                     "snapshot: the saved machine's virtio devices are [{}]; this one's [{}]",
                     device_list(saved.devices), device_list(want.devices));
+    const auto saved_irqchip =
+        reader.find(kIrqchipTag) != nullptr ? hv::IrqchipMode::Split : hv::IrqchipMode::Kernel;
+    if (saved_irqchip != config.irqchip)
+        return fail(ErrorCode::InvalidArgument,
+                    "snapshot: the saved machine's interrupt controllers are {}; this one's {} "
+                    "(--irqchip)",
+                    hv::to_string(saved_irqchip), hv::to_string(config.irqchip));
     // The CPU the guest saw: every feature it may have detected must be offered here too.
     std::vector<hv::CpuidEntry> saved_cpuid;
     VIREO_TRY(load_section(reader, snapshot::kCpuidTag, snapshot::kCpuidVersion, "CPUID",
@@ -694,8 +740,8 @@ Result<std::unique_ptr<Vm>> Vm::restore(const hv::Hypervisor& hv, const VmConfig
     // gets a new VM Generation ID and is told (a GED edge; its kernel reseeds its random number
     // generator, if it has the driver).
     VIREO_TRY(vm->write_generation_id());
-    VIREO_TRY(vm->machine_->set_irq_line(kVmgenidGsi, true));
-    VIREO_TRY(vm->machine_->set_irq_line(kVmgenidGsi, false));
+    VIREO_TRY(vm->set_gsi(kVmgenidGsi, true));
+    VIREO_TRY(vm->set_gsi(kVmgenidGsi, false));
     return vm;
 }
 
@@ -821,7 +867,13 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
     paused_clock_ = machine.clock_ns;
     time_on_run_ = true;
     // The devices after the vCPUs: an interrupt one raises as it is restored lands in a
-    // restored local APIC (setting a LAPIC's state would drop it).
+    // restored local APIC (setting a LAPIC's state would drop it); the split model's I/O APIC
+    // and 8259s before the devices whose lines they take.
+    if (split_) {
+        VIREO_TRY(load_section(r, kIrqchipTag, kStateVersion, "interrupt controller",
+                               [&](snapshot::Decoder& d) { split_->restore(d); }));
+        VIREO_TRY(split_->sync());
+    }
     VIREO_TRY(load_section(r, kUartTag, kStateVersion, "UART",
                            [&](snapshot::Decoder& d) { serial_->restore(d); }));
     VIREO_TRY(load_section(r, kCmosTag, kStateVersion, "CMOS",
@@ -950,7 +1002,7 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
         ic.region_readonly = c.region->readonly();
         VIREO_TRY_ASSIGN(d->device,
                          devices::pci::Ivshmem::create(
-                             ic, std::make_shared<KvmIrqLine>(*machine_, gsi),
+                             ic, std::make_shared<GsiLine>(*this, gsi),
                              [raw](uint16_t peer, uint16_t vector) { raw->ring(peer, vector); },
                              [m = machine_.get()](uint16_t, const devices::pci::MsiMessage& msg) {
                                  if (auto r = m->signal_msi(msg.address, msg.data); !r)
@@ -1292,8 +1344,16 @@ Result<void> Vm::write_generation_id() {
 Result<void> Vm::press_power_button() {
     if (stopping_.load(std::memory_order_acquire))
         return fail(ErrorCode::BadState, "the domain is stopping");
-    VIREO_TRY(machine_->set_irq_line(kGedGsi, true));  // a rising edge runs the GED's _EVT
-    return machine_->set_irq_line(kGedGsi, false);
+    VIREO_TRY(set_gsi(kGedGsi, true));  // a rising edge runs the GED's _EVT
+    return set_gsi(kGedGsi, false);
+}
+
+Result<void> Vm::set_gsi(uint32_t gsi, bool level) {
+    if (split_) {
+        split_->set_irq(gsi, level);
+        return ok();
+    }
+    return machine_->set_irq_line(gsi, level);
 }
 
 Result<void> Vm::pin_vcpu(uint32_t id, const std::vector<int>& cpus) {
@@ -1435,6 +1495,12 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
             if (!stopping_.load(std::memory_order_acquire)) put_back_tsc(vcpu);
             continue;
         }
+        if (split_ && &vcpu == vcpus_[0].get()) {
+            if (auto r = split_->before_run(vcpu); !r) {
+                stop(Fate::HostError, r.error().message());
+                return;
+            }
+        }
         auto exit = vcpu.run();
         if (!exit) {
             stop(Fate::HostError, exit.error().message());
@@ -1459,6 +1525,9 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
                 break;
             case hv::ExitReason::Msr:
                 refuse_msr(vcpu.id(), exit->msr);
+                break;
+            case hv::ExitReason::IoapicEoi:
+                if (split_) split_->end_of_interrupt(exit->eoi.vector);
                 break;
             case hv::ExitReason::Shutdown: {
                 // Where it was, for the report (the state KVM left: after the fault).

@@ -44,6 +44,7 @@
 #include "virtio/net/device.hpp"
 #include "virtio/vsock/device.hpp"
 #include "vmm/shm.hpp"
+#include "vmm/split_irqchip.hpp"
 
 namespace vireo::vmm {
 
@@ -91,7 +92,13 @@ struct VmConfig {
     arch::x86::CpuTemplate cpu;
     /// The MSRs the guest may touch (arch/x86/msr_policy.hpp): those its CPU needs, or all.
     arch::x86::MsrPolicy msrs;
+    /// Where the interrupt controllers and the PIT live: Kernel (KVM's local APICs, I/O APIC,
+    /// 8259s and PIT) or Split (KVM's local APICs; vireo's I/O APIC, 8259s and PIT).
+    hv::IrqchipMode irqchip = hv::IrqchipMode::Kernel;
 };
+
+/// The interrupt model `name` spells for a Linux machine (kernel, split), or nothing.
+std::optional<hv::IrqchipMode> parse_irqchip(std::string_view name) noexcept;
 
 /// A memory backing's name, as `--memory-backing` and a host config's `memory_backing` spell it.
 const char* to_string(VmConfig::Backing backing) noexcept;
@@ -316,6 +323,12 @@ class Vm {
         return config_.disks;
     }
 
+    /// Where its interrupt controllers live (VmConfig::irqchip).
+    hv::IrqchipMode irqchip() const noexcept { return config_.irqchip; }
+    /// Drives interrupt line `gsi` (an I/O APIC pin; 0-15 also the PIC's IRQ): KVM's chips,
+    /// or vireo's in the split model. Any thread.
+    Result<void> set_gsi(uint32_t gsi, bool level);
+
     /// COM1, for console input.
     const std::shared_ptr<devices::Serial>& serial() const noexcept { return serial_; }
     const memory::GuestMemory& memory() const noexcept { return memory_; }
@@ -351,6 +364,8 @@ class Vm {
     devices::Bus mmio_{"MMIO"};
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::Cmos> cmos_;
+    std::shared_ptr<devices::Device> i8042_;  // its port views refer to it
+    std::unique_ptr<SplitIrqchip> split_;  // IrqchipMode::Split's I/O APIC, 8259s and PIT
     std::vector<uint32_t> saved_msrs_;           // the MSRs a vCPU's state holds (KVM's list)
     std::vector<hv::CpuidEntry> cpuid0_;         // vCPU 0's CPUID, as the guest sees it
     std::vector<hv::CpuidEntry> host_cpuid_;     // what this host offers (an incoming check)

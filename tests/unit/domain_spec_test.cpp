@@ -29,6 +29,7 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     t.pin_vcpus = "0,1";
     t.cpu = "x86-64-v2,-popcnt";
     t.spec_ctrl = "off,+ssbd";
+    t.irqchip = "split";
     t.vmm_pool = "32M";
     auto s = parse_spec(t, "/nowhere");
     ASSERT_TRUE(s) << s.error().message();
@@ -54,6 +55,9 @@ TEST(DomainSpec, DefaultsAndTypedFields) {
     EXPECT_EQ(s->machine.cpu, "x86-64-v2,-popcnt") << "a snapshot keeps the template";
     EXPECT_EQ(arch::x86::to_string(s->cpu.spec_ctrl), "off,+ssbd");
     EXPECT_EQ(s->machine.spec_ctrl, "off,+ssbd") << "and the speculation-control policy";
+    EXPECT_EQ(s->irqchip, hv::IrqchipMode::Split);
+    EXPECT_EQ(s->machine.irqchip, "split") << "and the interrupt model";
+    EXPECT_EQ(parse_spec(with_kernel(), "/nowhere")->irqchip, hv::IrqchipMode::Kernel);
     EXPECT_EQ(s->vmm_pool, uint64_t{32} << 20);
     t.vmm_pool.clear();  // the default follows the devices it bounds
     EXPECT_EQ(parse_spec(t, "/nowhere")->vmm_pool, uint64_t{80 + 80} << 20);
@@ -87,6 +91,7 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 devices"},
         {[](DomainText& t) { t.shm = {"/dev/shm/x,size=5M"}; }, "shm: "},
         {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 256K to 64G"},
+        {[](DomainText& t) { t.irqchip = "none"; }, "irqchip: \"none\": use kernel or split"},
     };
     for (const auto& c : cases) {
         DomainText t = with_kernel();

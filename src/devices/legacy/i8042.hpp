@@ -1,5 +1,6 @@
 // Minimal i8042 keyboard controller: enough for the reset line (command 0xfe on port 0x64),
-// which Linux uses for reboot=k. Attach at port 0x60, size 5 (0x61 stays with KVM's PIT).
+// which Linux uses for reboot=k. Offsets from port 0x60: attach views (RangeView) of ports 0x60
+// and 0x64 (0x61 between them is the PIT's).
 #pragma once
 
 #include "devices/device.hpp"
