@@ -4,7 +4,8 @@
 # shm_guest.sh from a disk: A writes a word into BAR2 and rings B's doorbell; B, waiting on
 # /dev/uio0 (uio_pci_generic, INTx), wakes and reads it, then answers the other way; C sees A's
 # word and its own write does not reach the region; D has no such device. Then A is destroyed
-# and B runs on. Ends with "N passed, M failed".
+# and B runs on. B's interrupt controllers are vireo's (irqchip = "split"): its INTx is a level
+# interrupt through vireo's I/O APIC, ended by KVM's EOI exit. Ends with "N passed, M failed".
 . /opt/vireo/files/lib.sh
 vireo=vireo
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
@@ -18,6 +19,7 @@ memory = "192M"
 disks = ["/tmp/guest.img,readonly"]
 cmdline = "$C -- sh /dev/vda $1"
 TOML
+  if [ "$1" = b ]; then echo 'irqchip = "split"'; fi
 }
 {
   echo "run_dir = \"$R\""
@@ -60,6 +62,8 @@ info=$(vireo info b --run-dir $R 2>&1)
 echo "$info" | grep -q "^shm .*ring: 16 MiB at 0x.*peer 1 of a, b, c, doorbells (1 vector(s)): 1 in" &&
   ok "vireo info b lists the region, its peers and the doorbell it got" ||
   bad "info: $(echo "$info" | grep shm)"
+echo "$info" | grep -q "^irqchip *split" && ok "vireo info b: irqchip split (its INTx went through vireo's I/O APIC)" ||
+  bad "info b: $(echo "$info" | grep irqchip)"
 vireo destroy a --run-dir $R >/dev/null 2>&1
 sleep 2
 wait_state_dir $R b running 10 && [ "$(field_dir $R a state)" != running ] &&
