@@ -76,6 +76,9 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
     if (mode == IrqchipMode::Kernel) {
         if (kvm_ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
             return fail_errno(errno, "KVM_CREATE_IRQCHIP");
+        irqchip_.store(mode, std::memory_order_release);
+        std::lock_guard routes(routes_mu_);
+        VIREO_TRY(commit_routes_locked());  // the PC's wiring, not KVM's default
     } else {
         split_pins_ = split_pins;
         kvm_enable_cap cap{};
@@ -454,12 +457,14 @@ Result<void> Machine::set_pin_routes(std::span<const std::optional<MsiRoute>> pi
 }
 
 Result<void> Machine::commit_routes_locked() {
-    // The whole table. Kernel: KVM's default (each of GSIs 0-15 to its PIC pin and IOAPIC pin,
-    // 16-23 to the IOAPIC); split: each unmasked pin of the user-space I/O APIC. Then the MSI
-    // routes.
+    // The whole table. Kernel: a PC's wiring (as QEMU sets it up): GSIs 0-15 but 2 to their
+    // 8259 pins, GSI 0 (the PIT's IRQ 0) to the I/O APIC's pin 2 as the MADT's interrupt source
+    // override says, GSIs 1 and 3-23 to their own pins (KVM's default would send GSI 0 to pin
+    // 0, where no guest that read the MADT looks). Split: each unmasked pin of the user-space
+    // I/O APIC. Then the MSI routes.
     const bool kernel = irqchip() == IrqchipMode::Kernel;
     size_t n = msi_routes_.size();
-    if (kernel) n += 16 + 24;
+    if (kernel) n += 15 + 23;
     for (const auto& p : pin_routes_)
         n += p.has_value() ? 1u : 0u;
     std::vector<uint8_t> buf(sizeof(kvm_irq_routing) + n * sizeof(kvm_irq_routing_entry));
@@ -475,19 +480,19 @@ Result<void> Machine::commit_routes_locked() {
         e[i].u.msi.data = m.data;
         ++i;
     };
+    auto chip = [&](uint32_t gsi, uint32_t irqchip, uint32_t pin) {
+        e[i].gsi = gsi;
+        e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
+        e[i].u.irqchip.irqchip = irqchip;
+        e[i].u.irqchip.pin = pin;
+        ++i;
+    };
     if (kernel) {
-        for (uint32_t irq = 0; irq < 16; ++irq, ++i) {
-            e[i].gsi = irq;
-            e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
-            e[i].u.irqchip.irqchip = irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
-            e[i].u.irqchip.pin = irq % 8;
-        }
-        for (uint32_t irq = 0; irq < 24; ++irq, ++i) {
-            e[i].gsi = irq;
-            e[i].type = KVM_IRQ_ROUTING_IRQCHIP;
-            e[i].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-            e[i].u.irqchip.pin = irq;
-        }
+        for (uint32_t irq = 0; irq < 16; ++irq)
+            if (irq != 2)
+                chip(irq, irq < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, irq % 8);
+        for (uint32_t irq = 0; irq < 24; ++irq)
+            if (irq != 2) chip(irq, KVM_IRQCHIP_IOAPIC, irq == 0 ? 2 : irq);
     }
     for (uint32_t pin = 0; pin < pin_routes_.size(); ++pin)
         if (pin_routes_[pin]) msi(pin, *pin_routes_[pin]);
