@@ -1,10 +1,13 @@
 // libFuzzer target: the user-space interrupt controllers as a hostile guest reaches them — the
 // I/O APIC's MMIO window (any offset and width), the 8259A pair's and the 8254's ports (any port
-// near theirs, any value), device lines, EOIs, interrupt acknowledges, the PIT's clock moving
-// and its timer firing, snapshots saved and restored in between (and hostile snapshot bytes).
-// Checks: the PIC's reported output matches what it last told its sink; the I/O APIC sends at
-// most one message per pin per operation; the PIT never asks for a wake-up sooner than its
-// minimum period after a guest's write.
+// near theirs, any value), the local APIC's register page and MSRs (any offset, width, MSR and
+// value, in xAPIC and x2APIC mode), device lines, EOIs, interrupt acknowledges, CR8, the clock
+// moving and the PIT's and the local APIC's timers firing, snapshots saved and restored in
+// between (and hostile snapshot bytes). Checks: the PIC's reported output matches what it last
+// told its sink; the I/O APIC sends at most one message per pin per operation; the PIT never
+// asks for a wake-up sooner than its minimum period after a guest's write; the local APIC never
+// offers a vector at or below its processor priority, and never sends an IPI of a reserved
+// delivery mode or an illegal fixed vector.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +16,7 @@
 #include <memory>
 
 #include "devices/irqchip/ioapic.hpp"
+#include "devices/irqchip/lapic.hpp"
 #include "devices/irqchip/pic.hpp"
 #include "devices/irqchip/pit.hpp"
 
@@ -51,6 +55,29 @@ struct Sinks final : MsiSink, OutputSink, TimerSink {
     unsigned arms = 0;
 };
 
+struct ApicSinks final : LapicSink {
+    void send_ipi(const Ipi& ipi) override {
+        if (ipi.mode == 3 || ipi.mode == 7) abort();
+        if ((ipi.mode == Ipi::Fixed || ipi.mode == Ipi::LowestPriority) && ipi.vector < 16) abort();
+        ++ipis;
+    }
+    void eoi_broadcast(uint8_t) override { ++eois; }
+    void arm_timer(uint64_t d) override { deadline = d; }
+    uint64_t tsc_to_ns(uint64_t tsc) override { return tsc; }
+    void kick() override {}
+    unsigned ipis = 0, eois = 0;
+    uint64_t deadline = 0;
+};
+
+// The local APIC's registers the guest reaches through the page or MSRs (its PPR read back).
+uint32_t apic_ppr(Lapic& a) {
+    uint64_t v = 0;
+    if (a.read_msr(0x80a, v)) return static_cast<uint32_t>(v);
+    uint8_t b[4] = {};
+    a.read(Lapic::kPpr, b);
+    return static_cast<uint32_t>(b[0]);
+}
+
 struct FakeClock final : Clock {
     uint64_t now_ns() const override { return now; }
     uint64_t now = 1'000'000'000;
@@ -75,12 +102,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto ioapic = std::make_unique<Ioapic>(sinks);
     auto pic = std::make_unique<Pic>(sinks);
     auto pit = std::make_unique<Pit>(clock, sinks);
+    ApicSinks apic_sinks;
+    auto lapic = std::make_unique<Lapic>(0, true, clock, apic_sinks);
     Input in{data, size};
     uint8_t buf[8];
     while (!in.empty()) {
         const uint8_t op = in.u8();
         const unsigned before = sinks.messages;
-        switch (op % 12) {
+        switch (op % 17) {
             case 0: {  // I/O APIC MMIO write
                 const uint16_t off = in.u16() & 0xfff;
                 const size_t len = 1 + in.u8() % 8;
@@ -95,7 +124,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 break;
             }
             case 2:
-                ioapic->set_irq(in.u8() % 32, in.u8() & 1);
+                if (const uint8_t b = in.u8(); b & 0x80)
+                    ioapic->pulse(b % 32);
+                else
+                    ioapic->set_irq(b % 32, in.u8() & 1);
                 break;
             case 3:
                 ioapic->end_of_interrupt(in.u8());
@@ -144,6 +176,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     pic = round_trip(*pic, static_cast<OutputSink&>(sinks));
                     pit = round_trip(*pit, static_cast<const Clock&>(clock),
                                      static_cast<TimerSink&>(sinks));
+                    {
+                        snapshot::Encoder e;
+                        lapic->save(e);
+                        auto to = std::make_unique<Lapic>(0, true, clock, apic_sinks);
+                        snapshot::Decoder d(e.data(), "fuzz");
+                        to->restore(d);
+                        if (!d.finish()) abort();
+                        lapic = std::move(to);
+                    }
                 } else {
                     const size_t len = std::min<size_t>(in.u8(), in.n);
                     Sinks other;  // the scratch devices' own
@@ -156,10 +197,66 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     snapshot::Decoder d3({in.p, len}, "fuzz");
                     Pit scratch3(clock, other);
                     scratch3.restore(d3);
+                    ApicSinks other_apic;
+                    snapshot::Decoder d4({in.p, len}, "fuzz");
+                    Lapic scratch4(0, true, clock, other_apic);
+                    scratch4.restore(d4);
                     in.p += len, in.n -= len;
                 }
                 break;
+            case 12: {  // the local APIC's page: any offset and width
+                const uint16_t off = in.u16() & 0xfff;
+                const size_t len = 1 + in.u8() % 8;
+                for (size_t i = 0; i < len; ++i)
+                    buf[i] = in.u8();
+                if (in.u8() & 1)
+                    lapic->write(off, {buf, len});
+                else
+                    lapic->read(off, {buf, len});
+                break;
+            }
+            case 13: {  // its MSRs: the x2APIC range and its neighbours, APIC base, TSC deadline
+                static constexpr uint32_t kMsrs[] = {Lapic::kApicBaseMsr, Lapic::kTscDeadlineMsr,
+                                                     0x7ff, 0x900};
+                const uint8_t sel = in.u8();
+                const uint32_t msr = sel < 0xc0 ? 0x800 + in.u8() : kMsrs[sel % 4];
+                uint64_t value = 0;
+                for (int i = 0; i < 8; ++i)
+                    value = value << 8 | in.u8();
+                if (in.u8() & 1)
+                    (void)lapic->write_msr(msr, value);
+                else
+                    (void)lapic->read_msr(msr, value);
+                break;
+            }
+            case 14:  // interrupts in, the CPU taking one, EOI, CR8
+                switch (in.u8() % 4) {
+                    case 0:
+                        lapic->accept(in.u8(), in.u8() & 1);
+                        break;
+                    case 1:
+                        (void)lapic->acknowledge();
+                        break;
+                    case 2:
+                        lapic->set_cr8(in.u8());
+                        break;
+                    default:
+                        lapic->reset();
+                        break;
+                }
+                break;
+            case 15:  // the local APIC's timer fires if due
+                if (apic_sinks.deadline != 0 && clock.now >= apic_sinks.deadline)
+                    lapic->timer_expired();
+                break;
+            case 16:
+                (void)lapic->accepts_extint();
+                (void)lapic->cr8();
+                break;
         }
+        if (const auto v = lapic->pending();
+            v && (*v & 0xf0u) <= (apic_ppr(*lapic) & 0xf0u) && apic_ppr(*lapic) != 0)
+            abort();
         if (sinks.messages - before > Ioapic::kPins) abort();
         if (pic->output() != sinks.output) abort();
     }

@@ -145,8 +145,9 @@ void SplitIrqchip::arm(uint64_t deadline_ns) {
 }
 
 void SplitIrqchip::irq0_edge() {
-    set_irq(0, true);
-    set_irq(0, false);
+    pic_.set_irq(0, true);
+    pic_.set_irq(0, false);
+    ioapic_.pulse(2);  // one operation: an EOI in between cannot see the line up
 }
 
 Result<void> SplitIrqchip::update_routes() {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "devices/irqchip/ioapic.hpp"
+#include "devices/irqchip/lapic.hpp"
 #include "devices/irqchip/pic.hpp"
 #include "devices/irqchip/pit.hpp"
 
@@ -106,6 +107,31 @@ TEST(Ioapic, LevelEntryWaitsForEoiAndFiresAgainWhileUp) {
     uint8_t vector = 0x51;
     io.write(Ioapic::kEoi, {&vector, 1});
     EXPECT_EQ(sink.sent.size(), 4u);
+}
+
+TEST(Ioapic, APulseFiresOnceEvenOnALevelEntry) {
+    Sink sink;
+    Ioapic io(sink);
+    program(io, 2, 0x30 | Ioapic::kLevel);
+    io.pulse(2);
+    ASSERT_EQ(sink.sent.size(), 1u);
+    io.end_of_interrupt(0x30);  // the line is down again: nothing more
+    EXPECT_EQ(sink.sent.size(), 1u);
+    io.pulse(2);
+    io.pulse(2);  // remote IRR still set: the second pulse is lost, as on hardware
+    EXPECT_EQ(sink.sent.size(), 2u);
+    io.end_of_interrupt(0x30);
+    EXPECT_EQ(sink.sent.size(), 2u);
+    program(io, 3, 0x31);  // edge
+    io.pulse(3);
+    io.pulse(3);
+    EXPECT_EQ(sink.sent.size(), 4u);
+    io.set_irq(4, true);  // a line held up is left up by another pin's pulse
+    program(io, 4, 0x32 | Ioapic::kLevel);
+    EXPECT_EQ(sink.sent.size(), 5u);
+    io.pulse(4);  // remote IRR set: nothing, and the line stays up
+    io.end_of_interrupt(0x32);
+    EXPECT_EQ(sink.sent.size(), 6u) << "still up after the pulse: fires again at the EOI";
 }
 
 TEST(Ioapic, RemoteIrrAndDeliveryStatusAreReadOnly) {
@@ -418,6 +444,263 @@ TEST(Pit, TinyCountsCannotFloodTheHost) {
     out(pit, 0x40, 0);
     out(pit, 0x40, 0);
     EXPECT_NEAR(static_cast<double>(timer.deadline - clock.now), 54'925'000.0, 2000.0);
+}
+
+// ---- the local APIC ----
+
+struct ApicSink final : LapicSink {
+    void send_ipi(const Ipi& ipi) override { ipis.push_back(ipi); }
+    void eoi_broadcast(uint8_t v) override { eois.push_back(v); }
+    void arm_timer(uint64_t d) override { deadline = d; }
+    uint64_t tsc_to_ns(uint64_t tsc) override { return tsc * 2; }  // a 500 MHz TSC
+    void kick() override { ++kicks; }
+    std::vector<Ipi> ipis;
+    std::vector<uint8_t> eois;
+    uint64_t deadline = 0;
+    int kicks = 0;
+};
+
+uint32_t apic_read(Lapic& a, uint32_t off) {
+    uint8_t v[4];
+    a.read(off, v);
+    uint32_t x;
+    std::memcpy(&x, v, 4);
+    return x;
+}
+
+void apic_write(Lapic& a, uint32_t off, uint32_t value) {
+    uint8_t v[4];
+    std::memcpy(v, &value, 4);
+    a.write(off, v);
+}
+
+// A local APIC as software leaves it: enabled, spurious vector 0xff.
+struct Apic {
+    FakeClock clock;
+    ApicSink sink;
+    Lapic apic{3, true, clock, sink};
+    Apic() { apic_write(apic, Lapic::kSvr, 0x1ff); }
+};
+
+TEST(Lapic, ResetStateAndIdentity) {
+    FakeClock clock;
+    ApicSink sink;
+    Lapic a(3, true, clock, sink);
+    uint64_t base = 0;
+    ASSERT_TRUE(a.read_msr(Lapic::kApicBaseMsr, base));
+    EXPECT_EQ(base, Lapic::kBase | Lapic::kBaseEnable | Lapic::kBaseBsp);
+    EXPECT_EQ(apic_read(a, Lapic::kId), 3u << 24);
+    EXPECT_EQ(apic_read(a, Lapic::kVersion), Lapic::kVersionValue);
+    EXPECT_EQ(apic_read(a, Lapic::kSvr), 0xffu);
+    EXPECT_EQ(apic_read(a, Lapic::kDfr), 0xffffffffu);
+    for (uint32_t lvt : {Lapic::kLvtTimer, Lapic::kLvtLint0, Lapic::kLvtLint1, Lapic::kLvtError})
+        EXPECT_EQ(apic_read(a, lvt), Lapic::kLvtMasked) << lvt;
+    // Software-disabled: a fixed interrupt is dropped, and LVTs stay masked.
+    a.accept(0x40, false);
+    EXPECT_FALSE(a.pending());
+    apic_write(a, Lapic::kLvtLint0, 0x700);
+    EXPECT_EQ(apic_read(a, Lapic::kLvtLint0), 0x700u | Lapic::kLvtMasked);
+    EXPECT_FALSE(a.accepts_extint());
+    apic_write(a, Lapic::kSvr, 0x1ff);
+    apic_write(a, Lapic::kLvtLint0, 0x700);  // ExtINT, unmasked
+    EXPECT_TRUE(a.accepts_extint());
+    uint64_t v;
+    EXPECT_FALSE(a.read_msr(0x802, v)) << "x2APIC MSRs are #GP in xAPIC mode";
+}
+
+TEST(Lapic, PriorityOrderingTprAndEoi) {
+    Apic t;
+    auto& a = t.apic;
+    a.accept(0x31, false);
+    a.accept(0x52, true);  // level
+    a.accept(0x55, false);
+    EXPECT_GE(t.sink.kicks, 1);
+    EXPECT_EQ(a.pending(), 0x55);
+    apic_write(a, Lapic::kTpr, 0x50);  // class 5 and below wait
+    EXPECT_FALSE(a.pending());
+    EXPECT_EQ(apic_read(a, Lapic::kPpr), 0x50u);
+    a.set_cr8(0);
+    EXPECT_EQ(a.cr8(), 0);
+    EXPECT_EQ(a.acknowledge(), 0x55);
+    EXPECT_EQ(apic_read(a, Lapic::kPpr), 0x50u);  // in service
+    EXPECT_FALSE(a.pending()) << "0x52 is in the same class as 0x55 in service";
+    apic_write(a, Lapic::kEoi, 0);  // ends 0x55 (edge: no broadcast)
+    EXPECT_TRUE(t.sink.eois.empty());
+    EXPECT_EQ(a.acknowledge(), 0x52);
+    EXPECT_TRUE(apic_read(a, Lapic::kTmr + 0x20) & (1u << (0x52 - 64)));
+    apic_write(a, Lapic::kEoi, 0);  // level: the I/O APIC hears of it
+    EXPECT_EQ(t.sink.eois, std::vector<uint8_t>{0x52});
+    EXPECT_EQ(a.acknowledge(), 0x31);
+    apic_write(a, Lapic::kSvr, 0x1ff | Lapic::kSvrSuppressEoiBroadcast);
+    a.accept(0x60, true);
+    EXPECT_EQ(a.acknowledge(), 0x60);
+    apic_write(a, Lapic::kEoi, 0);
+    EXPECT_EQ(t.sink.eois.size(), 1u) << "suppressed: the guest writes the I/O APIC's EOI";
+    a.accept(7, false);  // illegal vector
+    EXPECT_EQ(apic_read(a, Lapic::kEsr), 0x40u) << "received illegal vector";
+    apic_write(a, Lapic::kEsr, 0);
+    EXPECT_EQ(apic_read(a, Lapic::kEsr), 0u);
+    EXPECT_EQ(a.pending(), std::nullopt);
+}
+
+TEST(Lapic, IcrSendsIpisInBothModes) {
+    Apic t;
+    auto& a = t.apic;
+    apic_write(a, Lapic::kIcrHigh, 0x05000000);
+    apic_write(a, Lapic::kIcrLow, 0x4500);   // INIT, assert, physical, to APIC 5
+    apic_write(a, Lapic::kIcrLow, 0x0612);   // startup, vector 0x12
+    apic_write(a, Lapic::kIcrLow, 0xc0030);  // fixed 0x30 to all but self
+    apic_write(a, Lapic::kIcrLow, 0x0005);   // fixed vector 5: illegal, not sent
+    ASSERT_EQ(t.sink.ipis.size(), 3u);
+    EXPECT_EQ(t.sink.ipis[0].mode, Ipi::Init);
+    EXPECT_EQ(t.sink.ipis[0].destination, 5u);
+    EXPECT_EQ(t.sink.ipis[0].source, 3u);
+    EXPECT_EQ(t.sink.ipis[1].mode, Ipi::Startup);
+    EXPECT_EQ(t.sink.ipis[1].vector, 0x12);
+    EXPECT_EQ(t.sink.ipis[2].shorthand, Ipi::AllExcludingSelf);
+    EXPECT_EQ(apic_read(a, Lapic::kIcrLow) & (1u << 12), 0u) << "always idle";
+    // x2APIC: the ICR is one 64-bit MSR with a 32-bit destination; self-IPI MSR.
+    ASSERT_TRUE(a.write_msr(Lapic::kApicBaseMsr, Lapic::kBase | Lapic::kBaseEnable |
+                                                     Lapic::kBaseBsp | Lapic::kBaseX2apic));
+    uint64_t v = 0;
+    ASSERT_TRUE(a.read_msr(0x802, v));
+    EXPECT_EQ(v, 3u);
+    ASSERT_TRUE(a.read_msr(0x80d, v));
+    EXPECT_EQ(v, (0u << 16) | (1u << 3)) << "cluster 0, bit 3";
+    ASSERT_TRUE(a.write_msr(0x830, (uint64_t{300} << 32) | 0x4041));
+    ASSERT_EQ(t.sink.ipis.size(), 4u);
+    EXPECT_EQ(t.sink.ipis[3].destination, 300u);
+    EXPECT_TRUE(t.sink.ipis[3].x2apic);
+    ASSERT_TRUE(a.write_msr(0x83f, 0x77));
+    EXPECT_EQ(a.pending(), 0x77);
+    // #GP: reads of write-only registers, writes of read-only ones, xAPIC-only registers, a
+    // non-zero EOI, reserved high bits, x2APIC straight back to xAPIC.
+    EXPECT_FALSE(a.read_msr(0x80b, v));
+    EXPECT_FALSE(a.write_msr(0x802, 1));
+    EXPECT_FALSE(a.write_msr(0x80e, 0));
+    EXPECT_FALSE(a.write_msr(0x831, 0));
+    EXPECT_FALSE(a.write_msr(0x80b, 1));
+    EXPECT_FALSE(a.write_msr(0x808, uint64_t{1} << 32));
+    EXPECT_FALSE(
+        a.write_msr(Lapic::kApicBaseMsr, Lapic::kBase | Lapic::kBaseEnable | Lapic::kBaseBsp));
+    EXPECT_EQ(apic_read(a, Lapic::kId), 0u) << "no MMIO in x2APIC mode";
+    // Logical destinations.
+    EXPECT_TRUE(a.matches_logical(0x00008, true));
+    EXPECT_FALSE(a.matches_logical(0x10008, true));
+}
+
+TEST(Lapic, LogicalXapicFlatAndCluster) {
+    Apic t;
+    auto& a = t.apic;
+    apic_write(a, Lapic::kLdr, 0x24000000);
+    EXPECT_TRUE(a.matches_logical(0x04, false));  // flat: any common bit
+    EXPECT_FALSE(a.matches_logical(0x08, false));
+    apic_write(a, Lapic::kDfr, 0x0fffffff);  // cluster model
+    EXPECT_TRUE(a.matches_logical(0x24, false));
+    EXPECT_FALSE(a.matches_logical(0x14, false));
+}
+
+TEST(Lapic, TimerOneShotPeriodicAndTscDeadline) {
+    Apic t;
+    auto& a = t.apic;
+    const uint64_t t0 = t.clock.now;
+    apic_write(a, Lapic::kTimerDivide, 0xb);       // divide by 1
+    apic_write(a, Lapic::kLvtTimer, 0x40);         // one-shot, vector 0x40
+    apic_write(a, Lapic::kTimerInitial, 1000000);  // 1 ms at 1 GHz
+    EXPECT_EQ(t.sink.deadline, t0 + 1000000);
+    t.clock.now += 400000;
+    EXPECT_EQ(apic_read(a, Lapic::kTimerCurrent), 600000u);
+    a.timer_expired();  // early: waits on
+    EXPECT_FALSE(a.pending());
+    t.clock.now = t0 + 1000000;
+    a.timer_expired();
+    EXPECT_EQ(a.acknowledge(), 0x40);
+    apic_write(a, Lapic::kEoi, 0);
+    EXPECT_EQ(apic_read(a, Lapic::kTimerCurrent), 0u);
+    // Periodic, divide by 2: every 2 ms; a host that fell behind gets one tick, not a flood.
+    apic_write(a, Lapic::kLvtTimer, 0x20041);
+    apic_write(a, Lapic::kTimerDivide, 0x0);
+    apic_write(a, Lapic::kTimerInitial, 1000000);
+    const uint64_t t1 = t.clock.now;
+    EXPECT_EQ(t.sink.deadline, t1 + 2000000);
+    t.clock.now = t1 + 2000000;
+    a.timer_expired();
+    EXPECT_EQ(t.sink.deadline, t1 + 4000000);
+    EXPECT_EQ(a.acknowledge(), 0x41);
+    apic_write(a, Lapic::kEoi, 0);
+    t.clock.now = t1 + 100000000;  // 100 ms late
+    a.timer_expired();
+    EXPECT_EQ(t.sink.deadline, t.clock.now + 2000000);
+    EXPECT_EQ(a.acknowledge(), 0x41);
+    apic_write(a, Lapic::kEoi, 0);
+    // A tiny periodic count cannot flood the host.
+    apic_write(a, Lapic::kTimerDivide, 0xb);
+    apic_write(a, Lapic::kTimerInitial, 1);
+    EXPECT_GE(t.sink.deadline, t.clock.now + 100000);
+    // TSC-deadline: the mode change stops the timer; IA32_TSC_DEADLINE arms it in Clock time.
+    apic_write(a, Lapic::kLvtTimer, 0x40042);
+    EXPECT_EQ(t.sink.deadline, 0u);
+    ASSERT_TRUE(a.write_msr(Lapic::kTscDeadlineMsr, 5000000000));
+    EXPECT_EQ(t.sink.deadline, 10000000000u);  // the sink's 500 MHz TSC
+    uint64_t v = 0;
+    ASSERT_TRUE(a.read_msr(Lapic::kTscDeadlineMsr, v));
+    EXPECT_EQ(v, 5000000000u);
+    t.clock.now = 10000000000;
+    a.timer_expired();
+    EXPECT_EQ(a.acknowledge(), 0x42);
+    ASSERT_TRUE(a.read_msr(Lapic::kTscDeadlineMsr, v));
+    EXPECT_EQ(v, 0u) << "fired: the deadline clears";
+    apic_write(a, Lapic::kTimerInitial, 5);  // ignored in TSC-deadline mode
+    EXPECT_EQ(apic_read(a, Lapic::kTimerInitial), 0u);
+}
+
+TEST(Lapic, OddAccessesSoftwareDisableAndSnapshot) {
+    Apic t;
+    auto& a = t.apic;
+    uint8_t b[8];
+    a.read(0x81, {b, 1});  // a byte of the TPR
+    a.read(0xffc, {b, 8});
+    a.read(0x5000, {b, 4});
+    uint8_t two[2] = {1, 2};
+    a.write(0x80, two);  // not a 32-bit write: dropped
+    EXPECT_EQ(apic_read(a, Lapic::kTpr), 0u);
+    apic_write(a, 0x3d0, 1);  // reserved
+    apic_write(a, Lapic::kVersion, 0);
+    EXPECT_EQ(apic_read(a, Lapic::kVersion), Lapic::kVersionValue);
+    apic_write(a, Lapic::kLvtTimer, 0x20050);
+    apic_write(a, Lapic::kTimerInitial, 5000000);
+    a.accept(0x66, true);
+    // Save, then restore into a fresh APIC: registers, pending interrupts and the timer.
+    snapshot::Encoder e;
+    a.save(e);
+    FakeClock clock2;
+    clock2.now = t.clock.now + 1000;
+    ApicSink sink2;
+    Lapic b2(3, true, clock2, sink2);
+    snapshot::Decoder d(e.data(), "lapic");
+    b2.restore(d);
+    ASSERT_TRUE(d.finish());
+    EXPECT_EQ(b2.pending(), 0x66);
+    EXPECT_EQ(apic_read(b2, Lapic::kLvtTimer), 0x20050u);
+    EXPECT_EQ(sink2.deadline, clock2.now + 10000000) << "5M bus ticks, divided by 2";
+    // Hostile: another version, a BSP flag that is not this APIC's.
+    auto bad = e.data();
+    bad[8 + 4 * 3] ^= 1;  // the version register
+    Lapic c(3, true, clock2, sink2);
+    snapshot::Decoder d2(bad, "lapic");
+    c.restore(d2);
+    EXPECT_FALSE(d2.finish());
+    Lapic ap(3, false, clock2, sink2);
+    snapshot::Decoder d3(e.data(), "lapic");
+    ap.restore(d3);
+    EXPECT_FALSE(d3.finish());
+    // Software disable masks every LVT; INIT puts everything back.
+    apic_write(a, Lapic::kSvr, 0xff);
+    EXPECT_TRUE(apic_read(a, Lapic::kLvtTimer) & Lapic::kLvtMasked);
+    a.reset();
+    EXPECT_EQ(apic_read(a, Lapic::kSvr), 0xffu);
+    EXPECT_FALSE(a.pending());
+    EXPECT_EQ(t.sink.deadline, 0u);
 }
 
 }  // namespace

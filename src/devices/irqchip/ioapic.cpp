@@ -70,6 +70,21 @@ void Ioapic::set_irq(unsigned pin, bool level) {
     send(out);
 }
 
+void Ioapic::pulse(unsigned pin) {
+    if (pin >= kPins) return;
+    Outbox out;
+    {
+        std::lock_guard lock(mu_);
+        const uint32_t bit = 1u << pin;
+        const uint32_t was = lines_ & bit;
+        if (!was && !(entries_[pin] & kLevel)) edges_ |= bit;
+        lines_ |= bit;
+        service(out);
+        lines_ = (lines_ & ~bit) | was;
+    }
+    send(out);
+}
+
 void Ioapic::eoi_locked(uint8_t vector, Outbox& out) {
     for (uint64_t& e : entries_)
         if ((e & kLevel) && (e & kRemoteIrr) && (e & kVectorMask) == vector) e &= ~kRemoteIrr;

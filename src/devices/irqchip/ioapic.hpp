@@ -58,6 +58,11 @@ class Ioapic final : public Device {
     /// rising edge (held while masked, fired when unmasked); a level-triggered one while the
     /// line is up and its remote IRR clear.
     void set_irq(unsigned pin, bool level);
+    /// A pulse on input `pin` (up and down again at once, as the PIT's IRQ 0 is): an edge entry
+    /// fires as on a rising edge; a level entry fires once if its remote IRR is clear, and an
+    /// EOI cannot find the line still up (a pulse raised in two calls could fire again for
+    /// every EOI that came in between).
+    void pulse(unsigned pin);
     /// The local APICs' EOI of `vector` (their EOI broadcast, or a write of the EOI register).
     void end_of_interrupt(uint8_t vector);
 
