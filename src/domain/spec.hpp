@@ -67,13 +67,13 @@ struct DomainText {
     bool rng = false;
     std::vector<std::string> shm;  ///< shared memory regions (ShmOptions' forms)
     std::string memory_backing = "anonymous";
-    std::string cpu = "host";       ///< CPU template and overrides (arch/x86/cpu_template.hpp)
-    std::string spec_ctrl = "on";   ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
-    std::string msr_filter = "on";  ///< the MSR allow-list (arch/x86/msr_policy.hpp)
+    std::string cpu = "host";        ///< CPU template and overrides (arch/x86/cpu_template.hpp)
+    std::string spec_ctrl = "on";    ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
+    std::string msr_filter = "on";   ///< the MSR allow-list (arch/x86/msr_policy.hpp)
     std::string irqchip = "kernel";  ///< where the interrupt controllers live (kernel, split)
-    std::string vmm_pool;           ///< the VMM memory pool (base/mem_pool.hpp); "": its default
-    std::string cpu_affinity;       ///< host CPUs for every thread (a shared pool)
-    std::string pin_vcpus;          ///< one host CPU per vCPU (a pinned pool)
+    std::string vmm_pool;            ///< the VMM memory pool (base/mem_pool.hpp); "": its default
+    std::string cpu_affinity;        ///< host CPUs for every thread (a shared pool)
+    std::string pin_vcpus;           ///< one host CPU per vCPU (a pinned pool)
     ProcessOptions process;
     bool operator==(const DomainText&) const = default;
 };

@@ -175,14 +175,7 @@ m_done: .asciz "-DONE "
 m_bad: .asciz "IRQ-BAD "
 
     .data
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9a000000ffff       # 0x08: 32-bit code, base 0, 4 GiB
-    .quad 0x00cf92000000ffff       # 0x10: data, base 0, 4 GiB
-gdtr:
-    .word 3 * 8 - 1
-    .long gdt
+#include "pvh_gdt.inc"
 idt_desc:
     .word 256 * 8 - 1
     .long idt

@@ -115,14 +115,7 @@ sending: .asciz "SHM-RINGING\n"
 other_msg: .asciz "SHM-PEER-OTHER\n"
     .balign 4
 count: .long 0
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9a000000ffff   # 0x08: 32-bit code, base 0, 4 GiB
-    .quad 0x00cf92000000ffff   # 0x10: data, base 0, 4 GiB
-gdtr:
-    .word 3 * 8 - 1
-    .long gdt
+#include "pvh_gdt.inc"
 idtr:
     .word (VECTOR + 1) * 8 - 1
     .long idt

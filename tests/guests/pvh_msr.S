@@ -101,14 +101,7 @@ flood: .asciz "\nMSR-FLOOD "
 gp_count: .long 0
 saved_esp: .long 0
 resume: .long 0
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9a000000ffff   # 0x08: 32-bit code, base 0, 4 GiB
-    .quad 0x00cf92000000ffff   # 0x10: data, base 0, 4 GiB
-gdtr:
-    .word 3 * 8 - 1
-    .long gdt
+#include "pvh_gdt.inc"
 idtr:
     .word 14 * 8 - 1
     .long idt

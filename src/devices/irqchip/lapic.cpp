@@ -58,6 +58,10 @@ bool x2apic_register(uint32_t offset, bool write) {
 
 Lapic::Lapic(uint32_t id, bool bsp, const Clock& clock, LapicSink& sink)
     : id_(id), bsp_(bsp), clock_(clock), sink_(sink) {
+    power_on();
+}
+
+void Lapic::power_on() {
     base_ = kBase | kBaseEnable | (bsp_ ? kBaseBsp : 0);
     regs_.fill(0);
     reg(kId) = id_ << 24;
@@ -66,22 +70,15 @@ Lapic::Lapic(uint32_t id, bool bsp, const Clock& clock, LapicSink& sink)
         reg(lvt) = kLvtMasked;
     reg(kDfr) = 0xffffffff;
     reg(kSvr) = 0xff;
+    timer_start_ns_ = deadline_ns_ = tsc_deadline_ = 0;
 }
 
 void Lapic::reset() {
     Effects fx;
     {
         std::lock_guard lock(mu_);
-        base_ = kBase | kBaseEnable | (bsp_ ? kBaseBsp : 0);
-        regs_.fill(0);
-        reg(kId) = id_ << 24;
-        reg(kVersion) = kVersionValue;
-        for (uint32_t lvt : kLvts)
-            reg(lvt) = kLvtMasked;
-        reg(kDfr) = 0xffffffff;
-        reg(kSvr) = 0xff;
         if (deadline_ns_ != 0) fx.arm = 0;
-        timer_start_ns_ = deadline_ns_ = tsc_deadline_ = 0;
+        power_on();
     }
     finish(fx);
 }

@@ -122,6 +122,7 @@ class Lapic final : public Device {
         std::optional<uint64_t> arm;
         bool kick = false;
     };
+    void power_on();  // every register to its reset value (the lock held, or not yet shared)
     bool x2apic() const { return (base_ & kBaseX2apic) != 0; }
     bool enabled() const { return (base_ & kBaseEnable) != 0 && (reg(kSvr) & kSvrEnable) != 0; }
     uint32_t& reg(uint32_t offset) { return regs_[offset >> 4]; }
