@@ -55,9 +55,9 @@ struct DomainConfig {
     bool rng = false, balloon = false;
     uint64_t console_log_max = kDefaultConsoleLogMax;  ///< RUN_DIR/NAME.log rotates here
     MemoryBacking memory_backing = MemoryBacking::Anonymous;
-    std::string cpu = "host";       ///< CPU template and overrides (arch/x86/cpu_template.hpp)
-    std::string spec_ctrl = "on";   ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
-    std::string msr_filter = "on";  ///< the MSR allow-list (arch/x86/msr_policy.hpp)
+    std::string cpu = "host";        ///< CPU template and overrides (arch/x86/cpu_template.hpp)
+    std::string spec_ctrl = "on";    ///< speculation controls shown (arch/x86/spec_ctrl.hpp)
+    std::string msr_filter = "on";   ///< the MSR allow-list (arch/x86/msr_policy.hpp)
     std::string irqchip = "kernel";  ///< where the interrupt controllers live (kernel, split)
     uint64_t vmm_pool = 0;  ///< the VMM memory pool (base/mem_pool.hpp); 0: its devices' default
     Action on_poweroff = Action::Destroy, on_reboot = Action::Restart, on_crash = Action::Destroy;

@@ -364,8 +364,8 @@ class Vm {
     devices::Bus mmio_{"MMIO"};
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::Cmos> cmos_;
-    std::shared_ptr<devices::Device> i8042_;  // its port views refer to it
-    std::unique_ptr<SplitIrqchip> split_;  // IrqchipMode::Split's I/O APIC, 8259s and PIT
+    std::shared_ptr<devices::Device> i8042_;     // its port views refer to it
+    std::unique_ptr<SplitIrqchip> split_;        // IrqchipMode::Split's I/O APIC, 8259s and PIT
     std::vector<uint32_t> saved_msrs_;           // the MSRs a vCPU's state holds (KVM's list)
     std::vector<hv::CpuidEntry> cpuid0_;         // vCPU 0's CPUID, as the guest sees it
     std::vector<hv::CpuidEntry> host_cpuid_;     // what this host offers (an incoming check)
