@@ -35,13 +35,25 @@ Result<TimerFd> TimerFd::create() {
     return TimerFd(UniqueFd(fd));
 }
 
-Result<void> TimerFd::arm(int64_t ns) const {
+namespace {
+
+Result<void> set_timer(int fd, int64_t sec, int64_t nsec, int flags) {
     itimerspec t{};  // all zero: disarmed
-    t.it_value.tv_sec = ns / 1000000000;
-    t.it_value.tv_nsec = ns % 1000000000;
-    if (::timerfd_settime(fd_.get(), 0, &t, nullptr) != 0)
-        return fail_errno(errno, "timerfd_settime");
+    t.it_value.tv_sec = static_cast<time_t>(sec);
+    t.it_value.tv_nsec = static_cast<long>(nsec);
+    if (::timerfd_settime(fd, flags, &t, nullptr) != 0) return fail_errno(errno, "timerfd_settime");
     return ok();
+}
+
+}  // namespace
+
+Result<void> TimerFd::arm(int64_t ns) const {
+    return set_timer(fd_.get(), ns / 1000000000, ns % 1000000000, 0);
+}
+
+Result<void> TimerFd::arm_at(uint64_t deadline_ns) const {
+    return set_timer(fd_.get(), static_cast<int64_t>(deadline_ns / 1000000000),
+                     static_cast<int64_t>(deadline_ns % 1000000000), TFD_TIMER_ABSTIME);
 }
 
 void TimerFd::consume() const noexcept {

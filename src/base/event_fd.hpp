@@ -35,6 +35,8 @@ class TimerFd {
     int fd() const noexcept { return fd_.get(); }
     /// Fires once in `ns` nanoseconds (0: disarms).
     Result<void> arm(int64_t ns) const;
+    /// Fires once when CLOCK_MONOTONIC reaches `deadline_ns` (0: disarms).
+    Result<void> arm_at(uint64_t deadline_ns) const;
     /// Reads (and so clears) the expirations, if any.
     void consume() const noexcept;
 

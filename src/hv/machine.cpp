@@ -76,9 +76,6 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
     if (mode == IrqchipMode::Kernel) {
         if (kvm_ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
             return fail_errno(errno, "KVM_CREATE_IRQCHIP");
-        irqchip_.store(mode, std::memory_order_release);
-        std::lock_guard routes(routes_mu_);
-        VIREO_TRY(commit_routes_locked());  // the PC's wiring, not KVM's default
     } else {
         split_pins_ = split_pins;
         kvm_enable_cap cap{};
@@ -94,6 +91,10 @@ Result<void> Machine::enable_irqchip(IrqchipMode mode, bool pit, uint32_t split_
         pit_ = true;
     }
     irqchip_.store(mode, std::memory_order_release);
+    if (mode == IrqchipMode::Kernel) {
+        std::lock_guard routes(routes_mu_);
+        VIREO_TRY(commit_routes_locked());  // the PC's wiring, not KVM's default
+    }
     return ok();
 }
 

@@ -1,11 +1,5 @@
 #include "vmm/split_irqchip.hpp"
 
-#include <sys/timerfd.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "base/log.hpp"
 
 namespace vireo::vmm {
@@ -34,9 +28,8 @@ class SplitIrqchip::Window final : public devices::Device {
 Result<std::unique_ptr<SplitIrqchip>> SplitIrqchip::create(hv::Machine& machine) {
     if (machine.irqchip() != hv::IrqchipMode::Split)
         return fail(ErrorCode::BadState, "the user-space I/O APIC needs a split-irqchip machine");
-    const int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (fd < 0) return fail_errno(errno, "timerfd_create (the PIT's timer)");
-    std::unique_ptr<SplitIrqchip> chips(new SplitIrqchip(machine, UniqueFd(fd)));
+    VIREO_TRY_ASSIGN(auto timer, TimerFd::create());
+    std::unique_ptr<SplitIrqchip> chips(new SplitIrqchip(machine, std::move(timer)));
     snapshot::Encoder e;
     chips->save(e);
     chips->power_on_ = e.data();
@@ -44,7 +37,7 @@ Result<std::unique_ptr<SplitIrqchip>> SplitIrqchip::create(hv::Machine& machine)
     return chips;
 }
 
-SplitIrqchip::SplitIrqchip(hv::Machine& machine, UniqueFd timer)
+SplitIrqchip::SplitIrqchip(hv::Machine& machine, TimerFd timer)
     : machine_(machine),
       timer_(std::move(timer)),
       ioapic_(*this),
@@ -70,9 +63,7 @@ Result<void> SplitIrqchip::attach_ports(devices::Bus& pio) {
 }
 
 void SplitIrqchip::on_timer() {
-    uint64_t n;
-    while (::read(timer_.get(), &n, sizeof n) > 0) {
-    }
+    timer_.consume();
     pit_.expired();
 }
 
@@ -89,7 +80,6 @@ Result<void> SplitIrqchip::before_run(hv::Vcpu& bsp) {
     if (bsp.exit_flags().ready) {
         const uint8_t vector = pic_.acknowledge();
         VIREO_TRY(bsp.inject_interrupt(vector));
-        extints_.fetch_add(1, std::memory_order_relaxed);
     }
     bsp.request_interrupt_window(pic_.output());
     return ok();
@@ -120,11 +110,8 @@ Result<void> SplitIrqchip::sync() {
 }
 
 void SplitIrqchip::deliver(const devices::irqchip::MsiMessage& m) {
-    if (auto r = machine_.signal_msi(m.address, m.data); !r) {
+    if (auto r = machine_.signal_msi(m.address, m.data); !r)
         log::warn("I/O APIC: {}", r.error().message());
-        return;
-    }
-    sent_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void SplitIrqchip::set_output(bool asserted) {
@@ -135,13 +122,8 @@ void SplitIrqchip::set_output(bool asserted) {
 }
 
 void SplitIrqchip::arm(uint64_t deadline_ns) {
-    itimerspec t{};
-    if (deadline_ns != 0) {
-        t.it_value.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000);
-        t.it_value.tv_nsec = static_cast<long>(deadline_ns % 1'000'000'000);
-    }
-    if (::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &t, nullptr) != 0)
-        log::warn("PIT: arming its timer: {}", std::strerror(errno));
+    if (auto r = timer_.arm_at(deadline_ns); !r)
+        log::warn("PIT: arming its timer: {}", r.error().message());
 }
 
 void SplitIrqchip::irq0_edge() {

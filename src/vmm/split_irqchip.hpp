@@ -22,8 +22,8 @@
 #include <mutex>
 #include <optional>
 
+#include "base/event_fd.hpp"
 #include "base/result.hpp"
-#include "base/unique_fd.hpp"
 #include "devices/bus.hpp"
 #include "devices/irqchip/ioapic.hpp"
 #include "devices/irqchip/pic.hpp"
@@ -49,7 +49,7 @@ class SplitIrqchip final : devices::irqchip::MsiSink,
     /// Attaches the PIC's and the PIT's port ranges to `pio` (each new port bus).
     Result<void> attach_ports(devices::Bus& pio);
     /// The timerfd of the PIT's channel 0: the device loop calls on_timer() when readable.
-    int timer_fd() const noexcept { return timer_.get(); }
+    int timer_fd() const noexcept { return timer_.fd(); }
     void on_timer();
     /// vCPU 0, the one the 8259s interrupt (set once, before it runs).
     void set_bsp(hv::Vcpu& bsp) noexcept { bsp_ = &bsp; }
@@ -70,12 +70,8 @@ class SplitIrqchip final : devices::irqchip::MsiSink,
     void restore(snapshot::Decoder& d);
     Result<void> sync();
 
-    /// Interrupts sent with KVM_SIGNAL_MSI, and ExtINTs injected (metrics, tests).
-    uint64_t messages_sent() const noexcept { return sent_.load(std::memory_order_relaxed); }
-    uint64_t extints_injected() const noexcept { return extints_.load(std::memory_order_relaxed); }
-
   private:
-    SplitIrqchip(hv::Machine& machine, UniqueFd timer);
+    SplitIrqchip(hv::Machine& machine, TimerFd timer);
     class Window;
     void deliver(const devices::irqchip::MsiMessage& message) override;
     void set_output(bool asserted) override;
@@ -85,7 +81,7 @@ class SplitIrqchip final : devices::irqchip::MsiSink,
     Result<void> update_routes();
 
     hv::Machine& machine_;
-    UniqueFd timer_;
+    TimerFd timer_;
     devices::irqchip::MonotonicClock clock_;
     devices::irqchip::Ioapic ioapic_;
     devices::irqchip::Pic pic_;
@@ -95,8 +91,8 @@ class SplitIrqchip final : devices::irqchip::MsiSink,
     std::array<std::optional<hv::MsiRoute>, devices::irqchip::Ioapic::kPins> routes_;
     bool routes_set_ = false;
     hv::Vcpu* bsp_ = nullptr;
-    std::atomic<bool> extint_{false};  // the 8259s' output
-    std::atomic<uint64_t> sent_{0}, extints_{0}, route_errors_{0};
+    std::atomic<bool> extint_{false};        // the 8259s' output
+    std::atomic<uint64_t> route_errors_{0};  // the first failed route update is logged
 };
 
 }  // namespace vireo::vmm

@@ -264,9 +264,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
         VIREO_TRY_ASSIGN(split_, SplitIrqchip::create(*machine_));
         VIREO_TRY(mmio_.attach(devices::irqchip::Ioapic::kBase, devices::irqchip::Ioapic::kSize,
                                split_->ioapic_window()));
-        if (!loop_) {
-            VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
-        }
+        VIREO_TRY(device_loop());
         VIREO_TRY(loop_->add(split_->timer_fd(), [chips = split_.get()] { chips->on_timer(); }));
     }
 
@@ -886,6 +884,13 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
     return ok();
 }
 
+Result<void> Vm::device_loop() {
+    if (!loop_) {
+        VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
+    }
+    return ok();
+}
+
 Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
     std::vector<std::shared_ptr<virtio::Device>> devices;
     for (const auto& disk : config_.disks) {
@@ -911,7 +916,7 @@ Result<void> Vm::create_virtio_devices(const hv::Hypervisor& hv) {
         return fail(ErrorCode::ResourceExhausted,
                     "{} virtio devices requested; at most {} (one interrupt line each)",
                     devices.size(), kMaxVirtioDevices);
-    VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
+    VIREO_TRY(device_loop());
     for (size_t i = 0; i < devices.size(); ++i) {
         const uint64_t base = kVirtioMmioBase + i * virtio::MmioTransport::kSize;
         VIREO_TRY_ASSIGN(auto t, virtio::MmioTransport::create(memory_, devices[i], base));
@@ -1033,9 +1038,7 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
                         uint64_t{p} << 16 | v}));
                 }
             }
-            if (!loop_) {
-                VIREO_TRY_ASSIGN(loop_, EventLoop::create("vireo-io"));
-            }
+            VIREO_TRY(device_loop());
             for (uint16_t v = 0; v < c.vectors; ++v) {
                 const int fd = c.doorbell_fds[size_t{c.peer} * c.vectors + v];
                 VIREO_TRY(loop_->add(fd, [raw, fd, v] {

@@ -344,6 +344,8 @@ class Vm {
     Result<void> create_virtio_devices(const hv::Hypervisor& hv);              // before the irqchip
     Result<void> connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc);  // after it
     Result<void> attach_port_devices();
+    /// The device loop, made the first time a device needs one (nothing is on unless asked).
+    Result<void> device_loop();
     Result<void> create_pci_devices(const hv::Hypervisor& hv);  // after the virtio devices
     Result<hv::VcpuState> load_guest(const BootImages& images);
     struct alignas(64) VcpuSlot {  // written by its vCPU thread only

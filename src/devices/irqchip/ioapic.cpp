@@ -52,19 +52,21 @@ void Ioapic::send(const Outbox& out) {
         sink_.deliver(out.messages[i]);
 }
 
+void Ioapic::raise_locked(unsigned pin) {
+    const uint32_t bit = 1u << pin;
+    if (!(lines_ & bit) && !(entries_[pin] & kLevel)) edges_ |= bit;  // a rising edge
+    lines_ |= bit;
+}
+
 void Ioapic::set_irq(unsigned pin, bool level) {
     if (pin >= kPins) return;
     Outbox out;
     {
         std::lock_guard lock(mu_);
-        const uint32_t bit = 1u << pin;
-        const bool was = lines_ & bit;
-        if (level) {
-            lines_ |= bit;
-            if (!was && !(entries_[pin] & kLevel)) edges_ |= bit;
-        } else {
-            lines_ &= ~bit;
-        }
+        if (level)
+            raise_locked(pin);
+        else
+            lines_ &= ~(1u << pin);
         service(out);
     }
     send(out);
@@ -75,12 +77,10 @@ void Ioapic::pulse(unsigned pin) {
     Outbox out;
     {
         std::lock_guard lock(mu_);
-        const uint32_t bit = 1u << pin;
-        const uint32_t was = lines_ & bit;
-        if (!was && !(entries_[pin] & kLevel)) edges_ |= bit;
-        lines_ |= bit;
+        const uint32_t was = lines_ & (1u << pin);
+        raise_locked(pin);
         service(out);
-        lines_ = (lines_ & ~bit) | was;
+        lines_ = (lines_ & ~(1u << pin)) | was;
     }
     send(out);
 }

@@ -84,6 +84,8 @@ class Ioapic final : public Device {
     uint32_t read_register(uint8_t index) const;
     void write_register(uint8_t index, uint32_t value, Outbox& out);
     void service(Outbox& out);
+    // Under mu_: input `pin` goes up (an edge entry latches the rising edge).
+    void raise_locked(unsigned pin);
     // Under mu_: drops the remote IRR of the level entries with `vector`, then services them.
     void eoi_locked(uint8_t vector, Outbox& out);
     void send(const Outbox& out);
