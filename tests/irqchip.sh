@@ -11,7 +11,7 @@ guest=$2
 work=$(mktemp -d /tmp/vireo-irq.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 up() { cut -d' ' -f1 /proc/uptime; }
-for model in kernel split; do
+for model in ${IRQCHIP_MODELS:-kernel split userspace}; do
   # Each console line with the uptime it arrived at (straight from vireo's output: a filter in
   # between, such as tr, would hand lines on in buffered batches).
   timeout 120 "$vireo" run --kernel "$guest" --allow-software-kvm --memory 64M --irqchip $model \

@@ -131,8 +131,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
         ->capture_default_str();
     run->add_option("--irqchip", o.irqchip,
                     "Where the interrupt controllers live: kernel (KVM's local APICs, I/O APIC, "
-                    "8259s and PIT) or split (KVM's local APICs; vireo's I/O APIC, 8259s and PIT, "
-                    "in user space) (docs/cli.md)")
+                    "8259s and PIT), split (KVM's local APICs; vireo's I/O APIC, 8259s and PIT, "
+                    "in user space) or userspace (all of them vireo's; KVM has none) "
+                    "(docs/cli.md)")
         ->capture_default_str();
     run->add_option("--vmm-pool", o.vmm_pool,
                     "The VMM-side memory a guest can make this domain allocate (vsock "

@@ -229,7 +229,7 @@ void add_domain_methods(api::Server& server, Domain& d) {
                         {"spec_controls",
                          vm ? arch::x86::spec_controls_seen(vm->guest_cpuid()) : std::string("-")},
                         {"msr_filter", arch::x86::to_string(c.msrs)},
-                        {"irqchip", hv::to_string(c.irqchip)},
+                        {"irqchip", vmm::irqchip_name(c.irqchip)},
                         {"msrs_refused", vm ? vm->msrs_refused() : 0},
                         {"disks", c.disks.size()},
                         {"nets", c.nets.size()},

@@ -119,7 +119,8 @@ Result<DomainSpec> parse_spec(const DomainText& t, const std::string& guest_dir)
     s.msrs = std::move(msrs).value();
     const auto irqchip = vmm::parse_irqchip(t.irqchip);
     if (!irqchip)
-        return fail(ErrorCode::InvalidArgument, "irqchip: \"{}\": use kernel or split", t.irqchip);
+        return fail(ErrorCode::InvalidArgument, "irqchip: \"{}\": use kernel, split or userspace",
+                    t.irqchip);
     s.irqchip = *irqchip;
     if (!t.vmm_pool.empty()) {
         auto pool = parse_size(t.vmm_pool);

@@ -400,7 +400,8 @@ void parse_domain(const std::string& name, const toml::table& t, Problems& p, Ho
         } else if (key == "irqchip") {
             if (!r.str(v, key, s)) continue;
             if (!vmm::parse_irqchip(s))
-                p.add(line_of(v), r.prefix + key, fmt::format("\"{}\": use kernel or split", s));
+                p.add(line_of(v), r.prefix + key,
+                      fmt::format("\"{}\": use kernel, split or userspace", s));
             else
                 d.irqchip = s;
         } else if (key == "on_poweroff" || key == "on_reboot" || key == "on_crash") {

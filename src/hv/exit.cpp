@@ -30,6 +30,8 @@ const char* to_string(ExitReason reason) noexcept {
             return "msr";
         case ExitReason::IoapicEoi:
             return "ioapic-eoi";
+        case ExitReason::SetTpr:
+            return "set-tpr";
         case ExitReason::Unknown:
             return "unknown";
     }

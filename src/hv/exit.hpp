@@ -21,7 +21,8 @@ enum class ExitReason : uint8_t {
     IrqWindowOpen,  ///< the guest can accept an interrupt (only when requested)
     Msr,            ///< RDMSR/WRMSR outside Machine::restrict_msrs' list: see Exit::msr
     IoapicEoi,      ///< split irqchip: the local APIC's EOI of a level vector, see Exit::eoi
-    Unknown,        ///< anything else: see Exit::unknown
+    SetTpr,   ///< no in-kernel LAPIC: the guest lowered CR8 (the VMM may deliver what it unmasked)
+    Unknown,  ///< anything else: see Exit::unknown
 };
 
 /// Short name of an exit reason ("io", "mmio", ...).

@@ -47,6 +47,7 @@ constexpr unsigned long kBuild[] = {
     KVM_IOEVENTFD,
     KVM_IRQFD,
     KVM_GET_STATS_FD,
+    KVM_GET_TSC_KHZ,  // the userspace model's TSC-deadline timer
 };
 
 }  // namespace

@@ -119,12 +119,23 @@ Result<void> Machine::msr_exits_locked(uint64_t reasons, const char* what) {
 }
 
 Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed) {
+    return set_msr_filter(allowed, true);
+}
+
+Result<void> Machine::trap_msrs(std::span<const uint32_t> trapped) {
+    return set_msr_filter(trapped, false);
+}
+
+// An allow-list (every other MSR denied), or a deny-list (`listed` denied, the rest allowed).
+Result<void> Machine::set_msr_filter(std::span<const uint32_t> listed, bool allow_list) {
     if (!has_feature(features_, Feature::MsrFilter) ||
         !has_feature(features_, Feature::UserSpaceMsr))
         return fail(ErrorCode::Unsupported, "this KVM cannot filter a guest's MSR accesses");
-    // Groups of indices within one bitmap's reach of the group's first.
+    // Groups of indices within one bitmap's reach of the group's first. In a range a set bit
+    // allows, a clear one denies; outside every range the default holds.
     constexpr uint32_t kReach = KVM_MSR_FILTER_MAX_BITMAP_SIZE * 8;
-    std::vector<uint32_t> msrs(allowed.begin(), allowed.end());
+    const uint8_t others = allow_list ? 0x00 : 0xff;
+    std::vector<uint32_t> msrs(listed.begin(), listed.end());
     std::sort(msrs.begin(), msrs.end());
     msrs.erase(std::unique(msrs.begin(), msrs.end()), msrs.end());
     struct Group {
@@ -136,21 +147,22 @@ Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed) {
         if (groups.empty() || m - groups.back().base >= kReach) {
             if (groups.size() == KVM_MSR_FILTER_MAX_RANGES)
                 return fail(ErrorCode::InvalidArgument,
-                            "the allowed MSRs spread over more than {} ranges of {} (the {}th "
+                            "the {} MSRs spread over more than {} ranges of {} (the {}th "
                             "starts at {:#x})",
-                            KVM_MSR_FILTER_MAX_RANGES, kReach, KVM_MSR_FILTER_MAX_RANGES + 1, m);
-            groups.push_back({m, 0, std::vector<uint8_t>(kReach / 8)});
+                            allow_list ? "allowed" : "trapped", KVM_MSR_FILTER_MAX_RANGES, kReach,
+                            KVM_MSR_FILTER_MAX_RANGES + 1, m);
+            groups.push_back({m, 0, std::vector<uint8_t>(kReach / 8, others)});
         }
         Group& g = groups.back();
         const uint32_t off = m - g.base;
-        g.bitmap[off / 8] = static_cast<uint8_t>(g.bitmap[off / 8] | (1u << (off % 8)));
+        g.bitmap[off / 8] = static_cast<uint8_t>(g.bitmap[off / 8] ^ (1u << (off % 8)));
         g.count = off + 1;
     }
     std::lock_guard lock(vcpu_lock_);
     VIREO_TRY(msr_exits_locked(KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN,
                                "MSRs must be restricted"));
     kvm_msr_filter filter{};
-    filter.flags = KVM_MSR_FILTER_DEFAULT_DENY;
+    filter.flags = allow_list ? KVM_MSR_FILTER_DEFAULT_DENY : KVM_MSR_FILTER_DEFAULT_ALLOW;
     for (size_t i = 0; i < groups.size(); ++i) {
         auto& r = filter.ranges[i];
         r.flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;

@@ -170,6 +170,9 @@ Result<Exit> Vcpu::run() {
             exit.reason = ExitReason::IoapicEoi;
             exit.eoi.vector = run->eoi.vector;
             break;
+        case KVM_EXIT_SET_TPR:
+            exit.reason = ExitReason::SetTpr;
+            break;
         default:
             exit.reason = ExitReason::Unknown;
             exit.unknown = UnknownExit{run->exit_reason, run->hw.hardware_exit_reason};
@@ -211,6 +214,10 @@ void Vcpu::request_stop() noexcept {
 ExitFlags Vcpu::exit_flags() const noexcept {
     const auto* run = static_cast<const kvm_run*>(run_);
     return {run->if_flag != 0, run->ready_for_interrupt_injection != 0, run->cr8};
+}
+
+void Vcpu::set_cr8(uint64_t cr8) noexcept {
+    static_cast<kvm_run*>(run_)->cr8 = cr8;
 }
 
 void Vcpu::request_interrupt_window(bool enable) noexcept {
@@ -482,6 +489,12 @@ Result<void> Vcpu::inject_interrupt(uint8_t vector) {
                           "irqchip, or as the split irqchip's ExtINT)",
                           vector, id_);
     return ok();
+}
+
+Result<uint32_t> Vcpu::tsc_khz() const {
+    const int khz = kvm_ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+    if (khz <= 0) return fail_errno(khz < 0 ? errno : EINVAL, "KVM_GET_TSC_KHZ on vCPU {}", id_);
+    return static_cast<uint32_t>(khz);
 }
 
 Result<void> Vcpu::inject_nmi() {

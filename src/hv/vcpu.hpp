@@ -70,6 +70,8 @@ class Vcpu {
     /// interrupts enabled), or with IrqchipMode::Split as the 8259s' ExtINT through LINT0 (when
     /// exit_flags().ready; one at a time).
     Result<void> inject_interrupt(uint8_t vector);
+    /// The guest TSC's rate in kHz (KVM_GET_TSC_KHZ).
+    Result<uint32_t> tsc_khz() const;
     /// Injects an NMI.
     Result<void> inject_nmi();
     /// Injects exception `vector` (0..31) with an optional error code.
@@ -78,6 +80,9 @@ class Vcpu {
     /// The interrupt state KVM reported with the last exit.
     ExitFlags exit_flags() const noexcept;
 
+    /// IrqchipMode::None: the CR8 the guest gets at the next run() (KVM takes it from the run
+    /// page; a user-space local APIC's TPR written through its registers).
+    void set_cr8(uint64_t cr8) noexcept;
     /// Asks for an IrqWindowOpen exit as soon as the guest can take an interrupt.
     void request_interrupt_window(bool enable) noexcept;
 

@@ -387,11 +387,10 @@ void translate(VcpuImpl& v, const hv::Exit& x) {
                 e.reason = NVMM_VCPU_EXIT_NONE;
             }
             break;
+        case hv::ExitReason::SetTpr:  // (was matched as KVM's 12, TPR_ACCESS: never seen)
+            e.reason = v.tpr_exit ? NVMM_VCPU_EXIT_TPR_CHANGED : NVMM_VCPU_EXIT_NONE;
+            break;
         case hv::ExitReason::Unknown:
-            if (x.unknown.kvm_reason == 12 /* KVM_EXIT_SET_TPR */) {
-                e.reason = v.tpr_exit ? NVMM_VCPU_EXIT_TPR_CHANGED : NVMM_VCPU_EXIT_NONE;
-                break;
-            }
             e.reason = NVMM_VCPU_EXIT_INVALID;
             e.u.inv.hwcode = x.unknown.hardware_reason;
             break;

@@ -8,49 +8,52 @@ using devices::irqchip::Ioapic;
 using devices::irqchip::Pic;
 using devices::irqchip::Pit;
 
-// The I/O APIC's MMIO window: the model, then KVM's routes when an entry changed.
-class SplitIrqchip::Window final : public devices::Device {
+// The I/O APIC's MMIO window: the model, then the derived model's reaction to the write.
+class PcChips::Window final : public devices::Device {
   public:
-    explicit Window(SplitIrqchip& chips) : chips_(chips) {}
+    explicit Window(PcChips& chips) : chips_(chips) {}
     const char* name() const noexcept override { return "ioapic"; }
     void read(uint64_t offset, std::span<uint8_t> data) override {
         chips_.ioapic_.read(offset, data);
     }
     void write(uint64_t offset, std::span<const uint8_t> data) override {
         chips_.ioapic_.write(offset, data);
-        if (offset == Ioapic::kWindow) (void)chips_.update_routes();  // logged there
+        if (offset == Ioapic::kWindow) chips_.entries_written();
     }
 
   private:
-    SplitIrqchip& chips_;
+    PcChips& chips_;
 };
+
+PcChips::PcChips(TimerFd timer)
+    : timer_(std::move(timer)), ioapic_(*this), pic_(*this), pit_(clock_, *this) {}
+
+PcChips::~PcChips() = default;
+
+void PcChips::keep_power_on() {
+    snapshot::Encoder e;
+    save(e);
+    power_on_ = e.data();
+}
 
 Result<std::unique_ptr<SplitIrqchip>> SplitIrqchip::create(hv::Machine& machine) {
     if (machine.irqchip() != hv::IrqchipMode::Split)
         return fail(ErrorCode::BadState, "the user-space I/O APIC needs a split-irqchip machine");
     VIREO_TRY_ASSIGN(auto timer, TimerFd::create());
     std::unique_ptr<SplitIrqchip> chips(new SplitIrqchip(machine, std::move(timer)));
-    snapshot::Encoder e;
-    chips->save(e);
-    chips->power_on_ = e.data();
+    chips->keep_power_on();
     VIREO_TRY(chips->update_routes());
     return chips;
 }
 
 SplitIrqchip::SplitIrqchip(hv::Machine& machine, TimerFd timer)
-    : machine_(machine),
-      timer_(std::move(timer)),
-      ioapic_(*this),
-      pic_(*this),
-      pit_(clock_, *this) {}
+    : PcChips(std::move(timer)), machine_(machine) {}
 
-SplitIrqchip::~SplitIrqchip() = default;
-
-std::shared_ptr<devices::Device> SplitIrqchip::ioapic_window() {
+std::shared_ptr<devices::Device> PcChips::ioapic_window() {
     return std::make_shared<Window>(*this);
 }
 
-Result<void> SplitIrqchip::attach_ports(devices::Bus& pio) {
+Result<void> PcChips::attach_ports(devices::Bus& pio) {
     using devices::irqchip::PicPorts;
     using devices::irqchip::PitPorts;
     VIREO_TRY(
@@ -62,17 +65,26 @@ Result<void> SplitIrqchip::attach_ports(devices::Bus& pio) {
     return pio.attach(Pit::kPort61, 1, std::make_shared<PitPorts>(pit_, Pit::kPort61));
 }
 
-void SplitIrqchip::on_timer() {
+void PcChips::on_timer() {
     timer_.consume();
     pit_.expired();
 }
 
-void SplitIrqchip::set_irq(uint32_t gsi, bool level) {
+void PcChips::set_irq(uint32_t gsi, bool level) {
     if (gsi < 16) pic_.set_irq(gsi, level);
     ioapic_.set_irq(gsi == 0 ? 2 : gsi, level);
 }
 
+void PcChips::pulse(uint32_t gsi) {
+    if (gsi < 16) {
+        pic_.set_irq(gsi, true);
+        pic_.set_irq(gsi, false);
+    }
+    ioapic_.pulse(gsi == 0 ? 2 : gsi);
+}
+
 Result<void> SplitIrqchip::before_run(hv::Vcpu& bsp) {
+    if (&bsp != bsp_) return ok();
     if (!extint_.load(std::memory_order_acquire)) {
         bsp.request_interrupt_window(false);
         return ok();
@@ -85,20 +97,20 @@ Result<void> SplitIrqchip::before_run(hv::Vcpu& bsp) {
     return ok();
 }
 
-Result<void> SplitIrqchip::reset() {
+Result<void> PcChips::reset() {
     snapshot::Decoder d(power_on_, "interrupt controllers");
     restore(d);
     VIREO_TRY(d.finish());
     return sync();
 }
 
-void SplitIrqchip::save(snapshot::Encoder& e) const {
+void PcChips::save(snapshot::Encoder& e) const {
     ioapic_.save(e);
     pic_.save(e);
     pit_.save(e);
 }
 
-void SplitIrqchip::restore(snapshot::Decoder& d) {
+void PcChips::restore(snapshot::Decoder& d) {
     ioapic_.restore(d);
     pic_.restore(d);
     pit_.restore(d);  // re-arms the timer
@@ -121,15 +133,13 @@ void SplitIrqchip::set_output(bool asserted) {
     if (asserted && bsp_ != nullptr) bsp_->request_stop();
 }
 
-void SplitIrqchip::arm(uint64_t deadline_ns) {
+void PcChips::arm(uint64_t deadline_ns) {
     if (auto r = timer_.arm_at(deadline_ns); !r)
         log::warn("PIT: arming its timer: {}", r.error().message());
 }
 
-void SplitIrqchip::irq0_edge() {
-    pic_.set_irq(0, true);
-    pic_.set_irq(0, false);
-    ioapic_.pulse(2);  // one operation: an EOI in between cannot see the line up
+void PcChips::irq0_edge() {
+    pulse(0);  // one operation at the I/O APIC: an EOI in between cannot see the line up
 }
 
 Result<void> SplitIrqchip::update_routes() {

@@ -129,9 +129,13 @@ const char* to_string(VmConfig::Backing backing) noexcept {
 }
 
 std::optional<hv::IrqchipMode> parse_irqchip(std::string_view name) noexcept {
-    for (auto m : {hv::IrqchipMode::Kernel, hv::IrqchipMode::Split})
-        if (name == hv::to_string(m)) return m;
+    for (auto m : {hv::IrqchipMode::Kernel, hv::IrqchipMode::Split, hv::IrqchipMode::None})
+        if (name == irqchip_name(m)) return m;
     return std::nullopt;
+}
+
+const char* irqchip_name(hv::IrqchipMode mode) noexcept {
+    return mode == hv::IrqchipMode::None ? "userspace" : hv::to_string(mode);
 }
 
 std::optional<VmConfig::Backing> parse_backing(std::string_view name) noexcept {
@@ -188,10 +192,6 @@ Result<void> Vm::validate(const VmConfig& config, const BootImages& images, uint
                 "a balloon cannot return memory of a hugepages-backed guest (it frees 4 KiB "
                 "pages); use another memory backing or no balloon");
     }
-    if (config.irqchip != hv::IrqchipMode::Kernel && config.irqchip != hv::IrqchipMode::Split)
-        return fail(ErrorCode::InvalidArgument,
-                    "irqchip {}: a Linux machine's interrupt controllers are kernel or split",
-                    hv::to_string(config.irqchip));
     const uint32_t max_cpus = std::min(kMaxCpus, max_vcpus);
     if (config.cpus == 0 || config.cpus > max_cpus)
         return fail(ErrorCode::InvalidArgument, "{} vCPUs: must be 1 to {}", config.cpus, max_cpus);
@@ -257,15 +257,26 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     }
     VIREO_TRY(create_virtio_devices(hv));
     VIREO_TRY(create_pci_devices(hv));
-    const bool split = config_.irqchip == hv::IrqchipMode::Split;
-    VIREO_TRY(machine_->enable_irqchip(config_.irqchip, /*pit=*/!split));
-    if (split) {
-        // vireo's I/O APIC, 8259s and PIT; the PIT's timer on the device loop.
-        VIREO_TRY_ASSIGN(split_, SplitIrqchip::create(*machine_));
+    const auto mode = config_.irqchip;
+    VIREO_TRY(machine_->enable_irqchip(mode, /*pit=*/mode == hv::IrqchipMode::Kernel));
+    if (mode == hv::IrqchipMode::Split) {
+        VIREO_TRY_ASSIGN(auto split, SplitIrqchip::create(*machine_));
+        split_ = split.get();
+        chips_ = std::move(split);
+    } else if (mode == hv::IrqchipMode::None) {
+        VIREO_TRY_ASSIGN(auto user, UserIrqchip::create(*machine_, config_.cpus));
+        user_ = user.get();
+        chips_ = std::move(user);
+    }
+    if (chips_) {
+        // vireo's I/O APIC, 8259s and PIT (and local APICs); the timers on the device loop.
         VIREO_TRY(mmio_.attach(devices::irqchip::Ioapic::kBase, devices::irqchip::Ioapic::kSize,
-                               split_->ioapic_window()));
+                               chips_->ioapic_window()));
         VIREO_TRY(device_loop());
-        VIREO_TRY(loop_->add(split_->timer_fd(), [chips = split_.get()] { chips->on_timer(); }));
+        VIREO_TRY(loop_->add(chips_->timer_fd(), [chips = chips_.get()] { chips->on_timer(); }));
+        for (uint32_t id = 0; user_ != nullptr && id < config_.cpus; ++id)
+            VIREO_TRY(loop_->add(user_->lapic_timer_fd(id),
+                                 [user = user_, id] { user->on_lapic_timer(id); }));
     }
 
     // Devices.
@@ -299,10 +310,26 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
             return fail(ErrorCode::Unsupported,
                         "msr-filter: this host's KVM cannot filter a guest's MSR accesses "
                         "(KVM_CAP_X86_MSR_FILTER, Linux 5.10); use --msr-filter off");
-        const auto allowed = arch::x86::msr_allow_list(
+        auto allowed = arch::x86::msr_allow_list(
             config_.msrs, arch::x86::guest_cpuid(base_cpuid, 0, config_.cpus));
+        if (user_)  // the local APIC's are vireo's: they exit
+            std::erase_if(allowed, [](uint32_t m) {
+                return m == devices::irqchip::Lapic::kApicBaseMsr ||
+                       m == devices::irqchip::Lapic::kTscDeadlineMsr;
+            });
         if (auto r = machine_->restrict_msrs(allowed); !r)
             return fail(r.error().code(), "msr-filter: {}", r.error().message());
+    } else if (user_) {
+        // Only the local APIC's MSRs exit (the x2APIC's do anyway: KVM does not know them
+        // without its own APIC).
+        if (!hv.has(hv::Feature::MsrFilter) || !hv.has(hv::Feature::UserSpaceMsr))
+            return fail(ErrorCode::Unsupported,
+                        "irqchip userspace: this host's KVM cannot hand the local APIC's MSRs to "
+                        "vireo (KVM_CAP_X86_MSR_FILTER, Linux 5.10)");
+        const uint32_t trapped[] = {devices::irqchip::Lapic::kApicBaseMsr,
+                                    devices::irqchip::Lapic::kTscDeadlineMsr};
+        if (auto r = machine_->trap_msrs(trapped); !r)
+            return fail(r.error().code(), "irqchip userspace: {}", r.error().message());
     }
     // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
     // (NMI) wired as firmware leaves them, and enters the kernel in long mode. The APs keep
@@ -315,7 +342,8 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
         VIREO_TRY(vcpu->set_cpuid(cpuid));
         if (id == 0) cpuid0_ = std::move(cpuid);
         VIREO_TRY(vcpu->set_msrs(msrs));
-        if (id == 0) VIREO_TRY(set_lints(*vcpu));
+        if (id == 0 && !user_) VIREO_TRY(set_lints(*vcpu));  // (the userspace model's: its own)
+        if (user_) VIREO_TRY(user_->attach(*vcpu));
         if (id == 0 && boot) VIREO_TRY(vcpu->set_state(arch::x86::kLongModeStateFlags, entry));
         // KVM's statistics fd now: KVM_GET_STATS_FD is a vCPU ioctl and would wait for a vCPU
         // blocked in KVM_RUN; reading the fd later needs no lock.
@@ -332,7 +360,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     VIREO_TRY_ASSIGN(power_on_.chips, machine_->save_chips());
     power_on_.vcpus.resize(vcpus_.size());
     for (size_t i = 0; i < vcpus_.size(); ++i) {
-        VIREO_TRY(vcpus_[i]->get_state(hv::kStateAll & ~hv::kStateMsrs, power_on_.vcpus[i]));
+        VIREO_TRY(vcpus_[i]->get_state(vcpu_state_flags(), power_on_.vcpus[i]));
         VIREO_TRY_ASSIGN(power_on_.vcpus[i].msrs, vcpus_[i]->read_msrs(hv.saved_msrs()));
     }
     return ok();
@@ -353,7 +381,7 @@ Result<void> Vm::attach_port_devices() {
     cmos_ = std::make_shared<devices::Cmos>();
     VIREO_TRY(pio_.attach(0x70, 2, cmos_));
     VIREO_TRY(pio_.attach(devices::AcpiPm::kPort, 1, std::make_shared<devices::AcpiPm>(sink)));
-    if (split_) VIREO_TRY(split_->attach_ports(pio_));
+    if (chips_) VIREO_TRY(chips_->attach_ports(pio_));
     if (pci_) {
         VIREO_TRY(pio_.attach(devices::pci::kConfigAddressPort, devices::pci::kConfigPortsSize,
                               std::make_shared<devices::pci::ConfigPorts>(pci_)));
@@ -403,7 +431,7 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
     const bool keep_pages = config_.backing != VmConfig::Backing::Anonymous;
     VIREO_TRY(memory_.clear(keep_pages));
     VIREO_TRY(machine_->restore_chips(power_on_.chips));
-    if (split_) VIREO_TRY(split_->reset());
+    if (chips_) VIREO_TRY(chips_->reset());
     for (const auto& d : shm_)
         d->device->reset();  // the regions keep their contents (they are not this guest's RAM)
     pio_ = devices::Bus("port I/O");
@@ -411,7 +439,7 @@ Result<void> Vm::reboot(const BootImages& images, std::vector<std::vector<int>> 
     VIREO_TRY_ASSIGN(const hv::VcpuState entry, load_guest(images));
     for (size_t i = 0; i < vcpus_.size(); ++i) {
         auto& v = *vcpus_[i];
-        VIREO_TRY(v.set_state(hv::kStateAll & ~hv::kStateMsrs, power_on_.vcpus[i]));
+        VIREO_TRY(v.set_state(vcpu_state_flags(), power_on_.vcpus[i]));
         VIREO_TRY_ASSIGN(const size_t refused, v.write_msrs(power_on_.vcpus[i].msrs));
         if (refused != 0) log::debug("reboot: vCPU {}: KVM refused {} MSR(s)", i, refused);
         VIREO_TRY(v.clear_debug_registers());
@@ -456,7 +484,8 @@ namespace {
 constexpr uint32_t kConfigTag = snapshot::tag("CONF");
 constexpr uint32_t kUartTag = snapshot::tag("UART");
 constexpr uint32_t kCmosTag = snapshot::tag("CMOS");
-constexpr uint32_t kIrqchipTag = snapshot::tag("UIRQ");  // the split model's chips
+constexpr uint32_t kIrqchipTag = snapshot::tag("UIRQ");      // the split model's chips
+constexpr uint32_t kUserIrqchipTag = snapshot::tag("UAPC");  // the userspace model's
 constexpr uint32_t kDomainTag = snapshot::tag("DOMN");
 constexpr size_t kMaxDomainText = size_t{256} << 10;
 constexpr uint32_t kStateVersion = 1;
@@ -608,7 +637,7 @@ Result<void> Vm::write_state(snapshot::Writer& w, std::string_view domain) {
 
     for (const auto& v : vcpus_) {
         hv::VcpuState st;
-        VIREO_TRY(v->get_state(hv::kStateAll & ~hv::kStateMsrs, st));
+        VIREO_TRY(v->get_state(vcpu_state_flags(), st));
         VIREO_TRY_ASSIGN(st.msrs, v->read_msrs(saved_msrs_));
         // The TSC as it was when the clock was frozen (pause()), not as it ticked on since.
         for (auto& m : st.msrs)
@@ -618,10 +647,10 @@ Result<void> Vm::write_state(snapshot::Writer& w, std::string_view domain) {
         snapshot::encode(e, st);
         VIREO_TRY(w.add(snapshot::vcpu_tag(v->id()), snapshot::kVcpuVersion, e.data()));
     }
-    if (split_) {
+    if (chips_) {
         snapshot::Encoder e;
-        split_->save(e);
-        VIREO_TRY(w.add(kIrqchipTag, kStateVersion, e.data()));
+        chips_->save(e);
+        VIREO_TRY(w.add(user_ ? kUserIrqchipTag : kIrqchipTag, kStateVersion, e.data()));
     }
     snapshot::Encoder uart, cmos;
     serial_->save(uart);
@@ -681,13 +710,14 @@ Result<void> check_saved_machine(const snapshot::Reader& reader, const VmConfig&
         return fail(ErrorCode::InvalidArgument,
                     "snapshot: the saved machine's virtio devices are [{}]; this one's [{}]",
                     device_list(saved.devices), device_list(want.devices));
-    const auto saved_irqchip =
-        reader.find(kIrqchipTag) != nullptr ? hv::IrqchipMode::Split : hv::IrqchipMode::Kernel;
+    const auto saved_irqchip = reader.find(kIrqchipTag) != nullptr       ? hv::IrqchipMode::Split
+                               : reader.find(kUserIrqchipTag) != nullptr ? hv::IrqchipMode::None
+                                                                         : hv::IrqchipMode::Kernel;
     if (saved_irqchip != config.irqchip)
         return fail(ErrorCode::InvalidArgument,
                     "snapshot: the saved machine's interrupt controllers are {}; this one's {} "
                     "(--irqchip)",
-                    hv::to_string(saved_irqchip), hv::to_string(config.irqchip));
+                    irqchip_name(saved_irqchip), irqchip_name(config.irqchip));
     // The CPU the guest saw: every feature it may have detected must be offered here too.
     std::vector<hv::CpuidEntry> saved_cpuid;
     VIREO_TRY(load_section(reader, snapshot::kCpuidTag, snapshot::kCpuidVersion, "CPUID",
@@ -787,8 +817,7 @@ void Vm::throttle(std::chrono::microseconds d) {
     throttle_until_ns_.store(
         std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count(),
         std::memory_order_release);
-    for (auto& v : vcpus_)
-        v->request_stop();
+    kick_vcpus();
 }
 
 Result<std::unique_ptr<Vm>> Vm::prepare_incoming(const hv::Hypervisor& hv, const VmConfig& config,
@@ -838,7 +867,7 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
                             "snapshot: the saved {} has MSR {:#x} set, which this host's KVM does "
                             "not save or restore",
                             what, m.index);
-        VIREO_TRY(v->set_state(hv::kStateAll & ~hv::kStateMsrs, st));
+        VIREO_TRY(v->set_state(vcpu_state_flags(), st));
         // Taken out of the list (0 when absent) for run() to set with the clock: the TSC, and
         // the LAPIC timer's deadline after it — KVM arms the timer against the TSC at the
         // write, and this new vCPU's TSC is near 0, so written now it would fire as late as
@@ -867,10 +896,11 @@ Result<void> Vm::restore_state(const snapshot::Reader& r) {
     // The devices after the vCPUs: an interrupt one raises as it is restored lands in a
     // restored local APIC (setting a LAPIC's state would drop it); the split model's I/O APIC
     // and 8259s before the devices whose lines they take.
-    if (split_) {
-        VIREO_TRY(load_section(r, kIrqchipTag, kStateVersion, "interrupt controller",
-                               [&](snapshot::Decoder& d) { split_->restore(d); }));
-        VIREO_TRY(split_->sync());
+    if (chips_) {
+        VIREO_TRY(load_section(r, user_ ? kUserIrqchipTag : kIrqchipTag, kStateVersion,
+                               "interrupt controller",
+                               [&](snapshot::Decoder& d) { chips_->restore(d); }));
+        VIREO_TRY(chips_->sync());
     }
     VIREO_TRY(load_section(r, kUartTag, kStateVersion, "UART",
                            [&](snapshot::Decoder& d) { serial_->restore(d); }));
@@ -1009,8 +1039,9 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
                          devices::pci::Ivshmem::create(
                              ic, std::make_shared<GsiLine>(*this, gsi),
                              [raw](uint16_t peer, uint16_t vector) { raw->ring(peer, vector); },
-                             [m = machine_.get()](uint16_t, const devices::pci::MsiMessage& msg) {
-                                 if (auto r = m->signal_msi(msg.address, msg.data); !r)
+                             [this](uint16_t, const devices::pci::MsiMessage& msg) {
+                                 if (user_ != nullptr) return user_->signal_msi(msg);
+                                 if (auto r = machine_->signal_msi(msg.address, msg.data); !r)
                                      log::warn("ivshmem: MSI: {}", r.error().message());
                              },
                              [this, raw](uint16_t v) { route_vector(*raw, v); }));
@@ -1065,7 +1096,7 @@ Result<void> Vm::create_pci_devices(const hv::Hypervisor& hv) {
 }
 
 void Vm::route_vector(ShmDevice& d, uint16_t vector) {
-    if (vector >= d.vectors.size()) return;
+    if (vector >= d.vectors.size() || user_) return;  // (userspace model: no irqfds)
     auto* msix = d.device->msix();
     std::lock_guard lock(d.route_mu);
     ShmDevice::Vector& x = d.vectors[vector];
@@ -1152,7 +1183,15 @@ Result<void> Vm::connect_virtio_devices(arch::x86::acpi::PlatformDesc& desc) {
     for (size_t i = 0; i < virtio_.size(); ++i) {
         const auto& t = virtio_[i];
         const uint32_t gsi = kDeviceGsis[i];
-        VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));  // needs the irqchip
+        if (user_) {
+            // No irqchip in KVM to take an irqfd: the device loop pulses the line.
+            VIREO_TRY(loop_->add(t->irq_fd(), [chips = user_, fd = t->irq_fd(), gsi] {
+                uint64_t n;
+                if (::read(fd, &n, sizeof n) == sizeof n) chips->pulse(gsi);
+            }));
+        } else {
+            VIREO_TRY(machine_->add_irqfd(t->irq_fd(), gsi));  // needs the irqchip
+        }
         desc.mmio_devices.push_back(
             {"LNRO0005", t->base(), static_cast<uint32_t>(virtio::MmioTransport::kSize), gsi});
         log::debug("{}: GSI {}", t->name(), gsi);
@@ -1195,8 +1234,7 @@ void Vm::stop(Fate fate, std::string detail) {
         stop_called_ = true;
     }
     stopping_.store(true, std::memory_order_release);
-    for (auto& v : vcpus_)
-        v->request_stop();
+    kick_vcpus();
     if (serial_) serial_->stop_waiting();
     {
         std::lock_guard lock(pause_mu_);  // parked vCPUs see stopping_ under this lock
@@ -1236,8 +1274,7 @@ Result<void> Vm::pause() {
         pause_requested_.store(true, std::memory_order_release);
     }
     pause_cv_.notify_all();
-    for (auto& v : vcpus_)
-        v->request_stop();
+    kick_vcpus();
     {
         std::unique_lock lock(pause_mu_);
         const bool all = pause_cv_.wait_for(lock, std::chrono::seconds(5), [&] {
@@ -1352,8 +1389,8 @@ Result<void> Vm::press_power_button() {
 }
 
 Result<void> Vm::set_gsi(uint32_t gsi, bool level) {
-    if (split_) {
-        split_->set_irq(gsi, level);
+    if (chips_) {
+        chips_->set_irq(gsi, level);
         return ok();
     }
     return machine_->set_irq_line(gsi, level);
@@ -1468,6 +1505,26 @@ void Vm::refuse_msr(uint32_t vcpu, const hv::MsrExit& msr) {
               quiet ? fmt::format(", {} not logged", quiet) : std::string());
 }
 
+Result<void> Vm::start_ap(hv::Vcpu& vcpu) {
+    const auto vector = user_->wait_for_startup(vcpu, [this] {
+        return stopping_.load(std::memory_order_acquire) ||
+               pause_requested_.load(std::memory_order_acquire);
+    });
+    if (!vector) return ok();
+    // The power-on state (real mode), from the startup page: CS = vector << 8, IP 0.
+    hv::VcpuState st = power_on_.vcpus[vcpu.id()];
+    st.segments.cs.selector = static_cast<uint16_t>(*vector << 8);
+    st.segments.cs.base = uint64_t{*vector} << 12;
+    st.gprs.rip = 0;
+    return vcpu.set_state(vcpu_state_flags(), st);
+}
+
+void Vm::kick_vcpus() {
+    for (auto& v : vcpus_)
+        v->request_stop();
+    if (user_) user_->wake_all();
+}
+
 void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
     slot.tid.store(static_cast<pid_t>(::gettid()), std::memory_order_release);
     char name[16];
@@ -1498,8 +1555,15 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
             if (!stopping_.load(std::memory_order_acquire)) put_back_tsc(vcpu);
             continue;
         }
-        if (split_ && &vcpu == vcpus_[0].get()) {
-            if (auto r = split_->before_run(vcpu); !r) {
+        if (user_ && (user_->take_init(vcpu) || user_->waits_for_startup(vcpu))) {
+            if (auto r = start_ap(vcpu); !r) {
+                stop(Fate::HostError, r.error().message());
+                return;
+            }
+            continue;  // (to look at stop and pause again)
+        }
+        if (chips_) {
+            if (auto r = chips_->before_run(vcpu); !r) {
                 stop(Fate::HostError, r.error().message());
                 return;
             }
@@ -1509,6 +1573,7 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
             stop(Fate::HostError, exit.error().message());
             return;
         }
+        if (user_) user_->after_exit(vcpu);
         // One writer per slot: a plain load + store, no locked instruction on the exit path.
         auto& n = slot.exits[static_cast<size_t>(exit->reason)];
         n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -1517,16 +1582,26 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
                 handle_io(exit->io);
                 break;
             case hv::ExitReason::Mmio:
+                if (user_ && user_->mmio(vcpu, exit->mmio)) break;
                 if (exit->mmio.write)
                     mmio_.write(exit->mmio.gpa, exit->mmio.data());
                 else
                     mmio_.read(exit->mmio.gpa, exit->mmio.data());
                 break;
+            case hv::ExitReason::Halt:  // (only without KVM's local APIC)
+                if (user_)
+                    user_->halt(vcpu, [this] {
+                        return stopping_.load(std::memory_order_acquire) ||
+                               pause_requested_.load(std::memory_order_acquire) ||
+                               throttle_until_ns_.load(std::memory_order_acquire) != 0;
+                    });
+                break;
             case hv::ExitReason::Interrupted:
-            case hv::ExitReason::Halt:
             case hv::ExitReason::IrqWindowOpen:
+            case hv::ExitReason::SetTpr:  // before_run delivers what the new priority unmasked
                 break;
             case hv::ExitReason::Msr:
+                if (user_ && user_->msr(vcpu, exit->msr)) break;
                 refuse_msr(vcpu.id(), exit->msr);
                 break;
             case hv::ExitReason::IoapicEoi:

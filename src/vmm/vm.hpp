@@ -45,6 +45,7 @@
 #include "virtio/vsock/device.hpp"
 #include "vmm/shm.hpp"
 #include "vmm/split_irqchip.hpp"
+#include "vmm/user_irqchip.hpp"
 
 namespace vireo::vmm {
 
@@ -93,12 +94,15 @@ struct VmConfig {
     /// The MSRs the guest may touch (arch/x86/msr_policy.hpp): those its CPU needs, or all.
     arch::x86::MsrPolicy msrs;
     /// Where the interrupt controllers and the PIT live: Kernel (KVM's local APICs, I/O APIC,
-    /// 8259s and PIT) or Split (KVM's local APICs; vireo's I/O APIC, 8259s and PIT).
+    /// 8259s and PIT), Split (KVM's local APICs; vireo's I/O APIC, 8259s and PIT) or None (the
+    /// userspace model: all of them vireo's, KVM has none).
     hv::IrqchipMode irqchip = hv::IrqchipMode::Kernel;
 };
 
-/// The interrupt model `name` spells for a Linux machine (kernel, split), or nothing.
+/// The interrupt model `name` spells (kernel, split, userspace), or nothing.
 std::optional<hv::IrqchipMode> parse_irqchip(std::string_view name) noexcept;
+/// The model's name as users spell it: "kernel", "split" or "userspace" (IrqchipMode::None).
+const char* irqchip_name(hv::IrqchipMode mode) noexcept;
 
 /// A memory backing's name, as `--memory-backing` and a host config's `memory_backing` spell it.
 const char* to_string(VmConfig::Backing backing) noexcept;
@@ -353,6 +357,16 @@ class Vm {
         std::array<std::atomic<uint64_t>, kExitReasons> exits{};
     };
     void vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot);
+    /// The userspace model: an AP that waits for its startup IPI (after power-on or INIT)
+    /// sleeps until it comes, then starts in real mode at its page.
+    Result<void> start_ap(hv::Vcpu& vcpu);
+    /// Every vCPU out of KVM_RUN (and, in the userspace model, out of its sleep).
+    void kick_vcpus();
+    /// The parts of a vCPU's state a reset or snapshot carries (the MSRs aside): the local
+    /// APIC's only where KVM has it.
+    uint32_t vcpu_state_flags() const noexcept {
+        return hv::kStateAll & ~hv::kStateMsrs & (user_ ? ~uint32_t{hv::kStateLapic} : ~0u);
+    }
     void park();
     void handle_io(const hv::IoExit& io);
     void refuse_msr(uint32_t vcpu, const hv::MsrExit& msr);
@@ -367,7 +381,9 @@ class Vm {
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::Cmos> cmos_;
     std::shared_ptr<devices::Device> i8042_;     // its port views refer to it
-    std::unique_ptr<SplitIrqchip> split_;        // IrqchipMode::Split's I/O APIC, 8259s and PIT
+    std::unique_ptr<PcChips> chips_;             // the user-space models' I/O APIC, 8259s, PIT
+    SplitIrqchip* split_ = nullptr;              // chips_ in the split model
+    UserIrqchip* user_ = nullptr;                // chips_ in the userspace model (+ local APICs)
     std::vector<uint32_t> saved_msrs_;           // the MSRs a vCPU's state holds (KVM's list)
     std::vector<hv::CpuidEntry> cpuid0_;         // vCPU 0's CPUID, as the guest sees it
     std::vector<hv::CpuidEntry> host_cpuid_;     // what this host offers (an incoming check)

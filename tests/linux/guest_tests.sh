@@ -322,7 +322,7 @@ check_error "not a positive multiple of 512" --disk /tmp/notakernel
 check_error "unknown option" --disk /tmp/a.img,bogus
 check_error "cannot open" --disk /nonexistent.img
 check_error "at most 2047" --cmdline "$(head -c 3000 /dev/zero | tr '\0' x)"
-check_error "irqchip: \"userland\": use kernel or split" --irqchip userland
+check_error "irqchip: \"userland\": use kernel, split or userspace" --irqchip userland
 
 echo "linux guest tests: $pass passed, $fail failed"
 [ $fail = 0 ]

@@ -91,7 +91,8 @@ TEST(DomainSpec, EveryErrorNamesItsField) {
         {[](DomainText& t) { t.disks.assign(16, "/a.img"); }, "at most 15 devices"},
         {[](DomainText& t) { t.shm = {"/dev/shm/x,size=5M"}; }, "shm: "},
         {[](DomainText& t) { t.vmm_pool = "100K"; }, "vmm-pool: \"100K\": a size from 256K to 64G"},
-        {[](DomainText& t) { t.irqchip = "none"; }, "irqchip: \"none\": use kernel or split"},
+        {[](DomainText& t) { t.irqchip = "none"; },
+         "irqchip: \"none\": use kernel, split or userspace"},
     };
     for (const auto& c : cases) {
         DomainText t = with_kernel();

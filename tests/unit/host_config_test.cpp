@@ -103,7 +103,7 @@ vcpus = 5000
 memory_backing = "swap"
 cpu = "x86-64-v3,+nosuch"
 spec_ctrl = "maybe"
-irqchip = "userspace"
+irqchip = "userland"
 )";
     auto c = parse_host_config(bad, "h.toml", 4);
     ASSERT_FALSE(c);
@@ -116,7 +116,7 @@ irqchip = "userspace"
           "h.toml:13: domains.b.memory_backing",
           "h.toml:14: domains.b.cpu: \"+nosuch\": no CPU feature of that name",
           "h.toml:15: domains.b.spec_ctrl: \"maybe\": a policy starts with on",
-          "h.toml:16: domains.b.irqchip: \"userspace\": use kernel or split"})
+          "h.toml:16: domains.b.irqchip: \"userland\": use kernel, split or userspace"})
         EXPECT_NE(m.find(want), std::string::npos) << want << "\n--- in ---\n" << m;
 }
 

@@ -73,6 +73,12 @@ void Lapic::power_on() {
     timer_start_ns_ = deadline_ns_ = tsc_deadline_ = 0;
 }
 
+void Lapic::wire_lints() {
+    std::lock_guard lock(mu_);
+    reg(kLvtLint0) = 7u << 8;  // ExtINT
+    reg(kLvtLint1) = 4u << 8;  // NMI
+}
+
 void Lapic::reset() {
     Effects fx;
     {
@@ -134,7 +140,9 @@ void Lapic::set_cr8(uint8_t value) {
     Effects fx;
     {
         std::lock_guard lock(mu_);
-        reg(kTpr) = (value & 0xfu) << 4;
+        const uint32_t tpr = (value & 0xfu) << 4;
+        if (tpr == reg(kTpr)) return;  // (no kick: the vCPU writes back what it had)
+        reg(kTpr) = tpr;
         fx.kick = pending_locked().has_value();
     }
     finish(fx);

@@ -107,6 +107,9 @@ class Lapic final : public Device {
     void timer_expired();
     /// INIT (or power-on): every register to its reset value; the ID and BSP flag stay.
     void reset();
+    /// LINT0 to ExtINT and LINT1 to NMI, unmasked: the BSP's virtual-wire wiring as firmware
+    /// leaves it for the kernel (the 8259s reach the CPU through LINT0).
+    void wire_lints();
 
     uint32_t id() const noexcept { return id_; }
     /// Whether a logical destination `mask` (xAPIC flat or cluster, x2APIC cluster) names it.
