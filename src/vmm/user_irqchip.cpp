@@ -53,9 +53,8 @@ struct UserIrqchip::Cpu final : devices::irqchip::LapicSink {
     std::condition_variable cv;
     std::atomic<bool> sleeping{false};
     std::atomic<bool> nmi{false};
-    std::atomic<bool> init{false};
-    std::atomic<bool> wait_sipi{false};
-    std::atomic<int> sipi{-1};  // the startup IPI's vector, until taken
+    std::atomic<bool> wait_sipi{false};  // after power-on (APs) and INIT
+    std::atomic<int> sipi{-1};           // the startup IPI's vector, until taken
 };
 
 Result<std::unique_ptr<UserIrqchip>> UserIrqchip::create(const hv::Machine& machine,
@@ -114,7 +113,7 @@ bool UserIrqchip::extint_for(Cpu& c) const {
 }
 
 bool UserIrqchip::deliverable(Cpu& c, bool if_flag) const {
-    if (c.nmi.load() || c.init.load() || c.sipi.load() >= 0) return true;
+    if (c.nmi.load() || c.wait_sipi.load()) return true;
     return if_flag && (extint_for(c) || c.lapic.pending().has_value());
 }
 
@@ -181,15 +180,6 @@ void UserIrqchip::halt(hv::Vcpu& vcpu, const std::function<bool()>& stop) {
     c.sleeping.store(false);
 }
 
-bool UserIrqchip::take_init(const hv::Vcpu& vcpu) {
-    Cpu& c = *cpus_[vcpu.id()];
-    if (!c.init.exchange(false)) return false;
-    c.lapic.reset();
-    c.sipi.store(-1);
-    c.wait_sipi.store(true);
-    return true;
-}
-
 bool UserIrqchip::waits_for_startup(const hv::Vcpu& vcpu) const {
     return cpus_[vcpu.id()]->wait_sipi.load();
 }
@@ -200,7 +190,7 @@ std::optional<uint8_t> UserIrqchip::wait_for_startup(const hv::Vcpu& vcpu,
     c.sleeping.store(true);
     {
         std::unique_lock lock(c.mu);
-        c.cv.wait(lock, [&] { return c.sipi.load() >= 0 || c.init.load() || stop(); });
+        c.cv.wait(lock, [&] { return c.sipi.load() >= 0 || stop(); });
     }
     c.sleeping.store(false);
     const int v = c.sipi.exchange(-1);
@@ -261,9 +251,13 @@ void UserIrqchip::route(const Ipi& ipi) {
                 kick(c);
                 break;
             case Ipi::Init:
+                // At once, in order with a startup IPI right behind it: the APIC is reset and
+                // the CPU waits (a running one leaves the guest).
                 if (ipi.level && !ipi.assert) break;  // the INIT level de-assert: nothing
                 if (c.id == 0) break;                 // the BSP is not sent back to wait
-                c.init.store(true);
+                c.lapic.reset();
+                c.sipi.store(-1);
+                c.wait_sipi.store(true);
                 kick(c);
                 break;
             case Ipi::Startup:
@@ -303,7 +297,6 @@ void UserIrqchip::save(snapshot::Encoder& e) const {
         c->lapic.save(e);
         e.boolean(c->wait_sipi.load());
         e.boolean(c->nmi.load());
-        e.boolean(c->init.load());
         e.u32(static_cast<uint32_t>(c->sipi.load() + 1));  // 0: none
     }
 }
@@ -313,14 +306,13 @@ void UserIrqchip::restore(snapshot::Decoder& d) {
     if (d.u32() != cpus_.size()) return d.invalid("local APIC count");
     for (auto& c : cpus_) {
         c->lapic.restore(d);
-        const bool wait_sipi = d.boolean(), nmi = d.boolean(), init = d.boolean();
+        const bool wait_sipi = d.boolean(), nmi = d.boolean();
         const uint32_t sipi = d.u32();
         if (!d.ok()) return;
-        if (sipi > 256 || (c->id == 0 && (wait_sipi || init)))
+        if (sipi > 256 || (c->id == 0 && wait_sipi) || (sipi != 0 && !wait_sipi))
             return d.invalid("local APIC start-up state");
         c->wait_sipi.store(wait_sipi);
         c->nmi.store(nmi);
-        c->init.store(init);
         c->sipi.store(static_cast<int>(sipi) - 1);
     }
 }

@@ -18,7 +18,7 @@
 // - Each local APIC's timer is a timerfd on the device loop (on_lapic_timer). The I/O APIC's
 //   messages, and MSIs, go to the local APICs they name; IPIs the same way.
 // - The application processors start waiting for INIT and a startup IPI (wait_for_startup),
-//   as after power-on; an INIT to a running vCPU sends it back there (take_init()).
+//   as after power-on; an INIT to a running vCPU sends it back there.
 //
 // Every interrupt crosses user space, so each costs exits that the kernel model saves; virtio
 // devices' eventfds are watched on the device loop (no vCPU thread involved).
@@ -62,9 +62,8 @@ class UserIrqchip final : public PcChips {
     /// ExitReason::Halt: sleeps until the vCPU has an interrupt it can take (with `if_flag`,
     /// RFLAGS.IF at the HLT), an NMI, an INIT or startup IPI, or `stop()` holds after a wake().
     void halt(hv::Vcpu& vcpu, const std::function<bool()>& stop);
-    /// An INIT arrived for the vCPU: its local APIC is reset, and it must wait_for_startup().
-    bool take_init(const hv::Vcpu& vcpu);
-    /// Whether the vCPU waits for a startup IPI (an AP after power-on or INIT).
+    /// Whether the vCPU waits for a startup IPI (an AP after power-on or INIT, which reset its
+    /// local APIC).
     bool waits_for_startup(const hv::Vcpu& vcpu) const;
     /// Sleeps until a startup IPI arrives (its vector: the CPU starts in real mode at vector
     /// * 4096) or `stop()` holds after a wake().

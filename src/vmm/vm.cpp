@@ -1555,7 +1555,7 @@ void Vm::vcpu_loop(hv::Vcpu& vcpu, VcpuSlot& slot) {
             if (!stopping_.load(std::memory_order_acquire)) put_back_tsc(vcpu);
             continue;
         }
-        if (user_ && (user_->take_init(vcpu) || user_->waits_for_startup(vcpu))) {
+        if (user_ && user_->waits_for_startup(vcpu)) {
             if (auto r = start_ap(vcpu); !r) {
                 stop(Fate::HostError, r.error().message());
                 return;
