@@ -92,7 +92,8 @@ struct HypercallExit {
 struct MsrExit {
     uint32_t index;
     bool write;
-    bool unknown;   ///< KVM does not know the MSR (else the filter denied it)
+    bool unknown;   ///< KVM does not know the MSR (else the filter denied it, or KVM refused it)
+    bool refused;   ///< KVM refused the access (Machine::restrict_msrs' refused_too)
     uint64_t data;  ///< the value written (WRMSR)
     uint8_t* error_;
     uint64_t* data_;

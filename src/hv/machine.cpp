@@ -118,16 +118,17 @@ Result<void> Machine::msr_exits_locked(uint64_t reasons, const char* what) {
     return ok();
 }
 
-Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed) {
-    return set_msr_filter(allowed, true);
+Result<void> Machine::restrict_msrs(std::span<const uint32_t> allowed, bool refused_too) {
+    return set_msr_filter(allowed, true, refused_too);
 }
 
-Result<void> Machine::trap_msrs(std::span<const uint32_t> trapped) {
-    return set_msr_filter(trapped, false);
+Result<void> Machine::trap_msrs(std::span<const uint32_t> trapped, bool refused_too) {
+    return set_msr_filter(trapped, false, refused_too);
 }
 
 // An allow-list (every other MSR denied), or a deny-list (`listed` denied, the rest allowed).
-Result<void> Machine::set_msr_filter(std::span<const uint32_t> listed, bool allow_list) {
+Result<void> Machine::set_msr_filter(std::span<const uint32_t> listed, bool allow_list,
+                                     bool refused_too) {
     if (!has_feature(features_, Feature::MsrFilter) ||
         !has_feature(features_, Feature::UserSpaceMsr))
         return fail(ErrorCode::Unsupported, "this KVM cannot filter a guest's MSR accesses");
@@ -159,7 +160,8 @@ Result<void> Machine::set_msr_filter(std::span<const uint32_t> listed, bool allo
         g.count = off + 1;
     }
     std::lock_guard lock(vcpu_lock_);
-    VIREO_TRY(msr_exits_locked(KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN,
+    VIREO_TRY(msr_exits_locked(KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN |
+                                   (refused_too ? KVM_MSR_EXIT_REASON_INVAL : 0),
                                "MSRs must be restricted"));
     kvm_msr_filter filter{};
     filter.flags = allow_list ? KVM_MSR_FILTER_DEFAULT_DENY : KVM_MSR_FILTER_DEFAULT_ALLOW;

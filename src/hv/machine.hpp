@@ -108,12 +108,14 @@ class Machine {
     /// ExitReason::Msr for the VMM to refuse (#GP) or complete. The VMM's own get/set_msrs are
     /// never filtered. Off unless called; once per machine, before any vCPU is created. Needs
     /// Feature::MsrFilter and Feature::UserSpaceMsr.
-    Result<void> restrict_msrs(std::span<const uint32_t> allowed);
+    /// `refused_too`: also an access KVM would refuse with #GP exits (the x2APIC's MSRs on a
+    /// machine without KVM's local APIC: IrqchipMode::None), for the VMM to complete.
+    Result<void> restrict_msrs(std::span<const uint32_t> allowed, bool refused_too = false);
     /// The other way round: a guest RDMSR or WRMSR of one of `trapped` (and of an MSR KVM does
     /// not know) exits with ExitReason::Msr, every other MSR is KVM's (IrqchipMode::None: the
     /// user-space local APIC's IA32_APIC_BASE and IA32_TSC_DEADLINE). Same conditions as
     /// restrict_msrs(); one of the two, once.
-    Result<void> trap_msrs(std::span<const uint32_t> trapped);
+    Result<void> trap_msrs(std::span<const uint32_t> trapped, bool refused_too = false);
     /// Without a filter: a guest RDMSR or WRMSR of an MSR KVM does not know, or of a value KVM
     /// refuses, exits with ExitReason::Msr instead of raising #GP in the guest (libnvmm: NVMM
     /// hands such accesses to its client). Once per machine, before any vCPU; needs
@@ -189,7 +191,8 @@ class Machine {
     Result<void> need_irqchip(const char* what) const;
     /// With vcpu_lock_ held: KVM hands the guest MSR accesses `reasons` names to user space.
     Result<void> msr_exits_locked(uint64_t reasons, const char* what);
-    Result<void> set_msr_filter(std::span<const uint32_t> listed, bool allow_list);
+    Result<void> set_msr_filter(std::span<const uint32_t> listed, bool allow_list,
+                                bool refused_too);
     /// With routes_mu_ held: hands KVM the whole routing table.
     Result<void> commit_routes_locked();
 

@@ -162,6 +162,7 @@ Result<Exit> Vcpu::run() {
             exit.msr = MsrExit{run->msr.index,
                                run->exit_reason == KVM_EXIT_X86_WRMSR,
                                run->msr.reason == KVM_MSR_EXIT_REASON_UNKNOWN,
+                               run->msr.reason == KVM_MSR_EXIT_REASON_INVAL,
                                run->msr.data,
                                &run->msr.error,
                                reinterpret_cast<uint64_t*>(&run->msr.data)};

@@ -96,6 +96,17 @@ Result<void> set_lints(hv::Vcpu& vcpu) {
     return vcpu.set_state(hv::kStateLapic, st);
 }
 
+// The userspace model: KVM's paravirtual features that need its own local APIC go (as QEMU
+// drops them with kernel-irqchip=off): async page faults (their interrupt and its MSR), PV EOI,
+// PV unhalt (a kick through KVM's APIC), PV IPIs and directed yield (hypercalls that name APIC
+// IDs), and the extended destination ID of MSIs (vireo's messages carry 8 bits).
+void drop_kernel_apic_features(std::vector<hv::CpuidEntry>& cpuid) {
+    constexpr uint32_t kDrop =
+        1u << 4 | 1u << 6 | 1u << 7 | 1u << 10 | 1u << 11 | 1u << 13 | 1u << 14 | 1u << 15;
+    for (auto& e : cpuid)
+        if (e.function == 0x40000001) e.eax &= ~kDrop;
+}
+
 // A thread's last host CPU and CPU time.
 void thread_stat(pid_t tid, int& cpu, double& cpu_s) {
     const ProcStat st =
@@ -317,18 +328,18 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
                 return m == devices::irqchip::Lapic::kApicBaseMsr ||
                        m == devices::irqchip::Lapic::kTscDeadlineMsr;
             });
-        if (auto r = machine_->restrict_msrs(allowed); !r)
+        if (auto r = machine_->restrict_msrs(allowed, /*refused_too=*/user_ != nullptr); !r)
             return fail(r.error().code(), "msr-filter: {}", r.error().message());
     } else if (user_) {
-        // Only the local APIC's MSRs exit (the x2APIC's do anyway: KVM does not know them
-        // without its own APIC).
+        // Only the local APIC's MSRs exit (and the x2APIC's, which KVM refuses without its own
+        // APIC; so does any other it refuses: vireo refuses it the same way).
         if (!hv.has(hv::Feature::MsrFilter) || !hv.has(hv::Feature::UserSpaceMsr))
             return fail(ErrorCode::Unsupported,
                         "irqchip userspace: this host's KVM cannot hand the local APIC's MSRs to "
                         "vireo (KVM_CAP_X86_MSR_FILTER, Linux 5.10)");
         const uint32_t trapped[] = {devices::irqchip::Lapic::kApicBaseMsr,
                                     devices::irqchip::Lapic::kTscDeadlineMsr};
-        if (auto r = machine_->trap_msrs(trapped); !r)
+        if (auto r = machine_->trap_msrs(trapped, /*refused_too=*/true); !r)
             return fail(r.error().code(), "irqchip userspace: {}", r.error().message());
     }
     // vCPUs: all get CPUID and boot MSRs; the BSP gets the LAPIC's LINT0 (ExtINT) and LINT1
@@ -339,6 +350,7 @@ Result<void> Vm::build(const hv::Hypervisor& hv, const BootImages& images, bool 
     for (uint32_t id = 0; id < config_.cpus; ++id) {
         VIREO_TRY_ASSIGN(auto vcpu, machine_->create_vcpu(id));
         auto cpuid = arch::x86::guest_cpuid(base_cpuid, id, config_.cpus);
+        if (user_) drop_kernel_apic_features(cpuid);
         VIREO_TRY(vcpu->set_cpuid(cpuid));
         if (id == 0) cpuid0_ = std::move(cpuid);
         VIREO_TRY(vcpu->set_msrs(msrs));
@@ -1501,8 +1513,10 @@ void Vm::refuse_msr(uint32_t vcpu, const hv::MsrExit& msr) {
     const uint64_t quiet = msrs_unlogged_.exchange(0, std::memory_order_relaxed);
     log::warn("vCPU {}: {} {} refused with #GP: {} ({} refused so far{})", vcpu,
               msr.write ? "WRMSR" : "RDMSR", arch::x86::describe_msr(msr.index),
-              msr.unknown ? "KVM does not know it" : "not in the domain's MSR allow-list", n,
-              quiet ? fmt::format(", {} not logged", quiet) : std::string());
+              msr.unknown   ? "KVM does not know it"
+              : msr.refused ? "KVM refuses it"
+                            : "not in the domain's MSR allow-list",
+              n, quiet ? fmt::format(", {} not logged", quiet) : std::string());
 }
 
 Result<void> Vm::start_ap(hv::Vcpu& vcpu) {
