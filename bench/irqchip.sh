@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Interrupt models side by side in one test host (issue 22): vireo --irqchip kernel|split against
+# Interrupt models side by side in one test host (issue 22): vireo --irqchip kernel|split|userspace against
 # QEMU+KVM q35 with kernel-irqchip=on|split|off, same kernel, initrd and devices. Per model: boot
 # to the guest's init, virtio-blk sequential and random reads (an interrupt per request), and the
 # 1-byte TCP round trip over a tap (an interrupt each way). Medians (min-max) over RUNS.
