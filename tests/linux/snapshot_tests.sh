@@ -25,8 +25,8 @@ first_value() { log "$1" | sed -n "s/^$2=\([0-9]*\).*/\1/p" | head -n1; }
 guest_up() { log "$1" | sed -n "s/^$2=[0-9]* UP=\([0-9]*\).*/\1/p" | ${3:-tail} -n1; }
 
 # --- 1. a counter: saved, restored, goes on -------------------------------------------------
-# In both interrupt models: split's I/O APIC, 8259s and PIT are vireo's and travel in the
-# snapshot's UIRQ section.
+# In the three interrupt models: split's I/O APIC, 8259s and PIT are vireo's and travel in the
+# snapshot's UIRQ section; userspace's, with its local APICs, in a UAPC section.
 counter() {  # counter IRQCHIP
   rm -f /tmp/c.snap /tmp/c1.log /tmp/c2.log
   A='-- i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo CNT=$i UP=$(cut -d" " -f1 /proc/uptime); sleep 0.2; done; poweroff -f'
@@ -56,6 +56,7 @@ counter() {  # counter IRQCHIP
 }
 counter kernel
 counter split
+counter userspace
 
 # --- 2. a disk saved mid-write --------------------------------------------------------------
 /usr/sbin/mke2fs -q -F -t ext4 /tmp/fs.img 64M
