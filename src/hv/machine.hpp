@@ -114,7 +114,7 @@ class Machine {
     /// The other way round: a guest RDMSR or WRMSR of one of `trapped` (and of an MSR KVM does
     /// not know) exits with ExitReason::Msr, every other MSR is KVM's (IrqchipMode::None: the
     /// user-space local APIC's IA32_APIC_BASE and IA32_TSC_DEADLINE). Same conditions as
-    /// restrict_msrs(); one of the two, once.
+    /// restrict_msrs(); the last filter set before the first vCPU holds.
     Result<void> trap_msrs(std::span<const uint32_t> trapped, bool refused_too = false);
     /// Without a filter: a guest RDMSR or WRMSR of an MSR KVM does not know, or of a value KVM
     /// refuses, exits with ExitReason::Msr instead of raising #GP in the guest (libnvmm: NVMM

@@ -13,6 +13,7 @@
 VIREO_GUEST(io_roundtrip)
 VIREO_GUEST(mmio_roundtrip)
 VIREO_GUEST(halt)
+VIREO_GUEST(msr_trap)
 VIREO_GUEST(triple_fault)
 VIREO_GUEST(dirty_pages)
 VIREO_GUEST(report_id)

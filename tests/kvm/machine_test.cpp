@@ -383,6 +383,38 @@ TEST(Machine, MsrRestrictionIsCheckedAndBeforeVcpus) {
     EXPECT_EQ(after_vcpu.error().code(), ErrorCode::BadState);
 }
 
+// A deny-list (the userspace interrupt model's): a trapped MSR exits and the VMM's value is what
+// the guest reads; an untrapped one stays KVM's; with refused_too an access KVM refuses (the
+// x2APIC's TPR on a machine without KVM's local APIC) exits as refused.
+TEST(Machine, TrappedMsrsExitAndTheRestStayKvms) {
+    if (!hypervisor().has(hv::Feature::MsrFilter)) GTEST_SKIP() << "no KVM_CAP_X86_MSR_FILTER";
+    auto vm = make_vm(guest_msr_trap());
+    const uint32_t trapped[] = {0x1b};
+    ASSERT_TRUE(vm.machine().trap_msrs(trapped, /*refused_too=*/true));
+    auto vcpu = make_vcpu(vm);
+    auto e = vcpu->run();
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->reason, hv::ExitReason::Msr) << hv::to_string(e->reason);
+    EXPECT_EQ(e->msr.index, 0x1bu);
+    EXPECT_FALSE(e->msr.write);
+    EXPECT_FALSE(e->msr.unknown);
+    EXPECT_FALSE(e->msr.refused);
+    e->msr.set_value(0xfee00d00);
+    e = vcpu->run();
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->reason, hv::ExitReason::Io) << hv::to_string(e->reason);
+    EXPECT_EQ(e->io.value(), 0xfee00d00u);
+    e = vcpu->run();  // the TSC passes; the x2APIC's TPR exits
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->reason, hv::ExitReason::Msr) << hv::to_string(e->reason);
+    EXPECT_EQ(e->msr.index, 0x808u);
+    EXPECT_TRUE(e->msr.refused);
+    e->msr.set_value(0);
+    e = vcpu->run();
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->reason, hv::ExitReason::Halt) << hv::to_string(e->reason);
+}
+
 // The clock, the interrupt controllers and the PIT written as a snapshot section and read into
 // another machine: it reports the same state, and bytes naming the wrong controller are refused
 // before KVM sees them.
