@@ -3,6 +3,7 @@
 # "SPEC 7.0.EDX=<8 hex> 88.EBX=<8 hex>", on COM1. For the --cpu and --spec-ctrl tests
 # (tests/cpu_template.sh).
 #include "pvh_entry.inc"
+#include "pvh_poweroff.inc"
 _start:
     cli
     lea stack_top, %esp
@@ -42,10 +43,7 @@ _start:
     mov $'\n', %al
     mov $0x3f8, %dx
     out %al, %dx
-    mov $0x34, %al                 # SLP_TYP 5 (S5) | SLP_EN
-    mov $0x3c0, %dx
-    out %al, %dx                   # vireo: ACPI sleep control register
-    hlt
+    power_off_s5
 
 #include "pvh_hex.inc"
 #include "pvh_puts.inc"

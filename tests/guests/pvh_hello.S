@@ -4,6 +4,7 @@
 # QEMU's isa-debug-exit (port 0xf4) and through vireo's ACPI sleep register (S5, port 0x3c0).
 # On a failed check it prints "PVH-BAD <n>" and triple-faults.
 #include "pvh_entry.inc"
+#include "pvh_poweroff.inc"
 _start:
     lea stack_top, %esp            # PVH provides no stack
     mov $1, %edi
@@ -30,10 +31,7 @@ _start:
     mov $0, %al
     mov $0xf4, %dx
     out %al, %dx                   # QEMU: isa-debug-exit
-    mov $0x34, %al                 # SLP_TYP 5 (S5) | SLP_EN
-    mov $0x3c0, %dx
-    out %al, %dx                   # vireo: ACPI sleep control register
-    hlt
+    power_off_s5
 
 fail:
     lea bad_msg, %esi

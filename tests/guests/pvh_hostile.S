@@ -12,6 +12,7 @@
     .set RINGS, 0x200000           # device 0's rings; device 1's at RINGS + 0x10000
 
 #include "pvh_entry.inc"
+#include "pvh_poweroff.inc"
 _start:
     lea stack_top, %esp
     # A fixed seed: the same attacks every run, so the test's verdict cannot depend on luck.
@@ -102,10 +103,7 @@ next:
     jnz main_loop
     lea done_msg, %esi
     call puts
-    mov $0x34, %al                 # ACPI S5: SLP_TYP 5 | SLP_EN
-    mov $0x3c0, %dx
-    out %al, %dx
-    hlt
+    power_off_s5
 
 ring_area:                         # edi = rings of the device at ebp
     mov %ebp, %edi

@@ -12,6 +12,7 @@
 #define PIT_COUNT 11932            /* 1193182 Hz / 100 */
 
 #include "pvh_entry.inc"
+#include "pvh_poweroff.inc"
 _start:
     # Our own GDT: the boot loader's CS selector need not name a 32-bit segment an interrupt
     # gate could use.
@@ -94,12 +95,7 @@ _start:
     lea m_level, %esi
     call phase
 
-    mov $0x34, %al                 # SLP_TYP 5 (S5) | SLP_EN
-    mov $0x3c0, %dx
-    out %al, %dx                   # vireo's ACPI sleep control register
-    cli
-1:  hlt
-    jmp 1b
+    power_off_s5
 
 # phase: prints the name at %esi with "-START", counts TICKS interrupts with interrupts on,
 # prints the name with "-DONE " and the count.
@@ -141,49 +137,23 @@ spurious:
 back:
     mov saved_esp, %esp
     jmp wait_tick
-unexpected:                        # the stub pushed its vector
-    lea m_bad, %esi
-    call puts
-    pop %ebx
-    and $0xff, %ebx
-    call hex8
-    mov $'\n', %al
-    out %al, %dx
-    cli
-1:  hlt
-    jmp 1b
 
 #include "pvh_puts.inc"
 #include "pvh_hex.inc"
-
-    .balign 8
-stubs:                             # one 8-byte stub per vector: push $vector; jmp unexpected
-    .set v, 0
-    .rept 256
-    .byte 0x6a, v                  # push imm8 (sign-extended: unexpected masks it)
-    .byte 0xe9                     # jmp rel32
-    .long unexpected - (. + 4)
-    .byte 0x90
-    .set v, v + 1
-    .endr
+#include "pvh_stubs.inc"
 
 m_pic: .asciz "PIC"
 m_edge: .asciz "EDGE"
 m_level: .asciz "LEVEL"
 m_start: .asciz "-START\n"
 m_done: .asciz "-DONE "
-m_bad: .asciz "IRQ-BAD "
 
     .data
 #include "pvh_gdt.inc"
-idt_desc:
-    .word 256 * 8 - 1
-    .long idt
 ticks: .long 0
 saved_esp: .long 0
     .bss
     .balign 8
-idt: .space 256 * 8
     .space 4096
 stack_top:
     .section .note.GNU-stack,"",@progbits

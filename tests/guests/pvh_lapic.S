@@ -23,6 +23,7 @@
 #define TRAMPOLINE 0x10000         /* startup IPI vector 0x10 */
 
 #include "pvh_entry.inc"
+#include "pvh_poweroff.inc"
 _start:
     lgdt gdtr
     ljmp $0x08, $1f
@@ -197,12 +198,7 @@ ping_loop:
     out %al, %dx
 
 power_off:
-    mov $0x34, %al                 # SLP_TYP 5 (S5) | SLP_EN
-    mov $0x3c0, %dx
-    out %al, %dx                   # vireo's ACPI sleep control register
-    cli
-1:  hlt
-    jmp 1b
+    power_off_s5
 
 # set_gate: IDT entry %ecx -> handler %edx (32-bit interrupt gate, selector 0x08).
 set_gate:
@@ -302,15 +298,6 @@ spurious:                          # no EOI
 back:
     mov saved_esp, %esp
     jmp *resume
-unexpected:                        # the stub pushed its vector
-    lea m_bad, %esi
-    call puts
-    pop %ebx
-    and $0xff, %ebx
-    call hex8
-    mov $'\n', %al
-    out %al, %dx
-    jmp power_off
 
 # The AP: from the trampoline, in 32-bit protected mode.
 ap_entry:
@@ -335,6 +322,7 @@ ap_ping:                           # answer with 0x51 to APIC 0
 
 #include "pvh_puts.inc"
 #include "pvh_hex.inc"
+#include "pvh_stubs.inc"
 
 # Copied to TRAMPOLINE; the AP starts here in real mode (CS = TRAMPOLINE >> 4, IP = 0).
     .code16
@@ -354,17 +342,6 @@ tramp_gdtr:
 trampoline_end:
     .code32
 
-    .balign 8
-stubs:                             # one 8-byte stub per vector: push $vector; jmp unexpected
-    .set v, 0
-    .rept 256
-    .byte 0x6a, v
-    .byte 0xe9
-    .long unexpected - (. + 4)
-    .byte 0x90
-    .set v, v + 1
-    .endr
-
 m_periodic: .asciz "PERIODIC"
 m_oneshot: .asciz "ONESHOT"
 m_deadline: .asciz "DEADLINE"
@@ -374,13 +351,9 @@ m_tpr: .asciz "TPR-ORDER "
 m_no_ap: .asciz "IPI-NO-AP\n"
 m_start: .asciz "-START\n"
 m_done: .asciz "-DONE "
-m_bad: .asciz "IRQ-BAD "
 
     .data
 #include "pvh_gdt.inc"
-idt_desc:
-    .word 256 * 8 - 1
-    .long idt
 ticks: .long 0
 rearm: .long 0
 resume: .long 0
@@ -394,7 +367,6 @@ sent: .long 0
 pongs: .long 0
     .bss
     .balign 8
-idt: .space 256 * 8
     .space 4096
 stack_top:
     .space 1024

@@ -12,6 +12,7 @@
 #define WAIT_LOOPS 50000000
 
 #include "pvh_entry.inc"
+#include "pvh_poweroff.inc"
 _start:
     lea stack_top, %esp
     mov $1, %edi
@@ -127,12 +128,7 @@ compare:
     mov $'\n', %al
     mov $0x3f8, %dx
     out %al, %dx
-    mov $0x34, %al                 # SLP_TYP 5 (S5) | SLP_EN
-    mov $0x3c0, %dx
-    out %al, %dx                   # vireo's ACPI sleep control register
-    cli
-1:  hlt
-    jmp 1b
+    power_off_s5
 
 fail:
     lea bad_msg, %esi
